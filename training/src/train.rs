@@ -1,0 +1,205 @@
+//! Training, evaluation and calibration of the dropout network.
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use crate::data::Dataset;
+use crate::net::Net;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Optimizer {
+    Adam,
+    Sgd,
+    Rmsprop,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub seed: u64,
+    /// Show an indicatif progress bar (off in tests).
+    pub progress: bool,
+}
+
+/// `[N, 1, rows, cols]` float images scaled to [0, 1], and `[N]` int64 labels.
+pub fn to_tensors(data: &Dataset, device: Device) -> (Tensor, Tensor) {
+    let n = data.len() as i64;
+    let x = Tensor::from_slice(&data.images).to_kind(Kind::Float).view([
+        n,
+        1,
+        data.rows as i64,
+        data.cols as i64,
+    ]) / 255.0;
+    let y = Tensor::from_slice(&data.labels).to_kind(Kind::Int64);
+    (x.to_device(device), y.to_device(device))
+}
+
+/// Per-epoch record, for logs and tests.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochStats {
+    pub mean_loss: f64,
+    pub accuracy: f64,
+    /// Mean loss over the first tenth of the epoch's batches, to see learning within one epoch.
+    pub first_loss: f64,
+    /// Mean loss over the last tenth.
+    pub last_loss: f64,
+}
+
+pub fn train(
+    net: &Net,
+    vs: &nn::VarStore,
+    data: &Dataset,
+    cfg: &TrainConfig,
+) -> Result<Vec<EpochStats>> {
+    if data.is_empty() || cfg.batch_size == 0 || cfg.epochs == 0 {
+        bail!(
+            "nothing to train: {} images, batch size {}, {} epochs",
+            data.len(),
+            cfg.batch_size,
+            cfg.epochs
+        );
+    }
+    tch::manual_seed(cfg.seed as i64);
+    let device = vs.device();
+    let (x, y) = to_tensors(data, device);
+    let mut opt = match cfg.optimizer {
+        Optimizer::Adam => nn::Adam::default().build(vs, cfg.learning_rate),
+        Optimizer::Sgd => nn::Sgd {
+            momentum: 0.9,
+            ..Default::default()
+        }
+        .build(vs, cfg.learning_rate),
+        Optimizer::Rmsprop => nn::RmsProp::default().build(vs, cfg.learning_rate),
+    }
+    .context("building optimizer")?;
+    let n = data.len() as i64;
+    let batches = (n + cfg.batch_size as i64 - 1) / cfg.batch_size as i64;
+    let mut stats = vec![];
+    for epoch in 1..=cfg.epochs {
+        let bar = if cfg.progress {
+            let bar = ProgressBar::new(batches as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(format!("{epoch}/{}", cfg.epochs));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let order = Tensor::randperm(n, (Kind::Int64, device));
+        let (mut loss_sum, mut correct) = (0.0, 0i64);
+        let mut losses = Vec::with_capacity(batches as usize);
+        for b in 0..batches {
+            let idx = order.narrow(
+                0,
+                b * cfg.batch_size as i64,
+                (cfg.batch_size as i64).min(n - b * cfg.batch_size as i64),
+            );
+            let (bx, by) = (x.index_select(0, &idx), y.index_select(0, &idx));
+            let logits = net.logits(&bx, true);
+            let loss = logits.cross_entropy_for_logits(&by);
+            opt.backward_step(&loss);
+            let l = loss.double_value(&[]);
+            losses.push(l);
+            loss_sum += l * idx.size()[0] as f64;
+            correct += logits
+                .argmax(-1, false)
+                .eq_tensor(&by)
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+            if b % 10 == 0 {
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.2}%",
+                    loss_sum / ((b + 1) * cfg.batch_size as i64).min(n) as f64,
+                    100.0 * correct as f64 / ((b + 1) * cfg.batch_size as i64).min(n) as f64
+                ));
+            }
+            bar.inc(1);
+        }
+        bar.finish();
+        let tenth = (losses.len() / 10).max(1);
+        let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+        let s = EpochStats {
+            mean_loss: loss_sum / n as f64,
+            accuracy: correct as f64 / n as f64,
+            first_loss: mean(&losses[..tenth]),
+            last_loss: mean(&losses[losses.len() - tenth..]),
+        };
+        log::info!(
+            "epoch {epoch}: loss {:.4}, train accuracy {:.2}%",
+            s.mean_loss,
+            100.0 * s.accuracy
+        );
+        stats.push(s);
+    }
+    Ok(stats)
+}
+
+/// Test accuracy with dropout off.
+pub fn deterministic_accuracy(net: &Net, data: &Dataset, device: Device) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let (x, y) = to_tensors(data, device);
+    let mut correct = 0;
+    for (bx, by) in x.split(500, 0).iter().zip(y.split(500, 0).iter()) {
+        correct += net
+            .logits(bx, false)
+            .argmax(-1, false)
+            .eq_tensor(by)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+    }
+    correct as f64 / data.len() as f64
+}
+
+/// MC-dropout probabilities for every image: `[N][T·classes]`, row-major `[T, classes]`
+/// per image (the runtime's layout), with fresh masks from tch's generator.
+pub fn mc_probabilities(
+    net: &Net,
+    data: &Dataset,
+    samples: i64,
+    device: Device,
+) -> Result<Vec<Vec<f32>>> {
+    let _guard = tch::no_grad_guard();
+    let (x, _) = to_tensors(data, device);
+    let mut out = Vec::with_capacity(data.len());
+    // 200 images × T=20 × 9216 floats ≈ 150 MB for the first mask: bounded memory.
+    for bx in x.split(200, 0) {
+        let probs = net.mc_probs(&bx, samples); // [T, N, C]
+        let per_image = probs.permute([1, 0, 2]).contiguous().to_device(Device::Cpu); // [N, T, C]
+        let n = per_image.size()[0];
+        let flat =
+            Vec::<f32>::try_from(per_image.flatten(0, -1)).context("reading probabilities")?;
+        let each = flat.len() / n as usize;
+        out.extend(flat.chunks(each).map(|c| c.to_vec()));
+    }
+    Ok(out)
+}
+
+/// MC accuracy (argmax of the mean over T) and the mutual information of every image,
+/// computed with the runtime's own `mcgate::measures`.
+pub fn mc_accuracy_and_mi(
+    net: &Net,
+    data: &Dataset,
+    samples: i64,
+    device: Device,
+) -> Result<(f64, Vec<f64>)> {
+    let probs = mc_probabilities(net, data, samples, device)?;
+    let classes = probs.first().map_or(0, |p| p.len() / samples as usize);
+    let mut scratch = vec![0.0; classes];
+    let (mut correct, mut mi) = (0usize, Vec::with_capacity(probs.len()));
+    for (p, &label) in probs.iter().zip(&data.labels) {
+        let m = mcgate::measures::compute(p, classes, &mut scratch)
+            .map_err(|e| anyhow::anyhow!("model output cannot be scored: {e}"))?;
+        correct += (m.predicted_class == label as usize) as usize;
+        mi.push(m.mutual_information);
+    }
+    Ok((correct as f64 / data.len() as f64, mi))
+}

@@ -1,0 +1,114 @@
+//! Tiny end-to-end check of the training contract: a few hundred MNIST images, one epoch
+//! (loss goes down), export, then the same fixed masks in tch and in tract on the exported
+//! file give the same probabilities.
+//!
+//! Needs MNIST in data/mnist: the README's test command fetches it (scripts/fetch-mnist.sh).
+
+use std::path::PathBuf;
+
+use mcgate::card::{Metrics, ModelPaths, Provenance, Threshold};
+use mcgate_training::{data, export, net, train};
+use tch::{nn, Device, Kind, Tensor};
+
+fn mnist_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data/mnist")
+}
+
+#[test]
+fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
+    let full =
+        data::load_split(&mnist_dir(), "train", "scripts/fetch-mnist.sh").expect("MNIST data");
+    let tiny = full.slice(0..640);
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = net::Net::new(&vs.root());
+    let cfg = train::TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        optimizer: train::Optimizer::Adam,
+        learning_rate: 1e-3,
+        seed: 0,
+        progress: false,
+    };
+    let stats = train::train(&model, &vs, &tiny, &cfg).unwrap();
+    let s = stats[0];
+    assert!(
+        s.last_loss < 0.7 * s.first_loss,
+        "loss did not go down: {s:?}"
+    );
+
+    // Export, with a card, into a temporary directory.
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("tiny");
+    let onnx = export::onnx_bytes(&model, "test").unwrap();
+    let card = export::card_for(
+        "tiny",
+        &onnx,
+        20,
+        Threshold {
+            mutual_information: 0.1,
+            method: "test".into(),
+            target_fpr: None,
+            provisional: true,
+        },
+        Metrics {
+            test_accuracy_deterministic: 0.0,
+            test_accuracy_mc: 0.0,
+            mc_samples: 20,
+            test_images: 0,
+        },
+        Provenance {
+            dataset: "MNIST subset".into(),
+            train_images: tiny.len(),
+            epochs: 1,
+            batch_size: 32,
+            optimizer: "adam".into(),
+            seed: 0,
+            device: "Cpu".into(),
+            train_seconds: 0.0,
+            source_commit: "test".into(),
+        },
+    );
+    std::fs::write(stem.with_extension("onnx"), &onnx).unwrap();
+    std::fs::write(stem.with_extension("card.json"), card.to_json()).unwrap();
+    let loaded =
+        mcgate::plan::Model::load(&ModelPaths::resolve(&stem)).expect("tract loads the export");
+
+    // The same masks through tch and tract, on three different test images.
+    let samples = 7i64;
+    let mut plan = loaded.plan(samples as usize).unwrap();
+    for i in [0usize, 1, 2] {
+        let (x, _) = train::to_tensors(&full.slice(i..i + 1), Device::Cpu);
+        let m0 = net::sample_mask(
+            &[&[samples], net::SITE_SHAPES[0]].concat(),
+            net::DROP_P[0],
+            Device::Cpu,
+        );
+        let m1 = net::sample_mask(
+            &[&[samples], net::SITE_SHAPES[1]].concat(),
+            net::DROP_P[1],
+            Device::Cpu,
+        );
+        let want = tch::no_grad(|| {
+            model
+                .masked_logits(&model.trunk(&x), &m0, &m1)
+                .softmax(-1, Kind::Float)
+        });
+        let want = Vec::<f32>::try_from(want.flatten(0, -1)).unwrap();
+        let flat = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
+        let image = flat(&x);
+        let got = plan
+            .run_with_masks(&image, &[&flat(&m0), &flat(&m1)])
+            .unwrap();
+        let got = mcgate::plan::output_slice(&got).unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "image {i}: tch and tract differ by {worst}");
+        // The masks matter: samples differ from each other.
+        assert!(want[..10] != want[10..20], "masks had no effect");
+    }
+}
