@@ -1,1 +1,62 @@
-fn main() {}
+//! Per-frame latency of the gate on the shipped MNIST model.
+//!
+//! `cargo bench --bench gate` — results and ratios go in docs/BENCHMARKS.md.
+//! - gate_t20: one gated frame at T=20 (preprocess, masks, one batched run, measures)
+//! - forward_t1: one T=1 forward (masks drawn, no measures): the deterministic-cost floor
+//! - separate_20x_t1: 20 separate T=1 runs, the naive way to get 20 MC samples
+//! - masks_t20: drawing the T=20 masks alone
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use mcgate::frame::{decode_file, Frame};
+use mcgate::gate::{Gate, Seeds};
+use mcgate::plan::Model;
+use mcgate::preprocess::Preprocessor;
+
+fn bench(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = Model::load_from(&root.join("models/mnist")).expect("shipped model");
+    let image = decode_file(&root.join("samples/clean/digit_7_0.png")).expect("sample frame");
+    let frame = Frame { index: 0, source: "digit_7".into(), image };
+    let input = Preprocessor::new(&model.card.input).run(&frame.image).unwrap().to_vec();
+
+    let mut gate = Gate::new(&model, 20, 0.1, Seeds::PerFrame(1)).unwrap();
+    c.bench_function("gate_t20", |b| b.iter(|| gate.score(&frame)));
+
+    let mut plan1 = model.plan(1).unwrap();
+    let mut seed = 0u64;
+    c.bench_function("forward_t1", |b| {
+        b.iter(|| {
+            seed += 1;
+            plan1.run(&input, seed).unwrap()
+        })
+    });
+    c.bench_function("separate_20x_t1", |b| {
+        b.iter(|| {
+            for _ in 0..20 {
+                seed += 1;
+                plan1.run(&input, seed).unwrap();
+            }
+        })
+    });
+
+    let sites: Vec<(usize, f32)> =
+        model.card.dropout_sites.iter().map(|s| (20 * s.sample_len(), s.p)).collect();
+    let mut buffers: Vec<Vec<f32>> = sites.iter().map(|(n, _)| vec![0.0; *n]).collect();
+    let mut rng = mcgate::rng::WyRand::new(9);
+    c.bench_function("masks_t20", |b| {
+        b.iter(|| {
+            for (buf, (_, p)) in buffers.iter_mut().zip(&sites) {
+                mcgate::masks::fill(buf, *p, &mut rng);
+            }
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50);
+    targets = bench
+}
+criterion_main!(benches);

@@ -47,31 +47,41 @@ impl PixelFormat {
 
 pub type Item = Result<Frame, Unreadable>;
 
-/// The image files named on the command line, directories expanded (sorted, not recursive).
+/// The image files named on the command line, directories expanded recursively, each
+/// directory's entries in name order.
 pub fn expand_paths(inputs: &[PathBuf]) -> Vec<Result<PathBuf, Unreadable>> {
     let mut out = vec![];
     for input in inputs {
         if input.is_dir() {
-            match std::fs::read_dir(input) {
-                Ok(entries) => {
-                    let mut files: Vec<PathBuf> = entries
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.is_file() && is_image_name(p))
-                        .collect();
-                    files.sort();
-                    out.extend(files.into_iter().map(Ok));
-                }
-                Err(e) => out.push(Err(Unreadable {
-                    index: 0,
-                    source: input.display().to_string(),
-                    reason: format!("cannot list directory: {e}"),
-                })),
-            }
+            walk(input, &mut out);
         } else {
             out.push(Ok(input.clone()));
         }
     }
     out
+}
+
+fn walk(dir: &Path, out: &mut Vec<Result<PathBuf, Unreadable>>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            out.push(Err(Unreadable {
+                index: 0,
+                source: dir.display().to_string(),
+                reason: format!("cannot list directory: {e}"),
+            }));
+            return;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.is_dir() {
+            walk(&path, out);
+        } else if path.is_file() && is_image_name(&path) {
+            out.push(Ok(path));
+        }
+    }
 }
 
 fn is_image_name(p: &Path) -> bool {

@@ -1,1 +1,265 @@
-fn main() {}
+//! The `mcgate` command: gate camera frames by MC-dropout mutual information.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use mcgate::error::exit;
+use mcgate::frame::{self, PixelFormat};
+use mcgate::gate::{Gate, Seeds};
+use mcgate::plan::Model;
+use mcgate::sinks::{Format, FrameDir, ReportWriter, Summary};
+use mcgate::verdict::{AlarmWindow, Decision, MAX_WINDOW};
+use mcgate::{annotate, Error};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  every frame was read and scored (rejecting frames is a normal outcome)
+  1  internal error (a bug)
+  2  bad command line
+  3  model or card missing, corrupt, or not matching each other
+  4  at least one frame could not be read or scored (each such frame was rejected)
+  5  an output (stdout, --accepted, --annotate) could not be written
+
+Logs go to stderr; set RUST_LOG=info (or debug) for more.";
+
+#[derive(Parser)]
+#[command(
+    name = "mcgate",
+    version,
+    about = "Adversarial-input gate for edge cameras",
+    long_about = "Adversarial-input gate for edge cameras.\n\n\
+        Runs an ONNX dropout model T times per frame with random dropout masks (Monte-Carlo \
+        dropout), computes the mutual information (MI) between the prediction and the \
+        weights, and rejects frames whose MI is above the model card's threshold: high MI \
+        marks inputs the model has not seen the like of, such as adversarial examples.",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gate frames: one verdict line per frame on stdout, a summary on stderr.
+    ///
+    /// Example: mcgate gate models/mnist samples/
+    ///          ffmpeg -i cam.mp4 -vf scale=28:28 -f rawvideo -pix_fmt gray - |
+    ///            mcgate gate models/mnist - --width 28 --height 28
+    #[command(after_help = AFTER_HELP)]
+    Gate(GateArgs),
+    /// Print a model's card and a summary of its graph, after checking them.
+    #[command(after_help = AFTER_HELP)]
+    Info {
+        /// Model: `models/mnist`, its `.onnx` or `.card.json` path, or `builtin:mnist`.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct GateArgs {
+    /// Model: `models/mnist`, its `.onnx` or `.card.json` path, or `builtin:mnist`.
+    model: PathBuf,
+    /// Image files (PNG, JPEG, PGM/PPM) or directories of them; `-` reads raw frames from
+    /// stdin (give --width and --height).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Monte-Carlo samples T per frame [default: the card's default_samples].
+    #[arg(short = 'T', long)]
+    samples: Option<usize>,
+    /// Run seed: frame i's masks come from a seed derived from it and i. [default: random]
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Use this mask seed for every frame: replays a verdict from its reported `seed`.
+    #[arg(long, conflicts_with = "seed")]
+    frame_seed: Option<u64>,
+    /// Reject frames whose MI (nats) is above this [default: the card's threshold].
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
+    /// Write an annotated PNG of every frame (verdict, class, MI bar) into this directory.
+    #[arg(long, value_name = "DIR")]
+    annotate: Option<PathBuf>,
+    /// Write every accepted frame as PNG into this directory.
+    #[arg(long, value_name = "DIR")]
+    accepted: Option<PathBuf>,
+    /// Raw stdin frames: width in pixels.
+    #[arg(long)]
+    width: Option<u32>,
+    /// Raw stdin frames: height in pixels.
+    #[arg(long)]
+    height: Option<u32>,
+    /// Raw stdin frames: pixel format.
+    #[arg(long, value_enum, default_value_t = PixelFormat::Gray)]
+    pixel_format: PixelFormat,
+    /// Raise an alarm when K of the last N frames were rejected (K).
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    alarm_rejects: usize,
+    /// Raise an alarm when K of the last N frames were rejected (N, at most 1024).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    alarm_window: usize,
+    /// Leave latency out of the report lines (for byte-identical replays).
+    #[arg(long)]
+    no_latency: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Gate(args) => gate(args),
+        Command::Info { model, json } => info(&model, json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
+    let model = Model::load_from(model)?;
+    let card = &model.card;
+    let mut out = std::io::stdout().lock();
+    let text = if json {
+        serde_json::json!({ "card": card, "graph": model.summary }).to_string() + "\n"
+    } else {
+        let mut s = format!(
+            "{} ({}): {} classes [{}]\n",
+            card.name,
+            card.schema,
+            card.classes.len(),
+            card.classes.join(", ")
+        );
+        s += &format!(
+            "input {} {:?} {}, value = (pixel * {} - mean {:?}) / std {:?}\n",
+            card.input.name, card.input.shape, card.input.layout, card.input.scale, card.input.mean, card.input.std
+        );
+        for site in &card.dropout_sites {
+            s += &format!("dropout site {}: p = {}, shape [T, {:?}]\n", site.input, site.p, site.shape);
+        }
+        s += &format!(
+            "threshold MI > {:.5} nats rejects{} ({})\n",
+            card.threshold.mutual_information,
+            if card.threshold.provisional { " [provisional]" } else { "" },
+            card.threshold.method
+        );
+        s += &format!(
+            "default T = {}; test accuracy {:.2}% deterministic, {:.2}% MC (T={}, {} images)\n",
+            card.default_samples,
+            100.0 * card.metrics.test_accuracy_deterministic,
+            100.0 * card.metrics.test_accuracy_mc,
+            card.metrics.mc_samples,
+            card.metrics.test_images
+        );
+        let p = &card.provenance;
+        s += &format!(
+            "trained on {} ({} images, {} epochs, batch {}, {}, seed {}, {}, {:.0} s) at {}\n",
+            p.dataset, p.train_images, p.epochs, p.batch_size, p.optimizer, p.seed, p.device, p.train_seconds, p.source_commit
+        );
+        s += &format!("onnx sha256 {} (verified)\ngraph: {} nodes\n", card.onnx_sha256, model.summary.nodes);
+        for (name, fact) in &model.summary.inputs {
+            s += &format!("  input  {name}: {fact}\n");
+        }
+        for (name, fact) in &model.summary.outputs {
+            s += &format!("  output {name}: {fact}\n");
+        }
+        let ops: Vec<String> = model.summary.ops.iter().map(|(op, n)| format!("{op}×{n}")).collect();
+        s += &format!("  ops    {}\n", ops.join(" "));
+        s
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::Output { what: "stdout".into(), reason: e.to_string() })?;
+    Ok(exit::OK)
+}
+
+fn gate(args: GateArgs) -> Result<i32, Error> {
+    let stdin_mode = args.inputs.iter().any(|p| p.as_os_str() == "-");
+    if stdin_mode && args.inputs.len() > 1 {
+        return Err(Error::Usage("`-` (raw frames on stdin) cannot be mixed with file inputs".into()));
+    }
+    if args.alarm_window > MAX_WINDOW {
+        return Err(Error::Usage(format!("--alarm-window is at most {MAX_WINDOW}")));
+    }
+    let mut window = AlarmWindow::new(args.alarm_rejects, args.alarm_window).map_err(Error::Usage)?;
+    let source: Box<dyn Iterator<Item = frame::Item>> = if stdin_mode {
+        let (Some(w), Some(h)) = (args.width, args.height) else {
+            return Err(Error::Usage("raw frames on stdin need --width and --height".into()));
+        };
+        Box::new(frame::Raw::new(std::io::stdin().lock(), w, h, args.pixel_format).map_err(Error::Usage)?)
+    } else {
+        Box::new(frame::Files::new(&args.inputs))
+    };
+
+    let model = Model::load_from(&args.model)?;
+    let samples = args.samples.unwrap_or(model.card.default_samples);
+    let threshold = args.threshold.unwrap_or(model.card.threshold.mutual_information);
+    let seeds = match (args.frame_seed, args.seed) {
+        (Some(seed), _) => Seeds::Fixed(seed),
+        (None, Some(seed)) => Seeds::PerFrame(seed),
+        (None, None) => {
+            let seed = mcgate::rng::seed_from_os()
+                .map_err(|e| Error::Usage(format!("no OS randomness for the mask seed ({e}); pass --seed")))?;
+            Seeds::PerFrame(seed)
+        }
+    };
+    if let Seeds::PerFrame(seed) = seeds {
+        log::info!("run seed {seed}");
+    }
+    let accepted = args.accepted.as_deref().map(|d| FrameDir::open(d, "--accepted")).transpose()?;
+    let annotated = args.annotate.as_deref().map(|d| FrameDir::open(d, "--annotate")).transpose()?;
+    let mut gate = Gate::new(&model, samples, threshold, seeds)?;
+    let card = gate.card().clone();
+    let max_mi = (card.classes.len() as f64).ln();
+    let stdout = std::io::stdout().lock();
+    let mut writer = ReportWriter::new(stdout, args.format, !args.no_latency, &card, threshold, samples);
+    let mut summary = Summary::default();
+
+    for item in source {
+        let (mut report, frame) = match item {
+            Ok(frame) => (gate.score(&frame), Some(frame)),
+            Err(unreadable) => (gate.unreadable(&unreadable), None),
+        };
+        if let Some(reason) = report.measures.is_none().then_some(report.verdict.reason.as_deref()).flatten() {
+            log::warn!("frame {} ({}) rejected unscored: {reason}", report.index, report.source);
+        }
+        report.alarm = window.push(report.verdict.decision);
+        if report.alarm {
+            log::warn!(
+                "ALARM at frame {}: {} of the last {} frames rejected",
+                report.index,
+                window.rejected_in_window(),
+                args.alarm_window
+            );
+        }
+        writer.write(&report)?;
+        if let Some(frame) = &frame {
+            if let (Some(dir), Decision::Accept) = (&accepted, report.verdict.decision) {
+                dir.save_frame(frame)?;
+            }
+            if let Some(dir) = &annotated {
+                let label = report.measures.and_then(|m| card.classes.get(m.predicted_class)).map(String::as_str);
+                let image = annotate::annotate(&frame.image, &report, label, threshold, max_mi);
+                dir.save(frame.index, &frame.source, &image.into())?;
+            }
+        }
+        summary.record(&report);
+    }
+    eprintln!("{}", summary.to_text());
+    if summary.frames == 0 {
+        eprintln!("error: no frames to gate{}", if stdin_mode { " (stdin was empty)" } else { "" });
+        return Ok(exit::INPUT);
+    }
+    Ok(if summary.unscored > 0 { exit::INPUT } else { exit::OK })
+}

@@ -14,6 +14,9 @@ use crate::error::Error;
 use crate::masks;
 use crate::rng::WyRand;
 
+/// The name that selects the model compiled into the binary.
+pub const BUILTIN: &str = "builtin:mnist";
+
 /// The dimension name the contract gives the Monte-Carlo sample axis of masks and output.
 pub const SAMPLE_DIM: &str = "T";
 
@@ -65,12 +68,16 @@ impl Model {
     /// bytes, and checks that the graph's inputs and output are the ones the card describes.
     pub fn load(paths: &ModelPaths) -> Result<Model, Error> {
         let card = ModelCard::read(&paths.card)?;
-        let bytes =
-            std::fs::read(&paths.onnx).map_err(|e| Error::io("read model", &paths.onnx, e))?;
-        let digest = crate::card::sha256_hex(&bytes);
+        let bytes = std::fs::read(&paths.onnx).map_err(|e| Error::io("read model", &paths.onnx, e))?;
+        Self::from_parts(card, &bytes, &paths.onnx)
+    }
+
+    /// Checks `onnx` (named `path` in errors) against `card` and prepares it.
+    pub fn from_parts(card: ModelCard, onnx: &[u8], path: &Path) -> Result<Model, Error> {
+        let digest = crate::card::sha256_hex(onnx);
         if digest != card.onnx_sha256.to_ascii_lowercase() {
             return Err(Error::Mismatch {
-                path: paths.onnx.clone(),
+                path: path.to_owned(),
                 reason: format!(
                     "SHA-256 is {digest}, the card says {} (wrong file, or the card is stale)",
                     card.onnx_sha256
@@ -78,29 +85,42 @@ impl Model {
             });
         }
         let model_error = |what: &str, e: anyhow::Error| Error::Model {
-            path: paths.onnx.clone(),
+            path: path.to_owned(),
             reason: format!("{what}: {}", one_line(&e)),
         };
         let inference = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
+            .model_for_read(&mut &onnx[..])
             .map_err(|e| model_error("not a loadable ONNX model", e))?;
-        let typed = inference
-            .into_typed()
-            .map_err(|e| model_error("cannot infer types and shapes", e))?;
+        let typed =
+            inference.into_typed().map_err(|e| model_error("cannot infer types and shapes", e))?;
         let summary = summarise(&typed).map_err(|e| model_error("cannot read graph", e))?;
-        check_against_card(&typed, &card).map_err(|reason| Error::Mismatch {
-            path: paths.onnx.clone(),
-            reason,
-        })?;
-        Ok(Model {
-            card,
-            summary,
-            typed,
-        })
+        check_against_card(&typed, &card)
+            .map_err(|reason| Error::Mismatch { path: path.to_owned(), reason })?;
+        Ok(Model { card, summary, typed })
     }
 
+    /// Loads the model a user named: a stem or file path, or `builtin:mnist`, the shipped
+    /// MNIST model compiled into the binary (feature `builtin-model`, on by default).
     pub fn load_from(arg: &Path) -> Result<Model, Error> {
+        if arg.as_os_str() == BUILTIN {
+            return Self::builtin(arg);
+        }
         Self::load(&ModelPaths::resolve(arg))
+    }
+
+    #[cfg(feature = "builtin-model")]
+    fn builtin(arg: &Path) -> Result<Model, Error> {
+        let card = ModelCard::from_json(include_bytes!("../models/mnist.card.json"))
+            .map_err(|reason| Error::Card { path: arg.to_owned(), reason })?;
+        Self::from_parts(card, include_bytes!("../models/mnist.onnx"), arg)
+    }
+
+    #[cfg(not(feature = "builtin-model"))]
+    fn builtin(arg: &Path) -> Result<Model, Error> {
+        Err(Error::Model {
+            path: arg.to_owned(),
+            reason: "this build has no built-in model (feature builtin-model is off)".into(),
+        })
     }
 
     /// Optimises the graph (symbolic T kept) and allocates the buffers for `samples` masks.

@@ -7,4 +7,5 @@
 pub mod data;
 pub mod export;
 pub mod net;
+pub mod samples;
 pub mod train;

@@ -42,6 +42,9 @@ enum Command {
         optimizer: train::Optimizer,
         #[arg(long, default_value_t = 1e-3)]
         lr: f64,
+        /// Learning-rate factor applied after each epoch (exponential decay; 1 = constant).
+        #[arg(long, default_value_t = 0.8)]
+        lr_decay: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Training images held out for threshold calibration.
@@ -59,6 +62,18 @@ enum Command {
         /// Clean false-positive rate the MI threshold is calibrated for.
         #[arg(long, default_value_t = 0.05)]
         target_fpr: f64,
+    },
+    /// Write the sample frames the README's first command gates: clean MNIST test digits,
+    /// Gaussian-noise frames and out-of-distribution frames, as PNG.
+    Samples {
+        /// Directory with the MNIST IDX files.
+        #[arg(long, default_value = "data/mnist")]
+        data: PathBuf,
+        /// Output directory; gets clean/, noise/ and ood/ subdirectories.
+        #[arg(long, default_value = "samples")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -91,6 +106,12 @@ fn with_ext(out: &Path, ext: &str) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Samples { data: dir, out, seed } => {
+            let test = data::load_split(&dir, "t10k", "scripts/fetch-mnist.sh")?;
+            let written = mcgate_training::samples::write_samples(&test, &out, seed)?;
+            println!("wrote {written} sample frames under {}", out.display());
+            Ok(())
+        }
         Command::Train {
             dataset: Dataset::Mnist,
             data: dir,
@@ -99,6 +120,7 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             optimizer,
             lr,
+            lr_decay,
             seed,
             validation,
             train_limit,
@@ -106,6 +128,8 @@ fn run(cli: Cli) -> Result<()> {
             samples,
             target_fpr,
         } => {
+            // Taken before training: the tree may change while it runs.
+            let source_commit = source_commit();
             let hint = "scripts/fetch-mnist.sh";
             let mut full = data::load_split(&dir, "train", hint)?;
             let mut test = data::load_split(&dir, "t10k", hint)?;
@@ -137,6 +161,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size,
                 optimizer,
                 learning_rate: lr,
+                lr_decay,
                 seed,
                 progress: true,
             };
@@ -202,11 +227,11 @@ fn run(cli: Cli) -> Result<()> {
                     train_images: full.len(),
                     epochs,
                     batch_size,
-                    optimizer: format!("{optimizer:?} lr={lr}").to_lowercase(),
+                    optimizer: format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch").to_lowercase(),
                     seed,
                     device: format!("{device:?}"),
                     train_seconds,
-                    source_commit: source_commit(),
+                    source_commit,
                 },
             );
             let card_path = with_ext(&out, "card.json");

@@ -20,6 +20,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub optimizer: Optimizer,
     pub learning_rate: f64,
+    /// Multiplies the learning rate after every epoch (1.0: constant).
+    pub lr_decay: f64,
     pub seed: u64,
     /// Show an indicatif progress bar (off in tests).
     pub progress: bool,
@@ -125,6 +127,7 @@ pub fn train(
             bar.inc(1);
         }
         bar.finish();
+        opt.set_lr(cfg.learning_rate * cfg.lr_decay.powi(epoch as i32));
         let tenth = (losses.len() / 10).max(1);
         let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
         let s = EpochStats {

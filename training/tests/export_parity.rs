@@ -27,6 +27,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         batch_size: 32,
         optimizer: train::Optimizer::Adam,
         learning_rate: 1e-3,
+        lr_decay: 1.0,
         seed: 0,
         progress: false,
     };

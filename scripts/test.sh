@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run): installs what the tests need when absent, then
+# runs the tests of both crates (runtime and training) in release mode, so the tract and
+# libtorch code under test runs at real speed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-torch.sh          # .venv with CPU libtorch, for the training crate
+scripts/fetch-mnist.sh >&2      # data/mnist, for the training tests
+if ! command -v ffmpeg >/dev/null; then
+  # The stdin test feeds raw frames from a real ffmpeg.
+  echo "installing ffmpeg (Debian)" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+fi
+# onnxruntime, onnx and numpy for the independent check of the shipped model.
+if ! .venv/bin/python -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check onnxruntime==1.31.1 onnx==1.23.2 numpy==2.4.6
+fi
+cargo test --workspace --release
+# The shipped model against onnxruntime + float64 measures, through the binary just tested.
+.venv/bin/python scripts/check_onnx.py models/mnist target/release/mcgate

@@ -1,0 +1,123 @@
+//! One frame through the whole pipeline: preprocess → masks + plan → measures → verdict.
+
+use std::time::{Duration, Instant};
+
+use crate::card::ModelCard;
+use crate::frame::{Frame, Unreadable};
+use crate::measures::{self, Measures};
+use crate::plan::{self, Model, Plan};
+use crate::preprocess::Preprocessor;
+use crate::rng;
+use crate::verdict::{self, Verdict};
+use crate::Error;
+
+/// How each frame's mask seed is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seeds {
+    /// Frame i uses `rng::mix(run_seed, i)`: every frame gets fresh masks.
+    PerFrame(u64),
+    /// Every frame uses this seed: replays a verdict reported with it.
+    Fixed(u64),
+}
+
+impl Seeds {
+    pub fn for_frame(self, index: u64) -> u64 {
+        match self {
+            Seeds::PerFrame(run) => rng::mix(run, index),
+            Seeds::Fixed(seed) => seed,
+        }
+    }
+}
+
+/// What the gate concluded about one frame.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub index: u64,
+    pub source: String,
+    pub verdict: Verdict,
+    /// `None` when the frame could not be scored.
+    pub measures: Option<Measures>,
+    /// Mask seed used; `None` when no masks were drawn.
+    pub seed: Option<u64>,
+    /// Preprocess + inference + measures; zero for frames that could not be read.
+    pub latency: Duration,
+    /// Set by the caller when this frame raised the alarm.
+    pub alarm: bool,
+}
+
+pub struct Gate {
+    card: ModelCard,
+    plan: Plan,
+    preprocessor: Preprocessor,
+    scratch: Vec<f64>,
+    threshold: f64,
+    seeds: Seeds,
+}
+
+impl Gate {
+    pub fn new(model: &Model, samples: usize, threshold: f64, seeds: Seeds) -> Result<Gate, Error> {
+        if !threshold.is_finite() || threshold < 0.0 {
+            return Err(Error::Usage(format!("threshold must be a finite number >= 0, got {threshold}")));
+        }
+        let card = model.card.clone();
+        Ok(Gate {
+            plan: model.plan(samples)?,
+            preprocessor: Preprocessor::new(&card.input),
+            scratch: vec![0.0; card.classes.len()],
+            card,
+            threshold,
+            seeds,
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    pub fn samples(&self) -> usize {
+        self.plan.samples()
+    }
+
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// Scores one frame. Never fails: anything that goes wrong becomes a reject.
+    pub fn score(&mut self, frame: &Frame) -> Report {
+        let start = Instant::now();
+        let seed = self.seeds.for_frame(frame.index);
+        let (verdict, measures) = match self.measure(frame, seed) {
+            Ok(m) => (verdict::decide(&m, self.threshold), Some(m)),
+            Err(reason) => (Verdict::unscored(reason), None),
+        };
+        Report {
+            index: frame.index,
+            source: frame.source.clone(),
+            verdict,
+            measures,
+            seed: Some(seed),
+            latency: start.elapsed(),
+            alarm: false,
+        }
+    }
+
+    fn measure(&mut self, frame: &Frame, seed: u64) -> Result<Measures, String> {
+        let input = self.preprocessor.run(&frame.image)?;
+        let output = self.plan.run(input, seed).map_err(|e| e.to_string())?;
+        let probs = plan::output_slice(&output).map_err(|e| e.to_string())?;
+        measures::compute(probs, self.card.classes.len(), &mut self.scratch).map_err(|e| e.to_string())
+    }
+
+    /// The report for a frame that could not be read.
+    pub fn unreadable(&self, u: &Unreadable) -> Report {
+        Report {
+            index: u.index,
+            source: u.source.clone(),
+            verdict: Verdict::unscored(u.reason.clone()),
+            measures: None,
+            seed: None,
+            latency: Duration::ZERO,
+            alarm: false,
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Runs the `mcgate` binary on the shipped model and sample frames.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn mcgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mcgate")).current_dir(root()).args(args).output().expect("runs mcgate")
+}
+
+fn mcgate_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs mcgate");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A one-line error on stderr (logs aside), no panic.
+fn assert_one_line_error(out: &Output, code: i32, needle: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "want one error line: {err}");
+    assert!(errors[0].contains(needle), "{needle:?} not in {err}");
+}
+
+fn files_in(dir: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root().join(dir)).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn clean_digits_are_accepted_with_the_right_class() {
+    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let reports = lines(&out);
+    assert_eq!(reports.len(), files_in("samples/clean").len());
+    for r in &reports {
+        // samples/clean/digit_<label>_<test index>.png
+        let name = Path::new(r["source"].as_str().unwrap()).file_name().unwrap().to_string_lossy().to_string();
+        let label = name.split('_').nth(1).unwrap();
+        assert_eq!(r["label"], label, "{r}");
+        assert_eq!(r["verdict"], "accept", "{r}");
+        assert_eq!(r["samples"], 20);
+        for m in ["predictive_entropy", "expected_entropy", "mutual_information", "softmax_variance", "variation_ratio", "max_probability"] {
+            assert!(r["measures"][m].is_f64(), "{m} missing in {r}");
+        }
+    }
+}
+
+#[test]
+fn noise_frames_have_high_mutual_information() {
+    let clean = lines(&mcgate(&["gate", "models/mnist", "samples/clean", "--seed", "2"]));
+    let noise = lines(&mcgate(&["gate", "models/mnist", "samples/noise", "--seed", "2"]));
+    assert!(!noise.is_empty());
+    let mi = |r: &serde_json::Value| r["measures"]["mutual_information"].as_f64().unwrap();
+    let clean_max = clean.iter().map(mi).fold(0.0, f64::max);
+    for r in &noise {
+        assert_eq!(r["verdict"], "reject", "{r}");
+        assert!(mi(r) > clean_max, "noise MI {} not above every clean MI ({clean_max})", mi(r));
+    }
+}
+
+#[test]
+fn same_seed_gives_byte_identical_output() {
+    let args = ["gate", "models/mnist", "samples", "--seed", "42", "--no-latency"];
+    let (a, b) = (mcgate(&args), mcgate(&args));
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout);
+    // A frame's reported seed replays it exactly.
+    let first = &lines(&a)[0];
+    let seed = first["seed"].as_u64().unwrap().to_string();
+    let source = first["source"].as_str().unwrap().to_string();
+    let replay = lines(&mcgate(&["gate", "models/mnist", &source, "--frame-seed", &seed, "--no-latency"]));
+    assert_eq!(replay[0]["measures"], first["measures"]);
+    assert_eq!(replay[0]["seed"], first["seed"]);
+}
+
+#[test]
+fn raw_frames_from_ffmpeg_on_stdin() {
+    let clean = files_in("samples/clean");
+    let mut raw = vec![];
+    for png in &clean[..3] {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(png)
+            .args(["-f", "rawvideo", "-pix_fmt", "gray", "-"])
+            .output()
+            .expect("ffmpeg is installed (the README's test command installs it)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout.len(), 28 * 28);
+        raw.extend(out.stdout);
+    }
+    let out = mcgate_stdin(&["gate", "models/mnist", "-", "--width", "28", "--height", "28", "--seed", "3"], &raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let reports = lines(&out);
+    assert_eq!(reports.len(), 3);
+    for (r, png) in reports.iter().zip(&clean) {
+        let label = png.file_name().unwrap().to_string_lossy().split('_').nth(1).unwrap().to_string();
+        assert_eq!(r["label"], label.as_str());
+        assert_eq!(r["source"].as_str().unwrap(), format!("stdin#{}", r["frame"]));
+    }
+}
+
+#[test]
+fn truncated_raw_stream_rejects_the_partial_frame() {
+    let out = mcgate_stdin(&["gate", "models/mnist", "-", "--width", "28", "--height", "28", "--seed", "3"], &[0u8; 28 * 28 + 100]);
+    assert_eq!(out.status.code(), Some(4));
+    let reports = lines(&out);
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1]["verdict"], "reject");
+    assert!(reports[1]["reason"].as_str().unwrap().contains("truncated raw frame: 100 of 784 bytes"));
+    assert!(reports[1]["measures"].is_null());
+
+    let empty = mcgate_stdin(&["gate", "models/mnist", "-", "--width", "28", "--height", "28"], &[]);
+    assert_eq!(empty.status.code(), Some(4));
+    assert!(stderr(&empty).contains("no frames to gate (stdin was empty)"));
+}
+
+#[test]
+fn missing_and_corrupt_frames_are_rejected_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.png");
+    std::fs::write(&corrupt, b"\x89PNG\r\n\x1a\nnot really a png").unwrap();
+    let out = mcgate(&[
+        "gate",
+        "models/mnist",
+        "samples/clean/digit_7_0.png",
+        "does/not/exist.png",
+        corrupt.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let r = lines(&out);
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0]["verdict"], "accept");
+    assert_eq!(r[1]["verdict"], "reject");
+    assert!(r[1]["reason"].as_str().unwrap().contains("cannot read"));
+    assert_eq!(r[2]["verdict"], "reject");
+    assert!(r[2]["reason"].as_str().unwrap().contains("cannot decode"));
+    assert!(!stderr(&out).contains("panicked"));
+}
+
+/// Copies the shipped model into a temp dir, letting the test edit the copy.
+fn model_copy(edit_card: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("models/mnist.onnx"), dir.path().join("m.onnx")).unwrap();
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("models/mnist.card.json")).unwrap()).unwrap();
+    edit_card(&mut card);
+    std::fs::write(dir.path().join("m.card.json"), card.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn bad_models_give_one_line_errors_and_exit_3() {
+    let out = mcgate(&["gate", "models/nope", "samples/clean"]);
+    assert_one_line_error(&out, 3, "cannot read model card");
+
+    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+        (Box::new(|c| c["onnx_sha256"] = "0".repeat(64).into()), "SHA-256 is"),
+        (Box::new(|c| c["dropout_sites"][1]["input"] = "mask_9".into()), "graph has no input named mask_9"),
+        (Box::new(|c| c["dropout_sites"][0]["shape"] = serde_json::json!([64, 12, 13])), "mask input mask_0 is [T, 64, 12, 12]"),
+        (Box::new(|c| c["classes"] = serde_json::json!(["a", "b"])), "output probs is F32 [T, 10]"),
+        (Box::new(|c| c["schema"] = "mcgate.card/9".into()), "this build reads"),
+    ];
+    for (edit, needle) in cases {
+        let dir = model_copy(edit);
+        let stem = dir.path().join("m");
+        let out = mcgate(&["gate", stem.to_str().unwrap(), "samples/clean"]);
+        assert_one_line_error(&out, 3, needle);
+        assert!(out.stdout.is_empty(), "no frame may be gated by a bad model");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--samples", "0"]);
+    assert_one_line_error(&out, 2, "samples (T) must be in 1..=4096");
+    let out = mcgate(&["gate", "models/mnist", "-"]);
+    assert_one_line_error(&out, 2, "need --width and --height");
+    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--threshold", "-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn accepted_and_annotated_frames_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acc, ann) = (dir.path().join("accepted"), dir.path().join("annotated"));
+    let out = mcgate(&[
+        "gate",
+        "models/mnist",
+        "samples",
+        "--seed",
+        "5",
+        "--accepted",
+        acc.to_str().unwrap(),
+        "--annotate",
+        ann.to_str().unwrap(),
+    ]);
+    let reports = lines(&out);
+    let accepted = reports.iter().filter(|r| r["verdict"] == "accept").count();
+    assert_eq!(std::fs::read_dir(&acc).unwrap().count(), accepted);
+    assert_eq!(std::fs::read_dir(&ann).unwrap().count(), reports.len());
+    let first = std::fs::read_dir(&ann).unwrap().next().unwrap().unwrap().path();
+    let img = image::open(first).unwrap();
+    assert!(img.width() >= 168, "annotated frames are scaled up to fit the text");
+
+    // An output directory that cannot be created fails at start-up with exit 5.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--accepted", blocker.join("sub").to_str().unwrap()]);
+    assert_one_line_error(&out, 5, "--accepted");
+}
+
+#[test]
+fn info_prints_the_card_and_graph() {
+    let out = mcgate(&["info", "models/mnist"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("mask_0: F32 [T, 64, 12, 12]"), "{text}");
+    assert!(text.contains("output probs: F32 [T, 10]"), "{text}");
+    let out = mcgate(&["info", "models/mnist.onnx", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["card"]["schema"], "mcgate.card/1");
+}
