@@ -18,8 +18,15 @@ fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = Model::load_from(&root.join("models/mnist")).expect("shipped model");
     let image = decode_file(&root.join("samples/clean/digit_7_0.png")).expect("sample frame");
-    let frame = Frame { index: 0, source: "digit_7".into(), image };
-    let input = Preprocessor::new(&model.card.input).run(&frame.image).unwrap().to_vec();
+    let frame = Frame {
+        index: 0,
+        source: "digit_7".into(),
+        image,
+    };
+    let input = Preprocessor::new(&model.card.input)
+        .run(&frame.image)
+        .unwrap()
+        .to_vec();
 
     let mut gate = Gate::new(&model, 20, 0.1, Seeds::PerFrame(1)).unwrap();
     c.bench_function("gate_t20", |b| b.iter(|| gate.score(&frame)));
@@ -41,8 +48,12 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let sites: Vec<(usize, f32)> =
-        model.card.dropout_sites.iter().map(|s| (20 * s.sample_len(), s.p)).collect();
+    let sites: Vec<(usize, f32)> = model
+        .card
+        .dropout_sites
+        .iter()
+        .map(|s| (20 * s.sample_len(), s.p))
+        .collect();
     let mut buffers: Vec<Vec<f32>> = sites.iter().map(|(n, _)| vec![0.0; *n]).collect();
     let mut rng = mcgate::rng::WyRand::new(9);
     c.bench_function("masks_t20", |b| {

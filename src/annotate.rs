@@ -24,11 +24,15 @@ impl DrawTarget for Canvas<'_> {
     type Color = Rgb888;
     type Error = core::convert::Infallible;
 
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(&mut self, pixels: I) -> Result<(), Self::Error> {
+    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
+        &mut self,
+        pixels: I,
+    ) -> Result<(), Self::Error> {
         let (w, h) = (self.0.width() as i32, self.0.height() as i32);
         for Pixel(p, c) in pixels {
             if (0..w).contains(&p.x) && (0..h).contains(&p.y) {
-                self.0.put_pixel(p.x as u32, p.y as u32, image::Rgb([c.r(), c.g(), c.b()]));
+                self.0
+                    .put_pixel(p.x as u32, p.y as u32, image::Rgb([c.r(), c.g(), c.b()]));
             }
         }
         Ok(())
@@ -41,11 +45,22 @@ const BAND: u32 = 36;
 
 /// The frame, scaled up if small, with a coloured border and a band below it holding the
 /// verdict, class, and an MI bar with the threshold marked. `max_mi` is ln(classes).
-pub fn annotate(frame: &DynamicImage, report: &Report, label: Option<&str>, threshold: f64, max_mi: f64) -> RgbImage {
+pub fn annotate(
+    frame: &DynamicImage,
+    report: &Report,
+    label: Option<&str>,
+    threshold: f64,
+    max_mi: f64,
+) -> RgbImage {
     let rgb = frame.to_rgb8();
     let factor = MIN_WIDTH.div_ceil(rgb.width().max(1)).max(1);
     let scaled = if factor > 1 {
-        image::imageops::resize(&rgb, rgb.width() * factor, rgb.height() * factor, FilterType::Nearest)
+        image::imageops::resize(
+            &rgb,
+            rgb.width() * factor,
+            rgb.height() * factor,
+            FilterType::Nearest,
+        )
     } else {
         rgb
     };
@@ -82,8 +97,12 @@ pub fn annotate(frame: &DynamicImage, report: &Report, label: Option<&str>, thre
                 .into_styled(PrimitiveStyle::with_fill(color))
                 .draw(&mut canvas);
         }
-        let _ = Text::new(&format!("MI {:.3}", m.mutual_information), Point::new(3, bar_top + 18), text_style)
-            .draw(&mut canvas);
+        let _ = Text::new(
+            &format!("MI {:.3}", m.mutual_information),
+            Point::new(3, bar_top + 18),
+            text_style,
+        )
+        .draw(&mut canvas);
     }
     let tick = 3 + ((bar_width as f64) * (threshold / max_mi).clamp(0.0, 1.0)).round() as i32;
     let _ = Line::new(Point::new(tick, bar_top - 2), Point::new(tick, bar_top + 9))

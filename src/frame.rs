@@ -85,8 +85,13 @@ fn walk(dir: &Path, out: &mut Vec<Result<PathBuf, Unreadable>>) {
 }
 
 fn is_image_name(p: &Path) -> bool {
-    let ext = p.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
-    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg" | "pgm" | "ppm" | "pnm" | "pbm"))
+    let ext = p
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    matches!(
+        ext.as_deref(),
+        Some("png" | "jpg" | "jpeg" | "pgm" | "ppm" | "pnm" | "pbm")
+    )
 }
 
 /// Decodes one image file, with size limits so a hostile header cannot exhaust memory.
@@ -125,7 +130,10 @@ pub struct Files {
 
 impl Files {
     pub fn new(inputs: &[PathBuf]) -> Files {
-        Files { paths: expand_paths(inputs).into_iter(), next_index: 0 }
+        Files {
+            paths: expand_paths(inputs).into_iter(),
+            next_index: 0,
+        }
     }
 }
 
@@ -139,8 +147,16 @@ impl Iterator for Files {
             Ok(path) => {
                 let source = path.display().to_string();
                 match decode_file(&path) {
-                    Ok(image) => Ok(Frame { index, source, image }),
-                    Err(reason) => Err(Unreadable { index, source, reason }),
+                    Ok(image) => Ok(Frame {
+                        index,
+                        source,
+                        image,
+                    }),
+                    Err(reason) => Err(Unreadable {
+                        index,
+                        source,
+                        reason,
+                    }),
                 }
             }
             Err(e) => Err(Unreadable { index, ..e }),
@@ -162,9 +178,18 @@ pub struct Raw<R: Read> {
 impl<R: Read> Raw<R> {
     pub fn new(reader: R, width: u32, height: u32, format: PixelFormat) -> Result<Raw<R>, String> {
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
-            return Err(format!("raw frame size {width}x{height} must be within 1..={MAX_SIDE} per side"));
+            return Err(format!(
+                "raw frame size {width}x{height} must be within 1..={MAX_SIDE} per side"
+            ));
         }
-        Ok(Raw { reader, width, height, format, next_index: 0, done: false })
+        Ok(Raw {
+            reader,
+            width,
+            height,
+            format,
+            next_index: 0,
+            done: false,
+        })
     }
 
     pub fn frame_bytes(&self) -> usize {
@@ -191,7 +216,11 @@ impl<R: Read> Iterator for Raw<R> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(Unreadable { index, source, reason: format!("cannot read stream: {e}") }));
+                    return Some(Err(Unreadable {
+                        index,
+                        source,
+                        reason: format!("cannot read stream: {e}"),
+                    }));
                 }
             }
         }
@@ -211,14 +240,25 @@ impl<R: Read> Iterator for Raw<R> {
             }));
         }
         let image = match self.format {
-            PixelFormat::Gray => image::GrayImage::from_raw(self.width, self.height, buf).map(DynamicImage::ImageLuma8),
-            PixelFormat::Rgb24 => image::RgbImage::from_raw(self.width, self.height, buf).map(DynamicImage::ImageRgb8),
+            PixelFormat::Gray => image::GrayImage::from_raw(self.width, self.height, buf)
+                .map(DynamicImage::ImageLuma8),
+            PixelFormat::Rgb24 => {
+                image::RgbImage::from_raw(self.width, self.height, buf).map(DynamicImage::ImageRgb8)
+            }
         };
-        Some(image.map(|image| Frame { index, source: source.clone(), image }).ok_or(Unreadable {
-            index,
-            source,
-            reason: "raw frame buffer does not match its size".into(),
-        }))
+        Some(
+            image
+                .map(|image| Frame {
+                    index,
+                    source: source.clone(),
+                    image,
+                })
+                .ok_or(Unreadable {
+                    index,
+                    source,
+                    reason: "raw frame buffer does not match its size".into(),
+                }),
+        )
     }
 }
 
@@ -229,13 +269,22 @@ mod tests {
     #[test]
     fn raw_stream_splits_frames_and_reports_truncation() {
         let bytes: Vec<u8> = (0..2 * 6 + 4).map(|i| i as u8).collect();
-        let frames: Vec<Item> = Raw::new(&bytes[..], 3, 2, PixelFormat::Gray).unwrap().collect();
+        let frames: Vec<Item> = Raw::new(&bytes[..], 3, 2, PixelFormat::Gray)
+            .unwrap()
+            .collect();
         assert_eq!(frames.len(), 3);
         let f1 = frames[1].as_ref().unwrap();
         assert_eq!(f1.image.to_luma8().into_raw(), (6..12).collect::<Vec<u8>>());
         let err = frames[2].as_ref().unwrap_err();
-        assert!(err.reason.contains("truncated raw frame: 4 of 6 bytes"), "{}", err.reason);
-        assert_eq!(Raw::new(&[][..], 3, 2, PixelFormat::Rgb24).unwrap().count(), 0);
+        assert!(
+            err.reason.contains("truncated raw frame: 4 of 6 bytes"),
+            "{}",
+            err.reason
+        );
+        assert_eq!(
+            Raw::new(&[][..], 3, 2, PixelFormat::Rgb24).unwrap().count(),
+            0
+        );
         assert!(Raw::new(&[][..], 0, 2, PixelFormat::Gray).is_err());
     }
 

@@ -57,7 +57,9 @@ pub struct Gate {
 impl Gate {
     pub fn new(model: &Model, samples: usize, threshold: f64, seeds: Seeds) -> Result<Gate, Error> {
         if !threshold.is_finite() || threshold < 0.0 {
-            return Err(Error::Usage(format!("threshold must be a finite number >= 0, got {threshold}")));
+            return Err(Error::Usage(format!(
+                "threshold must be a finite number >= 0, got {threshold}"
+            )));
         }
         let card = model.card.clone();
         Ok(Gate {
@@ -105,7 +107,8 @@ impl Gate {
         let input = self.preprocessor.run(&frame.image)?;
         let output = self.plan.run(input, seed).map_err(|e| e.to_string())?;
         let probs = plan::output_slice(&output).map_err(|e| e.to_string())?;
-        measures::compute(probs, self.card.classes.len(), &mut self.scratch).map_err(|e| e.to_string())
+        measures::compute(probs, self.card.classes.len(), &mut self.scratch)
+            .map_err(|e| e.to_string())
     }
 
     /// The report for a frame that could not be read.

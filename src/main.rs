@@ -143,15 +143,27 @@ fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
         );
         s += &format!(
             "input {} {:?} {}, value = (pixel * {} - mean {:?}) / std {:?}\n",
-            card.input.name, card.input.shape, card.input.layout, card.input.scale, card.input.mean, card.input.std
+            card.input.name,
+            card.input.shape,
+            card.input.layout,
+            card.input.scale,
+            card.input.mean,
+            card.input.std
         );
         for site in &card.dropout_sites {
-            s += &format!("dropout site {}: p = {}, shape [T, {:?}]\n", site.input, site.p, site.shape);
+            s += &format!(
+                "dropout site {}: p = {}, shape [T, {:?}]\n",
+                site.input, site.p, site.shape
+            );
         }
         s += &format!(
             "threshold MI > {:.5} nats rejects{} ({})\n",
             card.threshold.mutual_information,
-            if card.threshold.provisional { " [provisional]" } else { "" },
+            if card.threshold.provisional {
+                " [provisional]"
+            } else {
+                ""
+            },
             card.threshold.method
         );
         s += &format!(
@@ -165,65 +177,114 @@ fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
         let p = &card.provenance;
         s += &format!(
             "trained on {} ({} images, {} epochs, batch {}, {}, seed {}, {}, {:.0} s) at {}\n",
-            p.dataset, p.train_images, p.epochs, p.batch_size, p.optimizer, p.seed, p.device, p.train_seconds, p.source_commit
+            p.dataset,
+            p.train_images,
+            p.epochs,
+            p.batch_size,
+            p.optimizer,
+            p.seed,
+            p.device,
+            p.train_seconds,
+            p.source_commit
         );
-        s += &format!("onnx sha256 {} (verified)\ngraph: {} nodes\n", card.onnx_sha256, model.summary.nodes);
+        s += &format!(
+            "onnx sha256 {} (verified)\ngraph: {} nodes\n",
+            card.onnx_sha256, model.summary.nodes
+        );
         for (name, fact) in &model.summary.inputs {
             s += &format!("  input  {name}: {fact}\n");
         }
         for (name, fact) in &model.summary.outputs {
             s += &format!("  output {name}: {fact}\n");
         }
-        let ops: Vec<String> = model.summary.ops.iter().map(|(op, n)| format!("{op}×{n}")).collect();
+        let ops: Vec<String> = model
+            .summary
+            .ops
+            .iter()
+            .map(|(op, n)| format!("{op}×{n}"))
+            .collect();
         s += &format!("  ops    {}\n", ops.join(" "));
         s
     };
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
-        .map_err(|e| Error::Output { what: "stdout".into(), reason: e.to_string() })?;
+        .map_err(|e| Error::Output {
+            what: "stdout".into(),
+            reason: e.to_string(),
+        })?;
     Ok(exit::OK)
 }
 
 fn gate(args: GateArgs) -> Result<i32, Error> {
     let stdin_mode = args.inputs.iter().any(|p| p.as_os_str() == "-");
     if stdin_mode && args.inputs.len() > 1 {
-        return Err(Error::Usage("`-` (raw frames on stdin) cannot be mixed with file inputs".into()));
+        return Err(Error::Usage(
+            "`-` (raw frames on stdin) cannot be mixed with file inputs".into(),
+        ));
     }
     if args.alarm_window > MAX_WINDOW {
-        return Err(Error::Usage(format!("--alarm-window is at most {MAX_WINDOW}")));
+        return Err(Error::Usage(format!(
+            "--alarm-window is at most {MAX_WINDOW}"
+        )));
     }
-    let mut window = AlarmWindow::new(args.alarm_rejects, args.alarm_window).map_err(Error::Usage)?;
+    let mut window =
+        AlarmWindow::new(args.alarm_rejects, args.alarm_window).map_err(Error::Usage)?;
     let source: Box<dyn Iterator<Item = frame::Item>> = if stdin_mode {
         let (Some(w), Some(h)) = (args.width, args.height) else {
-            return Err(Error::Usage("raw frames on stdin need --width and --height".into()));
+            return Err(Error::Usage(
+                "raw frames on stdin need --width and --height".into(),
+            ));
         };
-        Box::new(frame::Raw::new(std::io::stdin().lock(), w, h, args.pixel_format).map_err(Error::Usage)?)
+        Box::new(
+            frame::Raw::new(std::io::stdin().lock(), w, h, args.pixel_format)
+                .map_err(Error::Usage)?,
+        )
     } else {
         Box::new(frame::Files::new(&args.inputs))
     };
 
     let model = Model::load_from(&args.model)?;
     let samples = args.samples.unwrap_or(model.card.default_samples);
-    let threshold = args.threshold.unwrap_or(model.card.threshold.mutual_information);
+    let threshold = args
+        .threshold
+        .unwrap_or(model.card.threshold.mutual_information);
     let seeds = match (args.frame_seed, args.seed) {
         (Some(seed), _) => Seeds::Fixed(seed),
         (None, Some(seed)) => Seeds::PerFrame(seed),
         (None, None) => {
-            let seed = mcgate::rng::seed_from_os()
-                .map_err(|e| Error::Usage(format!("no OS randomness for the mask seed ({e}); pass --seed")))?;
+            let seed = mcgate::rng::seed_from_os().map_err(|e| {
+                Error::Usage(format!(
+                    "no OS randomness for the mask seed ({e}); pass --seed"
+                ))
+            })?;
             Seeds::PerFrame(seed)
         }
     };
     if let Seeds::PerFrame(seed) = seeds {
         log::info!("run seed {seed}");
     }
-    let accepted = args.accepted.as_deref().map(|d| FrameDir::open(d, "--accepted")).transpose()?;
-    let annotated = args.annotate.as_deref().map(|d| FrameDir::open(d, "--annotate")).transpose()?;
+    let accepted = args
+        .accepted
+        .as_deref()
+        .map(|d| FrameDir::open(d, "--accepted"))
+        .transpose()?;
+    let annotated = args
+        .annotate
+        .as_deref()
+        .map(|d| FrameDir::open(d, "--annotate"))
+        .transpose()?;
     let mut gate = Gate::new(&model, samples, threshold, seeds)?;
     let card = gate.card().clone();
     let max_mi = (card.classes.len() as f64).ln();
     let stdout = std::io::stdout().lock();
-    let mut writer = ReportWriter::new(stdout, args.format, !args.no_latency, &card, threshold, samples);
+    let mut writer = ReportWriter::new(
+        stdout,
+        args.format,
+        !args.no_latency,
+        &card,
+        threshold,
+        samples,
+    );
     let mut summary = Summary::default();
 
     for item in source {
@@ -231,8 +292,17 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
             Ok(frame) => (gate.score(&frame), Some(frame)),
             Err(unreadable) => (gate.unreadable(&unreadable), None),
         };
-        if let Some(reason) = report.measures.is_none().then_some(report.verdict.reason.as_deref()).flatten() {
-            log::warn!("frame {} ({}) rejected unscored: {reason}", report.index, report.source);
+        if let Some(reason) = report
+            .measures
+            .is_none()
+            .then_some(report.verdict.reason.as_deref())
+            .flatten()
+        {
+            log::warn!(
+                "frame {} ({}) rejected unscored: {reason}",
+                report.index,
+                report.source
+            );
         }
         report.alarm = window.push(report.verdict.decision);
         if report.alarm {
@@ -249,7 +319,10 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
                 dir.save_frame(frame)?;
             }
             if let Some(dir) = &annotated {
-                let label = report.measures.and_then(|m| card.classes.get(m.predicted_class)).map(String::as_str);
+                let label = report
+                    .measures
+                    .and_then(|m| card.classes.get(m.predicted_class))
+                    .map(String::as_str);
                 let image = annotate::annotate(&frame.image, &report, label, threshold, max_mi);
                 dir.save(frame.index, &frame.source, &image.into())?;
             }
@@ -258,8 +331,15 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
     }
     eprintln!("{}", summary.to_text());
     if summary.frames == 0 {
-        eprintln!("error: no frames to gate{}", if stdin_mode { " (stdin was empty)" } else { "" });
+        eprintln!(
+            "error: no frames to gate{}",
+            if stdin_mode { " (stdin was empty)" } else { "" }
+        );
         return Ok(exit::INPUT);
     }
-    Ok(if summary.unscored > 0 { exit::INPUT } else { exit::OK })
+    Ok(if summary.unscored > 0 {
+        exit::INPUT
+    } else {
+        exit::OK
+    })
 }

@@ -68,7 +68,8 @@ impl Model {
     /// bytes, and checks that the graph's inputs and output are the ones the card describes.
     pub fn load(paths: &ModelPaths) -> Result<Model, Error> {
         let card = ModelCard::read(&paths.card)?;
-        let bytes = std::fs::read(&paths.onnx).map_err(|e| Error::io("read model", &paths.onnx, e))?;
+        let bytes =
+            std::fs::read(&paths.onnx).map_err(|e| Error::io("read model", &paths.onnx, e))?;
         Self::from_parts(card, &bytes, &paths.onnx)
     }
 
@@ -91,12 +92,19 @@ impl Model {
         let inference = tract_onnx::onnx()
             .model_for_read(&mut &onnx[..])
             .map_err(|e| model_error("not a loadable ONNX model", e))?;
-        let typed =
-            inference.into_typed().map_err(|e| model_error("cannot infer types and shapes", e))?;
+        let typed = inference
+            .into_typed()
+            .map_err(|e| model_error("cannot infer types and shapes", e))?;
         let summary = summarise(&typed).map_err(|e| model_error("cannot read graph", e))?;
-        check_against_card(&typed, &card)
-            .map_err(|reason| Error::Mismatch { path: path.to_owned(), reason })?;
-        Ok(Model { card, summary, typed })
+        check_against_card(&typed, &card).map_err(|reason| Error::Mismatch {
+            path: path.to_owned(),
+            reason,
+        })?;
+        Ok(Model {
+            card,
+            summary,
+            typed,
+        })
     }
 
     /// Loads the model a user named: a stem or file path, or `builtin:mnist`, the shipped
@@ -110,8 +118,12 @@ impl Model {
 
     #[cfg(feature = "builtin-model")]
     fn builtin(arg: &Path) -> Result<Model, Error> {
-        let card = ModelCard::from_json(include_bytes!("../models/mnist.card.json"))
-            .map_err(|reason| Error::Card { path: arg.to_owned(), reason })?;
+        let card = ModelCard::from_json(include_bytes!("../models/mnist.card.json")).map_err(
+            |reason| Error::Card {
+                path: arg.to_owned(),
+                reason,
+            },
+        )?;
         Self::from_parts(card, include_bytes!("../models/mnist.onnx"), arg)
     }
 

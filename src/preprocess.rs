@@ -12,7 +12,10 @@ pub struct Preprocessor {
 
 impl Preprocessor {
     pub fn new(spec: &InputSpec) -> Preprocessor {
-        Preprocessor { spec: spec.clone(), buffer: vec![0.0; spec.len()] }
+        Preprocessor {
+            spec: spec.clone(),
+            buffer: vec![0.0; spec.len()],
+        }
     }
 
     /// Gray models take the frame's luma, RGB models its RGB; any other frame size is
@@ -38,7 +41,9 @@ impl Preprocessor {
                     DynamicImage::ImageLuma8(g) if g.width() == w && g.height() == h => {
                         std::borrow::Cow::Borrowed(g)
                     }
-                    other => std::borrow::Cow::Owned(resize(DynamicImage::ImageLuma8(other.to_luma8())).to_luma8()),
+                    other => std::borrow::Cow::Owned(
+                        resize(DynamicImage::ImageLuma8(other.to_luma8())).to_luma8(),
+                    ),
                 };
                 let (mean, std) = (self.spec.mean[0], self.spec.std[0]);
                 for (dst, &v) in self.buffer.iter_mut().zip(gray.as_raw()) {
@@ -54,7 +59,11 @@ impl Preprocessor {
                     }
                 }
             }
-            c => return Err(format!("model takes {c} channels; only 1 and 3 are supported")),
+            c => {
+                return Err(format!(
+                    "model takes {c} channels; only 1 and 3 are supported"
+                ))
+            }
         }
         Ok(&self.buffer)
     }
@@ -77,13 +86,20 @@ mod tests {
 
     #[test]
     fn normalises_gray_and_plans_rgb_channels() {
-        let gray = DynamicImage::ImageLuma8(image::GrayImage::from_raw(2, 2, vec![0, 255, 51, 204]).unwrap());
+        let gray = DynamicImage::ImageLuma8(
+            image::GrayImage::from_raw(2, 2, vec![0, 255, 51, 204]).unwrap(),
+        );
         let mut p = Preprocessor::new(&spec(1));
         let out = p.run(&gray).unwrap();
         let want = [-1.0, 1.0, -0.6, 0.6];
-        assert!(out.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{out:?}");
+        assert!(
+            out.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{out:?}"
+        );
 
-        let rgb = image::RgbImage::from_fn(2, 2, |x, y| image::Rgb([(x * 255) as u8, (y * 255) as u8, 0]));
+        let rgb = image::RgbImage::from_fn(2, 2, |x, y| {
+            image::Rgb([(x * 255) as u8, (y * 255) as u8, 0])
+        });
         let mut p = Preprocessor::new(&spec(3));
         let out = p.run(&DynamicImage::ImageRgb8(rgb)).unwrap().to_vec();
         // Planar layout: R plane, then G, then B.
@@ -94,7 +110,8 @@ mod tests {
 
     #[test]
     fn resizes_other_sizes_and_converts_16_bit() {
-        let big = image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(8, 6, image::Luma([65535u16]));
+        let big =
+            image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(8, 6, image::Luma([65535u16]));
         let mut p = Preprocessor::new(&spec(1));
         let out = p.run(&DynamicImage::ImageLuma16(big)).unwrap();
         assert_eq!(out.len(), 4);

@@ -29,10 +29,132 @@ pub fn rate_above(scores: &[f64], threshold: f64) -> f64 {
     scores.iter().filter(|&&s| s > threshold).count() as f64 / scores.len() as f64
 }
 
+/// Area under the ROC curve of `positives` (should score high) against `negatives`:
+/// the probability that a random positive outscores a random negative, ties counting one
+/// half. Equals scikit-learn's `roc_auc_score` (trapezoidal ROC). `None` if either side is
+/// empty or a score is NaN.
+pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Option<f64> {
+    if negatives.is_empty() || positives.is_empty() {
+        return None;
+    }
+    let mut all: Vec<(f64, bool)> = negatives
+        .iter()
+        .map(|&s| (s, false))
+        .chain(positives.iter().map(|&s| (s, true)))
+        .collect();
+    if all.iter().any(|(s, _)| s.is_nan()) {
+        return None;
+    }
+    all.sort_by(|a, b| a.0.partial_cmp(&b.0).expect("no NaN"));
+    // Mann–Whitney: sum of the (tie-averaged, 1-based) ranks of the positives.
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            j += 1;
+        }
+        let mean_rank = (i + 1 + j) as f64 / 2.0;
+        rank_sum += mean_rank * all[i..j].iter().filter(|(_, p)| *p).count() as f64;
+        i = j;
+    }
+    let (np, nn) = (positives.len() as f64, negatives.len() as f64);
+    Some((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
+}
+
+/// Average precision as scikit-learn's `average_precision_score`: Σ (Rₙ − Rₙ₋₁) Pₙ over
+/// the distinct score thresholds, highest first, without interpolation.
+pub fn average_precision(negatives: &[f64], positives: &[f64]) -> Option<f64> {
+    if positives.is_empty() {
+        return None;
+    }
+    let mut all: Vec<(f64, bool)> = negatives
+        .iter()
+        .map(|&s| (s, false))
+        .chain(positives.iter().map(|&s| (s, true)))
+        .collect();
+    if all.iter().any(|(s, _)| s.is_nan()) {
+        return None;
+    }
+    all.sort_by(|a, b| b.0.partial_cmp(&a.0).expect("no NaN"));
+    let total = positives.len() as f64;
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
+    let mut i = 0;
+    while i < all.len() {
+        let mut j = i;
+        while j < all.len() && all[j].0 == all[i].0 {
+            if all[j].1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        let recall = tp / total;
+        ap += (recall - last_recall) * tp / (tp + fp);
+        last_recall = recall;
+        i = j;
+    }
+    Some(ap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn matches_scikit_learn_on_known_cases() {
+        // scikit-learn's documented example: y = [0, 0, 1, 1], scores = [0.1, 0.4, 0.35, 0.8]
+        // gives roc_auc_score 0.75 and average_precision_score 0.8333.
+        let (neg, pos) = ([0.1, 0.4], [0.35, 0.8]);
+        assert!((roc_auc(&neg, &pos).unwrap() - 0.75).abs() < 1e-12);
+        assert!((average_precision(&neg, &pos).unwrap() - 5.0 / 6.0).abs() < 1e-12);
+        // All tied: AUC ½; AP = precision at the single threshold = ½.
+        assert_eq!(roc_auc(&[1.0, 1.0], &[1.0, 1.0]), Some(0.5));
+        assert_eq!(average_precision(&[1.0, 1.0], &[1.0, 1.0]), Some(0.5));
+        // Perfect and inverted separation.
+        assert_eq!(roc_auc(&[0.0, 0.1], &[0.5, 0.9]), Some(1.0));
+        assert_eq!(roc_auc(&[0.5, 0.9], &[0.0, 0.1]), Some(0.0));
+        assert_eq!(average_precision(&[0.0, 0.1], &[0.5, 0.9]), Some(1.0));
+        // y = [1, 0, 1, 0, 1], s = [0.9, 0.8, 0.8, 0.3, 0.1]: one tie across classes.
+        // Pairs: (0.9 beats both), (0.8 ties one, beats one), (0.1 beats none) → 3.5/6.
+        assert!((roc_auc(&[0.8, 0.3], &[0.9, 0.8, 0.1]).unwrap() - 3.5 / 6.0).abs() < 1e-12);
+        // AP: thresholds 0.9 (R=1/3, P=1), 0.8 (R=2/3, P=2/3), 0.3 (R=2/3), 0.1 (R=1, P=3/5).
+        let want = 1.0 / 3.0 + (1.0 / 3.0) * (2.0 / 3.0) + (1.0 / 3.0) * 0.6;
+        assert!((average_precision(&[0.8, 0.3], &[0.9, 0.8, 0.1]).unwrap() - want).abs() < 1e-12);
+        assert_eq!(roc_auc(&[], &[1.0]), None);
+        assert_eq!(roc_auc(&[f64::NAN], &[1.0]), None);
+    }
+
+    /// Naive O(n·m) pair count, the definition itself.
+    fn auc_by_pairs(neg: &[f64], pos: &[f64]) -> f64 {
+        let mut wins = 0.0;
+        for &p in pos {
+            for &n in neg {
+                wins += if p > n {
+                    1.0
+                } else if p == n {
+                    0.5
+                } else {
+                    0.0
+                };
+            }
+        }
+        wins / (pos.len() * neg.len()) as f64
+    }
+
+    proptest! {
+        #[test]
+        fn auc_equals_the_pair_count(neg in prop::collection::vec(0u8..20, 1..60), pos in prop::collection::vec(0u8..20, 1..60)) {
+            // Small integer scores force many ties.
+            let neg: Vec<f64> = neg.into_iter().map(f64::from).collect();
+            let pos: Vec<f64> = pos.into_iter().map(f64::from).collect();
+            prop_assert!((roc_auc(&neg, &pos).unwrap() - auc_by_pairs(&neg, &pos)).abs() < 1e-12);
+            let ap = average_precision(&neg, &pos).unwrap();
+            prop_assert!((0.0..=1.0 + 1e-12).contains(&ap));
+        }
+    }
 
     #[test]
     fn picks_the_quantile() {

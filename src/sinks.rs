@@ -61,8 +61,22 @@ pub struct ReportWriter<W: Write> {
 }
 
 impl<W: Write> ReportWriter<W> {
-    pub fn new(out: W, format: Format, with_latency: bool, card: &ModelCard, threshold: f64, samples: usize) -> Self {
-        ReportWriter { out, format, with_latency, labels: card.classes.clone(), threshold, samples }
+    pub fn new(
+        out: W,
+        format: Format,
+        with_latency: bool,
+        card: &ModelCard,
+        threshold: f64,
+        samples: usize,
+    ) -> Self {
+        ReportWriter {
+            out,
+            format,
+            with_latency,
+            labels: card.classes.clone(),
+            threshold,
+            samples,
+        }
     }
 
     pub fn write(&mut self, r: &Report) -> Result<(), Error> {
@@ -103,20 +117,35 @@ impl<W: Write> ReportWriter<W> {
                 };
                 let scored = match (r.measures, label) {
                     (Some(m), Some(l)) => {
-                        format!(" class {l} ({:.3}) MI {:.4}", m.max_probability, m.mutual_information)
+                        format!(
+                            " class {l} ({:.3}) MI {:.4}",
+                            m.max_probability, m.mutual_information
+                        )
                     }
                     _ => String::new(),
                 };
-                let reason = r.verdict.reason.as_deref().map(|s| format!(": {s}")).unwrap_or_default();
+                let reason = r
+                    .verdict
+                    .reason
+                    .as_deref()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default();
                 let alarm = if r.alarm { " [ALARM]" } else { "" };
-                writeln!(self.out, "{:>6} {verdict}{scored} {}{reason}{alarm}", r.index, r.source)
+                writeln!(
+                    self.out,
+                    "{:>6} {verdict}{scored} {}{reason}{alarm}",
+                    r.index, r.source
+                )
             }
         };
         // Flush each line: a downstream consumer acts per frame, and a blocked stdout
         // then back-pressures the gate instead of buffering without bound.
         result
             .and_then(|_| self.out.flush())
-            .map_err(|e| Error::Output { what: "report to stdout".into(), reason: e.to_string() })
+            .map_err(|e| Error::Output {
+                what: "report to stdout".into(),
+                reason: e.to_string(),
+            })
     }
 }
 
@@ -129,19 +158,35 @@ impl FrameDir {
     /// Creates the directory if needed and checks that it is writable now, so a bad path
     /// fails at start-up rather than on the first frame.
     pub fn open(dir: &Path, what: &str) -> Result<FrameDir, Error> {
-        let fail = |e: std::io::Error| Error::Output { what: format!("{what} {}", dir.display()), reason: e.to_string() };
+        let fail = |e: std::io::Error| Error::Output {
+            what: format!("{what} {}", dir.display()),
+            reason: e.to_string(),
+        };
         std::fs::create_dir_all(dir).map_err(fail)?;
         let probe = dir.join(".mcgate-write-probe");
         std::fs::write(&probe, b"").map_err(fail)?;
         std::fs::remove_file(&probe).map_err(fail)?;
-        Ok(FrameDir { dir: dir.to_owned() })
+        Ok(FrameDir {
+            dir: dir.to_owned(),
+        })
     }
 
     /// `<dir>/<index:06>_<source stem>.png`.
     pub fn path_for(&self, index: u64, source: &str) -> PathBuf {
-        let stem = Path::new(source).file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
-        let stem: String =
-            stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let stem = Path::new(source)
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let stem: String = stem
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         self.dir.join(format!("{index:06}_{stem}.png"))
     }
 
@@ -149,7 +194,10 @@ impl FrameDir {
         let path = self.path_for(index, source);
         image
             .save_with_format(&path, image::ImageFormat::Png)
-            .map_err(|e| Error::Output { what: path.display().to_string(), reason: e.to_string() })
+            .map_err(|e| Error::Output {
+                what: path.display().to_string(),
+                reason: e.to_string(),
+            })
     }
 
     pub fn save_frame(&self, frame: &Frame) -> Result<(), Error> {
@@ -167,7 +215,10 @@ pub struct LatencyHistogram {
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram { counts: [0; Self::BUCKETS], total: 0 }
+        LatencyHistogram {
+            counts: [0; Self::BUCKETS],
+            total: 0,
+        }
     }
 }
 
@@ -228,7 +279,11 @@ impl Summary {
     }
 
     pub fn to_text(&self) -> String {
-        let ms = |q| self.latency.quantile_ms(q).map_or("-".to_string(), |v| format!("{v:.2} ms"));
+        let ms = |q| {
+            self.latency
+                .quantile_ms(q)
+                .map_or("-".to_string(), |v| format!("{v:.2} ms"))
+        };
         format!(
             "mcgate: {} frames, {} accepted, {} rejected ({} could not be scored), {} alarms; latency p50 {} p99 {}",
             self.frames,
@@ -262,7 +317,13 @@ mod tests {
     #[test]
     fn frame_names_are_sanitised() {
         let d = FrameDir { dir: "out".into() };
-        assert_eq!(d.path_for(3, "a/b/c d.png"), PathBuf::from("out/000003_c_d.png"));
-        assert_eq!(d.path_for(12, "stdin#12"), PathBuf::from("out/000012_stdin_12.png"));
+        assert_eq!(
+            d.path_for(3, "a/b/c d.png"),
+            PathBuf::from("out/000003_c_d.png")
+        );
+        assert_eq!(
+            d.path_for(12, "stdin#12"),
+            PathBuf::from("out/000012_stdin_12.png")
+        );
     }
 }

@@ -21,7 +21,10 @@ pub struct Verdict {
 impl Verdict {
     /// Fail closed: a frame that could not be scored is rejected with the reason.
     pub fn unscored(reason: impl Into<String>) -> Verdict {
-        Verdict { decision: Decision::Reject, reason: Some(reason.into()) }
+        Verdict {
+            decision: Decision::Reject,
+            reason: Some(reason.into()),
+        }
     }
 }
 
@@ -39,7 +42,10 @@ pub fn decide(m: &Measures, threshold: f64) -> Verdict {
             )),
         }
     } else {
-        Verdict { decision: Decision::Accept, reason: None }
+        Verdict {
+            decision: Decision::Accept,
+            reason: None,
+        }
     }
 }
 
@@ -60,9 +66,17 @@ pub struct AlarmWindow {
 impl AlarmWindow {
     pub fn new(k: usize, n: usize) -> Result<AlarmWindow, String> {
         if n == 0 || n > MAX_WINDOW || k == 0 || k > n {
-            return Err(format!("alarm needs 1 <= k <= n <= {MAX_WINDOW}, got k={k} n={n}"));
+            return Err(format!(
+                "alarm needs 1 <= k <= n <= {MAX_WINDOW}, got k={k} n={n}"
+            ));
         }
-        Ok(AlarmWindow { recent: Deque::new(), n, k, rejected: 0, active: false })
+        Ok(AlarmWindow {
+            recent: Deque::new(),
+            n,
+            k,
+            rejected: 0,
+            active: false,
+        })
     }
 
     /// Records one verdict; returns true when this frame raises the alarm.
@@ -95,7 +109,9 @@ mod tests {
     #[test]
     fn alarm_fires_on_k_of_n_and_rearms_after_clearing() {
         let mut w = AlarmWindow::new(2, 3).unwrap();
-        let seq = [Reject, Accept, Accept, Reject, Reject, Reject, Accept, Accept, Accept, Reject, Reject];
+        let seq = [
+            Reject, Accept, Accept, Reject, Reject, Reject, Accept, Accept, Accept, Reject, Reject,
+        ];
         let fired: Vec<bool> = seq.iter().map(|&d| w.push(d)).collect();
         assert_eq!(
             fired,

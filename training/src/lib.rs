@@ -4,6 +4,7 @@
 //! data (IDX files) → net (tch model) → train → export (ONNX + card).
 //! Shared things (card schema, measures, calibration) come from the `mcgate` library.
 
+pub mod attack;
 pub mod data;
 pub mod export;
 pub mod net;

@@ -106,7 +106,11 @@ fn with_ext(out: &Path, ext: &str) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Samples { data: dir, out, seed } => {
+        Command::Samples {
+            data: dir,
+            out,
+            seed,
+        } => {
             let test = data::load_split(&dir, "t10k", "scripts/fetch-mnist.sh")?;
             let written = mcgate_training::samples::write_samples(&test, &out, seed)?;
             println!("wrote {written} sample frames under {}", out.display());
@@ -227,7 +231,8 @@ fn run(cli: Cli) -> Result<()> {
                     train_images: full.len(),
                     epochs,
                     batch_size,
-                    optimizer: format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch").to_lowercase(),
+                    optimizer: format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch")
+                        .to_lowercase(),
                     seed,
                     device: format!("{device:?}"),
                     train_seconds,
