@@ -199,7 +199,7 @@ impl ModelCard {
                 i.layout
             ));
         }
-        if i.shape[0] != 1 || i.shape[1..].iter().any(|&d| d == 0) {
+        if i.shape[0] != 1 || i.shape[1..].contains(&0) {
             return Err(format!(
                 "input shape {:?} must be [1, C, H, W] with C, H, W > 0",
                 i.shape

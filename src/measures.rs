@@ -87,7 +87,7 @@ fn entropy_term(p: f64) -> f64 {
 /// Computes every measure. `scratch` must hold at least C values; its contents are
 /// overwritten.
 pub fn compute(probs: &[f32], classes: usize, scratch: &mut [f64]) -> Result<Measures, Unscorable> {
-    if classes == 0 || probs.is_empty() || probs.len() % classes != 0 {
+    if classes == 0 || probs.is_empty() || !probs.len().is_multiple_of(classes) {
         return Err(Unscorable::Shape {
             len: probs.len(),
             classes,

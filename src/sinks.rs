@@ -104,7 +104,7 @@ impl<W: Write> ReportWriter<W> {
                     samples: self.samples,
                     seed: r.seed,
                     alarm: r.alarm,
-                    latency_ms: self.with_latency.then(|| r.latency.as_secs_f64() * 1e3),
+                    latency_ms: self.with_latency.then_some(r.latency.as_secs_f64() * 1e3),
                 };
                 serde_json::to_writer(&mut self.out, &line)
                     .map_err(std::io::Error::from)

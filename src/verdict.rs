@@ -82,10 +82,8 @@ impl AlarmWindow {
     /// Records one verdict; returns true when this frame raises the alarm.
     pub fn push(&mut self, decision: Decision) -> bool {
         let rejected = decision == Decision::Reject;
-        if self.recent.len() == self.n {
-            if self.recent.pop_front() == Some(true) {
-                self.rejected -= 1;
-            }
+        if self.recent.len() == self.n && self.recent.pop_front() == Some(true) {
+            self.rejected -= 1;
         }
         // Capacity is MAX_WINDOW ≥ n and we just made room, so this cannot fail.
         let _ = self.recent.push_back(rejected);

@@ -303,7 +303,8 @@ fn bad_models_give_one_line_errors_and_exit_3() {
     let out = mcgate(&["gate", "models/nope", "samples/clean"]);
     assert_one_line_error(&out, 3, "cannot read model card");
 
-    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|c| c["onnx_sha256"] = "0".repeat(64).into()),
             "SHA-256 is",
