@@ -41,7 +41,7 @@ impl DrawTarget for Canvas<'_> {
 
 /// Width small frames are scaled up to (nearest neighbour) so the text fits.
 const MIN_WIDTH: u32 = 168;
-const BAND: u32 = 36;
+const BAND: u32 = 40;
 
 /// The frame, scaled up if small, with a coloured border and a band below it holding the
 /// verdict, class, and an MI bar with the threshold marked. `max_mi` is ln(classes).

@@ -6,6 +6,7 @@
 
 pub mod attack;
 pub mod data;
+pub mod evaluate;
 pub mod export;
 pub mod net;
 pub mod samples;

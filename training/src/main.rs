@@ -63,6 +63,43 @@ enum Command {
         #[arg(long, default_value_t = 0.05)]
         target_fpr: f64,
     },
+    /// Attack a trained model (FGM, BIM, MIM) and measure how well each uncertainty measure
+    /// detects the adversarial images: the paper's Table 1, as Markdown and JSON.
+    Evaluate {
+        /// Model stem: reads <MODEL>.safetensors and <MODEL>.card.json.
+        #[arg(long, default_value = "models/mnist")]
+        model: PathBuf,
+        #[arg(long, default_value = "data/mnist")]
+        data: PathBuf,
+        /// Output stem: writes <OUT>.md and <OUT>.json.
+        #[arg(long, default_value = "docs/results/mnist")]
+        out: PathBuf,
+        /// Test images, drawn without replacement.
+        #[arg(long, default_value_t = 1000)]
+        images: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 20)]
+        samples: i64,
+        /// L∞ budgets on the 0–255 scale (the paper: 5, 10; MNIST-typical: 25.5, 51, 76.5).
+        #[arg(long, value_delimiter = ',', default_value = "5,10,25.5,51,76.5")]
+        eps: Vec<f64>,
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "fgm,bim,mim")]
+        methods: Vec<mcgate_training::attack::Method>,
+        /// Attack the MC model with the mean of per-sample losses (EOT) instead of the loss
+        /// of the MC mean (the paper's choice).
+        #[arg(long)]
+        eot: bool,
+        /// Attack away from the true labels instead of the model's own clean predictions.
+        #[arg(long)]
+        true_labels: bool,
+        /// Attack only the deterministic model, or only the MC model.
+        #[arg(long, value_enum)]
+        only: Option<Only>,
+        /// Images per attack batch.
+        #[arg(long, default_value_t = 250)]
+        batch: i64,
+    },
     /// Write the sample frames the README's first command gates: clean MNIST test digits,
     /// Gaussian-noise frames and out-of-distribution frames, as PNG.
     Samples {
@@ -75,6 +112,12 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Only {
+    Deterministic,
+    Mc,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -106,6 +149,59 @@ fn with_ext(out: &Path, ext: &str) -> PathBuf {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Evaluate {
+            model,
+            data: dir,
+            out,
+            images,
+            seed,
+            samples,
+            eps,
+            methods,
+            eot,
+            true_labels,
+            only,
+            batch,
+        } => {
+            let card = mcgate::card::ModelCard::read(&with_ext(&model, "card.json"))?;
+            let test = data::load_split(&dir, "t10k", "scripts/fetch-mnist.sh")?;
+            let device = Device::cuda_if_available();
+            log::info!("device {device:?}, {} threads", tch::get_num_threads());
+            let mut vs = nn::VarStore::new(device);
+            let net = net::Net::new(&vs.root());
+            let ckpt = with_ext(&model, "safetensors");
+            vs.load(&ckpt)
+                .with_context(|| format!("loading {}", ckpt.display()))?;
+            vs.freeze();
+            let cfg = mcgate_training::evaluate::EvalConfig {
+                images,
+                seed,
+                samples,
+                eps_255: eps,
+                methods,
+                mc_targets: only != Some(Only::Deterministic),
+                deterministic_targets: only != Some(Only::Mc),
+                eot,
+                true_labels,
+                threshold: card.threshold.mutual_information,
+                batch,
+            };
+            let start = Instant::now();
+            let report = mcgate_training::evaluate::evaluate(&net, &test, &cfg, device)?;
+            log::info!("evaluated in {:.0} s", start.elapsed().as_secs_f64());
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            let md = mcgate_training::evaluate::markdown(&report);
+            std::fs::write(with_ext(&out, "md"), &md)?;
+            std::fs::write(
+                with_ext(&out, "json"),
+                serde_json::to_string_pretty(&report)? + "\n",
+            )?;
+            println!("{md}");
+            Ok(())
+        }
         Command::Samples {
             data: dir,
             out,
