@@ -29,6 +29,9 @@ pub enum Target {
     McMean { samples: i64 },
     /// Expectation over transformation: the mean of the `samples` per-sample cross-entropies.
     McEot { samples: i64 },
+    /// An attacker who knows the gate: the MC-mean cross-entropy minus `lambda` times the
+    /// mutual information, so the attack also pushes MI down.
+    Adaptive { samples: i64, lambda: f64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +80,15 @@ pub fn loss(net: &Net, x: &Tensor, y: &Tensor, target: Target) -> Tensor {
             let (t, n, c) = (probs.size()[0], probs.size()[1], probs.size()[2]);
             let logp = probs.clamp_min(1e-12).log().view([t * n, c]);
             logp.g_nll_loss::<Tensor>(&y.repeat([t]), None, Reduction::Mean, -100)
+        }
+        Target::Adaptive { samples, lambda } => {
+            let probs = net.mc_probs(x, samples); // [T, N, C]
+            let mean = probs.mean_dim(0, false, Kind::Float); // [N, C]
+            let entropy = |p: &Tensor| {
+                -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float)
+            };
+            let mi = entropy(&mean) - entropy(&probs).mean_dim(0, false, Kind::Float); // [N]
+            mean.clamp_min(1e-12).log().nll_loss(y) - mi.mean(Kind::Float) * lambda
         }
     }
 }

@@ -157,6 +157,10 @@ pub struct EvalConfig {
     /// Expectation over transformation instead of the loss of the MC mean.
     pub eot: bool,
     pub true_labels: bool,
+    /// λ values of the adaptive attack (BIM and MIM with loss CE − λ·MI); empty: none.
+    pub adaptive_lambdas: Vec<f64>,
+    /// The budgets (0–255 scale) at which the adaptive attack runs.
+    pub adaptive_eps_255: Vec<f64>,
     pub threshold: f64,
     pub batch: i64,
 }
@@ -221,6 +225,18 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
                 };
                 plan.push((t, method, eps));
             }
+            if method != Method::Fgm && cfg.adaptive_eps_255.contains(&eps) {
+                for &lambda in &cfg.adaptive_lambdas {
+                    plan.push((
+                        Target::Adaptive {
+                            samples: cfg.samples,
+                            lambda,
+                        },
+                        method,
+                        eps,
+                    ));
+                }
+            }
         }
     }
     let bar = ProgressBar::new(plan.len() as u64);
@@ -232,8 +248,9 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
     let mut rows = vec![];
     for (target, method, eps) in plan {
         let (target_name, own_pred) = match target {
-            Target::Deterministic => ("deterministic", &clean.det_pred),
-            _ => ("mc", &clean.mc_pred),
+            Target::Deterministic => ("deterministic".to_string(), &clean.det_pred),
+            Target::Adaptive { lambda, .. } => (format!("adaptive λ={lambda}"), &clean.mc_pred),
+            _ => ("mc".to_string(), &clean.mc_pred),
         };
         bar.set_message(format!("{method:?} ε={eps} on {target_name}"));
         let y = if cfg.true_labels {
@@ -285,7 +302,7 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
             .map(|(v, _)| *v)
             .collect();
         rows.push(Row {
-            target: target_name.into(),
+            target: target_name,
             method: format!("{method:?}").to_uppercase(),
             eps_255: eps,
             images: picks.len(),
@@ -348,7 +365,10 @@ pub fn markdown(r: &Report) -> String {
         r.threshold,
         100.0 * r.clean_fpr_at_threshold
     );
-    s += "| attack | model attacked | ε (0–255) | success | H det | H MC | MI | H det (S) | H MC (S) | MI (S) | MI-gate TPR (S) | noise FPR |\n";
+    s += "ROC AUC per measure (H: predictive entropy). Gate TPR (S): share of successful adversarials the \
+          card's MI threshold rejects (the rest pass the gate). Noise FPR: share of the matched-noise \
+          negatives it rejects.\n\n";
+    s += "| attack | model attacked | ε (0–255) | success | H det | H MC | MI | H det (S) | H MC (S) | MI (S) | gate TPR (S) | noise FPR |\n";
     s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for row in &r.rows {
         let a = |m: &str| f(row.all[m].auc);

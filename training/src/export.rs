@@ -197,6 +197,7 @@ pub fn onnx_bytes(net: &Net, doc: &str) -> Result<Vec<u8>> {
 /// and the export contract are filled here; the measured parts come from the caller.
 pub fn card_for(
     name: &str,
+    classes: Vec<String>,
     onnx: &[u8],
     default_samples: usize,
     threshold: mcgate::card::Threshold,
@@ -208,7 +209,7 @@ pub fn card_for(
     ModelCard {
         schema: mcgate::card::SCHEMA.into(),
         name: name.into(),
-        classes: (0..CLASSES).map(|d| d.to_string()).collect(),
+        classes,
         input: InputSpec {
             name: IMAGE_INPUT.into(),
             shape: INPUT_SHAPE.map(|d| d as usize),

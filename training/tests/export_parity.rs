@@ -44,6 +44,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
     let onnx = export::onnx_bytes(&model, "test").unwrap();
     let card = export::card_for(
         "tiny",
+        data::Known::Mnist.classes(),
         &onnx,
         20,
         Threshold {
