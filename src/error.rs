@@ -19,6 +19,8 @@ pub mod exit {
     pub const INPUT: i32 = 4;
     /// An output (stdout, `--accepted`, `--annotate`) could not be written.
     pub const OUTPUT: i32 = 5;
+    /// `validate`: the device's detection differs from the workstation's beyond the tolerance.
+    pub const VALIDATION: i32 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum Error {
     Model { path: PathBuf, reason: String },
     #[error("model {} does not match its card: {reason}", path.display())]
     Mismatch { path: PathBuf, reason: String },
+    #[error("eval bundle {}: {reason}", path.display())]
+    Bundle { path: PathBuf, reason: String },
     #[error("{0}")]
     Usage(String),
     #[error("cannot write {what}: {reason}")]
@@ -58,6 +62,7 @@ impl Error {
             | Error::Card { .. }
             | Error::Model { .. }
             | Error::Mismatch { .. } => exit::MODEL,
+            Error::Bundle { .. } => exit::INPUT,
             Error::Usage(_) => exit::USAGE,
             Error::Output { .. } => exit::OUTPUT,
             Error::Inference(_) => exit::INTERNAL,

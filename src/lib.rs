@@ -5,6 +5,7 @@
 //! `card` is the model contract shared with the training crate (docs/model-format.md).
 
 pub mod annotate;
+pub mod bundle;
 pub mod card;
 pub mod error;
 pub mod frame;

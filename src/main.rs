@@ -22,6 +22,7 @@ Exit codes:
   3  model or card missing, corrupt, or not matching each other
   4  at least one frame could not be read or scored (each such frame was rejected)
   5  an output (stdout, --accepted, --annotate) could not be written
+  6  validate: detection on this device differs from the workstation beyond --tolerance
 
 Logs go to stderr; set RUST_LOG=info (or debug) for more.";
 
@@ -51,6 +52,29 @@ enum Command {
     ///            mcgate gate models/mnist - --width 28 --height 28
     #[command(after_help = AFTER_HELP)]
     Gate(GateArgs),
+    /// Check detection on this device against the workstation: gate an eval bundle and
+    /// compare, per attack, the ROC AUC of mutual information with the bundle's.
+    ///
+    /// Example: mcgate validate models/mnist bundles/mnist
+    #[command(after_help = AFTER_HELP)]
+    Validate {
+        /// Model: `models/mnist`, its `.onnx` or `.card.json` path, or `builtin:mnist`.
+        model: PathBuf,
+        /// Bundle directory (with manifest.json), written by `mcgate-training bundle`.
+        bundle: PathBuf,
+        /// Largest accepted |device AUC − workstation AUC| per attack.
+        #[arg(long, default_value_t = 0.02)]
+        tolerance: f64,
+        /// Monte-Carlo samples T [default: the bundle's].
+        #[arg(short = 'T', long)]
+        samples: Option<usize>,
+        /// Run seed for the masks (validation is reproducible by default).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a model's card and a summary of its graph, after checking them.
     #[command(after_help = AFTER_HELP)]
     Info {
@@ -117,6 +141,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gate(args) => gate(args),
         Command::Info { model, json } => info(&model, json),
+        Command::Validate {
+            model,
+            bundle,
+            tolerance,
+            samples,
+            seed,
+            json,
+        } => validate(&model, &bundle, tolerance, samples, seed, json),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -213,6 +245,131 @@ fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
             reason: e.to_string(),
         })?;
     Ok(exit::OK)
+}
+
+fn validate(
+    model: &std::path::Path,
+    bundle: &std::path::Path,
+    tolerance: f64,
+    samples: Option<usize>,
+    seed: u64,
+    json: bool,
+) -> Result<i32, Error> {
+    if !(0.0..=1.0).contains(&tolerance) {
+        return Err(Error::Usage(format!(
+            "--tolerance must be in [0, 1], got {tolerance}"
+        )));
+    }
+    let manifest = mcgate::bundle::Manifest::read(bundle)?;
+    let model = Model::load_from(model)?;
+    if manifest.onnx_sha256 != model.card.onnx_sha256 {
+        return Err(Error::Mismatch {
+            path: bundle.to_owned(),
+            reason: format!(
+                "the bundle was scored with ONNX {}, this model is {}",
+                manifest.onnx_sha256, model.card.onnx_sha256
+            ),
+        });
+    }
+    let threshold = model.card.threshold.mutual_information;
+    let samples = samples.unwrap_or(manifest.samples);
+    let mut images = Vec::with_capacity(manifest.frames.len());
+    for (index, f) in manifest.frames.iter().enumerate() {
+        let path = bundle.join(&f.file);
+        let image = frame::decode_file(&path).map_err(|reason| Error::Bundle {
+            path: path.clone(),
+            reason,
+        })?;
+        images.push(frame::Frame {
+            index: index as u64,
+            source: f.file.clone(),
+            image,
+        });
+    }
+    // One gate per run, each with its own run seed: as many independent runs as the bundle has.
+    let mut device_mi = vec![Vec::with_capacity(manifest.repeats); images.len()];
+    let mut class_agreement = 0usize;
+    for run in 0..manifest.repeats {
+        let run_seed = mcgate::rng::mix(seed, run as u64);
+        let mut gate = Gate::new(&model, samples, threshold, Seeds::PerFrame(run_seed))?;
+        for ((frame, f), mi) in images.iter().zip(&manifest.frames).zip(&mut device_mi) {
+            let report = gate.score(frame);
+            let m = report.measures.ok_or_else(|| Error::Bundle {
+                path: bundle.join(&f.file),
+                reason: format!(
+                    "frame could not be scored: {}",
+                    report.verdict.reason.unwrap_or_default()
+                ),
+            })?;
+            class_agreement += (m.predicted_class == f.workstation_class) as usize;
+            mi.push(m.mutual_information);
+        }
+    }
+    let checks = mcgate::bundle::compare(&manifest, &device_mi, threshold);
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| !(c.auc_delta() <= tolerance))
+        .map(|c| c.group.as_str())
+        .collect();
+    let agreement =
+        class_agreement as f64 / (manifest.frames.len() * manifest.repeats).max(1) as f64;
+    let text = if json {
+        serde_json::json!({
+            "frames": manifest.frames.len(),
+            "samples": samples,
+            "runs": manifest.repeats,
+            "seed": seed,
+            "threshold": threshold,
+            "tolerance": tolerance,
+            "class_agreement": agreement,
+            "attacks": checks,
+            "passed": failed.is_empty(),
+        })
+        .to_string()
+            + "\n"
+    } else {
+        let mut s = format!(
+            "{} frames, T={samples}, {} MC runs each (seed {seed}); predicted class agrees with the workstation on {:.1} %\n",
+            manifest.frames.len(),
+            manifest.repeats,
+            100.0 * agreement
+        );
+        s += "means over the runs:\nattack               MI AUC device  workstation  |Δ|     TPR device  workstation  noise FPR\n";
+        for c in &checks {
+            s += &format!(
+                "{:<20} {:>13.3}  {:>11.3}  {:<6.3}{} {:>9.1} %  {:>9.1} %  {:>7.1} %\n",
+                c.group,
+                c.device_auc,
+                c.workstation_auc,
+                c.auc_delta(),
+                if c.auc_delta() <= tolerance { " " } else { "!" },
+                100.0 * c.device_tpr,
+                100.0 * c.workstation_tpr,
+                100.0 * c.device_noise_fpr
+            );
+        }
+        s += &if failed.is_empty() {
+            format!("PASS: every MI AUC within {tolerance} of the workstation's\n")
+        } else {
+            format!(
+                "FAIL: MI AUC differs by more than {tolerance} for {}\n",
+                failed.join(", ")
+            )
+        };
+        s
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::Output {
+            what: "stdout".into(),
+            reason: e.to_string(),
+        })?;
+    Ok(if failed.is_empty() {
+        exit::OK
+    } else {
+        exit::VALIDATION
+    })
 }
 
 fn gate(args: GateArgs) -> Result<i32, Error> {

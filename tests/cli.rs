@@ -405,3 +405,64 @@ fn info_prints_the_card_and_graph() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["card"]["schema"], "mcgate.card/1");
 }
+
+#[test]
+fn validate_reproduces_the_workstation_on_the_shipped_bundle() {
+    let out = mcgate(&["validate", "models/mnist", "bundles/mnist"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", stderr(&out));
+    assert!(text.contains("PASS: every MI AUC within 0.02"), "{text}");
+}
+
+/// A copy of the shipped bundle with an edited manifest, cut to one MC run (fast).
+fn bundle_copy(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("bundles/mnist");
+    for group in std::fs::read_dir(&src).unwrap() {
+        let group = group.unwrap().path();
+        if group.is_dir() {
+            let dst = dir.path().join(group.file_name().unwrap());
+            std::fs::create_dir_all(&dst).unwrap();
+            for f in std::fs::read_dir(&group).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    m["repeats"] = 1.into();
+    for f in m["frames"].as_array_mut().unwrap() {
+        let first = f["workstation_mutual_information"][0].clone();
+        f["workstation_mutual_information"] = serde_json::json!([first]);
+    }
+    edit(&mut m);
+    std::fs::write(dir.path().join("manifest.json"), m.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn validate_fails_when_the_device_differs_or_the_bundle_is_for_another_model() {
+    // The workstation "saw" no MI on the FGM frames: its AUC collapses, the device's does not.
+    let dir = bundle_copy(|m| {
+        for f in m["frames"].as_array_mut().unwrap() {
+            if f["group"] == "fgm_eps25.5" {
+                f["workstation_mutual_information"] = serde_json::json!([0.0]);
+            }
+        }
+    });
+    let out = mcgate(&["validate", "models/mnist", dir.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{text}");
+    assert!(
+        text.contains("FAIL: MI AUC differs by more than 0.02 for fgm_eps25.5"),
+        "{text}"
+    );
+
+    let dir = bundle_copy(|m| m["onnx_sha256"] = "f".repeat(64).into());
+    let out = mcgate(&["validate", "models/mnist", dir.path().to_str().unwrap()]);
+    assert_one_line_error(&out, 3, "the bundle was scored with ONNX ffff");
+
+    let out = mcgate(&["validate", "models/mnist", "does/not/exist"]);
+    assert_one_line_error(&out, 4, "manifest.json");
+}

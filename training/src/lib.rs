@@ -5,6 +5,7 @@
 //! Shared things (card schema, measures, calibration) come from the `mcgate` library.
 
 pub mod attack;
+pub mod bundle;
 pub mod data;
 pub mod evaluate;
 pub mod export;

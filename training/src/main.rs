@@ -110,6 +110,41 @@ enum Command {
         #[arg(long, default_value_t = 250)]
         batch: i64,
     },
+    /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
+    /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
+    Bundle {
+        #[arg(value_enum, default_value = "mnist")]
+        dataset: data::Known,
+        /// Model stem [default: models/<dataset>].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output directory [default: bundles/<dataset>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Clean test images (each attack adds as many adversarial and noise frames).
+        #[arg(long, default_value_t = 50)]
+        images: usize,
+        #[arg(long, default_value_t = 2)]
+        seed: u64,
+        #[arg(long, default_value_t = 20)]
+        samples: i64,
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "fgm,bim,mim")]
+        methods: Vec<mcgate_training::attack::Method>,
+        /// L∞ budgets on the 0–255 scale.
+        #[arg(long, value_delimiter = ',', default_value = "25.5")]
+        eps: Vec<f64>,
+        /// Independent MC runs scored per frame; validation compares mean AUCs over runs.
+        #[arg(long, default_value_t = 8)]
+        repeats: usize,
+        /// Also copy the first N adversarial frames of each attack into DIR (the samples the
+        /// README's first command gates); 0 copies none.
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        sample_frames: usize,
+        #[arg(long, default_value = "samples/adversarial", value_name = "DIR")]
+        samples_dir: PathBuf,
+    },
     /// Write the sample frames the README's first command gates: clean MNIST test digits,
     /// Gaussian-noise frames and out-of-distribution frames, as PNG.
     Samples {
@@ -214,6 +249,87 @@ fn run(cli: Cli) -> Result<()> {
                 serde_json::to_string_pretty(&report)? + "\n",
             )?;
             println!("{md}");
+            Ok(())
+        }
+        Command::Bundle {
+            dataset,
+            model,
+            data: dir,
+            out,
+            images,
+            seed,
+            samples,
+            methods,
+            eps,
+            repeats,
+            sample_frames,
+            samples_dir,
+        } => {
+            let model = model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
+            let dir = dir.unwrap_or_else(|| dataset.data_dir());
+            let out = out.unwrap_or_else(|| PathBuf::from("bundles").join(dataset.model_name()));
+            let card = mcgate::card::ModelCard::read(&with_ext(&model, "card.json"))?;
+            let test = data::load_split(&dir, "t10k", dataset.fetch_hint())?;
+            let device = Device::cuda_if_available();
+            let mut vs = nn::VarStore::new(device);
+            let net = net::Net::new(&vs.root());
+            let ckpt = with_ext(&model, "safetensors");
+            vs.load(&ckpt)
+                .with_context(|| format!("loading {}", ckpt.display()))?;
+            vs.freeze();
+            let attacks = eps
+                .iter()
+                .flat_map(|&e| methods.iter().map(move |&m| (m, e)))
+                .collect();
+            let cfg = mcgate_training::bundle::BundleConfig {
+                images,
+                seed,
+                samples,
+                repeats,
+                attacks,
+            };
+            if out.exists() {
+                std::fs::remove_dir_all(&out)
+                    .with_context(|| format!("clearing {}", out.display()))?;
+            }
+            let n = mcgate_training::bundle::write(
+                &net,
+                &test,
+                &card.onnx_sha256,
+                card.threshold.mutual_information,
+                &cfg,
+                &out,
+                device,
+            )?;
+            println!("wrote {n} frames and manifest.json to {}", out.display());
+            if sample_frames > 0 {
+                let manifest = mcgate::bundle::Manifest::read(&out)?;
+                if samples_dir.exists() {
+                    std::fs::remove_dir_all(&samples_dir)?;
+                }
+                std::fs::create_dir_all(&samples_dir)?;
+                for group in manifest
+                    .groups
+                    .iter()
+                    .filter(|g| g.role == mcgate::bundle::Role::Positive)
+                {
+                    for f in manifest
+                        .frames
+                        .iter()
+                        .filter(|f| f.group == group.name)
+                        .take(sample_frames)
+                    {
+                        let name = f.file.replace('/', "_");
+                        std::fs::copy(out.join(&f.file), samples_dir.join(&name)).with_context(
+                            || format!("copying {} to {}", f.file, samples_dir.display()),
+                        )?;
+                    }
+                }
+                println!(
+                    "copied {sample_frames} adversarial frames per attack to {}",
+                    samples_dir.display()
+                );
+            }
             Ok(())
         }
         Command::Samples {
