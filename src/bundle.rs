@@ -115,6 +115,11 @@ impl AttackCheck {
     pub fn auc_delta(&self) -> f64 {
         (self.device_auc - self.workstation_auc).abs()
     }
+
+    /// Within tolerance; an undefined (NaN) AUC never is.
+    pub fn within(&self, tolerance: f64) -> bool {
+        self.auc_delta() <= tolerance
+    }
 }
 
 /// Compares device MI (`device_mi[i][r]`: frame `manifest.frames[i]`, run r) with the
@@ -201,7 +206,7 @@ mod tests {
             group: group.into(),
             label: 0,
             workstation_class: 0,
-            workstation_mutual_information: mi,
+            workstation_mutual_information: vec![mi],
         }
     }
 

@@ -308,7 +308,7 @@ fn validate(
     let checks = mcgate::bundle::compare(&manifest, &device_mi, threshold);
     let failed: Vec<&str> = checks
         .iter()
-        .filter(|c| !(c.auc_delta() <= tolerance))
+        .filter(|c| !c.within(tolerance))
         .map(|c| c.group.as_str())
         .collect();
     let agreement =
@@ -342,7 +342,7 @@ fn validate(
                 c.device_auc,
                 c.workstation_auc,
                 c.auc_delta(),
-                if c.auc_delta() <= tolerance { " " } else { "!" },
+                if c.within(tolerance) { " " } else { "!" },
                 100.0 * c.device_tpr,
                 100.0 * c.workstation_tpr,
                 100.0 * c.device_noise_fpr
