@@ -34,7 +34,7 @@ enum Command {
         /// Output path without extension [default: models/mnist, models/fashion].
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long, default_value_t = 6)]
+        #[arg(long, default_value_t = 12)]
         epochs: usize,
         #[arg(long, default_value_t = 128)]
         batch_size: usize,
