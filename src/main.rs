@@ -159,10 +159,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes a command's whole output to stdout.
+fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::Output {
+            what: "stdout".into(),
+            reason: e.to_string(),
+        })
+}
+
 fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
     let model = Model::load_from(model)?;
     let card = &model.card;
-    let mut out = std::io::stdout().lock();
     let text = if json {
         serde_json::json!({ "card": card, "graph": model.summary }).to_string() + "\n"
     } else {
@@ -238,12 +248,7 @@ fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
         s += &format!("  ops    {}\n", ops.join(" "));
         s
     };
-    out.write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-        .map_err(|e| Error::Output {
-            what: "stdout".into(),
-            reason: e.to_string(),
-        })?;
+    print(&text)?;
     Ok(exit::OK)
 }
 
@@ -358,13 +363,7 @@ fn validate(
         };
         s
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|_| out.flush())
-        .map_err(|e| Error::Output {
-            what: "stdout".into(),
-            reason: e.to_string(),
-        })?;
+    print(&text)?;
     Ok(if failed.is_empty() {
         exit::OK
     } else {

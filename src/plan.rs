@@ -198,26 +198,10 @@ impl Plan {
     /// Runs T samples on one preprocessed image (`[C·H·W]`, already normalised) with masks
     /// drawn from `seed`, and returns the output tensor, `[T, classes]` probabilities.
     pub fn run(&mut self, image: &[f32], seed: u64) -> Result<TValue, Error> {
-        let fail = |e: anyhow::Error| Error::Inference(one_line(&e));
-        {
-            // make_mut clones only if tract still held a reference; after a run it never does.
-            let mut view = Arc::make_mut(&mut self.image)
-                .try_as_plain_ram_mut()
-                .map_err(fail)?;
-            let dst = view.as_slice_mut::<f32>().map_err(fail)?;
-            if dst.len() != image.len() {
-                return Err(Error::Inference(format!(
-                    "image has {} values, the model takes {}",
-                    image.len(),
-                    dst.len()
-                )));
-            }
-            dst.copy_from_slice(image);
-        }
+        copy_into(&mut self.image, image, "image")?;
         let mut rng = WyRand::new(seed);
         for (tensor, p) in &mut self.masks {
-            let mut view = Arc::make_mut(tensor).try_as_plain_ram_mut().map_err(fail)?;
-            masks::fill(view.as_slice_mut::<f32>().map_err(fail)?, *p, &mut rng);
+            masks::fill(f32_slice_mut(tensor)?, *p, &mut rng);
         }
         self.run_current()
     }
@@ -229,7 +213,6 @@ impl Plan {
         image: &[f32],
         site_masks: &[&[f32]],
     ) -> Result<TValue, Error> {
-        let fail = |e: anyhow::Error| Error::Inference(one_line(&e));
         if site_masks.len() != self.masks.len() {
             return Err(Error::Inference(format!(
                 "{} masks given, the model has {} dropout sites",
@@ -237,31 +220,9 @@ impl Plan {
                 self.masks.len()
             )));
         }
-        {
-            let mut view = Arc::make_mut(&mut self.image)
-                .try_as_plain_ram_mut()
-                .map_err(fail)?;
-            let dst = view.as_slice_mut::<f32>().map_err(fail)?;
-            if dst.len() != image.len() {
-                return Err(Error::Inference(format!(
-                    "image has {} values, not {}",
-                    image.len(),
-                    dst.len()
-                )));
-            }
-            dst.copy_from_slice(image);
-        }
+        copy_into(&mut self.image, image, "image")?;
         for ((tensor, _), src) in self.masks.iter_mut().zip(site_masks) {
-            let mut view = Arc::make_mut(tensor).try_as_plain_ram_mut().map_err(fail)?;
-            let dst = view.as_slice_mut::<f32>().map_err(fail)?;
-            if dst.len() != src.len() {
-                return Err(Error::Inference(format!(
-                    "mask has {} values, not {}",
-                    src.len(),
-                    dst.len()
-                )));
-            }
-            dst.copy_from_slice(src);
+            copy_into(tensor, src, "mask")?;
         }
         self.run_current()
     }
@@ -281,6 +242,29 @@ impl Plan {
             .map_err(|e| Error::Inference(one_line(&e)))?;
         Ok(outputs.remove(0))
     }
+}
+
+/// The f32 contents of an input buffer, for writing in place. `make_mut` clones only if
+/// tract still held a reference; after a run it never does, so nothing is allocated.
+fn f32_slice_mut(t: &mut Arc<Tensor>) -> Result<&mut [f32], Error> {
+    Arc::make_mut(t)
+        .to_plain_array_view_mut::<f32>()
+        .map_err(|e| Error::Inference(one_line(&e)))?
+        .into_slice()
+        .ok_or_else(|| Error::Inference("input buffer is not contiguous".into()))
+}
+
+fn copy_into(t: &mut Arc<Tensor>, src: &[f32], what: &str) -> Result<(), Error> {
+    let dst = f32_slice_mut(t)?;
+    if dst.len() != src.len() {
+        return Err(Error::Inference(format!(
+            "{what} has {} values, the model takes {}",
+            src.len(),
+            dst.len()
+        )));
+    }
+    dst.copy_from_slice(src);
+    Ok(())
 }
 
 /// Reads a `[T, classes]` f32 output as a flat slice.
