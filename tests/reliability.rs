@@ -1,0 +1,588 @@
+//! The bad-input table of docs/RELIABILITY.md: one test per row. Every case must end in a
+//! one-line error with its documented exit code, or in a `reject` verdict with a reason —
+//! never a panic, and never an accepted frame that was not scored.
+//!
+//! Model cases use a tiny model built here with tract-onnx's prost types (x [1,1,2,2] →
+//! Flatten → Mul mask_0 [T,4] → Gemm 4→3 → Softmax), so each row can break one thing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use prost::Message;
+use tract_onnx::pb;
+
+/// Knobs for the tiny model.
+#[derive(Clone, Copy, Default)]
+struct Variant {
+    no_mask: bool,
+    extra_input: bool,
+    nan_weight: bool,
+    fixed_t: bool,
+}
+
+fn value_info(name: &str, dims: &[Result<i64, &str>]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: pb::tensor_proto::DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| Dimension {
+                            value: Some(match d {
+                                Ok(v) => Value::DimValue(*v),
+                                Err(p) => Value::DimParam(p.to_string()),
+                            }),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn tiny_onnx(v: Variant) -> Vec<u8> {
+    let t = if v.fixed_t { Ok(4) } else { Err("T") };
+    let mut weights: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) / 4.0).collect();
+    if v.nan_weight {
+        weights[0] = f32::NAN;
+    }
+    let trans_b = pb::AttributeProto {
+        name: "transB".into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    };
+    let gemm_input = if v.no_mask { "flat" } else { "drop" };
+    let mut nodes = vec![node("Flatten", &["x"], "flat", vec![])];
+    if !v.no_mask {
+        nodes.push(node("Mul", &["flat", "mask_0"], "drop", vec![]));
+    }
+    nodes.push(node(
+        "Gemm",
+        &[gemm_input, "w", "b"],
+        "logits",
+        vec![trans_b],
+    ));
+    nodes.push(node("Softmax", &["logits"], "probs", vec![]));
+    let mut input = vec![value_info("x", &[Ok(1), Ok(1), Ok(2), Ok(2)])];
+    if !v.no_mask {
+        input.push(value_info("mask_0", &[t, Ok(4)]));
+    }
+    if v.extra_input {
+        input.push(value_info("y", &[Ok(1)]));
+    }
+    let out_t = if v.no_mask { Ok(1) } else { t };
+    let graph = pb::GraphProto {
+        name: "tiny".into(),
+        node: nodes,
+        initializer: vec![
+            tensor("w", &[3, 4], &weights),
+            tensor("b", &[3], &[0.1, 0.0, -0.1]),
+        ],
+        input,
+        output: vec![value_info("probs", &[out_t, Ok(3)])],
+        ..Default::default()
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn tiny_card(onnx: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "schema": "mcgate.card/1",
+        "name": "tiny",
+        "classes": ["a", "b", "c"],
+        "input": {"name": "x", "shape": [1, 1, 2, 2], "layout": "NCHW", "scale": 1.0 / 255.0, "mean": [0.0], "std": [1.0]},
+        "dropout_sites": [{"input": "mask_0", "p": 0.5, "shape": [4]}],
+        "output": {"name": "probs"},
+        "default_samples": 8,
+        "threshold": {"mutual_information": 0.5, "method": "test", "target_fpr": null, "provisional": true},
+        "metrics": {"test_accuracy_deterministic": 0.0, "test_accuracy_mc": 0.0, "mc_samples": 8, "test_images": 0},
+        "onnx_sha256": mcgate::card::sha256_hex(onnx),
+        "provenance": {"dataset": "none", "train_images": 0, "epochs": 0, "batch_size": 0, "optimizer": "none",
+                       "seed": 0, "device": "cpu", "train_seconds": 0.0, "source_commit": "test"}
+    })
+}
+
+/// A model directory: `m.onnx` from `onnx`, `m.card.json` from the card after `edit`.
+struct TinyModel {
+    dir: tempfile::TempDir,
+}
+
+impl TinyModel {
+    fn new(onnx: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> TinyModel {
+        let dir = tempfile::tempdir().unwrap();
+        let mut card = tiny_card(onnx);
+        edit(&mut card);
+        std::fs::write(dir.path().join("m.onnx"), onnx).unwrap();
+        std::fs::write(dir.path().join("m.card.json"), card.to_string()).unwrap();
+        TinyModel { dir }
+    }
+    fn good() -> TinyModel {
+        Self::new(&tiny_onnx(Variant::default()), |_| {})
+    }
+    fn stem(&self) -> String {
+        self.dir.path().join("m").to_string_lossy().to_string()
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// A 2×2 gray PNG frame in the model's directory.
+    fn frame(&self) -> String {
+        let p = self.path("frame.png");
+        image::GrayImage::from_raw(2, 2, vec![0, 80, 160, 240])
+            .unwrap()
+            .save(&p)
+            .unwrap();
+        p.to_string_lossy().to_string()
+    }
+}
+
+/// Gates one good frame with a broken model: exit 3, one error line, nothing on stdout.
+fn assert_model_refused(m: &TinyModel, needle: &str) {
+    let frame = m.frame();
+    let out = mcgate(&["gate", &m.stem(), &frame, "--seed", "1"]);
+    assert_one_line_error(&out, 3, needle);
+    assert!(
+        out.stdout.is_empty(),
+        "a frame was gated by a refused model"
+    );
+}
+
+#[test]
+fn the_tiny_model_itself_gates_frames() {
+    let m = TinyModel::good();
+    let frame = m.frame();
+    let out = mcgate(&["gate", &m.stem(), &frame, "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(lines(&out)[0]["measures"]["mutual_information"].is_f64());
+}
+
+// --- model and card rows (exit 3) ---
+
+#[test]
+fn onnx_missing() {
+    let m = TinyModel::good();
+    std::fs::remove_file(m.path("m.onnx")).unwrap();
+    assert_model_refused(&m, "cannot read model");
+}
+
+#[test]
+fn onnx_empty() {
+    let m = TinyModel::new(b"", |_| {});
+    assert_model_refused(&m, "not a loadable ONNX model");
+}
+
+#[test]
+fn onnx_truncated() {
+    let full = tiny_onnx(Variant::default());
+    let m = TinyModel::new(&full[..full.len() / 2], |_| {});
+    assert_model_refused(&m, "not a loadable ONNX model");
+}
+
+#[test]
+fn onnx_garbage() {
+    let m = TinyModel::new(b"\x08\x08this is not protobuf at all\xff\xff\xff", |_| {});
+    assert_model_refused(&m, "model");
+}
+
+#[test]
+fn onnx_without_mask_inputs() {
+    let m = TinyModel::new(
+        &tiny_onnx(Variant {
+            no_mask: true,
+            ..Default::default()
+        }),
+        |_| {},
+    );
+    assert_model_refused(&m, "graph has no input named mask_0");
+}
+
+#[test]
+fn onnx_with_an_unknown_input() {
+    let m = TinyModel::new(
+        &tiny_onnx(Variant {
+            extra_input: true,
+            ..Default::default()
+        }),
+        |_| {},
+    );
+    assert_model_refused(&m, "graph input y is not in the card");
+}
+
+#[test]
+fn onnx_mask_without_symbolic_t() {
+    let m = TinyModel::new(
+        &tiny_onnx(Variant {
+            fixed_t: true,
+            ..Default::default()
+        }),
+        |_| {},
+    );
+    assert_model_refused(&m, "mask input mask_0 is [4, 4]");
+}
+
+#[test]
+fn card_missing() {
+    let m = TinyModel::good();
+    std::fs::remove_file(m.path("m.card.json")).unwrap();
+    assert_model_refused(&m, "cannot read model card");
+}
+
+#[test]
+fn card_malformed_json() {
+    let m = TinyModel::good();
+    std::fs::write(m.path("m.card.json"), b"{\"schema\": \"mcgate.card/1\", ").unwrap();
+    assert_model_refused(&m, "not valid JSON");
+}
+
+#[test]
+fn card_wrong_schema_version() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["schema"] = "mcgate.card/2".into()
+    });
+    assert_model_refused(
+        &m,
+        "schema is \"mcgate.card/2\", this build reads \"mcgate.card/1\"",
+    );
+}
+
+#[test]
+fn card_unknown_field() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| c["surprise"] = 1.into());
+    assert_model_refused(&m, "unknown field `surprise`");
+}
+
+#[test]
+fn card_sha256_mismatch() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["onnx_sha256"] = "a".repeat(64).into()
+    });
+    assert_model_refused(&m, "SHA-256 is");
+}
+
+#[test]
+fn card_site_name_not_in_graph() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["dropout_sites"][0]["input"] = "mask_7".into()
+    });
+    assert_model_refused(&m, "graph has no input named mask_7");
+}
+
+#[test]
+fn card_site_shape_not_the_graphs() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["dropout_sites"][0]["shape"] = serde_json::json!([5])
+    });
+    assert_model_refused(
+        &m,
+        "mask input mask_0 is [T, 4] in the graph, the card needs [T, 5]",
+    );
+}
+
+#[test]
+fn card_p_outside_unit_interval() {
+    for p in [1.0, -0.1, 1.5] {
+        let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+            c["dropout_sites"][0]["p"] = p.into()
+        });
+        assert_model_refused(&m, "is outside [0, 1)");
+    }
+}
+
+#[test]
+fn card_classes_not_the_outputs() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["classes"] = serde_json::json!(["a", "b"])
+    });
+    assert_model_refused(&m, "output probs is F32 [T, 3], the card needs F32 [T, 2]");
+}
+
+// --- flags (exit 2) ---
+
+#[test]
+fn samples_zero_or_absurd() {
+    let m = TinyModel::good();
+    let frame = m.frame();
+    for t in ["0", "100000"] {
+        let out = mcgate(&["gate", &m.stem(), &frame, "-T", t]);
+        assert_one_line_error(&out, 2, "samples (T) must be in 1..=4096");
+    }
+    let out = mcgate(&["gate", &m.stem(), &frame, "-T", "many"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_alarm_window() {
+    let m = TinyModel::good();
+    let frame = m.frame();
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        &frame,
+        "--alarm-rejects",
+        "9",
+        "--alarm-window",
+        "3",
+    ]);
+    assert_one_line_error(&out, 2, "alarm needs 1 <= k <= n <= 1024");
+}
+
+// --- frames (reject with a reason; exit 4 at the end) ---
+
+/// Gates the tiny model's good frame plus `bad`, expects exit 4 and a reject for `bad`.
+fn assert_frame_rejected(m: &TinyModel, bad: &Path, reason: &str) {
+    let good = m.frame();
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        &good,
+        bad.to_str().unwrap(),
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+    let r = lines(&out);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1]["verdict"], "reject");
+    assert!(
+        r[1]["measures"].is_null(),
+        "an unscored frame carries no measures"
+    );
+    assert!(
+        r[1]["reason"].as_str().unwrap().contains(reason),
+        "{}",
+        r[1]
+    );
+}
+
+#[test]
+fn frame_file_missing() {
+    let m = TinyModel::good();
+    assert_frame_rejected(&m, &m.path("nope.png"), "cannot read");
+}
+
+#[test]
+fn frame_file_empty() {
+    let m = TinyModel::good();
+    std::fs::write(m.path("empty.png"), b"").unwrap();
+    assert_frame_rejected(&m, &m.path("empty.png"), "empty file");
+}
+
+#[test]
+fn frame_corrupt_png() {
+    let m = TinyModel::good();
+    let mut png = vec![];
+    image::GrayImage::new(8, 8)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png.truncate(png.len() - 20);
+    png[40] ^= 0xff;
+    std::fs::write(m.path("bad.png"), &png).unwrap();
+    assert_frame_rejected(&m, &m.path("bad.png"), "cannot decode");
+}
+
+#[test]
+fn frame_corrupt_jpeg() {
+    let m = TinyModel::good();
+    std::fs::write(
+        m.path("bad.jpg"),
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00garbage-after-header",
+    )
+    .unwrap();
+    assert_frame_rejected(&m, &m.path("bad.jpg"), "cannot decode");
+}
+
+#[test]
+fn frame_not_an_image() {
+    let m = TinyModel::good();
+    std::fs::write(m.path("notes.png"), b"just some text").unwrap();
+    assert_frame_rejected(&m, &m.path("notes.png"), "not a PNG, JPEG or PNM image");
+}
+
+#[test]
+fn frame_huge_declared_size_is_refused_unread() {
+    // A PGM header declaring 100000×100000 pixels: over the per-side limit, never allocated.
+    let m = TinyModel::good();
+    std::fs::write(m.path("huge.pgm"), b"P5\n100000 100000\n255\n\x00\x00").unwrap();
+    assert_frame_rejected(&m, &m.path("huge.pgm"), "cannot decode");
+}
+
+#[test]
+fn frames_16_bit_palette_and_other_sizes_are_converted_and_scored() {
+    let m = TinyModel::good();
+    let wide16 = m.path("wide16.png");
+    image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(7, 3, image::Luma([40000u16]))
+        .save(&wide16)
+        .unwrap();
+    let rgb = m.path("rgb.png");
+    image::RgbImage::from_pixel(5, 9, image::Rgb([10, 200, 30]))
+        .save(&rgb)
+        .unwrap();
+    // A palette PNG, written with the png crate's indexed colour type.
+    let palette = m.path("palette.png");
+    {
+        let file = std::fs::File::create(&palette).unwrap();
+        let mut enc = png::Encoder::new(file, 2, 2);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(vec![0, 0, 0, 255, 255, 255]);
+        let mut w = enc.write_header().unwrap();
+        w.write_image_data(&[0, 1, 1, 0]).unwrap();
+    }
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        wide16.to_str().unwrap(),
+        rgb.to_str().unwrap(),
+        palette.to_str().unwrap(),
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for r in lines(&out) {
+        assert!(r["measures"]["mutual_information"].is_f64(), "{r}");
+    }
+}
+
+#[test]
+fn raw_stream_truncated_mid_frame_and_empty() {
+    let m = TinyModel::good();
+    let out = mcgate_stdin(
+        &[
+            "gate",
+            &m.stem(),
+            "-",
+            "--width",
+            "2",
+            "--height",
+            "2",
+            "--seed",
+            "1",
+        ],
+        &[1, 2, 3, 4, 5, 6],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let r = lines(&out);
+    assert_eq!(
+        (r.len(), &r[1]["verdict"]),
+        (2, &serde_json::json!("reject"))
+    );
+    assert!(r[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("truncated raw frame: 2 of 4 bytes"));
+
+    let out = mcgate_stdin(
+        &["gate", &m.stem(), "-", "--width", "2", "--height", "2"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("no frames to gate (stdin was empty)"));
+
+    let out = mcgate_stdin(
+        &["gate", &m.stem(), "-", "--width", "0", "--height", "2"],
+        &[],
+    );
+    assert_one_line_error(&out, 2, "raw frame size 0x2");
+}
+
+#[test]
+fn nan_reaching_the_output_is_rejected() {
+    let m = TinyModel::new(
+        &tiny_onnx(Variant {
+            nan_weight: true,
+            ..Default::default()
+        }),
+        |_| {},
+    );
+    let frame = m.frame();
+    let out = mcgate(&["gate", &m.stem(), &frame, "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let r = &lines(&out)[0];
+    assert_eq!(r["verdict"], "reject");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("model output is NaN"),
+        "{r}"
+    );
+}
+
+// --- outputs (exit 5) ---
+
+#[test]
+fn output_directory_cannot_be_created() {
+    let m = TinyModel::good();
+    let frame = m.frame();
+    std::fs::write(m.path("blocker"), b"").unwrap();
+    let dir = m.path("blocker").join("sub");
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        &frame,
+        "--annotate",
+        dir.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, 5, "--annotate");
+}
+
+#[test]
+fn stdout_on_a_full_disk() {
+    let m = TinyModel::good();
+    let frame = m.frame();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full exists on Linux");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .args(["gate", &m.stem(), &frame, "--seed", "1"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 5, "cannot write report to stdout");
+}
