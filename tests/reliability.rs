@@ -586,3 +586,53 @@ fn stdout_on_a_full_disk() {
         .unwrap();
     assert_one_line_error(&out, 5, "cannot write report to stdout");
 }
+
+#[test]
+fn a_blocked_consumer_back_pressures_the_gate() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let m = TinyModel::good();
+    let frames = 5000;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .args([
+            "gate",
+            &m.stem(),
+            "-",
+            "--width",
+            "2",
+            "--height",
+            "2",
+            "--seed",
+            "1",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&vec![128u8; frames * 4]);
+    });
+    // Nobody reads stdout: ~5000 lines (~2 MB) cannot fit the pipe, so a gate that
+    // back-pressures is still running; one that buffered without bound would have finished.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the gate finished without its output being read"
+    );
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    feeder.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(out.lines().count(), frames, "one line per frame, none lost");
+    for (i, line) in out.lines().enumerate().step_by(997) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["frame"], i, "lines in frame order");
+    }
+}
