@@ -193,9 +193,12 @@ fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
             card.input.std
         );
         for site in &card.dropout_sites {
+            let dims: Vec<String> = site.shape.iter().map(|d| d.to_string()).collect();
             s += &format!(
-                "dropout site {}: p = {}, shape [T, {:?}]\n",
-                site.input, site.p, site.shape
+                "dropout site {}: p = {}, shape [T, {}]\n",
+                site.input,
+                site.p,
+                dims.join(", ")
             );
         }
         s += &format!(
