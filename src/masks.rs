@@ -11,29 +11,25 @@ use crate::rng::WyRand;
 /// probability is exact to 2⁻³². `p` must be in [0, 1).
 pub fn fill(out: &mut [f32], p: f32, rng: &mut WyRand) {
     debug_assert!((0.0..1.0).contains(&p));
-    let keep = 1.0 - p as f64;
-    let scale = (1.0 / keep) as f32;
     if p == 0.0 {
         out.fill(1.0);
         return;
     }
-    let threshold = (keep * 4_294_967_296.0) as u64;
+    let keep = 1.0 - p as f64;
+    let scale = ((1.0 / keep) as f32).to_bits();
+    // p > 0, so keep < 1 and the threshold fits in 32 bits.
+    let threshold = (keep * 4_294_967_296.0) as u32;
+    // Branch-free select of the bit pattern (0.0 is all zero bits): the keep decision is a coin
+    // flip, so a branch would mispredict half the time.
+    let value = |u: u32| f32::from_bits(scale & 0u32.wrapping_sub((u < threshold) as u32));
     let mut pairs = out.chunks_exact_mut(2);
     for pair in &mut pairs {
         let r = rng.next_u64();
-        pair[0] = if (r & 0xffff_ffff) < threshold {
-            scale
-        } else {
-            0.0
-        };
-        pair[1] = if (r >> 32) < threshold { scale } else { 0.0 };
+        pair[0] = value(r as u32);
+        pair[1] = value((r >> 32) as u32);
     }
     if let [last] = pairs.into_remainder() {
-        *last = if (rng.next_u64() & 0xffff_ffff) < threshold {
-            scale
-        } else {
-            0.0
-        };
+        *last = value(rng.next_u64() as u32);
     }
 }
 
