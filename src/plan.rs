@@ -155,9 +155,11 @@ impl Model {
         let state = TypedSimpleState::new(&runnable).map_err(fail)?;
 
         let card = &self.card;
+        // Feed by name in the optimised plan's own input order.
+        let optimised = runnable.model();
         let mut feeds = vec![];
-        for outlet in self.typed.input_outlets().map_err(fail)? {
-            let name = &self.typed.node(outlet.node).name;
+        for outlet in optimised.input_outlets().map_err(fail)? {
+            let name = &optimised.node(outlet.node).name;
             let feed = match card.dropout_sites.iter().position(|s| &s.input == name) {
                 Some(i) => Feed::Mask(i),
                 None => Feed::Image,
