@@ -17,5 +17,7 @@ if ! .venv/bin/python -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check onnxruntime==1.31.1 onnx==1.23.2 numpy==2.4.6
 fi
 cargo test --workspace --release
-# The shipped model against onnxruntime + float64 measures, through the binary just tested.
-.venv/bin/python scripts/check_onnx.py models/mnist target/release/mcgate
+# The shipped models against onnxruntime + float64 measures, through the binary just tested.
+for model in models/mnist models/fashion; do
+  .venv/bin/python scripts/check_onnx.py "$model" target/release/mcgate
+done
