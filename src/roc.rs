@@ -29,14 +29,8 @@ pub fn rate_above(scores: &[f64], threshold: f64) -> f64 {
     scores.iter().filter(|&&s| s > threshold).count() as f64 / scores.len() as f64
 }
 
-/// Area under the ROC curve of `positives` (should score high) against `negatives`:
-/// the probability that a random positive outscores a random negative, ties counting one
-/// half. Equals scikit-learn's `roc_auc_score` (trapezoidal ROC). `None` if either side is
-/// empty or a score is NaN.
-pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Option<f64> {
-    if negatives.is_empty() || positives.is_empty() {
-        return None;
-    }
+/// Every score labelled (true: positive), sorted ascending; `None` if a score is NaN.
+fn labelled_ascending(negatives: &[f64], positives: &[f64]) -> Option<Vec<(f64, bool)>> {
     let mut all: Vec<(f64, bool)> = negatives
         .iter()
         .map(|&s| (s, false))
@@ -45,7 +39,19 @@ pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Option<f64> {
     if all.iter().any(|(s, _)| s.is_nan()) {
         return None;
     }
-    all.sort_by(|a, b| a.0.partial_cmp(&b.0).expect("no NaN"));
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Some(all)
+}
+
+/// Area under the ROC curve of `positives` (should score high) against `negatives`:
+/// the probability that a random positive outscores a random negative, ties counting one
+/// half. Equals scikit-learn's `roc_auc_score` (trapezoidal ROC). `None` if either side is
+/// empty or a score is NaN.
+pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Option<f64> {
+    if negatives.is_empty() || positives.is_empty() {
+        return None;
+    }
+    let all = labelled_ascending(negatives, positives)?;
     // Mann–Whitney: sum of the (tie-averaged, 1-based) ranks of the positives.
     let mut rank_sum = 0.0;
     let mut i = 0;
@@ -68,15 +74,8 @@ pub fn average_precision(negatives: &[f64], positives: &[f64]) -> Option<f64> {
     if positives.is_empty() {
         return None;
     }
-    let mut all: Vec<(f64, bool)> = negatives
-        .iter()
-        .map(|&s| (s, false))
-        .chain(positives.iter().map(|&s| (s, true)))
-        .collect();
-    if all.iter().any(|(s, _)| s.is_nan()) {
-        return None;
-    }
-    all.sort_by(|a, b| b.0.partial_cmp(&a.0).expect("no NaN"));
+    let mut all = labelled_ascending(negatives, positives)?;
+    all.reverse();
     let total = positives.len() as f64;
     let (mut tp, mut fp, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
     let mut i = 0;
