@@ -25,11 +25,13 @@ pub mod exit {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot {what} {}: {source}", path.display())]
+    // Not `source`: the message already carries the cause, and a source would be printed twice
+    // by `{:#}` chains in the training commands.
+    #[error("cannot {what} {}: {cause}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("model card {}: {reason}", path.display())]
     Card { path: PathBuf, reason: String },
@@ -48,11 +50,11 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(what: &'static str, path: &Path, source: std::io::Error) -> Error {
+    pub fn io(what: &'static str, path: &Path, cause: std::io::Error) -> Error {
         Error::Io {
             what,
             path: path.to_owned(),
-            source,
+            cause,
         }
     }
 

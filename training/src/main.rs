@@ -187,6 +187,44 @@ fn with_ext(out: &Path, ext: &str) -> PathBuf {
     PathBuf::from(format!("{}.{ext}", out.display()))
 }
 
+/// A trained model to attack: its card, the frozen network, and the dataset's test split.
+struct Trained {
+    card: mcgate::card::ModelCard,
+    net: net::Net,
+    test: data::Dataset,
+    device: Device,
+    /// Owns the network's variables.
+    _vs: nn::VarStore,
+}
+
+/// Loads `<model>.card.json` and `<model>.safetensors` (default `models/<dataset>`) and the
+/// test split from `dir` (default the dataset's data directory).
+fn load_trained(
+    dataset: data::Known,
+    model: Option<PathBuf>,
+    dir: Option<PathBuf>,
+) -> Result<Trained> {
+    let model = model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
+    let dir = dir.unwrap_or_else(|| dataset.data_dir());
+    let card = mcgate::card::ModelCard::read(&with_ext(&model, "card.json"))?;
+    let test = data::load_split(&dir, "t10k", dataset.fetch_hint())?;
+    let device = Device::cuda_if_available();
+    log::info!("device {device:?}, {} threads", tch::get_num_threads());
+    let mut vs = nn::VarStore::new(device);
+    let net = net::Net::new(&vs.root());
+    let ckpt = with_ext(&model, "safetensors");
+    vs.load(&ckpt)
+        .with_context(|| format!("loading {}", ckpt.display()))?;
+    vs.freeze();
+    Ok(Trained {
+        card,
+        net,
+        test,
+        device,
+        _vs: vs,
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Evaluate {
@@ -206,20 +244,15 @@ fn run(cli: Cli) -> Result<()> {
             adaptive_eps,
             batch,
         } => {
-            let model = model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
-            let dir = dir.unwrap_or_else(|| dataset.data_dir());
             let out =
                 out.unwrap_or_else(|| PathBuf::from("docs/results").join(dataset.model_name()));
-            let card = mcgate::card::ModelCard::read(&with_ext(&model, "card.json"))?;
-            let test = data::load_split(&dir, "t10k", dataset.fetch_hint())?;
-            let device = Device::cuda_if_available();
-            log::info!("device {device:?}, {} threads", tch::get_num_threads());
-            let mut vs = nn::VarStore::new(device);
-            let net = net::Net::new(&vs.root());
-            let ckpt = with_ext(&model, "safetensors");
-            vs.load(&ckpt)
-                .with_context(|| format!("loading {}", ckpt.display()))?;
-            vs.freeze();
+            let Trained {
+                card,
+                net,
+                test,
+                device,
+                ..
+            } = load_trained(dataset, model, dir)?;
             let cfg = mcgate_training::evaluate::EvalConfig {
                 images,
                 seed,
@@ -265,18 +298,14 @@ fn run(cli: Cli) -> Result<()> {
             sample_frames,
             samples_dir,
         } => {
-            let model = model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
-            let dir = dir.unwrap_or_else(|| dataset.data_dir());
             let out = out.unwrap_or_else(|| PathBuf::from("bundles").join(dataset.model_name()));
-            let card = mcgate::card::ModelCard::read(&with_ext(&model, "card.json"))?;
-            let test = data::load_split(&dir, "t10k", dataset.fetch_hint())?;
-            let device = Device::cuda_if_available();
-            let mut vs = nn::VarStore::new(device);
-            let net = net::Net::new(&vs.root());
-            let ckpt = with_ext(&model, "safetensors");
-            vs.load(&ckpt)
-                .with_context(|| format!("loading {}", ckpt.display()))?;
-            vs.freeze();
+            let Trained {
+                card,
+                net,
+                test,
+                device,
+                ..
+            } = load_trained(dataset, model, dir)?;
             let attacks = eps
                 .iter()
                 .flat_map(|&e| methods.iter().map(move |&m| (m, e)))
