@@ -68,16 +68,12 @@ pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Option<f64> {
     Some((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
 }
 
-/// Average precision as scikit-learn's `average_precision_score`: Σ (Rₙ − Rₙ₋₁) Pₙ over
-/// the distinct score thresholds, highest first, without interpolation.
-pub fn average_precision(negatives: &[f64], positives: &[f64]) -> Option<f64> {
-    if positives.is_empty() {
-        return None;
-    }
+/// Cumulative (true positives, false positives) rejected at each distinct score threshold,
+/// highest threshold first; `None` if a score is NaN.
+fn counts_descending(negatives: &[f64], positives: &[f64]) -> Option<Vec<(f64, f64)>> {
     let mut all = labelled_ascending(negatives, positives)?;
     all.reverse();
-    let total = positives.len() as f64;
-    let (mut tp, mut fp, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
+    let (mut tp, mut fp, mut counts) = (0.0, 0.0, vec![]);
     let mut i = 0;
     while i < all.len() {
         let mut j = i;
@@ -89,10 +85,53 @@ pub fn average_precision(negatives: &[f64], positives: &[f64]) -> Option<f64> {
             }
             j += 1;
         }
-        let recall = tp / total;
-        ap += (recall - last_recall) * tp / (tp + fp);
-        last_recall = recall;
+        counts.push((tp, fp));
         i = j;
+    }
+    Some(counts)
+}
+
+/// The ROC curve as (false-positive rate, true-positive rate) points, one per distinct score
+/// threshold, from (0, 0) to (1, 1): scikit-learn's `roc_curve(drop_intermediate=False)`.
+/// Its trapezoidal area is [`roc_auc`]. `None` if either side is empty or a score is NaN.
+pub fn roc_curve(negatives: &[f64], positives: &[f64]) -> Option<Vec<(f64, f64)>> {
+    if negatives.is_empty() || positives.is_empty() {
+        return None;
+    }
+    let (nn, np) = (negatives.len() as f64, positives.len() as f64);
+    let counts = counts_descending(negatives, positives)?;
+    Some(
+        std::iter::once((0.0, 0.0))
+            .chain(counts.into_iter().map(|(tp, fp)| (fp / nn, tp / np)))
+            .collect(),
+    )
+}
+
+/// The precision–recall curve as (recall, precision) points, one per distinct score
+/// threshold, highest threshold first. `None` if there are no positives or a score is NaN.
+pub fn pr_curve(negatives: &[f64], positives: &[f64]) -> Option<Vec<(f64, f64)>> {
+    if positives.is_empty() {
+        return None;
+    }
+    let np = positives.len() as f64;
+    let counts = counts_descending(negatives, positives)?;
+    Some(
+        counts
+            .into_iter()
+            .map(|(tp, fp)| (tp / np, tp / (tp + fp)))
+            .collect(),
+    )
+}
+
+/// Average precision as scikit-learn's `average_precision_score`: Σ (Rₙ − Rₙ₋₁) Pₙ over
+/// the points of [`pr_curve`], without interpolation.
+pub fn average_precision(negatives: &[f64], positives: &[f64]) -> Option<f64> {
+    let curve = pr_curve(negatives, positives)?;
+    let mut last_recall = 0.0;
+    let mut ap = 0.0;
+    for (recall, precision) in curve {
+        ap += (recall - last_recall) * precision;
+        last_recall = recall;
     }
     Some(ap)
 }
@@ -122,6 +161,17 @@ mod tests {
         // AP: thresholds 0.9 (R=1/3, P=1), 0.8 (R=2/3, P=2/3), 0.3 (R=2/3), 0.1 (R=1, P=3/5).
         let want = 1.0 / 3.0 + (1.0 / 3.0) * (2.0 / 3.0) + (1.0 / 3.0) * 0.6;
         assert!((average_precision(&[0.8, 0.3], &[0.9, 0.8, 0.1]).unwrap() - want).abs() < 1e-12);
+        // The same example's curves, as scikit-learn's roc_curve / precision_recall_curve list them.
+        let roc = roc_curve(&[0.1, 0.4], &[0.35, 0.8]).unwrap();
+        assert_eq!(
+            roc,
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
+        let pr = pr_curve(&[0.1, 0.4], &[0.35, 0.8]).unwrap();
+        assert_eq!(
+            pr,
+            vec![(0.5, 1.0), (0.5, 0.5), (1.0, 2.0 / 3.0), (1.0, 0.5)]
+        );
         assert_eq!(roc_auc(&[], &[1.0]), None);
         assert_eq!(roc_auc(&[f64::NAN], &[1.0]), None);
     }
@@ -152,6 +202,19 @@ mod tests {
             prop_assert!((roc_auc(&neg, &pos).unwrap() - auc_by_pairs(&neg, &pos)).abs() < 1e-12);
             let ap = average_precision(&neg, &pos).unwrap();
             prop_assert!((0.0..=1.0 + 1e-12).contains(&ap));
+        }
+
+        #[test]
+        fn roc_curve_area_is_the_auc(neg in prop::collection::vec(0u8..20, 1..60), pos in prop::collection::vec(0u8..20, 1..60)) {
+            let neg: Vec<f64> = neg.into_iter().map(f64::from).collect();
+            let pos: Vec<f64> = pos.into_iter().map(f64::from).collect();
+            let curve = roc_curve(&neg, &pos).unwrap();
+            prop_assert_eq!(curve[0], (0.0, 0.0));
+            prop_assert_eq!(*curve.last().unwrap(), (1.0, 1.0));
+            let area: f64 = curve.windows(2).map(|w| (w[1].0 - w[0].0) * (w[1].1 + w[0].1) / 2.0).sum();
+            prop_assert!((area - auc_by_pairs(&neg, &pos)).abs() < 1e-12);
+            // Both coordinates only grow as the threshold falls.
+            prop_assert!(curve.windows(2).all(|w| w[1].0 >= w[0].0 && w[1].1 >= w[0].1));
         }
     }
 

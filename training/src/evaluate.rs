@@ -113,6 +113,13 @@ pub struct Detection {
     pub ap: f64,
 }
 
+/// Exact ROC and precision–recall points of one measure, for the plots (not in the JSON).
+#[derive(Debug, Clone, Default)]
+pub struct Curves {
+    pub roc: Vec<(f64, f64)>,
+    pub pr: Vec<(f64, f64)>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub target: String,
@@ -130,6 +137,9 @@ pub struct Row {
     pub tpr_at_threshold_successful: f64,
     /// Fraction of the noise negatives the threshold rejects.
     pub noise_fpr_at_threshold: f64,
+    /// Per measure, the curves behind `all`.
+    #[serde(skip)]
+    pub curves: BTreeMap<String, Curves>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -280,7 +290,8 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
         };
         let success: Vec<bool> = adv_pred.iter().zip(&truth).map(|(p, t)| p != t).collect();
         let n_success = success.iter().filter(|&&s| s).count();
-        let (mut all, mut successful) = (BTreeMap::new(), BTreeMap::new());
+        let (mut all, mut successful, mut curves) =
+            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for m in MEASURES {
             let mut neg = clean.by_measure[m].clone();
             neg.extend(&s_noise.by_measure[m]);
@@ -292,6 +303,13 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
                 .map(|(v, _)| *v)
                 .collect();
             all.insert(m.to_string(), detection(&neg, pos));
+            curves.insert(
+                m.to_string(),
+                Curves {
+                    roc: mcgate::roc::roc_curve(&neg, pos).unwrap_or_default(),
+                    pr: mcgate::roc::pr_curve(&neg, pos).unwrap_or_default(),
+                },
+            );
             successful.insert(m.to_string(), detection(&neg, &pos_s));
         }
         let mi_adv = &s_adv.by_measure["mutual_information"];
@@ -315,6 +333,7 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
                 &s_noise.by_measure["mutual_information"],
                 cfg.threshold,
             ),
+            curves,
         });
         bar.inc(1);
     }

@@ -10,5 +10,6 @@ pub mod data;
 pub mod evaluate;
 pub mod export;
 pub mod net;
+pub mod plots;
 pub mod samples;
 pub mod train;

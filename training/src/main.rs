@@ -75,7 +75,8 @@ enum Command {
         /// Directory with the IDX files [default: the dataset's data/ directory].
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Output stem: writes <OUT>.md and <OUT>.json [default: docs/results/<dataset>].
+        /// Output stem: writes <OUT>.md, <OUT>.json and the ROC/PR figures
+        /// <OUT>-{roc,pr}-{deterministic,mc,adaptive}.{png,svg} [default: docs/results/<dataset>].
         #[arg(long)]
         out: Option<PathBuf>,
         /// Test images, drawn without replacement.
@@ -281,6 +282,9 @@ fn run(cli: Cli) -> Result<()> {
                 with_ext(&out, "json"),
                 serde_json::to_string_pretty(&report)? + "\n",
             )?;
+            for path in mcgate_training::plots::write_all(&report, &out, dataset.title())? {
+                log::info!("wrote {}", path.display());
+            }
             println!("{md}");
             Ok(())
         }
