@@ -6,11 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-torch.sh          # .venv with CPU libtorch, for the training crate
 scripts/fetch-mnist.sh >&2      # data/mnist, for the training tests
-if ! command -v ffmpeg >/dev/null; then
-  # The stdin test feeds raw frames from a real ffmpeg.
-  echo "installing ffmpeg (Debian)" >&2
+# The stdin test feeds raw frames from a real ffmpeg; the plot test draws text with DejaVu Sans.
+debs=()
+command -v ffmpeg >/dev/null || debs+=(ffmpeg)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || debs+=(fonts-dejavu-core)
+if [ ${#debs[@]} -gt 0 ]; then
+  echo "installing ${debs[*]} (Debian)" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
 fi
 # onnxruntime, onnx and numpy for the independent check of the shipped model.
 if ! .venv/bin/python -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
