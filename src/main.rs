@@ -11,7 +11,7 @@ use mcgate::frame::{self, PixelFormat};
 use mcgate::gate::{Gate, Seeds};
 use mcgate::plan::Model;
 use mcgate::sinks::{Format, FrameDir, ReportWriter, Summary};
-use mcgate::verdict::{AlarmWindow, Decision, MAX_WINDOW};
+use mcgate::verdict::{AlarmWindow, Decision, Verdict, MAX_WINDOW};
 use mcgate::{annotate, Error};
 
 const AFTER_HELP: &str = "\
@@ -112,7 +112,9 @@ struct GateArgs {
     /// Write an annotated PNG of every frame (verdict, class, MI bar) into this directory.
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
-    /// Write every accepted frame as PNG into this directory.
+    /// Write every accepted frame as PNG into this directory, before its verdict line (under
+    /// a temporary name, then renamed). A frame that cannot be written (full disk) is reported
+    /// as a reject and the gate stops with exit 5.
     #[arg(long, value_name = "DIR")]
     accepted: Option<PathBuf>,
     /// Raw stdin frames: width in pixels.
@@ -472,11 +474,23 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
                 args.alarm_window
             );
         }
-        writer.write(&report)?;
-        if let Some(frame) = &frame {
-            if let (Some(dir), Decision::Accept) = (&accepted, report.verdict.decision) {
-                dir.save_frame(frame)?;
+        // An accepted frame is passed on before its verdict line: if it cannot be written
+        // (full disk), its line says reject, and the gate stops with exit 5.
+        let mut passed_on = Ok(());
+        if let (Some(dir), Some(frame), Decision::Accept) =
+            (&accepted, &frame, report.verdict.decision)
+        {
+            passed_on = dir.save_frame(frame);
+            if let Err(e) = &passed_on {
+                report.verdict = Verdict {
+                    decision: Decision::Reject,
+                    reason: Some(format!("accepted but not passed on: {e}")),
+                };
             }
+        }
+        writer.write(&report)?;
+        passed_on?;
+        if let Some(frame) = &frame {
             if let Some(dir) = &annotated {
                 let label = report
                     .measures

@@ -190,14 +190,26 @@ impl FrameDir {
         self.dir.join(format!("{index:06}_{stem}.png"))
     }
 
+    /// Writes the PNG under a temporary name, then renames it: a reader of the directory
+    /// never sees a partial frame, and a failed write (full disk) leaves nothing behind.
     pub fn save(&self, index: u64, source: &str, image: &image::DynamicImage) -> Result<(), Error> {
         let path = self.path_for(index, source);
+        let fail = |e: &dyn std::fmt::Display| Error::Output {
+            what: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut png = std::io::Cursor::new(Vec::new());
         image
-            .save_with_format(&path, image::ImageFormat::Png)
-            .map_err(|e| Error::Output {
-                what: path.display().to_string(),
-                reason: e.to_string(),
-            })
+            .write_to(&mut png, image::ImageFormat::Png)
+            .map_err(|e| fail(&e))?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let partial = self.dir.join(format!(".{name}.partial"));
+        let written =
+            std::fs::write(&partial, png.get_ref()).and_then(|()| std::fs::rename(&partial, &path));
+        written.map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            fail(&e)
+        })
     }
 
     pub fn save_frame(&self, frame: &Frame) -> Result<(), Error> {

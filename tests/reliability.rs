@@ -588,6 +588,49 @@ fn stdout_on_a_full_disk() {
 }
 
 #[test]
+fn accepted_frames_on_a_full_disk() {
+    // A file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) fails writes past 64 bytes the way
+    // a full disk does (EFBIG instead of ENOSPC, same code path); mounting a small filesystem
+    // would need root. The PNG of a frame is larger than 64 bytes.
+    use std::os::unix::process::CommandExt;
+    let m = TinyModel::good();
+    let frame = m.frame();
+    let accepted = m.path("accepted");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"));
+    cmd.args(["gate", &m.stem(), &frame, &frame, "--seed", "1"])
+        .args([
+            "--threshold",
+            "1e9",
+            "--accepted",
+            accepted.to_str().unwrap(),
+        ]);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_one_line_error(&out, 5, "File too large");
+    // The frame that could not be passed on is reported as a reject, and the gate stops.
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["verdict"], "reject");
+    let reason = lines[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("accepted but not passed on"), "{reason}");
+    let left: Vec<_> = std::fs::read_dir(&accepted).unwrap().collect();
+    assert!(left.is_empty(), "no partial frame is left behind: {left:?}");
+}
+
+#[test]
 fn a_blocked_consumer_back_pressures_the_gate() {
     use std::io::{Read, Write};
     use std::process::{Command, Stdio};

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the runtime for 64-bit and 32-bit ARM with Debian's cross gcc, runs it under
+# qemu-user over the shipped samples and eval bundle, and compares with the x86 build:
+# equal verdicts and classes, every measure and AUC within 1e-4 (scripts/compare_reports.py).
+# Also prints binary sizes and the newest glibc symbol each binary needs.
+# qemu timings say nothing about ARM speed; none are reported.
+#
+# Usage: scripts/arm-check.sh [TARGET...]   (default: aarch64 and armv7 gnueabihf)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
+
+debs=()
+command -v aarch64-linux-gnu-gcc >/dev/null || debs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null || debs+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+command -v qemu-aarch64 >/dev/null || debs+=(qemu-user)
+if [ ${#debs[@]} -gt 0 ]; then
+  echo "installing ${debs[*]} (Debian)" >&2
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
+fi
+rustup target add "${targets[@]}" >&2
+
+out=target/arm-check
+mkdir -p "$out"
+# Every frame the project ships: samples (23) and the bundle's frames (350).
+frames=(samples bundles/mnist)
+gate_args=(gate models/mnist "${frames[@]}" --seed 1 --no-latency)
+validate_args=(validate models/mnist bundles/mnist --json)
+
+run_all() { # name, command prefix...
+  local name=$1; shift
+  local rc=0
+  "$@" "${gate_args[@]}" >"$out/$name.gate.jsonl" 2>"$out/$name.gate.err" || rc=$?
+  echo "$rc" >"$out/$name.gate.rc"
+  rc=0
+  "$@" "${validate_args[@]}" >"$out/$name.validate.json" 2>"$out/$name.validate.err" || rc=$?
+  echo "$rc" >"$out/$name.validate.rc"
+}
+
+mb() { stat -c %s "$1" | awk '{printf "%.1f", $1 / 1e6}'; }
+
+glibc_floor() { # objdump, binary
+  "$1" -T "$2" | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1
+}
+
+cargo build --release >&2
+run_all x86_64 target/release/mcgate
+echo "| target | gate exit | validate exit | verdicts vs x86 | largest measure Δ (gate; validate) | binary (stripped) | glibc needed |"
+echo "|---|---|---|---|---|---|---|"
+summary() { # name, binary, objdump, strip, result, gate diff, validate diff
+  local stripped
+  stripped=$(mktemp)
+  "$4" -o "$stripped" "$2"
+  printf '| %s | %s | %s | %s | %s; %s | %s MB (%s MB) | %s |\n' "$1" \
+    "$(cat "$out/$1.gate.rc")" "$(cat "$out/$1.validate.rc")" "$5" "$6" "$7" \
+    "$(mb "$2")" "$(mb "$stripped")" "$(glibc_floor "$3" "$2")"
+  rm -f "$stripped"
+}
+summary x86_64 target/release/mcgate objdump strip "reference" "-" "-"
+
+status=0
+for target in "${targets[@]}"; do
+  case "$target" in
+    aarch64-unknown-linux-gnu) runner=(qemu-aarch64 -L /usr/aarch64-linux-gnu); tools=aarch64-linux-gnu ;;
+    armv7-unknown-linux-gnueabihf) runner=(qemu-arm -L /usr/arm-linux-gnueabihf); tools=arm-linux-gnueabihf ;;
+    *) echo "error: no qemu runner known for $target" >&2; exit 2 ;;
+  esac
+  cargo build --release --target "$target" >&2
+  bin=target/$target/release/mcgate
+  run_all "$target" "${runner[@]}" "$bin"
+  result=same
+  for what in gate validate; do
+    if ! cmp -s "$out/x86_64.$what.rc" "$out/$target.$what.rc"; then result="exit code differs"; status=1; fi
+  done
+  gate_diff=$(python3 scripts/compare_reports.py "$out/x86_64.gate.jsonl" "$out/$target.gate.jsonl" | tee "$out/$target.gate.compare" | tail -1 | awk '{print $4}') || { result="DIFFER (see $out/$target.gate.compare)"; status=1; }
+  validate_diff=$(python3 scripts/compare_reports.py "$out/x86_64.validate.json" "$out/$target.validate.json" | tee "$out/$target.validate.compare" | tail -1 | awk '{print $4}') || { result="DIFFER (see $out/$target.validate.compare)"; status=1; }
+  summary "$target" "$bin" "$tools-objdump" "$tools-strip" "$result" "$gate_diff" "$validate_diff"
+done
+echo
+echo "frames: $(wc -l <"$out/x86_64.gate.jsonl") gated per build ($(grep -c '"accept"' "$out/x86_64.gate.jsonl") accepted on x86); outputs in $out/"
+exit $status
