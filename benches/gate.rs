@@ -1,7 +1,7 @@
 //! Per-frame latency of the gate on the shipped MNIST model.
 //!
 //! `cargo bench --bench gate` — results and ratios go in docs/BENCHMARKS.md.
-//! - gate_t20: one gated frame at T=20 (preprocess, masks, one batched run, measures)
+//! - gate_t{1,20,100}: one gated frame at T (preprocess, masks, one batched run, measures)
 //! - forward_t1: one T=1 forward (masks drawn, no measures): the deterministic-cost floor
 //! - separate_20x_t1: 20 separate T=1 runs, the naive way to get 20 MC samples
 //! - masks_t20: drawing the T=20 masks alone
@@ -28,8 +28,12 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .to_vec();
 
-    let mut gate = Gate::new(&model, 20, 0.1, Seeds::PerFrame(1)).unwrap();
-    c.bench_function("gate_t20", |b| b.iter(|| gate.score(&frame)));
+    for samples in [1, 20, 100] {
+        let mut gate = Gate::new(&model, samples, 0.1, Seeds::PerFrame(1)).unwrap();
+        c.bench_function(&format!("gate_t{samples}"), |b| {
+            b.iter(|| gate.score(&frame))
+        });
+    }
 
     let mut plan1 = model.plan(1).unwrap();
     let mut seed = 0u64;

@@ -362,6 +362,24 @@ fn validate_reproduces_the_workstation_on_the_shipped_bundle() {
     assert!(text.contains("PASS: every MI AUC within 0.02"), "{text}");
 }
 
+#[test]
+fn validate_runs_flag_sets_the_device_runs() {
+    let out = mcgate(&[
+        "validate",
+        "models/mnist",
+        "bundles/mnist",
+        "--runs",
+        "1",
+        "--json",
+    ]);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert_eq!(v["runs"], 1);
+    assert_eq!(v["frames"], 350);
+    let out = mcgate(&["validate", "models/mnist", "bundles/mnist", "--runs", "0"]);
+    assert_one_line_error(&out, 2, "--runs must be at least 1");
+}
+
 /// A copy of the shipped bundle with an edited manifest, cut to one MC run (fast).
 fn bundle_copy(edit: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
