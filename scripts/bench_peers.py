@@ -9,7 +9,7 @@ onnxruntime user would write, on the same network and weights.
   pytorch-batched   the same, the frame repeated T times as one batch (a careful user).
   onnxruntime       the same ONNX file mcgate runs, masks drawn in numpy, T batched, MI in numpy;
                     `ort-1t` one intra-op thread, `ort` onnxruntime's default.
-Also: mcgate's peak RSS per T (wait4's rusage of that process) and its start-up time (wall
+Also: mcgate's peak RSS per T (VmHWM of that process, polled) and its start-up time (wall
 time to gate one frame file, median of 9).
 
 Usage: .venv-bench/bin/python scripts/bench_peers.py [--frames N] [--model models/mnist]
@@ -81,14 +81,28 @@ for t in samples:
     data = np.concatenate([frames[:WARMUP], frames]).tobytes()
     feeder = threading.Thread(target=lambda: (proc.stdin.write(data), proc.stdin.close()))
     feeder.start()
+    # VmHWM, polled: getrusage/wait4 would report the forked Python's size (Linux keeps the
+    # pre-exec high-water mark in ru_maxrss).
+    hwm = [0]
+
+    def poll():
+        while proc.poll() is None:
+            try:
+                status = open(f"/proc/{proc.pid}/status").read()
+                hwm[0] = max(hwm[0], int(next(l for l in status.splitlines() if l.startswith("VmHWM")).split()[1]))
+            except (FileNotFoundError, StopIteration, ProcessLookupError, ValueError):
+                pass
+            time.sleep(0.02)
+    poller = threading.Thread(target=poll)
+    poller.start()
     stdout = proc.stdout.read()
     feeder.join()
-    _, _, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB)
-    proc.returncode = 0
+    proc.wait()
+    poller.join()
     lat = [json.loads(l)["latency_ms"] for l in stdout.decode().splitlines()][WARMUP:]
     assert len(lat) == args.frames, f"{len(lat)} verdicts for {args.frames} frames"
     results[("mcgate", t)] = statistics.median(lat)
-    rss[t] = usage.ru_maxrss / 1024
+    rss[t] = hwm[0] / 1024
 
 starts = []
 for _ in range(9):
@@ -105,7 +119,7 @@ rng = np.random.default_rng(0)
 
 
 def masks(t):
-    return {s["name"]: ((rng.random([t] + s["shape"][1:], dtype=np.float32) >= s["p"]).astype(np.float32)
+    return {s["input"]: ((rng.random([t] + s["shape"], dtype=np.float32) >= s["p"]).astype(np.float32)
                         / np.float32(1 - s["p"])) for s in sites}
 
 
