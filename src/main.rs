@@ -305,7 +305,7 @@ fn validate(
             image,
         });
     }
-    // One gate per run, each with its own run seed: as many independent runs as the bundle has.
+    // One gate per run, each with its own run seed; by default as many runs as the bundle has.
     let runs = runs.unwrap_or(manifest.repeats);
     let mut device_mi = vec![Vec::with_capacity(runs); images.len()];
     let mut class_agreement = 0usize;
