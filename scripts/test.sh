@@ -21,6 +21,6 @@ if ! .venv/bin/python -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
 fi
 cargo test --workspace --release
 # The shipped models against onnxruntime + float64 measures, through the binary just tested.
-for model in models/mnist models/fashion; do
+for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8; do
   .venv/bin/python scripts/check_onnx.py "$model" target/release/mcgate
 done

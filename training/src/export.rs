@@ -21,12 +21,12 @@ pub fn mask_input(site: usize) -> String {
     format!("mask_{site}")
 }
 
-enum Dim {
+pub(crate) enum Dim {
     Fixed(i64),
     Samples,
 }
 
-fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     let dim = dims
         .iter()
@@ -51,7 +51,7 @@ fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
     }
 }
 
-fn initializer(name: &str, t: &Tensor) -> Result<pb::TensorProto> {
+pub(crate) fn initializer(name: &str, t: &Tensor) -> Result<pb::TensorProto> {
     let t = t
         .detach()
         .to_device(tch::Device::Cpu)
@@ -67,7 +67,7 @@ fn initializer(name: &str, t: &Tensor) -> Result<pb::TensorProto> {
     })
 }
 
-fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+pub(crate) fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Ints as i32,
@@ -76,7 +76,7 @@ fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     }
 }
 
-fn int(name: &str, value: i64) -> pb::AttributeProto {
+pub(crate) fn int(name: &str, value: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: pb::attribute_proto::AttributeType::Int as i32,
@@ -85,7 +85,7 @@ fn int(name: &str, value: i64) -> pb::AttributeProto {
     }
 }
 
-fn node(
+pub(crate) fn node(
     op: &str,
     inputs: &[&str],
     output: &str,

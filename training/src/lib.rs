@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod data;
 pub mod evaluate;
 pub mod export;
+pub mod int8;
 pub mod net;
 pub mod plots;
 pub mod samples;

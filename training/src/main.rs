@@ -111,6 +111,35 @@ enum Command {
         #[arg(long, default_value_t = 250)]
         batch: i64,
     },
+    /// Write the int8 variant of a trained model (QLinearConv/QLinearMatMul; masks, the last
+    /// layer and the softmax in float) with its card: activation scales from clean training
+    /// images, MI threshold re-calibrated on the held-out split, accuracy measured through the
+    /// runtime beside the float model's.
+    Quantize {
+        #[arg(value_enum, default_value = "mnist")]
+        dataset: data::Known,
+        /// Float model stem [default: models/<dataset>].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Directory with the IDX files [default: the dataset's data/ directory].
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Output stem [default: models/<dataset>.int8].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Clean training images (the first N) that set the activation scales.
+        #[arg(long, default_value_t = 1000)]
+        calibration: usize,
+        /// Held-out training images (the last N, as `train`) that set the MI threshold.
+        #[arg(long, default_value_t = 5000)]
+        validation: usize,
+        #[arg(long, default_value_t = 20)]
+        samples: usize,
+        #[arg(long, default_value_t = 0.05)]
+        target_fpr: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle {
@@ -286,6 +315,107 @@ fn run(cli: Cli) -> Result<()> {
                 log::info!("wrote {}", path.display());
             }
             println!("{md}");
+            Ok(())
+        }
+        Command::Quantize {
+            dataset,
+            model,
+            data: dir,
+            out,
+            calibration,
+            validation,
+            samples,
+            target_fpr,
+            seed,
+        } => {
+            let float_stem =
+                model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
+            let out = out.unwrap_or_else(|| with_ext(&float_stem, "int8"));
+            let dir = dir.unwrap_or_else(|| dataset.data_dir());
+            let Trained {
+                card: float_card,
+                net,
+                test,
+                device,
+                ..
+            } = load_trained(dataset, Some(float_stem.clone()), Some(dir.clone()))?;
+            let full = data::load_split(&dir, "train", dataset.fetch_hint())?;
+            ensure!(
+                calibration + validation <= full.len(),
+                "--calibration {calibration} + --validation {validation} exceed the {} training images",
+                full.len()
+            );
+            let val = full.slice(full.len() - validation..full.len());
+            let calib = full.slice(0..calibration);
+            tch::manual_seed(seed as i64);
+            let scales = mcgate_training::int8::calibrate(
+                &net,
+                &train::to_tensors(&calib, device).0,
+                samples as i64,
+            );
+            log::info!("activation scales from {calibration} training images: {scales:?}");
+            let onnx = mcgate_training::int8::onnx_bytes(
+                &net,
+                &scales,
+                "Smith & Gal 2018 MNIST dropout CNN, int8 (QOperator); masks are inputs",
+            )?;
+            let onnx_path = with_ext(&out, "onnx");
+            let name = out
+                .file_name()
+                .map_or("model".into(), |n| n.to_string_lossy().to_string());
+            let mut card = export::card_for(
+                &name,
+                float_card.classes.clone(),
+                &onnx,
+                samples,
+                float_card.threshold.clone(),
+                float_card.metrics.clone(),
+                float_card.provenance.clone(),
+            );
+            let int8 = mcgate::plan::Model::from_parts(card.clone(), &onnx, &onnx_path)?;
+            let float = mcgate::plan::Model::load_from(&float_stem)?;
+            let start = Instant::now();
+            let val_mi = mcgate_training::int8::runtime_scores(&int8, &val, samples, seed)?.mi;
+            let threshold = mcgate::roc::threshold_at_fpr(&val_mi, target_fpr)
+                .context("cannot calibrate: no validation scores")?;
+            let q = mcgate_training::int8::runtime_scores(&int8, &test, samples, seed)?;
+            let f = mcgate_training::int8::runtime_scores(&float, &test, samples, seed)?;
+            log::info!("scored in {:.0} s", start.elapsed().as_secs_f64());
+            card.threshold = Threshold {
+                mutual_information: threshold,
+                method: format!(
+                    "{}th percentile of MI (T={samples}) of this int8 model on {} held-out clean training images",
+                    100.0 * (1.0 - target_fpr),
+                    val.len()
+                ),
+                target_fpr: Some(target_fpr),
+                provisional: true,
+            };
+            card.metrics = Metrics {
+                test_accuracy_deterministic: q.det_accuracy,
+                test_accuracy_mc: q.mc_accuracy,
+                mc_samples: samples,
+                test_images: test.len(),
+            };
+            std::fs::write(&onnx_path, &onnx)
+                .with_context(|| format!("writing {}", onnx_path.display()))?;
+            let card_path = with_ext(&out, "card.json");
+            std::fs::write(&card_path, card.to_json())
+                .with_context(|| format!("writing {}", card_path.display()))?;
+            let float_size = std::fs::metadata(with_ext(&float_stem, "onnx"))?.len();
+            println!(
+                "{}: {} bytes ({:.2}× the float file); test accuracy (runtime, {} images) deterministic {:.2} % (float {:.2} %), MC T={samples} {:.2} % (float {:.2} %); MI threshold {threshold:.4} (float {:.4}); clean test MI above it: {:.1} %",
+                onnx_path.display(),
+                onnx.len(),
+                onnx.len() as f64 / float_size as f64,
+                test.len(),
+                100.0 * q.det_accuracy,
+                100.0 * f.det_accuracy,
+                100.0 * q.mc_accuracy,
+                100.0 * f.mc_accuracy,
+                float_card.threshold.mutual_information,
+                100.0 * mcgate::roc::rate_above(&q.mi, threshold),
+            );
             Ok(())
         }
         Command::Bundle {

@@ -1,13 +1,13 @@
 //! Tiny end-to-end check of the training contract: a few hundred MNIST images, one epoch
 //! (loss goes down), export, then the same fixed masks in tch and in tract on the exported
-//! file give the same probabilities.
+//! file give the same probabilities; the int8 export, run by tract, stays close to them.
 //!
 //! Needs MNIST in data/mnist: the README's test command fetches it (scripts/fetch-mnist.sh).
 
 use std::path::PathBuf;
 
 use mcgate::card::{Metrics, ModelPaths, Provenance, Threshold};
-use mcgate_training::{data, export, net, train};
+use mcgate_training::{data, export, int8, net, train};
 use tch::{nn, Device, Kind, Tensor};
 
 fn mnist_dir() -> PathBuf {
@@ -76,9 +76,26 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
     let loaded =
         mcgate::plan::Model::load(&ModelPaths::resolve(&stem)).expect("tract loads the export");
 
+    // The int8 variant, activation scales from 200 of the training images.
+    let (calib, _) = train::to_tensors(&tiny.slice(0..200), Device::Cpu);
+    let scales = int8::calibrate(&model, &calib, 4);
+    let int8_onnx = int8::onnx_bytes(&model, &scales, "test").unwrap();
+    assert!(
+        int8_onnx.len() * 10 < onnx.len() * 3,
+        "int8 file {} bytes, float {}",
+        int8_onnx.len(),
+        onnx.len()
+    );
+    let mut int8_card = card.clone();
+    int8_card.onnx_sha256 = mcgate::card::sha256_hex(&int8_onnx);
+    let int8_model =
+        mcgate::plan::Model::from_parts(int8_card, &int8_onnx, &stem.with_extension("int8.onnx"))
+            .expect("tract loads the int8 export");
+
     // The same masks through tch and tract, on three different test images.
     let samples = 7i64;
     let mut plan = loaded.plan(samples as usize).unwrap();
+    let mut int8_plan = int8_model.plan(samples as usize).unwrap();
     for i in [0usize, 1, 2] {
         let (x, _) = train::to_tensors(&full.slice(i..i + 1), Device::Cpu);
         let m0 = net::sample_mask(
@@ -112,5 +129,17 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         assert!(worst < 1e-5, "image {i}: tch and tract differ by {worst}");
         // The masks matter: samples differ from each other.
         assert!(want[..10] != want[10..20], "masks had no effect");
+
+        // The int8 variant runs in the runtime with the same masks and stays close to float.
+        let int8_out = int8_plan
+            .run_with_masks(&image, &[&flat(&m0), &flat(&m1)])
+            .unwrap();
+        let int8_probs = mcgate::plan::output_slice(&int8_out).unwrap();
+        let worst = int8_probs
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.1, "image {i}: int8 and float differ by {worst}");
     }
 }
