@@ -1,7 +1,9 @@
 //! Per-frame latency of the gate on the shipped MNIST model.
 //!
 //! `cargo bench --bench gate` — results and ratios go in docs/BENCHMARKS.md.
-//! - gate_t{1,20,100}: one gated frame at T (preprocess, masks, one batched run, measures)
+//! - gate_t{1,20,100}, gate_int8_t{1,20,100}: one gated frame at T (preprocess, masks, one
+//!   batched run, measures), float and int8 models
+//! - forward_int8_t1: the int8 model's T=1 forward
 //! - forward_t1: one T=1 forward (masks drawn, no measures): the deterministic-cost floor
 //! - separate_20x_t1: 20 separate T=1 runs, the naive way to get 20 MC samples
 //! - masks_t20: drawing the T=20 masks alone
@@ -28,15 +30,25 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .to_vec();
 
-    for samples in [1, 20, 100] {
-        let mut gate = Gate::new(&model, samples, 0.1, Seeds::PerFrame(1)).unwrap();
-        c.bench_function(&format!("gate_t{samples}"), |b| {
-            b.iter(|| gate.score(&frame))
-        });
+    let int8 = Model::load_from(&root.join("models/mnist.int8")).expect("shipped int8 model");
+    for (name, model) in [("", &model), ("int8_", &int8)] {
+        for samples in [1, 20, 100] {
+            let mut gate = Gate::new(model, samples, 0.1, Seeds::PerFrame(1)).unwrap();
+            c.bench_function(&format!("gate_{name}t{samples}"), |b| {
+                b.iter(|| gate.score(&frame))
+            });
+        }
     }
 
-    let mut plan1 = model.plan(1).unwrap();
     let mut seed = 0u64;
+    let mut int8_plan1 = int8.plan(1).unwrap();
+    c.bench_function("forward_int8_t1", |b| {
+        b.iter(|| {
+            seed += 1;
+            int8_plan1.run(&input, seed).unwrap()
+        })
+    });
+    let mut plan1 = model.plan(1).unwrap();
     c.bench_function("forward_t1", |b| {
         b.iter(|| {
             seed += 1;
