@@ -161,19 +161,30 @@ pub fn onnx_bytes(net: &Net, doc: &str) -> Result<Vec<u8>> {
         initializer("fc2.weight", &net.fc2.ws)?,
         initializer("fc2.bias", net.fc2.bs.as_ref().context("fc2 has no bias")?)?,
     ];
+    Ok(model_bytes("mcgate_dropout", nodes, initializer, doc))
+}
+
+/// The model file around `nodes`: the contract's inputs (`x`, one mask per site with
+/// symbolic T) and output (`probs`), opset 17.
+pub(crate) fn model_bytes(
+    graph_name: &str,
+    nodes: Vec<pb::NodeProto>,
+    initializer: Vec<pb::TensorProto>,
+    doc: &str,
+) -> Vec<u8> {
     let site_dims = |site: usize| {
         let mut d = vec![Dim::Samples];
         d.extend(SITE_SHAPES[site].iter().map(|&v| Dim::Fixed(v)));
         d
     };
     let graph = pb::GraphProto {
-        name: "mcgate_dropout".into(),
+        name: graph_name.into(),
         node: nodes,
         initializer,
         input: vec![
             value_info(IMAGE_INPUT, &INPUT_SHAPE.map(Dim::Fixed)),
-            value_info(&m0, &site_dims(0)),
-            value_info(&m1, &site_dims(1)),
+            value_info(&mask_input(0), &site_dims(0)),
+            value_info(&mask_input(1), &site_dims(1)),
         ],
         output: vec![value_info(OUTPUT, &[Dim::Samples, Dim::Fixed(CLASSES)])],
         doc_string: doc.into(),
@@ -190,7 +201,7 @@ pub fn onnx_bytes(net: &Net, doc: &str) -> Result<Vec<u8>> {
         graph: Some(graph),
         ..Default::default()
     };
-    Ok(model.encode_to_vec())
+    model.encode_to_vec()
 }
 
 /// The card for an exported MNIST-architecture model: the parts fixed by the architecture

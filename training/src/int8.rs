@@ -6,16 +6,12 @@
 //! Activation scales come from clean training images (`calibrate`).
 
 use anyhow::{Context, Result};
-use prost::Message;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 use tract_onnx::pb;
 
-use crate::export::{
-    initializer, int, ints, mask_input, node, value_info, Dim, IMAGE_INPUT, IR_VERSION, OPSET,
-    OUTPUT,
-};
-use crate::net::{sample_mask, Net, CLASSES, DROP_P, INPUT_SHAPE, SITE_SHAPES};
+use crate::export::{initializer, int, ints, mask_input, model_bytes, node, IMAGE_INPUT, OUTPUT};
+use crate::net::{sample_mask, Net, DROP_P, SITE_SHAPES};
 
 /// Activation scales (real value of one integer step) measured on clean images.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -264,36 +260,7 @@ pub fn onnx_bytes(net: &Net, s: &Int8Scales, doc: &str) -> Result<Vec<u8>> {
         ),
         node("Softmax", &["fc2"], OUTPUT, vec![]),
     ];
-    let site_dims = |site: usize| {
-        let mut d = vec![Dim::Samples];
-        d.extend(SITE_SHAPES[site].iter().map(|&v| Dim::Fixed(v)));
-        d
-    };
-    let graph = pb::GraphProto {
-        name: "mcgate_dropout_int8".into(),
-        node: nodes,
-        initializer: init,
-        input: vec![
-            value_info(IMAGE_INPUT, &INPUT_SHAPE.map(Dim::Fixed)),
-            value_info(&m0, &site_dims(0)),
-            value_info(&m1, &site_dims(1)),
-        ],
-        output: vec![value_info(OUTPUT, &[Dim::Samples, Dim::Fixed(CLASSES)])],
-        doc_string: doc.into(),
-        ..Default::default()
-    };
-    let model = pb::ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        producer_name: "mcgate-training".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(graph),
-        ..Default::default()
-    };
-    Ok(model.encode_to_vec())
+    Ok(model_bytes("mcgate_dropout_int8", nodes, init, doc))
 }
 
 /// Test accuracy and per-image MI of a model as the runtime runs it (tract, wyrand masks).

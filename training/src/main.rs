@@ -397,6 +397,10 @@ fn run(cli: Cli) -> Result<()> {
                 mc_samples: samples,
                 test_images: test.len(),
             };
+            if let Some(parent) = out.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
             std::fs::write(&onnx_path, &onnx)
                 .with_context(|| format!("writing {}", onnx_path.display()))?;
             let card_path = with_ext(&out, "card.json");
