@@ -22,7 +22,7 @@ for t in "${targets[@]}"; do
   # -rss_limit_mb: the decoder may legitimately allocate up to its 512 MiB limit.
   cargo +nightly fuzz run -O "$t" "$corpus" "seeds/$t" -- \
     -max_total_time="$seconds" -rss_limit_mb=3072 -print_final_stats=1 >"$log" 2>&1 || {
-    echo "| $t | crashed, see fuzz/$log and fuzz/artifacts/$t/ | | | | yes |"; exit 1; }
+    echo "| $t | crashed, see target/fuzz-corpus/$t.log and fuzz/artifacts/$t/ | | | | yes |"; exit 1; }
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
   secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*')
   printf '| %s | %s | %s | %s | %s files | none |\n' "$t" "$runs" "$secs" \
