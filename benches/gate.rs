@@ -7,12 +7,15 @@
 //! - forward_t1: one T=1 forward (masks drawn, no measures): the deterministic-cost floor
 //! - separate_20x_t1: 20 separate T=1 runs, the naive way to get 20 MC samples
 //! - masks_t20: drawing the T=20 masks alone
+//! - gate_t20_mm2: gate_t20 with tract's matrix products on a 2-thread pool (multithread-mm)
+//! - frames20_jobs{1,2}: 20 frames at T=20 through `gate --jobs N`'s pool: throughput from
+//!   overlapping frames across cores
 
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mcgate::frame::{decode_file, Frame};
-use mcgate::gate::{Gate, Seeds};
+use mcgate::gate::{Gate, Pool, Seeds};
 use mcgate::plan::Model;
 use mcgate::preprocess::Preprocessor;
 
@@ -38,6 +41,36 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| gate.score(&frame))
             });
         }
+    }
+
+    {
+        use tract_linalg::multithread::{set_default_executor, Executor};
+        let mut gate = Gate::new(&model, 20, 0.1, Seeds::PerFrame(1)).unwrap();
+        set_default_executor(Executor::multithread(2));
+        c.bench_function("gate_t20_mm2", |b| b.iter(|| gate.score(&frame)));
+        set_default_executor(Executor::SingleThread);
+    }
+
+    // 20 frames through a Pool (`gate --jobs N`): N frames scored at once, one thread each.
+    let items: Vec<mcgate::frame::Item> = (0..20)
+        .map(|index| {
+            Ok(Frame {
+                index,
+                source: "digit_7".into(),
+                image: frame.image.clone(),
+            })
+        })
+        .collect();
+    for jobs in [1, 2] {
+        let mut pool = Pool::new(&model, 20, 0.1, Seeds::PerFrame(1), jobs).unwrap();
+        c.bench_function(&format!("frames20_jobs{jobs}"), |b| {
+            b.iter(|| {
+                items
+                    .chunks(jobs)
+                    .map(|chunk| pool.score_all(chunk).len())
+                    .sum::<usize>()
+            })
+        });
     }
 
     let mut seed = 0u64;

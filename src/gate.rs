@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::card::ModelCard;
-use crate::frame::{Frame, Unreadable};
+use crate::frame::{self, Frame, Unreadable};
 use crate::measures::{self, Measures};
 use crate::plan::{self, Model, Plan};
 use crate::preprocess::Preprocessor;
@@ -122,5 +122,80 @@ impl Gate {
             latency: Duration::ZERO,
             alarm: false,
         }
+    }
+}
+
+/// Gates on `jobs` threads, scoring consecutive frames at once: throughput from the board's
+/// other cores. Frame i's masks depend only on the run seed and i, so the reports are the ones
+/// a single gate writes, in the same order.
+pub struct Pool {
+    gates: Vec<Gate>,
+}
+
+impl Pool {
+    /// Each job holds its own plan and buffers; more than this is a typo.
+    pub const MAX_JOBS: usize = 64;
+
+    pub fn new(
+        model: &Model,
+        samples: usize,
+        threshold: f64,
+        seeds: Seeds,
+        jobs: usize,
+    ) -> Result<Pool, Error> {
+        if jobs == 0 || jobs > Self::MAX_JOBS {
+            return Err(Error::Usage(format!(
+                "--jobs must be between 1 and {}, got {jobs}",
+                Self::MAX_JOBS
+            )));
+        }
+        let gates = (0..jobs)
+            .map(|_| Gate::new(model, samples, threshold, seeds))
+            .collect::<Result<_, _>>()?;
+        Ok(Pool { gates })
+    }
+
+    pub fn jobs(&self) -> usize {
+        self.gates.len()
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gates[0]
+    }
+
+    /// Scores up to `jobs()` items, one per thread (the first on this one); reports in item
+    /// order. Never fails: a thread that dies rejects its frame.
+    pub fn score_all(&mut self, items: &[frame::Item]) -> Vec<Report> {
+        assert!(items.len() <= self.gates.len(), "more items than jobs");
+        let score = |gate: &mut Gate, item: &frame::Item| match item {
+            Ok(frame) => gate.score(frame),
+            Err(unreadable) => gate.unreadable(unreadable),
+        };
+        let (first_gate, other_gates) = self.gates.split_first_mut().expect("at least one job");
+        let Some((first, rest)) = items.split_first() else {
+            return vec![];
+        };
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = other_gates
+                .iter_mut()
+                .zip(rest)
+                .map(|(gate, item)| (item, scope.spawn(move || score(gate, item))))
+                .collect();
+            let mut reports = vec![score(first_gate, first)];
+            for (item, worker) in workers {
+                reports.push(worker.join().unwrap_or_else(|_| {
+                    let (index, source) = match item {
+                        Ok(f) => (f.index, f.source.clone()),
+                        Err(u) => (u.index, u.source.clone()),
+                    };
+                    first_gate.unreadable(&Unreadable {
+                        index,
+                        source,
+                        reason: "the scoring thread failed".into(),
+                    })
+                }));
+            }
+            reports
+        })
     }
 }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use mcgate::error::exit;
 use mcgate::frame::{self, PixelFormat};
-use mcgate::gate::{Gate, Seeds};
+use mcgate::gate::{Pool, Seeds};
 use mcgate::plan::Model;
 use mcgate::sinks::{Format, FrameDir, ReportWriter, Summary};
 use mcgate::verdict::{AlarmWindow, Decision, Verdict, MAX_WINDOW};
@@ -57,28 +57,7 @@ enum Command {
     ///
     /// Example: mcgate validate models/mnist bundles/mnist
     #[command(after_help = AFTER_HELP)]
-    Validate {
-        /// Model: `models/mnist`, its `.onnx` or `.card.json` path, or `builtin:mnist`.
-        model: PathBuf,
-        /// Bundle directory (with manifest.json), written by `mcgate-training bundle`.
-        bundle: PathBuf,
-        /// Largest accepted |device AUC − workstation AUC| per attack.
-        #[arg(long, default_value_t = 0.02)]
-        tolerance: f64,
-        /// Monte-Carlo samples T [default: the bundle's].
-        #[arg(short = 'T', long)]
-        samples: Option<usize>,
-        /// Run seed for the masks (validation is reproducible by default).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Independent MC runs over the bundle [default: as many as the workstation made].
-        /// Fewer is faster (under emulation, say) but noisier: one run's AUC moves by ~0.03.
-        #[arg(long)]
-        runs: Option<usize>,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Validate(ValidateArgs),
     /// Print a model's card and a summary of its graph, after checking them.
     #[command(after_help = AFTER_HELP)]
     Info {
@@ -88,6 +67,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Args)]
+struct ValidateArgs {
+    /// Model: `models/mnist`, its `.onnx` or `.card.json` path, or `builtin:mnist`.
+    model: PathBuf,
+    /// Bundle directory (with manifest.json), written by `mcgate-training bundle`.
+    bundle: PathBuf,
+    /// Largest accepted |device AUC − workstation AUC| per attack.
+    #[arg(long, default_value_t = 0.02)]
+    tolerance: f64,
+    /// Monte-Carlo samples T [default: the bundle's].
+    #[arg(short = 'T', long)]
+    samples: Option<usize>,
+    /// Run seed for the masks (validation is reproducible by default).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Independent MC runs over the bundle [default: as many as the workstation made].
+    /// Fewer is faster (under emulation, say) but noisier: one run's AUC moves by ~0.03.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Frames scored at once, one thread each; the results do not change.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -139,6 +145,11 @@ struct GateArgs {
     /// Leave latency out of the report lines (for byte-identical replays).
     #[arg(long)]
     no_latency: bool,
+    /// Frames scored at once, one thread and one plan each (e.g. the board's core count):
+    /// more frames per second, the same verdicts and order. Frames are taken in groups of
+    /// N, so on a live stream a frame may wait for N-1 later ones.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
 }
 
 fn main() -> ExitCode {
@@ -147,15 +158,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Gate(args) => gate(args),
         Command::Info { model, json } => info(&model, json),
-        Command::Validate {
-            model,
-            bundle,
-            tolerance,
-            samples,
-            seed,
-            runs,
-            json,
-        } => validate(&model, &bundle, tolerance, samples, seed, runs, json),
+        Command::Validate(args) => validate(args),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -262,15 +265,18 @@ fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
     Ok(exit::OK)
 }
 
-fn validate(
-    model: &std::path::Path,
-    bundle: &std::path::Path,
-    tolerance: f64,
-    samples: Option<usize>,
-    seed: u64,
-    runs: Option<usize>,
-    json: bool,
-) -> Result<i32, Error> {
+fn validate(args: ValidateArgs) -> Result<i32, Error> {
+    let ValidateArgs {
+        model,
+        bundle,
+        tolerance,
+        samples,
+        seed,
+        runs,
+        jobs,
+        json,
+    } = args;
+    let (model, bundle) = (model.as_path(), bundle.as_path());
     if !(0.0..=1.0).contains(&tolerance) {
         return Err(Error::Usage(format!(
             "--tolerance must be in [0, 1], got {tolerance}"
@@ -299,11 +305,11 @@ fn validate(
             path: path.clone(),
             reason,
         })?;
-        images.push(frame::Frame {
+        images.push(Ok(frame::Frame {
             index: index as u64,
             source: f.file.clone(),
             image,
-        });
+        }));
     }
     // One gate per run, each with its own run seed; by default as many runs as the bundle has.
     let runs = runs.unwrap_or(manifest.repeats);
@@ -311,9 +317,9 @@ fn validate(
     let mut class_agreement = 0usize;
     for run in 0..runs {
         let run_seed = mcgate::rng::mix(seed, run as u64);
-        let mut gate = Gate::new(&model, samples, threshold, Seeds::PerFrame(run_seed))?;
-        for ((frame, f), mi) in images.iter().zip(&manifest.frames).zip(&mut device_mi) {
-            let report = gate.score(frame);
+        let mut pool = Pool::new(&model, samples, threshold, Seeds::PerFrame(run_seed), jobs)?;
+        let reports = images.chunks(jobs).flat_map(|chunk| pool.score_all(chunk));
+        for ((report, f), mi) in reports.zip(&manifest.frames).zip(&mut device_mi) {
             let m = report.measures.ok_or_else(|| Error::Bundle {
                 path: bundle.join(&f.file),
                 reason: format!(
@@ -443,8 +449,8 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
         .as_deref()
         .map(|d| FrameDir::open(d, "--annotate"))
         .transpose()?;
-    let mut gate = Gate::new(&model, samples, threshold, seeds)?;
-    let card = gate.card().clone();
+    let mut pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
+    let card = pool.gate().card().clone();
     let max_mi = (card.classes.len() as f64).ln();
     let stdout = std::io::stdout().lock();
     let mut writer = ReportWriter::new(
@@ -457,59 +463,62 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
     );
     let mut summary = Summary::default();
 
-    for item in source {
-        let (mut report, frame) = match item {
-            Ok(frame) => (gate.score(&frame), Some(frame)),
-            Err(unreadable) => (gate.unreadable(&unreadable), None),
-        };
-        if let Some(reason) = report
-            .measures
-            .is_none()
-            .then_some(report.verdict.reason.as_deref())
-            .flatten()
-        {
-            log::warn!(
-                "frame {} ({}) rejected unscored: {reason}",
-                report.index,
-                report.source
-            );
-        }
-        report.alarm = window.push(report.verdict.decision);
-        if report.alarm {
-            log::warn!(
-                "ALARM at frame {}: {} of the last {} frames rejected",
-                report.index,
-                window.rejected_in_window(),
-                args.alarm_window
-            );
-        }
-        // An accepted frame is passed on before its verdict line: if it cannot be written
-        // (full disk), its line says reject, and the gate stops with exit 5.
-        let mut passed_on = Ok(());
-        if let (Some(dir), Some(frame), Decision::Accept) =
-            (&accepted, &frame, report.verdict.decision)
-        {
-            passed_on = dir.save_frame(frame);
-            if let Err(e) = &passed_on {
-                report.verdict = Verdict {
-                    decision: Decision::Reject,
-                    reason: Some(format!("accepted but not passed on: {e}")),
-                };
+    let mut source = source.peekable();
+    let mut batch = Vec::with_capacity(pool.jobs());
+    while source.peek().is_some() {
+        batch.extend(source.by_ref().take(pool.jobs()));
+        let reports = pool.score_all(&batch);
+        for (mut report, item) in reports.into_iter().zip(batch.drain(..)) {
+            let frame = item.ok();
+            if let Some(reason) = report
+                .measures
+                .is_none()
+                .then_some(report.verdict.reason.as_deref())
+                .flatten()
+            {
+                log::warn!(
+                    "frame {} ({}) rejected unscored: {reason}",
+                    report.index,
+                    report.source
+                );
             }
-        }
-        writer.write(&report)?;
-        passed_on?;
-        if let Some(frame) = &frame {
-            if let Some(dir) = &annotated {
-                let label = report
-                    .measures
-                    .and_then(|m| card.classes.get(m.predicted_class))
-                    .map(String::as_str);
-                let image = annotate::annotate(&frame.image, &report, label, threshold, max_mi);
-                dir.save(frame.index, &frame.source, &image.into())?;
+            report.alarm = window.push(report.verdict.decision);
+            if report.alarm {
+                log::warn!(
+                    "ALARM at frame {}: {} of the last {} frames rejected",
+                    report.index,
+                    window.rejected_in_window(),
+                    args.alarm_window
+                );
             }
+            // An accepted frame is passed on before its verdict line: if it cannot be written
+            // (full disk), its line says reject, and the gate stops with exit 5.
+            let mut passed_on = Ok(());
+            if let (Some(dir), Some(frame), Decision::Accept) =
+                (&accepted, &frame, report.verdict.decision)
+            {
+                passed_on = dir.save_frame(frame);
+                if let Err(e) = &passed_on {
+                    report.verdict = Verdict {
+                        decision: Decision::Reject,
+                        reason: Some(format!("accepted but not passed on: {e}")),
+                    };
+                }
+            }
+            writer.write(&report)?;
+            passed_on?;
+            if let Some(frame) = &frame {
+                if let Some(dir) = &annotated {
+                    let label = report
+                        .measures
+                        .and_then(|m| card.classes.get(m.predicted_class))
+                        .map(String::as_str);
+                    let image = annotate::annotate(&frame.image, &report, label, threshold, max_mi);
+                    dir.save(frame.index, &frame.source, &image.into())?;
+                }
+            }
+            summary.record(&report);
         }
-        summary.record(&report);
     }
     eprintln!("{}", summary.to_text());
     if summary.frames == 0 {

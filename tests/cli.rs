@@ -117,6 +117,36 @@ fn same_seed_gives_byte_identical_output() {
 }
 
 #[test]
+fn jobs_give_the_same_lines_in_the_same_order() {
+    // An unreadable file in the middle: its reject keeps its place too.
+    let run = |jobs: &str| {
+        mcgate(&[
+            "gate",
+            "models/mnist",
+            "samples/clean",
+            "no-such-frame.png",
+            "samples/noise",
+            "--seed",
+            "7",
+            "--no-latency",
+            "--jobs",
+            jobs,
+        ])
+    };
+    let one = run("1");
+    assert_eq!(one.status.code(), Some(4), "{}", stderr(&one));
+    assert!(lines(&one).len() > 10);
+    for jobs in ["2", "3"] {
+        let many = run(jobs);
+        assert_eq!(many.status.code(), one.status.code(), "-j {jobs}");
+        assert_eq!(many.stdout, one.stdout, "-j {jobs}");
+    }
+    let zero = run("0");
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(stderr(&zero).contains("--jobs must be between 1 and 64"));
+}
+
+#[test]
 fn raw_frames_from_ffmpeg_on_stdin() {
     let clean = files_in("samples/clean");
     let mut raw = vec![];
@@ -376,6 +406,18 @@ fn validate_runs_flag_sets_the_device_runs() {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
     assert_eq!(v["runs"], 1);
     assert_eq!(v["frames"], 350);
+    // Frames scored on three threads: the same report.
+    let jobs = mcgate(&[
+        "validate",
+        "models/mnist",
+        "bundles/mnist",
+        "--runs",
+        "1",
+        "--json",
+        "-j",
+        "3",
+    ]);
+    assert_eq!(jobs.stdout, out.stdout, "{}", stderr(&jobs));
     let out = mcgate(&["validate", "models/mnist", "bundles/mnist", "--runs", "0"]);
     assert_one_line_error(&out, 2, "--runs must be at least 1");
 }

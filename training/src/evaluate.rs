@@ -140,6 +140,36 @@ pub struct Row {
     /// Per measure, the curves behind `all`.
     #[serde(skip)]
     pub curves: BTreeMap<String, Curves>,
+    /// Per `--runtime` model: MI detection of the same images scored through the runtime.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub runtime: BTreeMap<String, RuntimeDetection>,
+}
+
+/// MI detection by an exported model run through `mcgate` (tract), on the images the tch
+/// model's attack produced; "successful" is the attacked tch model's success.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeDetection {
+    pub mi: Detection,
+    pub mi_successful: Detection,
+    /// Fractions the model card's own MI threshold rejects.
+    pub tpr_at_threshold_successful: f64,
+    pub noise_fpr_at_threshold: f64,
+}
+
+/// A `--runtime` model's clean results on the evaluation images.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuntimeSummary {
+    pub name: String,
+    pub threshold: f64,
+    pub clean_accuracy_deterministic: f64,
+    pub clean_accuracy_mc: f64,
+    pub clean_fpr_at_threshold: f64,
+}
+
+/// An exported model (float or int8 ONNX + card) scored beside the tch model.
+pub struct RuntimeModel {
+    pub name: String,
+    pub model: mcgate::plan::Model,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +183,8 @@ pub struct Report {
     pub clean_accuracy_mc: f64,
     pub threshold: f64,
     pub clean_fpr_at_threshold: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runtime: Vec<RuntimeSummary>,
     pub rows: Vec<Row>,
 }
 
@@ -173,6 +205,34 @@ pub struct EvalConfig {
     pub adaptive_eps_255: Vec<f64>,
     pub threshold: f64,
     pub batch: i64,
+    /// Exported models that also score every image through the runtime.
+    pub runtime: Vec<RuntimeModel>,
+}
+
+/// Images `[N, 1, H, W]` as the row-major floats the runtime takes.
+fn runtime_input(x: &Tensor) -> Result<Vec<f32>> {
+    Vec::<f32>::try_from(x.to_device(Device::Cpu).flatten(0, -1)).context("reading images")
+}
+
+/// MI of every image under each runtime model, all with the same masks (`seed`).
+fn runtime_mi(cfg: &EvalConfig, x: &Tensor, seed: u64) -> Result<Vec<Vec<f64>>> {
+    let pixels = (x.size()[2] * x.size()[3]) as usize;
+    let images = runtime_input(x)?;
+    cfg.runtime
+        .iter()
+        .map(|r| {
+            Ok(crate::runtime::score(&r.model, &images, pixels, cfg.samples as usize, seed)?.mi)
+        })
+        .collect()
+}
+
+fn successful_only(values: &[f64], success: &[bool]) -> Vec<f64> {
+    values
+        .iter()
+        .zip(success)
+        .filter(|(_, &s)| s)
+        .map(|(v, _)| *v)
+        .collect()
 }
 
 fn detection(neg: &[f64], pos: &[f64]) -> Detection {
@@ -216,6 +276,26 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
         pred.iter().zip(&truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64
     };
     let mi_clean = &clean.by_measure["mutual_information"];
+    let mut runtime_summaries = vec![];
+    let mut runtime_clean_mi = vec![];
+    if !cfg.runtime.is_empty() {
+        let pixels = (x.size()[2] * x.size()[3]) as usize;
+        let images = runtime_input(&x)?;
+        for r in &cfg.runtime {
+            let scores =
+                crate::runtime::score(&r.model, &images, pixels, cfg.samples as usize, cfg.seed)?;
+            let (det, mc) = scores.accuracy(&subset.labels);
+            let threshold = r.model.card.threshold.mutual_information;
+            runtime_summaries.push(RuntimeSummary {
+                name: r.name.clone(),
+                threshold,
+                clean_accuracy_deterministic: det,
+                clean_accuracy_mc: mc,
+                clean_fpr_at_threshold: mcgate::roc::rate_above(&scores.mi, threshold),
+            });
+            runtime_clean_mi.push(scores.mi);
+        }
+    }
 
     let mut plan = vec![];
     for &eps in &cfg.eps_255 {
@@ -256,7 +336,7 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
             .progress_chars("=> "),
     );
     let mut rows = vec![];
-    for (target, method, eps) in plan {
+    for (row_index, (target, method, eps)) in plan.into_iter().enumerate() {
         let (target_name, own_pred) = match target {
             Target::Deterministic => ("deterministic".to_string(), &clean.det_pred),
             Target::Adaptive { lambda, .. } => (format!("adaptive λ={lambda}"), &clean.mc_pred),
@@ -313,12 +393,29 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
             successful.insert(m.to_string(), detection(&neg, &pos_s));
         }
         let mi_adv = &s_adv.by_measure["mutual_information"];
-        let mi_adv_s: Vec<f64> = mi_adv
-            .iter()
-            .zip(&success)
-            .filter(|(_, &s)| s)
-            .map(|(v, _)| *v)
-            .collect();
+        let mi_adv_s = successful_only(mi_adv, &success);
+        let mut runtime = BTreeMap::new();
+        if !cfg.runtime.is_empty() {
+            // Fresh masks per image set, shared by all runtime models.
+            let set_seed = |k: u64| mcgate::rng::mix(cfg.seed, 2 * row_index as u64 + k);
+            let adv_mi = runtime_mi(cfg, &adv, set_seed(1))?;
+            let noise_mi = runtime_mi(cfg, &noise, set_seed(2))?;
+            for (i, r) in cfg.runtime.iter().enumerate() {
+                let mut neg = runtime_clean_mi[i].clone();
+                neg.extend(&noise_mi[i]);
+                let pos_s = successful_only(&adv_mi[i], &success);
+                let threshold = r.model.card.threshold.mutual_information;
+                runtime.insert(
+                    r.name.clone(),
+                    RuntimeDetection {
+                        mi: detection(&neg, &adv_mi[i]),
+                        mi_successful: detection(&neg, &pos_s),
+                        tpr_at_threshold_successful: mcgate::roc::rate_above(&pos_s, threshold),
+                        noise_fpr_at_threshold: mcgate::roc::rate_above(&noise_mi[i], threshold),
+                    },
+                );
+            }
+        }
         rows.push(Row {
             target: target_name,
             method: format!("{method:?}").to_uppercase(),
@@ -334,6 +431,7 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
                 cfg.threshold,
             ),
             curves,
+            runtime,
         });
         bar.inc(1);
     }
@@ -358,6 +456,7 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
         clean_accuracy_mc: accuracy(&clean.mc_pred),
         threshold: cfg.threshold,
         clean_fpr_at_threshold: mcgate::roc::rate_above(mi_clean, cfg.threshold),
+        runtime: runtime_summaries,
         rows,
     })
 }
@@ -424,6 +523,76 @@ pub fn markdown(r: &Report) -> String {
             f(row.all["mutual_information"].ap),
             f(row.successful["mutual_information"].ap)
         );
+    }
+    if !r.runtime.is_empty() {
+        s += &runtime_markdown(r, &f);
+    }
+    s
+}
+
+/// The `--runtime` models' MI AUCs beside the tch model's, and the last model minus the
+/// first (e.g. int8 − float when run with `--runtime models/mnist,models/mnist.int8`).
+fn runtime_markdown(r: &Report, f: &dyn Fn(f64) -> String) -> String {
+    let names: Vec<&str> = r.runtime.iter().map(|m| m.name.as_str()).collect();
+    let mut s = "\nThrough the runtime (tract, the exported files, masks from mcgate's generator; \
+                 the same masks for every model): clean results on the evaluation images\n\n"
+        .to_string();
+    s += "| model | accuracy det | accuracy MC | MI threshold | clean FPR |\n|---|---|---|---|---|\n";
+    for m in &r.runtime {
+        s += &format!(
+            "| {} | {:.2} % | {:.2} % | {:.4} | {:.1} % |\n",
+            m.name,
+            100.0 * m.clean_accuracy_deterministic,
+            100.0 * m.clean_accuracy_mc,
+            m.threshold,
+            100.0 * m.clean_fpr_at_threshold
+        );
+    }
+    s += "\nMI ROC AUC, all adversarials / successful only (tch: the training model's own scores \
+          above); gate TPR (S) and noise FPR at each card's threshold.\n\n";
+    s += "| attack | model attacked | ε | tch |";
+    for n in &names {
+        s += &format!(" {n} | {n} TPR (S) / noise FPR |");
+    }
+    let delta = names.len() >= 2;
+    if delta {
+        s += &format!(" Δ AUC {} − {} |", names[names.len() - 1], names[0]);
+    }
+    s += "\n|---|---|---|---|";
+    s += &"---|---|".repeat(names.len());
+    if delta {
+        s += "---|";
+    }
+    s += "\n";
+    for row in &r.rows {
+        let mi = "mutual_information";
+        s += &format!(
+            "| {} | {} | {} | {} / {} |",
+            row.method,
+            row.target,
+            row.eps_255,
+            f(row.all[mi].auc),
+            f(row.successful[mi].auc)
+        );
+        for n in &names {
+            let d = &row.runtime[*n];
+            s += &format!(
+                " {} / {} | {:.1} % / {:.1} % |",
+                f(d.mi.auc),
+                f(d.mi_successful.auc),
+                100.0 * d.tpr_at_threshold_successful,
+                100.0 * d.noise_fpr_at_threshold
+            );
+        }
+        if delta {
+            let (first, last) = (&row.runtime[names[0]], &row.runtime[names[names.len() - 1]]);
+            s += &format!(
+                " {:+.4} / {:+.4} |",
+                last.mi.auc - first.mi.auc,
+                last.mi_successful.auc - first.mi_successful.auc
+            );
+        }
+        s += "\n";
     }
     s
 }

@@ -12,5 +12,6 @@ pub mod export;
 pub mod int8;
 pub mod net;
 pub mod plots;
+pub mod runtime;
 pub mod samples;
 pub mod train;

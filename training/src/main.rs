@@ -110,6 +110,11 @@ enum Command {
         /// Images per attack batch.
         #[arg(long, default_value_t = 250)]
         batch: i64,
+        /// Exported models (stems, comma-separated) that also score every clean, adversarial
+        /// and noise image through the runtime, with the same masks, e.g.
+        /// `models/mnist,models/mnist.int8`: the int8 model's MI AUC beside its float twin's.
+        #[arg(long, value_delimiter = ',', value_name = "STEM")]
+        runtime: Vec<PathBuf>,
     },
     /// Write the int8 variant of a trained model (QLinearConv/QLinearMatMul; masks, the last
     /// layer and the softmax in float) with its card: activation scales from clean training
@@ -273,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             adaptive,
             adaptive_eps,
             batch,
+            runtime,
         } => {
             let out =
                 out.unwrap_or_else(|| PathBuf::from("docs/results").join(dataset.model_name()));
@@ -297,6 +303,18 @@ fn run(cli: Cli) -> Result<()> {
                 adaptive_eps_255: adaptive_eps,
                 threshold: card.threshold.mutual_information,
                 batch,
+                runtime: runtime
+                    .iter()
+                    .map(|stem| {
+                        Ok(mcgate_training::evaluate::RuntimeModel {
+                            name: stem.file_name().map_or(stem.display().to_string(), |n| {
+                                n.to_string_lossy().to_string()
+                            }),
+                            model: mcgate::plan::Model::load_from(stem)
+                                .with_context(|| format!("loading {}", stem.display()))?,
+                        })
+                    })
+                    .collect::<Result<_>>()?,
             };
             let start = Instant::now();
             let report = mcgate_training::evaluate::evaluate(&net, &test, &cfg, device)?;
@@ -375,12 +393,14 @@ fn run(cli: Cli) -> Result<()> {
             let int8 = mcgate::plan::Model::from_parts(card.clone(), &onnx, &onnx_path)?;
             let float = mcgate::plan::Model::load_from(&float_stem)?;
             let start = Instant::now();
-            let val_mi = mcgate_training::int8::runtime_scores(&int8, &val, samples, seed)?.mi;
+            let val_mi = mcgate_training::runtime::score_dataset(&int8, &val, samples, seed)?.mi;
             let threshold = mcgate::roc::threshold_at_fpr(&val_mi, target_fpr)
                 .context("cannot calibrate: no validation scores")?;
-            let q = mcgate_training::int8::runtime_scores(&int8, &test, samples, seed)?;
-            let f = mcgate_training::int8::runtime_scores(&float, &test, samples, seed)?;
+            let q = mcgate_training::runtime::score_dataset(&int8, &test, samples, seed)?;
+            let f = mcgate_training::runtime::score_dataset(&float, &test, samples, seed)?;
             log::info!("scored in {:.0} s", start.elapsed().as_secs_f64());
+            let (q_det, q_mc) = q.accuracy(&test.labels);
+            let (f_det, f_mc) = f.accuracy(&test.labels);
             card.threshold = Threshold {
                 mutual_information: threshold,
                 method: format!(
@@ -392,8 +412,8 @@ fn run(cli: Cli) -> Result<()> {
                 provisional: true,
             };
             card.metrics = Metrics {
-                test_accuracy_deterministic: q.det_accuracy,
-                test_accuracy_mc: q.mc_accuracy,
+                test_accuracy_deterministic: q_det,
+                test_accuracy_mc: q_mc,
                 mc_samples: samples,
                 test_images: test.len(),
             };
@@ -413,10 +433,10 @@ fn run(cli: Cli) -> Result<()> {
                 onnx.len(),
                 onnx.len() as f64 / float_size as f64,
                 test.len(),
-                100.0 * q.det_accuracy,
-                100.0 * f.det_accuracy,
-                100.0 * q.mc_accuracy,
-                100.0 * f.mc_accuracy,
+                100.0 * q_det,
+                100.0 * f_det,
+                100.0 * q_mc,
+                100.0 * f_mc,
                 float_card.threshold.mutual_information,
                 100.0 * mcgate::roc::rate_above(&q.mi, threshold),
             );

@@ -357,6 +357,7 @@ mod tests {
             tpr_at_threshold_successful: 0.0,
             noise_fpr_at_threshold: 0.0,
             curves,
+            runtime: Default::default(),
         }
     }
 
@@ -372,6 +373,7 @@ mod tests {
             clean_accuracy_mc: 1.0,
             threshold: 0.1,
             clean_fpr_at_threshold: 0.05,
+            runtime: vec![],
             rows: vec![
                 row("mc", "FGM", 10.0, 0.2),
                 row("mc", "BIM", 10.0, 0.5),

@@ -1,13 +1,14 @@
 //! Tiny end-to-end check of the training contract: a few hundred MNIST images, one epoch
 //! (loss goes down), export, then the same fixed masks in tch and in tract on the exported
-//! file give the same probabilities; the int8 export, run by tract, stays close to them.
+//! file give the same probabilities; the int8 export, run by tract, stays close to them; and
+//! `evaluate --runtime` scores the attacked images through the exported file.
 //!
 //! Needs MNIST in data/mnist: the README's test command fetches it (scripts/fetch-mnist.sh).
 
 use std::path::PathBuf;
 
 use mcgate::card::{Metrics, ModelPaths, Provenance, Threshold};
-use mcgate_training::{data, export, int8, net, train};
+use mcgate_training::{data, evaluate, export, int8, net, runtime, train};
 use tch::{nn, Device, Kind, Tensor};
 
 fn mnist_dir() -> PathBuf {
@@ -142,4 +143,45 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             .fold(0.0f32, f32::max);
         assert!(worst < 0.1, "image {i}: int8 and float differ by {worst}");
     }
+
+    // `evaluate --runtime`: the exported file's deterministic predictions agree with tch's.
+    let held_out = full.slice(1000..1040);
+    let cfg = evaluate::EvalConfig {
+        images: 40,
+        seed: 3,
+        samples: 4,
+        eps_255: vec![25.5],
+        methods: vec![mcgate_training::attack::Method::Fgm],
+        mc_targets: false,
+        deterministic_targets: true,
+        eot: false,
+        true_labels: false,
+        adaptive_lambdas: vec![],
+        adaptive_eps_255: vec![],
+        threshold: 0.1,
+        batch: 40,
+        runtime: vec![evaluate::RuntimeModel {
+            name: "tiny".into(),
+            model: loaded,
+        }],
+    };
+    let report = evaluate::evaluate(&model, &held_out, &cfg, Device::Cpu).unwrap();
+    assert_eq!(report.runtime.len(), 1);
+    assert_eq!(
+        report.runtime[0].clean_accuracy_deterministic, report.clean_accuracy_deterministic,
+        "tract and tch disagree on clean predictions"
+    );
+    let row = &report.rows[0].runtime["tiny"];
+    assert!((0.0..=1.0).contains(&row.mi.auc), "{row:?}");
+    assert!(evaluate::markdown(&report).contains("Through the runtime"));
+
+    // Same seed, same masks: scoring twice gives identical MI.
+    let images: Vec<f32> = held_out.images[..784 * 5]
+        .iter()
+        .map(|&v| v as f32 / 255.0)
+        .collect();
+    let a = runtime::score(&cfg.runtime[0].model, &images, 784, 4, 9).unwrap();
+    let b = runtime::score(&cfg.runtime[0].model, &images, 784, 4, 9).unwrap();
+    assert_eq!(a.mi, b.mi);
+    assert_eq!(a.mi.len(), 5);
 }
