@@ -9,11 +9,12 @@ onnxruntime user would write, on the same network and weights.
   pytorch-batched   the same, the frame repeated T times as one batch (a careful user).
   onnxruntime       the same ONNX file mcgate runs, masks drawn in numpy, T batched, MI in numpy;
                     `ort-1t` one intra-op thread, `ort` onnxruntime's default.
-Also: mcgate's peak RSS per T (VmHWM of that process, polled) and its start-up time (wall
-time to gate one frame file, median of 9).
+Also: mcgate's peak RSS per T (VmHWM of that process, polled), its start-up time (wall
+time to gate one frame file, median of 9), and its throughput with `--jobs N` at T=20 (wall
+time over 4×N frames less the start-up, per frame: frames overlapped across cores).
 
 Usage: .venv-bench/bin/python scripts/bench_peers.py [--frames N] [--model models/mnist]
-       [--samples 1,20,100] [--threads 1] [--mcgate target/release/mcgate]
+       [--samples 1,20,100] [--threads 1] [--mcgate target/release/mcgate] [--jobs 1,2]
 (`scripts/setup-bench.sh` makes .venv-bench: PyTorch with its own dependencies, onnxruntime.)
 Prints a Markdown table of medians (ms per frame) and ratios to mcgate at the same T.
 """
@@ -36,6 +37,7 @@ p.add_argument("--samples", default="1,20,100")
 p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
 p.add_argument("--mcgate", default="target/release/mcgate")
 p.add_argument("--skip-torch", action="store_true")
+p.add_argument("--jobs", default="1,2", help="mcgate --jobs values for the throughput rows (T=20)")
 args = p.parse_args()
 samples = [int(t) for t in args.samples.split(",")]
 card = json.load(open(args.model + ".card.json"))
@@ -112,6 +114,16 @@ for _ in range(9):
     starts.append((time.perf_counter() - t0) * 1e3)
 startup = statistics.median(starts)
 
+throughput = {}  # jobs -> ms per frame, wall
+many = np.tile(frames, (4, 1))
+for j in [int(v) for v in args.jobs.split(",")]:
+    t0 = time.perf_counter()
+    out = subprocess.run([args.mcgate, "gate", args.model, "-", "--width", "28", "--height", "28", "-T", "20",
+                          "--seed", "1", "--jobs", str(j)], input=many.tobytes(), capture_output=True, check=False)
+    wall = (time.perf_counter() - t0) * 1e3
+    assert out.stdout.count(b"\n") == len(many), out.stderr.decode()
+    throughput[j] = (wall - startup) / len(many)
+
 # --- onnxruntime ------------------------------------------------------------------------
 import onnxruntime as ort  # noqa: E402
 
@@ -183,6 +195,14 @@ for m in methods:
         v = results[(m, t)]
         cells.append(f"{v:.3f}" if m == "mcgate" else f"{v:.3f} (×{v / results[('mcgate', t)]:.1f})")
     print(f"| {m} | " + " | ".join(cells) + " |")
+print()
+print()
+print("| mcgate --jobs (T=20) | ms per frame, wall | frames/s |" + ("" if args.skip_torch else " × pytorch-naive |"))
+print("|---|---|---|" + ("" if args.skip_torch else "---|"))
+for j, ms in throughput.items():
+    ratio = ("" if args.skip_torch else " – |" if 20 not in samples
+             else f" ×{results[('pytorch-naive', 20)] / ms:.1f} |")
+    print(f"| {j} | {ms:.3f} | {1000 / ms:.0f} |{ratio}")
 print()
 print("mcgate peak RSS: " + ", ".join(f"T={t} {rss[t]:.1f} MiB" for t in samples)
       + f"; start-up + one frame: {startup:.1f} ms (median of 9)")
