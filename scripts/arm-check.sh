@@ -26,10 +26,12 @@ out=target/arm-check
 mkdir -p "$out"
 # Every frame the project ships: samples (23) and the bundle's frames (350).
 frames=(samples bundles/mnist)
-gate_args=(gate models/mnist "${frames[@]}" --seed 1 --no-latency)
+# --jobs: frames on every core (the output does not depend on it; qemu-user runs threads).
+jobs=$(nproc)
+gate_args=(gate models/mnist "${frames[@]}" --seed 1 --no-latency --jobs "$jobs")
 # One MC run instead of the bundle's eight: qemu runs a frame in ~0.5 s; the x86 build makes
 # the same single run, so the comparison is exact either way.
-validate_args=(validate models/mnist bundles/mnist --runs 1 --json)
+validate_args=(validate models/mnist bundles/mnist --runs 1 --json --jobs "$jobs")
 
 run_all() { # name, command prefix...
   local name=$1; shift
