@@ -7,7 +7,8 @@
 //! - forward_t1: one T=1 forward (masks drawn, no measures): the deterministic-cost floor
 //! - separate_20x_t1: 20 separate T=1 runs, the naive way to get 20 MC samples
 //! - masks_t20: drawing the T=20 masks alone
-//! - gate_t20_mm2: gate_t20 with tract's matrix products on a 2-thread pool (multithread-mm)
+//! - gate_t20_mm2 (only with `--features multithread-mm`): gate_t20 with tract's matrix
+//!   products on a 2-thread pool
 //! - frames20_jobs{1,2}: 20 frames at T=20 through `gate --jobs N`'s pool: throughput from
 //!   overlapping frames across cores
 
@@ -43,6 +44,7 @@ fn bench(c: &mut Criterion) {
         }
     }
 
+    #[cfg(feature = "multithread-mm")]
     {
         use tract_linalg::multithread::{set_default_executor, Executor};
         let mut gate = Gate::new(&model, 20, 0.1, Seeds::PerFrame(1)).unwrap();

@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 filter=${1:-'^(gate_t20|gate_int8_t20|forward_t1)$'}
-cargo bench --bench gate --no-run 2>&1 | tail -1
-bin=$(ls -t target/release/deps/gate-* | grep -v '\.d$' | head -1)
+bin=$(cargo bench --bench gate --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
+[[ -x $bin ]] || { echo "error: could not build the gate bench" >&2; exit 1; }
 settings=(
   "defaults"
   "TRACT_DISABLE_DIRECT_SPATIAL=true"
