@@ -163,17 +163,24 @@ impl Pool {
         &self.gates[0]
     }
 
-    /// Scores up to `jobs()` items, one per thread (the first on this one); reports in item
-    /// order. Never fails: a thread that dies rejects its frame.
+    /// Scores `items`, `jobs()` at a time, one per thread (the first of each group on this
+    /// one); reports in item order. Never fails: a thread that dies rejects its frame.
     pub fn score_all(&mut self, items: &[frame::Item]) -> Vec<Report> {
-        assert!(items.len() <= self.gates.len(), "more items than jobs");
+        let mut reports = Vec::with_capacity(items.len());
+        for group in items.chunks(self.gates.len()) {
+            self.score_group(group, &mut reports);
+        }
+        reports
+    }
+
+    fn score_group(&mut self, items: &[frame::Item], reports: &mut Vec<Report>) {
         let score = |gate: &mut Gate, item: &frame::Item| match item {
             Ok(frame) => gate.score(frame),
             Err(unreadable) => gate.unreadable(unreadable),
         };
         let (first_gate, other_gates) = self.gates.split_first_mut().expect("at least one job");
         let Some((first, rest)) = items.split_first() else {
-            return vec![];
+            return;
         };
         std::thread::scope(|scope| {
             let workers: Vec<_> = other_gates
@@ -181,7 +188,7 @@ impl Pool {
                 .zip(rest)
                 .map(|(gate, item)| (item, scope.spawn(move || score(gate, item))))
                 .collect();
-            let mut reports = vec![score(first_gate, first)];
+            reports.push(score(first_gate, first));
             for (item, worker) in workers {
                 reports.push(worker.join().unwrap_or_else(|_| {
                     let (index, source) = match item {
@@ -195,7 +202,58 @@ impl Pool {
                     })
                 }));
             }
-            reports
         })
+    }
+}
+
+#[cfg(all(test, feature = "builtin-model"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_reports_what_one_gate_reports_in_order() {
+        let model = Model::load_from(std::path::Path::new("builtin:mnist")).unwrap();
+        let items: Vec<frame::Item> = (0..7u64)
+            .map(|index| {
+                if index == 3 {
+                    return Err(Unreadable {
+                        index,
+                        source: "missing".into(),
+                        reason: "gone".into(),
+                    });
+                }
+                // A different image per frame: a bright square at a different place.
+                let mut pixels = vec![0u8; 28 * 28];
+                for row in 4..14 {
+                    for col in 0..10 {
+                        pixels[(row + index as usize) * 28 + col + 2 * index as usize] = 255;
+                    }
+                }
+                Ok(Frame {
+                    index,
+                    source: format!("frame{index}"),
+                    image: image::GrayImage::from_raw(28, 28, pixels).unwrap().into(),
+                })
+            })
+            .collect();
+        let mut gate = Gate::new(&model, 5, 0.1, Seeds::PerFrame(11)).unwrap();
+        let want: Vec<Report> = items
+            .iter()
+            .map(|item| match item {
+                Ok(f) => gate.score(f),
+                Err(u) => gate.unreadable(u),
+            })
+            .collect();
+        let mut pool = Pool::new(&model, 5, 0.1, Seeds::PerFrame(11), 3).unwrap();
+        let got = pool.score_all(&items);
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.index, &g.source, g.seed), (w.index, &w.source, w.seed));
+            assert_eq!(g.verdict.decision, w.verdict.decision);
+            let mi = |r: &Report| r.measures.map(|m| m.mutual_information);
+            assert_eq!(mi(g), mi(w), "frame {}", g.index);
+        }
+        assert!(got[3].measures.is_none());
+        assert!(Pool::new(&model, 5, 0.1, Seeds::PerFrame(11), 0).is_err());
     }
 }

@@ -318,8 +318,12 @@ fn validate(args: ValidateArgs) -> Result<i32, Error> {
     for run in 0..runs {
         let run_seed = mcgate::rng::mix(seed, run as u64);
         let mut pool = Pool::new(&model, samples, threshold, Seeds::PerFrame(run_seed), jobs)?;
-        let reports = images.chunks(jobs).flat_map(|chunk| pool.score_all(chunk));
-        for ((report, f), mi) in reports.zip(&manifest.frames).zip(&mut device_mi) {
+        let reports = pool.score_all(&images);
+        for ((report, f), mi) in reports
+            .into_iter()
+            .zip(&manifest.frames)
+            .zip(&mut device_mi)
+        {
             let m = report.measures.ok_or_else(|| Error::Bundle {
                 path: bundle.join(&f.file),
                 reason: format!(
