@@ -25,6 +25,7 @@ import platform
 import statistics
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -116,13 +117,20 @@ startup = statistics.median(starts)
 
 throughput = {}  # jobs -> ms per frame, wall
 many = np.tile(frames, (4, 1))
-for j in [int(v) for v in args.jobs.split(",")]:
-    t0 = time.perf_counter()
-    out = subprocess.run([args.mcgate, "gate", args.model, "-", "--width", "28", "--height", "28", "-T", "20",
-                          "--seed", "1", "--jobs", str(j)], input=many.tobytes(), capture_output=True, check=False)
-    wall = (time.perf_counter() - t0) * 1e3
-    assert out.stdout.count(b"\n") == len(many), out.stderr.decode()
-    throughput[j] = (wall - startup) / len(many)
+# Frames from a file and lines into one: a Python pipe on either end would compete for the cores.
+with tempfile.TemporaryDirectory() as tmp:
+    frames_path, lines_path = os.path.join(tmp, "frames.raw"), os.path.join(tmp, "lines.jsonl")
+    with open(frames_path, "wb") as f:
+        f.write(many.tobytes())
+    for j in [int(v) for v in args.jobs.split(",")]:
+        with open(frames_path, "rb") as stdin, open(lines_path, "wb") as stdout:
+            t0 = time.perf_counter()
+            subprocess.run([args.mcgate, "gate", args.model, "-", "--width", "28", "--height", "28", "-T", "20",
+                            "--seed", "1", "--jobs", str(j)], stdin=stdin, stdout=stdout,
+                           stderr=subprocess.DEVNULL, check=True)
+            wall = (time.perf_counter() - t0) * 1e3
+        assert open(lines_path, "rb").read().count(b"\n") == len(many)
+        throughput[j] = (wall - startup) / len(many)
 
 # --- onnxruntime ------------------------------------------------------------------------
 import onnxruntime as ort  # noqa: E402
