@@ -394,29 +394,21 @@ fn validate_reproduces_the_workstation_on_the_shipped_bundle() {
 
 #[test]
 fn validate_runs_flag_sets_the_device_runs() {
-    let out = mcgate(&[
+    let one_run = [
         "validate",
         "models/mnist",
         "bundles/mnist",
         "--runs",
         "1",
         "--json",
-    ]);
+    ];
+    let out = mcgate(&one_run);
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
     assert_eq!(v["runs"], 1);
     assert_eq!(v["frames"], 350);
     // Frames scored on three threads: the same report.
-    let jobs = mcgate(&[
-        "validate",
-        "models/mnist",
-        "bundles/mnist",
-        "--runs",
-        "1",
-        "--json",
-        "-j",
-        "3",
-    ]);
+    let jobs = mcgate(&[&one_run[..], &["-j", "3"]].concat());
     assert_eq!(jobs.stdout, out.stdout, "{}", stderr(&jobs));
     let out = mcgate(&["validate", "models/mnist", "bundles/mnist", "--runs", "0"]);
     assert_one_line_error(&out, 2, "--runs must be at least 1");

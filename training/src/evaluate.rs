@@ -376,12 +376,7 @@ pub fn evaluate(net: &Net, test: &Dataset, cfg: &EvalConfig, device: Device) -> 
             let mut neg = clean.by_measure[m].clone();
             neg.extend(&s_noise.by_measure[m]);
             let pos = &s_adv.by_measure[m];
-            let pos_s: Vec<f64> = pos
-                .iter()
-                .zip(&success)
-                .filter(|(_, &s)| s)
-                .map(|(v, _)| *v)
-                .collect();
+            let pos_s = successful_only(pos, &success);
             all.insert(m.to_string(), detection(&neg, pos));
             curves.insert(
                 m.to_string(),
