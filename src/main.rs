@@ -538,3 +538,12 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
         exit::OK
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use tch::{nn, Device};
 
 use mcgate::card::{Metrics, Provenance, Threshold};
@@ -66,15 +66,8 @@ enum Command {
     /// Attack a trained model (FGM, BIM, MIM) and measure how well each uncertainty measure
     /// detects the adversarial images: the paper's Table 1, as Markdown and JSON.
     Evaluate {
-        /// Dataset whose test split is attacked.
-        #[arg(value_enum, default_value = "mnist")]
-        dataset: data::Known,
-        /// Model stem: reads <MODEL>.safetensors and <MODEL>.card.json [default: models/<dataset>].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Directory with the IDX files [default: the dataset's data/ directory].
-        #[arg(long)]
-        data: Option<PathBuf>,
+        #[command(flatten)]
+        source: TrainedModel,
         /// Output stem: writes <OUT>.md, <OUT>.json and the ROC/PR figures
         /// <OUT>-{roc,pr}-{deterministic,mc,adaptive}.{png,svg} [default: docs/results/<dataset>].
         #[arg(long)]
@@ -121,14 +114,8 @@ enum Command {
     /// images, MI threshold re-calibrated on the held-out split, accuracy measured through the
     /// runtime beside the float model's.
     Quantize {
-        #[arg(value_enum, default_value = "mnist")]
-        dataset: data::Known,
-        /// Float model stem [default: models/<dataset>].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Directory with the IDX files [default: the dataset's data/ directory].
-        #[arg(long)]
-        data: Option<PathBuf>,
+        #[command(flatten)]
+        source: TrainedModel,
         /// Output stem [default: models/<dataset>.int8].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -148,13 +135,8 @@ enum Command {
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle {
-        #[arg(value_enum, default_value = "mnist")]
-        dataset: data::Known,
-        /// Model stem [default: models/<dataset>].
-        #[arg(long)]
-        model: Option<PathBuf>,
-        #[arg(long)]
-        data: Option<PathBuf>,
+        #[command(flatten)]
+        source: TrainedModel,
         /// Output directory [default: bundles/<dataset>].
         #[arg(long)]
         out: Option<PathBuf>,
@@ -192,6 +174,20 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+}
+
+/// The trained (float) model a command reads, and its dataset.
+#[derive(Debug, Args)]
+struct TrainedModel {
+    /// Dataset (the test split is what the command scores or attacks).
+    #[arg(value_enum, default_value = "mnist")]
+    dataset: data::Known,
+    /// Model stem: reads <MODEL>.safetensors and <MODEL>.card.json [default: models/<dataset>].
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Directory with the IDX files [default: the dataset's data/ directory].
+    #[arg(long)]
+    data: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -263,9 +259,12 @@ fn load_trained(
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Evaluate {
-            dataset,
-            model,
-            data: dir,
+            source:
+                TrainedModel {
+                    dataset,
+                    model,
+                    data: dir,
+                },
             out,
             images,
             seed,
@@ -336,9 +335,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Quantize {
-            dataset,
-            model,
-            data: dir,
+            source:
+                TrainedModel {
+                    dataset,
+                    model,
+                    data: dir,
+                },
             out,
             calibration,
             validation,
@@ -443,9 +445,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bundle {
-            dataset,
-            model,
-            data: dir,
+            source:
+                TrainedModel {
+                    dataset,
+                    model,
+                    data: dir,
+                },
             out,
             images,
             seed,
@@ -666,5 +671,14 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }
