@@ -190,6 +190,18 @@ struct TrainedModel {
     data: Option<PathBuf>,
 }
 
+impl TrainedModel {
+    fn stem(&self) -> PathBuf {
+        self.model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("models").join(self.dataset.model_name()))
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| self.dataset.data_dir())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Only {
     Deterministic,
@@ -230,15 +242,10 @@ struct Trained {
 
 /// Loads `<model>.card.json` and `<model>.safetensors` (default `models/<dataset>`) and the
 /// test split from `dir` (default the dataset's data directory).
-fn load_trained(
-    dataset: data::Known,
-    model: Option<PathBuf>,
-    dir: Option<PathBuf>,
-) -> Result<Trained> {
-    let model = model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
-    let dir = dir.unwrap_or_else(|| dataset.data_dir());
+fn load_trained(source: &TrainedModel) -> Result<Trained> {
+    let model = source.stem();
     let card = mcgate::card::ModelCard::read(&with_ext(&model, "card.json"))?;
-    let test = data::load_split(&dir, "t10k", dataset.fetch_hint())?;
+    let test = data::load_split(&source.data_dir(), "t10k", source.dataset.fetch_hint())?;
     let device = Device::cuda_if_available();
     log::info!("device {device:?}, {} threads", tch::get_num_threads());
     let mut vs = nn::VarStore::new(device);
@@ -259,12 +266,7 @@ fn load_trained(
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Evaluate {
-            source:
-                TrainedModel {
-                    dataset,
-                    model,
-                    data: dir,
-                },
+            source,
             out,
             images,
             seed,
@@ -279,15 +281,15 @@ fn run(cli: Cli) -> Result<()> {
             batch,
             runtime,
         } => {
-            let out =
-                out.unwrap_or_else(|| PathBuf::from("docs/results").join(dataset.model_name()));
+            let out = out
+                .unwrap_or_else(|| PathBuf::from("docs/results").join(source.dataset.model_name()));
             let Trained {
                 card,
                 net,
                 test,
                 device,
                 ..
-            } = load_trained(dataset, model, dir)?;
+            } = load_trained(&source)?;
             let cfg = mcgate_training::evaluate::EvalConfig {
                 images,
                 seed,
@@ -328,19 +330,14 @@ fn run(cli: Cli) -> Result<()> {
                 with_ext(&out, "json"),
                 serde_json::to_string_pretty(&report)? + "\n",
             )?;
-            for path in mcgate_training::plots::write_all(&report, &out, dataset.title())? {
+            for path in mcgate_training::plots::write_all(&report, &out, source.dataset.title())? {
                 log::info!("wrote {}", path.display());
             }
             println!("{md}");
             Ok(())
         }
         Command::Quantize {
-            source:
-                TrainedModel {
-                    dataset,
-                    model,
-                    data: dir,
-                },
+            source,
             out,
             calibration,
             validation,
@@ -348,17 +345,15 @@ fn run(cli: Cli) -> Result<()> {
             target_fpr,
             seed,
         } => {
-            let float_stem =
-                model.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
+            let (dataset, float_stem, dir) = (source.dataset, source.stem(), source.data_dir());
             let out = out.unwrap_or_else(|| with_ext(&float_stem, "int8"));
-            let dir = dir.unwrap_or_else(|| dataset.data_dir());
             let Trained {
                 card: float_card,
                 net,
                 test,
                 device,
                 ..
-            } = load_trained(dataset, Some(float_stem.clone()), Some(dir.clone()))?;
+            } = load_trained(&source)?;
             let full = data::load_split(&dir, "train", dataset.fetch_hint())?;
             ensure!(
                 calibration + validation <= full.len(),
@@ -445,12 +440,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bundle {
-            source:
-                TrainedModel {
-                    dataset,
-                    model,
-                    data: dir,
-                },
+            source,
             out,
             images,
             seed,
@@ -461,14 +451,15 @@ fn run(cli: Cli) -> Result<()> {
             sample_frames,
             samples_dir,
         } => {
-            let out = out.unwrap_or_else(|| PathBuf::from("bundles").join(dataset.model_name()));
+            let out =
+                out.unwrap_or_else(|| PathBuf::from("bundles").join(source.dataset.model_name()));
             let Trained {
                 card,
                 net,
                 test,
                 device,
                 ..
-            } = load_trained(dataset, model, dir)?;
+            } = load_trained(&source)?;
             let attacks = eps
                 .iter()
                 .flat_map(|&e| methods.iter().map(move |&m| (m, e)))
