@@ -15,10 +15,11 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use mcgate::frame::{decode_file, Frame};
 use mcgate::gate::{Gate, Pool, Seeds};
-use mcgate::plan::Model;
-use mcgate::preprocess::Preprocessor;
+use mcgate::input::frame::{decode_file, Frame};
+use mcgate::input::preprocess::Preprocessor;
+use mcgate::model::Model;
+use mcgate::run::plan::Plan;
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -54,7 +55,7 @@ fn bench(c: &mut Criterion) {
     }
 
     // 20 frames through a Pool (`gate --jobs N`): N frames scored at once, one thread each.
-    let items: Vec<mcgate::frame::Item> = (0..20)
+    let items: Vec<mcgate::input::frame::Item> = (0..20)
         .map(|index| {
             Ok(Frame {
                 index,
@@ -71,14 +72,14 @@ fn bench(c: &mut Criterion) {
     }
 
     let mut seed = 0u64;
-    let mut int8_plan1 = int8.plan(1).unwrap();
+    let mut int8_plan1 = Plan::new(&int8, 1).unwrap();
     c.bench_function("forward_int8_t1", |b| {
         b.iter(|| {
             seed += 1;
             int8_plan1.run(&input, seed).unwrap()
         })
     });
-    let mut plan1 = model.plan(1).unwrap();
+    let mut plan1 = Plan::new(&model, 1).unwrap();
     c.bench_function("forward_t1", |b| {
         b.iter(|| {
             seed += 1;
@@ -101,11 +102,11 @@ fn bench(c: &mut Criterion) {
         .map(|s| (20 * s.sample_len(), s.p))
         .collect();
     let mut buffers: Vec<Vec<f32>> = sites.iter().map(|(n, _)| vec![0.0; *n]).collect();
-    let mut rng = mcgate::rng::WyRand::new(9);
+    let mut rng = mcgate::run::rng::WyRand::new(9);
     c.bench_function("masks_t20", |b| {
         b.iter(|| {
             for (buf, (_, p)) in buffers.iter_mut().zip(&sites) {
-                mcgate::masks::fill(buf, *p, &mut rng);
+                mcgate::run::masks::fill(buf, *p, &mut rng);
             }
         })
     });

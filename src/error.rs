@@ -1,55 +1,109 @@
-//! The errors callers branch on, each with its documented process exit code.
+//! The errors that stop a command, one enum with structured variants that callers branch on
+//! (the binary maps each to its exit code; the training crate wraps them in `anyhow`).
 //!
 //! Frames that cannot be scored are *not* errors: they become `reject` verdicts with a
-//! reason (see `verdict`). These are the failures that stop a command or mark its run.
+//! [`RejectReason`](crate::score::verdict::RejectReason). Each variant's text is one line.
 
 use std::path::{Path, PathBuf};
 
-/// Process exit codes, documented in the README and `mcgate --help`.
-pub mod exit {
-    /// Every frame was read and scored (rejected frames are a normal outcome).
-    pub const OK: i32 = 0;
-    /// Unexpected internal failure (a bug: please report it).
-    pub const INTERNAL: i32 = 1;
-    /// Bad command-line usage (clap's own code).
-    pub const USAGE: i32 = 2;
-    /// The model or its card is missing, corrupt, or they do not match.
-    pub const MODEL: i32 = 3;
-    /// At least one input frame could not be read or scored (each was rejected).
-    pub const INPUT: i32 = 4;
-    /// An output (stdout, `--accepted`, `--annotate`) could not be written.
-    pub const OUTPUT: i32 = 5;
-    /// `validate`: the device's detection differs from the workstation's beyond the tolerance.
-    pub const VALIDATION: i32 = 6;
-}
+use crate::model::card::CardError;
+use crate::model::{MismatchError, ModelError};
+use crate::validate::BundleError;
 
+/// Why a command could not go on.
+// Causes are fields, not `source`s: the message already carries the cause, and a source
+// would be printed twice by the `{:#}` chains of the training commands.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    // Not `source`: the message already carries the cause, and a source would be printed twice
-    // by `{:#}` chains in the training commands.
+    /// A file the command needs could not be read.
     #[error("cannot {what} {}: {cause}", path.display())]
     Io {
+        /// What was being done, e.g. "read model".
         what: &'static str,
+        /// The file.
         path: PathBuf,
+        /// The operating system's error.
         cause: std::io::Error,
     },
-    #[error("model card {}: {reason}", path.display())]
-    Card { path: PathBuf, reason: String },
-    #[error("model {}: {reason}", path.display())]
-    Model { path: PathBuf, reason: String },
-    #[error("model {} does not match its card: {reason}", path.display())]
-    Mismatch { path: PathBuf, reason: String },
-    #[error("eval bundle {}: {reason}", path.display())]
-    Bundle { path: PathBuf, reason: String },
-    #[error("{0}")]
-    Usage(String),
-    #[error("cannot write {what}: {reason}")]
-    Output { what: String, reason: String },
+    /// The model card is not valid on its own.
+    #[error("model card {}: {problem}", path.display())]
+    Card {
+        /// The card file (or `builtin:mnist`).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: CardError,
+    },
+    /// The ONNX file cannot be loaded or planned.
+    #[error("model {}: {problem}", path.display())]
+    Model {
+        /// The ONNX file (or the card's model name when planning).
+        path: PathBuf,
+        /// What went wrong.
+        problem: ModelError,
+    },
+    /// The ONNX file is not the one its card describes.
+    #[error("model {} does not match its card: {problem}", path.display())]
+    Mismatch {
+        /// The ONNX file, or the bundle scored with another model.
+        path: PathBuf,
+        /// What differs.
+        problem: MismatchError,
+    },
+    /// An eval bundle cannot be read.
+    #[error("eval bundle {}: {problem}", path.display())]
+    Bundle {
+        /// The bundle file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: BundleError,
+    },
+    /// A setting is outside what the gate can run with (the binary names its flag).
+    #[error("{what} must be {expected}, got {got}")]
+    OutOfRange {
+        /// The setting, e.g. "samples (T)".
+        what: &'static str,
+        /// The allowed values, in words.
+        expected: String,
+        /// The value given.
+        got: String,
+    },
+    /// Raw frames were given a size outside what the gate reads.
+    #[error(
+        "raw frame size {width}x{height} must be within 1..={} per side",
+        crate::input::frame::MAX_SIDE
+    )]
+    RawFrameSize {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// The alarm's k of n cannot be.
+    #[error(
+        "alarm needs 1 <= k <= n <= {}, got k={k} n={n}",
+        crate::score::verdict::MAX_WINDOW
+    )]
+    Alarm {
+        /// Rejects that raise the alarm.
+        k: usize,
+        /// Frames looked back on.
+        n: usize,
+    },
+    /// An output (report stream, frame directory) could not be written.
+    #[error("cannot write {what}: {cause}")]
+    Output {
+        /// The output, e.g. "report to stdout" or a file path.
+        what: String,
+        /// Why.
+        cause: String,
+    },
+    /// tract failed while running a plan (a bug or a model tract cannot run).
     #[error("inference failed: {0}")]
     Inference(String),
 }
 
 impl Error {
+    /// An I/O error on `path` while doing `what`.
     pub fn io(what: &'static str, path: &Path, cause: std::io::Error) -> Error {
         Error::Io {
             what,
@@ -58,16 +112,21 @@ impl Error {
         }
     }
 
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Error::Io { .. }
-            | Error::Card { .. }
-            | Error::Model { .. }
-            | Error::Mismatch { .. } => exit::MODEL,
-            Error::Bundle { .. } => exit::INPUT,
-            Error::Usage(_) => exit::USAGE,
-            Error::Output { .. } => exit::OUTPUT,
-            Error::Inference(_) => exit::INTERNAL,
+    /// A setting outside its range.
+    pub fn out_of_range(
+        what: &'static str,
+        expected: impl Into<String>,
+        got: impl ToString,
+    ) -> Error {
+        Error::OutOfRange {
+            what,
+            expected: expected.into(),
+            got: got.to_string(),
         }
     }
+}
+
+/// Anyhow chains (tract's errors) as one line: "outer: inner: root".
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
 }

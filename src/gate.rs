@@ -1,14 +1,16 @@
-//! One frame through the whole pipeline: preprocess → masks + plan → measures → verdict.
+//! One frame through the whole pipeline: preprocess → masks + plan → measures → verdict;
+//! and a pool of gates that scores frames on several cores.
 
 use std::time::{Duration, Instant};
 
-use crate::card::ModelCard;
-use crate::frame::{self, Frame, Unreadable};
-use crate::measures::{self, Measures};
-use crate::plan::{self, Model, Plan};
-use crate::preprocess::Preprocessor;
-use crate::rng;
-use crate::verdict::{self, Verdict};
+use crate::input::frame::{self, Frame, Unreadable};
+use crate::input::preprocess::Preprocessor;
+use crate::model::card::ModelCard;
+use crate::model::Model;
+use crate::run::plan::{self, Plan};
+use crate::run::rng;
+use crate::score::measures::{self, Measures};
+use crate::score::verdict::{self, RejectReason, Verdict};
 use crate::Error;
 
 /// How each frame's mask seed is chosen.
@@ -21,6 +23,7 @@ pub enum Seeds {
 }
 
 impl Seeds {
+    /// Frame `index`'s mask seed.
     pub fn for_frame(self, index: u64) -> u64 {
         match self {
             Seeds::PerFrame(run) => rng::mix(run, index),
@@ -32,8 +35,11 @@ impl Seeds {
 /// What the gate concluded about one frame.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// The frame's position in the run.
     pub index: u64,
+    /// The frame's file path, or `stdin#<index>`.
     pub source: String,
+    /// Accept, or reject with a reason.
     pub verdict: Verdict,
     /// `None` when the frame could not be scored.
     pub measures: Option<Measures>,
@@ -41,10 +47,11 @@ pub struct Report {
     pub seed: Option<u64>,
     /// Preprocess + inference + measures; zero for frames that could not be read.
     pub latency: Duration,
-    /// Set by the caller when this frame raised the alarm.
+    /// Set by the session when this frame raised the alarm.
     pub alarm: bool,
 }
 
+/// One model's plan and buffers, scoring one frame at a time.
 pub struct Gate {
     card: ModelCard,
     plan: Plan,
@@ -55,15 +62,19 @@ pub struct Gate {
 }
 
 impl Gate {
+    /// A gate running `model` with `samples` MC samples per frame, rejecting MI above
+    /// `threshold`.
     pub fn new(model: &Model, samples: usize, threshold: f64, seeds: Seeds) -> Result<Gate, Error> {
         if !threshold.is_finite() || threshold < 0.0 {
-            return Err(Error::Usage(format!(
-                "threshold must be a finite number >= 0, got {threshold}"
-            )));
+            return Err(Error::out_of_range(
+                "threshold",
+                "a finite number >= 0",
+                threshold,
+            ));
         }
         let card = model.card.clone();
         Ok(Gate {
-            plan: model.plan(samples)?,
+            plan: Plan::new(model, samples)?,
             preprocessor: Preprocessor::new(&card.input),
             scratch: vec![0.0; card.classes.len()],
             card,
@@ -72,14 +83,17 @@ impl Gate {
         })
     }
 
+    /// The model's card.
     pub fn card(&self) -> &ModelCard {
         &self.card
     }
 
+    /// Monte-Carlo samples T per frame.
     pub fn samples(&self) -> usize {
         self.plan.samples()
     }
 
+    /// The MI threshold in force.
     pub fn threshold(&self) -> f64 {
         self.threshold
     }
@@ -90,7 +104,7 @@ impl Gate {
         let seed = self.seeds.for_frame(frame.index);
         let (verdict, measures) = match self.measure(frame, seed) {
             Ok(m) => (verdict::decide(&m, self.threshold), Some(m)),
-            Err(reason) => (Verdict::unscored(reason), None),
+            Err(reason) => (Verdict::Reject(reason), None),
         };
         Report {
             index: frame.index,
@@ -103,12 +117,19 @@ impl Gate {
         }
     }
 
-    fn measure(&mut self, frame: &Frame, seed: u64) -> Result<Measures, String> {
-        let input = self.preprocessor.run(&frame.image)?;
-        let output = self.plan.run(input, seed).map_err(|e| e.to_string())?;
-        let probs = plan::output_slice(&output).map_err(|e| e.to_string())?;
+    fn measure(&mut self, frame: &Frame, seed: u64) -> Result<Measures, RejectReason> {
+        let inference = |e: Error| match e {
+            Error::Inference(e) => RejectReason::Inference(e),
+            other => RejectReason::Inference(other.to_string()),
+        };
+        let input = self
+            .preprocessor
+            .run(&frame.image)
+            .map_err(RejectReason::Preprocess)?;
+        let output = self.plan.run(input, seed).map_err(inference)?;
+        let probs = plan::output_slice(&output).map_err(inference)?;
         measures::compute(probs, self.card.classes.len(), &mut self.scratch)
-            .map_err(|e| e.to_string())
+            .map_err(RejectReason::Unscorable)
     }
 
     /// The report for a frame that could not be read.
@@ -116,7 +137,7 @@ impl Gate {
         Report {
             index: u.index,
             source: u.source.clone(),
-            verdict: Verdict::unscored(u.reason.clone()),
+            verdict: Verdict::Reject(RejectReason::Unreadable(u.reason.clone())),
             measures: None,
             seed: None,
             latency: Duration::ZERO,
@@ -136,6 +157,7 @@ impl Pool {
     /// Each job holds its own plan and buffers; more than this is a typo.
     pub const MAX_JOBS: usize = 64;
 
+    /// `jobs` gates, each as [`Gate::new`] makes it.
     pub fn new(
         model: &Model,
         samples: usize,
@@ -144,10 +166,11 @@ impl Pool {
         jobs: usize,
     ) -> Result<Pool, Error> {
         if jobs == 0 || jobs > Self::MAX_JOBS {
-            return Err(Error::Usage(format!(
-                "--jobs must be between 1 and {}, got {jobs}",
-                Self::MAX_JOBS
-            )));
+            return Err(Error::out_of_range(
+                "jobs",
+                format!("between 1 and {}", Self::MAX_JOBS),
+                jobs,
+            ));
         }
         let gates = (0..jobs)
             .map(|_| Gate::new(model, samples, threshold, seeds))
@@ -155,10 +178,12 @@ impl Pool {
         Ok(Pool { gates })
     }
 
+    /// Gates (threads) in the pool.
     pub fn jobs(&self) -> usize {
         self.gates.len()
     }
 
+    /// The first gate, for what all share (card, samples, threshold).
     pub fn gate(&self) -> &Gate {
         &self.gates[0]
     }
@@ -195,11 +220,15 @@ impl Pool {
                         Ok(f) => (f.index, f.source.clone()),
                         Err(u) => (u.index, u.source.clone()),
                     };
-                    first_gate.unreadable(&Unreadable {
+                    Report {
                         index,
                         source,
-                        reason: "the scoring thread failed".into(),
-                    })
+                        verdict: Verdict::Reject(RejectReason::ScoringThread),
+                        measures: None,
+                        seed: None,
+                        latency: Duration::ZERO,
+                        alarm: false,
+                    }
                 }));
             }
         })
@@ -219,7 +248,7 @@ mod tests {
                     return Err(Unreadable {
                         index,
                         source: "missing".into(),
-                        reason: "gone".into(),
+                        reason: frame::ReadError::Empty,
                     });
                 }
                 // A different image per frame: a bright square at a different place.
@@ -249,7 +278,7 @@ mod tests {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(&want) {
             assert_eq!((g.index, &g.source, g.seed), (w.index, &w.source, w.seed));
-            assert_eq!(g.verdict.decision, w.verdict.decision);
+            assert_eq!(g.verdict, w.verdict);
             let mi = |r: &Report| r.measures.map(|m| m.mutual_information);
             assert_eq!(mi(g), mi(w), "frame {}", g.index);
         }

@@ -1,22 +1,25 @@
 //! mcgate: an adversarial-input gate for edge cameras.
 //!
-//! Data flows one way, one module each:
-//! frame → preprocess → masks → plan → measures → verdict → sinks.
-//! `card` is the model contract shared with the training crate (docs/model-format.md).
+//! A frame's walk, one folder per stage, data flowing one way:
+//! `input` (frame sources, preprocess) → `run` (masks, the tract plan: the hot path) →
+//! `score` (measures, verdict and reject reasons, ROC) → `output` (report lines, frame
+//! writers, annotation, summary). `model` is translate time: load the ONNX file and its
+//! card, check one against the other, build ONNX graphs. `gate` strings the stages together
+//! for one frame (and a pool of gates for several cores); `session` is the gate loop with
+//! its per-frame rules (alarm, write-before-verdict); `validate` replays an eval bundle.
+//!
+//! The card schema, the ONNX builder, the measures and ROC/AUC are shared with the training
+//! crate, which depends on this library, never the reverse.
+#![warn(missing_docs)]
 
-pub mod annotate;
-pub mod bundle;
-pub mod card;
 pub mod error;
-pub mod frame;
 pub mod gate;
-pub mod masks;
-pub mod measures;
-pub mod plan;
-pub mod preprocess;
-pub mod rng;
-pub mod roc;
-pub mod sinks;
-pub mod verdict;
+pub mod input;
+pub mod model;
+pub mod output;
+pub mod run;
+pub mod score;
+pub mod session;
+pub mod validate;
 
 pub use error::Error;

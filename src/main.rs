@@ -6,13 +6,32 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use mcgate::error::exit;
-use mcgate::frame::{self, PixelFormat};
 use mcgate::gate::{Pool, Seeds};
-use mcgate::plan::Model;
-use mcgate::sinks::{Format, FrameDir, ReportWriter, Summary};
-use mcgate::verdict::{AlarmWindow, Decision, Verdict, MAX_WINDOW};
-use mcgate::{annotate, Error};
+use mcgate::input::frame::{self, PixelFormat};
+use mcgate::model::Model;
+use mcgate::output::frames::FrameDir;
+use mcgate::output::report::{Format, ReportWriter};
+use mcgate::score::verdict::{AlarmWindow, MAX_WINDOW};
+use mcgate::session::{FrameOutputs, FrameSink, Session};
+use mcgate::{run::rng, validate, Error};
+
+/// Process exit codes, documented in the README and in `AFTER_HELP`.
+mod exit {
+    /// Every frame was read and scored (rejected frames are a normal outcome).
+    pub const OK: u8 = 0;
+    /// Unexpected internal failure (a bug: please report it).
+    pub const INTERNAL: u8 = 1;
+    /// Bad command-line usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The model or its card is missing, corrupt, or they do not match.
+    pub const MODEL: u8 = 3;
+    /// At least one input frame could not be read or scored (each was rejected).
+    pub const INPUT: u8 = 4;
+    /// An output (stdout, `--accepted`, `--annotate`) could not be written.
+    pub const OUTPUT: u8 = 5;
+    /// `validate`: the device's detection differs from the workstation's beyond the tolerance.
+    pub const VALIDATION: u8 = 6;
+}
 
 const AFTER_HELP: &str = "\
 Exit codes:
@@ -133,9 +152,10 @@ struct GateArgs {
     /// Raw stdin frames: height in pixels.
     #[arg(long)]
     height: Option<u32>,
-    /// Raw stdin frames: pixel format.
-    #[arg(long, value_enum, default_value_t = PixelFormat::Gray)]
-    pixel_format: PixelFormat,
+    /// Raw stdin frames: pixel format [default: the model's: gray for a 1-channel model,
+    /// rgb24 for a 3-channel one].
+    #[arg(long, value_enum)]
+    pixel_format: Option<PixelFormat>,
     /// Raise an alarm when K of the last N frames were rejected (K).
     #[arg(long, default_value_t = 5, value_name = "K")]
     alarm_rejects: usize,
@@ -161,11 +181,52 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(args),
     };
     match result {
-        Ok(code) => ExitCode::from(code as u8),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(exit::USAGE)
         }
+        Err(Failure::Library(e)) => {
+            eprintln!("error: {}", message(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// Why a command stopped: the command line itself, or what the library reported.
+enum Failure {
+    Usage(String),
+    Library(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Library(e)
+    }
+}
+
+/// The exit code for an error that stopped a command.
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Io { .. } | Error::Card { .. } | Error::Model { .. } | Error::Mismatch { .. } => {
+            exit::MODEL
+        }
+        Error::Bundle { .. } => exit::INPUT,
+        Error::OutOfRange { .. } | Error::RawFrameSize { .. } | Error::Alarm { .. } => exit::USAGE,
+        Error::Output { .. } => exit::OUTPUT,
+        Error::Inference(_) => exit::INTERNAL,
+    }
+}
+
+/// The one-line message, naming the flag where the library names a setting.
+fn message(e: &Error) -> String {
+    match e {
+        Error::OutOfRange {
+            what: "jobs",
+            expected,
+            got,
+        } => format!("--jobs must be {expected}, got {got}"),
+        _ => e.to_string(),
     }
 }
 
@@ -176,96 +237,22 @@ fn print(text: &str) -> Result<(), Error> {
         .and_then(|_| out.flush())
         .map_err(|e| Error::Output {
             what: "stdout".into(),
-            reason: e.to_string(),
+            cause: e.to_string(),
         })
 }
 
-fn info(model: &std::path::Path, json: bool) -> Result<i32, Error> {
+fn info(model: &std::path::Path, json: bool) -> Result<u8, Failure> {
     let model = Model::load_from(model)?;
-    let card = &model.card;
     let text = if json {
-        serde_json::json!({ "card": card, "graph": model.summary }).to_string() + "\n"
+        serde_json::json!({ "card": model.card, "graph": model.summary }).to_string() + "\n"
     } else {
-        let mut s = format!(
-            "{} ({}): {} classes [{}]\n",
-            card.name,
-            card.schema,
-            card.classes.len(),
-            card.classes.join(", ")
-        );
-        s += &format!(
-            "input {} {:?} {}, value = (pixel * {} - mean {:?}) / std {:?}\n",
-            card.input.name,
-            card.input.shape,
-            card.input.layout,
-            card.input.scale,
-            card.input.mean,
-            card.input.std
-        );
-        for site in &card.dropout_sites {
-            let dims: Vec<String> = site.shape.iter().map(|d| d.to_string()).collect();
-            s += &format!(
-                "dropout site {}: p = {}, shape [T, {}]\n",
-                site.input,
-                site.p,
-                dims.join(", ")
-            );
-        }
-        s += &format!(
-            "threshold MI > {:.5} nats rejects{} ({})\n",
-            card.threshold.mutual_information,
-            if card.threshold.provisional {
-                " [provisional]"
-            } else {
-                ""
-            },
-            card.threshold.method
-        );
-        s += &format!(
-            "default T = {}; test accuracy {:.2}% deterministic, {:.2}% MC (T={}, {} images)\n",
-            card.default_samples,
-            100.0 * card.metrics.test_accuracy_deterministic,
-            100.0 * card.metrics.test_accuracy_mc,
-            card.metrics.mc_samples,
-            card.metrics.test_images
-        );
-        let p = &card.provenance;
-        s += &format!(
-            "trained on {} ({} images, {} epochs, batch {}, {}, seed {}, {}, {:.0} s) at {}\n",
-            p.dataset,
-            p.train_images,
-            p.epochs,
-            p.batch_size,
-            p.optimizer,
-            p.seed,
-            p.device,
-            p.train_seconds,
-            p.source_commit
-        );
-        s += &format!(
-            "onnx sha256 {} (verified)\ngraph: {} nodes\n",
-            card.onnx_sha256, model.summary.nodes
-        );
-        for (name, fact) in &model.summary.inputs {
-            s += &format!("  input  {name}: {fact}\n");
-        }
-        for (name, fact) in &model.summary.outputs {
-            s += &format!("  output {name}: {fact}\n");
-        }
-        let ops: Vec<String> = model
-            .summary
-            .ops
-            .iter()
-            .map(|(op, n)| format!("{op}×{n}"))
-            .collect();
-        s += &format!("  ops    {}\n", ops.join(" "));
-        s
+        model.describe()
     };
     print(&text)?;
     Ok(exit::OK)
 }
 
-fn validate(args: ValidateArgs) -> Result<i32, Error> {
+fn validate(args: ValidateArgs) -> Result<u8, Failure> {
     let ValidateArgs {
         model,
         bundle,
@@ -276,154 +263,73 @@ fn validate(args: ValidateArgs) -> Result<i32, Error> {
         jobs,
         json,
     } = args;
-    let (model, bundle) = (model.as_path(), bundle.as_path());
     if !(0.0..=1.0).contains(&tolerance) {
-        return Err(Error::Usage(format!(
+        return Err(Failure::Usage(format!(
             "--tolerance must be in [0, 1], got {tolerance}"
         )));
     }
     if runs == Some(0) {
-        return Err(Error::Usage("--runs must be at least 1".into()));
+        return Err(Failure::Usage("--runs must be at least 1".into()));
     }
-    let manifest = mcgate::bundle::Manifest::read(bundle)?;
-    let model = Model::load_from(model)?;
-    if manifest.onnx_sha256 != model.card.onnx_sha256 {
-        return Err(Error::Mismatch {
-            path: bundle.to_owned(),
-            reason: format!(
-                "the bundle was scored with ONNX {}, this model is {}",
-                manifest.onnx_sha256, model.card.onnx_sha256
-            ),
-        });
-    }
-    let threshold = model.card.threshold.mutual_information;
-    let samples = samples.unwrap_or(manifest.samples);
-    let mut images = Vec::with_capacity(manifest.frames.len());
-    for (index, f) in manifest.frames.iter().enumerate() {
-        let path = bundle.join(&f.file);
-        let image = frame::decode_file(&path).map_err(|reason| Error::Bundle {
-            path: path.clone(),
-            reason,
-        })?;
-        images.push(Ok(frame::Frame {
-            index: index as u64,
-            source: f.file.clone(),
-            image,
-        }));
-    }
-    // One gate per run, each with its own run seed; by default as many runs as the bundle has.
-    let runs = runs.unwrap_or(manifest.repeats);
-    let mut device_mi = vec![Vec::with_capacity(runs); images.len()];
-    let mut class_agreement = 0usize;
-    for run in 0..runs {
-        let run_seed = mcgate::rng::mix(seed, run as u64);
-        let mut pool = Pool::new(&model, samples, threshold, Seeds::PerFrame(run_seed), jobs)?;
-        let reports = pool.score_all(&images);
-        for ((report, f), mi) in reports
-            .into_iter()
-            .zip(&manifest.frames)
-            .zip(&mut device_mi)
-        {
-            let m = report.measures.ok_or_else(|| Error::Bundle {
-                path: bundle.join(&f.file),
-                reason: format!(
-                    "frame could not be scored: {}",
-                    report.verdict.reason.unwrap_or_default()
-                ),
-            })?;
-            class_agreement += (m.predicted_class == f.workstation_class) as usize;
-            mi.push(m.mutual_information);
-        }
-    }
-    let checks = mcgate::bundle::compare(&manifest, &device_mi, threshold);
-    let failed: Vec<&str> = checks
-        .iter()
-        .filter(|c| !c.within(tolerance))
-        .map(|c| c.group.as_str())
-        .collect();
-    let agreement = class_agreement as f64 / (manifest.frames.len() * runs).max(1) as f64;
-    let text = if json {
-        serde_json::json!({
-            "frames": manifest.frames.len(),
-            "samples": samples,
-            "runs": runs,
-            "seed": seed,
-            "threshold": threshold,
-            "tolerance": tolerance,
-            "class_agreement": agreement,
-            "attacks": checks,
-            "passed": failed.is_empty(),
-        })
-        .to_string()
-            + "\n"
-    } else {
-        let mut s = format!(
-            "{} frames, T={samples}, {runs} MC runs each on the device, {} on the workstation (seed {seed}); predicted class agrees with the workstation on {:.1} %\n",
-            manifest.frames.len(),
-            manifest.repeats,
-            100.0 * agreement
-        );
-        s += "means over the runs:\nattack               MI AUC device  workstation  |Δ|     TPR device  workstation  noise FPR\n";
-        for c in &checks {
-            s += &format!(
-                "{:<20} {:>13.3}  {:>11.3}  {:<6.3}{} {:>9.1} %  {:>9.1} %  {:>7.1} %\n",
-                c.group,
-                c.device_auc,
-                c.workstation_auc,
-                c.auc_delta(),
-                if c.within(tolerance) { " " } else { "!" },
-                100.0 * c.device_tpr,
-                100.0 * c.workstation_tpr,
-                100.0 * c.device_noise_fpr
-            );
-        }
-        s += &if failed.is_empty() {
-            format!("PASS: every MI AUC within {tolerance} of the workstation's\n")
-        } else {
-            format!(
-                "FAIL: MI AUC differs by more than {tolerance} for {}\n",
-                failed.join(", ")
-            )
-        };
-        s
+    let manifest = validate::Manifest::read(&bundle)?;
+    let model = Model::load_from(&model)?;
+    let opts = validate::Options {
+        samples,
+        seed,
+        runs,
+        jobs,
     };
-    print(&text)?;
-    Ok(if failed.is_empty() {
+    let result = validate::run(&model, &manifest, &bundle, &opts)?;
+    print(&if json {
+        result.to_json(tolerance)
+    } else {
+        result.to_text(tolerance)
+    })?;
+    Ok(if result.failed(tolerance).is_empty() {
         exit::OK
     } else {
         exit::VALIDATION
     })
 }
 
-fn gate(args: GateArgs) -> Result<i32, Error> {
+fn gate(args: GateArgs) -> Result<u8, Failure> {
     let stdin_mode = args.inputs.iter().any(|p| p.as_os_str() == "-");
     if stdin_mode && args.inputs.len() > 1 {
-        return Err(Error::Usage(
+        return Err(Failure::Usage(
             "`-` (raw frames on stdin) cannot be mixed with file inputs".into(),
         ));
     }
     if args.alarm_window > MAX_WINDOW {
-        return Err(Error::Usage(format!(
+        return Err(Failure::Usage(format!(
             "--alarm-window is at most {MAX_WINDOW}"
         )));
     }
-    let mut window =
-        AlarmWindow::new(args.alarm_rejects, args.alarm_window).map_err(Error::Usage)?;
-    let source: Box<dyn Iterator<Item = frame::Item>> = if stdin_mode {
+    let alarm = AlarmWindow::new(args.alarm_rejects, args.alarm_window)?;
+    let raw_size = if stdin_mode {
         let (Some(w), Some(h)) = (args.width, args.height) else {
-            return Err(Error::Usage(
+            return Err(Failure::Usage(
                 "raw frames on stdin need --width and --height".into(),
             ));
         };
-        Box::new(
-            frame::Raw::new(std::io::stdin().lock(), w, h, args.pixel_format)
-                .map_err(Error::Usage)?,
-        )
+        frame::check_raw_size(w, h)?;
+        Some((w, h))
     } else {
-        Box::new(frame::Files::new(&args.inputs))
+        None
     };
 
     let model = Model::load_from(&args.model)?;
+    let source: Box<dyn Iterator<Item = frame::Item>> = match raw_size {
+        Some((w, h)) => {
+            // Without --pixel-format, raw frames are read in the model's own channels: a
+            // 3-channel model must not see an RGB frame as three gray ones.
+            let format = args.pixel_format.unwrap_or_else(|| {
+                PixelFormat::for_channels(model.card.input.channels())
+                    .expect("a valid card has 1 or 3 channels")
+            });
+            Box::new(frame::Raw::new(std::io::stdin().lock(), w, h, format)?)
+        }
+        None => Box::new(frame::Files::new(&args.inputs)),
+    };
     let samples = args.samples.unwrap_or(model.card.default_samples);
     let threshold = args
         .threshold
@@ -431,99 +337,37 @@ fn gate(args: GateArgs) -> Result<i32, Error> {
     let seeds = match (args.frame_seed, args.seed) {
         (Some(seed), _) => Seeds::Fixed(seed),
         (None, Some(seed)) => Seeds::PerFrame(seed),
-        (None, None) => {
-            let seed = mcgate::rng::seed_from_os().map_err(|e| {
-                Error::Usage(format!(
-                    "no OS randomness for the mask seed ({e}); pass --seed"
-                ))
-            })?;
-            Seeds::PerFrame(seed)
-        }
+        (None, None) => Seeds::PerFrame(rng::seed_from_os().map_err(|e| {
+            Failure::Usage(format!(
+                "no OS randomness for the mask seed ({e}); pass --seed"
+            ))
+        })?),
     };
     if let Seeds::PerFrame(seed) = seeds {
         log::info!("run seed {seed}");
     }
-    let accepted = args
-        .accepted
-        .as_deref()
-        .map(|d| FrameDir::open(d, "--accepted"))
-        .transpose()?;
-    let annotated = args
-        .annotate
-        .as_deref()
-        .map(|d| FrameDir::open(d, "--annotate"))
-        .transpose()?;
-    let mut pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
-    let card = pool.gate().card().clone();
-    let max_mi = (card.classes.len() as f64).ln();
-    let stdout = std::io::stdout().lock();
-    let mut writer = ReportWriter::new(
-        stdout,
+    let frame_dir = |dir: &Option<PathBuf>, flag| -> Result<Option<Box<dyn FrameSink>>, Error> {
+        Ok(match dir {
+            Some(d) => Some(Box::new(FrameDir::open(d, flag)?)),
+            None => None,
+        })
+    };
+    let outputs = FrameOutputs {
+        accepted: frame_dir(&args.accepted, "--accepted")?,
+        annotated: frame_dir(&args.annotate, "--annotate")?,
+    };
+    let pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
+    let lines = ReportWriter::new(
+        std::io::stdout().lock(),
         args.format,
         !args.no_latency,
-        &card,
+        &model.card,
         threshold,
         samples,
     );
-    let mut summary = Summary::default();
-
-    let mut source = source.peekable();
-    let mut batch = Vec::with_capacity(pool.jobs());
-    while source.peek().is_some() {
-        batch.extend(source.by_ref().take(pool.jobs()));
-        let reports = pool.score_all(&batch);
-        for (mut report, item) in reports.into_iter().zip(batch.drain(..)) {
-            let frame = item.ok();
-            if let Some(reason) = report
-                .measures
-                .is_none()
-                .then_some(report.verdict.reason.as_deref())
-                .flatten()
-            {
-                log::warn!(
-                    "frame {} ({}) rejected unscored: {reason}",
-                    report.index,
-                    report.source
-                );
-            }
-            report.alarm = window.push(report.verdict.decision);
-            if report.alarm {
-                log::warn!(
-                    "ALARM at frame {}: {} of the last {} frames rejected",
-                    report.index,
-                    window.rejected_in_window(),
-                    args.alarm_window
-                );
-            }
-            // An accepted frame is passed on before its verdict line: if it cannot be written
-            // (full disk), its line says reject, and the gate stops with exit 5.
-            let mut passed_on = Ok(());
-            if let (Some(dir), Some(frame), Decision::Accept) =
-                (&accepted, &frame, report.verdict.decision)
-            {
-                passed_on = dir.save_frame(frame);
-                if let Err(e) = &passed_on {
-                    report.verdict = Verdict {
-                        decision: Decision::Reject,
-                        reason: Some(format!("accepted but not passed on: {e}")),
-                    };
-                }
-            }
-            writer.write(&report)?;
-            passed_on?;
-            if let Some(frame) = &frame {
-                if let Some(dir) = &annotated {
-                    let label = report
-                        .measures
-                        .and_then(|m| card.classes.get(m.predicted_class))
-                        .map(String::as_str);
-                    let image = annotate::annotate(&frame.image, &report, label, threshold, max_mi);
-                    dir.save(frame.index, &frame.source, &image.into())?;
-                }
-            }
-            summary.record(&report);
-        }
-    }
+    let mut session = Session::new(pool, alarm, lines, outputs);
+    session.run(source)?;
+    let summary = session.summary();
     eprintln!("{}", summary.to_text());
     if summary.frames == 0 {
         eprintln!(

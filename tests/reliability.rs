@@ -2,16 +2,15 @@
 //! one-line error with its documented exit code, or in a `reject` verdict with a reason —
 //! never a panic, and never an accepted frame that was not scored.
 //!
-//! Model cases use a tiny model built here with tract-onnx's prost types (x [1,1,2,2] →
-//! Flatten → Mul mask_0 [T,4] → Gemm 4→3 → Softmax), so each row can break one thing.
+//! Model cases use a tiny model built here with the library's ONNX builder (x [1,C,2,2] →
+//! Flatten → Mul mask_0 [T,4C] → Gemm 4C→3 → Softmax), so each row can break one thing.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::*;
-use prost::Message;
-use tract_onnx::pb;
+use mcgate::model::onnx::{f32_tensor, int, Dim, Graph};
 
 /// Knobs for the tiny model.
 #[derive(Clone, Copy, Default)]
@@ -20,113 +19,57 @@ struct Variant {
     extra_input: bool,
     nan_weight: bool,
     fixed_t: bool,
-}
-
-fn value_info(name: &str, dims: &[Result<i64, &str>]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: pb::tensor_proto::DataType::Float as i32,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|d| Dimension {
-                            value: Some(match d {
-                                Ok(v) => Value::DimValue(*v),
-                                Err(p) => Value::DimParam(p.to_string()),
-                            }),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: pb::tensor_proto::DataType::Float as i32,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-
-fn node(
-    op: &str,
-    inputs: &[&str],
-    output: &str,
-    attribute: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        op_type: op.into(),
-        name: output.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        attribute,
-        ..Default::default()
-    }
+    /// Three input channels (an RGB model) instead of one.
+    rgb: bool,
 }
 
 fn tiny_onnx(v: Variant) -> Vec<u8> {
-    let t = if v.fixed_t { Ok(4) } else { Err("T") };
-    let mut weights: Vec<f32> = (0..12).map(|i| (i as f32 - 6.0) / 4.0).collect();
+    let t = if v.fixed_t {
+        Dim::Fixed(4)
+    } else {
+        Dim::Samples
+    };
+    let channels = if v.rgb { 3 } else { 1 };
+    let features = 4 * channels;
+    let mut weights: Vec<f32> = (0..3 * features)
+        .map(|i| (i as f32 - 6.0) / (4.0 * channels as f32))
+        .collect();
     if v.nan_weight {
         weights[0] = f32::NAN;
     }
-    let trans_b = pb::AttributeProto {
-        name: "transB".into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: 1,
-        ..Default::default()
-    };
-    let gemm_input = if v.no_mask { "flat" } else { "drop" };
-    let mut nodes = vec![node("Flatten", &["x"], "flat", vec![])];
+    let mut g = Graph::new("tiny");
+    g.input(
+        "x",
+        &[
+            Dim::Fixed(1),
+            Dim::Fixed(channels),
+            Dim::Fixed(2),
+            Dim::Fixed(2),
+        ],
+    );
     if !v.no_mask {
-        nodes.push(node("Mul", &["flat", "mask_0"], "drop", vec![]));
+        g.input("mask_0", &[t, Dim::Fixed(features)]);
     }
-    nodes.push(node(
+    if v.extra_input {
+        g.input("y", &[Dim::Fixed(1)]);
+    }
+    let out_t = if v.no_mask { Dim::Fixed(1) } else { t };
+    g.output("probs", &[out_t, Dim::Fixed(3)])
+        .constant(f32_tensor("w", &[3, features], &weights))
+        .constant(f32_tensor("b", &[3], &[0.1, 0.0, -0.1]))
+        .node("Flatten", &["x"], "flat", vec![]);
+    let gemm_input = if v.no_mask { "flat" } else { "drop" };
+    if !v.no_mask {
+        g.node("Mul", &["flat", "mask_0"], "drop", vec![]);
+    }
+    g.node(
         "Gemm",
         &[gemm_input, "w", "b"],
         "logits",
-        vec![trans_b],
-    ));
-    nodes.push(node("Softmax", &["logits"], "probs", vec![]));
-    let mut input = vec![value_info("x", &[Ok(1), Ok(1), Ok(2), Ok(2)])];
-    if !v.no_mask {
-        input.push(value_info("mask_0", &[t, Ok(4)]));
-    }
-    if v.extra_input {
-        input.push(value_info("y", &[Ok(1)]));
-    }
-    let out_t = if v.no_mask { Ok(1) } else { t };
-    let graph = pb::GraphProto {
-        name: "tiny".into(),
-        node: nodes,
-        initializer: vec![
-            tensor("w", &[3, 4], &weights),
-            tensor("b", &[3], &[0.1, 0.0, -0.1]),
-        ],
-        input,
-        output: vec![value_info("probs", &[out_t, Ok(3)])],
-        ..Default::default()
-    };
-    pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
-    .encode_to_vec()
+        vec![int("transB", 1)],
+    )
+    .node("Softmax", &["logits"], "probs", vec![]);
+    g.to_bytes("", "")
 }
 
 fn tiny_card(onnx: &[u8]) -> serde_json::Value {
@@ -140,7 +83,7 @@ fn tiny_card(onnx: &[u8]) -> serde_json::Value {
         "default_samples": 8,
         "threshold": {"mutual_information": 0.5, "method": "test", "target_fpr": null, "provisional": true},
         "metrics": {"test_accuracy_deterministic": 0.0, "test_accuracy_mc": 0.0, "mc_samples": 8, "test_images": 0},
-        "onnx_sha256": mcgate::card::sha256_hex(onnx),
+        "onnx_sha256": mcgate::model::card::sha256_hex(onnx),
         "provenance": {"dataset": "none", "train_images": 0, "epochs": 0, "batch_size": 0, "optimizer": "none",
                        "seed": 0, "device": "cpu", "train_seconds": 0.0, "source_commit": "test"}
     })
@@ -528,6 +471,47 @@ fn raw_stream_truncated_mid_frame_and_empty() {
         &[],
     );
     assert_one_line_error(&out, 2, "raw frame size 0x2");
+}
+
+/// The fail-open bug: without --pixel-format, raw frames were read as gray whatever the
+/// model, so one RGB frame for a 3-channel model became three gray "frames", all gated.
+#[test]
+fn raw_frames_for_a_colour_model_are_read_in_its_channels() {
+    let m = TinyModel::new(
+        &tiny_onnx(Variant {
+            rgb: true,
+            ..Default::default()
+        }),
+        |card| {
+            card["input"]["shape"] = serde_json::json!([1, 3, 2, 2]);
+            card["input"]["mean"] = serde_json::json!([0.0, 0.0, 0.0]);
+            card["input"]["std"] = serde_json::json!([1.0, 1.0, 1.0]);
+            card["dropout_sites"][0]["shape"] = serde_json::json!([12]);
+        },
+    );
+    let one_rgb_frame: Vec<u8> = (0..2 * 2 * 3).map(|i| (i * 20) as u8).collect();
+    let args = [
+        "gate",
+        &m.stem(),
+        "-",
+        "--width",
+        "2",
+        "--height",
+        "2",
+        "--seed",
+        "1",
+    ];
+    let out = mcgate_stdin(&args, &one_rgb_frame);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r = lines(&out);
+    assert_eq!(r.len(), 1, "one RGB frame read as {} frames", r.len());
+    assert!(r[0]["measures"]["mutual_information"].is_f64(), "{}", r[0]);
+
+    // Told gray explicitly, the same bytes are three gray frames: the flag still rules.
+    let mut gray = args.to_vec();
+    gray.extend(["--pixel-format", "gray"]);
+    let out = mcgate_stdin(&gray, &one_rgb_frame);
+    assert_eq!(lines(&out).len(), 3, "{}", stderr(&out));
 }
 
 #[test]

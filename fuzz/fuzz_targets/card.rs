@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcgate::card::ModelCard;
+use mcgate::model::card::ModelCard;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(card) = ModelCard::from_json(data) {

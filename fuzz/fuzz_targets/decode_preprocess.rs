@@ -6,9 +6,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mcgate::card::ModelCard;
-use mcgate::frame::decode_bytes;
-use mcgate::preprocess::Preprocessor;
+use mcgate::input::frame::decode_bytes;
+use mcgate::input::preprocess::Preprocessor;
+use mcgate::model::card::ModelCard;
 
 fn card() -> &'static ModelCard {
     static CARD: OnceLock<ModelCard> = OnceLock::new();

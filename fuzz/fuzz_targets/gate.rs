@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use mcgate::frame::{decode_bytes, Frame, PixelFormat, Raw, Unreadable};
 use mcgate::gate::{Gate, Report, Seeds};
-use mcgate::plan::Model;
-use mcgate::sinks::{Format, ReportWriter};
-use mcgate::verdict::Decision;
+use mcgate::input::frame::{decode_bytes, Frame, PixelFormat, Raw, Unreadable};
+use mcgate::model::Model;
+use mcgate::output::report::{Format, ReportWriter};
+use mcgate::score::verdict::Decision;
 
 /// T = 4 instead of the card's 20: the same code path at five times the executions.
 const SAMPLES: usize = 4;
@@ -20,14 +20,17 @@ const SAMPLES: usize = 4;
 static GATE: Mutex<Option<Gate>> = Mutex::new(None);
 
 fn check(report: &Report, threshold: f64) {
-    if report.verdict.decision == Decision::Accept {
+    if report.verdict.decision() == Decision::Accept {
         let m = report.measures.expect("an accepted frame was scored");
         assert!(
             m.mutual_information <= threshold,
             "accepted above threshold: {m:?}"
         );
     } else {
-        assert!(report.verdict.reason.is_some(), "a reject without a reason");
+        assert!(
+            report.verdict.reason().is_some(),
+            "a reject without a reason"
+        );
     }
 }
 

@@ -6,7 +6,7 @@
 use std::io::Read;
 
 use libfuzzer_sys::fuzz_target;
-use mcgate::frame::{PixelFormat, Raw};
+use mcgate::input::frame::{PixelFormat, Raw};
 
 /// A reader that hands out at most `chunk` bytes per call.
 struct Chunked<'a> {

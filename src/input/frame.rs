@@ -13,21 +13,72 @@ pub const MAX_SIDE: u32 = 16_384;
 /// Largest decoder allocation for one image.
 pub const MAX_DECODE_BYTES: u64 = 512 << 20;
 
+/// A decoded frame and where it came from.
 #[derive(Debug)]
 pub struct Frame {
+    /// Position in the run, from 0.
     pub index: u64,
+    /// The file path, or `stdin#<index>`.
     pub source: String,
+    /// The pixels.
     pub image: DynamicImage,
 }
 
 /// A frame that could not be read, with why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unreadable {
+    /// Position in the run, from 0.
     pub index: u64,
+    /// The file path, or `stdin#<index>`.
     pub source: String,
-    pub reason: String,
+    /// Why it could not be read.
+    pub reason: ReadError,
 }
 
+/// Why a frame could not be read; each variant renders as one line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReadError {
+    /// A directory named as input cannot be listed.
+    #[error("cannot list directory: {0}")]
+    ListDirectory(String),
+    /// The file cannot be read (the operating system's words).
+    #[error("cannot read: {0}")]
+    Read(String),
+    /// The file is empty.
+    #[error("empty file")]
+    Empty,
+    /// The bytes are not an image format this build decodes.
+    #[error("not a PNG, JPEG or PNM image")]
+    UnknownFormat,
+    /// The decoder failed (corrupt data, or over the size limits).
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    /// The image has no pixels.
+    #[error("image has no pixels")]
+    NoPixels,
+    /// The raw stream failed.
+    #[error("cannot read stream: {0}")]
+    Stream(String),
+    /// The raw stream ended inside a frame.
+    #[error("truncated raw frame: {got} of {want} bytes ({width}x{height} {format:?})")]
+    Truncated {
+        /// Bytes read.
+        got: usize,
+        /// Bytes in a frame.
+        want: usize,
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+        /// Pixel format.
+        format: PixelFormat,
+    },
+    /// A raw buffer does not hold a whole frame (a bug).
+    #[error("raw frame buffer does not match its size")]
+    BufferSize,
+}
+
+/// The byte layout of raw frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PixelFormat {
     /// 8-bit gray, 1 byte per pixel (ffmpeg `-pix_fmt gray`).
@@ -37,6 +88,17 @@ pub enum PixelFormat {
 }
 
 impl PixelFormat {
+    /// The format whose channels a model with `channels` input channels takes: gray for 1,
+    /// RGB for 3 (what raw frames are read as unless told otherwise).
+    pub fn for_channels(channels: usize) -> Option<PixelFormat> {
+        match channels {
+            1 => Some(PixelFormat::Gray),
+            3 => Some(PixelFormat::Rgb24),
+            _ => None,
+        }
+    }
+
+    /// Bytes per pixel.
     pub fn bytes_per_pixel(self) -> usize {
         match self {
             PixelFormat::Gray => 1,
@@ -45,6 +107,7 @@ impl PixelFormat {
     }
 }
 
+/// What a frame source yields: a frame, or why the next one could not be read.
 pub type Item = Result<Frame, Unreadable>;
 
 /// The image files named on the command line, directories expanded recursively, each
@@ -68,7 +131,7 @@ fn walk(dir: &Path, out: &mut Vec<Result<PathBuf, Unreadable>>) {
             out.push(Err(Unreadable {
                 index: 0,
                 source: dir.display().to_string(),
-                reason: format!("cannot list directory: {e}"),
+                reason: ReadError::ListDirectory(e.to_string()),
             }));
             return;
         }
@@ -95,29 +158,32 @@ fn is_image_name(p: &Path) -> bool {
 }
 
 /// Decodes one image file, with size limits so a hostile header cannot exhaust memory.
-pub fn decode_file(path: &Path) -> Result<DynamicImage, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+pub fn decode_file(path: &Path) -> Result<DynamicImage, ReadError> {
+    let bytes = std::fs::read(path).map_err(|e| ReadError::Read(e.to_string()))?;
     decode_bytes(&bytes)
 }
 
-pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, String> {
+/// Decodes an image from its file's bytes, with the same limits.
+pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ReadError> {
     if bytes.is_empty() {
-        return Err("empty file".into());
+        return Err(ReadError::Empty);
     }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| format!("cannot read: {e}"))?;
+        .map_err(|e| ReadError::Read(e.to_string()))?;
     if reader.format().is_none() {
-        return Err("not a PNG, JPEG or PNM image".into());
+        return Err(ReadError::UnknownFormat);
     }
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let image = reader.decode().map_err(|e| format!("cannot decode: {e}"))?;
+    let image = reader
+        .decode()
+        .map_err(|e| ReadError::Decode(e.to_string()))?;
     if image.width() == 0 || image.height() == 0 {
-        return Err("image has no pixels".into());
+        return Err(ReadError::NoPixels);
     }
     Ok(image)
 }
@@ -129,6 +195,7 @@ pub struct Files {
 }
 
 impl Files {
+    /// The frames of `inputs`: files, and directories expanded.
     pub fn new(inputs: &[PathBuf]) -> Files {
         Files {
             paths: expand_paths(inputs).into_iter(),
@@ -164,6 +231,14 @@ impl Iterator for Files {
     }
 }
 
+/// Checks a raw frame size against [`MAX_SIDE`].
+pub fn check_raw_size(width: u32, height: u32) -> Result<(), crate::Error> {
+    if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+        return Err(crate::Error::RawFrameSize { width, height });
+    }
+    Ok(())
+}
+
 /// Raw frames of a fixed size read back to back from a byte stream, as `ffmpeg -f rawvideo`
 /// or gstreamer write them. A short final frame is reported as truncated, then the stream ends.
 pub struct Raw<R: Read> {
@@ -176,12 +251,14 @@ pub struct Raw<R: Read> {
 }
 
 impl<R: Read> Raw<R> {
-    pub fn new(reader: R, width: u32, height: u32, format: PixelFormat) -> Result<Raw<R>, String> {
-        if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
-            return Err(format!(
-                "raw frame size {width}x{height} must be within 1..={MAX_SIDE} per side"
-            ));
-        }
+    /// Frames of `width`×`height` pixels in `format` read from `reader`.
+    pub fn new(
+        reader: R,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    ) -> Result<Raw<R>, crate::Error> {
+        check_raw_size(width, height)?;
         Ok(Raw {
             reader,
             width,
@@ -192,6 +269,7 @@ impl<R: Read> Raw<R> {
         })
     }
 
+    /// Bytes in one frame.
     pub fn frame_bytes(&self) -> usize {
         self.width as usize * self.height as usize * self.format.bytes_per_pixel()
     }
@@ -219,7 +297,7 @@ impl<R: Read> Iterator for Raw<R> {
                     return Some(Err(Unreadable {
                         index,
                         source,
-                        reason: format!("cannot read stream: {e}"),
+                        reason: ReadError::Stream(e.to_string()),
                     }));
                 }
             }
@@ -233,10 +311,13 @@ impl<R: Read> Iterator for Raw<R> {
             return Some(Err(Unreadable {
                 index,
                 source,
-                reason: format!(
-                    "truncated raw frame: {got} of {want} bytes ({}x{} {:?})",
-                    self.width, self.height, self.format
-                ),
+                reason: ReadError::Truncated {
+                    got,
+                    want,
+                    width: self.width,
+                    height: self.height,
+                    format: self.format,
+                },
             }));
         }
         let image = match self.format {
@@ -256,7 +337,7 @@ impl<R: Read> Iterator for Raw<R> {
                 .ok_or(Unreadable {
                     index,
                     source,
-                    reason: "raw frame buffer does not match its size".into(),
+                    reason: ReadError::BufferSize,
                 }),
         )
     }
@@ -277,7 +358,21 @@ mod tests {
         assert_eq!(f1.image.to_luma8().into_raw(), (6..12).collect::<Vec<u8>>());
         let err = frames[2].as_ref().unwrap_err();
         assert!(
-            err.reason.contains("truncated raw frame: 4 of 6 bytes"),
+            matches!(
+                err.reason,
+                ReadError::Truncated {
+                    got: 4,
+                    want: 6,
+                    ..
+                }
+            ),
+            "{:?}",
+            err.reason
+        );
+        assert!(
+            err.reason
+                .to_string()
+                .contains("truncated raw frame: 4 of 6 bytes"),
             "{}",
             err.reason
         );
@@ -290,10 +385,14 @@ mod tests {
 
     #[test]
     fn corrupt_and_empty_images_are_unreadable_not_panics() {
-        assert_eq!(decode_bytes(b"").unwrap_err(), "empty file");
+        assert_eq!(decode_bytes(b"").unwrap_err(), ReadError::Empty);
+        assert_eq!(ReadError::Empty.to_string(), "empty file");
         let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
         png.extend([0u8; 20]);
-        assert!(decode_bytes(&png).unwrap_err().starts_with("cannot decode"));
+        assert!(matches!(
+            decode_bytes(&png).unwrap_err(),
+            ReadError::Decode(_)
+        ));
         assert!(decode_bytes(b"hello world").is_err());
     }
 }

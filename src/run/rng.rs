@@ -4,16 +4,19 @@
 //! MNIST sites draw ~46 k Bernoulli values per frame. The attacker model is covered by
 //! seeding each run from the OS (see `seed_from_os`), so masks are not predictable.
 
+/// The generator's state.
 #[derive(Debug, Clone)]
 pub struct WyRand {
     state: u64,
 }
 
 impl WyRand {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> WyRand {
         WyRand { state: seed }
     }
 
+    /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);

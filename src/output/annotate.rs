@@ -9,7 +9,7 @@ use embedded_graphics::text::Text;
 use image::{imageops::FilterType, DynamicImage, RgbImage};
 
 use crate::gate::Report;
-use crate::verdict::Decision;
+use crate::score::verdict::Decision;
 
 /// An `RgbImage` as an embedded-graphics draw target; pixels outside it are clipped.
 pub struct Canvas<'a>(pub &'a mut RgbImage);
@@ -69,7 +69,7 @@ pub fn annotate(
     image::imageops::replace(&mut out, &scaled, 0, 0);
     let mut canvas = Canvas(&mut out);
 
-    let color = match report.verdict.decision {
+    let color = match report.verdict.decision() {
         Decision::Accept => Rgb888::new(0, 200, 0),
         Decision::Reject => Rgb888::new(230, 0, 0),
     };
@@ -77,7 +77,7 @@ pub fn annotate(
         .into_styled(PrimitiveStyle::with_stroke(color, 3))
         .draw(&mut canvas);
     let text_style = MonoTextStyle::new(&FONT_6X10, Rgb888::WHITE);
-    let headline = match (report.verdict.decision, report.measures, label) {
+    let headline = match (report.verdict.decision(), report.measures, label) {
         (Decision::Accept, Some(m), Some(l)) => format!("ACCEPT {l} p={:.2}", m.max_probability),
         (Decision::Reject, Some(m), Some(l)) => format!("REJECT {l} p={:.2}", m.max_probability),
         _ => "REJECT unscored".to_string(),

@@ -19,13 +19,20 @@
 
 use serde::Serialize;
 
+/// Every measure of one frame's T samples (formulas above).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Measures {
+    /// H(p̄).
     pub predictive_entropy: f64,
+    /// (1/T) Σ_t H(p_t).
     pub expected_entropy: f64,
+    /// Predictive minus expected entropy: what the gate thresholds.
     pub mutual_information: f64,
+    /// Mean over classes of the variance over samples.
     pub softmax_variance: f64,
+    /// Share of samples whose argmax is not the modal one.
     pub variation_ratio: f64,
+    /// max_c p̄_c.
     pub max_probability: f64,
     /// argmax of the mean probabilities p̄ (lowest index on ties).
     pub predicted_class: usize,
@@ -35,16 +42,31 @@ pub struct Measures {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unscorable {
     /// `probs.len()` is not T·C, or T or C is zero.
-    Shape { len: usize, classes: usize },
+    Shape {
+        /// Values given.
+        len: usize,
+        /// Classes per row.
+        classes: usize,
+    },
     /// A value is NaN, infinite, or outside [0, 1].
     BadValue {
+        /// The sample (row).
         sample: usize,
+        /// The class (column).
         class: usize,
+        /// The value.
         value: f32,
     },
     /// A row does not sum to 1 (more than `ROW_SUM_TOLERANCE` away).
-    NotNormalised { sample: usize, sum: f64 },
+    NotNormalised {
+        /// The sample (row).
+        sample: usize,
+        /// Its sum.
+        sum: f64,
+    },
 }
+
+impl std::error::Error for Unscorable {}
 
 impl std::fmt::Display for Unscorable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

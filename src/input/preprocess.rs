@@ -2,7 +2,18 @@
 
 use image::{imageops::FilterType, DynamicImage};
 
-use crate::card::InputSpec;
+use crate::model::card::InputSpec;
+
+/// Why a frame cannot become model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PreprocessError {
+    /// The frame is 0 pixels wide or high.
+    #[error("frame has no pixels")]
+    NoPixels,
+    /// The model takes a channel count this build cannot feed (the card check rules it out).
+    #[error("model takes {0} channels; only 1 and 3 are supported")]
+    Channels(usize),
+}
 
 /// Converts frames into the model's `[C·H·W]` float input, reusing one buffer.
 pub struct Preprocessor {
@@ -11,6 +22,7 @@ pub struct Preprocessor {
 }
 
 impl Preprocessor {
+    /// A preprocessor for the card's input.
     pub fn new(spec: &InputSpec) -> Preprocessor {
         Preprocessor {
             spec: spec.clone(),
@@ -21,10 +33,10 @@ impl Preprocessor {
     /// Gray models take the frame's luma, RGB models its RGB; any other frame size is
     /// resized (bilinear) to the model's H×W. 16-bit and palette images are converted to
     /// 8 bits first, so `scale` always applies to 0–255 values.
-    pub fn run(&mut self, image: &DynamicImage) -> Result<&[f32], String> {
+    pub fn run(&mut self, image: &DynamicImage) -> Result<&[f32], PreprocessError> {
         let (w, h) = (self.spec.width() as u32, self.spec.height() as u32);
         if image.width() == 0 || image.height() == 0 {
-            return Err("frame has no pixels".into());
+            return Err(PreprocessError::NoPixels);
         }
         let resize = |img: DynamicImage| {
             if img.width() == w && img.height() == h {
@@ -59,11 +71,7 @@ impl Preprocessor {
                     }
                 }
             }
-            c => {
-                return Err(format!(
-                    "model takes {c} channels; only 1 and 3 are supported"
-                ))
-            }
+            c => return Err(PreprocessError::Channels(c)),
         }
         Ok(&self.buffer)
     }

@@ -1,0 +1,4 @@
+//! Where frames come from (image files, raw stdin) and how they become model input.
+
+pub mod frame;
+pub mod preprocess;

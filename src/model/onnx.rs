@@ -1,0 +1,277 @@
+//! The one ONNX graph builder: small constructors over tract-onnx's prost types, used by the
+//! training crate's float and int8 exports and by the tests that need a model of their own.
+//!
+//! Opset 17, IR version 8; tensors as raw little-endian data; `T` (the Monte-Carlo sample
+//! axis) a symbolic dimension. prost leaves out zero-valued scalars, so an attribute that
+//! equals its ONNX default is not written.
+
+use prost::Message;
+use tract_onnx::pb;
+
+pub use pb::tensor_proto::DataType;
+
+use super::card::{DropoutSite, InputSpec};
+use super::SAMPLE_DIM;
+
+/// The operator set the builder's graphs use.
+pub const OPSET: i64 = 17;
+/// The IR version that goes with opset 17.
+pub const IR_VERSION: i64 = 8;
+
+/// One dimension of a graph input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size.
+    Fixed(i64),
+    /// The symbolic Monte-Carlo sample axis `T`.
+    Samples,
+}
+
+/// A float32 graph input or output named `name` of shape `dims`.
+pub fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d {
+                Dim::Fixed(v) => Value::DimValue(*v),
+                Dim::Samples => Value::DimParam(SAMPLE_DIM.to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(pb::TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A constant tensor from its raw little-endian bytes.
+pub fn tensor(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: data_type as i32,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+/// A constant float32 tensor.
+pub fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    tensor(name, dims, DataType::Float, raw)
+}
+
+/// A constant float32 scalar.
+pub fn f32_scalar(name: &str, value: f32) -> pb::TensorProto {
+    f32_tensor(name, &[], &[value])
+}
+
+/// A constant int8 tensor.
+pub fn i8_tensor(name: &str, dims: &[i64], values: &[i8]) -> pb::TensorProto {
+    let raw = values.iter().map(|&v| v as u8).collect();
+    tensor(name, dims, DataType::Int8, raw)
+}
+
+/// A constant int32 tensor.
+pub fn i32_tensor(name: &str, dims: &[i64], values: &[i32]) -> pb::TensorProto {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    tensor(name, dims, DataType::Int32, raw)
+}
+
+/// An integer-list attribute.
+pub fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// An integer attribute.
+pub fn int(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+/// A node with one output, named after that output.
+pub fn node(
+    op: &str,
+    inputs: &[&str],
+    output: &str,
+    attribute: Vec<pb::AttributeProto>,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute,
+        ..Default::default()
+    }
+}
+
+/// A graph under construction: nodes, constants, inputs and outputs, in the order added.
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    /// The graph's name.
+    pub name: String,
+    /// Nodes in topological order.
+    pub nodes: Vec<pb::NodeProto>,
+    /// Constant tensors (weights).
+    pub initializers: Vec<pb::TensorProto>,
+    /// Graph inputs.
+    pub inputs: Vec<pb::ValueInfoProto>,
+    /// Graph outputs.
+    pub outputs: Vec<pb::ValueInfoProto>,
+    /// The graph's documentation string.
+    pub doc: String,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new(name: &str) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Default::default()
+        }
+    }
+
+    /// A graph with the contract's interface (docs/model-format.md): the image input, one
+    /// `[T, ..shape]` mask input per dropout site, and the `[T, classes]` output.
+    pub fn contract(
+        name: &str,
+        input: &InputSpec,
+        sites: &[DropoutSite],
+        output: &str,
+        classes: usize,
+    ) -> Graph {
+        let mut g = Graph::new(name);
+        let image: Vec<Dim> = input.shape.iter().map(|&d| Dim::Fixed(d as i64)).collect();
+        g.input(&input.name, &image);
+        for site in sites {
+            let mut dims = vec![Dim::Samples];
+            dims.extend(site.shape.iter().map(|&d| Dim::Fixed(d as i64)));
+            g.input(&site.input, &dims);
+        }
+        g.output(output, &[Dim::Samples, Dim::Fixed(classes as i64)]);
+        g
+    }
+
+    /// Adds a float32 input.
+    pub fn input(&mut self, name: &str, dims: &[Dim]) -> &mut Graph {
+        self.inputs.push(value_info(name, dims));
+        self
+    }
+
+    /// Adds a float32 output.
+    pub fn output(&mut self, name: &str, dims: &[Dim]) -> &mut Graph {
+        self.outputs.push(value_info(name, dims));
+        self
+    }
+
+    /// Appends a node (see [`node`]).
+    pub fn node(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attribute: Vec<pb::AttributeProto>,
+    ) -> &mut Graph {
+        self.nodes.push(node(op, inputs, output, attribute));
+        self
+    }
+
+    /// Appends a constant tensor.
+    pub fn constant(&mut self, tensor: pb::TensorProto) -> &mut Graph {
+        self.initializers.push(tensor);
+        self
+    }
+
+    /// The model around the graph: opset 17, with who produced it.
+    pub fn into_model(self, producer_name: &str, producer_version: &str) -> pb::ModelProto {
+        pb::ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![pb::OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: producer_name.into(),
+            producer_version: producer_version.into(),
+            graph: Some(pb::GraphProto {
+                name: self.name,
+                node: self.nodes,
+                initializer: self.initializers,
+                input: self.inputs,
+                output: self.outputs,
+                doc_string: self.doc,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The ONNX file's bytes.
+    pub fn to_bytes(self, producer_name: &str, producer_version: &str) -> Vec<u8> {
+        self.into_model(producer_name, producer_version)
+            .encode_to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::card::tests::sample_card;
+    use crate::model::Model;
+    use crate::run::plan::{output_slice, Plan};
+
+    /// A contract graph (x [1,1,4,4] → Flatten → Mul mask_0 [T,16] → Gemm 16→2 → Softmax)
+    /// is loaded and checked by the runtime, and its plan gives probability rows.
+    #[test]
+    fn a_contract_graph_loads_checks_and_runs() {
+        let mut card = sample_card();
+        card.dropout_sites[0].shape = vec![16];
+        let mut g = Graph::contract(
+            "t",
+            &card.input,
+            &card.dropout_sites,
+            &card.output.name,
+            card.classes.len(),
+        );
+        let weights: Vec<f32> = (0..32).map(|i| (i as f32 - 16.0) / 8.0).collect();
+        g.constant(f32_tensor("w", &[2, 16], &weights))
+            .constant(f32_tensor("b", &[2], &[0.0, 0.1]))
+            .node("Flatten", &["x"], "flat", vec![])
+            .node("Mul", &["flat", "mask_0"], "drop", vec![])
+            .node(
+                "Gemm",
+                &["drop", "w", "b"],
+                "logits",
+                vec![int("transB", 1)],
+            )
+            .node("Softmax", &["logits"], "probs", vec![]);
+        let bytes = g.to_bytes("test", "0");
+        card.onnx_sha256 = crate::model::card::sha256_hex(&bytes);
+        let model = Model::from_parts(card, &bytes, "t.onnx".as_ref()).expect("loads");
+        let mut plan = Plan::new(&model, 4).unwrap();
+        let out = plan.run(&[0.5; 16], 1).unwrap();
+        let probs = output_slice(&out).unwrap();
+        assert_eq!(probs.len(), 4 * 2);
+        for row in probs.chunks(2) {
+            assert!((row[0] + row[1] - 1.0).abs() < 1e-6, "{row:?}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! What a graph declares (inputs, outputs, operator counts), for `mcgate info`.
+
+use tract_onnx::prelude::*;
+
+use super::{dims_to_string, Model};
+
+/// A graph's interface and operator counts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GraphSummary {
+    /// Input names with their type and shape, in graph order.
+    pub inputs: Vec<(String, String)>,
+    /// Output names with their type and shape.
+    pub outputs: Vec<(String, String)>,
+    /// Nodes in the typed graph.
+    pub nodes: usize,
+    /// Each operator's name and count, in order of first use.
+    pub ops: Vec<(String, usize)>,
+}
+
+impl GraphSummary {
+    /// Summarises a typed graph.
+    pub fn of(model: &TypedModel) -> TractResult<GraphSummary> {
+        let mut inputs = vec![];
+        for (ix, outlet) in model.input_outlets()?.iter().enumerate() {
+            let fact = model.input_fact(ix)?;
+            inputs.push((
+                model.node(outlet.node).name.clone(),
+                format!(
+                    "{:?} {}",
+                    fact.datum_type,
+                    dims_to_string(&fact.shape.to_tvec())
+                ),
+            ));
+        }
+        let mut outputs = vec![];
+        for (ix, outlet) in model.output_outlets()?.iter().enumerate() {
+            let fact = model.output_fact(ix)?;
+            let name = model
+                .outlet_label(*outlet)
+                .unwrap_or(&model.node(outlet.node).name);
+            outputs.push((
+                name.to_string(),
+                format!(
+                    "{:?} {}",
+                    fact.datum_type,
+                    dims_to_string(&fact.shape.to_tvec())
+                ),
+            ));
+        }
+        let mut ops: Vec<(String, usize)> = vec![];
+        for node in model.nodes() {
+            let op = node.op.name().to_string();
+            match ops.iter_mut().find(|(name, _)| *name == op) {
+                Some((_, n)) => *n += 1,
+                None => ops.push((op, 1)),
+            }
+        }
+        Ok(GraphSummary {
+            inputs,
+            outputs,
+            nodes: model.nodes().len(),
+            ops,
+        })
+    }
+}
+
+impl Model {
+    /// What `mcgate info` prints: the card in words, then the graph's interface and ops.
+    pub fn describe(&self) -> String {
+        let card = &self.card;
+        let mut s = format!(
+            "{} ({}): {} classes [{}]\n",
+            card.name,
+            card.schema,
+            card.classes.len(),
+            card.classes.join(", ")
+        );
+        s += &format!(
+            "input {} {:?} {}, value = (pixel * {} - mean {:?}) / std {:?}\n",
+            card.input.name,
+            card.input.shape,
+            card.input.layout,
+            card.input.scale,
+            card.input.mean,
+            card.input.std
+        );
+        for site in &card.dropout_sites {
+            let dims: Vec<String> = site.shape.iter().map(|d| d.to_string()).collect();
+            s += &format!(
+                "dropout site {}: p = {}, shape [T, {}]\n",
+                site.input,
+                site.p,
+                dims.join(", ")
+            );
+        }
+        s += &format!(
+            "threshold MI > {:.5} nats rejects{} ({})\n",
+            card.threshold.mutual_information,
+            if card.threshold.provisional {
+                " [provisional]"
+            } else {
+                ""
+            },
+            card.threshold.method
+        );
+        s += &format!(
+            "default T = {}; test accuracy {:.2}% deterministic, {:.2}% MC (T={}, {} images)\n",
+            card.default_samples,
+            100.0 * card.metrics.test_accuracy_deterministic,
+            100.0 * card.metrics.test_accuracy_mc,
+            card.metrics.mc_samples,
+            card.metrics.test_images
+        );
+        let p = &card.provenance;
+        s += &format!(
+            "trained on {} ({} images, {} epochs, batch {}, {}, seed {}, {}, {:.0} s) at {}\n",
+            p.dataset,
+            p.train_images,
+            p.epochs,
+            p.batch_size,
+            p.optimizer,
+            p.seed,
+            p.device,
+            p.train_seconds,
+            p.source_commit
+        );
+        s += &format!(
+            "onnx sha256 {} (verified)\ngraph: {} nodes\n",
+            card.onnx_sha256, self.summary.nodes
+        );
+        for (name, fact) in &self.summary.inputs {
+            s += &format!("  input  {name}: {fact}\n");
+        }
+        for (name, fact) in &self.summary.outputs {
+            s += &format!("  output {name}: {fact}\n");
+        }
+        let ops: Vec<String> = self
+            .summary
+            .ops
+            .iter()
+            .map(|(op, n)| format!("{op}×{n}"))
+            .collect();
+        s += &format!("  ops    {}\n", ops.join(" "));
+        s
+    }
+}

@@ -1,0 +1,5 @@
+//! Run time, per frame: draw the dropout masks and run the plan.
+
+pub mod masks;
+pub mod plan;
+pub mod rng;

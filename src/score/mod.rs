@@ -1,0 +1,6 @@
+//! From probabilities to a verdict: the uncertainty measures, the accept/reject rule with
+//! its reasons and the alarm window, and ROC/AUC for calibration and validation.
+
+pub mod measures;
+pub mod roc;
+pub mod verdict;

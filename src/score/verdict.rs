@@ -1,0 +1,215 @@
+//! Per-frame verdicts and the rolling alarm window.
+
+use heapless::Deque;
+
+use crate::input::frame::ReadError;
+use crate::input::preprocess::PreprocessError;
+use crate::score::measures::{Measures, Unscorable};
+
+/// Accept or reject, without the why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// The frame may pass.
+    Accept,
+    /// The frame must not pass.
+    Reject,
+}
+
+/// Why a frame was rejected: a value, so that sinks count and render it as they need.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RejectReason {
+    /// Scored, and its mutual information is above the threshold.
+    AboveThreshold {
+        /// The frame's MI (nats).
+        mutual_information: f64,
+        /// The threshold in force.
+        threshold: f64,
+    },
+    /// Scored, but the mutual information is NaN.
+    NanScore,
+    /// The frame could not be read.
+    Unreadable(ReadError),
+    /// The frame could not be turned into model input.
+    Preprocess(PreprocessError),
+    /// tract failed on the frame.
+    Inference(String),
+    /// The model's output is not a probability matrix.
+    Unscorable(Unscorable),
+    /// The thread scoring the frame failed.
+    ScoringThread,
+    /// Accepted, but writing it on (e.g. to `--accepted`) failed, so it did not pass.
+    NotPassedOn(String),
+}
+
+impl RejectReason {
+    /// True when the frame was never scored (the gate failed closed on it).
+    pub fn is_unscored(&self) -> bool {
+        !matches!(
+            self,
+            RejectReason::AboveThreshold { .. } | RejectReason::NotPassedOn(_)
+        )
+    }
+}
+
+impl std::fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RejectReason::AboveThreshold {
+                mutual_information,
+                threshold,
+            } => write!(
+                f,
+                "mutual information {mutual_information:.4} above threshold {threshold:.4}"
+            ),
+            RejectReason::NanScore => f.write_str("mutual information is NaN"),
+            RejectReason::Unreadable(e) => e.fmt(f),
+            RejectReason::Preprocess(e) => e.fmt(f),
+            RejectReason::Inference(e) => write!(f, "inference failed: {e}"),
+            RejectReason::Unscorable(e) => e.fmt(f),
+            RejectReason::ScoringThread => f.write_str("the scoring thread failed"),
+            RejectReason::NotPassedOn(e) => write!(f, "accepted but not passed on: {e}"),
+        }
+    }
+}
+
+/// The gate's decision on one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The frame may pass.
+    Accept,
+    /// The frame must not pass, and why.
+    Reject(RejectReason),
+}
+
+impl Verdict {
+    /// Accept or reject.
+    pub fn decision(&self) -> Decision {
+        match self {
+            Verdict::Accept => Decision::Accept,
+            Verdict::Reject(_) => Decision::Reject,
+        }
+    }
+
+    /// Why the frame was rejected; `None` for accepted frames.
+    pub fn reason(&self) -> Option<&RejectReason> {
+        match self {
+            Verdict::Accept => None,
+            Verdict::Reject(reason) => Some(reason),
+        }
+    }
+}
+
+/// Accepts a scored frame only if its mutual information is at or below `threshold`.
+pub fn decide(m: &Measures, threshold: f64) -> Verdict {
+    if m.mutual_information.is_nan() {
+        return Verdict::Reject(RejectReason::NanScore);
+    }
+    if m.mutual_information > threshold {
+        Verdict::Reject(RejectReason::AboveThreshold {
+            mutual_information: m.mutual_information,
+            threshold,
+        })
+    } else {
+        Verdict::Accept
+    }
+}
+
+/// Largest alarm window (`--alarm-window`): fixed capacity, no allocation per frame.
+pub const MAX_WINDOW: usize = 1024;
+
+/// Raises an alarm when at least `k` of the last `n` frames were rejected. The alarm fires
+/// on entering that state, and again only after the state has cleared.
+#[derive(Debug)]
+pub struct AlarmWindow {
+    recent: Deque<bool, MAX_WINDOW>,
+    n: usize,
+    k: usize,
+    rejected: usize,
+    active: bool,
+}
+
+impl AlarmWindow {
+    /// An alarm on `k` rejects in the last `n` frames.
+    pub fn new(k: usize, n: usize) -> Result<AlarmWindow, crate::Error> {
+        if n == 0 || n > MAX_WINDOW || k == 0 || k > n {
+            return Err(crate::Error::Alarm { k, n });
+        }
+        Ok(AlarmWindow {
+            recent: Deque::new(),
+            n,
+            k,
+            rejected: 0,
+            active: false,
+        })
+    }
+
+    /// Records one verdict; returns true when this frame raises the alarm.
+    pub fn push(&mut self, decision: Decision) -> bool {
+        let rejected = decision == Decision::Reject;
+        if self.recent.len() == self.n && self.recent.pop_front() == Some(true) {
+            self.rejected -= 1;
+        }
+        // Capacity is MAX_WINDOW ≥ n and we just made room, so this cannot fail.
+        let _ = self.recent.push_back(rejected);
+        self.rejected += rejected as usize;
+        let now = self.rejected >= self.k;
+        let raised = now && !self.active;
+        self.active = now;
+        raised
+    }
+
+    /// The window length n.
+    pub fn window(&self) -> usize {
+        self.n
+    }
+
+    /// Rejected frames among the last `n`.
+    pub fn rejected_in_window(&self) -> usize {
+        self.rejected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Decision::*;
+
+    #[test]
+    fn alarm_fires_on_k_of_n_and_rearms_after_clearing() {
+        let mut w = AlarmWindow::new(2, 3).unwrap();
+        let seq = [
+            Reject, Accept, Accept, Reject, Reject, Reject, Accept, Accept, Accept, Reject, Reject,
+        ];
+        let fired: Vec<bool> = seq.iter().map(|&d| w.push(d)).collect();
+        assert_eq!(
+            fired,
+            vec![false, false, false, false, true, false, false, false, false, false, true]
+        );
+        assert!(AlarmWindow::new(4, 3).is_err());
+        assert!(AlarmWindow::new(1, MAX_WINDOW + 1).is_err());
+    }
+
+    #[test]
+    fn threshold_is_inclusive_for_accept() {
+        let m = Measures {
+            predictive_entropy: 0.5,
+            expected_entropy: 0.3,
+            mutual_information: 0.2,
+            softmax_variance: 0.0,
+            variation_ratio: 0.0,
+            max_probability: 0.9,
+            predicted_class: 1,
+        };
+        assert_eq!(decide(&m, 0.2), Verdict::Accept);
+        let v = decide(&m, 0.1);
+        assert_eq!(
+            v,
+            Verdict::Reject(RejectReason::AboveThreshold {
+                mutual_information: 0.2,
+                threshold: 0.1
+            })
+        );
+        assert!(v.reason().unwrap().to_string().contains("above threshold"));
+    }
+}

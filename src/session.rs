@@ -1,0 +1,290 @@
+//! The gate loop: frames from a source → the pool of gates → the per-frame rules → outputs.
+//!
+//! The rules that belong to the gate, not to any one output:
+//! - the alarm: K of the last N frames rejected raises it, on the frame that does;
+//! - an accepted frame is passed on (e.g. to `--accepted`) *before* its verdict line, so a
+//!   consumer that trusts the line finds the frame;
+//! - a frame that cannot be passed on is not accepted: its line says reject, with why, and
+//!   the session stops with that output error.
+
+use std::io::Write;
+
+use image::DynamicImage;
+
+use crate::gate::{Pool, Report};
+use crate::input::frame::{self, Frame};
+use crate::output::annotate;
+use crate::output::frames::FrameDir;
+use crate::output::report::ReportWriter;
+use crate::output::summary::Summary;
+use crate::score::verdict::{AlarmWindow, Decision, RejectReason, Verdict};
+use crate::Error;
+
+/// Somewhere frames are written: a directory of PNGs, or a test's recorder.
+pub trait FrameSink {
+    /// Writes frame `index` from `source`; an error means it was not written.
+    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error>;
+}
+
+impl FrameSink for FrameDir {
+    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error> {
+        FrameDir::save(self, index, source, image)
+    }
+}
+
+/// Where a session's results go besides the verdict lines.
+#[derive(Default)]
+pub struct FrameOutputs {
+    /// Accepted frames, written before their verdict line (`--accepted`).
+    pub accepted: Option<Box<dyn FrameSink>>,
+    /// Every frame, annotated with its verdict (`--annotate`).
+    pub annotated: Option<Box<dyn FrameSink>>,
+}
+
+/// One run of the gate over a stream of frames.
+pub struct Session<W: Write> {
+    pool: Pool,
+    alarm: AlarmWindow,
+    lines: ReportWriter<W>,
+    frames: FrameOutputs,
+    summary: Summary,
+}
+
+impl<W: Write> Session<W> {
+    /// A session scoring with `pool`, raising `alarm`, writing verdicts to `lines` and frames
+    /// to `frames`.
+    pub fn new(
+        pool: Pool,
+        alarm: AlarmWindow,
+        lines: ReportWriter<W>,
+        frames: FrameOutputs,
+    ) -> Session<W> {
+        Session {
+            pool,
+            alarm,
+            lines,
+            frames,
+            summary: Summary::default(),
+        }
+    }
+
+    /// Gates every frame of `source`, `jobs` at a time, in order. Stops at the first output
+    /// that cannot be written; a frame that cannot be read or scored is a reject, not an
+    /// error.
+    pub fn run(&mut self, source: impl Iterator<Item = frame::Item>) -> Result<(), Error> {
+        let mut source = source.peekable();
+        let mut batch = Vec::with_capacity(self.pool.jobs());
+        while source.peek().is_some() {
+            batch.extend(source.by_ref().take(self.pool.jobs()));
+            let reports = self.pool.score_all(&batch);
+            for (report, item) in reports.into_iter().zip(batch.drain(..)) {
+                self.deliver(report, item.ok().as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the per-frame rules to one scored frame and writes its outputs. `frame` is
+    /// `None` when the frame could not be read.
+    pub fn deliver(&mut self, mut report: Report, frame: Option<&Frame>) -> Result<(), Error> {
+        if let (None, Some(reason)) = (report.measures, report.verdict.reason()) {
+            log::warn!(
+                "frame {} ({}) rejected unscored: {reason}",
+                report.index,
+                report.source
+            );
+        }
+        report.alarm = self.alarm.push(report.verdict.decision());
+        if report.alarm {
+            log::warn!(
+                "ALARM at frame {}: {} of the last {} frames rejected",
+                report.index,
+                self.alarm.rejected_in_window(),
+                self.alarm.window()
+            );
+        }
+        // An accepted frame is passed on before its verdict line: if it cannot be written
+        // (full disk), its line says reject, and the session stops with that error.
+        let mut passed_on = Ok(());
+        if let (Some(sink), Some(frame), Decision::Accept) =
+            (&self.frames.accepted, frame, report.verdict.decision())
+        {
+            passed_on = sink.save(frame.index, &frame.source, &frame.image);
+            if let Err(e) = &passed_on {
+                report.verdict = Verdict::Reject(RejectReason::NotPassedOn(e.to_string()));
+            }
+        }
+        self.lines.write(&report)?;
+        passed_on?;
+        if let (Some(sink), Some(frame)) = (&self.frames.annotated, frame) {
+            let gate = self.pool.gate();
+            let card = gate.card();
+            let label = report
+                .measures
+                .and_then(|m| card.classes.get(m.predicted_class))
+                .map(String::as_str);
+            let max_mi = (card.classes.len() as f64).ln();
+            let image = annotate::annotate(&frame.image, &report, label, gate.threshold(), max_mi);
+            sink.save(frame.index, &frame.source, &image.into())?;
+        }
+        self.summary.record(&report);
+        Ok(())
+    }
+
+    /// Counts so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+}
+
+#[cfg(all(test, feature = "builtin-model"))]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::gate::Seeds;
+    use crate::input::frame::{ReadError, Unreadable};
+    use crate::model::Model;
+    use crate::output::report::Format;
+
+    /// Records what was written, or fails every write.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        saved: Rc<RefCell<Vec<u64>>>,
+        fail: bool,
+    }
+
+    impl FrameSink for Recorder {
+        fn save(&self, index: u64, _: &str, _: &DynamicImage) -> Result<(), Error> {
+            if self.fail {
+                return Err(Error::Output {
+                    what: "frame".into(),
+                    cause: "disk full".into(),
+                });
+            }
+            self.saved.borrow_mut().push(index);
+            Ok(())
+        }
+    }
+
+    /// A stream of `n` black 28×28 frames (MNIST-clean enough to be accepted at a generous
+    /// threshold) with frame `unreadable` missing.
+    fn frames(n: u64, unreadable: u64) -> Vec<frame::Item> {
+        (0..n)
+            .map(|index| {
+                if index == unreadable {
+                    return Err(Unreadable {
+                        index,
+                        source: "gone.png".into(),
+                        reason: ReadError::Empty,
+                    });
+                }
+                let mut pixels = vec![0u8; 28 * 28];
+                // A vertical bar: read as a "1" with low MI.
+                for row in 4..24 {
+                    pixels[row * 28 + 14] = 255;
+                    pixels[row * 28 + 13] = 255;
+                }
+                Ok(Frame {
+                    index,
+                    source: format!("f{index}.png"),
+                    image: image::GrayImage::from_raw(28, 28, pixels).unwrap().into(),
+                })
+            })
+            .collect()
+    }
+
+    fn session(
+        threshold: f64,
+        alarm: (usize, usize),
+        frames: FrameOutputs,
+        jobs: usize,
+    ) -> Session<Vec<u8>> {
+        let model = Model::load_from("builtin:mnist".as_ref()).unwrap();
+        let pool = Pool::new(&model, 4, threshold, Seeds::PerFrame(3), jobs).unwrap();
+        let lines = ReportWriter::new(Vec::new(), Format::Jsonl, false, &model.card, threshold, 4);
+        Session::new(
+            pool,
+            AlarmWindow::new(alarm.0, alarm.1).unwrap(),
+            lines,
+            frames,
+        )
+    }
+
+    fn lines(s: &Session<Vec<u8>>) -> Vec<serde_json::Value> {
+        String::from_utf8(s.lines.get_ref().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn accepted_frames_are_passed_on_before_their_line_and_unread_ones_are_rejected() {
+        let accepted = Recorder::default();
+        let outputs = FrameOutputs {
+            accepted: Some(Box::new(accepted.clone())),
+            annotated: None,
+        };
+        // Threshold ln(10): every scored frame is accepted.
+        let mut s = session(10f64.ln(), (5, 20), outputs, 2);
+        s.run(frames(5, 2).into_iter()).unwrap();
+        let lines = lines(&s);
+        let verdicts: Vec<&str> = lines
+            .iter()
+            .map(|l| l["verdict"].as_str().unwrap())
+            .collect();
+        assert_eq!(verdicts, ["accept", "accept", "reject", "accept", "accept"]);
+        assert_eq!(lines[2]["reason"], "empty file");
+        assert_eq!(*accepted.saved.borrow(), vec![0, 1, 3, 4]);
+        let summary = s.summary();
+        assert_eq!(
+            (summary.frames, summary.accepted, summary.unscored),
+            (5, 4, 1)
+        );
+    }
+
+    #[test]
+    fn a_frame_that_cannot_be_passed_on_is_rejected_and_stops_the_session() {
+        let outputs = FrameOutputs {
+            accepted: Some(Box::new(Recorder {
+                fail: true,
+                ..Default::default()
+            })),
+            annotated: None,
+        };
+        let mut s = session(10f64.ln(), (5, 20), outputs, 1);
+        let err = s.run(frames(3, 99).into_iter()).unwrap_err();
+        assert!(matches!(err, Error::Output { .. }), "{err}");
+        let lines = lines(&s);
+        assert_eq!(lines.len(), 1, "the session went on after the failed write");
+        assert_eq!(lines[0]["verdict"], "reject");
+        assert_eq!(
+            lines[0]["reason"],
+            "accepted but not passed on: cannot write frame: disk full"
+        );
+        assert!(lines[0]["measures"]["mutual_information"].is_f64());
+    }
+
+    #[test]
+    fn the_alarm_fires_once_on_the_kth_reject_in_the_window() {
+        // Unreadable frames are rejects: 2 of 3 raises the alarm on the 2nd of them, and again
+        // only after the state has cleared (never, here).
+        let mut s = session(10f64.ln(), (2, 3), FrameOutputs::default(), 1);
+        let unreadable = (0..5).map(|index| {
+            Err(Unreadable {
+                index,
+                source: "gone.png".into(),
+                reason: ReadError::Empty,
+            })
+        });
+        s.run(unreadable).unwrap();
+        let alarms: Vec<bool> = lines(&s)
+            .iter()
+            .map(|l| l["alarm"].as_bool().unwrap())
+            .collect();
+        assert_eq!(alarms, [false, true, false, false, false]);
+        assert_eq!(s.summary().alarms, 1);
+    }
+}

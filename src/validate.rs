@@ -1,0 +1,504 @@
+//! `mcgate validate`: replay an eval bundle (frames with the workstation's scores) on this
+//! device and compare, per attack, how well MI detects it here and on the workstation. The
+//! training crate writes bundles with these types; `docs/model-format.md` documents the
+//! manifest.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::gate::{Pool, Seeds};
+use crate::input::frame::{self, Frame, ReadError};
+use crate::model::{MismatchError, Model};
+use crate::run::rng;
+use crate::score::roc;
+
+/// The manifest schema version this build reads and writes.
+pub const BUNDLE_SCHEMA: &str = "mcgate.bundle/1";
+
+/// Whether a group's frames should be accepted or rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Clean or noise frames: the gate should accept them.
+    Negative,
+    /// Adversarial frames: the gate should reject them.
+    Positive,
+}
+
+/// A set of frames made the same way (clean, one attack, or its matched noise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// The group's name, e.g. `fgm_eps25.5`.
+    pub name: String,
+    /// Accept or reject.
+    pub role: Role,
+    /// For a noise group: the attack group whose perturbation norm it matches.
+    pub paired_with: Option<String>,
+    /// The attack method, for attack groups.
+    pub method: Option<String>,
+    /// The attack's L∞ budget on the 0–255 scale.
+    pub eps_255: Option<f64>,
+}
+
+/// One frame of a bundle and the workstation's results on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleFrame {
+    /// Path relative to the bundle directory.
+    pub file: String,
+    /// The group it belongs to.
+    pub group: String,
+    /// True label.
+    pub label: usize,
+    /// The class the workstation predicted.
+    pub workstation_class: usize,
+    /// The workstation's MI in each of `Manifest::repeats` independent MC runs.
+    pub workstation_mutual_information: Vec<f64>,
+}
+
+/// A bundle's `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`BUNDLE_SCHEMA`].
+    pub schema: String,
+    /// The ONNX file the workstation scores belong to.
+    pub onnx_sha256: String,
+    /// Monte-Carlo samples T the workstation used.
+    pub samples: usize,
+    /// Independent MC runs scored per frame. One run's MI is noisy (heavy-tailed at low
+    /// values), so the AUC of a single run varies by a few hundredths between runs; both
+    /// sides compare the *mean* single-run AUC over this many runs.
+    pub repeats: usize,
+    /// The card's MI threshold when the bundle was written.
+    pub threshold: f64,
+    /// The workstation's seed.
+    pub seed: u64,
+    /// The frame groups.
+    pub groups: Vec<Group>,
+    /// The frames, in order.
+    pub frames: Vec<BundleFrame>,
+}
+
+/// Why a bundle cannot be used; each variant renders as one line.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BundleError {
+    /// The manifest cannot be read.
+    #[error("{0}")]
+    Read(String),
+    /// The manifest is not valid JSON of the schema.
+    #[error("{0}")]
+    Json(String),
+    /// The manifest is of another schema version.
+    #[error("schema is {found:?}, this build reads {BUNDLE_SCHEMA:?}")]
+    Schema {
+        /// The manifest's `schema`.
+        found: String,
+    },
+    /// A frame names a group the manifest does not have.
+    #[error("frame {frame} names unknown group {group}")]
+    UnknownGroup {
+        /// The frame's file.
+        frame: String,
+        /// The group it names.
+        group: String,
+    },
+    /// A frame file cannot be read or decoded.
+    #[error("{0}")]
+    Frame(ReadError),
+    /// A frame could not be scored on this device.
+    #[error("frame could not be scored: {0}")]
+    Unscored(String),
+}
+
+impl Manifest {
+    /// Reads and checks `<dir>/manifest.json`.
+    pub fn read(dir: &Path) -> Result<Manifest, Error> {
+        let path = dir.join("manifest.json");
+        let fail = |problem| Error::Bundle {
+            path: path.clone(),
+            problem,
+        };
+        let bytes = std::fs::read(&path).map_err(|e| fail(BundleError::Read(e.to_string())))?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| fail(BundleError::Json(e.to_string())))?;
+        if m.schema != BUNDLE_SCHEMA {
+            return Err(fail(BundleError::Schema {
+                found: m.schema.clone(),
+            }));
+        }
+        if let Some(f) = m
+            .frames
+            .iter()
+            .find(|f| !m.groups.iter().any(|g| g.name == f.group))
+        {
+            return Err(fail(BundleError::UnknownGroup {
+                frame: f.file.clone(),
+                group: f.group.clone(),
+            }));
+        }
+        Ok(m)
+    }
+}
+
+/// How to replay a bundle.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Monte-Carlo samples T; `None`: the bundle's.
+    pub samples: Option<usize>,
+    /// Run seed for the masks; run r uses `rng::mix(seed, r)`.
+    pub seed: u64,
+    /// Independent MC runs; `None`: as many as the workstation made.
+    pub runs: Option<usize>,
+    /// Frames scored at once, one thread each.
+    pub jobs: usize,
+}
+
+/// The outcome of a replay: per attack, the device against the workstation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    /// Frames in the bundle.
+    pub frames: usize,
+    /// Monte-Carlo samples T used.
+    pub samples: usize,
+    /// MC runs on this device.
+    pub runs: usize,
+    /// MC runs on the workstation.
+    #[serde(skip)]
+    pub workstation_runs: usize,
+    /// The run seed.
+    pub seed: u64,
+    /// The card's MI threshold.
+    pub threshold: f64,
+    /// Share of frame runs whose predicted class is the workstation's.
+    pub class_agreement: f64,
+    /// Per attack group.
+    pub attacks: Vec<AttackCheck>,
+}
+
+/// Gates every frame of the bundle in `dir` (its `manifest`, read with [`Manifest::read`])
+/// `runs` times with independent masks and compares detection with the workstation's.
+pub fn run(
+    model: &Model,
+    manifest: &Manifest,
+    dir: &Path,
+    opts: &Options,
+) -> Result<Validation, Error> {
+    if opts.runs == Some(0) {
+        return Err(Error::out_of_range("runs", "at least 1", 0));
+    }
+    if manifest.onnx_sha256 != model.card.onnx_sha256 {
+        return Err(Error::Mismatch {
+            path: dir.to_owned(),
+            problem: MismatchError::BundleModel {
+                bundle: manifest.onnx_sha256.clone(),
+                model: model.card.onnx_sha256.clone(),
+            },
+        });
+    }
+    let threshold = model.card.threshold.mutual_information;
+    let samples = opts.samples.unwrap_or(manifest.samples);
+    let runs = opts.runs.unwrap_or(manifest.repeats);
+    let frame_path = |f: &BundleFrame| -> PathBuf { dir.join(&f.file) };
+    let mut images = Vec::with_capacity(manifest.frames.len());
+    for (index, f) in manifest.frames.iter().enumerate() {
+        let image = frame::decode_file(&frame_path(f)).map_err(|e| Error::Bundle {
+            path: frame_path(f),
+            problem: BundleError::Frame(e),
+        })?;
+        images.push(Ok(Frame {
+            index: index as u64,
+            source: f.file.clone(),
+            image,
+        }));
+    }
+    // One pool per run, each with its own run seed.
+    let mut device_mi = vec![Vec::with_capacity(runs); images.len()];
+    let mut class_agreement = 0usize;
+    for run in 0..runs {
+        let seeds = Seeds::PerFrame(rng::mix(opts.seed, run as u64));
+        let mut pool = Pool::new(model, samples, threshold, seeds, opts.jobs)?;
+        let reports = pool.score_all(&images);
+        for ((report, f), mi) in reports
+            .into_iter()
+            .zip(&manifest.frames)
+            .zip(&mut device_mi)
+        {
+            let m = report.measures.ok_or_else(|| Error::Bundle {
+                path: frame_path(f),
+                problem: BundleError::Unscored(
+                    report
+                        .verdict
+                        .reason()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                ),
+            })?;
+            class_agreement += (m.predicted_class == f.workstation_class) as usize;
+            mi.push(m.mutual_information);
+        }
+    }
+    Ok(Validation {
+        frames: manifest.frames.len(),
+        samples,
+        runs,
+        workstation_runs: manifest.repeats,
+        seed: opts.seed,
+        threshold,
+        class_agreement: class_agreement as f64 / (manifest.frames.len() * runs).max(1) as f64,
+        attacks: compare(manifest, &device_mi, threshold),
+    })
+}
+
+impl Validation {
+    /// The attack groups whose MI AUC is off by more than `tolerance`.
+    pub fn failed(&self, tolerance: f64) -> Vec<&str> {
+        self.attacks
+            .iter()
+            .filter(|c| !c.within(tolerance))
+            .map(|c| c.group.as_str())
+            .collect()
+    }
+
+    /// One JSON object with the verdict at `tolerance`, and a final newline.
+    pub fn to_json(&self, tolerance: f64) -> String {
+        serde_json::json!({
+            "frames": self.frames,
+            "samples": self.samples,
+            "runs": self.runs,
+            "seed": self.seed,
+            "threshold": self.threshold,
+            "tolerance": tolerance,
+            "class_agreement": self.class_agreement,
+            "attacks": self.attacks,
+            "passed": self.failed(tolerance).is_empty(),
+        })
+        .to_string()
+            + "\n"
+    }
+
+    /// The table `mcgate validate` prints, with its PASS/FAIL line.
+    pub fn to_text(&self, tolerance: f64) -> String {
+        let mut s = format!(
+            "{} frames, T={}, {} MC runs each on the device, {} on the workstation (seed {}); predicted class agrees with the workstation on {:.1} %\n",
+            self.frames,
+            self.samples,
+            self.runs,
+            self.workstation_runs,
+            self.seed,
+            100.0 * self.class_agreement
+        );
+        s += "means over the runs:\nattack               MI AUC device  workstation  |Δ|     TPR device  workstation  noise FPR\n";
+        for c in &self.attacks {
+            s += &format!(
+                "{:<20} {:>13.3}  {:>11.3}  {:<6.3}{} {:>9.1} %  {:>9.1} %  {:>7.1} %\n",
+                c.group,
+                c.device_auc,
+                c.workstation_auc,
+                c.auc_delta(),
+                if c.within(tolerance) { " " } else { "!" },
+                100.0 * c.device_tpr,
+                100.0 * c.workstation_tpr,
+                100.0 * c.device_noise_fpr
+            );
+        }
+        let failed = self.failed(tolerance);
+        s += &if failed.is_empty() {
+            format!("PASS: every MI AUC within {tolerance} of the workstation's\n")
+        } else {
+            format!(
+                "FAIL: MI AUC differs by more than {tolerance} for {}\n",
+                failed.join(", ")
+            )
+        };
+        s
+    }
+}
+
+/// How one attack is detected on the device versus on the workstation (each figure the mean
+/// over the MC runs).
+#[derive(Debug, Clone, Serialize)]
+pub struct AttackCheck {
+    /// The attack group.
+    pub group: String,
+    /// Its frames.
+    pub positives: usize,
+    /// Clean frames plus its paired noise frames.
+    pub negatives: usize,
+    /// Mean MI ROC AUC on this device.
+    pub device_auc: f64,
+    /// Mean MI ROC AUC on the workstation.
+    pub workstation_auc: f64,
+    /// Share of the attack's frames the card's threshold rejects, on this device.
+    pub device_tpr: f64,
+    /// The same on the workstation.
+    pub workstation_tpr: f64,
+    /// Share of the paired noise frames rejected on the device.
+    pub device_noise_fpr: f64,
+}
+
+impl AttackCheck {
+    /// |device AUC − workstation AUC|.
+    pub fn auc_delta(&self) -> f64 {
+        (self.device_auc - self.workstation_auc).abs()
+    }
+
+    /// Within tolerance; an undefined (NaN) AUC never is.
+    pub fn within(&self, tolerance: f64) -> bool {
+        self.auc_delta() <= tolerance
+    }
+}
+
+/// Compares device MI (`device_mi[i][r]`: frame `manifest.frames[i]`, run r) with the
+/// workstation's; AUC and rates are averaged over runs on each side.
+pub fn compare(manifest: &Manifest, device_mi: &[Vec<f64>], threshold: f64) -> Vec<AttackCheck> {
+    // Scores of `group` in run `run`, on the device or the workstation.
+    let scores = |group: &str, run: usize, device: bool| -> Vec<f64> {
+        manifest
+            .frames
+            .iter()
+            .zip(device_mi)
+            .filter(|(f, _)| f.group == group)
+            .map(|(f, d)| {
+                if device {
+                    d[run]
+                } else {
+                    f.workstation_mutual_information[run]
+                }
+            })
+            .collect()
+    };
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let device_runs = device_mi.first().map_or(0, |d| d.len());
+    let mut checks = vec![];
+    for attack in manifest.groups.iter().filter(|g| g.role == Role::Positive) {
+        let negatives: Vec<&Group> = manifest
+            .groups
+            .iter()
+            .filter(|g| {
+                g.role == Role::Negative
+                    && (g.paired_with.is_none() || g.paired_with.as_ref() == Some(&attack.name))
+            })
+            .collect();
+        let noise: Vec<&Group> = negatives
+            .iter()
+            .copied()
+            .filter(|g| g.paired_with.is_some())
+            .collect();
+        // (AUC, TPR, noise FPR) of one run.
+        let run_stats = |run: usize, device: bool| {
+            let neg: Vec<f64> = negatives
+                .iter()
+                .flat_map(|g| scores(&g.name, run, device))
+                .collect();
+            let pos = scores(&attack.name, run, device);
+            let noise: Vec<f64> = noise
+                .iter()
+                .flat_map(|g| scores(&g.name, run, device))
+                .collect();
+            (
+                roc::roc_auc(&neg, &pos).unwrap_or(f64::NAN),
+                roc::rate_above(&pos, threshold),
+                roc::rate_above(&noise, threshold),
+                (pos.len(), neg.len()),
+            )
+        };
+        let device: Vec<_> = (0..device_runs).map(|r| run_stats(r, true)).collect();
+        let workstation: Vec<_> = (0..manifest.repeats).map(|r| run_stats(r, false)).collect();
+        let pick = |v: &[(f64, f64, f64, (usize, usize))], k: usize| -> f64 {
+            mean(&v.iter().map(|s| [s.0, s.1, s.2][k]).collect::<Vec<_>>())
+        };
+        let (positives, negatives) = workstation.first().map_or((0, 0), |s| s.3);
+        checks.push(AttackCheck {
+            group: attack.name.clone(),
+            positives,
+            negatives,
+            device_auc: pick(&device, 0),
+            workstation_auc: pick(&workstation, 0),
+            device_tpr: pick(&device, 1),
+            workstation_tpr: pick(&workstation, 1),
+            device_noise_fpr: pick(&device, 2),
+        });
+    }
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(group: &str, mi: f64) -> BundleFrame {
+        BundleFrame {
+            file: format!("{group}.png"),
+            group: group.into(),
+            label: 0,
+            workstation_class: 0,
+            workstation_mutual_information: vec![mi],
+        }
+    }
+
+    #[test]
+    fn compares_each_attack_against_clean_and_its_own_noise() {
+        let g = |name: &str, role, paired: Option<&str>| Group {
+            name: name.into(),
+            role,
+            paired_with: paired.map(String::from),
+            method: None,
+            eps_255: None,
+        };
+        let manifest = Manifest {
+            schema: BUNDLE_SCHEMA.into(),
+            onnx_sha256: String::new(),
+            samples: 20,
+            repeats: 1,
+            threshold: 0.5,
+            seed: 0,
+            groups: vec![
+                g("clean", Role::Negative, None),
+                g("a", Role::Positive, None),
+                g("noise_a", Role::Negative, Some("a")),
+                g("b", Role::Positive, None),
+                g("noise_b", Role::Negative, Some("b")),
+            ],
+            frames: vec![
+                frame("clean", 0.1),
+                frame("a", 0.9),
+                frame("noise_a", 0.2),
+                frame("b", 0.3),
+                frame("noise_b", 0.95),
+            ],
+        };
+        // Device scores equal the workstation's except b, which scores higher on the device.
+        let device: Vec<Vec<f64>> = [0.1, 0.9, 0.2, 0.99, 0.95]
+            .iter()
+            .map(|&v| vec![v])
+            .collect();
+        let checks = compare(&manifest, &device, 0.5);
+        assert_eq!(checks.len(), 2);
+        assert_eq!(
+            (
+                checks[0].device_auc,
+                checks[0].workstation_auc,
+                checks[0].negatives
+            ),
+            (1.0, 1.0, 2)
+        );
+        // b: workstation 0.3 beats clean 0.1 but not noise_b 0.95 → ½; device 0.99 beats both → 1.
+        assert_eq!(
+            (checks[1].workstation_auc, checks[1].device_auc),
+            (0.5, 1.0)
+        );
+        assert_eq!(checks[1].auc_delta(), 0.5);
+        assert_eq!(
+            (
+                checks[1].device_tpr,
+                checks[1].workstation_tpr,
+                checks[1].device_noise_fpr
+            ),
+            (1.0, 0.0, 1.0)
+        );
+    }
+}
