@@ -431,23 +431,18 @@ fn frames_16_bit_palette_and_other_sizes_are_converted_and_scored() {
     }
 }
 
+/// `gate <stem> - --width 2 --height 2 --seed 1`: 2×2 raw frames on stdin.
+fn raw_2x2_args(stem: &str) -> Vec<&str> {
+    vec![
+        "gate", stem, "-", "--width", "2", "--height", "2", "--seed", "1",
+    ]
+}
+
 #[test]
 fn raw_stream_truncated_mid_frame_and_empty() {
     let m = TinyModel::good();
-    let out = mcgate_stdin(
-        &[
-            "gate",
-            &m.stem(),
-            "-",
-            "--width",
-            "2",
-            "--height",
-            "2",
-            "--seed",
-            "1",
-        ],
-        &[1, 2, 3, 4, 5, 6],
-    );
+    let stem = m.stem();
+    let out = mcgate_stdin(&raw_2x2_args(&stem), &[1, 2, 3, 4, 5, 6]);
     assert_eq!(out.status.code(), Some(4));
     let r = lines(&out);
     assert_eq!(
@@ -490,17 +485,8 @@ fn raw_frames_for_a_colour_model_are_read_in_its_channels() {
         },
     );
     let one_rgb_frame: Vec<u8> = (0..2 * 2 * 3).map(|i| (i * 20) as u8).collect();
-    let args = [
-        "gate",
-        &m.stem(),
-        "-",
-        "--width",
-        "2",
-        "--height",
-        "2",
-        "--seed",
-        "1",
-    ];
+    let stem = m.stem();
+    let args = raw_2x2_args(&stem);
     let out = mcgate_stdin(&args, &one_rgb_frame);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let r = lines(&out);
@@ -508,7 +494,7 @@ fn raw_frames_for_a_colour_model_are_read_in_its_channels() {
     assert!(r[0]["measures"]["mutual_information"].is_f64(), "{}", r[0]);
 
     // Told gray explicitly, the same bytes are three gray frames: the flag still rules.
-    let mut gray = args.to_vec();
+    let mut gray = args.clone();
     gray.extend(["--pixel-format", "gray"]);
     let out = mcgate_stdin(&gray, &one_rgb_frame);
     assert_eq!(lines(&out).len(), 3, "{}", stderr(&out));

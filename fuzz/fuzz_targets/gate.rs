@@ -19,17 +19,13 @@ const SAMPLES: usize = 4;
 
 static GATE: Mutex<Option<Gate>> = Mutex::new(None);
 
+/// (A reject always carries its reason: `Verdict::Reject(RejectReason)`, by type.)
 fn check(report: &Report, threshold: f64) {
     if report.verdict.decision() == Decision::Accept {
         let m = report.measures.expect("an accepted frame was scored");
         assert!(
             m.mutual_information <= threshold,
             "accepted above threshold: {m:?}"
-        );
-    } else {
-        assert!(
-            report.verdict.reason().is_some(),
-            "a reject without a reason"
         );
     }
 }

@@ -7,7 +7,7 @@
 
 use tch::{Kind, Reduction, Tensor};
 
-use crate::net::Net;
+use crate::nets::DropoutNet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Method {
@@ -68,7 +68,7 @@ impl Attack {
 }
 
 /// The loss the attacker increases, per the target, for labels `y` `[N]`.
-pub fn loss(net: &Net, x: &Tensor, y: &Tensor, target: Target) -> Tensor {
+pub fn loss(net: &dyn DropoutNet, x: &Tensor, y: &Tensor, target: Target) -> Tensor {
     match target {
         Target::Deterministic => net.logits(x, false).cross_entropy_for_logits(y),
         Target::McMean { samples } => {
@@ -93,14 +93,14 @@ pub fn loss(net: &Net, x: &Tensor, y: &Tensor, target: Target) -> Tensor {
     }
 }
 
-fn gradient(net: &Net, x: &Tensor, y: &Tensor, target: Target) -> Tensor {
+fn gradient(net: &dyn DropoutNet, x: &Tensor, y: &Tensor, target: Target) -> Tensor {
     let x = x.detach().set_requires_grad(true);
     let l = loss(net, &x, y, target);
     Tensor::run_backward(&[l], &[&x], false, false).remove(0)
 }
 
 /// Adversarial versions of `x` `[N, 1, H, W]` (values in [0, 1]) against labels `y`.
-pub fn run(net: &Net, x: &Tensor, y: &Tensor, a: &Attack) -> Tensor {
+pub fn run(net: &dyn DropoutNet, x: &Tensor, y: &Tensor, a: &Attack) -> Tensor {
     let clean = x.detach();
     let project = |adv: Tensor| -> Tensor {
         let lo = (&clean - a.eps).clamp_min(0.0);

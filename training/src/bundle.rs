@@ -11,16 +11,17 @@ use tch::{Device, Kind, Tensor};
 
 use crate::attack::{self, Attack, Method, Target};
 use crate::data::Dataset;
-use crate::evaluate::{matched_noise, sample_without_replacement, score};
-use crate::net::Net;
-use crate::train::to_tensors;
-use mcgate::bundle::{BundleFrame, Group, Manifest, Role, BUNDLE_SCHEMA};
+use crate::eval::noise::matched_noise;
+use crate::eval::tch_scores::tch_scores;
+use crate::measures::Measure;
+use crate::nets::DropoutNet;
+use mcgate::validate::{BundleFrame, Group, Manifest, Role, BUNDLE_SCHEMA};
 
 pub struct BundleConfig {
     pub images: usize,
     pub seed: u64,
     pub samples: i64,
-    /// Independent MC runs scored per frame (see `mcgate::bundle::Manifest::repeats`).
+    /// Independent MC runs scored per frame (see `mcgate::validate::Manifest::repeats`).
     pub repeats: usize,
     /// (method, ε on the 0–255 scale); every attack targets the MC model (paper loss).
     pub attacks: Vec<(Method, f64)>,
@@ -46,7 +47,7 @@ fn to_png_bytes(x: &Tensor) -> Result<Vec<Vec<u8>>> {
 }
 
 pub fn write(
-    net: &Net,
+    net: &dyn DropoutNet,
     test: &Dataset,
     card_sha256: &str,
     threshold: f64,
@@ -55,15 +56,9 @@ pub fn write(
     device: Device,
 ) -> Result<usize> {
     tch::manual_seed(cfg.seed as i64);
-    let picks = sample_without_replacement(test.len(), cfg.images, cfg.seed);
-    let subset = Dataset {
-        images: picks.iter().flat_map(|&i| test.image(i).to_vec()).collect(),
-        labels: picks.iter().map(|&i| test.labels[i]).collect(),
-        rows: test.rows,
-        cols: test.cols,
-    };
-    let (x, _) = to_tensors(&subset, device);
-    let clean_scores = score(net, &x, cfg.samples)?;
+    let subset = test.pick(cfg.images, cfg.seed);
+    let (x, _) = subset.to_tensors(device);
+    let clean_scores = tch_scores(net, &x, cfg.samples)?;
     let own_pred = Tensor::from_slice(&clean_scores.mc_pred).to_device(device);
 
     let mut groups = vec![Group {
@@ -108,7 +103,7 @@ pub fn write(
         std::fs::create_dir_all(out.join(group))
             .with_context(|| format!("creating {}", out.join(group).display()))?;
         let runs = (0..cfg.repeats.max(1))
-            .map(|_| score(net, tensor, cfg.samples))
+            .map(|_| tch_scores(net, tensor, cfg.samples))
             .collect::<Result<Vec<_>>>()?;
         for (k, pixels) in to_png_bytes(tensor)?.into_iter().enumerate() {
             let file = format!("{group}/{k:04}.png");
@@ -123,7 +118,7 @@ pub fn write(
                 workstation_class: runs[0].mc_pred[k] as usize,
                 workstation_mutual_information: runs
                     .iter()
-                    .map(|s| s.by_measure["mutual_information"][k])
+                    .map(|s| s.by_measure[&Measure::MutualInformation][k])
                     .collect(),
             });
         }
@@ -145,4 +140,27 @@ pub fn write(
     )
     .context("writing manifest.json")?;
     Ok(n)
+}
+
+/// Copies the first `per_attack` frames of each adversarial group of the bundle in `bundle`
+/// into `dir` (emptied first), named `<group>_<file>`: the adversarial sample frames.
+pub fn copy_adversarial_frames(bundle: &Path, dir: &Path, per_attack: usize) -> Result<()> {
+    let manifest = Manifest::read(bundle)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    for group in manifest.groups.iter().filter(|g| g.role == Role::Positive) {
+        for f in manifest
+            .frames
+            .iter()
+            .filter(|f| f.group == group.name)
+            .take(per_attack)
+        {
+            let name = f.file.replace('/', "_");
+            std::fs::copy(bundle.join(&f.file), dir.join(&name))
+                .with_context(|| format!("copying {} to {}", f.file, dir.display()))?;
+        }
+    }
+    Ok(())
 }

@@ -1,17 +1,22 @@
-//! mcgate-training: trains the MC-dropout models, evaluates them, and exports the ONNX
-//! files and model cards the `mcgate` runtime loads (docs/model-format.md).
+//! mcgate-training: trains the MC-dropout models, attacks and evaluates them, and exports the
+//! ONNX files and model cards the `mcgate` runtime loads (docs/model-format.md).
 //!
-//! data (IDX files) → net (tch model) → train → export (ONNX + card).
-//! Shared things (card schema, measures, calibration) come from the `mcgate` library.
+//! The walk, each module using only those before it:
+//! `data` (IDX files → images, tensors) → `nets` (the `DropoutNet` trait; the paper's MNIST
+//! CNN) → `measures` (MC probabilities → the runtime's measures) → `train` → `attack` →
+//! `eval` (scores by tch and through the runtime, matched noise, the report, its Markdown and
+//! figures) → `export` (ONNX bytes, the card, files) → `bundle` (frames for `mcgate
+//! validate`), `sample_frames` → `commands` (one function per CLI subcommand).
+//! Shared things (card schema, ONNX builder, measures, calibration) come from the `mcgate`
+//! library.
 
 pub mod attack;
 pub mod bundle;
+pub mod commands;
 pub mod data;
-pub mod evaluate;
+pub mod eval;
 pub mod export;
-pub mod int8;
-pub mod net;
-pub mod plots;
-pub mod runtime;
-pub mod samples;
+pub mod measures;
+pub mod nets;
+pub mod sample_frames;
 pub mod train;

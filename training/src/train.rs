@@ -1,11 +1,12 @@
-//! Training, evaluation and calibration of the dropout network.
+//! Training a dropout network, and its accuracy and MI on a dataset.
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use crate::data::Dataset;
-use crate::net::Net;
+use crate::measures;
+use crate::nets::{mc_probs_per_image, DropoutNet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Optimizer {
@@ -27,19 +28,6 @@ pub struct TrainConfig {
     pub progress: bool,
 }
 
-/// `[N, 1, rows, cols]` float images scaled to [0, 1], and `[N]` int64 labels.
-pub fn to_tensors(data: &Dataset, device: Device) -> (Tensor, Tensor) {
-    let n = data.len() as i64;
-    let x = Tensor::from_slice(&data.images).to_kind(Kind::Float).view([
-        n,
-        1,
-        data.rows as i64,
-        data.cols as i64,
-    ]) / 255.0;
-    let y = Tensor::from_slice(&data.labels).to_kind(Kind::Int64);
-    (x.to_device(device), y.to_device(device))
-}
-
 /// Per-epoch record, for logs and tests.
 #[derive(Debug, Clone, Copy)]
 pub struct EpochStats {
@@ -52,7 +40,7 @@ pub struct EpochStats {
 }
 
 pub fn train(
-    net: &Net,
+    net: &dyn DropoutNet,
     vs: &nn::VarStore,
     data: &Dataset,
     cfg: &TrainConfig,
@@ -67,7 +55,7 @@ pub fn train(
     }
     tch::manual_seed(cfg.seed as i64);
     let device = vs.device();
-    let (x, y) = to_tensors(data, device);
+    let (x, y) = data.to_tensors(device);
     let mut opt = match cfg.optimizer {
         Optimizer::Adam => nn::Adam::default().build(vs, cfg.learning_rate),
         Optimizer::Sgd => nn::Sgd {
@@ -147,9 +135,9 @@ pub fn train(
 }
 
 /// Test accuracy with dropout off.
-pub fn deterministic_accuracy(net: &Net, data: &Dataset, device: Device) -> f64 {
+pub fn deterministic_accuracy(net: &dyn DropoutNet, data: &Dataset, device: Device) -> f64 {
     let _guard = tch::no_grad_guard();
-    let (x, y) = to_tensors(data, device);
+    let (x, y) = data.to_tensors(device);
     let mut correct = 0;
     for (bx, by) in x.split(500, 0).iter().zip(y.split(500, 0).iter()) {
         correct += net
@@ -162,47 +150,22 @@ pub fn deterministic_accuracy(net: &Net, data: &Dataset, device: Device) -> f64 
     correct as f64 / data.len() as f64
 }
 
-/// MC-dropout probabilities for every image: `[N][T·classes]`, row-major `[T, classes]`
-/// per image (the runtime's layout), with fresh masks from tch's generator.
-pub fn mc_probabilities(
-    net: &Net,
-    data: &Dataset,
-    samples: i64,
-    device: Device,
-) -> Result<Vec<Vec<f32>>> {
-    let _guard = tch::no_grad_guard();
-    let (x, _) = to_tensors(data, device);
-    let mut out = Vec::with_capacity(data.len());
-    // 200 images × T=20 × 9216 floats ≈ 150 MB for the first mask: bounded memory.
-    for bx in x.split(200, 0) {
-        let probs = net.mc_probs(&bx, samples); // [T, N, C]
-        let per_image = probs.permute([1, 0, 2]).contiguous().to_device(Device::Cpu); // [N, T, C]
-        let n = per_image.size()[0];
-        let flat =
-            Vec::<f32>::try_from(per_image.flatten(0, -1)).context("reading probabilities")?;
-        let each = flat.len() / n as usize;
-        out.extend(flat.chunks(each).map(|c| c.to_vec()));
-    }
-    Ok(out)
-}
-
 /// MC accuracy (argmax of the mean over T) and the mutual information of every image,
-/// computed with the runtime's own `mcgate::measures`.
+/// computed with the runtime's own measures; masks are fresh from tch's generator.
 pub fn mc_accuracy_and_mi(
-    net: &Net,
+    net: &dyn DropoutNet,
     data: &Dataset,
     samples: i64,
     device: Device,
 ) -> Result<(f64, Vec<f64>)> {
-    let probs = mc_probabilities(net, data, samples, device)?;
-    let classes = probs.first().map_or(0, |p| p.len() / samples as usize);
-    let mut scratch = vec![0.0; classes];
-    let (mut correct, mut mi) = (0usize, Vec::with_capacity(probs.len()));
-    for (p, &label) in probs.iter().zip(&data.labels) {
-        let m = mcgate::measures::compute(p, classes, &mut scratch)
-            .map_err(|e| anyhow::anyhow!("model output cannot be scored: {e}"))?;
-        correct += (m.predicted_class == label as usize) as usize;
-        mi.push(m.mutual_information);
-    }
+    let (x, _) = data.to_tensors(device);
+    let probs = mc_probs_per_image(net, &x, samples)?;
+    let measures = measures::per_image(&probs, samples as usize, net.classes())?;
+    let correct = measures
+        .iter()
+        .zip(&data.labels)
+        .filter(|(m, &label)| m.predicted_class == label as usize)
+        .count();
+    let mi = measures.iter().map(|m| m.mutual_information).collect();
     Ok((correct as f64 / data.len() as f64, mi))
 }

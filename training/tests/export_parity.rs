@@ -7,8 +7,12 @@
 
 use std::path::PathBuf;
 
-use mcgate::card::{Metrics, ModelPaths, Provenance, Threshold};
-use mcgate_training::{data, evaluate, export, int8, net, runtime, train};
+use mcgate::model::card::{Metrics, ModelPaths, Provenance, Threshold};
+use mcgate::model::Model;
+use mcgate::run::plan::{output_slice, Plan};
+use mcgate_training::eval::{self, markdown::markdown, tract_scores::tract_scores};
+use mcgate_training::nets::{mnist::MnistCnn, DropoutNet, Int8Export};
+use mcgate_training::{data, export, train};
 use tch::{nn, Device, Kind, Tensor};
 
 fn mnist_dir() -> PathBuf {
@@ -22,7 +26,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
     let tiny = full.slice(0..640);
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = net::Net::new(&vs.root());
+    let model = MnistCnn::new(&vs.root());
     let cfg = train::TrainConfig {
         epochs: 1,
         batch_size: 32,
@@ -44,6 +48,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
     let stem = dir.path().join("tiny");
     let onnx = export::onnx_bytes(&model, "test").unwrap();
     let card = export::card_for(
+        &model,
         "tiny",
         data::Known::Mnist.classes(),
         &onnx,
@@ -74,13 +79,12 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
     );
     std::fs::write(stem.with_extension("onnx"), &onnx).unwrap();
     std::fs::write(stem.with_extension("card.json"), card.to_json()).unwrap();
-    let loaded =
-        mcgate::plan::Model::load(&ModelPaths::resolve(&stem)).expect("tract loads the export");
+    let loaded = Model::load(&ModelPaths::resolve(&stem)).expect("tract loads the export");
 
     // The int8 variant, activation scales from 200 of the training images.
-    let (calib, _) = train::to_tensors(&tiny.slice(0..200), Device::Cpu);
-    let scales = int8::calibrate(&model, &calib, 4);
-    let int8_onnx = int8::onnx_bytes(&model, &scales, "test").unwrap();
+    let (calib, _) = tiny.slice(0..200).to_tensors(Device::Cpu);
+    let scales = model.calibrate(&calib, 4);
+    let int8_onnx = export::int8_onnx_bytes(&model, &scales, "test").unwrap();
     assert!(
         int8_onnx.len() * 10 < onnx.len() * 3,
         "int8 file {} bytes, float {}",
@@ -88,39 +92,30 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         onnx.len()
     );
     let mut int8_card = card.clone();
-    int8_card.onnx_sha256 = mcgate::card::sha256_hex(&int8_onnx);
-    let int8_model =
-        mcgate::plan::Model::from_parts(int8_card, &int8_onnx, &stem.with_extension("int8.onnx"))
-            .expect("tract loads the int8 export");
+    int8_card.onnx_sha256 = mcgate::model::card::sha256_hex(&int8_onnx);
+    let int8_model = Model::from_parts(int8_card, &int8_onnx, &stem.with_extension("int8.onnx"))
+        .expect("tract loads the int8 export");
 
     // The same masks through tch and tract, on three different test images.
     let samples = 7i64;
-    let mut plan = loaded.plan(samples as usize).unwrap();
-    let mut int8_plan = int8_model.plan(samples as usize).unwrap();
+    let mut plan = Plan::new(&loaded, samples as usize).unwrap();
+    let mut int8_plan = Plan::new(&int8_model, samples as usize).unwrap();
+    let classes = model.classes();
     for i in [0usize, 1, 2] {
-        let (x, _) = train::to_tensors(&full.slice(i..i + 1), Device::Cpu);
-        let m0 = net::sample_mask(
-            &[&[samples], net::SITE_SHAPES[0]].concat(),
-            net::DROP_P[0],
-            Device::Cpu,
-        );
-        let m1 = net::sample_mask(
-            &[&[samples], net::SITE_SHAPES[1]].concat(),
-            net::DROP_P[1],
-            Device::Cpu,
-        );
+        let (x, _) = full.slice(i..i + 1).to_tensors(Device::Cpu);
+        let masks = model.sample_masks(&[samples], Device::Cpu);
         let want = tch::no_grad(|| {
             model
-                .masked_logits(&model.trunk(&x), &m0, &m1)
+                .head(&model.trunk(&x), &masks)
                 .softmax(-1, Kind::Float)
         });
         let want = Vec::<f32>::try_from(want.flatten(0, -1)).unwrap();
         let flat = |t: &Tensor| Vec::<f32>::try_from(t.flatten(0, -1)).unwrap();
         let image = flat(&x);
-        let got = plan
-            .run_with_masks(&image, &[&flat(&m0), &flat(&m1)])
-            .unwrap();
-        let got = mcgate::plan::output_slice(&got).unwrap();
+        let masks: Vec<Vec<f32>> = masks.iter().map(flat).collect();
+        let masks: Vec<&[f32]> = masks.iter().map(Vec::as_slice).collect();
+        let got = plan.run_with_masks(&image, &masks).unwrap();
+        let got = output_slice(&got).unwrap();
         assert_eq!(got.len(), want.len());
         let worst = got
             .iter()
@@ -129,13 +124,14 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "image {i}: tch and tract differ by {worst}");
         // The masks matter: samples differ from each other.
-        assert!(want[..10] != want[10..20], "masks had no effect");
+        assert!(
+            want[..classes] != want[classes..2 * classes],
+            "masks had no effect"
+        );
 
         // The int8 variant runs in the runtime with the same masks and stays close to float.
-        let int8_out = int8_plan
-            .run_with_masks(&image, &[&flat(&m0), &flat(&m1)])
-            .unwrap();
-        let int8_probs = mcgate::plan::output_slice(&int8_out).unwrap();
+        let int8_out = int8_plan.run_with_masks(&image, &masks).unwrap();
+        let int8_probs = output_slice(&int8_out).unwrap();
         let worst = int8_probs
             .iter()
             .zip(&want)
@@ -146,7 +142,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
 
     // `evaluate --runtime`: the exported file's deterministic predictions agree with tch's.
     let held_out = full.slice(1000..1040);
-    let cfg = evaluate::EvalConfig {
+    let cfg = eval::EvalConfig {
         images: 40,
         seed: 3,
         samples: 4,
@@ -160,28 +156,29 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         adaptive_eps_255: vec![],
         threshold: 0.1,
         batch: 40,
-        runtime: vec![evaluate::RuntimeModel {
+        exported: vec![eval::ExportedModel {
             name: "tiny".into(),
             model: loaded,
         }],
     };
-    let report = evaluate::evaluate(&model, &held_out, &cfg, Device::Cpu).unwrap();
-    assert_eq!(report.runtime.len(), 1);
+    let report = eval::evaluate(&model, &held_out, &cfg, Device::Cpu).unwrap();
+    assert_eq!(report.exported.len(), 1);
     assert_eq!(
-        report.runtime[0].clean_accuracy_deterministic, report.clean_accuracy_deterministic,
+        report.exported[0].clean_accuracy_deterministic, report.clean_accuracy_deterministic,
         "tract and tch disagree on clean predictions"
     );
-    let row = &report.rows[0].runtime["tiny"];
+    let row = &report.rows[0].exported["tiny"];
     assert!((0.0..=1.0).contains(&row.mi.auc), "{row:?}");
-    assert!(evaluate::markdown(&report).contains("Through the runtime"));
+    assert!(markdown(&report).contains("Through the runtime"));
 
     // Same seed, same masks: scoring twice gives identical MI.
-    let images: Vec<f32> = held_out.images[..784 * 5]
+    let pixels = held_out.pixels();
+    let images: Vec<f32> = held_out.images[..pixels * 5]
         .iter()
         .map(|&v| v as f32 / 255.0)
         .collect();
-    let a = runtime::score(&cfg.runtime[0].model, &images, 784, 4, 9).unwrap();
-    let b = runtime::score(&cfg.runtime[0].model, &images, 784, 4, 9).unwrap();
+    let a = tract_scores(&cfg.exported[0].model, &images, pixels, 4, 9).unwrap();
+    let b = tract_scores(&cfg.exported[0].model, &images, pixels, 4, 9).unwrap();
     assert_eq!(a.mi, b.mi);
     assert_eq!(a.mi.len(), 5);
 }

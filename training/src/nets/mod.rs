@@ -1,0 +1,166 @@
+//! The dropout networks, behind one trait: what training, the attacks, the evaluation and the
+//! export need to know of a network, and nothing of its architecture.
+//!
+//! A [`DropoutNet`]'s forward pass is split at its first dropout site: the *trunk* runs once
+//! per image, the *head* once per Monte-Carlo sample with explicit masks, one per site. Its
+//! ONNX graph has the same split with the masks as graph inputs (docs/model-format.md), so
+//! tch and tract compute the same function for the same masks.
+//!
+//! `mnist` is the paper's MNIST CNN (also trained on Fashion-MNIST).
+
+pub mod mnist;
+
+use anyhow::{Context, Result};
+use mcgate::model::card::{DropoutSite, InputSpec};
+use mcgate::model::onnx::{f32_tensor, Graph};
+use tch::{Device, Kind, Tensor};
+use tract_onnx::pb;
+
+/// The contract's image input.
+pub const IMAGE_INPUT: &str = "x";
+/// The contract's output: softmax probabilities `[T, classes]`.
+pub const OUTPUT: &str = "probs";
+
+/// The graph input that carries dropout site `site`'s masks.
+pub fn mask_input(site: usize) -> String {
+    format!("mask_{site}")
+}
+
+/// One dropout site as tch uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// Drop probability.
+    pub p: f64,
+    /// Shape of one sample's mask for one image (without the leading T and N).
+    pub shape: Vec<i64>,
+}
+
+/// A network with dropout sites whose masks can be given explicitly.
+///
+/// Images are tch tensors `[N, ..input shape without the 1]` with the values the exported
+/// graph's input takes (`input_spec`'s normalisation of 0..=255 pixels).
+pub trait DropoutNet {
+    /// What it is, in a few words, for the ONNX file's doc string.
+    fn description(&self) -> &'static str;
+
+    /// The image input: name, `[1, C, H, W]`, normalisation (the card's `input`).
+    fn input_spec(&self) -> InputSpec;
+
+    /// The dropout sites, in graph order.
+    fn sites(&self) -> Vec<Site>;
+
+    /// Output classes.
+    fn classes(&self) -> usize;
+
+    /// Everything before the first dropout site, once per image: `[N, ..]` → features.
+    fn trunk(&self, x: &Tensor) -> Tensor;
+
+    /// Logits of the rest with explicit masks, one per site in `sites` order: `features`
+    /// `[.., F]` broadcasts against each mask `[T, .., site shape]`.
+    fn head(&self, features: &Tensor, masks: &[Tensor]) -> Tensor;
+
+    /// Logits with ordinary dropout (`train`: stochastic; otherwise the identity).
+    fn logits(&self, x: &Tensor, train: bool) -> Tensor;
+
+    /// The float ONNX graph: the contract's interface (`Graph::contract` with this net's
+    /// input, sites and classes), its nodes and its weights.
+    fn onnx_graph(&self, doc: &str) -> Result<Graph>;
+
+    /// The sites as the card lists them, with their mask inputs.
+    fn dropout_sites(&self) -> Vec<DropoutSite> {
+        self.sites()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| DropoutSite {
+                input: mask_input(i),
+                p: s.p as f32,
+                shape: s.shape.iter().map(|&d| d as usize).collect(),
+            })
+            .collect()
+    }
+
+    /// One fresh mask per site, `[..leading, ..site shape]`, in site order.
+    fn sample_masks(&self, leading: &[i64], device: Device) -> Vec<Tensor> {
+        self.sites()
+            .iter()
+            .map(|s| sample_mask(&[leading, &s.shape].concat(), s.p, device))
+            .collect()
+    }
+
+    /// MC-dropout probabilities `[T, N, C]` for a batch `[N, ..]`, each image and sample
+    /// with its own masks.
+    fn mc_probs(&self, x: &Tensor, samples: i64) -> Tensor {
+        let n = x.size()[0];
+        let features = self.trunk(x);
+        let masks = self.sample_masks(&[samples, n], x.device());
+        self.head(&features, &masks).softmax(-1, Kind::Float)
+    }
+}
+
+/// A network that also exports an int8 (QOperator) variant: how it is quantised depends on
+/// its layers, so the network measures its own activation scales.
+pub trait Int8Export: DropoutNet {
+    /// Activation scales measured on clean images.
+    type Scales: std::fmt::Debug;
+
+    /// Activation scales from clean images `x`, with `samples` masks per image where a site
+    /// feeds a quantised layer.
+    fn calibrate(&self, x: &Tensor, samples: i64) -> Self::Scales;
+
+    /// The int8 ONNX graph at those scales, with the contract's interface.
+    fn int8_graph(&self, scales: &Self::Scales, doc: &str) -> Result<Graph>;
+}
+
+/// Bernoulli(1−p)/(1−p) mask values (inverted dropout, as in the runtime).
+pub fn sample_mask(shape: &[i64], p: f64, device: Device) -> Tensor {
+    Tensor::rand(shape, (Kind::Float, device))
+        .ge(p)
+        .to_kind(Kind::Float)
+        / (1.0 - p)
+}
+
+/// Images per batch when scoring: bounds the memory of the masks (T × batch × site size).
+const SCORING_BATCH: i64 = 200;
+
+/// Probabilities with dropout off, `[N, C]` row-major on the CPU.
+pub fn deterministic_probs(net: &dyn DropoutNet, x: &Tensor) -> Result<Vec<f32>> {
+    let _guard = tch::no_grad_guard();
+    let mut out = vec![];
+    for bx in x.split(SCORING_BATCH, 0) {
+        let probs = net
+            .logits(&bx, false)
+            .softmax(-1, Kind::Float)
+            .to_device(Device::Cpu);
+        out.extend(Vec::<f32>::try_from(probs.flatten(0, -1)).context("reading probabilities")?);
+    }
+    Ok(out)
+}
+
+/// MC-dropout probabilities with fresh masks from tch's generator, image-major `[N, T, C]`
+/// on the CPU (each image's `[T, C]` block is what the runtime scores for a frame).
+pub fn mc_probs_per_image(net: &dyn DropoutNet, x: &Tensor, samples: i64) -> Result<Vec<f32>> {
+    let _guard = tch::no_grad_guard();
+    let mut out = vec![];
+    for bx in x.split(SCORING_BATCH, 0) {
+        let per_image = net
+            .mc_probs(&bx, samples) // [T, N, C]
+            .permute([1, 0, 2])
+            .contiguous()
+            .to_device(Device::Cpu); // [N, T, C]
+        out.extend(
+            Vec::<f32>::try_from(per_image.flatten(0, -1)).context("reading probabilities")?,
+        );
+    }
+    Ok(out)
+}
+
+/// A float32 ONNX constant with a tensor's values and shape.
+pub fn f32_constant(name: &str, t: &Tensor) -> Result<pb::TensorProto> {
+    let t = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .contiguous();
+    let values = Vec::<f32>::try_from(t.flatten(0, -1)).context("reading weights")?;
+    Ok(f32_tensor(name, &t.size(), &values))
+}
