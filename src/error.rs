@@ -49,6 +49,20 @@ pub enum Error {
         /// What differs.
         problem: MismatchError,
     },
+    /// The model has no MI threshold yet (a converted model before `mcgate calibrate`).
+    #[error(
+        "model {} has no MI threshold yet: calibrate it on clean frames from the camera \
+         (`mcgate calibrate {} FRAMES…`) or pass --threshold",
+        path.display(),
+        path.display()
+    )]
+    Uncalibrated {
+        /// The model as the user named it.
+        path: PathBuf,
+    },
+    /// The frames given to `calibrate` cannot set a threshold.
+    #[error("{0}")]
+    Calibration(crate::calibrate::CalibrationError),
     /// An eval bundle cannot be read.
     #[error("eval bundle {}: {problem}", path.display())]
     Bundle {

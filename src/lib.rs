@@ -6,12 +6,14 @@
 //! writers, annotation, summary). `model` is translate time: load the ONNX file and its
 //! card, check one against the other, build ONNX graphs. `gate` strings the stages together
 //! for one frame (and a pool of gates for several cores); `session` is the gate loop with
-//! its per-frame rules (alarm, write-before-verdict); `validate` replays an eval bundle.
+//! its per-frame rules (alarm, write-before-verdict); `validate` replays an eval bundle;
+//! `calibrate` sets a model's threshold on the camera's own clean frames.
 //!
 //! The card schema, the ONNX builder, the measures and ROC/AUC are shared with the training
 //! crate, which depends on this library, never the reverse.
 #![warn(missing_docs)]
 
+pub mod calibrate;
 pub mod error;
 pub mod gate;
 pub mod input;

@@ -13,7 +13,7 @@ use mcgate::output::frames::FrameDir;
 use mcgate::output::report::{Format, ReportWriter};
 use mcgate::score::verdict::{AlarmWindow, MAX_WINDOW};
 use mcgate::session::{FrameOutputs, FrameSink, Session};
-use mcgate::{run::rng, validate, Error};
+use mcgate::{calibrate, run::rng, validate, Error};
 
 /// Process exit codes, documented in the README and in `AFTER_HELP`.
 mod exit {
@@ -77,6 +77,12 @@ enum Command {
     /// Example: mcgate validate models/mnist bundles/mnist
     #[command(after_help = AFTER_HELP)]
     Validate(ValidateArgs),
+    /// Set a model's MI threshold on clean frames from the camera it will guard: the
+    /// (1 − FPR) quantile of their mutual information. Rewrites the model's card.
+    ///
+    /// Example: mcgate calibrate models/mine clean-frames/ --fpr 0.05
+    #[command(after_help = AFTER_HELP)]
+    Calibrate(CalibrateArgs),
     /// Print a model's card and a summary of its graph, after checking them.
     #[command(after_help = AFTER_HELP)]
     Info {
@@ -115,14 +121,119 @@ struct ValidateArgs {
     json: bool,
 }
 
+/// Where frames come from: files and directories, or raw frames on stdin.
 #[derive(Args)]
-struct GateArgs {
-    /// Model: `models/mnist`, its `.onnx` or `.card.json` path, or `builtin:mnist`.
-    model: PathBuf,
+struct FrameArgs {
     /// Image files (PNG, JPEG, PGM/PPM) or directories of them; `-` reads raw frames from
     /// stdin (give --width and --height).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
+    /// Raw stdin frames: width in pixels.
+    #[arg(long)]
+    width: Option<u32>,
+    /// Raw stdin frames: height in pixels.
+    #[arg(long)]
+    height: Option<u32>,
+    /// Raw stdin frames: pixel format [default: the model's: gray for a 1-channel model,
+    /// rgb24 for a 3-channel one].
+    #[arg(long, value_enum)]
+    pixel_format: Option<PixelFormat>,
+}
+
+/// A frame source, checked before the model is loaded.
+enum Source {
+    Files(Vec<PathBuf>),
+    Raw {
+        width: u32,
+        height: u32,
+        format: Option<PixelFormat>,
+    },
+}
+
+impl FrameArgs {
+    /// The command-line checks that need no model.
+    fn source(&self) -> Result<Source, Failure> {
+        let stdin_mode = self.inputs.iter().any(|p| p.as_os_str() == "-");
+        if !stdin_mode {
+            return Ok(Source::Files(self.inputs.clone()));
+        }
+        if self.inputs.len() > 1 {
+            return Err(Failure::Usage(
+                "`-` (raw frames on stdin) cannot be mixed with file inputs".into(),
+            ));
+        }
+        let (Some(width), Some(height)) = (self.width, self.height) else {
+            return Err(Failure::Usage(
+                "raw frames on stdin need --width and --height".into(),
+            ));
+        };
+        frame::check_raw_size(width, height)?;
+        Ok(Source::Raw {
+            width,
+            height,
+            format: self.pixel_format,
+        })
+    }
+}
+
+impl Source {
+    /// The frames, read as `model` takes them.
+    fn frames(self, model: &Model) -> Result<Box<dyn Iterator<Item = frame::Item>>, Failure> {
+        Ok(match self {
+            Source::Files(paths) => Box::new(frame::Files::new(&paths)),
+            Source::Raw {
+                width,
+                height,
+                format,
+            } => {
+                // Without --pixel-format, raw frames are read in the model's own channels: a
+                // 3-channel model must not see an RGB frame as three gray ones.
+                let format = format.unwrap_or_else(|| {
+                    PixelFormat::for_channels(model.card.input.channels())
+                        .expect("a valid card has 1 or 3 channels")
+                });
+                Box::new(frame::Raw::new(
+                    std::io::stdin().lock(),
+                    width,
+                    height,
+                    format,
+                )?)
+            }
+        })
+    }
+
+    fn is_stdin(&self) -> bool {
+        matches!(self, Source::Raw { .. })
+    }
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Model: `models/mnist`, its `.onnx` or `.card.json` path (its card is rewritten).
+    model: PathBuf,
+    #[command(flatten)]
+    frames: FrameArgs,
+    /// Share of these clean frames the threshold may reject (the target false-positive
+    /// rate); needs at least 5/FPR frames.
+    #[arg(long, default_value_t = 0.05)]
+    fpr: f64,
+    /// Monte-Carlo samples T per frame [default: the card's default_samples].
+    #[arg(short = 'T', long)]
+    samples: Option<usize>,
+    /// Run seed of the masks, recorded in the card [default: random].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Frames scored at once, one thread each; the result does not change.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+}
+
+#[derive(Args)]
+struct GateArgs {
+    /// Model: `models/mnist`, its `.onnx` or `.card.json` path, or `builtin:mnist`.
+    model: PathBuf,
+    #[command(flatten)]
+    frames: FrameArgs,
     /// Monte-Carlo samples T per frame [default: the card's default_samples].
     #[arg(short = 'T', long)]
     samples: Option<usize>,
@@ -146,16 +257,6 @@ struct GateArgs {
     /// as a reject and the gate stops with exit 5.
     #[arg(long, value_name = "DIR")]
     accepted: Option<PathBuf>,
-    /// Raw stdin frames: width in pixels.
-    #[arg(long)]
-    width: Option<u32>,
-    /// Raw stdin frames: height in pixels.
-    #[arg(long)]
-    height: Option<u32>,
-    /// Raw stdin frames: pixel format [default: the model's: gray for a 1-channel model,
-    /// rgb24 for a 3-channel one].
-    #[arg(long, value_enum)]
-    pixel_format: Option<PixelFormat>,
     /// Raise an alarm when K of the last N frames were rejected (K).
     #[arg(long, default_value_t = 5, value_name = "K")]
     alarm_rejects: usize,
@@ -179,6 +280,7 @@ fn main() -> ExitCode {
         Command::Gate(args) => gate(args),
         Command::Info { model, json } => info(&model, json),
         Command::Validate(args) => validate(args),
+        Command::Calibrate(args) => calibrate(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -205,13 +307,72 @@ impl From<Error> for Failure {
     }
 }
 
+/// The run seed given, or one from the OS: an attacker must not predict the masks.
+fn run_seed(given: Option<u64>) -> Result<u64, Failure> {
+    match given {
+        Some(seed) => Ok(seed),
+        None => rng::seed_from_os().map_err(|e| {
+            Failure::Usage(format!(
+                "no OS randomness for the mask seed ({e}); pass --seed"
+            ))
+        }),
+    }
+}
+
+fn calibrate(args: CalibrateArgs) -> Result<u8, Failure> {
+    let source = args.frames.source()?;
+    if args.model.as_os_str() == mcgate::model::BUILTIN {
+        return Err(Failure::Usage(
+            "the built-in model's card cannot be rewritten: calibrate a model on disk".into(),
+        ));
+    }
+    let model = Model::load_from(&args.model)?;
+    let opts = calibrate::Options {
+        fpr: args.fpr,
+        samples: args.samples.unwrap_or(model.card.default_samples),
+        seed: run_seed(args.seed)?,
+        jobs: args.jobs,
+    };
+    let result = calibrate::calibrate(&model, source.frames(&model)?, &opts)?;
+    let date = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string());
+    let card = calibrate::calibrated_card(&model.card, &result, &opts, date);
+    let path = calibrate::write_card(&args.model, &card)?;
+    let n = result.mutual_information.len();
+    let (lo, hi) = result.clean_fpr_interval;
+    let q = |q| result.mi_quantile(q);
+    print(&format!(
+        "{n} clean frames, T={}, seed {}: MI threshold {:.5} nats (the {}th percentile)\n\
+         clean frames above it: {:.1} % (95 % interval {:.1}–{:.1} %)\n\
+         MI percentiles: p50 {:.5}, p90 {:.5}, p95 {:.5}, p99 {:.5}, max {:.5}\n\
+         wrote {}\n",
+        opts.samples,
+        opts.seed,
+        result.threshold,
+        100.0 * (1.0 - opts.fpr),
+        100.0 * result.clean_fpr,
+        100.0 * lo,
+        100.0 * hi,
+        q(0.5),
+        q(0.9),
+        q(0.95),
+        q(0.99),
+        q(1.0),
+        path.display()
+    ))?;
+    Ok(exit::OK)
+}
+
 /// The exit code for an error that stopped a command.
 fn exit_code(e: &Error) -> u8 {
     match e {
-        Error::Io { .. } | Error::Card { .. } | Error::Model { .. } | Error::Mismatch { .. } => {
-            exit::MODEL
-        }
-        Error::Bundle { .. } => exit::INPUT,
+        Error::Io { .. }
+        | Error::Card { .. }
+        | Error::Model { .. }
+        | Error::Mismatch { .. }
+        | Error::Uncalibrated { .. } => exit::MODEL,
+        Error::Bundle { .. } | Error::Calibration(_) => exit::INPUT,
         Error::OutOfRange { .. } | Error::RawFrameSize { .. } | Error::Alarm { .. } => exit::USAGE,
         Error::Output { .. } => exit::OUTPUT,
         Error::Inference(_) => exit::INTERNAL,
@@ -226,6 +387,11 @@ fn message(e: &Error) -> String {
             expected,
             got,
         } => format!("--jobs must be {expected}, got {got}"),
+        Error::OutOfRange {
+            what: "fpr",
+            expected,
+            got,
+        } => format!("--fpr must be {expected}, got {got}"),
         _ => e.to_string(),
     }
 }
@@ -293,55 +459,29 @@ fn validate(args: ValidateArgs) -> Result<u8, Failure> {
 }
 
 fn gate(args: GateArgs) -> Result<u8, Failure> {
-    let stdin_mode = args.inputs.iter().any(|p| p.as_os_str() == "-");
-    if stdin_mode && args.inputs.len() > 1 {
-        return Err(Failure::Usage(
-            "`-` (raw frames on stdin) cannot be mixed with file inputs".into(),
-        ));
-    }
+    let source = args.frames.source()?;
     if args.alarm_window > MAX_WINDOW {
         return Err(Failure::Usage(format!(
             "--alarm-window is at most {MAX_WINDOW}"
         )));
     }
     let alarm = AlarmWindow::new(args.alarm_rejects, args.alarm_window)?;
-    let raw_size = if stdin_mode {
-        let (Some(w), Some(h)) = (args.width, args.height) else {
-            return Err(Failure::Usage(
-                "raw frames on stdin need --width and --height".into(),
-            ));
-        };
-        frame::check_raw_size(w, h)?;
-        Some((w, h))
-    } else {
-        None
-    };
-
     let model = Model::load_from(&args.model)?;
-    let source: Box<dyn Iterator<Item = frame::Item>> = match raw_size {
-        Some((w, h)) => {
-            // Without --pixel-format, raw frames are read in the model's own channels: a
-            // 3-channel model must not see an RGB frame as three gray ones.
-            let format = args.pixel_format.unwrap_or_else(|| {
-                PixelFormat::for_channels(model.card.input.channels())
-                    .expect("a valid card has 1 or 3 channels")
-            });
-            Box::new(frame::Raw::new(std::io::stdin().lock(), w, h, format)?)
-        }
-        None => Box::new(frame::Files::new(&args.inputs)),
-    };
+    let stdin_mode = source.is_stdin();
+    let frames = source.frames(&model)?;
     let samples = args.samples.unwrap_or(model.card.default_samples);
-    let threshold = args
-        .threshold
-        .unwrap_or(model.card.threshold.mutual_information);
+    let threshold = match (args.threshold, model.card.mi_threshold()) {
+        (Some(t), _) | (None, Some(t)) => t,
+        (None, None) => {
+            return Err(Error::Uncalibrated {
+                path: args.model.clone(),
+            }
+            .into())
+        }
+    };
     let seeds = match (args.frame_seed, args.seed) {
         (Some(seed), _) => Seeds::Fixed(seed),
-        (None, Some(seed)) => Seeds::PerFrame(seed),
-        (None, None) => Seeds::PerFrame(rng::seed_from_os().map_err(|e| {
-            Failure::Usage(format!(
-                "no OS randomness for the mask seed ({e}); pass --seed"
-            ))
-        })?),
+        (None, seed) => Seeds::PerFrame(run_seed(seed)?),
     };
     if let Seeds::PerFrame(seed) = seeds {
         log::info!("run seed {seed}");
@@ -366,7 +506,7 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
         samples,
     );
     let mut session = Session::new(pool, alarm, lines, outputs);
-    session.run(source)?;
+    session.run(frames)?;
     let summary = session.summary();
     eprintln!("{}", summary.to_text());
     if summary.frames == 0 {

@@ -199,7 +199,12 @@ pub fn run(
             },
         });
     }
-    let threshold = model.card.threshold.mutual_information;
+    let threshold = model
+        .card
+        .mi_threshold()
+        .ok_or_else(|| Error::Uncalibrated {
+            path: model.card.name.clone().into(),
+        })?;
     let samples = opts.samples.unwrap_or(manifest.samples);
     let runs = opts.runs.unwrap_or(manifest.repeats);
     let frame_path = |f: &BundleFrame| -> PathBuf { dir.join(&f.file) };

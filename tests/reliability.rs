@@ -224,12 +224,105 @@ fn card_malformed_json() {
 #[test]
 fn card_wrong_schema_version() {
     let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
-        c["schema"] = "mcgate.card/2".into()
+        c["schema"] = "mcgate.card/3".into()
     });
     assert_model_refused(
         &m,
-        "schema is \"mcgate.card/2\", this build reads \"mcgate.card/1\"",
+        "schema is \"mcgate.card/3\", this build reads \"mcgate.card/1\" and \"mcgate.card/2\"",
     );
+}
+
+/// A converted model before `mcgate calibrate`: schema 2, `threshold: null`. The gate has no
+/// threshold to reject by, so it refuses to start unless one is given.
+#[test]
+fn card_without_a_threshold_is_refused_unless_one_is_given() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["schema"] = "mcgate.card/2".into();
+        c["threshold"] = serde_json::Value::Null;
+    });
+    assert_model_refused(&m, "has no MI threshold yet: calibrate it");
+    let frame = m.frame();
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        &frame,
+        "--seed",
+        "1",
+        "--threshold",
+        "0.3",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(lines(&out)[0]["threshold"], 0.3);
+
+    // Schema 1 has no uncalibrated cards.
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["threshold"] = serde_json::Value::Null;
+    });
+    assert_model_refused(&m, "needs schema \"mcgate.card/2\"");
+}
+
+/// `calibrate` on the tiny uncalibrated model: the threshold is the (1 − fpr) quantile of the
+/// MI that `gate` then reports for the same frames and seed, so at most ⌊fpr·n⌋ are rejected.
+#[test]
+fn calibrate_sets_the_quantile_threshold_and_refuses_too_few_or_unreadable_frames() {
+    let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["schema"] = "mcgate.card/2".into();
+        c["threshold"] = serde_json::Value::Null;
+    });
+    let stem = m.stem();
+    let card_path = m.path("m.card.json");
+    let before = std::fs::read(&card_path).unwrap();
+    let frames = |n: usize| -> Vec<u8> { (0..4 * n).map(|i| (i * 37 % 251) as u8).collect() };
+    let raw = ["-", "--width", "2", "--height", "2", "--seed", "7"];
+    let args = |cmd: &'static str, extra: &[&'static str]| -> Vec<String> {
+        let mut v = vec![cmd.to_string(), stem.clone()];
+        v.extend(raw.iter().chain(extra).map(|s| s.to_string()));
+        v
+    };
+    let run = |a: Vec<String>, input: &[u8]| {
+        mcgate_stdin(&a.iter().map(String::as_str).collect::<Vec<_>>(), input)
+    };
+
+    // Too few frames for 5 %: refused, the card untouched.
+    let out = run(args("calibrate", &["--fpr", "0.05"]), &frames(30));
+    assert_one_line_error(
+        &out,
+        4,
+        "30 frames are too few for --fpr 0.05: calibrating needs at least 100",
+    );
+    assert_eq!(std::fs::read(&card_path).unwrap(), before);
+    // A truncated frame among them: refused, the card untouched.
+    let mut cut = frames(120);
+    cut.pop();
+    let out = run(args("calibrate", &["--fpr", "0.05"]), &cut);
+    assert_one_line_error(&out, 4, "could not be scored: truncated raw frame");
+    assert_eq!(std::fs::read(&card_path).unwrap(), before);
+    let out = run(args("calibrate", &["--fpr", "1.5"]), &frames(120));
+    assert_one_line_error(&out, 2, "--fpr must be in (0, 1), got 1.5");
+
+    let out = run(args("calibrate", &["--fpr", "0.05"]), &frames(120));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    let threshold = card["threshold"]["mutual_information"].as_f64().unwrap();
+    assert_eq!(card["threshold"]["calibration"]["frames"], 120);
+    assert_eq!(card["threshold"]["calibration"]["seed"], 7);
+    assert_eq!(card["threshold"]["target_fpr"], 0.05);
+
+    // The gate, same frames and seed, no --threshold: the same MIs, and the threshold is
+    // their quantile: the 7th largest (⌊0.05 · 120⌋ = 6 may lie above it).
+    let out = run(args("gate", &[]), &frames(120));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = lines(&out);
+    let mut mi: Vec<f64> = lines
+        .iter()
+        .map(|l| l["measures"]["mutual_information"].as_f64().unwrap())
+        .collect();
+    mi.sort_by(f64::total_cmp);
+    assert_eq!(mi[120 - 1 - 6], threshold);
+    let rejected = lines.iter().filter(|l| l["verdict"] == "reject").count();
+    assert!(rejected <= 6, "{rejected} of 120 clean frames rejected");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("120 frames"));
 }
 
 #[test]

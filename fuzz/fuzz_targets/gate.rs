@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let mut guard = GATE.lock().unwrap();
     let gate = guard.get_or_insert_with(|| {
         let model = Model::load_from(Path::new("builtin:mnist")).expect("built-in model");
-        let threshold = model.card.threshold.mutual_information;
+        let threshold = model.card.mi_threshold().expect("the shipped card has a threshold");
         Gate::new(&model, SAMPLES, threshold, Seeds::PerFrame(1)).expect("gate")
     });
     let items: Vec<Result<Frame, Unreadable>> = if mode & 1 == 0 {

@@ -2,7 +2,7 @@
 
 use image::{imageops::FilterType, DynamicImage};
 
-use crate::model::card::InputSpec;
+use crate::model::card::{ChannelOrder, InputSpec, Resize};
 
 /// Why a frame cannot become model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -30,21 +30,17 @@ impl Preprocessor {
         }
     }
 
-    /// Gray models take the frame's luma, RGB models its RGB; any other frame size is
-    /// resized (bilinear) to the model's H×W. 16-bit and palette images are converted to
-    /// 8 bits first, so `scale` always applies to 0–255 values.
+    /// Gray models take the frame's luma, RGB models its RGB (in the card's channel order);
+    /// a frame of another size is fitted to the model's H×W as the card's `resize` says
+    /// (stretched, or shorter side resized and the centre cut; bilinear). 16-bit and palette
+    /// images are converted to 8 bits first, so `scale` always applies to 0–255 values.
     pub fn run(&mut self, image: &DynamicImage) -> Result<&[f32], PreprocessError> {
         let (w, h) = (self.spec.width() as u32, self.spec.height() as u32);
         if image.width() == 0 || image.height() == 0 {
             return Err(PreprocessError::NoPixels);
         }
-        let resize = |img: DynamicImage| {
-            if img.width() == w && img.height() == h {
-                img
-            } else {
-                img.resize_exact(w, h, FilterType::Triangle)
-            }
-        };
+        let resize = self.spec.resize;
+        let fit = |img: DynamicImage| fit(img, resize, w, h);
         let plane = (w * h) as usize;
         let scale = self.spec.scale;
         match self.spec.channels() {
@@ -54,7 +50,7 @@ impl Preprocessor {
                         std::borrow::Cow::Borrowed(g)
                     }
                     other => std::borrow::Cow::Owned(
-                        resize(DynamicImage::ImageLuma8(other.to_luma8())).to_luma8(),
+                        fit(DynamicImage::ImageLuma8(other.to_luma8())).to_luma8(),
                     ),
                 };
                 let (mean, std) = (self.spec.mean[0], self.spec.std[0]);
@@ -63,17 +59,53 @@ impl Preprocessor {
                 }
             }
             3 => {
-                let rgb = resize(DynamicImage::ImageRgb8(image.to_rgb8())).to_rgb8();
+                let rgb = fit(DynamicImage::ImageRgb8(image.to_rgb8())).to_rgb8();
+                // Plane c of the model takes the frame's channel order[c].
+                let order = match self.spec.channel_order {
+                    ChannelOrder::Rgb => [0, 1, 2],
+                    ChannelOrder::Bgr => [2, 1, 0],
+                };
                 for (i, px) in rgb.pixels().enumerate() {
-                    for c in 0..3 {
+                    for (c, &from) in order.iter().enumerate() {
                         self.buffer[c * plane + i] =
-                            (px.0[c] as f32 * scale - self.spec.mean[c]) / self.spec.std[c];
+                            (px.0[from] as f32 * scale - self.spec.mean[c]) / self.spec.std[c];
                     }
                 }
             }
             c => return Err(PreprocessError::Channels(c)),
         }
         Ok(&self.buffer)
+    }
+}
+
+/// Fits `img` to `w`×`h` by the card's policy. The shorter-side policy follows torchvision's
+/// `Resize(n)` (the longer side is `n · long / short`, truncated) and `CenterCrop(m)` (offsets
+/// `(side − m) / 2` rounded half to even, as Python's `round`).
+fn fit(img: DynamicImage, resize: Resize, w: u32, h: u32) -> DynamicImage {
+    match resize {
+        Resize::Stretch => {
+            if img.width() == w && img.height() == h {
+                img
+            } else {
+                img.resize_exact(w, h, FilterType::Triangle)
+            }
+        }
+        Resize::ShorterSideCrop { shorter_side, crop } => {
+            let (iw, ih) = (img.width() as u64, img.height() as u64);
+            let n = shorter_side as u64;
+            let (rw, rh) = if iw <= ih {
+                (n, n * ih / iw)
+            } else {
+                (n * iw / ih, n)
+            };
+            let resized = if (rw, rh) == (iw, ih) {
+                img
+            } else {
+                img.resize_exact(rw as u32, rh as u32, FilterType::Triangle)
+            };
+            let offset = |side: u64| ((side - crop as u64) as f64 / 2.0).round_ties_even() as u32;
+            resized.crop_imm(offset(rw), offset(rh), crop, crop)
+        }
     }
 }
 
@@ -89,7 +121,62 @@ mod tests {
             scale: 1.0 / 255.0,
             mean: vec![0.5; c],
             std: vec![0.5; c],
+            channel_order: ChannelOrder::Rgb,
+            resize: Resize::Stretch,
         }
+    }
+
+    /// A gray image whose pixel at column x, row y is x + 10·y.
+    fn ramp(w: u32, h: u32) -> DynamicImage {
+        image::GrayImage::from_fn(w, h, |x, y| image::Luma([(x + 10 * y) as u8])).into()
+    }
+
+    #[test]
+    fn shorter_side_crop_cuts_the_centre_as_torchvision_does() {
+        let crop = |w, h, shorter_side, side| {
+            let img = fit(
+                ramp(w, h),
+                Resize::ShorterSideCrop {
+                    shorter_side,
+                    crop: side,
+                },
+                side,
+                side,
+            );
+            assert_eq!((img.width(), img.height()), (side, side));
+            let g = img.to_luma8();
+            (g.get_pixel(0, 0).0[0], g.get_pixel(side - 1, side - 1).0[0])
+        };
+        // No resize (the shorter side is already 4): offsets (6−4)/2 = 1 column, 0 rows.
+        assert_eq!(crop(6, 4, 4, 4), (1, 4 + 30));
+        // Offsets half-way round half to even, as Python's round: 1.5 → 2, 0.5 → 0.
+        assert_eq!(crop(7, 4, 4, 4).0, 2);
+        assert_eq!(crop(5, 4, 4, 4).0, 0);
+        // Portrait, shorter side resized 8 → 4 (long side 16 → 8), rows 2..6 kept.
+        let img = fit(
+            ramp(8, 16),
+            Resize::ShorterSideCrop {
+                shorter_side: 4,
+                crop: 4,
+            },
+            4,
+            4,
+        );
+        assert_eq!((img.width(), img.height()), (4, 4));
+    }
+
+    #[test]
+    fn bgr_models_get_their_planes_in_bgr_order() {
+        let rgb = image::RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 0]));
+        let mut bgr = spec(3);
+        bgr.channel_order = ChannelOrder::Bgr;
+        let out = Preprocessor::new(&bgr)
+            .run(&DynamicImage::ImageRgb8(rgb))
+            .unwrap()
+            .to_vec();
+        // Red is the last plane of a BGR model.
+        assert_eq!(&out[0..4], &[-1.0; 4]);
+        assert_eq!(&out[8..12], &[1.0; 4]);
     }
 
     #[test]

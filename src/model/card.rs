@@ -8,14 +8,18 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
-/// The schema version this build reads and writes. Bump it on any incompatible change.
-pub const SCHEMA: &str = "mcgate.card/1";
+/// The schema version this build writes. Bump it on any incompatible change.
+pub const SCHEMA: &str = "mcgate.card/2";
+
+/// The first schema, still read: the shipped cards use it. A `/1` card has a threshold,
+/// metrics and training provenance, and its input is stretched RGB or gray (no `/2` field).
+pub const SCHEMA_V1: &str = "mcgate.card/1";
 
 /// A model card: how to feed the ONNX file beside it, and what was measured of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCard {
-    /// [`SCHEMA`].
+    /// [`SCHEMA`] or [`SCHEMA_V1`], as the file says.
     pub schema: String,
     /// The model's name, e.g. `mnist`.
     pub name: String,
@@ -29,13 +33,14 @@ pub struct ModelCard {
     pub output: OutputSpec,
     /// Monte-Carlo samples T used when `--samples` is not given.
     pub default_samples: usize,
-    /// The MI threshold above which frames are rejected.
-    pub threshold: Threshold,
-    /// Accuracy measured at export.
-    pub metrics: Metrics,
+    /// The MI threshold above which frames are rejected; `null` until calibrated
+    /// (`mcgate calibrate`): the gate refuses an uncalibrated model without `--threshold`.
+    pub threshold: Option<Threshold>,
+    /// Accuracy measured at export; `null` for a model that was not trained here.
+    pub metrics: Option<Metrics>,
     /// Lower-case hex SHA-256 of the ONNX file's bytes.
     pub onnx_sha256: String,
-    /// How the model was trained.
+    /// Where the model came from.
     pub provenance: Provenance,
 }
 
@@ -55,6 +60,45 @@ pub struct InputSpec {
     pub mean: Vec<f32>,
     /// Per-channel standard deviation, divided by last.
     pub std: Vec<f32>,
+    /// The order of the model's colour channels (schema 2; RGB when absent).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub channel_order: ChannelOrder,
+    /// How a frame of another size becomes H×W (schema 2; stretched when absent).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub resize: Resize,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The order of a 3-channel model's input planes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    /// Red, green, blue (PyTorch, most models).
+    #[default]
+    Rgb,
+    /// Blue, green, red (OpenCV- and Caffe-trained models).
+    Bgr,
+}
+
+/// How a frame becomes the model's H×W.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Resize {
+    /// Resize to exactly W×H, whatever the aspect ratio (bilinear).
+    #[default]
+    Stretch,
+    /// Resize (bilinear) so that the shorter side is `shorter_side` pixels, keeping the aspect
+    /// ratio, then cut the centre `crop`×`crop` square (torchvision's `Resize(256)` +
+    /// `CenterCrop(224)`, what ImageNet models expect).
+    ShorterSideCrop {
+        /// The shorter side after resizing.
+        shorter_side: u32,
+        /// The side of the centre square; equals the input's H and W.
+        crop: u32,
+    },
 }
 
 impl InputSpec {
@@ -119,6 +163,23 @@ pub struct Threshold {
     pub target_fpr: Option<f64>,
     /// True until the value has been checked against attacks (see docs/RESULTS.md).
     pub provisional: bool,
+    /// The clean frames it was calibrated on by `mcgate calibrate` (schema 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+}
+
+/// A threshold's calibration on the camera's own clean frames (`mcgate calibrate`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Clean frames scored.
+    pub frames: usize,
+    /// Monte-Carlo samples T per frame.
+    pub samples: usize,
+    /// The run seed of the masks.
+    pub seed: u64,
+    /// When, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
+    pub date: String,
 }
 
 /// Test accuracy measured at export.
@@ -135,10 +196,21 @@ pub struct Metrics {
     pub test_images: usize,
 }
 
-/// How the model was trained.
+/// Where a model came from: trained by this project's training crate, or converted from
+/// someone's own ONNX classifier by `mcgate convert`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Provenance {
+    /// Trained here (the only kind in schema 1).
+    Trained(Training),
+    /// Converted by `mcgate convert` (schema 2).
+    Converted(Conversion),
+}
+
+/// How a model was trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Provenance {
+pub struct Training {
     /// The training data, in words.
     pub dataset: String,
     /// Images trained on.
@@ -157,6 +229,18 @@ pub struct Provenance {
     pub train_seconds: f64,
     /// `git describe --always --dirty` of the tree that trained the model.
     pub source_commit: String,
+}
+
+/// What a converted model was converted from, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conversion {
+    /// The original ONNX file's name.
+    pub converted_from: String,
+    /// Lower-case hex SHA-256 of the original file's bytes.
+    pub source_sha256: String,
+    /// The command line that converted it.
+    pub command: String,
 }
 
 /// Where a model's two files live, from whatever the user typed: `models/mnist`,
@@ -200,7 +284,7 @@ pub enum CardError {
     #[error("no \"schema\" field (expected {SCHEMA:?})")]
     NoSchema,
     /// The card is of another schema version.
-    #[error("schema is {found:?}, this build reads {SCHEMA:?}")]
+    #[error("schema is {found:?}, this build reads {SCHEMA_V1:?} and {SCHEMA:?}")]
     Schema {
         /// The card's `schema`.
         found: String,
@@ -267,6 +351,15 @@ pub enum CardError {
     /// `onnx_sha256` is not 64 hex digits.
     #[error("onnx_sha256 is not 64 hex digits")]
     Sha256,
+    /// A schema-1 card uses what only schema 2 has.
+    #[error("{0} needs schema {SCHEMA:?} (the card says {SCHEMA_V1:?})")]
+    NeedsV2(&'static str),
+    /// The resize policy does not fit the input shape.
+    #[error("input resize: {0}")]
+    Resize(String),
+    /// A channel order was given for a gray model.
+    #[error("input channel_order bgr needs 3 channels")]
+    ChannelOrder,
 }
 
 impl ModelCard {
@@ -290,7 +383,7 @@ impl ModelCard {
         let version: Version =
             serde_json::from_slice(bytes).map_err(|e| CardError::Json(e.to_string()))?;
         match version.schema {
-            Some(s) if s == SCHEMA => {}
+            Some(s) if s == SCHEMA || s == SCHEMA_V1 => {}
             Some(found) => return Err(CardError::Schema { found }),
             None => return Err(CardError::NoSchema),
         }
@@ -365,15 +458,70 @@ impl ModelCard {
         if self.default_samples == 0 || self.default_samples > MAX_SAMPLES {
             return Err(CardError::DefaultSamples(self.default_samples));
         }
-        let t = self.threshold.mutual_information;
-        if !t.is_finite() || t < 0.0 {
-            return Err(CardError::Threshold(t));
+        if let Some(t) = self.threshold.as_ref().map(|t| t.mutual_information) {
+            if !t.is_finite() || t < 0.0 {
+                return Err(CardError::Threshold(t));
+            }
+        }
+        if i.channel_order == ChannelOrder::Bgr && i.channels() != 3 {
+            return Err(CardError::ChannelOrder);
+        }
+        if let Resize::ShorterSideCrop { shorter_side, crop } = i.resize {
+            if crop as usize != i.height() || crop as usize != i.width() {
+                return Err(CardError::Resize(format!(
+                    "crop {crop} is not the input's H×W {}×{}",
+                    i.height(),
+                    i.width()
+                )));
+            }
+            if shorter_side < crop {
+                return Err(CardError::Resize(format!(
+                    "shorter side {shorter_side} is less than the crop {crop}"
+                )));
+            }
+        }
+        if self.schema == SCHEMA_V1 {
+            self.validate_v1()?;
         }
         if self.onnx_sha256.len() != 64 || !self.onnx_sha256.bytes().all(|b| b.is_ascii_hexdigit())
         {
             return Err(CardError::Sha256);
         }
         Ok(())
+    }
+}
+
+impl ModelCard {
+    /// A schema-1 card has only what schema 1 had.
+    fn validate_v1(&self) -> Result<(), CardError> {
+        if self.threshold.is_none() {
+            return Err(CardError::NeedsV2("an uncalibrated threshold (null)"));
+        }
+        if self.metrics.is_none() {
+            return Err(CardError::NeedsV2("a card without metrics"));
+        }
+        if !matches!(self.provenance, Provenance::Trained(_)) {
+            return Err(CardError::NeedsV2("converted provenance"));
+        }
+        if self.input.channel_order != ChannelOrder::Rgb {
+            return Err(CardError::NeedsV2("input channel_order"));
+        }
+        if self.input.resize != Resize::Stretch {
+            return Err(CardError::NeedsV2("input resize"));
+        }
+        if self
+            .threshold
+            .as_ref()
+            .is_some_and(|t| t.calibration.is_some())
+        {
+            return Err(CardError::NeedsV2("threshold calibration"));
+        }
+        Ok(())
+    }
+
+    /// The MI threshold, if the model has been calibrated.
+    pub fn mi_threshold(&self) -> Option<f64> {
+        self.threshold.as_ref().map(|t| t.mutual_information)
     }
 }
 
@@ -402,8 +550,8 @@ pub(crate) mod tests {
         let card = ModelCard::from_json(text.as_bytes()).unwrap();
         let again = ModelCard::from_json(card.to_json().as_bytes()).unwrap();
         assert_eq!(
-            again.threshold.mutual_information.to_bits(),
-            card.threshold.mutual_information.to_bits()
+            again.mi_threshold().unwrap().to_bits(),
+            card.mi_threshold().unwrap().to_bits()
         );
         assert_eq!(again.to_json(), card.to_json());
     }
@@ -420,6 +568,8 @@ pub(crate) mod tests {
                 scale: 1.0 / 255.0,
                 mean: vec![0.0],
                 std: vec![1.0],
+                channel_order: ChannelOrder::Rgb,
+                resize: Resize::Stretch,
             },
             dropout_sites: vec![DropoutSite {
                 input: "mask_0".into(),
@@ -430,20 +580,21 @@ pub(crate) mod tests {
                 name: "probs".into(),
             },
             default_samples: 20,
-            threshold: Threshold {
+            threshold: Some(Threshold {
                 mutual_information: 0.1,
                 method: "test".into(),
                 target_fpr: None,
                 provisional: true,
-            },
-            metrics: Metrics {
+                calibration: None,
+            }),
+            metrics: Some(Metrics {
                 test_accuracy_deterministic: 0.0,
                 test_accuracy_mc: 0.0,
                 mc_samples: 20,
                 test_images: 0,
-            },
+            }),
             onnx_sha256: "0".repeat(64),
-            provenance: Provenance {
+            provenance: Provenance::Trained(Training {
                 dataset: "none".into(),
                 train_images: 0,
                 epochs: 0,
@@ -453,7 +604,7 @@ pub(crate) mod tests {
                 device: "cpu".into(),
                 train_seconds: 0.0,
                 source_commit: "none".into(),
-            },
+            }),
         }
     }
 
@@ -490,6 +641,61 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn reads_schema_1_and_2_and_keeps_schema_1_to_its_fields() {
+        let shipped = ModelCard::from_json(include_bytes!("../../models/mnist.card.json")).unwrap();
+        assert_eq!(shipped.schema, SCHEMA_V1);
+        assert_eq!(shipped.input.resize, Resize::Stretch);
+        // A schema-1 card written back is byte for byte what it was.
+        assert_eq!(
+            shipped.to_json(),
+            include_str!("../../models/mnist.card.json")
+        );
+
+        // Schema 2: a converted, uncalibrated photo model.
+        let mut card = sample_card();
+        card.input.shape = [1, 3, 224, 224];
+        card.input.mean = vec![0.485, 0.456, 0.406];
+        card.input.std = vec![0.229, 0.224, 0.225];
+        card.input.channel_order = ChannelOrder::Bgr;
+        card.input.resize = Resize::ShorterSideCrop {
+            shorter_side: 256,
+            crop: 224,
+        };
+        card.threshold = None;
+        card.metrics = None;
+        card.provenance = Provenance::Converted(Conversion {
+            converted_from: "net.onnx".into(),
+            source_sha256: "1".repeat(64),
+            command: "mcgate convert net.onnx m".into(),
+        });
+        let json = card.to_json();
+        assert!(json.contains("\"policy\": \"shorter_side_crop\""), "{json}");
+        assert_eq!(ModelCard::from_json(json.as_bytes()).unwrap(), card);
+        assert_eq!(card.mi_threshold(), None);
+
+        // The same card claiming schema 1 is refused, naming what needs schema 2.
+        card.schema = SCHEMA_V1.into();
+        let err = ModelCard::from_json(card.to_json().as_bytes()).unwrap_err();
+        assert!(matches!(err, CardError::NeedsV2(_)), "{err}");
+
+        // A crop that is not the input size, or a shorter side below it.
+        let mut card = sample_card();
+        card.input.resize = Resize::ShorterSideCrop {
+            shorter_side: 8,
+            crop: 3,
+        };
+        assert!(matches!(card.validate(), Err(CardError::Resize(_))));
+        card.input.resize = Resize::ShorterSideCrop {
+            shorter_side: 3,
+            crop: 4,
+        };
+        assert!(matches!(card.validate(), Err(CardError::Resize(_))));
+        card.input.resize = Resize::Stretch;
+        card.input.channel_order = ChannelOrder::Bgr;
+        assert_eq!(card.validate(), Err(CardError::ChannelOrder));
     }
 
     #[test]

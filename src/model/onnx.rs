@@ -29,6 +29,11 @@ pub enum Dim {
 
 /// A float32 graph input or output named `name` of shape `dims`.
 pub fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
+    typed_value_info(name, DataType::Float, dims)
+}
+
+/// A graph input or output named `name` of element type `data_type` and shape `dims`.
+pub fn typed_value_info(name: &str, data_type: DataType, dims: &[Dim]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     let dim = dims
         .iter()
@@ -44,7 +49,7 @@ pub fn value_info(name: &str, dims: &[Dim]) -> pb::ValueInfoProto {
         name: name.into(),
         r#type: Some(pb::TypeProto {
             value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: DataType::Float as i32,
+                elem_type: data_type as i32,
                 shape: Some(pb::TensorShapeProto { dim }),
             })),
             ..Default::default()
@@ -85,6 +90,22 @@ pub fn i8_tensor(name: &str, dims: &[i64], values: &[i8]) -> pb::TensorProto {
 pub fn i32_tensor(name: &str, dims: &[i64], values: &[i32]) -> pb::TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     tensor(name, dims, DataType::Int32, raw)
+}
+
+/// A constant int64 tensor (shapes, axes).
+pub fn i64_tensor(name: &str, dims: &[i64], values: &[i64]) -> pb::TensorProto {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    tensor(name, dims, DataType::Int64, raw)
+}
+
+/// A float attribute.
+pub fn float(name: &str, value: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: value,
+        ..Default::default()
+    }
 }
 
 /// An integer-list attribute.

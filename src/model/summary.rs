@@ -2,6 +2,7 @@
 
 use tract_onnx::prelude::*;
 
+use super::card::{ChannelOrder, Provenance, Resize};
 use super::{dims_to_string, Model};
 
 /// A graph's interface and operator counts.
@@ -93,37 +94,55 @@ impl Model {
                 dims.join(", ")
             );
         }
-        s += &format!(
-            "threshold MI > {:.5} nats rejects{} ({})\n",
-            card.threshold.mutual_information,
-            if card.threshold.provisional {
-                " [provisional]"
-            } else {
-                ""
-            },
-            card.threshold.method
-        );
-        s += &format!(
-            "default T = {}; test accuracy {:.2}% deterministic, {:.2}% MC (T={}, {} images)\n",
-            card.default_samples,
-            100.0 * card.metrics.test_accuracy_deterministic,
-            100.0 * card.metrics.test_accuracy_mc,
-            card.metrics.mc_samples,
-            card.metrics.test_images
-        );
-        let p = &card.provenance;
-        s += &format!(
-            "trained on {} ({} images, {} epochs, batch {}, {}, seed {}, {}, {:.0} s) at {}\n",
-            p.dataset,
-            p.train_images,
-            p.epochs,
-            p.batch_size,
-            p.optimizer,
-            p.seed,
-            p.device,
-            p.train_seconds,
-            p.source_commit
-        );
+        if !matches!(card.input.resize, Resize::Stretch)
+            || card.input.channel_order != ChannelOrder::Rgb
+        {
+            s += &format!(
+                "frames: {:?}, channels {:?}\n",
+                card.input.resize, card.input.channel_order
+            );
+        }
+        s += &match &card.threshold {
+            Some(t) => format!(
+                "threshold MI > {:.5} nats rejects{} ({})\n",
+                t.mutual_information,
+                if t.provisional { " [provisional]" } else { "" },
+                t.method
+            ),
+            None => {
+                "threshold: none yet (run `mcgate calibrate` on clean frames from the camera)\n"
+                    .to_string()
+            }
+        };
+        s += &match &card.metrics {
+            Some(m) => format!(
+                "default T = {}; test accuracy {:.2}% deterministic, {:.2}% MC (T={}, {} images)\n",
+                card.default_samples,
+                100.0 * m.test_accuracy_deterministic,
+                100.0 * m.test_accuracy_mc,
+                m.mc_samples,
+                m.test_images
+            ),
+            None => format!("default T = {}; no test metrics\n", card.default_samples),
+        };
+        s += &match &card.provenance {
+            Provenance::Trained(p) => format!(
+                "trained on {} ({} images, {} epochs, batch {}, {}, seed {}, {}, {:.0} s) at {}\n",
+                p.dataset,
+                p.train_images,
+                p.epochs,
+                p.batch_size,
+                p.optimizer,
+                p.seed,
+                p.device,
+                p.train_seconds,
+                p.source_commit
+            ),
+            Provenance::Converted(c) => format!(
+                "converted from {} (sha256 {}) by `{}`\n",
+                c.converted_from, c.source_sha256, c.command
+            ),
+        };
         s += &format!(
             "onnx sha256 {} (verified)\ngraph: {} nodes\n",
             card.onnx_sha256, self.summary.nodes

@@ -29,6 +29,19 @@ pub fn rate_above(scores: &[f64], threshold: f64) -> f64 {
     scores.iter().filter(|&&s| s > threshold).count() as f64 / scores.len() as f64
 }
 
+/// The 95 % Wilson score interval of a rate of `k` in `n` (`(0, 1)` for `n` = 0).
+pub fn wilson_interval(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    const Z: f64 = 1.959_963_984_540_054;
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let z2 = Z * Z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
 /// Every score labelled (true: positive), sorted ascending; `None` if a score is NaN.
 fn labelled_ascending(negatives: &[f64], positives: &[f64]) -> Option<Vec<(f64, bool)>> {
     let mut all: Vec<(f64, bool)> = negatives
@@ -138,6 +151,20 @@ pub fn average_precision(negatives: &[f64], positives: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wilson_interval_matches_the_textbook() {
+        // 5 of 100: (0.0215, 0.1118) (Wilson 1927; e.g. statsmodels proportion_confint,
+        // method="wilson").
+        let (lo, hi) = wilson_interval(5, 100);
+        assert!(
+            (lo - 0.02154).abs() < 1e-4 && (hi - 0.11175).abs() < 1e-4,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = wilson_interval(0, 20);
+        assert!(lo.abs() < 1e-12 && (hi - 0.16113).abs() < 1e-4, "{lo} {hi}");
+        assert_eq!(wilson_interval(0, 0), (0.0, 1.0));
+    }
+
     use super::*;
     use proptest::prelude::*;
 

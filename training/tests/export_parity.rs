@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use mcgate::model::card::{Metrics, ModelPaths, Provenance, Threshold};
+use mcgate::model::card::{Metrics, ModelPaths, Provenance, Threshold, Training};
 use mcgate::model::Model;
 use mcgate::run::plan::{output_slice, Plan};
 use mcgate_training::eval::{self, markdown::markdown, tract_scores::tract_scores};
@@ -58,6 +58,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             method: "test".into(),
             target_fpr: None,
             provisional: true,
+            calibration: None,
         },
         Metrics {
             test_accuracy_deterministic: 0.0,
@@ -65,7 +66,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             mc_samples: 20,
             test_images: 0,
         },
-        Provenance {
+        Provenance::Trained(Training {
             dataset: "MNIST subset".into(),
             train_images: tiny.len(),
             epochs: 1,
@@ -75,7 +76,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             device: "Cpu".into(),
             train_seconds: 0.0,
             source_commit: "test".into(),
-        },
+        }),
     );
     std::fs::write(stem.with_extension("onnx"), &onnx).unwrap();
     std::fs::write(stem.with_extension("card.json"), card.to_json()).unwrap();

@@ -80,7 +80,8 @@ pub fn run(args: BundleArgs) -> Result<()> {
         &net,
         &test,
         &card.onnx_sha256,
-        card.threshold.mutual_information,
+        card.mi_threshold()
+            .context("the model card has no MI threshold")?,
         &cfg,
         &out,
         device,

@@ -104,7 +104,9 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         true_labels,
         adaptive_lambdas: adaptive,
         adaptive_eps_255: adaptive_eps,
-        threshold: card.threshold.mutual_information,
+        threshold: card
+            .mi_threshold()
+            .context("the model card has no MI threshold")?,
         batch,
         exported: runtime
             .iter()

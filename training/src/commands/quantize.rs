@@ -71,14 +71,22 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     log::info!("activation scales from {calibration} training images: {scales:?}");
     let onnx = export::int8_onnx_bytes(&net, &scales, &export::int8_doc(&net))?;
     let onnx_path = with_ext(&out, "onnx");
+    let float_threshold = float_card
+        .threshold
+        .clone()
+        .context("the float model's card has no MI threshold")?;
+    let float_metrics = float_card
+        .metrics
+        .clone()
+        .context("the float model's card has no metrics")?;
     let mut card = export::card_for(
         &net,
         &export::stem_name(&out),
         float_card.classes.clone(),
         &onnx,
         samples,
-        float_card.threshold.clone(),
-        float_card.metrics.clone(),
+        float_threshold.clone(),
+        float_metrics,
         float_card.provenance.clone(),
     );
     let int8 = Model::from_parts(card.clone(), &onnx, &onnx_path)?;
@@ -92,7 +100,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     log::info!("scored in {:.0} s", start.elapsed().as_secs_f64());
     let (q_det, q_mc) = q.accuracy(&test.labels);
     let (f_det, f_mc) = f.accuracy(&test.labels);
-    card.threshold = Threshold {
+    card.threshold = Some(Threshold {
         mutual_information: threshold,
         method: format!(
             "{}th percentile of MI (T={samples}) of this int8 model on {} held-out clean training images",
@@ -101,13 +109,14 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         ),
         target_fpr: Some(target_fpr),
         provisional: true,
-    };
-    card.metrics = Metrics {
+        calibration: None,
+    });
+    card.metrics = Some(Metrics {
         test_accuracy_deterministic: q_det,
         test_accuracy_mc: q_mc,
         mc_samples: samples,
         test_images: test.len(),
-    };
+    });
     export::create_parent(&out)?;
     export::write_onnx(&out, &onnx)?;
     export::write_card(&out, &card)?;
@@ -122,7 +131,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         100.0 * f_det,
         100.0 * q_mc,
         100.0 * f_mc,
-        float_card.threshold.mutual_information,
+        float_threshold.mutual_information,
         100.0 * rate_above(&q.mi, threshold),
     );
     Ok(())

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{Metrics, Provenance, Threshold};
+use mcgate::model::card::{Metrics, Provenance, Threshold, Training};
 use mcgate::score::roc::{rate_above, threshold_at_fpr};
 use tch::{nn, Device};
 
@@ -167,6 +167,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             ),
             target_fpr: Some(target_fpr),
             provisional: true,
+            calibration: None,
         },
         Metrics {
             test_accuracy_deterministic: det,
@@ -174,7 +175,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             mc_samples: samples,
             test_images: test.len(),
         },
-        Provenance {
+        Provenance::Trained(Training {
             dataset: dataset.description().into(),
             train_images: full.len(),
             epochs,
@@ -184,7 +185,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             device: format!("{device:?}"),
             train_seconds,
             source_commit,
-        },
+        }),
     );
     let card_path = export::write_card(&out, &card)?;
     println!(

@@ -58,6 +58,16 @@ pub struct ExportedModel {
     pub model: mcgate::model::Model,
 }
 
+impl ExportedModel {
+    /// The model card's MI threshold (a model trained here always has one).
+    pub fn threshold(&self) -> Result<f64> {
+        self.model
+            .card
+            .mi_threshold()
+            .with_context(|| format!("{}: the card has no MI threshold", self.name))
+    }
+}
+
 const MI: Measure = Measure::MutualInformation;
 
 /// Images `[N, C, H, W]` as the row-major floats the runtime takes.
@@ -163,7 +173,7 @@ pub fn evaluate(
                 cfg.seed,
             )?;
             let (det, mc) = scores.accuracy(&subset.labels);
-            let threshold = r.model.card.threshold.mutual_information;
+            let threshold = r.threshold()?;
             exported_clean.push(ExportedClean {
                 name: r.name.clone(),
                 threshold,
@@ -246,7 +256,7 @@ pub fn evaluate(
                 let mut neg = exported_clean_mi[i].clone();
                 neg.extend(&noise_mi[i]);
                 let pos_s = successful_only(&adv_mi[i], &success);
-                let threshold = r.model.card.threshold.mutual_information;
+                let threshold = r.threshold()?;
                 exported.insert(
                     r.name.clone(),
                     ExportedDetection {

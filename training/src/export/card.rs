@@ -36,8 +36,8 @@ pub fn card_for(
             name: OUTPUT.into(),
         },
         default_samples,
-        threshold,
-        metrics,
+        threshold: Some(threshold),
+        metrics: Some(metrics),
         onnx_sha256: sha256_hex(onnx),
         provenance,
     }

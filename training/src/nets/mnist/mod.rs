@@ -10,7 +10,7 @@ mod int8;
 pub use int8::Int8Scales;
 
 use anyhow::{Context, Result};
-use mcgate::model::card::InputSpec;
+use mcgate::model::card::{ChannelOrder, InputSpec, Resize};
 use mcgate::model::onnx::{int, ints, Graph};
 use tch::{nn, nn::Module, Tensor};
 
@@ -57,6 +57,8 @@ impl DropoutNet for MnistCnn {
             scale: 1.0 / 255.0,
             mean: vec![0.0],
             std: vec![1.0],
+            channel_order: ChannelOrder::Rgb,
+            resize: Resize::Stretch,
         }
     }
 
