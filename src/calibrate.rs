@@ -11,6 +11,7 @@ use crate::gate::{Pool, Seeds};
 use crate::input::frame;
 use crate::model::card::{Calibration, ModelCard, ModelPaths, Threshold, SCHEMA};
 use crate::model::Model;
+use crate::output::frames::write_atomically;
 use crate::score::roc;
 use crate::Error;
 
@@ -185,17 +186,6 @@ pub fn calibrated_card(
 /// file, then a rename): a failed write leaves the old card as it was.
 pub fn write_card(model_arg: &Path, card: &ModelCard) -> Result<PathBuf, Error> {
     let path = ModelPaths::resolve(model_arg).card;
-    let fail = |e: std::io::Error| Error::Output {
-        what: path.display().to_string(),
-        cause: e.to_string(),
-    };
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let partial = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&partial, card.to_json())
-        .and_then(|()| std::fs::rename(&partial, &path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            fail(e)
-        })?;
+    write_atomically(&path, card.to_json().as_bytes())?;
     Ok(path)
 }

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::model::card::CardError;
+use crate::model::rewrite::ConvertError;
 use crate::model::{MismatchError, ModelError};
 use crate::validate::BundleError;
 
@@ -48,6 +49,14 @@ pub enum Error {
         path: PathBuf,
         /// What differs.
         problem: MismatchError,
+    },
+    /// An ONNX model cannot be converted to the contract (`mcgate convert`).
+    #[error("cannot convert {}: {problem}", path.display())]
+    Convert {
+        /// The ONNX file given to convert.
+        path: PathBuf,
+        /// Why.
+        problem: ConvertError,
     },
     /// The model has no MI threshold yet (a converted model before `mcgate calibrate`).
     #[error(

@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod calibrate;
+pub mod convert;
 pub mod error;
 pub mod gate;
 pub mod input;

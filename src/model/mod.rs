@@ -8,6 +8,7 @@
 pub mod card;
 mod check;
 pub mod onnx;
+pub mod rewrite;
 mod summary;
 
 use std::path::Path;

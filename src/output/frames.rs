@@ -5,6 +5,23 @@ use std::path::{Path, PathBuf};
 use crate::input::frame::Frame;
 use crate::Error;
 
+/// Writes `bytes` to `path` under a temporary name in the same directory, then renames it: a
+/// reader never sees a partial file, and a failed write (full disk) leaves nothing behind and
+/// the old file, if any, as it was.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let partial = path.with_file_name(format!(".{name}.partial"));
+    std::fs::write(&partial, bytes)
+        .and_then(|()| std::fs::rename(&partial, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            Error::Output {
+                what: path.display().to_string(),
+                cause: e.to_string(),
+            }
+        })
+}
+
 /// A directory that frames are written into as PNG files.
 pub struct FrameDir {
     dir: PathBuf,
@@ -58,14 +75,7 @@ impl FrameDir {
         image
             .write_to(&mut png, image::ImageFormat::Png)
             .map_err(|e| fail(&e))?;
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let partial = self.dir.join(format!(".{name}.partial"));
-        let written =
-            std::fs::write(&partial, png.get_ref()).and_then(|()| std::fs::rename(&partial, &path));
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            fail(&e)
-        })
+        write_atomically(&path, png.get_ref())
     }
 
     /// Writes `frame` under its index and source name.

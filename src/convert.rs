@@ -1,0 +1,240 @@
+//! `mcgate convert`: a user's own ONNX classifier → a gated MC-dropout model (the graph
+//! rewritten by [`model::rewrite`](crate::model::rewrite), its card, a check that with every
+//! mask 1 it computes what the original computes, and both files written only then).
+
+use std::path::{Path, PathBuf};
+
+use tract_onnx::prelude::*;
+
+use crate::error::{one_line, Error};
+use crate::model::card::{
+    sha256_hex, ChannelOrder, Conversion, DropoutSite, InputSpec, ModelCard, OutputSpec,
+    Provenance, Resize, SCHEMA,
+};
+use crate::model::rewrite::{self, ConvertError, Converted};
+use crate::model::Model;
+use crate::output::frames::write_atomically;
+use crate::run::plan::{output_slice, Plan};
+use crate::run::rng::WyRand;
+
+/// Largest |converted − original| accepted with every mask 1 (probabilities).
+pub const TOLERANCE: f32 = 1e-5;
+
+/// Random inputs the check runs.
+pub const CHECK_INPUTS: usize = 3;
+
+/// What the card says beyond what the graph says.
+#[derive(Debug, Clone)]
+pub struct CardOptions {
+    /// One label per class; `None`: the class indices.
+    pub labels: Option<Vec<String>>,
+    /// Model value = (pixel · scale − mean[c]) / std[c].
+    pub scale: f32,
+    /// Per-channel mean (one value: every channel).
+    pub mean: Vec<f32>,
+    /// Per-channel standard deviation (one value: every channel).
+    pub std: Vec<f32>,
+    /// Channel order of a colour model.
+    pub channel_order: ChannelOrder,
+    /// How frames become H×W.
+    pub resize: Resize,
+    /// Default Monte-Carlo samples T.
+    pub default_samples: usize,
+    /// The command line, recorded in the card.
+    pub command: String,
+}
+
+/// A conversion, checked, ready to write.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// The rewritten graph and its facts.
+    pub converted: Converted,
+    /// Its card (no threshold yet: `mcgate calibrate` sets one).
+    pub card: ModelCard,
+    /// Largest |converted − original| over the check's inputs, with every mask 1.
+    pub max_difference: f32,
+}
+
+/// Converts `onnx` (the file `path`), builds the card, and checks the result: the runtime's
+/// own load check against the card, and every-mask-1 equivalence with the original.
+pub fn convert(
+    path: &Path,
+    onnx: &[u8],
+    options: &rewrite::Options,
+    card_options: &CardOptions,
+) -> Result<Checked, Error> {
+    let fail = |problem| Error::Convert {
+        path: path.to_owned(),
+        problem,
+    };
+    let converted = rewrite::convert(onnx, options).map_err(fail)?;
+    let card = card_for(path, onnx, &converted, card_options).map_err(fail)?;
+    let model = Model::from_parts(card.clone(), &converted.onnx, path)?;
+    let max_difference = check_against_original(onnx, &converted, &model).map_err(fail)?;
+    Ok(Checked {
+        converted,
+        card,
+        max_difference,
+    })
+}
+
+fn per_channel(values: &[f32], channels: usize, what: &str) -> Result<Vec<f32>, ConvertError> {
+    match values.len() {
+        1 => Ok(vec![values[0]; channels]),
+        n if n == channels => Ok(values.to_vec()),
+        n => Err(ConvertError::Card(format!(
+            "--{what} has {n} values, the model has {channels} channels"
+        ))),
+    }
+}
+
+fn card_for(
+    path: &Path,
+    onnx: &[u8],
+    c: &Converted,
+    o: &CardOptions,
+) -> Result<ModelCard, ConvertError> {
+    let channels = c.input.1[1];
+    let classes = match &o.labels {
+        Some(labels) if labels.len() != c.classes => {
+            return Err(ConvertError::Card(format!(
+                "--labels has {} labels, the model has {} classes",
+                labels.len(),
+                c.classes
+            )))
+        }
+        Some(labels) => labels.clone(),
+        None => (0..c.classes).map(|i| i.to_string()).collect(),
+    };
+    let card = ModelCard {
+        schema: SCHEMA.into(),
+        name: path
+            .file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy().to_string()),
+        classes,
+        input: InputSpec {
+            name: c.input.0.clone(),
+            shape: c.input.1,
+            layout: "NCHW".into(),
+            scale: o.scale,
+            mean: per_channel(&o.mean, channels, "mean")?,
+            std: per_channel(&o.std, channels, "std")?,
+            channel_order: o.channel_order,
+            resize: o.resize,
+        },
+        dropout_sites: c.sites.clone(),
+        output: OutputSpec {
+            name: c.output.clone(),
+        },
+        default_samples: o.default_samples,
+        threshold: None,
+        metrics: None,
+        onnx_sha256: sha256_hex(&c.onnx),
+        provenance: Provenance::Converted(Conversion {
+            converted_from: path
+                .file_name()
+                .map_or(path.display().to_string(), |n| n.to_string_lossy().into()),
+            source_sha256: sha256_hex(onnx),
+            command: o.command.clone(),
+        }),
+    };
+    card.validate()
+        .map_err(|e| ConvertError::Card(e.to_string()))?;
+    Ok(card)
+}
+
+/// Runs the original (tract, batch 1, softmax applied if the converter appended one) and the
+/// converted model with every mask 1 on the same random inputs; the largest difference.
+fn check_against_original(onnx: &[u8], c: &Converted, model: &Model) -> Result<f32, ConvertError> {
+    let verify =
+        |what: &str, e: anyhow::Error| ConvertError::Verify(format!("{what}: {}", one_line(&e)));
+    let shape = c.input.1;
+    let original = tract_onnx::onnx()
+        // value_info with a symbolic batch would not unify with the batch of 1.
+        .with_ignore_value_info(true)
+        .model_for_read(&mut &onnx[..])
+        .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| verify("the original does not run in tract", e))?;
+    let mut plan = Plan::new(model, 1)
+        .map_err(|e| ConvertError::Verify(format!("the converted model: {e}")))?;
+    let ones: Vec<Vec<f32>> = c
+        .sites
+        .iter()
+        .map(|s: &DropoutSite| vec![1.0; s.sample_len()])
+        .collect();
+    let ones: Vec<&[f32]> = ones.iter().map(Vec::as_slice).collect();
+    let mut rng = WyRand::new(0x5eed);
+    let mut worst = 0f32;
+    for _ in 0..CHECK_INPUTS {
+        // Inputs in the range a normalised image takes.
+        let x: Vec<f32> = (0..shape.iter().product::<usize>())
+            .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0)
+            .collect();
+        let tensor = Tensor::from_shape(&shape, &x).map_err(|e| verify("input", e))?;
+        let out = original
+            .run(tvec!(tensor.into_tvalue()))
+            .map_err(|e| verify("the original failed", e))?;
+        let mut want: Vec<f32> = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| verify("the original's output", e))?
+            .iter()
+            .copied()
+            .collect();
+        if c.softmax_appended {
+            softmax(&mut want);
+        }
+        let got = plan
+            .run_with_masks(&x, &ones)
+            .map_err(|e| ConvertError::Verify(format!("the converted model failed: {e}")))?;
+        let got = output_slice(&got)
+            .map_err(|e| ConvertError::Verify(e.to_string()))?
+            .to_vec();
+        if got.len() != want.len() {
+            return Err(ConvertError::Verify(format!(
+                "the converted model gives {} values, the original {}",
+                got.len(),
+                want.len()
+            )));
+        }
+        for (g, w) in got.iter().zip(&want) {
+            let d = (g - w).abs();
+            if d.is_nan() || d > TOLERANCE {
+                return Err(ConvertError::Verify(format!(
+                    "with every mask 1 the converted model differs from the original by {d:e} \
+                     (more than {TOLERANCE:e})"
+                )));
+            }
+            worst = worst.max(d);
+        }
+    }
+    Ok(worst)
+}
+
+fn softmax(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// Writes `<stem>.onnx` and `<stem>.card.json`, each under a temporary name then renamed, the
+/// card last: a failure leaves no half-written file, and no card without its graph.
+pub fn write(stem: &Path, checked: &Checked) -> Result<(PathBuf, PathBuf), Error> {
+    let paths = crate::model::card::ModelPaths::resolve(stem);
+    if let Some(dir) = paths.onnx.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Output {
+            what: dir.display().to_string(),
+            cause: e.to_string(),
+        })?;
+    }
+    write_atomically(&paths.onnx, &checked.converted.onnx)?;
+    write_atomically(&paths.card, checked.card.to_json().as_bytes())?;
+    Ok((paths.onnx, paths.card))
+}

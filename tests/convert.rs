@@ -1,0 +1,185 @@
+//! Bring your own model, end to end through the binary: a PyTorch-style classifier without
+//! Dropout (eval-mode export) → `convert --list-sites` → `convert --site` → `gate` refuses it
+//! uncalibrated → `calibrate` on clean frames → `gate`. And the bad inputs of
+//! docs/RELIABILITY.md's convert rows: one-line error, exit 3, no file written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use mcgate::model::onnx::{f32_tensor, int, Dim, Graph};
+
+/// x [1,3,4,4] → Flatten → Gemm 48→8 → Relu (`act`) → Gemm 8→3 → logits; or, with
+/// `shape_after`, a Shape node reading `act` (which cannot be made batch-agnostic).
+fn classifier(shape_after: bool) -> Vec<u8> {
+    let w1: Vec<f32> = (0..8 * 48)
+        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 20.0)
+        .collect();
+    let w2: Vec<f32> = (0..3 * 8)
+        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0)
+        .collect();
+    let mut g = Graph::new("byom");
+    g.input(
+        "x",
+        &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(4), Dim::Fixed(4)],
+    )
+    .output("logits", &[Dim::Fixed(1), Dim::Fixed(3)])
+    .constant(f32_tensor("w1", &[8, 48], &w1))
+    .constant(f32_tensor("b1", &[8], &[0.1; 8]))
+    .constant(f32_tensor("w2", &[3, 8], &w2))
+    .constant(f32_tensor("b2", &[3], &[0.0, 0.2, -0.2]))
+    .node("Flatten", &["x"], "flat", vec![])
+    .node(
+        "Gemm",
+        &["flat", "w1", "b1"],
+        "hidden",
+        vec![int("transB", 1)],
+    )
+    .node("Relu", &["hidden"], "act", vec![]);
+    if shape_after {
+        g.node("Shape", &["act"], "act_shape", vec![])
+            .node("Reshape", &["act", "act_shape"], "act2", vec![])
+            .node(
+                "Gemm",
+                &["act2", "w2", "b2"],
+                "logits",
+                vec![int("transB", 1)],
+            );
+    } else {
+        g.node(
+            "Gemm",
+            &["act", "w2", "b2"],
+            "logits",
+            vec![int("transB", 1)],
+        );
+    }
+    g.to_bytes("test", "0")
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_string_lossy().to_string()
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().to_string()
+}
+
+#[test]
+fn a_classifier_of_ones_own_is_converted_calibrated_and_gated() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "net.onnx", &classifier(false));
+    let labels = write(dir.path(), "labels.txt", b"cat\ndog\nbird\n");
+    let stem = dir.path().join("gated");
+
+    let out = mcgate(&["convert", &input, "--list-sites"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("act") && listing.contains("[1, 8]"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("flat") && listing.contains("[1, 48]"),
+        "{listing}"
+    );
+
+    let out = mcgate(&[
+        "convert",
+        &input,
+        &s(&stem),
+        "--site",
+        "act=0.5",
+        "--labels",
+        &labels,
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("softmax appended"), "{said}");
+    assert!(said.contains("matches the original within"), "{said}");
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(stem.with_extension("card.json")).unwrap()).unwrap();
+    assert_eq!(card["schema"], "mcgate.card/2");
+    assert_eq!(card["threshold"], serde_json::Value::Null);
+    assert_eq!(card["classes"], serde_json::json!(["cat", "dog", "bird"]));
+    assert_eq!(card["dropout_sites"][0]["shape"], serde_json::json!([8]));
+    assert_eq!(card["input"]["mean"], serde_json::json!([0.5, 0.5, 0.5]));
+    assert!(card["provenance"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("--site act=0.5"));
+
+    // Uncalibrated: refused, and told how to calibrate.
+    let frame = write(dir.path(), "f.ppm", b"P6 4 4 255\n");
+    let out = mcgate(&["gate", &s(&stem), &frame]);
+    assert_one_line_error(&out, 3, "has no MI threshold yet");
+
+    // Calibrate on 100 raw RGB frames, then gate them.
+    let frames: Vec<u8> = (0..100 * 48).map(|i| (i * 31 % 256) as u8).collect();
+    let raw = ["-", "--width", "4", "--height", "4", "--seed", "5"];
+    let mut args = vec!["calibrate", &s(&stem)]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    args.extend(raw.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = mcgate_stdin(&args, &frames);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut gate_args = args.clone();
+    gate_args[0] = "gate";
+    let out = mcgate_stdin(&gate_args, &frames);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 100);
+    let rejected = lines.iter().filter(|l| l["verdict"] == "reject").count();
+    assert!(
+        rejected <= 5,
+        "{rejected} of 100 calibration frames rejected"
+    );
+    assert!(["cat", "dog", "bird"].contains(&lines[0]["label"].as_str().unwrap()));
+}
+
+/// Converts `input` to `<dir>/out` with `extra` flags: must fail with exit 3 and `needle`, and
+/// leave no file behind.
+fn assert_refused(dir: &Path, input: &str, extra: &[&str], needle: &str) {
+    let stem: PathBuf = dir.join("out");
+    let mut args = vec!["convert", input];
+    let stem_s = s(&stem);
+    args.push(&stem_s);
+    args.extend(extra);
+    let out = mcgate(&args);
+    assert_one_line_error(&out, 3, needle);
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("out") || n.starts_with(".out"))
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?}");
+}
+
+#[test]
+fn bad_models_and_sites_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "net.onnx", &classifier(false));
+    let garbage = write(dir.path(), "garbage.onnx", b"\x08\x08not protobuf\xff\xff");
+    assert_refused(
+        dir.path(),
+        &garbage,
+        &["--site", "act=0.5"],
+        "not an ONNX model",
+    );
+    assert_refused(dir.path(), &good, &["--site", "nope=0.5"], "nope");
+    assert_refused(dir.path(), &good, &["--site", "act=1.5"], "1.5");
+    assert_refused(dir.path(), &good, &[], "no dropout site");
+    let unbatchable = write(dir.path(), "shape.onnx", &classifier(true));
+    assert_refused(dir.path(), &unbatchable, &["--site", "act=0.5"], "Shape");
+    let missing = dir.path().join("missing.onnx");
+    let out = mcgate(&["convert", &s(&missing), &s(&dir.path().join("out"))]);
+    assert_one_line_error(&out, 3, "cannot read model");
+}
