@@ -24,3 +24,5 @@ cargo test --workspace --release
 for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8; do
   .venv/bin/python scripts/check_onnx.py "$model" target/release/mcgate
 done
+# `mcgate convert` against onnxruntime + numpy: a Dropout graph and a PyTorch-style eval export.
+.venv/bin/python scripts/check_convert.py target/release/mcgate
