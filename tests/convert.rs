@@ -57,6 +57,27 @@ fn classifier(shape_after: bool) -> Vec<u8> {
     g.to_bytes("test", "0")
 }
 
+/// x [1,3,4,4] → Conv 1×1 3→2 → a feature map [1,2,4,4], not a classifier's output.
+fn feature_map() -> Vec<u8> {
+    let mut g = Graph::new("features");
+    g.input(
+        "x",
+        &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(4), Dim::Fixed(4)],
+    )
+    .output(
+        "map",
+        &[Dim::Fixed(1), Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(4)],
+    )
+    .constant(f32_tensor(
+        "w",
+        &[2, 3, 1, 1],
+        &[0.5, -0.5, 0.25, 1.0, 0.0, -1.0],
+    ))
+    .node("Relu", &["x"], "r", vec![])
+    .node("Conv", &["r", "w"], "map", vec![]);
+    g.to_bytes("test", "0")
+}
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
@@ -179,6 +200,13 @@ fn bad_models_and_sites_are_refused_and_nothing_is_written() {
     assert_refused(dir.path(), &good, &[], "no dropout site");
     let unbatchable = write(dir.path(), "shape.onnx", &classifier(true));
     assert_refused(dir.path(), &unbatchable, &["--site", "act=0.5"], "Shape");
+    let features = write(dir.path(), "features.onnx", &feature_map());
+    assert_refused(
+        dir.path(),
+        &features,
+        &["--site", "r=0.5"],
+        "a classifier's output is [1, classes]",
+    );
     let missing = dir.path().join("missing.onnx");
     let out = mcgate(&["convert", &s(&missing), &s(&dir.path().join("out"))]);
     assert_one_line_error(&out, 3, "cannot read model");

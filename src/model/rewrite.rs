@@ -101,6 +101,13 @@ pub enum ConvertError {
     /// The bytes are not an ONNX model.
     #[error("not an ONNX model: {0}")]
     Decode(String),
+    /// Weights live in a separate file; convert reads one self-contained file.
+    #[error(
+        "weight {0} is in an external data file: save the model with its weights inside \
+         (PyTorch: torch.onnx.export(..., external_data=False); onnx: \
+         onnx.save(model, path, save_as_external_data=False))"
+    )]
+    ExternalData(String),
     /// The default domain's opset is below 7 (0: none declared).
     #[error("ONNX opset {0}: convert needs opset {MIN_OPSET} or later")]
     Opset(i64),
@@ -634,6 +641,13 @@ fn decode(onnx: &[u8]) -> Result<(pb::ModelProto, i64), ConvertError> {
         .map_or(0, |o| o.version);
     if opset < MIN_OPSET {
         return Err(ConvertError::Opset(opset));
+    }
+    let graph = model.graph.as_ref().expect("checked above");
+    if let Some(t) = graph.initializer.iter().find(|t| {
+        t.data_location == Some(pb::tensor_proto::DataLocation::External as i32)
+            || !t.external_data.is_empty()
+    }) {
+        return Err(ConvertError::ExternalData(t.name.clone()));
     }
     Ok((model, opset))
 }
@@ -1960,6 +1974,14 @@ mod tests {
         model.opset_import[0].version = 6;
         let err = convert(&model.encode_to_vec(), &Options::default());
         assert_eq!(err, Err(ConvertError::Opset(6)));
+
+        // Weights in an external file (PyTorch's dynamo exporter writes them so by default).
+        model.opset_import[0].version = 17;
+        let w = &mut model.graph.as_mut().unwrap().initializer[0];
+        w.data_location = Some(pb::tensor_proto::DataLocation::External as i32);
+        let name = w.name.clone();
+        let err = convert(&model.encode_to_vec(), &Options::default());
+        assert_eq!(err, Err(ConvertError::ExternalData(name)));
     }
 
     #[test]
