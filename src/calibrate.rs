@@ -48,6 +48,15 @@ pub enum CalibrationError {
         /// The target rate.
         fpr: f64,
     },
+    /// Every frame scored MI 0: the model's samples never disagree.
+    #[error(
+        "all {frames} frames score mutual information 0: the model's Monte-Carlo samples never \
+         disagree, so MI cannot gate it (check its dropout sites)"
+    )]
+    NoUncertainty {
+        /// Frames scored.
+        frames: usize,
+    },
     /// A frame could not be read or scored.
     #[error("frame {index} ({source_name}) could not be scored: {reason}; calibrate on frames the gate can read")]
     Unscored {
@@ -107,28 +116,21 @@ pub fn calibrate(
         opts.jobs,
     )?;
     let mut mi = vec![];
-    let mut batch = Vec::with_capacity(pool.jobs());
-    let mut source = source.peekable();
-    while source.peek().is_some() {
-        batch.extend(source.by_ref().take(pool.jobs()));
-        for report in pool.score_all(&batch) {
-            match report.measures {
-                Some(m) => mi.push(m.mutual_information),
-                None => {
-                    return Err(Error::Calibration(CalibrationError::Unscored {
-                        index: report.index,
-                        source_name: report.source,
-                        reason: report
-                            .verdict
-                            .reason()
-                            .map(ToString::to_string)
-                            .unwrap_or_default(),
-                    }))
-                }
-            }
+    pool.score_stream(source, |report, _| match report.measures {
+        Some(m) => {
+            mi.push(m.mutual_information);
+            Ok(())
         }
-        batch.clear();
-    }
+        None => Err(Error::Calibration(CalibrationError::Unscored {
+            index: report.index,
+            source_name: report.source,
+            reason: report
+                .verdict
+                .reason()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        })),
+    })?;
     let needed = frames_needed(opts.fpr);
     if mi.len() < needed {
         return Err(Error::Calibration(CalibrationError::TooFewFrames {
@@ -144,6 +146,13 @@ pub fn calibrate(
             reason: "a mutual information is NaN".into(),
         })
     })?;
+    // MI 0 on every frame: the samples never disagree (a site that drops nothing, or a head
+    // that ignores it), so a threshold of 0 would pass every frame.
+    if mi.iter().all(|&v| v == 0.0) {
+        return Err(Error::Calibration(CalibrationError::NoUncertainty {
+            frames: mi.len(),
+        }));
+    }
     let above = mi.iter().filter(|&&v| v > threshold).count();
     Ok(Calibrated {
         threshold,
@@ -162,6 +171,8 @@ pub fn calibrated_card(
 ) -> ModelCard {
     let mut card = card.clone();
     card.schema = SCHEMA.into();
+    // The gate runs at the T the threshold was set for: MI's estimate depends on T.
+    card.default_samples = opts.samples;
     card.threshold = Some(Threshold {
         mutual_information: c.threshold,
         method: format!(

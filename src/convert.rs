@@ -70,7 +70,9 @@ pub fn convert(
     let converted = rewrite::convert(onnx, options).map_err(fail)?;
     let card = card_for(path, onnx, &converted, card_options).map_err(fail)?;
     let model = Model::from_parts(card.clone(), &converted.onnx, path)?;
-    let max_difference = check_against_original(onnx, &converted, &model).map_err(fail)?;
+    let max_difference =
+        check_against_original(onnx, options.output.as_deref(), &converted, &model)
+            .map_err(fail)?;
     Ok(Checked {
         converted,
         card,
@@ -143,9 +145,16 @@ fn card_for(
     Ok(card)
 }
 
-/// Runs the original (tract, batch 1, softmax applied if the converter appended one) and the
-/// converted model with every mask 1 on the same random inputs; the largest difference.
-fn check_against_original(onnx: &[u8], c: &Converted, model: &Model) -> Result<f32, ConvertError> {
+/// Runs the original (tract, batch 1, its `output` or its only one, softmax applied if the
+/// converter appended one) and the converted model with every mask 1 on the same random
+/// inputs, and returns the largest difference. Also checks that samples stay apart: at T = 2,
+/// sample 0 with masks of ones is the same whatever sample 1's masks are.
+fn check_against_original(
+    onnx: &[u8],
+    output: Option<&str>,
+    c: &Converted,
+    model: &Model,
+) -> Result<f32, ConvertError> {
     let verify =
         |what: &str, e: anyhow::Error| ConvertError::Verify(format!("{what}: {}", one_line(&e)));
     let shape = c.input.1;
@@ -155,23 +164,31 @@ fn check_against_original(onnx: &[u8], c: &Converted, model: &Model) -> Result<f
         .with_ignore_value_info(true)
         .model_for_read(&mut &onnx[..])
         .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+        .and_then(|m| match output {
+            Some(name) => m.with_outputs_by_name([name]),
+            None => Ok(m),
+        })
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
         .map_err(|e| verify("the original does not run in tract", e))?;
-    let mut plan = Plan::new(model, 1)
-        .map_err(|e| ConvertError::Verify(format!("the converted model: {e}")))?;
+    let converted = |samples| {
+        Plan::new(model, samples)
+            .map_err(|e| ConvertError::Verify(format!("the converted model: {e}")))
+    };
+    let (mut one, mut two) = (converted(1)?, converted(2)?);
     let ones: Vec<Vec<f32>> = c
         .sites
         .iter()
         .map(|s: &DropoutSite| vec![1.0; s.sample_len()])
         .collect();
-    let ones: Vec<&[f32]> = ones.iter().map(Vec::as_slice).collect();
     let mut rng = WyRand::new(0x5eed);
+    let mut uniform = move || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
     let mut worst = 0f32;
+    let mut all_probabilities = true;
     for _ in 0..CHECK_INPUTS {
         // Inputs in the range a normalised image takes.
         let x: Vec<f32> = (0..shape.iter().product::<usize>())
-            .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0)
+            .map(|_| uniform() * 4.0 - 2.0)
             .collect();
         let tensor = Tensor::from_shape(&shape, &x).map_err(|e| verify("input", e))?;
         let out = original
@@ -183,15 +200,12 @@ fn check_against_original(onnx: &[u8], c: &Converted, model: &Model) -> Result<f
             .iter()
             .copied()
             .collect();
+        let sum: f32 = want.iter().sum();
+        all_probabilities &= want.iter().all(|&v| v >= 0.0) && (sum - 1.0).abs() < 1e-4;
         if c.softmax_appended {
             softmax(&mut want);
         }
-        let got = plan
-            .run_with_masks(&x, &ones)
-            .map_err(|e| ConvertError::Verify(format!("the converted model failed: {e}")))?;
-        let got = output_slice(&got)
-            .map_err(|e| ConvertError::Verify(e.to_string()))?
-            .to_vec();
+        let got = run(&mut one, &x, &ones)?;
         if got.len() != want.len() {
             return Err(ConvertError::Verify(format!(
                 "the converted model gives {} values, the original {}",
@@ -209,8 +223,43 @@ fn check_against_original(onnx: &[u8], c: &Converted, model: &Model) -> Result<f
             }
             worst = worst.max(d);
         }
+        // Sample 0 (masks of ones) beside a sample 1 with random masks: if sample 0 moved,
+        // the samples are mixed somewhere in the head.
+        let mixed: Vec<Vec<f32>> = ones
+            .iter()
+            .map(|one| {
+                let mut m = one.clone();
+                m.extend(one.iter().map(|_| 2.0 * uniform()));
+                m
+            })
+            .collect();
+        let pair = run(&mut two, &x, &mixed)?;
+        if pair[..got.len()] != got[..] {
+            return Err(ConvertError::Verify(
+                "sample 0 changed with sample 1's masks: the samples mix in the head".into(),
+            ));
+        }
+    }
+    if c.softmax_appended && all_probabilities {
+        return Err(ConvertError::Output {
+            name: output.unwrap_or("the output").to_string(),
+            why: "already gives probabilities (each row sums to 1) through nodes convert does \
+                  not read as a Softmax over the classes; appending one would flatten them"
+                .into(),
+        });
     }
     Ok(worst)
+}
+
+/// The converted model's probabilities for `x` with `masks` (one per site).
+fn run(plan: &mut Plan, x: &[f32], masks: &[Vec<f32>]) -> Result<Vec<f32>, ConvertError> {
+    let masks: Vec<&[f32]> = masks.iter().map(Vec::as_slice).collect();
+    let out = plan
+        .run_with_masks(x, &masks)
+        .map_err(|e| ConvertError::Verify(format!("the converted model failed: {e}")))?;
+    Ok(output_slice(&out)
+        .map_err(|e| ConvertError::Verify(e.to_string()))?
+        .to_vec())
 }
 
 /// The original with every `Dropout` in inference mode (its ratio and `training_mode`

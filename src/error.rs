@@ -61,13 +61,15 @@ pub enum Error {
     /// The model has no MI threshold yet (a converted model before `mcgate calibrate`).
     #[error(
         "model {} has no MI threshold yet: calibrate it on clean frames from the camera \
-         (`mcgate calibrate {} FRAMES…`) or pass --threshold",
+         (`mcgate calibrate {} FRAMES…`){hint}",
         path.display(),
         path.display()
     )]
     Uncalibrated {
         /// The model as the user named it.
         path: PathBuf,
+        /// What else the command accepts instead, e.g. " or pass --threshold".
+        hint: &'static str,
     },
     /// The frames given to `calibrate` cannot set a threshold.
     #[error("{0}")]

@@ -128,8 +128,16 @@ impl Gate {
             .map_err(RejectReason::Preprocess)?;
         let output = self.plan.run(input, seed).map_err(inference)?;
         let probs = plan::output_slice(&output).map_err(inference)?;
-        measures::compute(probs, self.card.classes.len(), &mut self.scratch)
-            .map_err(RejectReason::Unscorable)
+        let classes = self.card.classes.len();
+        // T rows, not fewer: one row alone has MI 0 and would pass.
+        if probs.len() != self.plan.samples() * classes {
+            return Err(RejectReason::Unscorable(measures::Unscorable::Samples {
+                len: probs.len(),
+                samples: self.plan.samples(),
+                classes,
+            }));
+        }
+        measures::compute(probs, classes, &mut self.scratch).map_err(RejectReason::Unscorable)
     }
 
     /// The report for a frame that could not be read.
@@ -186,6 +194,25 @@ impl Pool {
     /// The first gate, for what all share (card, samples, threshold).
     pub fn gate(&self) -> &Gate {
         &self.gates[0]
+    }
+
+    /// Scores every frame of `source`, `jobs()` at a time, and hands each report, with its
+    /// frame when it could be read, to `each` in frame order; stops at `each`'s first error.
+    pub fn score_stream<E>(
+        &mut self,
+        source: impl Iterator<Item = frame::Item>,
+        mut each: impl FnMut(Report, Option<&Frame>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut source = source.peekable();
+        let mut batch = Vec::with_capacity(self.jobs());
+        while source.peek().is_some() {
+            batch.extend(source.by_ref().take(self.jobs()));
+            let reports = self.score_all(&batch);
+            for (report, item) in reports.into_iter().zip(batch.drain(..)) {
+                each(report, item.ok().as_ref())?;
+            }
+        }
+        Ok(())
     }
 
     /// Scores `items`, `jobs()` at a time, one per thread (the first of each group on this

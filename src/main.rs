@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use mcgate::gate::{Pool, Seeds};
 use mcgate::input::frame::{self, PixelFormat};
 use mcgate::model::card::{ChannelOrder, Resize};
+use mcgate::model::rewrite::ConvertError;
 use mcgate::model::Model;
 use mcgate::output::frames::FrameDir;
 use mcgate::output::report::{Format, ReportWriter};
@@ -535,6 +536,16 @@ fn calibrate(args: CalibrateArgs) -> Result<u8, Failure> {
 /// The exit code for an error that stopped a command.
 fn exit_code(e: &Error) -> u8 {
     match e {
+        // convert's card options (--labels, --mean, --std) are the command line's.
+        Error::Convert {
+            problem: ConvertError::Card(_),
+            ..
+        } => exit::USAGE,
+        // The converter's own check of its result failed: a bug in convert.
+        Error::Convert {
+            problem: ConvertError::Verify(_),
+            ..
+        } => exit::INTERNAL,
         Error::Io { .. }
         | Error::Card { .. }
         | Error::Model { .. }
@@ -607,14 +618,15 @@ fn validate(args: ValidateArgs) -> Result<u8, Failure> {
         return Err(Failure::Usage("--runs must be at least 1".into()));
     }
     let manifest = validate::Manifest::read(&bundle)?;
-    let model = Model::load_from(&model)?;
+    let args_model = model;
+    let model = Model::load_from(&args_model)?;
     let opts = validate::Options {
         samples,
         seed,
         runs,
         jobs,
     };
-    let result = validate::run(&model, &manifest, &bundle, &opts)?;
+    let result = validate::run(&model, &args_model, &manifest, &bundle, &opts)?;
     print(&if json {
         result.to_json(tolerance)
     } else {
@@ -644,6 +656,7 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
         (None, None) => {
             return Err(Error::Uncalibrated {
                 path: args.model.clone(),
+                hint: " or pass --threshold",
             }
             .into())
         }
@@ -654,6 +667,17 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
     };
     if let Seeds::PerFrame(seed) = seeds {
         log::info!("run seed {seed}");
+    }
+    let calibrated_t = model
+        .card
+        .threshold
+        .as_ref()
+        .and_then(|t| t.calibration.as_ref());
+    if let Some(c) = calibrated_t.filter(|c| args.threshold.is_none() && c.samples != samples) {
+        log::warn!(
+            "the threshold was calibrated at T={}, this run uses T={samples}: MI estimates shift with T",
+            c.samples
+        );
     }
     let frame_dir = |dir: &Option<PathBuf>, flag| -> Result<Option<Box<dyn FrameSink>>, Error> {
         Ok(match dir {

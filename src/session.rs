@@ -44,10 +44,17 @@ pub struct FrameOutputs {
 /// One run of the gate over a stream of frames.
 pub struct Session<W: Write> {
     pool: Pool,
+    outputs: Outputs<W>,
+}
+
+/// What happens to a scored frame: the rules and the outputs.
+struct Outputs<W: Write> {
     alarm: AlarmWindow,
     lines: ReportWriter<W>,
     frames: FrameOutputs,
     summary: Summary,
+    labels: Vec<String>,
+    threshold: f64,
 }
 
 impl<W: Write> Session<W> {
@@ -59,12 +66,18 @@ impl<W: Write> Session<W> {
         lines: ReportWriter<W>,
         frames: FrameOutputs,
     ) -> Session<W> {
+        let gate = pool.gate();
+        let (labels, threshold) = (gate.card().classes.clone(), gate.threshold());
         Session {
             pool,
-            alarm,
-            lines,
-            frames,
-            summary: Summary::default(),
+            outputs: Outputs {
+                alarm,
+                lines,
+                frames,
+                summary: Summary::default(),
+                labels,
+                threshold,
+            },
         }
     }
 
@@ -72,21 +85,21 @@ impl<W: Write> Session<W> {
     /// that cannot be written; a frame that cannot be read or scored is a reject, not an
     /// error.
     pub fn run(&mut self, source: impl Iterator<Item = frame::Item>) -> Result<(), Error> {
-        let mut source = source.peekable();
-        let mut batch = Vec::with_capacity(self.pool.jobs());
-        while source.peek().is_some() {
-            batch.extend(source.by_ref().take(self.pool.jobs()));
-            let reports = self.pool.score_all(&batch);
-            for (report, item) in reports.into_iter().zip(batch.drain(..)) {
-                self.deliver(report, item.ok().as_ref())?;
-            }
-        }
-        Ok(())
+        let outputs = &mut self.outputs;
+        self.pool
+            .score_stream(source, |report, frame| outputs.deliver(report, frame))
     }
 
+    /// Counts so far.
+    pub fn summary(&self) -> &Summary {
+        &self.outputs.summary
+    }
+}
+
+impl<W: Write> Outputs<W> {
     /// Applies the per-frame rules to one scored frame and writes its outputs. `frame` is
     /// `None` when the frame could not be read.
-    pub fn deliver(&mut self, mut report: Report, frame: Option<&Frame>) -> Result<(), Error> {
+    fn deliver(&mut self, mut report: Report, frame: Option<&Frame>) -> Result<(), Error> {
         if let (None, Some(reason)) = (report.measures, report.verdict.reason()) {
             log::warn!(
                 "frame {} ({}) rejected unscored: {reason}",
@@ -117,23 +130,16 @@ impl<W: Write> Session<W> {
         self.lines.write(&report)?;
         passed_on?;
         if let (Some(sink), Some(frame)) = (&self.frames.annotated, frame) {
-            let gate = self.pool.gate();
-            let card = gate.card();
             let label = report
                 .measures
-                .and_then(|m| card.classes.get(m.predicted_class))
+                .and_then(|m| self.labels.get(m.predicted_class))
                 .map(String::as_str);
-            let max_mi = (card.classes.len() as f64).ln();
-            let image = annotate::annotate(&frame.image, &report, label, gate.threshold(), max_mi);
+            let max_mi = (self.labels.len() as f64).ln();
+            let image = annotate::annotate(&frame.image, &report, label, self.threshold, max_mi);
             sink.save(frame.index, &frame.source, &image.into())?;
         }
         self.summary.record(&report);
         Ok(())
-    }
-
-    /// Counts so far.
-    pub fn summary(&self) -> &Summary {
-        &self.summary
     }
 }
 
@@ -213,7 +219,7 @@ mod tests {
     }
 
     fn lines(s: &Session<Vec<u8>>) -> Vec<serde_json::Value> {
-        String::from_utf8(s.lines.get_ref().clone())
+        String::from_utf8(s.outputs.lines.get_ref().clone())
             .unwrap()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

@@ -106,6 +106,10 @@ pub enum BundleError {
         /// The group it names.
         group: String,
     },
+    /// The manifest is well-formed JSON but cannot be compared against (no runs, a frame
+    /// without a score per run, no attack).
+    #[error("{0}")]
+    Incomplete(String),
     /// A frame file cannot be read or decoded.
     #[error("{0}")]
     Frame(ReadError),
@@ -139,6 +143,34 @@ impl Manifest {
                 frame: f.file.clone(),
                 group: f.group.clone(),
             }));
+        }
+        // Every check below would otherwise compare nothing and pass, or index past a score.
+        if m.repeats == 0 {
+            return Err(fail(BundleError::Incomplete("repeats is 0".into())));
+        }
+        if let Some(f) = m
+            .frames
+            .iter()
+            .find(|f| f.workstation_mutual_information.len() != m.repeats)
+        {
+            return Err(fail(BundleError::Incomplete(format!(
+                "frame {} has {} workstation scores, repeats is {}",
+                f.file,
+                f.workstation_mutual_information.len(),
+                m.repeats
+            ))));
+        }
+        for role in [Role::Positive, Role::Negative] {
+            let has_frames = m
+                .groups
+                .iter()
+                .filter(|g| g.role == role)
+                .any(|g| m.frames.iter().any(|f| f.group == g.name));
+            if !has_frames {
+                return Err(fail(BundleError::Incomplete(
+                    format!("no {role:?} frames: nothing to compare").to_lowercase(),
+                )));
+            }
         }
         Ok(m)
     }
@@ -179,10 +211,12 @@ pub struct Validation {
     pub attacks: Vec<AttackCheck>,
 }
 
-/// Gates every frame of the bundle in `dir` (its `manifest`, read with [`Manifest::read`])
+/// Gates every frame of the bundle in `dir` (its `manifest`, read with [`Manifest::read`];
+/// `model_arg` is the model as the user named it, for messages)
 /// `runs` times with independent masks and compares detection with the workstation's.
 pub fn run(
     model: &Model,
+    model_arg: &Path,
     manifest: &Manifest,
     dir: &Path,
     opts: &Options,
@@ -203,7 +237,8 @@ pub fn run(
         .card
         .mi_threshold()
         .ok_or_else(|| Error::Uncalibrated {
-            path: model.card.name.clone().into(),
+            path: model_arg.to_owned(),
+            hint: "",
         })?;
     let samples = opts.samples.unwrap_or(manifest.samples);
     let runs = opts.runs.unwrap_or(manifest.repeats);

@@ -466,3 +466,31 @@ fn validate_fails_when_the_device_differs_or_the_bundle_is_for_another_model() {
     let out = mcgate(&["validate", "models/mnist", "does/not/exist"]);
     assert_one_line_error(&out, 4, "manifest.json");
 }
+
+/// A manifest that would compare nothing (no runs, no attack frames) or index past a frame's
+/// scores is refused, not passed and not a panic.
+#[test]
+fn validate_refuses_a_bundle_that_compares_nothing() {
+    type Edit = fn(&mut serde_json::Value);
+    let cases: [(Edit, &str); 3] = [
+        (|m| m["repeats"] = 0.into(), "repeats is 0"),
+        (
+            |m| m["frames"][0]["workstation_mutual_information"] = serde_json::json!([]),
+            "has 0 workstation scores, repeats is 1",
+        ),
+        (
+            |m| {
+                let groups = m["groups"].as_array_mut().unwrap();
+                for g in groups.iter_mut() {
+                    g["role"] = "negative".into();
+                }
+            },
+            "no positive frames",
+        ),
+    ];
+    for (edit, needle) in cases {
+        let dir = bundle_copy(edit);
+        let out = mcgate(&["validate", "models/mnist", dir.path().to_str().unwrap()]);
+        assert_one_line_error(&out, 4, needle);
+    }
+}

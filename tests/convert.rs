@@ -13,6 +13,10 @@ use mcgate::model::onnx::{f32_tensor, int, Dim, Graph};
 /// x [1,3,4,4] → Flatten → Gemm 48→8 → Relu (`act`) → Gemm 8→3 → logits; or, with
 /// `shape_after`, a Shape node reading `act` (which cannot be made batch-agnostic).
 fn classifier(shape_after: bool) -> Vec<u8> {
+    classifier_graph(shape_after).to_bytes("test", "0")
+}
+
+fn classifier_graph(shape_after: bool) -> Graph {
     let w1: Vec<f32> = (0..8 * 48)
         .map(|i| ((i * 7 % 13) as f32 - 6.0) / 20.0)
         .collect();
@@ -54,7 +58,7 @@ fn classifier(shape_after: bool) -> Vec<u8> {
             vec![int("transB", 1)],
         );
     }
-    g.to_bytes("test", "0")
+    g
 }
 
 /// x [1,3,4,4] → Conv 1×1 3→2 → a feature map [1,2,4,4], not a classifier's output.
@@ -184,6 +188,26 @@ fn assert_refused(dir: &Path, input: &str, extra: &[&str], needle: &str) {
     assert!(left.is_empty(), "files left behind: {left:?}");
 }
 
+/// `--output` picks the classifier among several outputs, and the check compares that one.
+#[test]
+fn output_picks_one_of_several_and_is_the_one_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = classifier_graph(false);
+    g.outputs.insert(
+        0,
+        mcgate::model::onnx::value_info("act", &[Dim::Fixed(1), Dim::Fixed(8)]),
+    );
+    let input = write(dir.path(), "two.onnx", &g.to_bytes("test", "0"));
+    let stem = s(&dir.path().join("out"));
+    let out = mcgate(&["convert", &input, &stem, "--site", "act=0.5"]);
+    assert_one_line_error(&out, 3, "act");
+    let out = mcgate(&[
+        "convert", &input, &stem, "--site", "act=0.5", "--output", "logits",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 classes"));
+}
+
 #[test]
 fn bad_models_and_sites_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,6 +230,20 @@ fn bad_models_and_sites_are_refused_and_nothing_is_written() {
         &features,
         &["--site", "r=0.5"],
         "a classifier's output is [1, classes]",
+    );
+    // Probabilities behind a node convert does not read as the Softmax: a second Softmax
+    // would flatten them, so it refuses.
+    let mut g = classifier_graph(false);
+    let last = g.nodes.last_mut().unwrap();
+    (last.name, last.output[0]) = ("l".into(), "l".into());
+    g.node("Softmax", &["l"], "p", vec![])
+        .node("Identity", &["p"], "logits", vec![]);
+    let probs = write(dir.path(), "probs.onnx", &g.to_bytes("test", "0"));
+    assert_refused(
+        dir.path(),
+        &probs,
+        &["--site", "act=0.5"],
+        "already gives probabilities",
     );
     let missing = dir.path().join("missing.onnx");
     let out = mcgate(&["convert", &s(&missing), &s(&dir.path().join("out"))]);

@@ -21,6 +21,8 @@ struct Variant {
     fixed_t: bool,
     /// Three input channels (an RGB model) instead of one.
     rgb: bool,
+    /// All weights 0: the logits are the bias whatever the masks, so MI is always 0.
+    zero_weights: bool,
 }
 
 fn tiny_onnx(v: Variant) -> Vec<u8> {
@@ -36,6 +38,9 @@ fn tiny_onnx(v: Variant) -> Vec<u8> {
         .collect();
     if v.nan_weight {
         weights[0] = f32::NAN;
+    }
+    if v.zero_weights {
+        weights.fill(0.0);
     }
     let mut g = Graph::new("tiny");
     g.input(
@@ -282,6 +287,24 @@ fn calibrate_sets_the_quantile_threshold_and_refuses_too_few_or_unreadable_frame
     let run = |a: Vec<String>, input: &[u8]| {
         mcgate_stdin(&a.iter().map(String::as_str).collect::<Vec<_>>(), input)
     };
+
+    // A model whose samples never disagree cannot be calibrated (a threshold of 0 would pass
+    // everything).
+    let flat = TinyModel::new(
+        &tiny_onnx(Variant {
+            zero_weights: true,
+            ..Default::default()
+        }),
+        |c| {
+            c["schema"] = "mcgate.card/2".into();
+            c["threshold"] = serde_json::Value::Null;
+        },
+    );
+    let flat_stem = flat.stem();
+    let mut flat_args = vec!["calibrate", flat_stem.as_str()];
+    flat_args.extend(raw);
+    let out = mcgate_stdin(&flat_args, &frames(120));
+    assert_one_line_error(&out, 4, "all 120 frames score mutual information 0");
 
     // Too few frames for 5 %: refused, the card untouched.
     let out = run(args("calibrate", &["--fpr", "0.05"]), &frames(30));

@@ -10,10 +10,27 @@ pub enum PreprocessError {
     /// The frame is 0 pixels wide or high.
     #[error("frame has no pixels")]
     NoPixels,
+    /// Resizing the frame's shorter side would make an image too large to hold (an extreme
+    /// aspect ratio, e.g. 1×16384).
+    #[error("frame {width}x{height} would be resized to {resized_width}x{resized_height}, over {MAX_RESIZED_PIXELS} pixels")]
+    TooLarge {
+        /// Frame width.
+        width: u32,
+        /// Frame height.
+        height: u32,
+        /// Width after resizing.
+        resized_width: u64,
+        /// Height after resizing.
+        resized_height: u64,
+    },
     /// The model takes a channel count this build cannot feed (the card check rules it out).
     #[error("model takes {0} channels; only 1 and 3 are supported")]
     Channels(usize),
 }
+
+/// The largest image the shorter-side resize may produce before its centre is cut (64 M pixels,
+/// 192 MiB as RGB).
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
 
 /// Converts frames into the model's `[C·H·W]` float input, reusing one buffer.
 pub struct Preprocessor {
@@ -41,12 +58,25 @@ impl Preprocessor {
         }
         let resize = self.spec.resize;
         let fit = |img: DynamicImage| fit(img, resize, w, h);
+        if let Resize::ShorterSideCrop { shorter_side, .. } = resize {
+            let (rw, rh) = resized_size(image.width(), image.height(), shorter_side);
+            if rw * rh > MAX_RESIZED_PIXELS {
+                return Err(PreprocessError::TooLarge {
+                    width: image.width(),
+                    height: image.height(),
+                    resized_width: rw,
+                    resized_height: rh,
+                });
+            }
+        }
         let plane = (w * h) as usize;
         let scale = self.spec.scale;
         match self.spec.channels() {
             1 => {
                 let gray = match image {
-                    DynamicImage::ImageLuma8(g) if g.width() == w && g.height() == h => {
+                    DynamicImage::ImageLuma8(g)
+                        if resize == Resize::Stretch && g.width() == w && g.height() == h =>
+                    {
                         std::borrow::Cow::Borrowed(g)
                     }
                     other => std::borrow::Cow::Owned(
@@ -78,6 +108,16 @@ impl Preprocessor {
     }
 }
 
+/// The size after resizing a `width`×`height` frame's shorter side to `shorter_side`.
+fn resized_size(width: u32, height: u32, shorter_side: u32) -> (u64, u64) {
+    let (w, h, n) = (width as u64, height as u64, shorter_side as u64);
+    if w <= h {
+        (n, n * h / w)
+    } else {
+        (n * w / h, n)
+    }
+}
+
 /// Fits `img` to `w`×`h` by the card's policy. The shorter-side policy follows torchvision's
 /// `Resize(n)` (the longer side is `n · long / short`, truncated) and `CenterCrop(m)` (offsets
 /// `(side − m) / 2` rounded half to even, as Python's `round`).
@@ -92,12 +132,7 @@ fn fit(img: DynamicImage, resize: Resize, w: u32, h: u32) -> DynamicImage {
         }
         Resize::ShorterSideCrop { shorter_side, crop } => {
             let (iw, ih) = (img.width() as u64, img.height() as u64);
-            let n = shorter_side as u64;
-            let (rw, rh) = if iw <= ih {
-                (n, n * ih / iw)
-            } else {
-                (n * iw / ih, n)
-            };
+            let (rw, rh) = resized_size(img.width(), img.height(), shorter_side);
             let resized = if (rw, rh) == (iw, ih) {
                 img
             } else {
@@ -163,6 +198,28 @@ mod tests {
             4,
         );
         assert_eq!((img.width(), img.height()), (4, 4));
+    }
+
+    #[test]
+    fn an_extreme_aspect_ratio_is_refused_not_resized_into_gigabytes() {
+        let mut spec = spec(1);
+        spec.shape = [1, 1, 224, 224];
+        spec.resize = Resize::ShorterSideCrop {
+            shorter_side: 256,
+            crop: 224,
+        };
+        let sliver = DynamicImage::ImageLuma8(image::GrayImage::new(1, 16_384));
+        let err = Preprocessor::new(&spec).run(&sliver).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PreprocessError::TooLarge {
+                    resized_height: 4_194_304,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -48,11 +48,11 @@ pub struct ModelCard {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
-    /// Graph input name, `x` in this contract.
+    /// Graph input name (`x` in trained models; a converted model keeps its own).
     pub name: String,
     /// `[1, C, H, W]`.
     pub shape: [usize; 4],
-    /// Always `NCHW` in schema 1.
+    /// Always `NCHW` (schemas 1 and 2).
     pub layout: String,
     /// Model input value = (pixel * scale - mean[c]) / std[c], pixels in 0..=255.
     pub scale: f32,
@@ -292,9 +292,9 @@ pub enum CardError {
     /// A field is missing, unknown, or of the wrong type (serde's words).
     #[error("{0}")]
     Fields(String),
-    /// `classes` is empty.
-    #[error("no classes")]
-    NoClasses,
+    /// Fewer than two classes: a one-class output has no uncertainty to measure.
+    #[error("{0} class(es): a gated classifier needs at least 2")]
+    Classes(usize),
     /// `input.layout` is not NCHW.
     #[error("input layout {0:?} is not supported (NCHW only)")]
     Layout(String),
@@ -320,6 +320,9 @@ pub enum CardError {
     /// No dropout sites.
     #[error("no dropout sites: MC dropout needs at least one")]
     NoSites,
+    /// Every site has p = 0: the masks would never drop anything.
+    #[error("every dropout site has p = 0: the samples would all agree and every frame pass")]
+    NoStochasticSite,
     /// A site's p is outside [0, 1).
     #[error("dropout site {site}: p = {p} is outside [0, 1)")]
     SiteP {
@@ -400,8 +403,8 @@ impl ModelCard {
 
     /// Checks the card on its own (the graph is checked against it at load time).
     pub fn validate(&self) -> Result<(), CardError> {
-        if self.classes.is_empty() {
-            return Err(CardError::NoClasses);
+        if self.classes.len() < 2 {
+            return Err(CardError::Classes(self.classes.len()));
         }
         let i = &self.input;
         if i.layout != "NCHW" {
@@ -446,6 +449,10 @@ impl ModelCard {
             if site.input == i.name {
                 return Err(CardError::SiteIsImage(site.input.clone()));
             }
+        }
+        // With every p = 0 the masks are all ones, MI is always 0, and every frame passes.
+        if self.dropout_sites.iter().all(|s| s.p == 0.0) {
+            return Err(CardError::NoStochasticSite);
         }
         for (a, site) in self.dropout_sites.iter().enumerate() {
             if self.dropout_sites[..a]
@@ -696,6 +703,14 @@ pub(crate) mod tests {
         card.input.resize = Resize::Stretch;
         card.input.channel_order = ChannelOrder::Bgr;
         assert_eq!(card.validate(), Err(CardError::ChannelOrder));
+
+        // Degenerate models would accept every frame: one class, or masks that drop nothing.
+        let mut card = sample_card();
+        card.classes.truncate(1);
+        assert_eq!(card.validate(), Err(CardError::Classes(1)));
+        let mut card = sample_card();
+        card.dropout_sites[0].p = 0.0;
+        assert_eq!(card.validate(), Err(CardError::NoStochasticSite));
     }
 
     #[test]

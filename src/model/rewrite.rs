@@ -317,6 +317,17 @@ fn find_sites(
     facts: &HashMap<String, Fact>,
     output: &str,
 ) -> Result<Vec<Site>, ConvertError> {
+    // A Dropout inside an If/Loop/Scan body would stay an identity: refuse it, not skip it.
+    if let Some((node, body)) = graph
+        .node
+        .iter()
+        .find_map(|n| nested_dropout(n).map(|d| (label(n), d)))
+    {
+        return Err(ConvertError::Dropout {
+            node: body,
+            why: format!("it is inside the subgraph of {node}, which convert does not rewrite"),
+        });
+    }
     // Sort keys: a Dropout sits at its node, a named tensor just after its producer.
     let mut keyed = vec![];
     let mut dropout_tensors = HashSet::new();
@@ -1374,6 +1385,21 @@ fn captured(node: &pb::NodeProto) -> Vec<String> {
     out
 }
 
+/// The label of a Dropout anywhere inside `node`'s subgraphs, if any.
+fn nested_dropout(node: &pb::NodeProto) -> Option<String> {
+    node.attribute
+        .iter()
+        .flat_map(|a| a.g.iter().chain(&a.graphs))
+        .flat_map(|g| &g.node)
+        .find_map(|n| {
+            if is_dropout(n) {
+                Some(label(n))
+            } else {
+                nested_dropout(n)
+            }
+        })
+}
+
 fn for_subgraphs(node: &mut pb::NodeProto, f: &mut dyn FnMut(&mut pb::GraphProto)) {
     for a in &mut node.attribute {
         for g in a.g.iter_mut().chain(&mut a.graphs) {
@@ -1982,6 +2008,36 @@ mod tests {
         let name = w.name.clone();
         let err = convert(&model.encode_to_vec(), &Options::default());
         assert_eq!(err, Err(ConvertError::ExternalData(name)));
+    }
+
+    #[test]
+    fn a_dropout_inside_a_subgraph_is_refused() {
+        let mut body = Graph::new("then");
+        body.node("Dropout", &["h"], "hd", vec![]);
+        let if_node = pb::NodeProto {
+            op_type: "If".into(),
+            name: "branch".into(),
+            input: vec!["cond".into()],
+            output: vec!["y".into()],
+            attribute: vec![pb::AttributeProto {
+                name: "then_branch".into(),
+                r#type: pb::attribute_proto::AttributeType::Graph as i32,
+                g: Some(body.into_model("t", "0").graph.unwrap()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let graph = pb::GraphProto {
+            node: vec![if_node],
+            ..Default::default()
+        };
+        let Err(err) = find_sites(&graph, &[], &HashMap::new(), "y") else {
+            panic!("a Dropout in an If body was not refused");
+        };
+        assert!(
+            matches!(&err, ConvertError::Dropout { why, .. } if why.contains("inside the subgraph")),
+            "{err}"
+        );
     }
 
     #[test]

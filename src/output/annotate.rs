@@ -41,6 +41,8 @@ impl DrawTarget for Canvas<'_> {
 
 /// Width small frames are scaled up to (nearest neighbour) so the text fits.
 const MIN_WIDTH: u32 = 168;
+/// The tallest a frame is scaled up to.
+const MAX_SCALED_SIDE: u32 = 2048;
 const BAND: u32 = 40;
 
 /// The frame, scaled up if small, with a coloured border and a band below it holding the
@@ -53,7 +55,12 @@ pub fn annotate(
     max_mi: f64,
 ) -> RgbImage {
     let rgb = frame.to_rgb8();
-    let factor = MIN_WIDTH.div_ceil(rgb.width().max(1)).max(1);
+    // Small frames are scaled up to be readable, but never past MAX_SCALED_SIDE: a 1-pixel-wide
+    // frame must not become a gigapixel image.
+    let factor = MIN_WIDTH
+        .div_ceil(rgb.width().max(1))
+        .min(MAX_SCALED_SIDE / rgb.height().max(1))
+        .max(1);
     let scaled = if factor > 1 {
         image::imageops::resize(
             &rgb,

@@ -2,16 +2,22 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::input::frame::Frame;
 use crate::Error;
 
 /// Writes `bytes` to `path` under a temporary name in the same directory, then renames it: a
 /// reader never sees a partial file, and a failed write (full disk) leaves nothing behind and
 /// the old file, if any, as it was.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let partial = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&partial, bytes)
+    // The process id keeps two writers of the same file (two gates on one directory) apart.
+    let partial = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    std::fs::File::create(&partial)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            // On the disk before the rename: after a power cut, the file is whole or absent.
+            f.sync_all()
+        })
         .and_then(|()| std::fs::rename(&partial, path))
         .map_err(|e| {
             let _ = std::fs::remove_file(&partial);
@@ -76,11 +82,6 @@ impl FrameDir {
             .write_to(&mut png, image::ImageFormat::Png)
             .map_err(|e| fail(&e))?;
         write_atomically(&path, png.get_ref())
-    }
-
-    /// Writes `frame` under its index and source name.
-    pub fn save_frame(&self, frame: &Frame) -> Result<(), Error> {
-        self.save(frame.index, &frame.source, &frame.image)
     }
 }
 

@@ -26,7 +26,6 @@ pub struct Plan {
     image: Arc<Tensor>,
     masks: Vec<(Arc<Tensor>, f32)>,
     samples: usize,
-    classes: usize,
 }
 
 impl Plan {
@@ -81,18 +80,12 @@ impl Plan {
             image: Arc::new(image),
             masks,
             samples,
-            classes: card.classes.len(),
         })
     }
 
     /// Monte-Carlo samples T per run.
     pub fn samples(&self) -> usize {
         self.samples
-    }
-
-    /// Classes per sample in the output.
-    pub fn classes(&self) -> usize {
-        self.classes
     }
 
     /// Runs T samples on one preprocessed image (`[C·H·W]`, already normalised) with masks

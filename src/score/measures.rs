@@ -48,6 +48,15 @@ pub enum Unscorable {
         /// Classes per row.
         classes: usize,
     },
+    /// The output has another number of samples than the T the gate ran.
+    Samples {
+        /// Values given.
+        len: usize,
+        /// Samples asked for.
+        samples: usize,
+        /// Classes per row.
+        classes: usize,
+    },
     /// A value is NaN, infinite, or outside [0, 1].
     BadValue {
         /// The sample (row).
@@ -77,6 +86,14 @@ impl std::fmt::Display for Unscorable {
                     "model output has {len} values, not a positive multiple of {classes} classes"
                 )
             }
+            Unscorable::Samples {
+                len,
+                samples,
+                classes,
+            } => write!(
+                f,
+                "model output has {len} values, not {samples} samples of {classes} classes"
+            ),
             Unscorable::BadValue {
                 sample,
                 class,
@@ -181,7 +198,15 @@ pub fn compute(probs: &[f32], classes: usize, scratch: &mut [f64]) -> Result<Mea
     Ok(Measures {
         predictive_entropy,
         expected_entropy,
-        mutual_information: (predictive_entropy - expected_entropy).max(0.0),
+        // Clamp rounding below 0 only: `f64::max` would also turn a NaN into 0 (an accept).
+        mutual_information: {
+            let mi = predictive_entropy - expected_entropy;
+            if mi < 0.0 {
+                0.0
+            } else {
+                mi
+            }
+        },
         softmax_variance,
         variation_ratio,
         max_probability,

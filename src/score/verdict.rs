@@ -42,16 +42,6 @@ pub enum RejectReason {
     NotPassedOn(String),
 }
 
-impl RejectReason {
-    /// True when the frame was never scored (the gate failed closed on it).
-    pub fn is_unscored(&self) -> bool {
-        !matches!(
-            self,
-            RejectReason::AboveThreshold { .. } | RejectReason::NotPassedOn(_)
-        )
-    }
-}
-
 impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
