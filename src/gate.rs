@@ -14,9 +14,13 @@ use crate::score::verdict::{self, RejectReason, Verdict};
 use crate::Error;
 
 /// How each frame's mask seed is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Seeds {
-    /// Frame i uses `rng::mix(run_seed, i)`: every frame gets fresh masks.
+    /// Frame i uses a keyed hash of i under a secret run key: fresh masks that no report
+    /// line gives away (runs without `--seed`).
+    Secret(rng::RunKey),
+    /// Frame i uses `rng::mix(run_seed, i)`: fresh masks, reproducible from the run seed
+    /// (`--seed`; anyone who reads one line's seed can work out the others).
     PerFrame(u64),
     /// Every frame uses this seed: replays a verdict reported with it.
     Fixed(u64),
@@ -26,6 +30,7 @@ impl Seeds {
     /// Frame `index`'s mask seed.
     pub fn for_frame(self, index: u64) -> u64 {
         match self {
+            Seeds::Secret(key) => key.frame_seed(index),
             Seeds::PerFrame(run) => rng::mix(run, index),
             Seeds::Fixed(seed) => seed,
         }

@@ -308,7 +308,9 @@ struct GateArgs {
     /// Monte-Carlo samples T per frame [default: the card's default_samples].
     #[arg(short = 'T', long)]
     samples: Option<usize>,
-    /// Run seed: frame i's masks come from a seed derived from it and i. [default: random]
+    /// Run seed: frame i's masks come from mix(SEED, i), reproducible — and predictable from
+    /// any one report line, so not for a camera an attacker watches [default: a secret key
+    /// from the OS; report lines then reveal nothing about other frames' masks].
     #[arg(long)]
     seed: Option<u64>,
     /// Use this mask seed for every frame: replays a verdict from its reported `seed`.
@@ -663,11 +665,13 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
     };
     let seeds = match (args.frame_seed, args.seed) {
         (Some(seed), _) => Seeds::Fixed(seed),
-        (None, seed) => Seeds::PerFrame(run_seed(seed)?),
+        (None, Some(seed)) => Seeds::PerFrame(seed),
+        (None, None) => Seeds::Secret(rng::RunKey::from_os().map_err(|e| {
+            Failure::Usage(format!(
+                "no OS randomness for the mask seeds ({e}); pass --seed"
+            ))
+        })?),
     };
-    if let Seeds::PerFrame(seed) = seeds {
-        log::info!("run seed {seed}");
-    }
     let calibrated_t = model
         .card
         .threshold
