@@ -12,6 +12,7 @@ use mcgate::model::card::{ChannelOrder, Resize};
 use mcgate::model::rewrite::ConvertError;
 use mcgate::model::Model;
 use mcgate::output::frames::FrameDir;
+use mcgate::output::passthrough::{OnReject, PassThrough};
 use mcgate::output::report::{Format, ReportWriter};
 use mcgate::score::verdict::{AlarmWindow, MAX_WINDOW};
 use mcgate::session::{FrameOutputs, FrameSink, Session};
@@ -336,6 +337,22 @@ struct GateArgs {
     /// Raise an alarm when K of the last N frames were rejected (N, at most 1024).
     #[arg(long, default_value_t = 20, value_name = "N")]
     alarm_window: usize,
+    /// Put the gate in the video path: write every accepted frame to stdout as a raw frame
+    /// (raw stdin frames byte for byte; image files at --width x --height in --pixel-format,
+    /// by default the model's size and channels) and the verdict lines to --report or stderr.
+    ///
+    /// Example: ffmpeg -i cam -vf scale=28:28 -f rawvideo -pix_fmt gray - |
+    ///   mcgate gate models/mnist - --width 28 --height 28 --pass-through --report verdicts.jsonl |
+    ///   ffmpeg -f rawvideo -pix_fmt gray -s 28x28 -i - out.mp4
+    #[arg(long)]
+    pass_through: bool,
+    /// With --pass-through: what downstream gets in a rejected frame's place (black or
+    /// repeat keep the frame rate constant for an encoder).
+    #[arg(long, value_enum, default_value_t = OnReject::Black, requires = "pass_through")]
+    on_reject: OnReject,
+    /// Write the verdict lines to FILE instead of stdout (stderr with --pass-through).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// Leave latency out of the report lines (for byte-identical replays).
     #[arg(long)]
     no_latency: bool,
@@ -689,19 +706,45 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
             None => None,
         })
     };
+    let pass_through = args.pass_through.then(|| {
+        let input = &model.card.input;
+        let format = args.frames.pixel_format.unwrap_or_else(|| {
+            PixelFormat::for_channels(input.channels()).expect("a valid card has 1 or 3 channels")
+        });
+        let width = args.frames.width.unwrap_or(input.width() as u32);
+        let height = args.frames.height.unwrap_or(input.height() as u32);
+        let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
+        PassThrough::new(out, format, width, height, args.on_reject)
+    });
     let outputs = FrameOutputs {
         accepted: frame_dir(&args.accepted, "--accepted")?,
         annotated: frame_dir(&args.annotate, "--annotate")?,
+        pass_through,
     };
     let pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
+    let (out, name): (Box<dyn Write>, String) = match (&args.report, args.pass_through) {
+        (Some(path), _) => (
+            Box::new(std::fs::File::create(path).map_err(|e| Error::Output {
+                what: format!("--report {}", path.display()),
+                cause: e.to_string(),
+            })?),
+            format!("report to {}", path.display()),
+        ),
+        (None, true) => (Box::new(std::io::stderr()), "report to stderr".into()),
+        (None, false) => (
+            Box::new(std::io::stdout().lock()),
+            "report to stdout".into(),
+        ),
+    };
     let lines = ReportWriter::new(
-        std::io::stdout().lock(),
+        out,
         args.format,
         !args.no_latency,
         &model.card,
         threshold,
         samples,
-    );
+    )
+    .named(name);
     let mut session = Session::new(pool, alarm, lines, outputs);
     session.run(frames)?;
     let summary = session.summary();

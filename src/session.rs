@@ -15,6 +15,7 @@ use crate::gate::{Pool, Report};
 use crate::input::frame::{self, Frame};
 use crate::output::annotate;
 use crate::output::frames::FrameDir;
+use crate::output::passthrough::PassThrough;
 use crate::output::report::ReportWriter;
 use crate::output::summary::Summary;
 use crate::score::verdict::{AlarmWindow, Decision, RejectReason, Verdict};
@@ -39,6 +40,8 @@ pub struct FrameOutputs {
     pub accepted: Option<Box<dyn FrameSink>>,
     /// Every frame, annotated with its verdict (`--annotate`).
     pub annotated: Option<Box<dyn FrameSink>>,
+    /// The video path: accepted frames downstream, rejected ones replaced (`--pass-through`).
+    pub pass_through: Option<PassThrough>,
 }
 
 /// One run of the gate over a stream of frames.
@@ -119,13 +122,19 @@ impl<W: Write> Outputs<W> {
         // An accepted frame is passed on before its verdict line: if it cannot be written
         // (full disk), its line says reject, and the session stops with that error.
         let mut passed_on = Ok(());
-        if let (Some(sink), Some(frame), Decision::Accept) =
-            (&self.frames.accepted, frame, report.verdict.decision())
-        {
-            passed_on = sink.save(frame.index, &frame.source, &frame.image);
+        if let (Some(frame), Decision::Accept) = (frame, report.verdict.decision()) {
+            if let Some(sink) = &self.frames.accepted {
+                passed_on = sink.save(frame.index, &frame.source, &frame.image);
+            }
+            if let (Ok(()), Some(stream)) = (&passed_on, &mut self.frames.pass_through) {
+                passed_on = stream.accept(frame);
+            }
             if let Err(e) = &passed_on {
                 report.verdict = Verdict::Reject(RejectReason::NotPassedOn(e.to_string()));
             }
+        } else if let Some(stream) = &mut self.frames.pass_through {
+            // A reject's place downstream: dropped, black, or the last accepted frame.
+            passed_on = stream.reject();
         }
         self.lines.write(&report)?;
         passed_on?;
@@ -232,6 +241,7 @@ mod tests {
         let outputs = FrameOutputs {
             accepted: Some(Box::new(accepted.clone())),
             annotated: None,
+            pass_through: None,
         };
         // Threshold ln(10): every scored frame is accepted.
         let mut s = session(10f64.ln(), (5, 20), outputs, 2);
@@ -259,6 +269,7 @@ mod tests {
                 ..Default::default()
             })),
             annotated: None,
+            pass_through: None,
         };
         let mut s = session(10f64.ln(), (5, 20), outputs, 1);
         let err = s.run(frames(3, 99).into_iter()).unwrap_err();

@@ -494,3 +494,111 @@ fn validate_refuses_a_bundle_that_compares_nothing() {
         assert_one_line_error(&out, 4, needle);
     }
 }
+
+/// `--pass-through` in a real ffmpeg pipeline, both sides: testsrc → raw gray frames → mcgate →
+/// ffmpeg (rawvideo in, rawvideo out). Accepted frames come out byte for byte; a rejected
+/// frame's place is black, the last accepted frame, or gone, as `--on-reject` says.
+#[test]
+fn pass_through_puts_the_gate_in_an_ffmpeg_pipeline() {
+    const FRAME: usize = 28 * 28;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_mcgate");
+    let source = "ffmpeg -v error -f lavfi -i testsrc=size=28x28:rate=10 -frames:v 12 \
+                  -f rawvideo -pix_fmt gray -";
+    let input = Command::new("sh").args(["-c", source]).output().unwrap();
+    assert_eq!(
+        input.stdout.len(),
+        12 * FRAME,
+        "{}",
+        String::from_utf8_lossy(&input.stderr)
+    );
+    for on_reject in ["black", "repeat", "drop"] {
+        let report = dir.path().join(format!("{on_reject}.jsonl"));
+        let pipeline = format!(
+            "{source} | {bin} gate models/mnist - --width 28 --height 28 --seed 1 \
+             --threshold 0.33 --pass-through --on-reject {on_reject} --report {} \
+             | ffmpeg -v error -f rawvideo -pix_fmt gray -s 28x28 -i - -f rawvideo -",
+            report.display()
+        );
+        let out = Command::new("sh")
+            .args(["-c", &pipeline])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdicts: Vec<bool> = std::fs::read_to_string(&report)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["verdict"] == "accept")
+            .collect();
+        assert_eq!(verdicts.len(), 12);
+        let accepted = verdicts.iter().filter(|&&a| a).count();
+        assert!(
+            accepted > 0 && accepted < 12,
+            "want both verdicts: {verdicts:?}"
+        );
+        // What downstream must have received, frame by frame.
+        let mut want: Vec<u8> = vec![];
+        let mut last = vec![0u8; FRAME];
+        for (i, &ok) in verdicts.iter().enumerate() {
+            let frame = &input.stdout[i * FRAME..(i + 1) * FRAME];
+            match (ok, on_reject) {
+                (true, _) => {
+                    want.extend(frame);
+                    last = frame.to_vec();
+                }
+                (false, "black") => want.extend(vec![0u8; FRAME]),
+                (false, "repeat") => want.extend(&last),
+                (false, _) => {}
+            }
+        }
+        assert_eq!(out.stdout.len(), want.len(), "{on_reject}: frame count");
+        assert!(out.stdout == want, "{on_reject}: bytes differ");
+    }
+}
+
+/// The consumer of `--pass-through` goes away: the gate stops with a one-line error, exit 5.
+#[test]
+fn pass_through_to_a_closed_pipe_is_an_output_error() {
+    use std::io::{Read, Write};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args([
+            "gate",
+            "models/mnist",
+            "-",
+            "--width",
+            "28",
+            "--height",
+            "28",
+            "--seed",
+            "1",
+        ])
+        .args([
+            "--threshold",
+            "10",
+            "--pass-through",
+            "--report",
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Stops with EPIPE once the gate has exited.
+        let _ = stdin.write_all(&vec![0u8; 200 * 28 * 28]);
+    });
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The consumer is gone: stdout is closed here.
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    assert_one_line_error(&out, 5, "cannot write pass-through frames to stdout");
+}

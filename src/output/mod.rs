@@ -3,5 +3,6 @@
 
 pub mod annotate;
 pub mod frames;
+pub mod passthrough;
 pub mod report;
 pub mod summary;

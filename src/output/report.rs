@@ -55,6 +55,7 @@ pub struct ReportWriter<W: Write> {
     labels: Vec<String>,
     threshold: f64,
     samples: usize,
+    name: String,
 }
 
 impl<W: Write> ReportWriter<W> {
@@ -74,7 +75,14 @@ impl<W: Write> ReportWriter<W> {
             labels: card.classes.clone(),
             threshold,
             samples,
+            name: "report to stdout".into(),
         }
+    }
+
+    /// Names the stream in errors (default "report to stdout").
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
     }
 
     /// The stream written to.
@@ -143,7 +151,7 @@ impl<W: Write> ReportWriter<W> {
         result
             .and_then(|_| self.out.flush())
             .map_err(|e| Error::Output {
-                what: "report to stdout".into(),
+                what: self.name.clone(),
                 cause: e.to_string(),
             })
     }

@@ -1,0 +1,108 @@
+//! Pass-through: the gate in the video path. Accepted frames go downstream as raw frames,
+//! byte for byte what came in (raw stdin) or decoded to the stream's size and pixel format
+//! (image files); a rejected frame's place is dropped, filled black, or filled with the last
+//! accepted frame, so that an encoder downstream can keep its frame rate.
+
+use std::io::Write;
+
+use image::{imageops::FilterType, DynamicImage};
+
+use crate::input::frame::{Frame, PixelFormat};
+use crate::Error;
+
+/// What downstream gets in a rejected frame's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnReject {
+    /// Nothing: the stream has fewer frames.
+    Drop,
+    /// A black frame of the same size.
+    Black,
+    /// The last accepted frame again (black before the first).
+    Repeat,
+}
+
+/// A raw frame stream out.
+pub struct PassThrough {
+    out: Box<dyn Write>,
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    on_reject: OnReject,
+    /// The last frame written in full (for `Repeat`), or a black frame.
+    last: Vec<u8>,
+}
+
+impl PassThrough {
+    /// Raw `width`×`height` frames in `format` to `out`.
+    pub fn new(
+        out: Box<dyn Write>,
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        on_reject: OnReject,
+    ) -> PassThrough {
+        let bytes = width as usize * height as usize * format.bytes_per_pixel();
+        PassThrough {
+            out,
+            format,
+            width,
+            height,
+            on_reject,
+            last: vec![0; bytes],
+        }
+    }
+
+    /// The frame's raw bytes at the stream's size and format: a raw frame read at that size
+    /// is its own bytes, unchanged.
+    fn raw(&self, image: &DynamicImage) -> Vec<u8> {
+        let sized;
+        let image = if image.width() == self.width && image.height() == self.height {
+            image
+        } else {
+            sized = image.resize_exact(self.width, self.height, FilterType::Triangle);
+            &sized
+        };
+        match (self.format, image) {
+            (PixelFormat::Gray, DynamicImage::ImageLuma8(g)) => g.as_raw().clone(),
+            (PixelFormat::Rgb24, DynamicImage::ImageRgb8(c)) => c.as_raw().clone(),
+            (PixelFormat::Gray, other) => other.to_luma8().into_raw(),
+            (PixelFormat::Rgb24, other) => other.to_rgb8().into_raw(),
+        }
+    }
+
+    /// Writes an accepted frame downstream.
+    pub fn accept(&mut self, frame: &Frame) -> Result<(), Error> {
+        let bytes = self.raw(&frame.image);
+        self.write(&bytes)?;
+        if self.on_reject == OnReject::Repeat {
+            self.last = bytes;
+        }
+        Ok(())
+    }
+
+    /// Fills a rejected frame's place as `on_reject` says.
+    pub fn reject(&mut self) -> Result<(), Error> {
+        match self.on_reject {
+            OnReject::Drop => Ok(()),
+            // `last` stays black unless frames are repeated.
+            OnReject::Black | OnReject::Repeat => {
+                let last = std::mem::take(&mut self.last);
+                let written = self.write(&last);
+                self.last = last;
+                written
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        // Flushed per frame: downstream acts per frame, and a consumer that stops reading
+        // back-pressures the gate instead of a buffer growing.
+        self.out
+            .write_all(bytes)
+            .and_then(|()| self.out.flush())
+            .map_err(|e| Error::Output {
+                what: "pass-through frames to stdout".into(),
+                cause: e.to_string(),
+            })
+    }
+}
