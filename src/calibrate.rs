@@ -100,7 +100,7 @@ impl Calibrated {
 /// Scores every frame of `source` with `model` and sets the threshold.
 pub fn calibrate(
     model: &Model,
-    source: impl Iterator<Item = frame::Item>,
+    source: impl Iterator<Item = frame::Item> + Send + 'static,
     opts: &Options,
 ) -> Result<Calibrated, Error> {
     if !(opts.fpr > 0.0 && opts.fpr < 1.0) {

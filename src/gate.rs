@@ -1,6 +1,7 @@
 //! One frame through the whole pipeline: preprocess → masks + plan → measures → verdict;
 //! and a pool of gates that scores frames on several cores.
 
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::input::frame::{self, Frame, Unreadable};
@@ -201,22 +202,74 @@ impl Pool {
         &self.gates[0]
     }
 
-    /// Scores every frame of `source`, `jobs()` at a time, and hands each report, with its
-    /// frame when it could be read, to `each` in frame order; stops at `each`'s first error.
+    /// Scores every frame of `source` and hands each report, with its frame when it could be
+    /// read, to `each` in frame order; stops at `each`'s first error.
+    ///
+    /// With several jobs the frames are pipelined, for a live stream: a reader thread deals
+    /// frame i to worker i mod N (each owning its gate), and the reports are taken back in
+    /// frame order, so a frame's report goes out as soon as it and those before it are done,
+    /// never waiting for later frames. The reader is detached: an error from `each` ends the
+    /// run even while the reader waits on an idle stream (the pool has no gates after that).
     pub fn score_stream<E>(
         &mut self,
-        source: impl Iterator<Item = frame::Item>,
+        source: impl Iterator<Item = frame::Item> + Send + 'static,
         mut each: impl FnMut(Report, Option<&Frame>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut source = source.peekable();
-        let mut batch = Vec::with_capacity(self.jobs());
-        while source.peek().is_some() {
-            batch.extend(source.by_ref().take(self.jobs()));
-            let reports = self.score_all(&batch);
-            for (report, item) in reports.into_iter().zip(batch.drain(..)) {
-                each(report, item.ok().as_ref())?;
+        if self.gates.len() == 1 {
+            for item in source {
+                let report = score_item(&mut self.gates[0], &item);
+                each(report, item.as_ref().ok())?;
             }
+            return Ok(());
         }
+        let jobs = self.gates.len();
+        let (mut deal, mut take, mut workers) = (vec![], vec![], vec![]);
+        for mut gate in std::mem::take(&mut self.gates) {
+            // Bounded: a slow consumer holds the workers back, and they the reader.
+            let (to_worker, items) = mpsc::sync_channel::<frame::Item>(1);
+            let (reports, from_worker) = mpsc::sync_channel::<(Report, frame::Item)>(1);
+            workers.push(std::thread::spawn(move || {
+                let mut failed = false;
+                for item in items {
+                    let report = if failed {
+                        thread_failed(&item)
+                    } else {
+                        // A panic rejects the frame (fail closed); the gate is not trusted after.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            score_item(&mut gate, &item)
+                        }))
+                        .unwrap_or_else(|_| {
+                            failed = true;
+                            thread_failed(&item)
+                        })
+                    };
+                    if reports.send((report, item)).is_err() {
+                        break;
+                    }
+                }
+                gate
+            }));
+            deal.push(to_worker);
+            take.push(from_worker);
+        }
+        std::thread::spawn(move || {
+            for (i, item) in source.enumerate() {
+                if deal[i % jobs].send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        // Frame i is worker i mod N's next report; when that worker has none, the stream ended.
+        for i in 0.. {
+            let Ok((report, item)) = take[i % jobs].recv() else {
+                break;
+            };
+            each(report, item.as_ref().ok())?;
+        }
+        self.gates = workers
+            .into_iter()
+            .map(|w| w.join().expect("a worker catches its gate's panics"))
+            .collect();
         Ok(())
     }
 
@@ -231,10 +284,7 @@ impl Pool {
     }
 
     fn score_group(&mut self, items: &[frame::Item], reports: &mut Vec<Report>) {
-        let score = |gate: &mut Gate, item: &frame::Item| match item {
-            Ok(frame) => gate.score(frame),
-            Err(unreadable) => gate.unreadable(unreadable),
-        };
+        let score = score_item;
         let (first_gate, other_gates) = self.gates.split_first_mut().expect("at least one job");
         let Some((first, rest)) = items.split_first() else {
             return;
@@ -264,6 +314,31 @@ impl Pool {
                 }));
             }
         })
+    }
+}
+
+/// A frame's report, or an unreadable frame's.
+fn score_item(gate: &mut Gate, item: &frame::Item) -> Report {
+    match item {
+        Ok(frame) => gate.score(frame),
+        Err(unreadable) => gate.unreadable(unreadable),
+    }
+}
+
+/// The report for a frame whose scoring thread failed.
+fn thread_failed(item: &frame::Item) -> Report {
+    let (index, source) = match item {
+        Ok(f) => (f.index, f.source.clone()),
+        Err(u) => (u.index, u.source.clone()),
+    };
+    Report {
+        index,
+        source,
+        verdict: Verdict::Reject(RejectReason::ScoringThread),
+        measures: None,
+        seed: None,
+        latency: Duration::ZERO,
+        alarm: false,
     }
 }
 

@@ -191,7 +191,10 @@ impl FrameArgs {
 
 impl Source {
     /// The frames, read as `model` takes them.
-    fn frames(self, model: &Model) -> Result<Box<dyn Iterator<Item = frame::Item>>, Failure> {
+    fn frames(
+        self,
+        model: &Model,
+    ) -> Result<Box<dyn Iterator<Item = frame::Item> + Send>, Failure> {
         Ok(match self {
             Source::Files(paths) => Box::new(frame::Files::new(&paths)),
             Source::Raw {
@@ -205,12 +208,8 @@ impl Source {
                     PixelFormat::for_channels(model.card.input.channels())
                         .expect("a valid card has 1 or 3 channels")
                 });
-                Box::new(frame::Raw::new(
-                    std::io::stdin().lock(),
-                    width,
-                    height,
-                    format,
-                )?)
+                // `Stdin`, not its lock: the reader runs on its own thread under --jobs.
+                Box::new(frame::Raw::new(std::io::stdin(), width, height, format)?)
             }
         })
     }
@@ -357,8 +356,8 @@ struct GateArgs {
     #[arg(long)]
     no_latency: bool,
     /// Frames scored at once, one thread and one plan each (e.g. the board's core count):
-    /// more frames per second, the same verdicts and order. Frames are taken in groups of
-    /// N, so on a live stream a frame may wait for N-1 later ones.
+    /// more frames per second, the same lines in the same order. Pipelined: each frame's line
+    /// goes out as soon as it and those before it are scored, never waiting for later frames.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     jobs: usize,
 }

@@ -87,7 +87,10 @@ impl<W: Write> Session<W> {
     /// Gates every frame of `source`, `jobs` at a time, in order. Stops at the first output
     /// that cannot be written; a frame that cannot be read or scored is a reject, not an
     /// error.
-    pub fn run(&mut self, source: impl Iterator<Item = frame::Item>) -> Result<(), Error> {
+    pub fn run(
+        &mut self,
+        source: impl Iterator<Item = frame::Item> + Send + 'static,
+    ) -> Result<(), Error> {
         let outputs = &mut self.outputs;
         self.pool
             .score_stream(source, |report, frame| outputs.deliver(report, frame))

@@ -602,3 +602,69 @@ fn pass_through_to_a_closed_pipe_is_an_output_error() {
     feeder.join().unwrap();
     assert_one_line_error(&out, 5, "cannot write pass-through frames to stdout");
 }
+
+/// `--jobs` on a live stream: a frame's line comes out while stdin stays open and idle (no
+/// waiting for N−1 later frames), and when the consumer goes away the gate stops although
+/// its reader is still waiting on stdin.
+#[test]
+fn jobs_on_a_live_stream_answer_each_frame_and_stop_on_output_errors() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let digit = std::fs::read(root().join("samples/clean/digit_7_0.png")).unwrap();
+    let pixels = image::load_from_memory(&digit)
+        .unwrap()
+        .to_luma8()
+        .into_raw();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args([
+            "gate",
+            "models/mnist",
+            "-",
+            "--width",
+            "28",
+            "--height",
+            "28",
+            "--seed",
+            "1",
+        ])
+        .args(["--jobs", "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    stdin.write_all(&pixels).unwrap();
+    stdin.flush().unwrap();
+    // One frame in, stdin left open: its line must come out on its own. (The timeout only
+    // keeps a regression from hanging the test suite.)
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).unwrap();
+        tx.send(line).unwrap();
+        // The consumer goes away.
+        drop(reader);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the first frame's line waited for later frames");
+    let report: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(report["frame"], 0);
+    // More frames, stdout closed: the next line fails to write and the gate stops, exit 5,
+    // while stdin is still open.
+    for _ in 0..4 {
+        let _ = stdin.write_all(&pixels).and_then(|()| stdin.flush());
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()).unwrap());
+    let out = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the gate did not stop on a closed stdout while stdin stayed open");
+    drop(stdin);
+    assert_one_line_error(&out, 5, "cannot write report to stdout");
+}

@@ -765,3 +765,30 @@ fn a_blocked_consumer_back_pressures_the_gate() {
         assert_eq!(v["frame"], i, "lines in frame order");
     }
 }
+
+/// Stdin closing mid-frame under `--jobs`: every whole frame is scored, in order, then the
+/// partial one is rejected as truncated — the same lines as with one job.
+#[test]
+fn raw_stream_truncated_under_jobs_gives_the_one_job_lines() {
+    let m = TinyModel::good();
+    let stem = m.stem();
+    let bytes: Vec<u8> = (0..7 * 4 + 3).map(|i| (i * 29 % 256) as u8).collect();
+    let run = |jobs: &str| {
+        let mut args = raw_2x2_args(&stem);
+        args.extend(["--no-latency", "--jobs", jobs]);
+        mcgate_stdin(&args, &bytes)
+    };
+    let one = run("1");
+    assert_eq!(one.status.code(), Some(4), "{}", stderr(&one));
+    let lines = lines(&one);
+    assert_eq!(lines.len(), 8);
+    assert!(lines[7]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("truncated raw frame: 3 of 4 bytes"));
+    for jobs in ["2", "3"] {
+        let many = run(jobs);
+        assert_eq!(many.status.code(), Some(4));
+        assert_eq!(many.stdout, one.stdout, "--jobs {jobs}");
+    }
+}
