@@ -1,7 +1,7 @@
 //! One frame through the whole pipeline: preprocess → masks + plan → measures → verdict;
 //! and a pool of gates that scores frames on several cores.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::input::frame::{self, Frame, Unreadable};
@@ -11,7 +11,7 @@ use crate::model::Model;
 use crate::run::plan::{self, Plan};
 use crate::run::rng;
 use crate::score::measures::{self, Measures};
-use crate::score::verdict::{self, RejectReason, Verdict};
+use crate::score::verdict::{self, RejectReason, SharedThreshold, Verdict};
 use crate::Error;
 
 /// How each frame's mask seed is chosen.
@@ -55,6 +55,8 @@ pub struct Report {
     pub latency: Duration,
     /// Set by the session when this frame raised the alarm.
     pub alarm: bool,
+    /// The MI threshold the frame was decided with.
+    pub threshold: f64,
 }
 
 /// One model's plan and buffers, scoring one frame at a time.
@@ -63,7 +65,7 @@ pub struct Gate {
     plan: Plan,
     preprocessor: Preprocessor,
     scratch: Vec<f64>,
-    threshold: f64,
+    threshold: Arc<SharedThreshold>,
     seeds: Seeds,
 }
 
@@ -71,13 +73,22 @@ impl Gate {
     /// A gate running `model` with `samples` MC samples per frame, rejecting MI above
     /// `threshold`.
     pub fn new(model: &Model, samples: usize, threshold: f64, seeds: Seeds) -> Result<Gate, Error> {
-        if !threshold.is_finite() || threshold < 0.0 {
-            return Err(Error::out_of_range(
-                "threshold",
-                "a finite number >= 0",
-                threshold,
-            ));
-        }
+        check_threshold(threshold)?;
+        Self::sharing(
+            model,
+            samples,
+            Arc::new(SharedThreshold::new(threshold)),
+            seeds,
+        )
+    }
+
+    /// A gate whose threshold is `threshold`, shared with others and changeable.
+    pub fn sharing(
+        model: &Model,
+        samples: usize,
+        threshold: Arc<SharedThreshold>,
+        seeds: Seeds,
+    ) -> Result<Gate, Error> {
         let card = model.card.clone();
         Ok(Gate {
             plan: Plan::new(model, samples)?,
@@ -99,17 +110,23 @@ impl Gate {
         self.plan.samples()
     }
 
-    /// The MI threshold in force.
+    /// The MI threshold in force now.
     pub fn threshold(&self) -> f64 {
-        self.threshold
+        self.threshold.get()
+    }
+
+    /// The shared threshold, to change it while the gate runs.
+    pub fn threshold_handle(&self) -> Arc<SharedThreshold> {
+        self.threshold.clone()
     }
 
     /// Scores one frame. Never fails: anything that goes wrong becomes a reject.
     pub fn score(&mut self, frame: &Frame) -> Report {
         let start = Instant::now();
         let seed = self.seeds.for_frame(frame.index);
+        let threshold = self.threshold.get();
         let (verdict, measures) = match self.measure(frame, seed) {
-            Ok(m) => (verdict::decide(&m, self.threshold), Some(m)),
+            Ok(m) => (verdict::decide(&m, threshold), Some(m)),
             Err(reason) => (Verdict::Reject(reason), None),
         };
         Report {
@@ -120,6 +137,7 @@ impl Gate {
             seed: Some(seed),
             latency: start.elapsed(),
             alarm: false,
+            threshold,
         }
     }
 
@@ -156,6 +174,7 @@ impl Gate {
             seed: None,
             latency: Duration::ZERO,
             alarm: false,
+            threshold: self.threshold.get(),
         }
     }
 }
@@ -186,8 +205,10 @@ impl Pool {
                 jobs,
             ));
         }
+        check_threshold(threshold)?;
+        let shared = Arc::new(SharedThreshold::new(threshold));
         let gates = (0..jobs)
-            .map(|_| Gate::new(model, samples, threshold, seeds))
+            .map(|_| Gate::sharing(model, samples, shared.clone(), seeds))
             .collect::<Result<_, _>>()?;
         Ok(Pool { gates })
     }
@@ -232,7 +253,7 @@ impl Pool {
                 let mut failed = false;
                 for item in items {
                     let report = if failed {
-                        thread_failed(&item)
+                        thread_failed(&item, gate.threshold())
                     } else {
                         // A panic rejects the frame (fail closed); the gate is not trusted after.
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -240,7 +261,7 @@ impl Pool {
                         }))
                         .unwrap_or_else(|_| {
                             failed = true;
-                            thread_failed(&item)
+                            thread_failed(&item, gate.threshold())
                         })
                     };
                     if reports.send((report, item)).is_err() {
@@ -296,25 +317,28 @@ impl Pool {
                 .map(|(gate, item)| (item, scope.spawn(move || score(gate, item))))
                 .collect();
             reports.push(score(first_gate, first));
+            let threshold = first_gate.threshold();
             for (item, worker) in workers {
-                reports.push(worker.join().unwrap_or_else(|_| {
-                    let (index, source) = match item {
-                        Ok(f) => (f.index, f.source.clone()),
-                        Err(u) => (u.index, u.source.clone()),
-                    };
-                    Report {
-                        index,
-                        source,
-                        verdict: Verdict::Reject(RejectReason::ScoringThread),
-                        measures: None,
-                        seed: None,
-                        latency: Duration::ZERO,
-                        alarm: false,
-                    }
-                }));
+                reports.push(
+                    worker
+                        .join()
+                        .unwrap_or_else(|_| thread_failed(item, threshold)),
+                );
             }
         })
     }
+}
+
+/// A threshold must be a finite number of nats, at least 0.
+fn check_threshold(threshold: f64) -> Result<(), Error> {
+    if !threshold.is_finite() || threshold < 0.0 {
+        return Err(Error::out_of_range(
+            "threshold",
+            "a finite number >= 0",
+            threshold,
+        ));
+    }
+    Ok(())
 }
 
 /// A frame's report, or an unreadable frame's.
@@ -326,7 +350,7 @@ fn score_item(gate: &mut Gate, item: &frame::Item) -> Report {
 }
 
 /// The report for a frame whose scoring thread failed.
-fn thread_failed(item: &frame::Item) -> Report {
+fn thread_failed(item: &frame::Item, threshold: f64) -> Report {
     let (index, source) = match item {
         Ok(f) => (f.index, f.source.clone()),
         Err(u) => (u.index, u.source.clone()),
@@ -339,6 +363,7 @@ fn thread_failed(item: &frame::Item) -> Report {
         seed: None,
         latency: Duration::ZERO,
         alarm: false,
+        threshold,
     }
 }
 

@@ -1,20 +1,21 @@
 //! The `mcgate` command: gate camera frames by MC-dropout mutual information.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
 use mcgate::gate::{Pool, Seeds};
 use mcgate::input::frame::{self, PixelFormat};
-use mcgate::model::card::{ChannelOrder, Resize};
+use mcgate::model::card::{ChannelOrder, ModelCard, ModelPaths, Resize};
 use mcgate::model::rewrite::ConvertError;
 use mcgate::model::Model;
 use mcgate::output::frames::FrameDir;
 use mcgate::output::passthrough::{OnReject, PassThrough};
 use mcgate::output::report::{Format, ReportWriter};
-use mcgate::score::verdict::{AlarmWindow, MAX_WINDOW};
+use mcgate::score::verdict::{AlarmWindow, SharedThreshold, MAX_WINDOW};
 use mcgate::session::{FrameOutputs, FrameSink, Session};
 use mcgate::{calibrate, run::rng, validate, Error};
 
@@ -402,6 +403,56 @@ impl From<Error> for Failure {
     }
 }
 
+/// SIGHUP re-reads the model's card and takes its MI threshold for the frames scored from then
+/// on, without stopping; a card that cannot be read, has no threshold or belongs to another
+/// model (ONNX hash) is refused with one log line, the old threshold kept. With --threshold
+/// or the built-in model, SIGHUP is logged and ignored (it no longer ends the process).
+fn reload_on_sighup(
+    model_arg: &Path,
+    onnx_sha256: &str,
+    threshold_given: bool,
+    threshold: Arc<SharedThreshold>,
+) -> Result<(), Failure> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| Failure::Usage(format!("cannot handle SIGHUP: {e}")))?;
+    let builtin = model_arg.as_os_str() == mcgate::model::BUILTIN;
+    let card_path = ModelPaths::resolve(model_arg).card;
+    let sha = onnx_sha256.to_string();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            let old = threshold.get();
+            if threshold_given || builtin {
+                log::warn!(
+                    "SIGHUP ignored: the threshold comes from --threshold or the built-in model"
+                );
+                continue;
+            }
+            match ModelCard::read(&card_path) {
+                Err(e) => log::warn!("SIGHUP: {}; keeping MI threshold {old}", message(&e)),
+                Ok(card) if card.onnx_sha256 != sha => log::warn!(
+                    "SIGHUP: {} is for another model (ONNX {}); keeping MI threshold {old}",
+                    card_path.display(),
+                    card.onnx_sha256
+                ),
+                Ok(card) => match card.mi_threshold() {
+                    None => log::warn!(
+                        "SIGHUP: {} has no threshold; keeping MI threshold {old}",
+                        card_path.display()
+                    ),
+                    Some(new) => {
+                        threshold.set(new);
+                        log::warn!(
+                            "SIGHUP: MI threshold {old} -> {new} from {}",
+                            card_path.display()
+                        );
+                    }
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
 /// The run seed given, or one from the OS: an attacker must not predict the masks.
 fn run_seed(given: Option<u64>) -> Result<u64, Failure> {
     match given {
@@ -721,6 +772,12 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
         pass_through,
     };
     let pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
+    reload_on_sighup(
+        &args.model,
+        &model.card.onnx_sha256,
+        args.threshold.is_some(),
+        pool.gate().threshold_handle(),
+    )?;
     let (out, name): (Box<dyn Write>, String) = match (&args.report, args.pass_through) {
         (Some(path), _) => (
             Box::new(std::fs::File::create(path).map_err(|e| Error::Output {
@@ -735,15 +792,8 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
             "report to stdout".into(),
         ),
     };
-    let lines = ReportWriter::new(
-        out,
-        args.format,
-        !args.no_latency,
-        &model.card,
-        threshold,
-        samples,
-    )
-    .named(name);
+    let lines =
+        ReportWriter::new(out, args.format, !args.no_latency, &model.card, samples).named(name);
     let mut session = Session::new(pool, alarm, lines, outputs);
     session.run(frames)?;
     let summary = session.summary();

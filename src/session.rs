@@ -57,7 +57,6 @@ struct Outputs<W: Write> {
     frames: FrameOutputs,
     summary: Summary,
     labels: Vec<String>,
-    threshold: f64,
 }
 
 impl<W: Write> Session<W> {
@@ -70,7 +69,7 @@ impl<W: Write> Session<W> {
         frames: FrameOutputs,
     ) -> Session<W> {
         let gate = pool.gate();
-        let (labels, threshold) = (gate.card().classes.clone(), gate.threshold());
+        let labels = gate.card().classes.clone();
         Session {
             pool,
             outputs: Outputs {
@@ -79,7 +78,6 @@ impl<W: Write> Session<W> {
                 frames,
                 summary: Summary::default(),
                 labels,
-                threshold,
             },
         }
     }
@@ -147,7 +145,7 @@ impl<W: Write> Outputs<W> {
                 .and_then(|m| self.labels.get(m.predicted_class))
                 .map(String::as_str);
             let max_mi = (self.labels.len() as f64).ln();
-            let image = annotate::annotate(&frame.image, &report, label, self.threshold, max_mi);
+            let image = annotate::annotate(&frame.image, &report, label, report.threshold, max_mi);
             sink.save(frame.index, &frame.source, &image.into())?;
         }
         self.summary.record(&report);
@@ -221,7 +219,7 @@ mod tests {
     ) -> Session<Vec<u8>> {
         let model = Model::load_from("builtin:mnist".as_ref()).unwrap();
         let pool = Pool::new(&model, 4, threshold, Seeds::PerFrame(3), jobs).unwrap();
-        let lines = ReportWriter::new(Vec::new(), Format::Jsonl, false, &model.card, threshold, 4);
+        let lines = ReportWriter::new(Vec::new(), Format::Jsonl, false, &model.card, 4);
         Session::new(
             pool,
             AlarmWindow::new(alarm.0, alarm.1).unwrap(),

@@ -792,3 +792,110 @@ fn raw_stream_truncated_under_jobs_gives_the_one_job_lines() {
         assert_eq!(many.stdout, one.stdout, "--jobs {jobs}");
     }
 }
+
+/// Frames into a running gate, one at a time, each line read back (the SIGHUP test).
+struct Feed {
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    sent: u64,
+}
+
+impl Feed {
+    fn next(&mut self) -> serde_json::Value {
+        use std::io::Write;
+        self.stdin.write_all(&[10, 200, 30, 90]).unwrap();
+        self.stdin.flush().unwrap();
+        self.sent += 1;
+        let line: serde_json::Value =
+            serde_json::from_str(&self.lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(line["frame"], self.sent - 1, "a frame was dropped");
+        line
+    }
+
+    /// Frames keep flowing while the signal thread works, until its log line shows; before
+    /// it the old threshold may still hold, never a third value.
+    fn until_logged(
+        &mut self,
+        log: &std::sync::mpsc::Receiver<String>,
+        old: f64,
+        new: f64,
+    ) -> String {
+        for _ in 0..1000 {
+            let threshold = self.next()["threshold"].as_f64().unwrap();
+            assert!(threshold == old || threshold == new, "{threshold}");
+            if let Ok(line) = log.recv_timeout(std::time::Duration::from_millis(10)) {
+                return line;
+            }
+        }
+        panic!("SIGHUP was not handled");
+    }
+}
+
+/// SIGHUP re-reads the card's threshold while frames flow, without dropping one; a broken card
+/// keeps the old threshold and logs one line.
+#[test]
+fn sighup_reloads_the_threshold_and_a_broken_card_keeps_the_old_one() {
+    use std::io::{BufRead, BufReader};
+    let m = TinyModel::good();
+    let stem = m.stem();
+    let card_path = m.path("m.card.json");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .args(raw_2x2_args(&stem))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut feed = Feed {
+        stdin: child.stdin.take().unwrap(),
+        lines: BufReader::new(child.stdout.take().unwrap()).lines(),
+        sent: 0,
+    };
+    let (log_tx, log) = std::sync::mpsc::channel();
+    let stderr_pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines() {
+            let _ = log_tx.send(line.unwrap());
+        }
+    });
+    let hangup = |pid: u32| unsafe {
+        assert_eq!(libc::kill(pid as i32, libc::SIGHUP), 0);
+    };
+    assert_eq!(feed.next()["threshold"], 0.5);
+
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    card["threshold"]["mutual_information"] = 0.01.into();
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    hangup(child.id());
+    let reloaded = feed.until_logged(&log, 0.5, 0.01);
+    assert!(reloaded.contains("MI threshold 0.5 -> 0.01"), "{reloaded}");
+    assert_eq!(feed.next()["threshold"], 0.01);
+
+    // A card for another model (its ONNX hash) is refused, the threshold kept.
+    card["threshold"]["mutual_information"] = 0.2.into();
+    card["onnx_sha256"] = "f".repeat(64).into();
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    hangup(child.id());
+    let refused = feed.until_logged(&log, 0.01, 0.01);
+    assert!(
+        refused.contains("is for another model") && refused.contains("keeping MI threshold 0.01"),
+        "{refused}"
+    );
+
+    std::fs::write(&card_path, "{").unwrap();
+    hangup(child.id());
+    let kept = feed.until_logged(&log, 0.01, 0.01);
+    assert!(
+        kept.contains("not valid JSON") && kept.contains("keeping MI threshold 0.01"),
+        "{kept}"
+    );
+    assert_eq!(feed.next()["threshold"], 0.01);
+    drop(feed);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let rest: Vec<String> = log.try_iter().collect();
+    assert!(
+        !rest.iter().any(|l| l.contains("SIGHUP")),
+        "one log line per SIGHUP: {rest:?}"
+    );
+}

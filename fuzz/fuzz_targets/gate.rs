@@ -63,7 +63,6 @@ fuzz_target!(|data: &[u8]| {
         Format::Jsonl,
         false,
         gate.card(),
-        gate.threshold(),
         gate.samples(),
     );
     for item in &items {

@@ -53,19 +53,17 @@ pub struct ReportWriter<W: Write> {
     format: Format,
     with_latency: bool,
     labels: Vec<String>,
-    threshold: f64,
     samples: usize,
     name: String,
 }
 
 impl<W: Write> ReportWriter<W> {
-    /// Lines for `card`'s labels, with the run's threshold and T in each.
+    /// Lines for `card`'s labels, with the run's T and each frame's threshold in each.
     pub fn new(
         out: W,
         format: Format,
         with_latency: bool,
         card: &ModelCard,
-        threshold: f64,
         samples: usize,
     ) -> Self {
         ReportWriter {
@@ -73,7 +71,6 @@ impl<W: Write> ReportWriter<W> {
             format,
             with_latency,
             labels: card.classes.clone(),
-            threshold,
             samples,
             name: "report to stdout".into(),
         }
@@ -113,7 +110,7 @@ impl<W: Write> ReportWriter<W> {
                         variation_ratio: m.variation_ratio,
                         max_probability: m.max_probability,
                     }),
-                    threshold: self.threshold,
+                    threshold: r.threshold,
                     samples: self.samples,
                     seed: r.seed,
                     alarm: r.alarm,

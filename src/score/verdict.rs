@@ -105,6 +105,29 @@ pub fn decide(m: &Measures, threshold: f64) -> Verdict {
     }
 }
 
+/// The MI threshold in force, shared by a pool's gates and changed while they run (SIGHUP
+/// re-reads the card): each frame is decided with the value read when it is scored.
+#[derive(Debug)]
+pub struct SharedThreshold(std::sync::atomic::AtomicU64);
+
+impl SharedThreshold {
+    /// A threshold of `value` nats.
+    pub fn new(value: f64) -> SharedThreshold {
+        SharedThreshold(std::sync::atomic::AtomicU64::new(value.to_bits()))
+    }
+
+    /// The value now.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Changes the value for the frames scored from now on.
+    pub fn set(&self, value: f64) {
+        self.0
+            .store(value.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Largest alarm window (`--alarm-window`): fixed capacity, no allocation per frame.
 pub const MAX_WINDOW: usize = 1024;
 
