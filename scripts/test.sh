@@ -6,10 +6,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-torch.sh          # .venv with CPU libtorch, for the training crate
 scripts/fetch-mnist.sh >&2      # data/mnist, for the training tests
-# The stdin test feeds raw frames from a real ffmpeg; the plot test draws text with DejaVu Sans.
+# The stdin and pass-through tests use a real ffmpeg; the plot test draws text with DejaVu Sans.
 debs=()
 command -v ffmpeg >/dev/null || debs+=(ffmpeg)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || debs+=(fonts-dejavu-core)
+# The metrics test is scraped by a real Prometheus and linted by promtool.
+command -v prometheus >/dev/null && command -v promtool >/dev/null || debs+=(prometheus)
 if [ ${#debs[@]} -gt 0 ]; then
   echo "installing ${debs[*]} (Debian)" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -353,6 +353,10 @@ struct GateArgs {
     /// Write the verdict lines to FILE instead of stdout (stderr with --pass-through).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9898): frames by
+    /// verdict and reject reason, alarms, MI and latency histograms, threshold, model.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
     /// Leave latency out of the report lines (for byte-identical replays).
     #[arg(long)]
     no_latency: bool,
@@ -401,6 +405,24 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         Failure::Library(e)
     }
+}
+
+#[cfg(feature = "metrics")]
+fn with_metrics<W: Write>(
+    session: Session<W>,
+    model: &Model,
+    addr: &str,
+) -> Result<Session<W>, Failure> {
+    let metrics = Arc::new(mcgate::output::metrics::Metrics::new(&model.card));
+    metrics.serve(addr)?;
+    Ok(session.with_metrics(metrics))
+}
+
+#[cfg(not(feature = "metrics"))]
+fn with_metrics<W: Write>(_: Session<W>, _: &Model, _: &str) -> Result<Session<W>, Failure> {
+    Err(Failure::Usage(
+        "this build has no metrics (cargo feature metrics is off)".into(),
+    ))
 }
 
 /// SIGHUP re-reads the model's card and takes its MI threshold for the frames scored from then
@@ -795,6 +817,9 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
     let lines =
         ReportWriter::new(out, args.format, !args.no_latency, &model.card, samples).named(name);
     let mut session = Session::new(pool, alarm, lines, outputs);
+    if let Some(addr) = &args.metrics {
+        session = with_metrics(session, &model, addr)?;
+    }
     session.run(frames)?;
     let summary = session.summary();
     eprintln!("{}", summary.to_text());

@@ -52,6 +52,8 @@ pub struct Session<W: Write> {
 
 /// What happens to a scored frame: the rules and the outputs.
 struct Outputs<W: Write> {
+    #[cfg(feature = "metrics")]
+    metrics: Option<std::sync::Arc<crate::output::metrics::Metrics>>,
     alarm: AlarmWindow,
     lines: ReportWriter<W>,
     frames: FrameOutputs,
@@ -73,6 +75,8 @@ impl<W: Write> Session<W> {
         Session {
             pool,
             outputs: Outputs {
+                #[cfg(feature = "metrics")]
+                metrics: None,
                 alarm,
                 lines,
                 frames,
@@ -92,6 +96,16 @@ impl<W: Write> Session<W> {
         let outputs = &mut self.outputs;
         self.pool
             .score_stream(source, |report, frame| outputs.deliver(report, frame))
+    }
+
+    /// Also counts every frame into `metrics` (`--metrics`).
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(
+        mut self,
+        metrics: std::sync::Arc<crate::output::metrics::Metrics>,
+    ) -> Self {
+        self.outputs.metrics = Some(metrics);
+        self
     }
 
     /// Counts so far.
@@ -149,6 +163,10 @@ impl<W: Write> Outputs<W> {
             sink.save(frame.index, &frame.source, &image.into())?;
         }
         self.summary.record(&report);
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = &self.metrics {
+            metrics.record(&report);
+        }
         Ok(())
     }
 }

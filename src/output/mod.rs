@@ -3,6 +3,8 @@
 
 pub mod annotate;
 pub mod frames;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod passthrough;
 pub mod report;
 pub mod summary;

@@ -42,6 +42,22 @@ pub enum RejectReason {
     NotPassedOn(String),
 }
 
+impl RejectReason {
+    /// A short stable name for counting rejects by reason (metrics labels).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RejectReason::AboveThreshold { .. } => "above_threshold",
+            RejectReason::NanScore => "nan_score",
+            RejectReason::Unreadable(_) => "unreadable",
+            RejectReason::Preprocess(_) => "preprocess",
+            RejectReason::Inference(_) => "inference",
+            RejectReason::Unscorable(_) => "unscorable",
+            RejectReason::ScoringThread => "scoring_thread",
+            RejectReason::NotPassedOn(_) => "not_passed_on",
+        }
+    }
+}
+
 impl std::fmt::Display for RejectReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

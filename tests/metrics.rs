@@ -1,0 +1,164 @@
+//! `gate --metrics`: scraped by a real Prometheus server (Debian's `prometheus`, which the
+//! README's test command installs) started here on loopback, and linted by `promtool check
+//! metrics`; a port already in use is a one-line error at start.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A loopback port free now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET path` on `127.0.0.1:port`, or `None` if nothing answers yet.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// Polls `f` every 200 ms for up to a minute (the servers start and scrape on their own time).
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(60) {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_gate() {
+    let (gate_port, prom_port) = (free_port(), free_port());
+    let mut gate = Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args([
+            "gate",
+            "models/mnist",
+            "-",
+            "--width",
+            "28",
+            "--height",
+            "28",
+            "--seed",
+            "1",
+        ])
+        .args(["--metrics", &format!("127.0.0.1:{gate_port}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // 6 blank frames (accepted) and 6 of noise (rejected above the threshold); stdin stays
+    // open, as a camera's would.
+    let mut frames = vec![0u8; 6 * 784];
+    frames.extend((0..6 * 784).map(|i| (i * 7919 % 251) as u8));
+    let mut stdin = gate.stdin.take().unwrap();
+    stdin.write_all(&frames).unwrap();
+    stdin.flush().unwrap();
+    let mut lines = BufReader::new(gate.stdout.take().unwrap()).lines();
+    let verdicts: Vec<serde_json::Value> = (0..12)
+        .map(|_| serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap())
+        .collect();
+    let rejected = verdicts.iter().filter(|v| v["verdict"] == "reject").count();
+
+    let text = eventually("the gate's /metrics", || get(gate_port, "/metrics"));
+    assert!(
+        text.contains("mcgate_frames_total{verdict=\"accept\"}"),
+        "{text}"
+    );
+    assert!(text.contains("mcgate_model_info{name=\"mnist\""), "{text}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (the README's test command installs prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let lint = promtool.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mcgate\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{gate_port}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (the README's test command installs it)");
+    // What Prometheus stored from its scrapes, through its HTTP API.
+    let query = |q: &str| -> Option<f64> {
+        let body = get(prom_port, &format!("/api/v1/query?query={q}"))?;
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let total = eventually("Prometheus to scrape 12 frames", || {
+        query("sum(mcgate_frames_total)").filter(|&v| v == 12.0)
+    });
+    let rejects = eventually("the rejects by reason", || {
+        query("sum(mcgate_rejects_total)")
+    });
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    drop(stdin);
+    assert_eq!(gate.wait().unwrap().code(), Some(0));
+    assert_eq!(total, 12.0);
+    assert_eq!(rejects, rejected as f64);
+    assert!(rejected > 0, "the noise frames should be rejected");
+}
+
+#[test]
+fn a_metrics_port_in_use_is_a_one_line_error_at_start() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = mcgate(&["gate", "models/mnist", "samples/", "--metrics", &addr]);
+    assert_one_line_error(&out, 5, &format!("cannot write --metrics {addr}"));
+    assert!(
+        out.stdout.is_empty(),
+        "frames were gated without the metrics"
+    );
+}
