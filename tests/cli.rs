@@ -565,31 +565,15 @@ fn pass_through_puts_the_gate_in_an_ffmpeg_pipeline() {
 #[test]
 fn pass_through_to_a_closed_pipe_is_an_output_error() {
     use std::io::{Read, Write};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcgate"))
-        .current_dir(root())
-        .args([
-            "gate",
-            "models/mnist",
-            "-",
-            "--width",
-            "28",
-            "--height",
-            "28",
-            "--seed",
-            "1",
-        ])
-        .args([
-            "--threshold",
-            "10",
-            "--pass-through",
-            "--report",
-            "/dev/null",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut args = RAW_MNIST.to_vec();
+    args.extend([
+        "--threshold",
+        "10",
+        "--pass-through",
+        "--report",
+        "/dev/null",
+    ]);
+    let mut child = spawn_mcgate(&args);
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
         // Stops with EPIPE once the gate has exited.
@@ -616,25 +600,9 @@ fn jobs_on_a_live_stream_answer_each_frame_and_stop_on_output_errors() {
         .unwrap()
         .to_luma8()
         .into_raw();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcgate"))
-        .current_dir(root())
-        .args([
-            "gate",
-            "models/mnist",
-            "-",
-            "--width",
-            "28",
-            "--height",
-            "28",
-            "--seed",
-            "1",
-        ])
-        .args(["--jobs", "3"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut args = RAW_MNIST.to_vec();
+    args.extend(["--jobs", "3"]);
+    let mut child = spawn_mcgate(&args);
     let mut stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     stdin.write_all(&pixels).unwrap();

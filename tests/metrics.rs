@@ -50,25 +50,10 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 #[test]
 fn a_real_prometheus_scrapes_the_gate() {
     let (gate_port, prom_port) = (free_port(), free_port());
-    let mut gate = Command::new(env!("CARGO_BIN_EXE_mcgate"))
-        .current_dir(root())
-        .args([
-            "gate",
-            "models/mnist",
-            "-",
-            "--width",
-            "28",
-            "--height",
-            "28",
-            "--seed",
-            "1",
-        ])
-        .args(["--metrics", &format!("127.0.0.1:{gate_port}")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let metrics_addr = format!("127.0.0.1:{gate_port}");
+    let mut args = RAW_MNIST.to_vec();
+    args.extend(["--metrics", &metrics_addr]);
+    let mut gate = spawn_mcgate(&args);
     // 6 blank frames (accepted) and 6 of noise (rejected above the threshold); stdin stays
     // open, as a camera's would.
     let mut frames = vec![0u8; 6 * 784];

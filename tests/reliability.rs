@@ -839,13 +839,7 @@ fn sighup_reloads_the_threshold_and_a_broken_card_keeps_the_old_one() {
     let m = TinyModel::good();
     let stem = m.stem();
     let card_path = m.path("m.card.json");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
-        .args(raw_2x2_args(&stem))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_mcgate(&raw_2x2_args(&stem));
     let mut feed = Feed {
         stdin: child.stdin.take().unwrap(),
         lines: BufReader::new(child.stdout.take().unwrap()).lines(),

@@ -3,6 +3,7 @@
 //! (image files); a rejected frame's place is dropped, filled black, or filled with the last
 //! accepted frame, so that an encoder downstream can keep its frame rate.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use image::{imageops::FilterType, DynamicImage};
@@ -53,29 +54,34 @@ impl PassThrough {
     }
 
     /// The frame's raw bytes at the stream's size and format: a raw frame read at that size
-    /// is its own bytes, unchanged.
-    fn raw(&self, image: &DynamicImage) -> Vec<u8> {
-        let sized;
-        let image = if image.width() == self.width && image.height() == self.height {
-            image
-        } else {
-            sized = image.resize_exact(self.width, self.height, FilterType::Triangle);
-            &sized
-        };
+    /// is its own bytes, borrowed, unchanged.
+    fn raw<'a>(&self, image: &'a DynamicImage) -> Cow<'a, [u8]> {
+        if image.width() != self.width || image.height() != self.height {
+            let sized = image.resize_exact(self.width, self.height, FilterType::Triangle);
+            return Cow::Owned(self.convert(&sized));
+        }
         match (self.format, image) {
-            (PixelFormat::Gray, DynamicImage::ImageLuma8(g)) => g.as_raw().clone(),
-            (PixelFormat::Rgb24, DynamicImage::ImageRgb8(c)) => c.as_raw().clone(),
-            (PixelFormat::Gray, other) => other.to_luma8().into_raw(),
-            (PixelFormat::Rgb24, other) => other.to_rgb8().into_raw(),
+            (PixelFormat::Gray, DynamicImage::ImageLuma8(g)) => Cow::Borrowed(g.as_raw()),
+            (PixelFormat::Rgb24, DynamicImage::ImageRgb8(c)) => Cow::Borrowed(c.as_raw()),
+            (_, other) => Cow::Owned(self.convert(other)),
+        }
+    }
+
+    fn convert(&self, image: &DynamicImage) -> Vec<u8> {
+        match self.format {
+            PixelFormat::Gray => image.to_luma8().into_raw(),
+            PixelFormat::Rgb24 => image.to_rgb8().into_raw(),
         }
     }
 
     /// Writes an accepted frame downstream.
     pub fn accept(&mut self, frame: &Frame) -> Result<(), Error> {
         let bytes = self.raw(&frame.image);
-        self.write(&bytes)?;
+        write(&mut self.out, &bytes)?;
         if self.on_reject == OnReject::Repeat {
-            self.last = bytes;
+            // Same size every frame: the buffer is reused.
+            self.last.clear();
+            self.last.extend_from_slice(&bytes);
         }
         Ok(())
     }
@@ -85,24 +91,18 @@ impl PassThrough {
         match self.on_reject {
             OnReject::Drop => Ok(()),
             // `last` stays black unless frames are repeated.
-            OnReject::Black | OnReject::Repeat => {
-                let last = std::mem::take(&mut self.last);
-                let written = self.write(&last);
-                self.last = last;
-                written
-            }
+            OnReject::Black | OnReject::Repeat => write(&mut self.out, &self.last),
         }
     }
+}
 
-    fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        // Flushed per frame: downstream acts per frame, and a consumer that stops reading
-        // back-pressures the gate instead of a buffer growing.
-        self.out
-            .write_all(bytes)
-            .and_then(|()| self.out.flush())
-            .map_err(|e| Error::Output {
-                what: "pass-through frames to stdout".into(),
-                cause: e.to_string(),
-            })
-    }
+fn write(out: &mut dyn Write, bytes: &[u8]) -> Result<(), Error> {
+    // Flushed per frame: downstream acts per frame, and a consumer that stops reading
+    // back-pressures the gate instead of a buffer growing.
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::Output {
+            what: "pass-through frames to stdout".into(),
+            cause: e.to_string(),
+        })
 }

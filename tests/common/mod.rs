@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -14,6 +14,31 @@ pub fn mcgate(args: &[&str]) -> Output {
         .current_dir(root())
         .args(args)
         .output()
+        .expect("runs mcgate")
+}
+
+/// `gate models/mnist - --width 28 --height 28 --seed 1`: raw MNIST-size frames on stdin.
+pub const RAW_MNIST: [&str; 9] = [
+    "gate",
+    "models/mnist",
+    "-",
+    "--width",
+    "28",
+    "--height",
+    "28",
+    "--seed",
+    "1",
+];
+
+/// Starts mcgate with stdin, stdout and stderr piped, for tests that talk to it as it runs.
+pub fn spawn_mcgate(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("runs mcgate")
 }
 
