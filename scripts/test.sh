@@ -6,12 +6,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-torch.sh          # .venv with CPU libtorch, for the training crate
 scripts/fetch-mnist.sh >&2      # data/mnist, for the training tests
-# The stdin and pass-through tests use a real ffmpeg; the plot test draws text with DejaVu Sans.
+# The stdin, pass-through and camera tests use a real ffmpeg (and ffprobe); the plot test
+# draws text with DejaVu Sans.
 debs=()
 command -v ffmpeg >/dev/null || debs+=(ffmpeg)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || debs+=(fonts-dejavu-core)
 # The metrics test is scraped by a real Prometheus and linted by promtool.
 command -v prometheus >/dev/null && command -v promtool >/dev/null || debs+=(prometheus)
+# The camera recipes (tests/camera.rs): GStreamer on both sides of the gate, an RTSP server on
+# loopback (gst-rtsp-server through Debian's python3-gi) and systemd-analyze for the unit.
+command -v gst-launch-1.0 >/dev/null || debs+=(gstreamer1.0-tools)
+gst-inspect-1.0 rawvideoparse >/dev/null 2>&1 || debs+=(gstreamer1.0-plugins-base)
+gst-inspect-1.0 rtpjpegpay >/dev/null 2>&1 || debs+=(gstreamer1.0-plugins-good)
+/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
+  || debs+=(python3-gi gir1.2-gst-rtsp-server-1.0)
+command -v systemd-analyze >/dev/null || debs+=(systemd)
 if [ ${#debs[@]} -gt 0 ]; then
   echo "installing ${debs[*]} (Debian)" >&2
   if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -1,0 +1,298 @@
+//! The README's camera recipes and the systemd unit, run as written but for the camera: a
+//! V4L2 device cannot exist here, so each test swaps the recipe's source for a synthetic one
+//! (ffmpeg `lavfi testsrc`, GStreamer `videotestsrc`, an RTSP server on loopback) and checks
+//! that the pipeline exits 0, writes one verdict per frame and that the consumer gets one frame
+//! per camera frame (`--on-reject black` by default). Needs ffmpeg, GStreamer and the RTSP
+//! server's Debian packages, which the README's test command installs.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::root;
+
+/// The `sh` block after `<!-- recipe: NAME -->` in the README, continuation lines joined.
+fn recipe(name: &str) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let marker = format!("<!-- recipe: {name} -->");
+    let after = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("README has no {marker}"))
+        .1;
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .unwrap_or_else(|| panic!("no sh block after {marker}"))
+        .0;
+    block.replace("\\\n", " ")
+}
+
+/// `text` with `from` replaced by `to`; `from` must be there, so the README cannot drift away
+/// from what the test runs.
+fn swap(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "{from:?} not in {text:?}");
+    text.replace(from, to)
+}
+
+/// A temporary working directory with `models/` linked in (recipes name `models/mnist`) and
+/// the built `mcgate` first on `PATH`.
+struct Workdir {
+    dir: tempfile::TempDir,
+    path_var: String,
+}
+
+impl Workdir {
+    fn new() -> Workdir {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(root().join("models"), dir.path().join("models")).unwrap();
+        let bin_dir = Path::new(env!("CARGO_BIN_EXE_mcgate")).parent().unwrap();
+        let path_var = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Workdir { dir, path_var }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `script` with bash's pipefail (a failing stage fails the test), panicking with
+    /// its stderr unless it exits 0; returns its stderr.
+    fn run(&self, script: &str, env: &[(&str, String)]) -> String {
+        let out = Command::new("bash")
+            .args(["-o", "pipefail", "-c", script])
+            .current_dir(self.dir.path())
+            .env("PATH", &self.path_var)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .output()
+            .expect("runs bash");
+        assert!(
+            out.status.success(),
+            "{script}\nexit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Verdicts (true: accept) of the report lines in `name`.
+    fn verdicts(&self, name: &str) -> Vec<bool> {
+        std::fs::read_to_string(self.file(name))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["verdict"] == "accept"
+            })
+            .collect()
+    }
+
+    /// Frames in a video file, decoded and counted by ffprobe.
+    fn frames_in(&self, name: &str) -> usize {
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-count_frames",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "stream=nb_read_frames",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(self.file(name))
+            .output()
+            .expect("ffprobe is installed with ffmpeg");
+        // MPEG-TS lists the stream once more under its program: the first line is the count.
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_else(|_| panic!("ffprobe {name}: {text:?}"))
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The stand-in IP camera: `scripts/rtsp_test_server.py` serving `frames` frames; killed on
+/// drop.
+struct RtspCamera {
+    child: Child,
+    url: String,
+}
+
+impl RtspCamera {
+    fn start(frames: usize) -> RtspCamera {
+        let port = free_port();
+        // Debian's python3: PyGObject and the GStreamer bindings are Debian packages.
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(root().join("scripts/rtsp_test_server.py"))
+            .args([port.to_string(), frames.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("runs the RTSP test server");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert_eq!(first.trim(), "ready", "RTSP test server did not start");
+        RtspCamera {
+            child,
+            url: format!("rtsp://127.0.0.1:{port}/camera"),
+        }
+    }
+}
+
+impl Drop for RtspCamera {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One verdict per camera frame, some of each (so accepted frames were really passed on), and
+/// the consumer got every frame's place.
+fn assert_gated(work: &Workdir, report: &str, video: &str, frames: usize, want_both: bool) {
+    let verdicts = work.verdicts(report);
+    assert_eq!(verdicts.len(), frames, "one verdict line per frame");
+    let accepted = verdicts.iter().filter(|&&a| a).count();
+    if want_both {
+        assert!(
+            accepted > 0 && accepted < frames,
+            "want both verdicts: {verdicts:?}"
+        );
+    }
+    assert_eq!(
+        work.frames_in(video),
+        frames,
+        "frames reaching the consumer"
+    );
+}
+
+#[test]
+fn v4l2_recipe_runs_with_a_test_source() {
+    let work = Workdir::new();
+    let script = swap(
+        &recipe("v4l2"),
+        "-f v4l2 -video_size 640x480 -framerate 10 -i /dev/video0",
+        "-f lavfi -i testsrc=size=640x480:rate=10:duration=1.2",
+    );
+    work.run(&script, &[]);
+    // testsrc's colour bars and counter look nothing like a digit: every frame is rejected,
+    // and each rejected frame's place still reaches the encoder (black).
+    assert_gated(&work, "verdicts.jsonl", "gated.mp4", 12, false);
+    assert!(work.verdicts("verdicts.jsonl").iter().all(|&a| !a));
+}
+
+#[test]
+fn rtsp_recipe_runs_against_a_loopback_rtsp_server() {
+    let camera = RtspCamera::start(20);
+    let work = Workdir::new();
+    let script = swap(
+        &recipe("rtsp"),
+        "rtsp://camera.local:554/stream",
+        &camera.url,
+    );
+    work.run(&script, &[]);
+    assert_gated(&work, "verdicts.jsonl", "gated.ts", 20, true);
+}
+
+#[test]
+fn gstreamer_recipe_runs_with_videotestsrc() {
+    let work = Workdir::new();
+    let script = swap(
+        &recipe("gstreamer"),
+        "v4l2src device=/dev/video0",
+        "videotestsrc pattern=ball num-buffers=20",
+    );
+    work.run(&script, &[]);
+    assert_gated(&work, "verdicts.jsonl", "gated.avi", 20, true);
+}
+
+/// `packaging/mcgate-camera.service` passes `systemd-analyze verify`, and its `ExecStart`
+/// command line, with the example environment file's values but for the camera URL, output
+/// and metrics port, gates the loopback RTSP camera.
+#[test]
+fn systemd_unit_verifies_and_its_command_gates_a_stream() {
+    let unit = root().join("packaging/mcgate-camera.service");
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is installed (Debian's systemd)");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/bin/bash -o pipefail -c '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("ExecStart runs one bash -o pipefail -c '…' pipeline");
+    // systemd substitutes ${VAR} from the environment file before bash runs; for values
+    // without spaces bash's own expansion of the same environment gives the same words.
+    let env_text = std::fs::read_to_string(root().join("packaging/mcgate-camera.env")).unwrap();
+    let mut env: Vec<(&str, String)> = env_text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (k, v) = l.split_once('=').expect("KEY=value");
+            (k, v.to_string())
+        })
+        .collect();
+    for key in [
+        "CAMERA_URL",
+        "WIDTH",
+        "HEIGHT",
+        "FPS",
+        "MCGATE_MODEL",
+        "OUTPUT",
+        "METRICS",
+    ] {
+        assert!(
+            exec.contains(&format!("${{{key}}}")),
+            "ExecStart does not use {key}"
+        );
+        assert!(
+            env.iter().any(|(k, _)| *k == key),
+            "env file does not set {key}"
+        );
+    }
+    let camera = RtspCamera::start(20);
+    let work = Workdir::new();
+    let overrides = [
+        ("CAMERA_URL", camera.url.clone()),
+        (
+            "MCGATE_MODEL",
+            root().join("models/mnist").display().to_string(),
+        ),
+        ("OUTPUT", work.file("gated.ts").display().to_string()),
+        ("METRICS", format!("127.0.0.1:{}", free_port())),
+    ];
+    for (key, value) in overrides {
+        env.iter_mut().find(|(k, _)| *k == key).unwrap().1 = value;
+    }
+    // Without --report the verdict lines go to stderr: the journal, under systemd.
+    let journal = work.run(exec, &env);
+    let lines: Vec<&str> = journal.lines().filter(|l| l.starts_with('{')).collect();
+    std::fs::write(work.file("verdicts.jsonl"), lines.join("\n")).unwrap();
+    assert_gated(&work, "verdicts.jsonl", "gated.ts", 20, true);
+}
