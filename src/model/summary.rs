@@ -142,6 +142,10 @@ impl Model {
                 "converted from {} (sha256 {}) by `{}`\n",
                 c.converted_from, c.source_sha256, c.command
             ),
+            Provenance::Pretrained(p) => format!(
+                "pretrained weights {} (sha256 {}; published: {}) exported at {}\n",
+                p.weights, p.weights_sha256, p.published_accuracy, p.source_commit
+            ),
         };
         s += &format!(
             "onnx sha256 {} (verified)\ngraph: {} nodes\n",

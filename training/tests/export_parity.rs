@@ -53,19 +53,19 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         data::Known::Mnist.classes(),
         &onnx,
         20,
-        Threshold {
+        Some(Threshold {
             mutual_information: 0.1,
             method: "test".into(),
             target_fpr: None,
             provisional: true,
             calibration: None,
-        },
-        Metrics {
+        }),
+        Some(Metrics {
             test_accuracy_deterministic: 0.0,
             test_accuracy_mc: 0.0,
             mc_samples: 20,
             test_images: 0,
-        },
+        }),
         Provenance::Trained(Training {
             dataset: "MNIST subset".into(),
             train_images: tiny.len(),

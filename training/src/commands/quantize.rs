@@ -85,8 +85,8 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         float_card.classes.clone(),
         &onnx,
         samples,
-        float_threshold.clone(),
-        float_metrics,
+        Some(float_threshold.clone()),
+        Some(float_metrics),
         float_card.provenance.clone(),
     );
     let int8 = Model::from_parts(card.clone(), &onnx, &onnx_path)?;

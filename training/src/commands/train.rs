@@ -158,7 +158,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         dataset.classes(),
         &onnx,
         samples,
-        Threshold {
+        Some(Threshold {
             mutual_information: threshold,
             method: format!(
                 "{}th percentile of MI (T={samples}) on {} held-out clean training images",
@@ -168,13 +168,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
             target_fpr: Some(target_fpr),
             provisional: true,
             calibration: None,
-        },
-        Metrics {
+        }),
+        Some(Metrics {
             test_accuracy_deterministic: det,
             test_accuracy_mc: mc,
             mc_samples: samples,
             test_images: test.len(),
-        },
+        }),
         Provenance::Trained(Training {
             dataset: dataset.description().into(),
             train_images: full.len(),

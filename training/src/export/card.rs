@@ -7,7 +7,8 @@ use mcgate::model::card::{
 use crate::nets::{DropoutNet, OUTPUT};
 
 /// The card for `onnx`, an export of `net`: the input, the dropout sites and the output come
-/// from the network and the export contract; the measured parts from the caller.
+/// from the network and the export contract; the measured parts (none yet, for a pretrained
+/// export before calibration) from the caller.
 ///
 /// Panics if `classes` does not name each of the network's classes.
 #[allow(clippy::too_many_arguments)]
@@ -17,8 +18,8 @@ pub fn card_for(
     classes: Vec<String>,
     onnx: &[u8],
     default_samples: usize,
-    threshold: Threshold,
-    metrics: Metrics,
+    threshold: Option<Threshold>,
+    metrics: Option<Metrics>,
     provenance: Provenance,
 ) -> ModelCard {
     assert_eq!(
@@ -36,8 +37,8 @@ pub fn card_for(
             name: OUTPUT.into(),
         },
         default_samples,
-        threshold: Some(threshold),
-        metrics: Some(metrics),
+        threshold,
+        metrics,
         onnx_sha256: sha256_hex(onnx),
         provenance,
     }

@@ -8,6 +8,7 @@
 //!
 //! `mnist` is the paper's MNIST CNN (also trained on Fashion-MNIST).
 
+pub mod lite0;
 pub mod mnist;
 
 use anyhow::{Context, Result};
