@@ -24,7 +24,7 @@ use mcgate::run::plan::Plan;
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = Model::load_from(&root.join("models/mnist")).expect("shipped model");
-    let image = decode_file(&root.join("samples/clean/digit_7_0.png")).expect("sample frame");
+    let image = decode_file(&root.join("samples/mnist/clean/digit_7_0.png")).expect("sample frame");
     let frame = Frame {
         index: 0,
         source: "digit_7".into(),

@@ -23,7 +23,7 @@ def frames():
     return [
         subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-f", "rawvideo", "-pix_fmt",
                         "gray", "-"], check=True, capture_output=True).stdout
-        for p in sorted((root / "samples" / "clean").glob("*.png"))
+        for p in sorted((root / "samples" / "mnist" / "clean").glob("*.png"))
     ]
 
 

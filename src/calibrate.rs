@@ -188,6 +188,7 @@ pub fn calibrated_card(
             samples: opts.samples,
             seed: opts.seed,
             date,
+            clean_fpr: Some([c.clean_fpr, c.clean_fpr_interval.0, c.clean_fpr_interval.1]),
         }),
     });
     card

@@ -70,7 +70,7 @@ struct Cli {
 enum Command {
     /// Gate frames: one verdict line per frame on stdout, a summary on stderr.
     ///
-    /// Example: mcgate gate models/mnist samples/
+    /// Example: mcgate gate models/mnist samples/mnist/
     ///          ffmpeg -i cam.mp4 -vf scale=28:28 -f rawvideo -pix_fmt gray - |
     ///            mcgate gate models/mnist - --width 28 --height 28
     #[command(after_help = AFTER_HELP)]

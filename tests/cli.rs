@@ -9,13 +9,13 @@ use common::*;
 
 #[test]
 fn clean_digits_are_classified_right_and_mostly_accepted() {
-    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--seed", "1"]);
+    let out = mcgate(&["gate", "models/mnist", "samples/mnist/clean", "--seed", "1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let reports = lines(&out);
     assert_eq!(reports.len(), 10);
     let mut accepted = 0;
     for r in &reports {
-        // samples/clean/digit_<label>_<test index>.png
+        // samples/mnist/clean/digit_<label>_<test index>.png
         let name = Path::new(r["source"].as_str().unwrap())
             .file_name()
             .unwrap()
@@ -50,7 +50,7 @@ fn sparse_noise_and_out_of_distribution_frames_have_high_mutual_information() {
     let clean = lines(&mcgate(&[
         "gate",
         "models/mnist",
-        "samples/clean",
+        "samples/mnist/clean",
         "--seed",
         "2",
     ]));
@@ -58,9 +58,9 @@ fn sparse_noise_and_out_of_distribution_frames_have_high_mutual_information() {
     clean_mi.sort_by(f64::total_cmp);
     let clean_median = clean_mi[clean_mi.len() / 2];
     let mut garbage = vec![];
-    for f in files_in("samples/noise")
+    for f in files_in("samples/mnist/noise")
         .iter()
-        .chain(&files_in("samples/ood"))
+        .chain(&files_in("samples/mnist/ood"))
     {
         // Dense noise and smooth gradients are known holes of the single model (README,
         // "Known limits"): it calls them an "8" or spreads its probability, with low MI.
@@ -92,7 +92,7 @@ fn same_seed_gives_byte_identical_output() {
     let args = [
         "gate",
         "models/mnist",
-        "samples",
+        "samples/mnist",
         "--seed",
         "42",
         "--no-latency",
@@ -123,9 +123,9 @@ fn jobs_give_the_same_lines_in_the_same_order() {
         mcgate(&[
             "gate",
             "models/mnist",
-            "samples/clean",
+            "samples/mnist/clean",
             "no-such-frame.png",
-            "samples/noise",
+            "samples/mnist/noise",
             "--seed",
             "7",
             "--no-latency",
@@ -148,7 +148,7 @@ fn jobs_give_the_same_lines_in_the_same_order() {
 
 #[test]
 fn raw_frames_from_ffmpeg_on_stdin() {
-    let clean = files_in("samples/clean");
+    let clean = files_in("samples/mnist/clean");
     let mut raw = vec![];
     for png in &clean[..3] {
         let out = Command::new("ffmpeg")
@@ -249,7 +249,7 @@ fn missing_and_corrupt_frames_are_rejected_with_reasons() {
     let out = mcgate(&[
         "gate",
         "models/mnist",
-        "samples/clean/digit_7_0.png",
+        "samples/mnist/clean/digit_7_0.png",
         "does/not/exist.png",
         corrupt.to_str().unwrap(),
     ]);
@@ -278,7 +278,7 @@ fn model_copy(edit_card: impl FnOnce(&mut serde_json::Value)) -> tempfile::TempD
 
 #[test]
 fn bad_models_give_one_line_errors_and_exit_3() {
-    let out = mcgate(&["gate", "models/nope", "samples/clean"]);
+    let out = mcgate(&["gate", "models/nope", "samples/mnist/clean"]);
     assert_one_line_error(&out, 3, "cannot read model card");
 
     type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
@@ -307,7 +307,7 @@ fn bad_models_give_one_line_errors_and_exit_3() {
     for (edit, needle) in cases {
         let dir = model_copy(edit);
         let stem = dir.path().join("m");
-        let out = mcgate(&["gate", stem.to_str().unwrap(), "samples/clean"]);
+        let out = mcgate(&["gate", stem.to_str().unwrap(), "samples/mnist/clean"]);
         assert_one_line_error(&out, 3, needle);
         assert!(
             out.stdout.is_empty(),
@@ -318,13 +318,30 @@ fn bad_models_give_one_line_errors_and_exit_3() {
 
 #[test]
 fn bad_flags_exit_2() {
-    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--samples", "0"]);
+    let out = mcgate(&[
+        "gate",
+        "models/mnist",
+        "samples/mnist/clean",
+        "--samples",
+        "0",
+    ]);
     assert_one_line_error(&out, 2, "samples (T) must be in 1..=4096");
     let out = mcgate(&["gate", "models/mnist", "-"]);
     assert_one_line_error(&out, 2, "need --width and --height");
-    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--threshold", "-1"]);
+    let out = mcgate(&[
+        "gate",
+        "models/mnist",
+        "samples/mnist/clean",
+        "--threshold",
+        "-1",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    let out = mcgate(&["gate", "models/mnist", "samples/clean", "--no-such-flag"]);
+    let out = mcgate(&[
+        "gate",
+        "models/mnist",
+        "samples/mnist/clean",
+        "--no-such-flag",
+    ]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -335,7 +352,7 @@ fn accepted_and_annotated_frames_are_written() {
     let out = mcgate(&[
         "gate",
         "models/mnist",
-        "samples",
+        "samples/mnist",
         "--seed",
         "5",
         "--accepted",
@@ -365,7 +382,7 @@ fn accepted_and_annotated_frames_are_written() {
     let out = mcgate(&[
         "gate",
         "models/mnist",
-        "samples/clean",
+        "samples/mnist/clean",
         "--accepted",
         blocker.join("sub").to_str().unwrap(),
     ]);
@@ -595,7 +612,7 @@ fn jobs_on_a_live_stream_answer_each_frame_and_stop_on_output_errors() {
     use std::io::{BufRead, BufReader, Write};
     use std::sync::mpsc;
     use std::time::Duration;
-    let digit = std::fs::read(root().join("samples/clean/digit_7_0.png")).unwrap();
+    let digit = std::fs::read(root().join("samples/mnist/clean/digit_7_0.png")).unwrap();
     let pixels = image::load_from_memory(&digit)
         .unwrap()
         .to_luma8()

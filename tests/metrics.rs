@@ -140,7 +140,7 @@ fn a_real_prometheus_scrapes_the_gate() {
 fn a_metrics_port_in_use_is_a_one_line_error_at_start() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = mcgate(&["gate", "models/mnist", "samples/", "--metrics", &addr]);
+    let out = mcgate(&["gate", "models/mnist", "samples/mnist/", "--metrics", &addr]);
     assert_one_line_error(&out, 5, &format!("cannot write --metrics {addr}"));
     assert!(
         out.stdout.is_empty(),

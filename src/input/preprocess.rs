@@ -131,17 +131,29 @@ fn fit(img: DynamicImage, resize: Resize, w: u32, h: u32) -> DynamicImage {
             }
         }
         Resize::ShorterSideCrop { shorter_side, crop } => {
-            let (iw, ih) = (img.width() as u64, img.height() as u64);
-            let (rw, rh) = resized_size(img.width(), img.height(), shorter_side);
-            let resized = if (rw, rh) == (iw, ih) {
-                img
-            } else {
-                img.resize_exact(rw as u32, rh as u32, FilterType::Triangle)
-            };
-            let offset = |side: u64| ((side - crop as u64) as f64 / 2.0).round_ties_even() as u32;
-            resized.crop_imm(offset(rw), offset(rh), crop, crop)
+            let resized = resize_shorter_side(img, shorter_side);
+            let (x, y) = centre_crop_offset(resized.width(), resized.height(), crop);
+            resized.crop_imm(x, y, crop, crop)
         }
     }
+}
+
+/// `img` with its shorter side resized to `shorter_side` (bilinear), as torchvision's
+/// `Resize(n)`; unchanged if it already has that size.
+pub fn resize_shorter_side(img: DynamicImage, shorter_side: u32) -> DynamicImage {
+    let (rw, rh) = resized_size(img.width(), img.height(), shorter_side);
+    if (rw, rh) == (img.width() as u64, img.height() as u64) {
+        img
+    } else {
+        img.resize_exact(rw as u32, rh as u32, FilterType::Triangle)
+    }
+}
+
+/// Top-left corner of the centre `crop`×`crop` of a `width`×`height` image, as torchvision's
+/// `CenterCrop` (offsets rounded half to even). The image must be at least `crop` each way.
+pub fn centre_crop_offset(width: u32, height: u32, crop: u32) -> (u32, u32) {
+    let offset = |side: u32| ((side - crop) as f64 / 2.0).round_ties_even() as u32;
+    (offset(width), offset(height))
 }
 
 #[cfg(test)]

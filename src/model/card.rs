@@ -180,6 +180,11 @@ pub struct Calibration {
     pub seed: u64,
     /// When, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
     pub date: String,
+    /// The calibration frames' rate above the threshold and its 95 % Wilson interval
+    /// `[rate, low, high]`, treating the frames as independent (frames of one scene are not:
+    /// the real interval is wider). Absent in cards calibrated before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clean_fpr: Option<[f64; 3]>,
 }
 
 /// Test accuracy measured at export.

@@ -69,12 +69,18 @@ impl Model {
     /// What `mcgate info` prints: the card in words, then the graph's interface and ops.
     pub fn describe(&self) -> String {
         let card = &self.card;
+        // A thousand ImageNet labels would bury the rest; `--json` has them all.
+        const LISTED: usize = 12;
+        let classes = if card.classes.len() <= LISTED {
+            card.classes.join(", ")
+        } else {
+            format!("{}, …", card.classes[..LISTED].join(", "))
+        };
         let mut s = format!(
-            "{} ({}): {} classes [{}]\n",
+            "{} ({}): {} classes [{classes}]\n",
             card.name,
             card.schema,
             card.classes.len(),
-            card.classes.join(", ")
         );
         s += &format!(
             "input {} {:?} {}, value = (pixel * {} - mean {:?}) / std {:?}\n",
@@ -103,12 +109,23 @@ impl Model {
             );
         }
         s += &match &card.threshold {
-            Some(t) => format!(
-                "threshold MI > {:.5} nats rejects{} ({})\n",
-                t.mutual_information,
-                if t.provisional { " [provisional]" } else { "" },
-                t.method
-            ),
+            Some(t) => {
+                let mut line = format!(
+                    "threshold MI > {:.5} nats rejects{} ({})\n",
+                    t.mutual_information,
+                    if t.provisional { " [provisional]" } else { "" },
+                    t.method
+                );
+                if let Some([rate, lo, hi]) = t.calibration.as_ref().and_then(|c| c.clean_fpr) {
+                    line += &format!(
+                        "calibration frames above it: {:.1} % (95 % interval {:.1}–{:.1} %, frames taken as independent)\n",
+                        100.0 * rate,
+                        100.0 * lo,
+                        100.0 * hi
+                    );
+                }
+                line
+            }
             None => {
                 "threshold: none yet (run `mcgate calibrate` on clean frames from the camera)\n"
                     .to_string()

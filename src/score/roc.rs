@@ -81,6 +81,58 @@ pub fn roc_auc(negatives: &[f64], positives: &[f64]) -> Option<f64> {
     Some((rank_sum - np * (np + 1.0) / 2.0) / (np * nn))
 }
 
+/// 95 % percentile-bootstrap interval of [`roc_auc`] over `reps` resamples, resampling
+/// *groups* rather than scores: frames made from one image (its camera-like variants, its
+/// adversarial and noise versions) share a group and are drawn together, so correlated frames
+/// do not narrow the interval. Each score comes with its group. `None` if either side is
+/// empty, a score is NaN, or `reps` is 0. Resamples that leave a side empty are skipped.
+pub fn bootstrap_auc_interval(
+    negatives: &[(f64, usize)],
+    positives: &[(f64, usize)],
+    reps: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    if reps == 0 || negatives.is_empty() || positives.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<usize> = negatives.iter().chain(positives).map(|&(_, g)| g).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let index = |g: usize| groups.binary_search(&g).expect("a listed group");
+    let (neg_idx, pos_idx): (Vec<usize>, Vec<usize>) = (
+        negatives.iter().map(|&(_, g)| index(g)).collect(),
+        positives.iter().map(|&(_, g)| index(g)).collect(),
+    );
+    let mut rng = crate::run::rng::WyRand::new(seed);
+    let mut times = vec![0usize; groups.len()];
+    let (mut neg, mut pos, mut aucs) = (vec![], vec![], Vec::with_capacity(reps));
+    for _ in 0..reps {
+        times.iter_mut().for_each(|t| *t = 0);
+        for _ in 0..groups.len() {
+            times[(rng.next_u64() % groups.len() as u64) as usize] += 1;
+        }
+        let draw = |scores: &[(f64, usize)], idx: &[usize], out: &mut Vec<f64>| {
+            out.clear();
+            for (&(v, _), &g) in scores.iter().zip(idx) {
+                out.extend(std::iter::repeat_n(v, times[g]));
+            }
+        };
+        draw(negatives, &neg_idx, &mut neg);
+        draw(positives, &pos_idx, &mut pos);
+        if let Some(auc) = roc_auc(&neg, &pos) {
+            aucs.push(auc);
+        } else if !neg.is_empty() && !pos.is_empty() {
+            return None; // a NaN score
+        }
+    }
+    if aucs.is_empty() {
+        return None;
+    }
+    aucs.sort_by(f64::total_cmp);
+    let at = |q: f64| aucs[((q * (aucs.len() - 1) as f64).round() as usize).min(aucs.len() - 1)];
+    Some((at(0.025), at(0.975)))
+}
+
 /// Cumulative (true positives, false positives) rejected at each distinct score threshold,
 /// highest threshold first; `None` if a score is NaN.
 fn counts_descending(negatives: &[f64], positives: &[f64]) -> Option<Vec<(f64, f64)>> {
@@ -151,6 +203,41 @@ pub fn average_precision(negatives: &[f64], positives: &[f64]) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_interval_brackets_the_auc_and_widens_with_grouping() {
+        // 40 negatives and 40 positives, overlapping: AUC well inside (0, 1).
+        let neg: Vec<f64> = (0..40).map(|i| i as f64).collect();
+        let pos: Vec<f64> = (0..40).map(|i| i as f64 + 15.5).collect();
+        let auc = roc_auc(&neg, &pos).unwrap();
+        let own = |v: &[f64], off: usize| -> Vec<(f64, usize)> {
+            v.iter().enumerate().map(|(i, &x)| (x, i + off)).collect()
+        };
+        let (lo, hi) = bootstrap_auc_interval(&own(&neg, 0), &own(&pos, 40), 2000, 1).unwrap();
+        assert!(lo < auc && auc < hi, "{lo} {auc} {hi}");
+        assert!(hi - lo > 0.05 && hi - lo < 0.4, "{lo} {hi}");
+        // The same scores in 8 groups of 10 (5 negative, 5 positive groups): fewer independent
+        // units, a wider interval.
+        let grouped = |v: &[f64], off: usize| -> Vec<(f64, usize)> {
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| (x, i / 10 + off))
+                .collect()
+        };
+        let (glo, ghi) =
+            bootstrap_auc_interval(&grouped(&neg, 0), &grouped(&pos, 4), 2000, 1).unwrap();
+        assert!(ghi - glo > hi - lo, "grouped {glo}–{ghi} vs {lo}–{hi}");
+        // Same seed, same interval; no resamples, no interval.
+        assert_eq!(
+            bootstrap_auc_interval(&own(&neg, 0), &own(&pos, 40), 2000, 1),
+            Some((lo, hi))
+        );
+        assert_eq!(
+            bootstrap_auc_interval(&own(&neg, 0), &own(&pos, 40), 0, 1),
+            None
+        );
+    }
     #[test]
     fn wilson_interval_matches_the_textbook() {
         // 5 of 100: (0.0215, 0.1118) (Wilson 1927; e.g. statsmodels proportion_confint,
@@ -165,7 +252,6 @@ mod tests {
         assert_eq!(wilson_interval(0, 0), (0.0, 1.0));
     }
 
-    use super::*;
     use proptest::prelude::*;
 
     #[test]

@@ -1,7 +1,8 @@
 //! L∞ attacks on the dropout network: FGM, BIM and MIM, untargeted (Smith & Gal 2018,
 //! after cleverhans as their code used it).
 //!
-//! Images are in [0, 1]; ε and the step are given on that scale (the paper's ε = 5 and 10 on
+//! Images are pixels in [0, 1], mapped to the network's input by its card normalisation
+//! (`DropoutNet::input_from_pixels`); ε and the step are given on that scale (the paper's ε = 5 and 10 on
 //! the 0–255 scale are 5/255 and 10/255). No random start; every step is clipped to the
 //! ε-ball around the clean image and to [0, 1].
 
@@ -67,8 +68,10 @@ impl Attack {
     }
 }
 
-/// The loss the attacker increases, per the target, for labels `y` `[N]`.
-pub fn loss(net: &dyn DropoutNet, x: &Tensor, y: &Tensor, target: Target) -> Tensor {
+/// The loss the attacker increases, per the target, for pixels `pixels` in [0, 1] and labels
+/// `y` `[N]`.
+pub fn loss(net: &dyn DropoutNet, pixels: &Tensor, y: &Tensor, target: Target) -> Tensor {
+    let x = &net.input_from_pixels(pixels);
     match target {
         Target::Deterministic => net.logits(x, false).cross_entropy_for_logits(y),
         Target::McMean { samples } => {
@@ -99,7 +102,7 @@ fn gradient(net: &dyn DropoutNet, x: &Tensor, y: &Tensor, target: Target) -> Ten
     Tensor::run_backward(&[l], &[&x], false, false).remove(0)
 }
 
-/// Adversarial versions of `x` `[N, 1, H, W]` (values in [0, 1]) against labels `y`.
+/// Adversarial versions of pixels `x` `[N, C, H, W]` (values in [0, 1]) against labels `y`.
 pub fn run(net: &dyn DropoutNet, x: &Tensor, y: &Tensor, a: &Attack) -> Tensor {
     let clean = x.detach();
     let project = |adv: Tensor| -> Tensor {

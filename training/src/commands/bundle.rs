@@ -36,7 +36,7 @@ pub struct BundleArgs {
     /// README's first command gates); 0 copies none.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub sample_frames: usize,
-    #[arg(long, default_value = "samples/adversarial", value_name = "DIR")]
+    #[arg(long, default_value = "samples/mnist/adversarial", value_name = "DIR")]
     pub samples_dir: PathBuf,
 }
 

@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 
 use super::{Trained, TrainedModel};
 use crate::attack::Method;
-use crate::eval::{self, figures, markdown::markdown, EvalConfig, ExportedModel};
+use crate::eval::{self, figures, markdown::markdown, EvalConfig, EvalImages, ExportedModel};
 use crate::export::{create_parent, with_ext};
 
 #[derive(Debug, Args)]
@@ -56,6 +56,13 @@ pub struct EvaluateArgs {
     /// `models/mnist,models/mnist.int8`: the int8 model's MI AUC beside its float twin's.
     #[arg(long, value_delimiter = ',', value_name = "STEM")]
     pub runtime: Vec<PathBuf>,
+    /// Attack only the images both the deterministic and the MC model classify correctly
+    /// (otherwise natural errors count as successful attacks).
+    #[arg(long)]
+    pub correct_only: bool,
+    /// Bootstrap resamples behind each AUC's 95 % interval (0: no intervals).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
 }
 
 /// Which attacked model `--only` keeps.
@@ -82,6 +89,8 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         adaptive_eps,
         batch,
         runtime,
+        correct_only,
+        bootstrap,
     } = args;
     let out =
         out.unwrap_or_else(|| PathBuf::from("docs/results").join(source.dataset.model_name()));
@@ -93,7 +102,6 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         ..
     } = source.load()?;
     let cfg = EvalConfig {
-        images,
         seed,
         samples,
         eps_255: eps,
@@ -120,9 +128,12 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                 })
             })
             .collect::<Result<_>>()?,
+        correct_only,
+        bootstrap,
     };
     let start = Instant::now();
-    let report = eval::evaluate(&net, &test, &cfg, device)?;
+    let subset = EvalImages::from_dataset(&test.pick(images, seed), device);
+    let report = eval::evaluate(&net, &subset, None, &cfg, device)?;
     log::info!("evaluated in {:.0} s", start.elapsed().as_secs_f64());
     create_parent(&out)?;
     let md = markdown(&report);

@@ -4,6 +4,10 @@
 
 pub mod bundle;
 pub mod evaluate;
+pub mod evaluate_photos;
+pub mod lite0;
+pub mod photo_samples;
+pub mod photo_variants;
 pub mod quantize;
 pub mod samples;
 pub mod train;
@@ -75,4 +79,15 @@ pub struct Trained {
     pub device: Device,
     /// Owns the network's variables.
     _vs: nn::VarStore,
+}
+
+/// `git describe --always --dirty` of the working directory, or `unknown`.
+pub fn source_commit() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }

@@ -13,7 +13,7 @@ pub struct SamplesArgs {
     #[arg(long, default_value = "data/mnist")]
     pub data: PathBuf,
     /// Output directory; gets clean/, noise/ and ood/ subdirectories.
-    #[arg(long, default_value = "samples")]
+    #[arg(long, default_value = "samples/mnist")]
     pub out: PathBuf,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,

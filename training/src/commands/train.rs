@@ -56,17 +56,6 @@ pub struct TrainArgs {
     pub target_fpr: f64,
 }
 
-/// `git describe --always --dirty` of the working directory, or `unknown`.
-fn source_commit() -> String {
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Writes `<out>.onnx`, `<out>.safetensors` and `<out>.card.json`.
 pub fn run(args: TrainArgs) -> Result<()> {
     let TrainArgs {
@@ -86,7 +75,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         target_fpr,
     } = args;
     // Taken before training: the tree may change while it runs.
-    let source_commit = source_commit();
+    let source_commit = super::source_commit();
     let hint = dataset.fetch_hint();
     let dir = dir.unwrap_or_else(|| dataset.data_dir());
     let out = out.unwrap_or_else(|| PathBuf::from("models").join(dataset.model_name()));

@@ -3,6 +3,8 @@
 
 mod idx;
 mod known;
+pub mod photos;
+pub mod variants;
 
 pub use idx::{load_split, parse_idx};
 pub use known::Known;

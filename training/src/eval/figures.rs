@@ -334,13 +334,7 @@ mod tests {
         let mut all = std::collections::BTreeMap::new();
         let mut curves = std::collections::BTreeMap::new();
         for (m, _, _) in STYLE {
-            all.insert(
-                m,
-                Detection {
-                    auc: mcgate::score::roc::roc_auc(&neg, &pos).unwrap(),
-                    ap: mcgate::score::roc::average_precision(&neg, &pos).unwrap(),
-                },
-            );
+            all.insert(m, Detection::of(&neg, &pos));
             curves.insert(
                 m,
                 Curves {
@@ -356,6 +350,7 @@ mod tests {
             images: 200,
             success_rate: 0.5,
             successful: all.clone(),
+            clean_only: all.clone(),
             all,
             tpr_at_threshold: 0.0,
             tpr_at_threshold_successful: 0.0,
@@ -375,6 +370,8 @@ mod tests {
             mc_loss: String::new(),
             clean_accuracy_deterministic: 1.0,
             clean_accuracy_mc: 1.0,
+            attacked: String::new(),
+            clean_negatives: 200,
             threshold: 0.1,
             clean_fpr_at_threshold: 0.05,
             exported: vec![],

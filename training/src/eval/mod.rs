@@ -25,13 +25,13 @@ use crate::attack::{self, Attack, Method, Target};
 use crate::data::Dataset;
 use crate::measures::Measure;
 use crate::nets::DropoutNet;
+use mcgate::score::roc::bootstrap_auc_interval;
 use noise::matched_noise;
 use report::{AttackedModel, Curves, Detection, EvalReport, ExportedClean, ExportedDetection, Row};
 use tch_scores::tch_scores;
 use tract_scores::tract_scores;
 
 pub struct EvalConfig {
-    pub images: usize,
     pub seed: u64,
     pub samples: i64,
     pub eps_255: Vec<f64>,
@@ -49,6 +49,51 @@ pub struct EvalConfig {
     pub batch: i64,
     /// Exported models that also score every image through the runtime.
     pub exported: Vec<ExportedModel>,
+    /// Attack only the images both the deterministic and the MC model classify correctly
+    /// (otherwise a natural error counts as a successful attack).
+    pub correct_only: bool,
+    /// Bootstrap resamples (of image groups) behind each AUC's 95 % interval; 0: none.
+    pub bootstrap: usize,
+}
+
+/// The images an evaluation attacks (or only scores, as extra clean negatives): pixels in
+/// [0, 1] `[N, C, H, W]`, true labels, and a group per image — frames of one scene (a photo's
+/// camera-like variants) share one, and the bootstrap resamples groups.
+pub struct EvalImages {
+    pub pixels: Tensor,
+    pub labels: Vec<i64>,
+    pub groups: Vec<usize>,
+}
+
+impl EvalImages {
+    /// Each image its own group.
+    pub fn from_dataset(data: &Dataset, device: Device) -> EvalImages {
+        let (pixels, _) = data.to_tensors(device);
+        EvalImages {
+            pixels,
+            labels: data.labels.iter().map(|&l| l as i64).collect(),
+            groups: (0..data.len()).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Images `idx`, in that order.
+    fn select(&self, idx: &[usize]) -> EvalImages {
+        let index = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>())
+            .to_device(self.pixels.device());
+        EvalImages {
+            pixels: self.pixels.index_select(0, &index),
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            groups: idx.iter().map(|&i| self.groups[i]).collect(),
+        }
+    }
 }
 
 /// An exported model (float or int8 ONNX + card) scored through the runtime beside the tch
@@ -70,8 +115,9 @@ impl ExportedModel {
 
 const MI: Measure = Measure::MutualInformation;
 
-/// Images `[N, C, H, W]` as the row-major floats the runtime takes.
-fn runtime_input(x: &Tensor) -> Result<Vec<f32>> {
+/// Pixels `[N, C, H, W]` in [0, 1] as the row-major network input floats the runtime takes.
+fn runtime_input(net: &dyn DropoutNet, pixels: &Tensor) -> Result<Vec<f32>> {
+    let x = net.input_from_pixels(pixels);
     Vec::<f32>::try_from(x.to_device(Device::Cpu).flatten(0, -1)).context("reading images")
 }
 
@@ -81,8 +127,13 @@ fn per_image_len(x: &Tensor) -> usize {
 }
 
 /// MI of every image under each exported model, all with the same masks (`seed`).
-fn exported_mi(cfg: &EvalConfig, x: &Tensor, seed: u64) -> Result<Vec<Vec<f64>>> {
-    let images = runtime_input(x)?;
+fn exported_mi(
+    net: &dyn DropoutNet,
+    cfg: &EvalConfig,
+    x: &Tensor,
+    seed: u64,
+) -> Result<Vec<Vec<f64>>> {
+    let images = runtime_input(net, x)?;
     cfg.exported
         .iter()
         .map(|r| {
@@ -95,6 +146,15 @@ fn exported_mi(cfg: &EvalConfig, x: &Tensor, seed: u64) -> Result<Vec<Vec<f64>>>
             )?
             .mi)
         })
+        .collect()
+}
+
+fn successful_only_groups(groups: &[usize], success: &[bool]) -> Vec<usize> {
+    groups
+        .iter()
+        .zip(success)
+        .filter(|(_, &s)| s)
+        .map(|(g, _)| *g)
         .collect()
 }
 
@@ -145,43 +205,102 @@ fn attack_plan(cfg: &EvalConfig) -> Vec<(Target, Method, f64)> {
     plan
 }
 
+/// Attacks `images` (only those both models classify right, with `correct_only`) and
+/// measures detection against clean negatives — all of `images`, misclassified ones too (the
+/// gate sees them), plus `extra_clean`, e.g. photos without a trusted label — and matched
+/// noise.
 pub fn evaluate(
     net: &dyn DropoutNet,
-    test: &Dataset,
+    images: &EvalImages,
+    extra_clean: Option<&EvalImages>,
     cfg: &EvalConfig,
     device: Device,
 ) -> Result<EvalReport> {
     tch::manual_seed(cfg.seed as i64);
-    let subset = test.pick(cfg.images, cfg.seed);
-    let (x, y_true) = subset.to_tensors(device);
-    let clean = tch_scores(net, &x, cfg.samples)?;
-    let truth: Vec<i64> = subset.labels.iter().map(|&l| l as i64).collect();
-    let accuracy = |pred: &[i64]| {
-        pred.iter().zip(&truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64
+    let all_clean = tch_scores(net, &images.pixels, cfg.samples)?;
+    let accuracy = |pred: &[i64], truth: &[i64]| {
+        pred.iter().zip(truth).filter(|(p, t)| p == t).count() as f64 / truth.len() as f64
     };
-    let mi_clean = &clean.by_measure[&MI];
+    let clean_accuracy_deterministic = accuracy(&all_clean.det_pred, &images.labels);
+    let clean_accuracy_mc = accuracy(&all_clean.mc_pred, &images.labels);
+    let (subset, clean) = if cfg.correct_only {
+        let keep: Vec<usize> = (0..images.len())
+            .filter(|&i| {
+                all_clean.det_pred[i] == images.labels[i]
+                    && all_clean.mc_pred[i] == images.labels[i]
+            })
+            .collect();
+        anyhow::ensure!(
+            !keep.is_empty(),
+            "no image is classified correctly: nothing to attack"
+        );
+        (images.select(&keep), all_clean.select(&keep))
+    } else {
+        (
+            images.select(&(0..images.len()).collect::<Vec<_>>()),
+            all_clean.clone(),
+        )
+    };
+    let x = subset.pixels.to_device(device);
+    let y_true = Tensor::from_slice(&subset.labels).to_device(device);
+    let truth = &subset.labels;
+    let extra = match extra_clean {
+        Some(e) => Some(tch_scores(net, &e.pixels, cfg.samples)?),
+        None => None,
+    };
+    // Clean negatives with their groups: every image's, then the extra ones' (groups offset
+    // past the images' so they never coincide).
+    let group_offset = images.groups.iter().max().map_or(0, |g| g + 1);
+    let mut clean_groups = images.groups.clone();
+    if let Some(e) = extra_clean {
+        clean_groups.extend(e.groups.iter().map(|g| g + group_offset));
+    }
+    let clean_negatives = |m: Measure| -> Vec<f64> {
+        let mut v = all_clean.by_measure[&m].clone();
+        if let Some(e) = &extra {
+            v.extend(&e.by_measure[&m]);
+        }
+        v
+    };
+    let mi_clean = clean_negatives(MI);
     let mut exported_clean = vec![];
     let mut exported_clean_mi = vec![];
     if !cfg.exported.is_empty() {
-        let images = runtime_input(&x)?;
+        let all_images = runtime_input(net, &images.pixels)?;
+        let extra_images = extra_clean
+            .map(|e| runtime_input(net, &e.pixels))
+            .transpose()?;
         for r in &cfg.exported {
             let scores = tract_scores(
                 &r.model,
-                &images,
+                &all_images,
                 per_image_len(&x),
                 cfg.samples as usize,
                 cfg.seed,
             )?;
-            let (det, mc) = scores.accuracy(&subset.labels);
+            let (det, mc) = scores.accuracy_of(&images.labels);
+            let mut mi = scores.mi;
+            if let Some(extra_images) = &extra_images {
+                mi.extend(
+                    tract_scores(
+                        &r.model,
+                        extra_images,
+                        per_image_len(&x),
+                        cfg.samples as usize,
+                        mcgate::run::rng::mix(cfg.seed, u64::MAX),
+                    )?
+                    .mi,
+                );
+            }
             let threshold = r.threshold()?;
             exported_clean.push(ExportedClean {
                 name: r.name.clone(),
                 threshold,
                 clean_accuracy_deterministic: det,
                 clean_accuracy_mc: mc,
-                clean_fpr_at_threshold: rate_above(&scores.mi, threshold),
+                clean_fpr_at_threshold: rate_above(&mi, threshold),
             });
-            exported_clean_mi.push(scores.mi);
+            exported_clean_mi.push(mi);
         }
     }
 
@@ -225,16 +344,53 @@ pub fn evaluate(
             AttackedModel::Deterministic => &s_adv.det_pred,
             _ => &s_adv.mc_pred,
         };
-        let success: Vec<bool> = adv_pred.iter().zip(&truth).map(|(p, t)| p != t).collect();
+        let success: Vec<bool> = adv_pred.iter().zip(truth).map(|(p, t)| p != t).collect();
         let n_success = success.iter().filter(|&&s| s).count();
-        let (mut all, mut successful, mut curves) =
-            (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        // Groups for the bootstrap: negatives are the clean images (then the noise, one per
+        // attacked image, in its group); positives the adversarials, in theirs.
+        let neg_groups: Vec<usize> = clean_groups.iter().chain(&subset.groups).copied().collect();
+        let pos_groups_s = successful_only_groups(&subset.groups, &success);
+        let interval = |neg: &[f64], groups_neg: &[usize], pos: &[f64], groups_pos: &[usize]| {
+            let pair = |v: &[f64], g: &[usize]| -> Vec<(f64, usize)> {
+                v.iter().copied().zip(g.iter().copied()).collect()
+            };
+            bootstrap_auc_interval(
+                &pair(neg, groups_neg),
+                &pair(pos, groups_pos),
+                cfg.bootstrap,
+                mcgate::run::rng::mix(cfg.seed, row_index as u64),
+            )
+        };
+        let (mut all, mut successful, mut clean_only, mut curves) = (
+            BTreeMap::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
         for m in Measure::TABLE {
-            let mut neg = clean.by_measure[&m].clone();
+            let clean_neg = clean_negatives(m);
+            let mut neg = clean_neg.clone();
             neg.extend(&s_noise.by_measure[&m]);
             let pos = &s_adv.by_measure[&m];
             let pos_s = successful_only(pos, &success);
-            all.insert(m, Detection::of(&neg, pos));
+            all.insert(
+                m,
+                Detection::of(&neg, pos).with_interval(interval(
+                    &neg,
+                    &neg_groups,
+                    pos,
+                    &subset.groups,
+                )),
+            );
+            clean_only.insert(
+                m,
+                Detection::of(&clean_neg, pos).with_interval(interval(
+                    &clean_neg,
+                    &clean_groups,
+                    pos,
+                    &subset.groups,
+                )),
+            );
             curves.insert(
                 m,
                 Curves {
@@ -242,7 +398,15 @@ pub fn evaluate(
                     pr: pr_curve(&neg, pos).unwrap_or_default(),
                 },
             );
-            successful.insert(m, Detection::of(&neg, &pos_s));
+            successful.insert(
+                m,
+                Detection::of(&neg, &pos_s).with_interval(interval(
+                    &neg,
+                    &neg_groups,
+                    &pos_s,
+                    &pos_groups_s,
+                )),
+            );
         }
         let mi_adv = &s_adv.by_measure[&MI];
         let mi_adv_s = successful_only(mi_adv, &success);
@@ -250,8 +414,8 @@ pub fn evaluate(
         if !cfg.exported.is_empty() {
             // Fresh masks per image set, shared by all exported models.
             let set_seed = |k: u64| mcgate::run::rng::mix(cfg.seed, 2 * row_index as u64 + k);
-            let adv_mi = exported_mi(cfg, &adv, set_seed(1))?;
-            let noise_mi = exported_mi(cfg, &noise, set_seed(2))?;
+            let adv_mi = exported_mi(net, cfg, &adv, set_seed(1))?;
+            let noise_mi = exported_mi(net, cfg, &noise, set_seed(2))?;
             for (i, r) in cfg.exported.iter().enumerate() {
                 let mut neg = exported_clean_mi[i].clone();
                 neg.extend(&noise_mi[i]);
@@ -276,6 +440,7 @@ pub fn evaluate(
             success_rate: n_success as f64 / subset.len() as f64,
             all,
             successful,
+            clean_only,
             tpr_at_threshold: rate_above(mi_adv, cfg.threshold),
             tpr_at_threshold_successful: rate_above(&mi_adv_s, cfg.threshold),
             noise_fpr_at_threshold: rate_above(&s_noise.by_measure[&MI], cfg.threshold),
@@ -301,10 +466,20 @@ pub fn evaluate(
             "cross-entropy of the MC mean (paper)"
         }
         .into(),
-        clean_accuracy_deterministic: accuracy(&clean.det_pred),
-        clean_accuracy_mc: accuracy(&clean.mc_pred),
+        clean_accuracy_deterministic,
+        clean_accuracy_mc,
+        attacked: if cfg.correct_only {
+            format!(
+                "the {} of {} images both models classify correctly",
+                subset.len(),
+                images.len()
+            )
+        } else {
+            format!("all {} images", images.len())
+        },
+        clean_negatives: mi_clean.len(),
         threshold: cfg.threshold,
-        clean_fpr_at_threshold: rate_above(mi_clean, cfg.threshold),
+        clean_fpr_at_threshold: rate_above(&mi_clean, cfg.threshold),
         exported: exported_clean,
         rows,
     })

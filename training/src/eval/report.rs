@@ -18,6 +18,10 @@ pub struct EvalReport {
     pub mc_loss: String,
     pub clean_accuracy_deterministic: f64,
     pub clean_accuracy_mc: f64,
+    /// Which images were attacked, in words.
+    pub attacked: String,
+    /// Clean negatives (the attacked images and any extra clean ones).
+    pub clean_negatives: usize,
     pub threshold: f64,
     pub clean_fpr_at_threshold: f64,
     /// The exported models' clean results (`--runtime`).
@@ -39,6 +43,8 @@ pub struct Row {
     pub all: BTreeMap<Measure, Detection>,
     /// The same on successful adversarials only.
     pub successful: BTreeMap<Measure, Detection>,
+    /// Per measure, all adversarials against the clean negatives alone (no noise).
+    pub clean_only: BTreeMap<Measure, Detection>,
     /// Fraction of adversarials (all, successful) the card's MI threshold rejects.
     pub tpr_at_threshold: f64,
     pub tpr_at_threshold_successful: f64,
@@ -103,6 +109,9 @@ impl Serialize for AttackedModel {
 pub struct Detection {
     pub auc: f64,
     pub ap: f64,
+    /// 95 % bootstrap interval of `auc` (image groups resampled), when computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auc_interval: Option<(f64, f64)>,
 }
 
 impl Detection {
@@ -111,7 +120,13 @@ impl Detection {
         Detection {
             auc: mcgate::score::roc::roc_auc(neg, pos).unwrap_or(f64::NAN),
             ap: mcgate::score::roc::average_precision(neg, pos).unwrap_or(f64::NAN),
+            auc_interval: None,
         }
+    }
+
+    pub fn with_interval(mut self, interval: Option<(f64, f64)>) -> Detection {
+        self.auc_interval = interval;
+        self
     }
 }
 

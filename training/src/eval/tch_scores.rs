@@ -16,10 +16,27 @@ pub struct TchScores {
     pub mc_pred: Vec<i64>,
 }
 
-/// Scores images `x` (the network's input, e.g. `[N, 1, H, W]` in [0, 1]): `det_entropy`
-/// with dropout off, the rest from `samples` MC samples with fresh masks from tch's
-/// generator.
-pub fn tch_scores(net: &dyn DropoutNet, x: &Tensor, samples: i64) -> Result<TchScores> {
+impl TchScores {
+    /// The scores of images `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> TchScores {
+        let pick_i = |v: &[i64]| idx.iter().map(|&i| v[i]).collect();
+        TchScores {
+            by_measure: self
+                .by_measure
+                .iter()
+                .map(|(&m, v)| (m, idx.iter().map(|&i| v[i]).collect()))
+                .collect(),
+            det_pred: pick_i(&self.det_pred),
+            mc_pred: pick_i(&self.mc_pred),
+        }
+    }
+}
+
+/// Scores images `pixels` (`[N, C, H, W]` in [0, 1], mapped to the network's input):
+/// `det_entropy` with dropout off, the rest from `samples` MC samples with fresh masks from
+/// tch's generator.
+pub fn tch_scores(net: &dyn DropoutNet, pixels: &Tensor, samples: i64) -> Result<TchScores> {
+    let x = &net.input_from_pixels(pixels);
     let classes = net.classes();
     let det = measures::per_image(&deterministic_probs(net, x)?, 1, classes)?;
     let mc = measures::per_image(

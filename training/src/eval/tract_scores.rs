@@ -23,11 +23,17 @@ pub struct TractScores {
 impl TractScores {
     /// Fractions of `labels` the deterministic and MC predictions get right.
     pub fn accuracy(&self, labels: &[u8]) -> (f64, f64) {
+        let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+        self.accuracy_of(&labels)
+    }
+
+    /// (deterministic, MC) accuracy against `labels`.
+    pub fn accuracy_of(&self, labels: &[i64]) -> (f64, f64) {
         let n = labels.len().max(1) as f64;
         let right = |pred: &[usize]| {
             pred.iter()
                 .zip(labels)
-                .filter(|(p, &l)| **p == l as usize)
+                .filter(|(p, &l)| **p as i64 == l)
                 .count()
         };
         (

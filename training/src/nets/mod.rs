@@ -39,7 +39,8 @@ pub struct Site {
 /// A network with dropout sites whose masks can be given explicitly.
 ///
 /// Images are tch tensors `[N, ..input shape without the 1]` with the values the exported
-/// graph's input takes (`input_spec`'s normalisation of 0..=255 pixels).
+/// graph's input takes (`input_spec`'s normalisation of 0..=255 pixels); attacks work on
+/// pixels in [0, 1] and map them with `input_from_pixels`.
 pub trait DropoutNet {
     /// What it is, in a few words, for the ONNX file's doc string.
     fn description(&self) -> &'static str;
@@ -86,6 +87,25 @@ pub trait DropoutNet {
             .iter()
             .map(|s| sample_mask(&[leading, &s.shape].concat(), s.p, device))
             .collect()
+    }
+
+    /// The network's input for pixels in [0, 1] `[N, C, H, W]` (what the attacks perturb):
+    /// the card's normalisation of 0–255 values, `(255·p·scale − mean_c) / std_c`. The
+    /// identity, without arithmetic, where that normalisation is `p` itself (the MNIST nets).
+    fn input_from_pixels(&self, pixels: &Tensor) -> Tensor {
+        let spec = self.input_spec();
+        let identity = spec.scale == 1.0 / 255.0
+            && spec.mean.iter().all(|&m| m == 0.0)
+            && spec.std.iter().all(|&s| s == 1.0);
+        if identity {
+            return pixels.shallow_clone();
+        }
+        let per_channel = |v: &[f32]| {
+            Tensor::from_slice(v)
+                .to_device(pixels.device())
+                .view([1, -1, 1, 1])
+        };
+        (pixels * (255.0 * spec.scale as f64) - per_channel(&spec.mean)) / per_channel(&spec.std)
     }
 
     /// MC-dropout probabilities `[T, N, C]` for a batch `[N, ..]`, each image and sample

