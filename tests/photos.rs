@@ -134,3 +134,21 @@ fn shipped_photo_samples_gate_as_written() {
         );
     }
 }
+
+/// `mcgate validate` passes the shipped photo bundle (`mcgate-training photo-bundle`): the
+/// runtime cuts each frame back to the pixels the workstation scored, so the MI AUCs agree.
+#[test]
+fn photo_bundle_validates() {
+    let out = mcgate(&[
+        "validate",
+        "models/lite0-imagenet",
+        "bundles/lite0-imagenet",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PASS"), "{stdout}");
+}

@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use tch::{Device, Kind, Tensor};
 
 use crate::attack::{self, Attack, Method, Target};
-use crate::data::Dataset;
 use crate::eval::noise::matched_noise;
 use crate::eval::tch_scores::tch_scores;
 use crate::measures::Measure;
@@ -18,7 +17,6 @@ use crate::nets::DropoutNet;
 use mcgate::validate::{BundleFrame, Group, Manifest, Role, BUNDLE_SCHEMA};
 
 pub struct BundleConfig {
-    pub images: usize,
     pub seed: u64,
     pub samples: i64,
     /// Independent MC runs scored per frame (see `mcgate::validate::Manifest::repeats`).
@@ -31,24 +29,45 @@ fn quantise(x: &Tensor) -> Tensor {
     (x * 255.0).round().clamp(0.0, 255.0) / 255.0
 }
 
-fn to_png_bytes(x: &Tensor) -> Result<Vec<Vec<u8>>> {
-    let n = x.size()[0];
-    let bytes = (x * 255.0)
+/// The clean images a bundle attacks, and how one image's pixels become a frame file.
+pub struct BundleImages<'a> {
+    /// Pixels in [0, 1], `[N, C, H, W]`.
+    pub pixels: Tensor,
+    /// True labels.
+    pub labels: Vec<usize>,
+    /// Image `k`'s (8-bit) pixels `[C, H, W]` as the frame the runtime reads back to exactly
+    /// them: the image itself for a stretch card, the resized photo around it for a crop card.
+    #[allow(clippy::type_complexity)]
+    pub frame: &'a dyn Fn(usize, &Tensor) -> Result<image::DynamicImage>,
+}
+
+/// A gray or RGB image of pixels `[C, H, W]` in [0, 1] (rounded to 8 bits): the frame of a
+/// stretch card whose input size the images already have.
+pub fn plain_frame(pixels: &Tensor) -> Result<image::DynamicImage> {
+    let size = pixels.size();
+    let (c, h, w) = (size[0], size[1] as u32, size[2] as u32);
+    let hwc = (pixels * 255.0)
         .round()
         .clamp(0.0, 255.0)
+        .permute([1, 2, 0])
         .to_kind(Kind::Uint8)
         .to_device(Device::Cpu)
         .contiguous();
-    let flat = Vec::<u8>::try_from(bytes.flatten(0, -1)).context("reading pixels")?;
-    Ok(flat
-        .chunks(flat.len() / n as usize)
-        .map(|c| c.to_vec())
-        .collect())
+    let bytes = Vec::<u8>::try_from(hwc.flatten(0, -1)).context("reading pixels")?;
+    Ok(match c {
+        1 => image::GrayImage::from_raw(w, h, bytes)
+            .context("frame size")?
+            .into(),
+        3 => image::RgbImage::from_raw(w, h, bytes)
+            .context("frame size")?
+            .into(),
+        c => anyhow::bail!("{c} channels: frames are gray or RGB"),
+    })
 }
 
 pub fn write(
     net: &dyn DropoutNet,
-    test: &Dataset,
+    images: &BundleImages,
     card_sha256: &str,
     threshold: f64,
     cfg: &BundleConfig,
@@ -56,8 +75,7 @@ pub fn write(
     device: Device,
 ) -> Result<usize> {
     tch::manual_seed(cfg.seed as i64);
-    let subset = test.pick(cfg.images, cfg.seed);
-    let (x, _) = subset.to_tensors(device);
+    let x = images.pixels.to_device(device);
     let clean_scores = tch_scores(net, &x, cfg.samples)?;
     let own_pred = Tensor::from_slice(&clean_scores.mc_pred).to_device(device);
 
@@ -68,7 +86,7 @@ pub fn write(
         method: None,
         eps_255: None,
     }];
-    let mut images: Vec<(String, Tensor)> = vec![("clean".into(), x.shallow_clone())];
+    let mut sets: Vec<(String, Tensor)> = vec![("clean".into(), x.shallow_clone())];
     for &(method, eps) in &cfg.attacks {
         let name = format!("{}_eps{}", format!("{method:?}").to_lowercase(), eps);
         let a = Attack::paper(
@@ -94,27 +112,26 @@ pub fn write(
             method: None,
             eps_255: Some(eps),
         });
-        images.push((name.clone(), adv));
-        images.push((format!("noise_for_{name}"), noise));
+        sets.push((name.clone(), adv));
+        sets.push((format!("noise_for_{name}"), noise));
     }
 
     let mut frames = vec![];
-    for (group, tensor) in &images {
+    for (group, tensor) in &sets {
         std::fs::create_dir_all(out.join(group))
             .with_context(|| format!("creating {}", out.join(group).display()))?;
         let runs = (0..cfg.repeats.max(1))
             .map(|_| tch_scores(net, tensor, cfg.samples))
             .collect::<Result<Vec<_>>>()?;
-        for (k, pixels) in to_png_bytes(tensor)?.into_iter().enumerate() {
+        for k in 0..images.labels.len() {
             let file = format!("{group}/{k:04}.png");
-            let img = image::GrayImage::from_raw(test.cols as u32, test.rows as u32, pixels)
-                .context("frame size")?;
-            img.save(out.join(&file))
+            (images.frame)(k, &tensor.get(k as i64))?
+                .save(out.join(&file))
                 .with_context(|| format!("writing {file}"))?;
             frames.push(BundleFrame {
                 file,
                 group: group.clone(),
-                label: subset.labels[k] as usize,
+                label: images.labels[k],
                 workstation_class: runs[0].mc_pred[k] as usize,
                 workstation_mutual_information: runs
                     .iter()

@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
-    bundle, evaluate, evaluate_photos, lite0, photo_samples, photo_variants, quantize, samples,
-    train,
+    bundle, evaluate, evaluate_photos, lite0, photo_bundle, photo_samples, photo_variants,
+    quantize, samples, train,
 };
 
 #[derive(Parser)]
@@ -46,6 +46,10 @@ enum Command {
     /// card with the 1000 ImageNet labels, accuracy measured on labelled photos, no MI
     /// threshold (calibrate it with `mcgate calibrate` on clean frames).
     Lite0(lite0::Lite0Args),
+    /// Write an eval bundle of photos for `mcgate validate models/lite0-imagenet`: clean,
+    /// adversarial (MC model) and matched-noise frames, each the resized photo with its centre
+    /// crop in place.
+    PhotoBundle(photo_bundle::PhotoBundleArgs),
     /// Write clean photos and their adversarial versions (FGM/BIM against the MC model, only
     /// photos it classifies right) for `mcgate gate models/lite0-imagenet samples/photos/`.
     PhotoSamples(photo_samples::PhotoSamplesArgs),
@@ -75,6 +79,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Samples(args) => samples::run(args),
         Command::Lite0(args) => lite0::run(args),
         Command::PhotoSamples(args) => photo_samples::run(args),
+        Command::PhotoBundle(args) => photo_bundle::run(args),
         Command::PhotoVariants(args) => photo_variants::run(args),
     }
 }

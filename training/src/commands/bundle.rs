@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{Trained, TrainedModel};
 use crate::attack::Method;
-use crate::bundle::{self, BundleConfig};
+use crate::bundle::{self, BundleConfig, BundleImages};
 
 #[derive(Debug, Args)]
 pub struct BundleArgs {
@@ -67,7 +67,6 @@ pub fn run(args: BundleArgs) -> Result<()> {
         .flat_map(|&e| methods.iter().map(move |&m| (m, e)))
         .collect();
     let cfg = BundleConfig {
-        images,
         seed,
         samples,
         repeats,
@@ -76,9 +75,15 @@ pub fn run(args: BundleArgs) -> Result<()> {
     if out.exists() {
         std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
     }
+    let subset = test.pick(images, seed);
+    let images = BundleImages {
+        pixels: subset.to_tensors(device).0,
+        labels: subset.labels.iter().map(|&l| l as usize).collect(),
+        frame: &|_, pixels| bundle::plain_frame(pixels),
+    };
     let n = bundle::write(
         &net,
-        &test,
+        &images,
         &card.onnx_sha256,
         card.mi_threshold()
             .context("the model card has no MI threshold")?,

@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod evaluate;
 pub mod evaluate_photos;
 pub mod lite0;
+pub mod photo_bundle;
 pub mod photo_samples;
 pub mod photo_variants;
 pub mod quantize;
