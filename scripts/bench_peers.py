@@ -21,8 +21,9 @@ shorter side: mcgate reads those raw (rgb24), so it only cuts the centre crop (n
 and resize are in the criterion benches); the peers get that same crop, normalised per frame. The
 PyTorch peer for such a card is scripts/lite0_reference.py (EfficientNet-Lite0, TF-SAME padding,
 --torch-weights), its one dropout site before the classifier: pytorch-naive runs the whole network
-T times, pytorch-batched the frame repeated T times as one batch, whereas the ONNX file (mcgate,
-onnxruntime) runs the trunk once and only the classifier T times. To keep a run within minutes,
+T times, pytorch-batched the frame repeated T times as one batch, pytorch-trunk-once the
+features once and the dropout + classifier T times (what the ONNX file, for mcgate and
+onnxruntime, does). To keep a run within minutes,
 those PyTorch cells time min(N, max(5, 10·N/T)) frames after max(1, min(5, 20/T)) warm-up (the
 header says which); before timing, onnxruntime and PyTorch with dropout off are checked to agree.
 
@@ -291,6 +292,11 @@ if not args.skip_torch and resize is not None:
             def batched(frame, t=t):
                 x = torch.from_numpy(preprocess(frame)).expand(t, *shape[1:])
                 return mi_of(net(x).softmax(-1).numpy())
+
+            def trunk_once(frame, t=t):  # what the ONNX file does: features once, T heads
+                f = lite0.features(weights, torch.from_numpy(preprocess(frame))).expand(t, -1)
+                return mi_of(lite0.logits(weights, F.dropout(f, sites[0]["p"], training=True)).softmax(-1).numpy())
+            results[("pytorch-trunk-once", t)] = timed(trunk_once, inputs)
             n, warm = min(args.frames, max(5, 10 * args.frames // t)), max(1, min(WARMUP, 20 // t))
             if (n, warm) != (args.frames, WARMUP):
                 torch_frames[t] = (n, warm)
@@ -298,7 +304,8 @@ if not args.skip_torch and resize is not None:
             results[("pytorch-batched", t)] = timed(batched, inputs[:n], warm)
 
 # --- report -----------------------------------------------------------------------------
-methods = ["mcgate", "ort-1t", "ort"] + ([] if args.skip_torch else ["pytorch-naive", "pytorch-batched"])
+methods = ["mcgate", "ort-1t", "ort"] + ([] if args.skip_torch else ["pytorch-naive", "pytorch-batched"]
+                                         + ([] if resize is None else ["pytorch-trunk-once"]))
 print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M')}; "
       f"{args.frames} {described} after {len(frames[:WARMUP])} warm-up; onnxruntime {ort.__version__}"
       + (f", torch {torch_version} ({args.threads} thread)" if torch_version else ""))
