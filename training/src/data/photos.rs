@@ -70,7 +70,11 @@ impl Photos {
         ensure!(paths.len() == images.len(), "one name per photo");
         let (mut resized, mut offsets, mut bytes) = (vec![], vec![], vec![]);
         for image in images {
-            let r = resize_shorter_side(image, shorter_side).to_rgb8();
+            // RGB first, as the runtime converts a frame before it resizes it.
+            let rgb = DynamicImage::ImageRgb8(image.to_rgb8());
+            let r = resize_shorter_side(rgb, shorter_side)
+                .context("the resizer refused a photo")?
+                .to_rgb8();
             let (x, y) = centre_crop_offset(r.width(), r.height(), crop);
             let cut = image::imageops::crop_imm(&r, x, y, crop, crop).to_image();
             bytes.extend_from_slice(cut.as_raw());
