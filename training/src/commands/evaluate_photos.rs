@@ -10,14 +10,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tch::{nn, Device};
+use tch::Device;
 
 use crate::attack::Method;
 use crate::data::photos::Photos;
 use crate::data::variants::{variants, VARIANTS};
 use crate::eval::{self, figures, markdown::markdown, EvalConfig, EvalImages, ExportedModel};
 use crate::export::{create_parent, with_ext};
-use crate::nets::lite0::{self, EfficientNetLite0};
+use crate::nets::lite0;
 use crate::nets::DropoutNet;
 
 #[derive(Debug, Args)]
@@ -109,15 +109,7 @@ fn load(
 
 pub fn run(args: EvaluatePhotosArgs) -> Result<()> {
     let device = Device::Cpu;
-    let mut vs = nn::VarStore::new(device);
-    let net = EfficientNetLite0::new(&vs.root(), lite0::IMAGENET_CLASSES, lite0::IMAGENET_DROP_P);
-    vs.load(&args.weights).with_context(|| {
-        format!(
-            "loading {} (run scripts/fetch-lite0.sh)",
-            args.weights.display()
-        )
-    })?;
-    vs.freeze();
+    let (net, _vs) = lite0::load_pretrained(&args.weights)?;
     let model = mcgate::model::Model::load_from(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let threshold = model

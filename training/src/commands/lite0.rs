@@ -7,12 +7,11 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use mcgate::model::card::{sha256_hex, Metrics, Pretrained, Provenance};
-use tch::{nn, Device};
 
 use crate::data::photos::Photos;
 use crate::export;
 use crate::measures;
-use crate::nets::lite0::{self, EfficientNetLite0};
+use crate::nets::lite0;
 use crate::nets::{mc_probs_per_image, DropoutNet};
 
 /// Where the weights come from, as the card records it.
@@ -60,15 +59,7 @@ pub fn run(args: Lite0Args) -> Result<()> {
         classes.len(),
         lite0::IMAGENET_CLASSES
     );
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = EfficientNetLite0::new(&vs.root(), lite0::IMAGENET_CLASSES, lite0::IMAGENET_DROP_P);
-    vs.load(&args.weights).with_context(|| {
-        format!(
-            "loading {} (run scripts/fetch-lite0.sh)",
-            args.weights.display()
-        )
-    })?;
-    vs.freeze();
+    let (net, _vs) = lite0::load_pretrained(&args.weights)?;
 
     let photos = Photos::load_dir(&args.photos, &net.input_spec())?;
     let labelled: Vec<(usize, usize)> = photos

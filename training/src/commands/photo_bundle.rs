@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tch::{nn, Device};
+use tch::Device;
 
 use crate::attack::Method;
 use crate::bundle::{self, BundleConfig, BundleImages};
 use crate::data::photos::Photos;
-use crate::nets::lite0::{self, EfficientNetLite0};
+use crate::nets::lite0;
 use crate::nets::DropoutNet;
 
 #[derive(Debug, Args)]
@@ -45,15 +45,7 @@ pub struct PhotoBundleArgs {
 
 pub fn run(args: PhotoBundleArgs) -> Result<()> {
     let device = Device::Cpu;
-    let mut vs = nn::VarStore::new(device);
-    let net = EfficientNetLite0::new(&vs.root(), lite0::IMAGENET_CLASSES, lite0::IMAGENET_DROP_P);
-    vs.load(&args.weights).with_context(|| {
-        format!(
-            "loading {} (run scripts/fetch-lite0.sh)",
-            args.weights.display()
-        )
-    })?;
-    vs.freeze();
+    let (net, _vs) = lite0::load_pretrained(&args.weights)?;
     let card = mcgate::model::Model::load_from(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?
         .card;

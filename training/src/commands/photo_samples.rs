@@ -13,13 +13,13 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use tch::{nn, Device, Tensor};
+use tch::Tensor;
 
 use crate::attack::{self, Attack, Method, Target};
 use crate::data::photos::Photos;
 use crate::eval::tch_scores::tch_scores;
 use crate::measures::Measure;
-use crate::nets::lite0::{self, EfficientNetLite0};
+use crate::nets::lite0;
 use crate::nets::DropoutNet;
 
 #[derive(Debug, Args)]
@@ -47,15 +47,7 @@ pub struct PhotoSamplesArgs {
 }
 
 pub fn run(args: PhotoSamplesArgs) -> Result<()> {
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = EfficientNetLite0::new(&vs.root(), lite0::IMAGENET_CLASSES, lite0::IMAGENET_DROP_P);
-    vs.load(&args.weights).with_context(|| {
-        format!(
-            "loading {} (run scripts/fetch-lite0.sh)",
-            args.weights.display()
-        )
-    })?;
-    vs.freeze();
+    let (net, _vs) = lite0::load_pretrained(&args.weights)?;
     tch::manual_seed(args.seed as i64);
     let photos = Photos::load(args.photos.clone(), &net.input_spec())?;
     let clean = tch_scores(&net, &photos.pixels, args.samples)?;

@@ -355,6 +355,17 @@ impl DropoutNet for EfficientNetLite0 {
     }
 }
 
+/// The pretrained ImageNet network from the converted weights (scripts/fetch-lite0.sh),
+/// frozen, on the CPU, with the variable store that owns it.
+pub fn load_pretrained(weights: &std::path::Path) -> Result<(EfficientNetLite0, nn::VarStore)> {
+    let mut vs = nn::VarStore::new(tch::Device::Cpu);
+    let net = EfficientNetLite0::new(&vs.root(), IMAGENET_CLASSES, IMAGENET_DROP_P);
+    vs.load(weights)
+        .with_context(|| format!("loading {} (run scripts/fetch-lite0.sh)", weights.display()))?;
+    vs.freeze();
+    Ok((net, vs))
+}
+
 /// Checks the variables a checkpoint did not fill: only the classifier's may be missing (a
 /// backbone-only load), and only when `classifier_optional`.
 pub fn check_missing(missing: &[String], classifier_optional: bool) -> Result<()> {
