@@ -8,11 +8,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::root;
+use common::{free_port, root};
 
 /// The `sh` block after `<!-- recipe: NAME -->` in the README, continuation lines joined.
 fn recipe(name: &str) -> String {
@@ -118,14 +117,6 @@ impl Workdir {
             .parse()
             .unwrap_or_else(|_| panic!("ffprobe {name}: {text:?}"))
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The stand-in IP camera: `scripts/rtsp_test_server.py` serving `frames` frames; killed on

@@ -12,15 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A loopback port free now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The body of `GET path` on `127.0.0.1:port`, or `None` if nothing answers yet.
 fn get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;

@@ -84,3 +84,12 @@ pub fn files_in(dir: &str) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
