@@ -236,6 +236,20 @@ pub struct Training {
     pub train_seconds: f64,
     /// `git describe --always --dirty` of the tree that trained the model.
     pub source_commit: String,
+    /// The frozen pretrained backbone under a trained head (schema 2); none for a network
+    /// trained whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<Backbone>,
+}
+
+/// The published weights a head was trained on top of, frozen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backbone {
+    /// The weights, in words: package, version, file.
+    pub weights: String,
+    /// Lower-case hex SHA-256 of the weights file as published.
+    pub weights_sha256: String,
 }
 
 /// What a converted model was converted from, and how.
@@ -528,8 +542,12 @@ impl ModelCard {
         if self.metrics.is_none() {
             return Err(CardError::NeedsV2("a card without metrics"));
         }
-        if !matches!(self.provenance, Provenance::Trained(_)) {
-            return Err(CardError::NeedsV2("converted or pretrained provenance"));
+        match &self.provenance {
+            Provenance::Trained(t) if t.backbone.is_some() => {
+                return Err(CardError::NeedsV2("a trained head's backbone"));
+            }
+            Provenance::Trained(_) => {}
+            _ => return Err(CardError::NeedsV2("converted or pretrained provenance")),
         }
         if self.input.channel_order != ChannelOrder::Rgb {
             return Err(CardError::NeedsV2("input channel_order"));
@@ -632,6 +650,7 @@ pub(crate) mod tests {
                 device: "cpu".into(),
                 train_seconds: 0.0,
                 source_commit: "none".into(),
+                backbone: None,
             }),
         }
     }
@@ -708,6 +727,29 @@ pub(crate) mod tests {
         card.schema = SCHEMA_V1.into();
         let err = ModelCard::from_json(card.to_json().as_bytes()).unwrap_err();
         assert!(matches!(err, CardError::NeedsV2(_)), "{err}");
+
+        // A head trained on a pretrained backbone says which, in schema 2 only.
+        let mut card = sample_card();
+        card.schema = SCHEMA.into();
+        let Provenance::Trained(training) = &mut card.provenance else {
+            unreachable!()
+        };
+        training.backbone = Some(Backbone {
+            weights: "some.pth".into(),
+            weights_sha256: "2".repeat(64),
+        });
+        assert_eq!(
+            ModelCard::from_json(card.to_json().as_bytes()).unwrap(),
+            card
+        );
+        card.schema = SCHEMA_V1.into();
+        let err = ModelCard::from_json(card.to_json().as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "a trained head's backbone needs schema {SCHEMA:?} (the card says {SCHEMA_V1:?})"
+            )
+        );
 
         // A crop that is not the input size, or a shorter side below it.
         let mut card = sample_card();

@@ -2,8 +2,9 @@
 //! ONNX files and model cards the `mcgate` runtime loads (docs/model-format.md).
 //!
 //! The walk, each module using only those before it:
-//! `data` (IDX files → images, tensors) → `nets` (the `DropoutNet` trait; the paper's MNIST
-//! CNN) → `measures` (MC probabilities → the runtime's measures) → `train` → `attack` →
+//! `data` (IDX files, photos, image folders → images, tensors) → `nets` (the `DropoutNet`
+//! trait; the paper's MNIST CNN, EfficientNet-Lite0) → `features` (a frozen trunk's cached
+//! features) → `measures` (MC probabilities → the runtime's measures) → `train` → `attack` →
 //! `eval` (scores by tch and through the runtime, matched noise, the report, its Markdown and
 //! figures) → `export` (ONNX bytes, the card, files) → `bundle` (frames for `mcgate
 //! validate`), `sample_frames` → `commands` (one function per CLI subcommand).
@@ -16,6 +17,7 @@ pub mod commands;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod features;
 pub mod measures;
 pub mod nets;
 pub mod sample_frames;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
     bundle, evaluate, evaluate_photos, lite0, photo_bundle, photo_samples, photo_variants,
-    quantize, samples, train,
+    quantize, samples, train, train_head,
 };
 
 #[derive(Parser)]
@@ -38,6 +38,12 @@ enum Command {
     /// at ε = 5, 10 against the deterministic and the MC model, only photos both classify
     /// right, camera-like variants as extra clean frames, bootstrap intervals over scenes.
     EvaluatePhotos(evaluate_photos::EvaluatePhotosArgs),
+    /// The paper's cats-vs-dogs setup on your own image folder (one sub-folder per class):
+    /// the ImageNet EfficientNet-Lite0 backbone frozen, its features computed once and cached,
+    /// a new Dropout(p) → Dense(classes) head trained on them with MC dropout on that head.
+    /// Holds out part of each class for the accuracy and the MI threshold; writes ONNX, card
+    /// and checkpoint. Calibrate the threshold on your camera's frames afterwards.
+    TrainHead(train_head::TrainHeadArgs),
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle(bundle::BundleArgs),
@@ -72,6 +78,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
+        Command::TrainHead(args) => train_head::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),

@@ -45,17 +45,30 @@ pub fn train(
     data: &Dataset,
     cfg: &TrainConfig,
 ) -> Result<Vec<EpochStats>> {
-    if data.is_empty() || cfg.batch_size == 0 || cfg.epochs == 0 {
+    let (x, y) = data.to_tensors(vs.device());
+    fit(vs, &x, &y, cfg, |bx| net.logits(bx, true))
+}
+
+/// The training loop: `cfg.epochs` passes over `x` `[N, ..]` / labels `y` `[N]` in a fresh
+/// random order each, minimising the cross-entropy of `logits` (the model with dropout on)
+/// with `vs`'s trainable variables.
+pub fn fit(
+    vs: &nn::VarStore,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &TrainConfig,
+    logits: impl Fn(&Tensor) -> Tensor,
+) -> Result<Vec<EpochStats>> {
+    let n = y.size()[0];
+    if n == 0 || cfg.batch_size == 0 || cfg.epochs == 0 {
         bail!(
-            "nothing to train: {} images, batch size {}, {} epochs",
-            data.len(),
+            "nothing to train: {n} images, batch size {}, {} epochs",
             cfg.batch_size,
             cfg.epochs
         );
     }
     tch::manual_seed(cfg.seed as i64);
     let device = vs.device();
-    let (x, y) = data.to_tensors(device);
     let mut opt = match cfg.optimizer {
         Optimizer::Adam => nn::Adam::default().build(vs, cfg.learning_rate),
         Optimizer::Sgd => nn::Sgd {
@@ -66,7 +79,6 @@ pub fn train(
         Optimizer::Rmsprop => nn::RmsProp::default().build(vs, cfg.learning_rate),
     }
     .context("building optimizer")?;
-    let n = data.len() as i64;
     let batches = (n + cfg.batch_size as i64 - 1) / cfg.batch_size as i64;
     let mut stats = vec![];
     for epoch in 1..=cfg.epochs {
@@ -94,7 +106,7 @@ pub fn train(
                 (cfg.batch_size as i64).min(n - b * cfg.batch_size as i64),
             );
             let (bx, by) = (x.index_select(0, &idx), y.index_select(0, &idx));
-            let logits = net.logits(&bx, true);
+            let logits = logits(&bx);
             let loss = logits.cross_entropy_for_logits(&by);
             opt.backward_step(&loss);
             let l = loss.double_value(&[]);

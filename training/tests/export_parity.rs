@@ -76,6 +76,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             device: "Cpu".into(),
             train_seconds: 0.0,
             source_commit: "test".into(),
+            backbone: None,
         }),
     );
     std::fs::write(stem.with_extension("onnx"), &onnx).unwrap();

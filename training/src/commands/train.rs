@@ -174,6 +174,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             device: format!("{device:?}"),
             train_seconds,
             source_commit,
+            backbone: None,
         }),
     );
     let card_path = export::write_card(&out, &card)?;

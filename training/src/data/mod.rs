@@ -2,6 +2,7 @@
 //! (`known`), seeded subsets, and the tensors the networks take.
 
 mod idx;
+pub mod image_folder;
 mod known;
 pub mod photos;
 pub mod variants;

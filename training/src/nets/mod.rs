@@ -111,10 +111,14 @@ pub trait DropoutNet {
     /// MC-dropout probabilities `[T, N, C]` for a batch `[N, ..]`, each image and sample
     /// with its own masks.
     fn mc_probs(&self, x: &Tensor, samples: i64) -> Tensor {
-        let n = x.size()[0];
-        let features = self.trunk(x);
-        let masks = self.sample_masks(&[samples, n], x.device());
-        self.head(&features, &masks).softmax(-1, Kind::Float)
+        self.mc_probs_from_features(&self.trunk(x), samples)
+    }
+
+    /// MC-dropout probabilities `[T, N, C]` from trunk features `[N, ..]`.
+    fn mc_probs_from_features(&self, features: &Tensor, samples: i64) -> Tensor {
+        let n = features.size()[0];
+        let masks = self.sample_masks(&[samples, n], features.device());
+        self.head(features, &masks).softmax(-1, Kind::Float)
     }
 }
 
@@ -160,11 +164,25 @@ pub fn deterministic_probs(net: &dyn DropoutNet, x: &Tensor) -> Result<Vec<f32>>
 /// MC-dropout probabilities with fresh masks from tch's generator, image-major `[N, T, C]`
 /// on the CPU (each image's `[T, C]` block is what the runtime scores for a frame).
 pub fn mc_probs_per_image(net: &dyn DropoutNet, x: &Tensor, samples: i64) -> Result<Vec<f32>> {
+    per_image_batches(x, |bx| net.mc_probs(bx, samples))
+}
+
+/// As [`mc_probs_per_image`], from trunk features `[N, ..]` (a head trained on cached
+/// features).
+pub fn mc_probs_per_image_from_features(
+    net: &dyn DropoutNet,
+    features: &Tensor,
+    samples: i64,
+) -> Result<Vec<f32>> {
+    per_image_batches(features, |bf| net.mc_probs_from_features(bf, samples))
+}
+
+/// `mc` (`[N, ..]` → `[T, N, C]`) over batches of `x`, as image-major `[N, T, C]` values.
+fn per_image_batches(x: &Tensor, mc: impl Fn(&Tensor) -> Tensor) -> Result<Vec<f32>> {
     let _guard = tch::no_grad_guard();
     let mut out = vec![];
     for bx in x.split(SCORING_BATCH, 0) {
-        let per_image = net
-            .mc_probs(&bx, samples) // [T, N, C]
+        let per_image = mc(&bx) // [T, N, C]
             .permute([1, 0, 2])
             .contiguous()
             .to_device(Device::Cpu); // [N, T, C]

