@@ -92,45 +92,119 @@ pub fn bootstrap_auc_interval(
     reps: usize,
     seed: u64,
 ) -> Option<(f64, f64)> {
-    if reps == 0 || negatives.is_empty() || positives.is_empty() {
+    let groups = Groups::of(negatives, positives);
+    let (neg_idx, pos_idx) = (groups.indices(negatives), groups.indices(positives));
+    let (mut neg, mut pos) = (vec![], vec![]);
+    groups.bootstrap(reps, seed, |times| {
+        draw(negatives, &neg_idx, times, &mut neg);
+        draw(positives, &pos_idx, times, &mut pos);
+        auc_of_draw(&neg, &pos)
+    })
+}
+
+/// 95 % percentile-bootstrap interval of AUC(a) − AUC(b): two measures scored on the same
+/// frames (`a_*` and `b_*` hold the same frames in the same order, with the same groups),
+/// both recomputed on each resample of the groups — a paired comparison, so an interval that
+/// excludes 0 says the ordering of the two measures holds beyond resampling the images.
+/// `None` as for [`bootstrap_auc_interval`], or if the two measures' frames differ in number
+/// or groups.
+pub fn bootstrap_auc_difference_interval(
+    a_negatives: &[(f64, usize)],
+    a_positives: &[(f64, usize)],
+    b_negatives: &[(f64, usize)],
+    b_positives: &[(f64, usize)],
+    reps: usize,
+    seed: u64,
+) -> Option<(f64, f64)> {
+    let same_frames = |x: &[(f64, usize)], y: &[(f64, usize)]| {
+        x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.1 == q.1)
+    };
+    if !same_frames(a_negatives, b_negatives) || !same_frames(a_positives, b_positives) {
         return None;
     }
-    let mut groups: Vec<usize> = negatives.iter().chain(positives).map(|&(_, g)| g).collect();
-    groups.sort_unstable();
-    groups.dedup();
-    let index = |g: usize| groups.binary_search(&g).expect("a listed group");
-    let (neg_idx, pos_idx): (Vec<usize>, Vec<usize>) = (
-        negatives.iter().map(|&(_, g)| index(g)).collect(),
-        positives.iter().map(|&(_, g)| index(g)).collect(),
-    );
-    let mut rng = crate::run::rng::WyRand::new(seed);
-    let mut times = vec![0usize; groups.len()];
-    let (mut neg, mut pos, mut aucs) = (vec![], vec![], Vec::with_capacity(reps));
-    for _ in 0..reps {
-        times.iter_mut().for_each(|t| *t = 0);
-        for _ in 0..groups.len() {
-            times[(rng.next_u64() % groups.len() as u64) as usize] += 1;
+    let groups = Groups::of(a_negatives, a_positives);
+    let (neg_idx, pos_idx) = (groups.indices(a_negatives), groups.indices(a_positives));
+    let (mut neg, mut pos) = (vec![], vec![]);
+    groups.bootstrap(reps, seed, |times| {
+        draw(a_negatives, &neg_idx, times, &mut neg);
+        draw(a_positives, &pos_idx, times, &mut pos);
+        let a = auc_of_draw(&neg, &pos)?;
+        draw(b_negatives, &neg_idx, times, &mut neg);
+        draw(b_positives, &pos_idx, times, &mut pos);
+        let b = auc_of_draw(&neg, &pos)?;
+        Some(a.zip(b).map(|(a, b)| a - b))
+    })
+}
+
+/// The distinct groups of a set of scored frames.
+struct Groups(Vec<usize>);
+
+impl Groups {
+    fn of(negatives: &[(f64, usize)], positives: &[(f64, usize)]) -> Groups {
+        let mut groups: Vec<usize> = negatives.iter().chain(positives).map(|&(_, g)| g).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        Groups(groups)
+    }
+
+    /// Each frame's index into the groups.
+    fn indices(&self, scores: &[(f64, usize)]) -> Vec<usize> {
+        scores
+            .iter()
+            .map(|&(_, g)| self.0.binary_search(&g).expect("a listed group"))
+            .collect()
+    }
+
+    /// The 2.5 and 97.5 percentiles of `stat` over `reps` resamples of the groups with
+    /// replacement (`stat` gets how often each group was drawn; it returns `None` for a NaN,
+    /// which ends the bootstrap, and `Some(None)` for a resample to skip).
+    fn bootstrap(
+        &self,
+        reps: usize,
+        seed: u64,
+        mut stat: impl FnMut(&[usize]) -> Option<Option<f64>>,
+    ) -> Option<(f64, f64)> {
+        if reps == 0 || self.0.is_empty() {
+            return None;
         }
-        let draw = |scores: &[(f64, usize)], idx: &[usize], out: &mut Vec<f64>| {
-            out.clear();
-            for (&(v, _), &g) in scores.iter().zip(idx) {
-                out.extend(std::iter::repeat_n(v, times[g]));
+        let n = self.0.len();
+        let mut rng = crate::run::rng::WyRand::new(seed);
+        let mut times = vec![0usize; n];
+        let mut values = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            times.iter_mut().for_each(|t| *t = 0);
+            for _ in 0..n {
+                times[(rng.next_u64() % n as u64) as usize] += 1;
             }
-        };
-        draw(negatives, &neg_idx, &mut neg);
-        draw(positives, &pos_idx, &mut pos);
-        if let Some(auc) = roc_auc(&neg, &pos) {
-            aucs.push(auc);
-        } else if !neg.is_empty() && !pos.is_empty() {
-            return None; // a NaN score
+            if let Some(v) = stat(&times)? {
+                values.push(v);
+            }
         }
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            values[((q * (values.len() - 1) as f64).round() as usize).min(values.len() - 1)]
+        };
+        Some((at(0.025), at(0.975)))
     }
-    if aucs.is_empty() {
-        return None;
+}
+
+/// The resample: each frame repeated as often as its group was drawn.
+fn draw(scores: &[(f64, usize)], idx: &[usize], times: &[usize], out: &mut Vec<f64>) {
+    out.clear();
+    for (&(v, _), &g) in scores.iter().zip(idx) {
+        out.extend(std::iter::repeat_n(v, times[g]));
     }
-    aucs.sort_by(f64::total_cmp);
-    let at = |q: f64| aucs[((q * (aucs.len() - 1) as f64).round() as usize).min(aucs.len() - 1)];
-    Some((at(0.025), at(0.975)))
+}
+
+/// A resample's AUC: `Some(None)` when a side came out empty (skip it), `None` for a NaN.
+fn auc_of_draw(neg: &[f64], pos: &[f64]) -> Option<Option<f64>> {
+    if neg.is_empty() || pos.is_empty() {
+        return Some(None);
+    }
+    roc_auc(neg, pos).map(Some)
 }
 
 /// Cumulative (true positives, false positives) rejected at each distinct score threshold,
@@ -235,6 +309,53 @@ mod tests {
         );
         assert_eq!(
             bootstrap_auc_interval(&own(&neg, 0), &own(&pos, 40), 0, 1),
+            None
+        );
+    }
+
+    #[test]
+    fn paired_difference_interval_orders_two_measures() {
+        let own = |v: &[f64], off: usize| -> Vec<(f64, usize)> {
+            v.iter().enumerate().map(|(i, &x)| (x, i + off)).collect()
+        };
+        // Measure a separates the same 40 + 40 frames well, measure b barely.
+        let a_neg: Vec<f64> = (0..40).map(|i| i as f64).collect();
+        let a_pos: Vec<f64> = (0..40).map(|i| i as f64 + 30.5).collect();
+        let b_neg: Vec<f64> = (0..40).map(|i| ((i * 7) % 40) as f64).collect();
+        let b_pos: Vec<f64> = (0..40).map(|i| ((i * 11) % 40) as f64 + 2.5).collect();
+        let diff = roc_auc(&a_neg, &a_pos).unwrap() - roc_auc(&b_neg, &b_pos).unwrap();
+        let (lo, hi) = bootstrap_auc_difference_interval(
+            &own(&a_neg, 0),
+            &own(&a_pos, 40),
+            &own(&b_neg, 0),
+            &own(&b_pos, 40),
+            2000,
+            1,
+        )
+        .unwrap();
+        assert!(0.0 < lo && lo < diff && diff < hi, "{lo} {diff} {hi}");
+        // A measure against itself: exactly 0 on every resample.
+        assert_eq!(
+            bootstrap_auc_difference_interval(
+                &own(&a_neg, 0),
+                &own(&a_pos, 40),
+                &own(&a_neg, 0),
+                &own(&a_pos, 40),
+                500,
+                1
+            ),
+            Some((0.0, 0.0))
+        );
+        // Not the same frames: no interval.
+        assert_eq!(
+            bootstrap_auc_difference_interval(
+                &own(&a_neg, 0),
+                &own(&a_pos, 40),
+                &own(&b_neg, 1),
+                &own(&b_pos, 40),
+                500,
+                1
+            ),
             None
         );
     }

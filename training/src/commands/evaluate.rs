@@ -56,10 +56,11 @@ pub struct EvaluateArgs {
     /// `models/mnist,models/mnist.int8`: the int8 model's MI AUC beside its float twin's.
     #[arg(long, value_delimiter = ',', value_name = "STEM")]
     pub runtime: Vec<PathBuf>,
-    /// Attack only the images both the deterministic and the MC model classify correctly
-    /// (otherwise natural errors count as successful attacks).
+    /// Also attack the images the deterministic or the MC model misclassifies (the old
+    /// protocol: their natural errors then count as successful attacks). By default only the
+    /// images both classify correctly are attacked.
     #[arg(long)]
-    pub correct_only: bool,
+    pub include_misclassified: bool,
     /// Bootstrap resamples behind each AUC's 95 % interval (0: no intervals).
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
@@ -89,7 +90,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         adaptive_eps,
         batch,
         runtime,
-        correct_only,
+        include_misclassified,
         bootstrap,
     } = args;
     let out =
@@ -128,7 +129,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
                 })
             })
             .collect::<Result<_>>()?,
-        correct_only,
+        correct_only: !include_misclassified,
         bootstrap,
     };
     let start = Instant::now();

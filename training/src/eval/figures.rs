@@ -352,6 +352,8 @@ mod tests {
             successful: all.clone(),
             clean_only: all.clone(),
             all,
+            mi_minus: Default::default(),
+            mi_minus_successful: Default::default(),
             tpr_at_threshold: 0.0,
             tpr_at_threshold_successful: 0.0,
             noise_fpr_at_threshold: 0.0,

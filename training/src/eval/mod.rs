@@ -25,9 +25,11 @@ use crate::attack::{self, Attack, Method, Target};
 use crate::data::Dataset;
 use crate::measures::Measure;
 use crate::nets::DropoutNet;
-use mcgate::score::roc::bootstrap_auc_interval;
+use mcgate::score::roc::{bootstrap_auc_difference_interval, bootstrap_auc_interval};
 use noise::matched_noise;
-use report::{AttackedModel, Curves, Detection, EvalReport, ExportedClean, ExportedDetection, Row};
+use report::{
+    AttackedModel, Curves, Detection, Difference, EvalReport, ExportedClean, ExportedDetection, Row,
+};
 use tch_scores::tch_scores;
 use tract_scores::tract_scores;
 
@@ -408,6 +410,44 @@ pub fn evaluate(
                 )),
             );
         }
+        // MI against each entropy on the same frames, resampled together.
+        let difference = |other: Measure, successful_only_: bool| {
+            let pair = |v: &[f64], g: &[usize]| -> Vec<(f64, usize)> {
+                v.iter().copied().zip(g.iter().copied()).collect()
+            };
+            let sides = |m: Measure| {
+                let mut neg = clean_negatives(m);
+                neg.extend(&s_noise.by_measure[&m]);
+                let (pos, groups) = if successful_only_ {
+                    (
+                        successful_only(&s_adv.by_measure[&m], &success),
+                        &pos_groups_s,
+                    )
+                } else {
+                    (s_adv.by_measure[&m].clone(), &subset.groups)
+                };
+                (pair(&neg, &neg_groups), pair(&pos, groups))
+            };
+            let ((mi_neg, mi_pos), (o_neg, o_pos)) = (sides(MI), sides(other));
+            let auc = |neg: &[(f64, usize)], pos: &[(f64, usize)]| {
+                let v = |x: &[(f64, usize)]| x.iter().map(|p| p.0).collect::<Vec<_>>();
+                mcgate::score::roc::roc_auc(&v(neg), &v(pos)).unwrap_or(f64::NAN)
+            };
+            Difference {
+                auc_difference: auc(&mi_neg, &mi_pos) - auc(&o_neg, &o_pos),
+                interval: bootstrap_auc_difference_interval(
+                    &mi_neg,
+                    &mi_pos,
+                    &o_neg,
+                    &o_pos,
+                    cfg.bootstrap,
+                    mcgate::run::rng::mix(cfg.seed, row_index as u64),
+                ),
+            }
+        };
+        let entropies = [Measure::DetEntropy, Measure::PredictiveEntropy];
+        let mi_minus = entropies.map(|m| (m, difference(m, false))).into();
+        let mi_minus_successful = entropies.map(|m| (m, difference(m, true))).into();
         let mi_adv = &s_adv.by_measure[&MI];
         let mi_adv_s = successful_only(mi_adv, &success);
         let mut exported = BTreeMap::new();
@@ -441,6 +481,8 @@ pub fn evaluate(
             all,
             successful,
             clean_only,
+            mi_minus,
+            mi_minus_successful,
             tpr_at_threshold: rate_above(mi_adv, cfg.threshold),
             tpr_at_threshold_successful: rate_above(&mi_adv_s, cfg.threshold),
             noise_fpr_at_threshold: rate_above(&s_noise.by_measure[&MI], cfg.threshold),

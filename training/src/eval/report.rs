@@ -45,6 +45,11 @@ pub struct Row {
     pub successful: BTreeMap<Measure, Detection>,
     /// Per measure, all adversarials against the clean negatives alone (no noise).
     pub clean_only: BTreeMap<Measure, Detection>,
+    /// AUC of MI minus AUC of each entropy (deterministic, MC) on all adversarials against
+    /// clean + noise negatives, with a paired bootstrap interval: which orderings hold.
+    pub mi_minus: BTreeMap<Measure, Difference>,
+    /// The same on successful adversarials only.
+    pub mi_minus_successful: BTreeMap<Measure, Difference>,
     /// Fraction of adversarials (all, successful) the card's MI threshold rejects.
     pub tpr_at_threshold: f64,
     pub tpr_at_threshold_successful: f64,
@@ -102,6 +107,33 @@ impl fmt::Display for AttackedModel {
 impl Serialize for AttackedModel {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+/// A difference of two measures' AUCs on the same frames, with its 95 % paired bootstrap
+/// interval when computed.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Difference {
+    pub auc_difference: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<(f64, f64)>,
+}
+
+impl Difference {
+    /// "+0.012 [−0.004, +0.031]", with `*` when the interval excludes 0.
+    pub fn text(&self) -> String {
+        let sign = |v: f64| format!("{v:+.3}");
+        match self.interval {
+            Some((lo, hi)) => format!(
+                "{} [{}, {}]{}",
+                sign(self.auc_difference),
+                sign(lo),
+                sign(hi),
+                if lo > 0.0 || hi < 0.0 { " *" } else { "" }
+            ),
+            None if self.auc_difference.is_nan() => "–".into(),
+            None => sign(self.auc_difference),
+        }
     }
 }
 
