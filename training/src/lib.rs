@@ -4,10 +4,11 @@
 //! The walk, each module using only those before it:
 //! `data` (IDX files, photos, image folders → images, tensors) → `nets` (the `DropoutNet`
 //! trait; the paper's MNIST CNN, EfficientNet-Lite0) → `features` (a frozen trunk's cached
-//! features) → `measures` (MC probabilities → the runtime's measures) → `train` → `attack` →
-//! `eval` (scores by tch and through the runtime, matched noise, the report, its Markdown and
-//! figures) → `export` (ONNX bytes, the card, files) → `bundle` (frames for `mcgate
-//! validate`), `sample_frames` → `commands` (one function per CLI subcommand).
+//! features) → `latent` (the 2-D VAE of the latent-space study) → `measures` (MC
+//! probabilities → the runtime's measures) → `train` → `attack` → `eval` (scores by tch and
+//! through the runtime, matched noise, the report, its Markdown and figures) → `export` (ONNX
+//! bytes, the card, files) → `bundle` (frames for `mcgate validate`), `sample_frames` →
+//! `commands` (one function per CLI subcommand).
 //! Shared things (card schema, ONNX builder, measures, calibration) come from the `mcgate`
 //! library.
 
@@ -18,6 +19,7 @@ pub mod data;
 pub mod eval;
 pub mod export;
 pub mod features;
+pub mod latent;
 pub mod measures;
 pub mod nets;
 pub mod sample_frames;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
     bundle, evaluate, evaluate_photos, lite0, photo_bundle, photo_samples, photo_variants,
-    quantize, samples, train, train_head,
+    quantize, samples, train, train_head, train_vae,
 };
 
 #[derive(Parser)]
@@ -44,6 +44,9 @@ enum Command {
     /// Holds out part of each class for the accuracy and the MI threshold; writes ONNX, card
     /// and checkpoint. Calibrate the threshold on your camera's frames afterwards.
     TrainHead(train_head::TrainHeadArgs),
+    /// Train the paper's 2-D MNIST VAE (784-400-256-2, ELU, 784·BCE + KL, Adam, 50 epochs):
+    /// the decoder behind the latent-space maps and interpolations.
+    TrainVae(train_vae::TrainVaeArgs),
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle(bundle::BundleArgs),
@@ -79,6 +82,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
         Command::TrainHead(args) => train_head::run(args),
+        Command::TrainVae(args) => train_vae::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),

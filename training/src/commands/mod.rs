@@ -13,6 +13,7 @@ pub mod quantize;
 pub mod samples;
 pub mod train;
 pub mod train_head;
+pub mod train_vae;
 
 use std::path::PathBuf;
 
