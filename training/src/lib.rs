@@ -2,13 +2,14 @@
 //! ONNX files and model cards the `mcgate` runtime loads (docs/model-format.md).
 //!
 //! The walk, each module using only those before it:
-//! `data` (IDX files, photos, image folders → images, tensors) → `nets` (the `DropoutNet`
-//! trait; the paper's MNIST CNN, EfficientNet-Lite0) → `features` (a frozen trunk's cached
-//! features) → `latent` (the 2-D VAE of the latent-space study) → `measures` (MC
-//! probabilities → the runtime's measures) → `train` → `attack` → `eval` (scores by tch and
-//! through the runtime, matched noise, the report, its Markdown and figures) → `export` (ONNX
-//! bytes, the card, files) → `bundle` (frames for `mcgate validate`), `sample_frames` →
-//! `commands` (one function per CLI subcommand).
+//! `plot` (font and PNG writing for every figure), `data` (IDX files, photos, image folders →
+//! images, tensors) → `nets` (the `DropoutNet` trait; the paper's MNIST CNN,
+//! EfficientNet-Lite0) → `features` (a frozen trunk's cached features) → `measures` (MC
+//! probabilities → the runtime's measures) → `latent` (the 2-D VAE and the latent-space maps)
+//! → `train` → `attack` → `eval` (scores by tch and through the runtime, matched noise, the
+//! report, its Markdown and figures) → `export` (ONNX bytes, the card, files) → `bundle`
+//! (frames for `mcgate validate`), `sample_frames` → `commands` (one function per CLI
+//! subcommand).
 //! Shared things (card schema, ONNX builder, measures, calibration) come from the `mcgate`
 //! library.
 
@@ -22,5 +23,6 @@ pub mod features;
 pub mod latent;
 pub mod measures;
 pub mod nets;
+pub mod plot;
 pub mod sample_frames;
 pub mod train;

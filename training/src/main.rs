@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
-    bundle, evaluate, evaluate_photos, lite0, photo_bundle, photo_samples, photo_variants,
-    quantize, samples, train, train_head, train_vae,
+    bundle, evaluate, evaluate_photos, latent_maps, lite0, photo_bundle, photo_samples,
+    photo_variants, quantize, samples, train, train_head, train_vae,
 };
 
 #[derive(Parser)]
@@ -47,6 +47,9 @@ enum Command {
     /// Train the paper's 2-D MNIST VAE (784-400-256-2, ELU, 784·BCE + KL, Adam, 50 epochs):
     /// the decoder behind the latent-space maps and interpolations.
     TrainVae(train_vae::TrainVaeArgs),
+    /// The paper's Figs 1 and 4: the MNIST model's MI and predictive entropy over the VAE's
+    /// 2-D latent space (decoded grid, T = 50), encoded test digits on top; PNG, SVG, JSON.
+    LatentMaps(latent_maps::LatentMapsArgs),
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle(bundle::BundleArgs),
@@ -83,6 +86,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(args),
         Command::TrainHead(args) => train_head::run(args),
         Command::TrainVae(args) => train_vae::run(args),
+        Command::LatentMaps(args) => latent_maps::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),

@@ -5,7 +5,6 @@
 //! panel holding one curve per uncertainty measure, on all adversarial images.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::Shift;
@@ -13,10 +12,7 @@ use plotters::prelude::*;
 
 use super::report::{AttackedModel, EvalReport, Row};
 use crate::measures::Measure;
-
-/// The TrueType file text is drawn with; `MCGATE_FONT` overrides it.
-const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-const FONT: &str = "sans-serif";
+use crate::plot::{register_font, write_png, FONT};
 
 /// Curve colour and legend name of each measure, MI first and strongest.
 const STYLE: [(Measure, &str, RGBColor); 6] = [
@@ -62,24 +58,6 @@ impl Curve {
             Curve::Pr => &curves.pr,
         })
     }
-}
-
-/// Registers the font once per process; plotters needs it to lay out any text.
-fn register_font() -> Result<()> {
-    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            let path = std::env::var("MCGATE_FONT").unwrap_or_else(|_| DEFAULT_FONT.into());
-            let bytes = std::fs::read(&path).map_err(|e| {
-                format!("reading font {path}: {e} (install fonts-dejavu-core or set MCGATE_FONT to a .ttf)")
-            })?;
-            // plotters keeps a &'static: the font lives for the process, once.
-            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-            plotters::style::register_font(FONT, FontStyle::Normal, bytes)
-                .map_err(|_| format!("{path} is not a TrueType/OpenType font"))
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
 }
 
 /// Writes `<stem>-<roc|pr>-<family>.{png,svg}` for every family present; returns the paths.
@@ -129,25 +107,6 @@ pub fn write_all(report: &EvalReport, stem: &Path, title: &str) -> Result<Vec<Pa
         }
     }
     Ok(written)
-}
-
-/// Renders into memory and writes the PNG at the best compression (plotters' own encoder
-/// writes files several times larger).
-fn write_png(
-    path: &Path,
-    (w, h): (u32, u32),
-    render: impl FnOnce(DrawingArea<BitMapBackend, Shift>) -> Result<()>,
-) -> Result<()> {
-    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-    use image::ImageEncoder;
-    let mut rgb = vec![0u8; w as usize * h as usize * 3];
-    render(BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area())?;
-    let file = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    PngEncoder::new_with_quality(file, CompressionType::Best, FilterType::Adaptive)
-        .write_image(&rgb, w, h, image::ExtendedColorType::Rgb8)
-        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Panels laid out with one row per (method, target) and one column per ε.

@@ -1,0 +1,88 @@
+//! `latent-maps`: the paper's Figs 1 and 4 — the MNIST model's MI and predictive entropy over
+//! the VAE's latent space, with the encoded test digits on top — as PNG, SVG and JSON.
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+use tch::{nn, Device};
+
+use crate::data::{self, Known};
+use crate::export::{create_parent, with_ext};
+use crate::latent::maps;
+use crate::latent::vae::Vae;
+use crate::nets::mnist::MnistCnn;
+
+#[derive(Debug, Args)]
+pub struct LatentMapsArgs {
+    /// The VAE checkpoint (`train-vae`).
+    #[arg(long, default_value = "models/mnist-vae.safetensors")]
+    pub vae: PathBuf,
+    /// The classifier's tch checkpoint.
+    #[arg(long, default_value = "models/mnist.safetensors")]
+    pub model: PathBuf,
+    /// Directory with the MNIST IDX files.
+    #[arg(long, default_value = "data/mnist")]
+    pub data: PathBuf,
+    /// Cells per side of the latent grid (the paper: 40).
+    #[arg(long, default_value_t = 40)]
+    pub side: usize,
+    /// The grid covers [−extent, extent]² (the paper: 10).
+    #[arg(long, default_value_t = 10.0)]
+    pub extent: f64,
+    /// MC samples per cell (the paper: 50).
+    #[arg(long, default_value_t = 50)]
+    pub samples: usize,
+    /// Test digits drawn on the maps.
+    #[arg(long, default_value_t = 2000)]
+    pub points: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output stem: <OUT>.png, <OUT>.svg, <OUT>.json.
+    #[arg(long, default_value = "docs/results/latent-maps")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: LatentMapsArgs) -> Result<()> {
+    ensure!(
+        args.side > 0 && args.extent > 0.0 && args.samples > 0,
+        "empty grid"
+    );
+    let mut vae_vs = nn::VarStore::new(Device::Cpu);
+    let vae = Vae::new(&vae_vs.root());
+    vae_vs
+        .load(&args.vae)
+        .with_context(|| format!("loading {} (run train-vae)", args.vae.display()))?;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = MnistCnn::new(&vs.root());
+    vs.load(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let test = data::load_split(&args.data, "t10k", Known::Mnist.fetch_hint())?
+        .pick(args.points, args.seed);
+    let (x, _) = test.to_tensors(Device::Cpu);
+    let map = maps::score(
+        &vae,
+        &net,
+        args.side,
+        args.extent,
+        args.samples,
+        args.seed,
+        (&x, &test.labels),
+    )?;
+    create_parent(&args.out)?;
+    let json = with_ext(&args.out, "json");
+    std::fs::write(&json, serde_json::to_string(&map)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    let title = format!(
+        "MNIST model over the VAE's latent space: {}×{} decoded points on [−{e}, {e}]², {} test digits",
+        args.side,
+        args.side,
+        map.points.len(),
+        e = args.extent
+    );
+    for path in maps::write_figure(&map, &args.out, &title)? {
+        println!("wrote {}", path.display());
+    }
+    println!("wrote {}", json.display());
+    Ok(())
+}
