@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
-    bundle, evaluate, evaluate_photos, latent_maps, lite0, photo_bundle, photo_samples,
-    photo_variants, quantize, samples, train, train_head, train_vae,
+    bundle, evaluate, evaluate_photos, interpolations, latent_maps, lite0, photo_bundle,
+    photo_samples, photo_variants, quantize, samples, train, train_head, train_vae,
 };
 
 #[derive(Parser)]
@@ -50,6 +50,10 @@ enum Command {
     /// The paper's Figs 1 and 4: the MNIST model's MI and predictive entropy over the VAE's
     /// 2-D latent space (decoded grid, T = 50), encoded test digits on top; PNG, SVG, JSON.
     LatentMaps(latent_maps::LatentMapsArgs),
+    /// The paper's Figs 2 and 3: a 6-to-8 interpolation in latent and in pixel space with
+    /// entropy and MI along each, and 3000 different-class midpoints with the AUCs of MI and
+    /// entropy for telling pixel-space from latent-space midpoints.
+    Interpolations(interpolations::InterpolationsArgs),
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle(bundle::BundleArgs),
@@ -87,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainHead(args) => train_head::run(args),
         Command::TrainVae(args) => train_vae::run(args),
         Command::LatentMaps(args) => latent_maps::run(args),
+        Command::Interpolations(args) => interpolations::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),
