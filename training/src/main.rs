@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
-    bundle, evaluate, evaluate_photos, interpolations, latent_maps, lite0, photo_bundle,
+    bundle, evaluate, evaluate_photos, holes, interpolations, latent_maps, lite0, photo_bundle,
     photo_samples, photo_variants, quantize, samples, train, train_head, train_vae,
 };
 
@@ -54,6 +54,10 @@ enum Command {
     /// entropy and MI along each, and 3000 different-class midpoints with the AUCs of MI and
     /// entropy for telling pixel-space from latent-space midpoints.
     Interpolations(interpolations::InterpolationsArgs),
+    /// The paper's Fig 5 as a search: decoded latent points far from every training digit
+    /// that the MNIST model calls a digit confidently with low MI ("holes"), counted, the
+    /// most confident written as frames, all gated through the runtime.
+    Holes(holes::HolesArgs),
     /// Write an eval bundle for `mcgate validate`: clean, adversarial (MC model, paper
     /// loss) and matched-noise frames as 8-bit PNG, with the workstation's MI of each.
     Bundle(bundle::BundleArgs),
@@ -92,6 +96,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::TrainVae(args) => train_vae::run(args),
         Command::LatentMaps(args) => latent_maps::run(args),
         Command::Interpolations(args) => interpolations::run(args),
+        Command::Holes(args) => holes::run(args),
         Command::Evaluate(args) => evaluate::run(args),
         Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),

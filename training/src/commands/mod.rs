@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod evaluate;
 pub mod evaluate_photos;
+pub mod holes;
 pub mod interpolations;
 pub mod latent_maps;
 pub mod lite0;

@@ -2,6 +2,7 @@
 //! decoder turns latent points into images for the classifier to score, and the maps of the
 //! classifier's uncertainty over that space (`maps`).
 
+pub mod holes;
 pub mod interpolation;
 pub mod maps;
 pub mod vae;

@@ -1,0 +1,145 @@
+//! `holes`: the paper's Fig 5 as an automated search — decoded latent points far from every
+//! training digit that the MNIST model calls a digit with high confidence and low MI — counted,
+//! the most confident shown and written as frames, and all of them gated through the runtime.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tch::{nn, Device, Kind};
+
+use crate::data::{self, Known};
+use crate::eval::tract_scores::tract_scores;
+use crate::export::{create_parent, with_ext};
+use crate::latent::holes::{search, HoleSearch};
+use crate::latent::interpolation::write_strips;
+use crate::latent::vae::{encode_means, Vae};
+use crate::nets::mnist::MnistCnn;
+
+#[derive(Debug, Args)]
+pub struct HolesArgs {
+    /// The VAE checkpoint (`train-vae`).
+    #[arg(long, default_value = "models/mnist-vae.safetensors")]
+    pub vae: PathBuf,
+    /// The model: <MODEL>.safetensors (tch, for the search) and its ONNX + card (the runtime,
+    /// for the gate; the card's threshold is the search's).
+    #[arg(long, default_value = "models/mnist")]
+    pub model: PathBuf,
+    /// Directory with the MNIST IDX files.
+    #[arg(long, default_value = "data/mnist")]
+    pub data: PathBuf,
+    /// Cells per side of the latent grid.
+    #[arg(long, default_value_t = 200)]
+    pub side: usize,
+    /// The grid covers [−extent, extent]².
+    #[arg(long, default_value_t = 10.0)]
+    pub extent: f64,
+    /// A point counts as far from the data at this latent distance from every encoded
+    /// training digit.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_distance: f64,
+    /// … and as a confident call at this maximum MC probability.
+    #[arg(long, default_value_t = 0.9)]
+    pub confidence: f64,
+    /// MC samples per image.
+    #[arg(long, default_value_t = 50)]
+    pub samples: usize,
+    /// The most confident holes written as PNG frames (for `mcgate gate`) and in the strip.
+    #[arg(long, default_value_t = 20)]
+    pub frames: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output stem: <OUT>.json, <OUT>-images.png, <OUT>-frames/.
+    #[arg(long, default_value = "docs/results/holes")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: HolesArgs) -> Result<()> {
+    let mut vae_vs = nn::VarStore::new(Device::Cpu);
+    let vae = Vae::new(&vae_vs.root());
+    vae_vs
+        .load(&args.vae)
+        .with_context(|| format!("loading {} (run train-vae)", args.vae.display()))?;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = MnistCnn::new(&vs.root());
+    let ckpt = with_ext(&args.model, "safetensors");
+    vs.load(&ckpt)
+        .with_context(|| format!("loading {}", ckpt.display()))?;
+    let model = mcgate::model::Model::load_from(&args.model)?;
+    let threshold = model
+        .card
+        .mi_threshold()
+        .context("the model card has no MI threshold")?;
+    let train = data::load_split(&args.data, "train", Known::Mnist.fetch_hint())?;
+    let (x, _) = train.to_tensors(Device::Cpu);
+    let codes = encode_means(&vae, &x);
+    let s = HoleSearch {
+        side: args.side,
+        extent: args.extent,
+        min_distance: args.min_distance,
+        confidence: args.confidence,
+        threshold,
+        samples: args.samples,
+        seed: args.seed,
+    };
+    let (report, images) = search(&vae, &net, &codes, s)?;
+
+    // The runtime's verdict on every hole (its own masks, the card's T).
+    let floats = Vec::<f32>::try_from(images.to_kind(Kind::Float).flatten(0, -1))?;
+    let runtime = tract_scores(&model, &floats, 784, model.card.default_samples, args.seed)?;
+    let rejected = runtime.mi.iter().filter(|&&mi| mi >= threshold).count();
+
+    create_parent(&args.out)?;
+    let name = args
+        .out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("holes")
+        .to_string();
+    let shown = (report.holes.len().min(args.frames)) as i64;
+    let top = images.narrow(0, 0, shown);
+    if shown > 0 {
+        write_strips(
+            &args.out.with_file_name(format!("{name}-images.png")),
+            &[&top],
+            3,
+        )?;
+    }
+    let frames = args.out.with_file_name(format!("{name}-frames"));
+    std::fs::create_dir_all(&frames)?;
+    for (k, hole) in report.holes.iter().take(shown as usize).enumerate() {
+        let px = Vec::<f32>::try_from(top.get(k as i64).flatten(0, -1))?;
+        let bytes: Vec<u8> = px
+            .iter()
+            .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect();
+        let path = frames.join(format!("hole_{k:02}_class{}.png", hole.class));
+        image::GrayImage::from_raw(28, 28, bytes)
+            .context("28×28")?
+            .save(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let json = with_ext(&args.out, "json");
+    let mut value = serde_json::to_value(&report)?;
+    value["runtime"] = serde_json::json!({
+        "samples": model.card.default_samples,
+        "holes_rejected": rejected,
+        "holes": report.holes.len(),
+    });
+    std::fs::write(&json, serde_json::to_string_pretty(&value)? + "\n")?;
+    println!(
+        "{} grid points, {} at latent distance ≥ {} from every training digit; {} of those called a class with p ≥ {}; {} of them with MI < {threshold:.4} (holes); the runtime rejects {rejected} of the {} holes (T = {}); wrote {} and {} frames in {}",
+        report.grid_points,
+        report.far_points,
+        args.min_distance,
+        report.far_confident,
+        args.confidence,
+        report.holes.len(),
+        report.holes.len(),
+        model.card.default_samples,
+        json.display(),
+        shown,
+        frames.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The paper's Fig 5: "holes" — images far from every training digit that the model
+//! nevertheless calls a digit with high confidence and low MI, so the MI gate lets them through.
+//! An automated search: decode a fine latent grid, keep the points whose nearest encoded
+//! training image is at least `min_distance` away in latent units, and among those count the
+//! decoded images the MC model gives a maximum probability ≥ `confidence` with MI below the
+//! gate's threshold.
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use anyhow::Result;
+
+use super::maps::cell_centre;
+use super::vae::Vae;
+use crate::measures;
+use crate::nets::{mc_probs_per_image, DropoutNet};
+
+/// What the search looks for.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HoleSearch {
+    pub side: usize,
+    pub extent: f64,
+    /// Latent distance to the nearest encoded training image, at least.
+    pub min_distance: f64,
+    /// Maximum MC mean probability, at least.
+    pub confidence: f64,
+    /// MI below this (the gate's threshold) lets the image through.
+    pub threshold: f64,
+    pub samples: usize,
+    pub seed: u64,
+}
+
+/// One hole: where, how far from the data, and what the model says.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hole {
+    pub z: (f64, f64),
+    pub distance: f64,
+    pub class: usize,
+    pub max_probability: f64,
+    pub mutual_information: f64,
+}
+
+/// The search's counts and its holes, most confident first.
+#[derive(Debug, Clone, Serialize)]
+pub struct HoleReport {
+    pub search: HoleSearch,
+    pub grid_points: usize,
+    /// Grid points at least `min_distance` from every encoded training image.
+    pub far_points: usize,
+    /// Far points the model calls a class with at least `confidence`.
+    pub far_confident: usize,
+    /// … of which MI is below the threshold: the holes.
+    pub holes: Vec<Hole>,
+    /// Far points whose MI is at or above the threshold (the gate rejects them).
+    pub far_rejected: usize,
+}
+
+/// Distance from each of `points` `[P, 2]` to its nearest row of `codes` `[N, 2]`.
+pub fn nearest_distances(points: &Tensor, codes: &Tensor) -> Vec<f64> {
+    let _guard = tch::no_grad_guard();
+    let mut out = vec![];
+    for chunk in points.split(256, 0) {
+        let d = chunk.unsqueeze(1) - codes.unsqueeze(0); // [p, N, 2]
+        let nearest = d
+            .square()
+            .sum_dim_intlist(2, false, Kind::Float)
+            .min_dim(1, false)
+            .0
+            .sqrt();
+        out.extend(
+            Vec::<f32>::try_from(nearest)
+                .expect("floats")
+                .into_iter()
+                .map(f64::from),
+        );
+    }
+    out
+}
+
+/// Runs the search; also returns the decoded holes `[H, 1, 28, 28]` in the report's order.
+pub fn search(
+    vae: &Vae,
+    net: &dyn DropoutNet,
+    training_codes: &Tensor,
+    s: HoleSearch,
+) -> Result<(HoleReport, Tensor)> {
+    let mut z = Vec::with_capacity(s.side * s.side * 2);
+    let mut centres = vec![];
+    for row in 0..s.side {
+        for col in 0..s.side {
+            let c = cell_centre(s.side, s.extent, row, col);
+            z.extend([c.0 as f32, c.1 as f32]);
+            centres.push(c);
+        }
+    }
+    let z = Tensor::from_slice(&z).view([(s.side * s.side) as i64, 2]);
+    let distance = nearest_distances(&z, training_codes);
+    let far: Vec<i64> = (0..distance.len())
+        .filter(|&i| distance[i] >= s.min_distance)
+        .map(|i| i as i64)
+        .collect();
+    let far_z = z.index_select(0, &Tensor::from_slice(&far));
+    let images = tch::no_grad(|| vae.decode(&far_z));
+    tch::manual_seed(s.seed as i64);
+    let probs = mc_probs_per_image(net, &images, s.samples as i64)?;
+    let m = measures::per_image(&probs, s.samples, net.classes())?;
+    let confident: Vec<usize> = (0..far.len())
+        .filter(|&k| m[k].max_probability >= s.confidence)
+        .collect();
+    let mut holes: Vec<usize> = confident
+        .iter()
+        .copied()
+        .filter(|&k| m[k].mutual_information < s.threshold)
+        .collect();
+    holes.sort_by(|&a, &b| m[b].max_probability.total_cmp(&m[a].max_probability));
+    let report = HoleReport {
+        search: s,
+        grid_points: s.side * s.side,
+        far_points: far.len(),
+        far_confident: confident.len(),
+        far_rejected: m
+            .iter()
+            .filter(|m| m.mutual_information >= s.threshold)
+            .count(),
+        holes: holes
+            .iter()
+            .map(|&k| {
+                let i = far[k] as usize;
+                Hole {
+                    z: centres[i],
+                    distance: distance[i],
+                    class: m[k].predicted_class,
+                    max_probability: m[k].max_probability,
+                    mutual_information: m[k].mutual_information,
+                }
+            })
+            .collect(),
+    };
+    let idx: Vec<i64> = holes.iter().map(|&k| k as i64).collect();
+    let hole_images = images.index_select(0, &Tensor::from_slice(&idx));
+    Ok((report, hole_images))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_distance_is_to_the_closest_code() {
+        let codes = Tensor::from_slice(&[0f32, 0.0, 3.0, 4.0]).view([2, 2]);
+        let points = Tensor::from_slice(&[0f32, 1.0, 3.0, 0.0, 6.0, 8.0]).view([3, 2]);
+        let d = nearest_distances(&points, &codes);
+        assert_eq!(d, [1.0, 3.0, 5.0]);
+    }
+}
