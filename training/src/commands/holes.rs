@@ -44,7 +44,8 @@ pub struct HolesArgs {
     /// MC samples per image.
     #[arg(long, default_value_t = 50)]
     pub samples: usize,
-    /// The most confident holes written as PNG frames (for `mcgate gate`) and in the strip.
+    /// The holes farthest from the data written as PNG frames (for `mcgate gate`) and in
+    /// the strip.
     #[arg(long, default_value_t = 20)]
     pub frames: usize,
     #[arg(long, default_value_t = 1)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
+use mcgate::model::card::ModelCard;
 use tch::{nn, Device};
 
 use crate::data::{self, Known};
@@ -18,8 +19,8 @@ pub struct LatentMapsArgs {
     /// The VAE checkpoint (`train-vae`).
     #[arg(long, default_value = "models/mnist-vae.safetensors")]
     pub vae: PathBuf,
-    /// The classifier's tch checkpoint.
-    #[arg(long, default_value = "models/mnist.safetensors")]
+    /// The classifier: <MODEL>.safetensors (tch) and <MODEL>.card.json (the gate's threshold).
+    #[arg(long, default_value = "models/mnist")]
     pub model: PathBuf,
     /// Directory with the MNIST IDX files.
     #[arg(long, default_value = "data/mnist")]
@@ -55,8 +56,12 @@ pub fn run(args: LatentMapsArgs) -> Result<()> {
         .with_context(|| format!("loading {} (run train-vae)", args.vae.display()))?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = MnistCnn::new(&vs.root());
-    vs.load(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let ckpt = with_ext(&args.model, "safetensors");
+    vs.load(&ckpt)
+        .with_context(|| format!("loading {}", ckpt.display()))?;
+    let threshold = ModelCard::read(&with_ext(&args.model, "card.json"))?
+        .mi_threshold()
+        .context("the model card has no MI threshold")?;
     let test = data::load_split(&args.data, "t10k", Known::Mnist.fetch_hint())?
         .pick(args.points, args.seed);
     let (x, _) = test.to_tensors(Device::Cpu);
@@ -69,9 +74,12 @@ pub fn run(args: LatentMapsArgs) -> Result<()> {
         args.seed,
         (&x, &test.labels),
     )?;
+    let summary = maps::summary(&map, 0.5, 1.0, threshold);
     create_parent(&args.out)?;
     let json = with_ext(&args.out, "json");
-    std::fs::write(&json, serde_json::to_string(&map)? + "\n")
+    let mut value = serde_json::to_value(&map)?;
+    value["summary"] = serde_json::to_value(&summary)?;
+    std::fs::write(&json, serde_json::to_string(&value)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
     let title = format!(
         "MNIST model over the VAE's latent space: {}×{} decoded points on [−{e}, {e}]², {} test digits",
@@ -84,5 +92,6 @@ pub fn run(args: LatentMapsArgs) -> Result<()> {
         println!("wrote {}", path.display());
     }
     println!("wrote {}", json.display());
+    println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

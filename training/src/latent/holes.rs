@@ -40,7 +40,7 @@ pub struct Hole {
     pub mutual_information: f64,
 }
 
-/// The search's counts and its holes, most confident first.
+/// The search's counts and its holes, farthest from the data first.
 #[derive(Debug, Clone, Serialize)]
 pub struct HoleReport {
     pub search: HoleSearch,
@@ -112,7 +112,9 @@ pub fn search(
         .copied()
         .filter(|&k| m[k].mutual_information < s.threshold)
         .collect();
-    holes.sort_by(|&a, &b| m[b].max_probability.total_cmp(&m[a].max_probability));
+    // Farthest from the data first: a point just past `min_distance` may still decode to a
+    // clean digit; the far ones are the garbage the paper's Fig 5 shows.
+    holes.sort_by(|&a, &b| distance[far[b] as usize].total_cmp(&distance[far[a] as usize]));
     let report = HoleReport {
         search: s,
         grid_points: s.side * s.side,

@@ -35,6 +35,70 @@ pub struct LatentMap {
     pub points: Vec<(f32, f32, u8)>,
 }
 
+/// The maps in numbers: cells near the data (within `near` of an encoded test digit) against
+/// cells far from it (at least `far` from every one), as the paper's captions compare them.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapSummary {
+    pub near: f64,
+    pub far: f64,
+    /// The gate's MI threshold the shares below use.
+    pub threshold: f64,
+    pub near_cells: usize,
+    pub far_cells: usize,
+    /// Median MI and predictive entropy of the near and of the far cells.
+    pub median_mi: (f64, f64),
+    pub median_entropy: (f64, f64),
+    /// Share of near / far cells whose MI is at or above the threshold (the gate rejects them).
+    pub rejected: (f64, f64),
+    /// Share of far cells with predictive entropy ≥ 1 nat but MI under the threshold.
+    pub far_high_entropy_low_mi: f64,
+}
+
+/// Summarises `map` (see [`MapSummary`]).
+pub fn summary(map: &LatentMap, near: f64, far: f64, threshold: f64) -> MapSummary {
+    let codes: Vec<(f64, f64)> = map
+        .points
+        .iter()
+        .map(|p| (p.0 as f64, p.1 as f64))
+        .collect();
+    let (mut n, mut f) = (vec![], vec![]);
+    for k in 0..map.side * map.side {
+        let (x, y) = cell_centre(map.side, map.extent, k / map.side, k % map.side);
+        let d = codes
+            .iter()
+            .map(|c| ((c.0 - x).powi(2) + (c.1 - y).powi(2)).sqrt())
+            .fold(f64::INFINITY, f64::min);
+        if d < near {
+            n.push(k);
+        } else if d >= far {
+            f.push(k);
+        }
+    }
+    let median = |cells: &[usize], v: &[f64]| {
+        let mut x: Vec<f64> = cells.iter().map(|&k| v[k]).collect();
+        x.sort_by(f64::total_cmp);
+        x.get(x.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let share = |cells: &[usize], keep: &dyn Fn(usize) -> bool| {
+        cells.iter().filter(|&&k| keep(k)).count() as f64 / cells.len().max(1) as f64
+    };
+    let (mi, h) = (&map.mutual_information, &map.predictive_entropy);
+    MapSummary {
+        near,
+        far,
+        threshold,
+        near_cells: n.len(),
+        far_cells: f.len(),
+        median_mi: (median(&n, mi), median(&f, mi)),
+        median_entropy: (median(&n, h), median(&f, h)),
+        rejected: (
+            share(&n, &|k| mi[k] >= threshold),
+            share(&f, &|k| mi[k] >= threshold),
+        ),
+        far_high_entropy_low_mi: share(&f, &|k| h[k] >= 1.0 && mi[k] < threshold),
+    }
+}
+
 /// The latent point of cell (`row`, `col`): cell centres, top row at +extent.
 pub fn cell_centre(side: usize, extent: f64, row: usize, col: usize) -> (f64, f64) {
     let step = 2.0 * extent / side as f64;
