@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mcgate_training::commands::{holes, interpolations, latent_maps, train_vae};
+use mcgate_training::commands::{holes, interpolations, latent_maps, train_vae, LatentInputs};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -32,11 +32,14 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
     })
     .unwrap();
 
+    let inputs = LatentInputs {
+        vae,
+        model: root().join("models/mnist"),
+        data,
+    };
     let out = dir.path().join("maps");
     latent_maps::run(latent_maps::LatentMapsArgs {
-        vae: vae.clone(),
-        model: root().join("models/mnist"),
-        data: data.clone(),
+        inputs: inputs.clone(),
         side: 8,
         extent: 10.0,
         samples: 5,
@@ -56,9 +59,7 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
 
     let out = dir.path().join("interp");
     interpolations::run(interpolations::InterpolationsArgs {
-        vae: vae.clone(),
-        model: root().join("models/mnist.safetensors"),
-        data: data.clone(),
+        inputs: inputs.clone(),
         from_class: 6,
         to_class: 8,
         steps: 5,
@@ -90,9 +91,7 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
 
     let out = dir.path().join("holes");
     holes::run(holes::HolesArgs {
-        vae,
-        model: root().join("models/mnist"),
-        data,
+        inputs: inputs.clone(),
         side: 12,
         extent: 10.0,
         min_distance: 1.0,
@@ -107,7 +106,9 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
     let threshold = h["search"]["threshold"].as_f64().unwrap();
     let found = h["holes"].as_array().unwrap();
     assert!(h["far_points"].as_u64().unwrap() <= 144);
-    assert!(found.len() as u64 <= h["far_confident"].as_u64().unwrap());
+    let total = h["holes_total"].as_u64().unwrap();
+    assert!(found.len() as u64 == total.min(200));
+    assert!(total <= h["far_confident"].as_u64().unwrap());
     for hole in found {
         assert!(hole["distance"].as_f64().unwrap() >= 1.0);
         assert!(hole["max_probability"].as_f64().unwrap() >= 0.9);

@@ -6,28 +6,23 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tch::{nn, Device, Kind};
+use tch::{Device, Kind};
 
+use super::{LatentInputs, LatentPair};
 use crate::data::{self, Known};
 use crate::eval::tract_scores::tract_scores;
 use crate::export::{create_parent, with_ext};
 use crate::latent::holes::{search, HoleSearch};
 use crate::latent::interpolation::write_strips;
-use crate::latent::vae::{encode_means, Vae};
-use crate::nets::mnist::MnistCnn;
+use crate::latent::vae::encode_means;
+
+/// Holes listed in the JSON, farthest from the data first.
+const LISTED: usize = 200;
 
 #[derive(Debug, Args)]
 pub struct HolesArgs {
-    /// The VAE checkpoint (`train-vae`).
-    #[arg(long, default_value = "models/mnist-vae.safetensors")]
-    pub vae: PathBuf,
-    /// The model: <MODEL>.safetensors (tch, for the search) and its ONNX + card (the runtime,
-    /// for the gate; the card's threshold is the search's).
-    #[arg(long, default_value = "models/mnist")]
-    pub model: PathBuf,
-    /// Directory with the MNIST IDX files.
-    #[arg(long, default_value = "data/mnist")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub inputs: LatentInputs,
     /// Cells per side of the latent grid.
     #[arg(long, default_value_t = 200)]
     pub side: usize,
@@ -56,22 +51,13 @@ pub struct HolesArgs {
 }
 
 pub fn run(args: HolesArgs) -> Result<()> {
-    let mut vae_vs = nn::VarStore::new(Device::Cpu);
-    let vae = Vae::new(&vae_vs.root());
-    vae_vs
-        .load(&args.vae)
-        .with_context(|| format!("loading {} (run train-vae)", args.vae.display()))?;
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = MnistCnn::new(&vs.root());
-    let ckpt = with_ext(&args.model, "safetensors");
-    vs.load(&ckpt)
-        .with_context(|| format!("loading {}", ckpt.display()))?;
-    let model = mcgate::model::Model::load_from(&args.model)?;
+    let LatentPair { vae, net, .. } = LatentPair::load(&args.inputs)?;
+    let model = mcgate::model::Model::load_from(&args.inputs.model)?;
     let threshold = model
         .card
         .mi_threshold()
         .context("the model card has no MI threshold")?;
-    let train = data::load_split(&args.data, "train", Known::Mnist.fetch_hint())?;
+    let train = data::load_split(&args.inputs.data, "train", Known::Mnist.fetch_hint())?;
     let (x, _) = train.to_tensors(Device::Cpu);
     let codes = encode_means(&vae, &x);
     let s = HoleSearch {
@@ -122,6 +108,11 @@ pub fn run(args: HolesArgs) -> Result<()> {
     }
     let json = with_ext(&args.out, "json");
     let mut value = serde_json::to_value(&report)?;
+    // All holes are counted; the file lists the farthest (the list is megabytes otherwise).
+    value["holes_total"] = report.holes.len().into();
+    if let Some(list) = value["holes"].as_array_mut() {
+        list.truncate(LISTED);
+    }
     value["runtime"] = serde_json::json!({
         "samples": model.card.default_samples,
         "holes_rejected": rejected,

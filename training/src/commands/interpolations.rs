@@ -7,27 +7,19 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tch::{nn, Device};
+use tch::Device;
 
+use super::{LatentInputs, LatentPair};
 use crate::data::{self, Known};
 use crate::export::{create_parent, with_ext};
 use crate::latent::interpolation::{
     interpolation, midpoints, write_interpolation_figure, write_midpoint_figure, write_strips,
 };
-use crate::latent::vae::Vae;
-use crate::nets::mnist::MnistCnn;
 
 #[derive(Debug, Args)]
 pub struct InterpolationsArgs {
-    /// The VAE checkpoint (`train-vae`).
-    #[arg(long, default_value = "models/mnist-vae.safetensors")]
-    pub vae: PathBuf,
-    /// The classifier's tch checkpoint.
-    #[arg(long, default_value = "models/mnist.safetensors")]
-    pub model: PathBuf,
-    /// Directory with the MNIST IDX files.
-    #[arg(long, default_value = "data/mnist")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub inputs: LatentInputs,
     /// The interpolation runs from the first test digit of this class …
     #[arg(long, default_value_t = 6)]
     pub from_class: u8,
@@ -54,16 +46,8 @@ pub struct InterpolationsArgs {
 }
 
 pub fn run(args: InterpolationsArgs) -> Result<()> {
-    let mut vae_vs = nn::VarStore::new(Device::Cpu);
-    let vae = Vae::new(&vae_vs.root());
-    vae_vs
-        .load(&args.vae)
-        .with_context(|| format!("loading {} (run train-vae)", args.vae.display()))?;
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = MnistCnn::new(&vs.root());
-    vs.load(&args.model)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let test = data::load_split(&args.data, "t10k", Known::Mnist.fetch_hint())?;
+    let LatentPair { vae, net, .. } = LatentPair::load(&args.inputs)?;
+    let test = data::load_split(&args.inputs.data, "t10k", Known::Mnist.fetch_hint())?;
     let (x, _) = test.to_tensors(Device::Cpu);
     let first = |class: u8| {
         test.labels

@@ -6,25 +6,17 @@ use std::path::PathBuf;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use mcgate::model::card::ModelCard;
-use tch::{nn, Device};
+use tch::Device;
 
+use super::{LatentInputs, LatentPair};
 use crate::data::{self, Known};
 use crate::export::{create_parent, with_ext};
 use crate::latent::maps;
-use crate::latent::vae::Vae;
-use crate::nets::mnist::MnistCnn;
 
 #[derive(Debug, Args)]
 pub struct LatentMapsArgs {
-    /// The VAE checkpoint (`train-vae`).
-    #[arg(long, default_value = "models/mnist-vae.safetensors")]
-    pub vae: PathBuf,
-    /// The classifier: <MODEL>.safetensors (tch) and <MODEL>.card.json (the gate's threshold).
-    #[arg(long, default_value = "models/mnist")]
-    pub model: PathBuf,
-    /// Directory with the MNIST IDX files.
-    #[arg(long, default_value = "data/mnist")]
-    pub data: PathBuf,
+    #[command(flatten)]
+    pub inputs: LatentInputs,
     /// Cells per side of the latent grid (the paper: 40).
     #[arg(long, default_value_t = 40)]
     pub side: usize,
@@ -49,20 +41,11 @@ pub fn run(args: LatentMapsArgs) -> Result<()> {
         args.side > 0 && args.extent > 0.0 && args.samples > 0,
         "empty grid"
     );
-    let mut vae_vs = nn::VarStore::new(Device::Cpu);
-    let vae = Vae::new(&vae_vs.root());
-    vae_vs
-        .load(&args.vae)
-        .with_context(|| format!("loading {} (run train-vae)", args.vae.display()))?;
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = MnistCnn::new(&vs.root());
-    let ckpt = with_ext(&args.model, "safetensors");
-    vs.load(&ckpt)
-        .with_context(|| format!("loading {}", ckpt.display()))?;
-    let threshold = ModelCard::read(&with_ext(&args.model, "card.json"))?
+    let LatentPair { vae, net, .. } = LatentPair::load(&args.inputs)?;
+    let threshold = ModelCard::read(&with_ext(&args.inputs.model, "card.json"))?
         .mi_threshold()
         .context("the model card has no MI threshold")?;
-    let test = data::load_split(&args.data, "t10k", Known::Mnist.fetch_hint())?
+    let test = data::load_split(&args.inputs.data, "t10k", Known::Mnist.fetch_hint())?
         .pick(args.points, args.seed);
     let (x, _) = test.to_tensors(Device::Cpu);
     let map = maps::score(

@@ -27,6 +27,7 @@ use tch::{nn, Device};
 
 use crate::data::{self, Dataset};
 use crate::export::with_ext;
+use crate::latent::vae::Vae;
 use crate::nets::mnist::MnistCnn;
 
 /// The trained (float) model a command reads, and its dataset.
@@ -85,6 +86,53 @@ pub struct Trained {
     pub device: Device,
     /// Owns the network's variables.
     _vs: nn::VarStore,
+}
+
+/// What the latent-space commands read.
+#[derive(Debug, Clone, Args)]
+pub struct LatentInputs {
+    /// The VAE checkpoint (`train-vae`).
+    #[arg(long, default_value = "models/mnist-vae.safetensors")]
+    pub vae: PathBuf,
+    /// The MNIST model: <MODEL>.safetensors (tch) and, where the gate's threshold or the
+    /// runtime is used, its card and ONNX.
+    #[arg(long, default_value = "models/mnist")]
+    pub model: PathBuf,
+    /// Directory with the MNIST IDX files.
+    #[arg(long, default_value = "data/mnist")]
+    pub data: PathBuf,
+}
+
+/// The latent-space study's two networks, frozen on the CPU: the VAE (`train-vae`) and the
+/// MNIST model's tch checkpoint `<model>.safetensors`.
+pub struct LatentPair {
+    pub vae: Vae,
+    pub net: MnistCnn,
+    /// Own the two networks' variables.
+    _stores: [nn::VarStore; 2],
+}
+
+impl LatentPair {
+    pub fn load(inputs: &LatentInputs) -> Result<LatentPair> {
+        let (vae, model) = (&inputs.vae, &inputs.model);
+        let mut vae_vs = nn::VarStore::new(Device::Cpu);
+        let vae_net = Vae::new(&vae_vs.root());
+        vae_vs
+            .load(vae)
+            .with_context(|| format!("loading {} (run train-vae)", vae.display()))?;
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = MnistCnn::new(&vs.root());
+        let ckpt = with_ext(model, "safetensors");
+        vs.load(&ckpt)
+            .with_context(|| format!("loading {}", ckpt.display()))?;
+        vae_vs.freeze();
+        vs.freeze();
+        Ok(LatentPair {
+            vae: vae_net,
+            net,
+            _stores: [vae_vs, vs],
+        })
+    }
 }
 
 /// `git describe --always --dirty` of the working directory, or `unknown`.
