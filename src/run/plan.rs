@@ -171,8 +171,10 @@ pub fn optimised(model: &Model) -> TractResult<Arc<TypedRunnableModel>> {
 }
 
 /// Rewrites the float convolutions to run channel-last (tract's `conv_nhwc`, one axis move
-/// in and out of the graph): tract's depthwise kernel is vectorised across channels only in
-/// that layout. Measured (docs/BENCHMARKS.md): the Lite0 depthwise convolutions 14.9 → 11.4 ms.
+/// in and out of the graph): only in that layout does tract run depthwise convolutions across
+/// channels (a NEON kernel on aarch64, a compiler-vectorised loop on x86; in NCHW its x86
+/// kernel is scalar at stride 2). Measured (docs/BENCHMARKS.md): the Lite0 depthwise
+/// convolutions 14.9 → 11.4 ms on x86; quantised convolutions are left as they are.
 fn channels_last(model: &mut TypedModel) -> TractResult<()> {
     tract_onnx::tract_core::transform::get_transform("conv_nhwc")?
         .ok_or_else(|| anyhow::anyhow!("tract has no conv_nhwc transform"))?
