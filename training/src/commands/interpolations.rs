@@ -67,6 +67,14 @@ pub fn run(args: InterpolationsArgs) -> Result<()> {
         args.seed,
     )?;
     create_parent(&args.out)?;
+    // `<OUT><suffix>` beside `<OUT>`.
+    let name = args
+        .out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("interpolation")
+        .to_string();
+    let sibling = |suffix: &str| args.out.with_file_name(format!("{name}{suffix}"));
     let mut written = write_interpolation_figure(
         &it,
         &args.out,
@@ -75,13 +83,7 @@ pub fn run(args: InterpolationsArgs) -> Result<()> {
             args.from_class, args.to_class, args.steps, args.samples
         ),
     )?;
-    let strips = args.out.with_file_name(format!(
-        "{}-images.png",
-        args.out
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("interpolation")
-    ));
+    let strips = sibling("-images.png");
     write_strips(&strips, &[&latent_images, &pixel_images], 3)?;
     written.push(strips);
     let json = with_ext(&args.out, "json");
@@ -97,13 +99,7 @@ pub fn run(args: InterpolationsArgs) -> Result<()> {
         args.seed,
         args.bootstrap,
     )?;
-    let mid_stem = args.out.with_file_name(format!(
-        "{}-midpoints",
-        args.out
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("interpolation")
-    ));
+    let mid_stem = sibling("-midpoints");
     written.extend(write_midpoint_figure(
         &m,
         &mid_stem,

@@ -119,19 +119,12 @@ pub fn train_head(args: TrainHeadArgs) -> Result<HeadOutcome> {
     ensure!(args.samples > 0, "--samples 0");
     let source_commit = super::source_commit();
     let folder = ImageFolder::scan(&args.data_dir)?;
-    let counts = folder.counts();
     log::info!(
         "{}: {} images in {} classes ({}); {} other files not read",
         folder.root.display(),
         folder.len(),
         folder.classes.len(),
-        folder
-            .classes
-            .iter()
-            .zip(&counts)
-            .map(|(c, n)| format!("{c}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        folder.counts_text(),
         folder.not_images.len()
     );
 
@@ -172,10 +165,11 @@ pub fn train_head(args: TrainHeadArgs) -> Result<HeadOutcome> {
 
     let (train_idx, val_idx) = split(&folder, &feats, args.validation_fraction, args.seed)?;
     let pick = |idx: &[i64]| {
-        let idx = Tensor::from_slice(idx);
-        let x = feats.values.index_select(0, &idx).to_device(device);
-        let labels: Vec<i64> = Vec::<i64>::try_from(&idx)
-            .expect("indices")
+        let x = feats
+            .values
+            .index_select(0, &Tensor::from_slice(idx))
+            .to_device(device);
+        let labels: Vec<i64> = idx
             .iter()
             .map(|&i| folder.labels[i as usize] as i64)
             .collect();
@@ -266,13 +260,7 @@ pub fn train_head(args: TrainHeadArgs) -> Result<HeadOutcome> {
             dataset: format!(
                 "image folder {} ({}; {} unreadable files left out), {:.0} % of each class held out; head on the frozen backbone's {FEATURES} pooled features",
                 folder.root.display(),
-                folder
-                    .classes
-                    .iter()
-                    .zip(&counts)
-                    .map(|(c, n)| format!("{c} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                folder.counts_text(),
                 unreadable.len(),
                 100.0 * args.validation_fraction
             ),

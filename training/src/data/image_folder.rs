@@ -81,6 +81,16 @@ impl ImageFolder {
         self.files.is_empty()
     }
 
+    /// "Cat 12, Dog 10": each class with its image count, for logs and cards.
+    pub fn counts_text(&self) -> String {
+        self.classes
+            .iter()
+            .zip(self.counts())
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Images per class, in class order.
     pub fn counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.classes.len()];
@@ -138,6 +148,7 @@ mod tests {
         assert_eq!(names, ["Cat/a.png", "Dog/1.JPG", "Dog/2.jpg"]);
         assert_eq!(folder.labels, [0, 1, 1]);
         assert_eq!(folder.counts(), [1, 2]);
+        assert_eq!(folder.counts_text(), "Cat 1, Dog 2");
         assert_eq!(folder.not_images, [dir.path().join("Cat/Thumbs.db")]);
     }
 

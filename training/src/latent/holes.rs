@@ -6,11 +6,11 @@
 //! gate's threshold.
 
 use serde::Serialize;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use anyhow::Result;
 
-use super::maps::cell_centre;
+use super::maps::{cell_centre, grid_points, nearest_distances};
 use super::vae::Vae;
 use crate::measures;
 use crate::nets::{mc_probs_per_image, DropoutNet};
@@ -55,28 +55,6 @@ pub struct HoleReport {
     pub far_rejected: usize,
 }
 
-/// Distance from each of `points` `[P, 2]` to its nearest row of `codes` `[N, 2]`.
-pub fn nearest_distances(points: &Tensor, codes: &Tensor) -> Vec<f64> {
-    let _guard = tch::no_grad_guard();
-    let mut out = vec![];
-    for chunk in points.split(256, 0) {
-        let d = chunk.unsqueeze(1) - codes.unsqueeze(0); // [p, N, 2]
-        let nearest = d
-            .square()
-            .sum_dim_intlist(2, false, Kind::Float)
-            .min_dim(1, false)
-            .0
-            .sqrt();
-        out.extend(
-            Vec::<f32>::try_from(nearest)
-                .expect("floats")
-                .into_iter()
-                .map(f64::from),
-        );
-    }
-    out
-}
-
 /// Runs the search; also returns the decoded holes `[H, 1, 28, 28]` in the report's order.
 pub fn search(
     vae: &Vae,
@@ -84,16 +62,7 @@ pub fn search(
     training_codes: &Tensor,
     s: HoleSearch,
 ) -> Result<(HoleReport, Tensor)> {
-    let mut z = Vec::with_capacity(s.side * s.side * 2);
-    let mut centres = vec![];
-    for row in 0..s.side {
-        for col in 0..s.side {
-            let c = cell_centre(s.side, s.extent, row, col);
-            z.extend([c.0 as f32, c.1 as f32]);
-            centres.push(c);
-        }
-    }
-    let z = Tensor::from_slice(&z).view([(s.side * s.side) as i64, 2]);
+    let z = grid_points(s.side, s.extent);
     let distance = nearest_distances(&z, training_codes);
     let far: Vec<i64> = (0..distance.len())
         .filter(|&i| distance[i] >= s.min_distance)
@@ -129,7 +98,7 @@ pub fn search(
             .map(|&k| {
                 let i = far[k] as usize;
                 Hole {
-                    z: centres[i],
+                    z: cell_centre(s.side, s.extent, i / s.side, i % s.side),
                     distance: distance[i],
                     class: m[k].predicted_class,
                     max_probability: m[k].max_probability,
@@ -141,17 +110,4 @@ pub fn search(
     let idx: Vec<i64> = holes.iter().map(|&k| k as i64).collect();
     let hole_images = images.index_select(0, &Tensor::from_slice(&idx));
     Ok((report, hole_images))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_distance_is_to_the_closest_code() {
-        let codes = Tensor::from_slice(&[0f32, 0.0, 3.0, 4.0]).view([2, 2]);
-        let points = Tensor::from_slice(&[0f32, 1.0, 3.0, 0.0, 6.0, 8.0]).view([3, 2]);
-        let d = nearest_distances(&points, &codes);
-        assert_eq!(d, [1.0, 3.0, 5.0]);
-    }
 }

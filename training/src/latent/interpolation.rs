@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, ensure, Context, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -311,12 +312,7 @@ fn curves_panel<DB: DrawingBackend>(
                 PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font((FONT, 12))
-        .draw()
+    draw_legend(&mut chart)
 }
 
 fn histogram_panel<DB: DrawingBackend>(
@@ -371,6 +367,13 @@ fn histogram_panel<DB: DrawingBackend>(
                 Rectangle::new([(x, y - 5), (x + 14, y + 5)], colour.mix(0.45).filled())
             });
     }
+    draw_legend(&mut chart)
+}
+
+/// The legend of a panel's two series, in its top-right corner.
+fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))

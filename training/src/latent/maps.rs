@@ -56,18 +56,11 @@ pub struct MapSummary {
 
 /// Summarises `map` (see [`MapSummary`]).
 pub fn summary(map: &LatentMap, near: f64, far: f64, threshold: f64) -> MapSummary {
-    let codes: Vec<(f64, f64)> = map
-        .points
-        .iter()
-        .map(|p| (p.0 as f64, p.1 as f64))
-        .collect();
+    let codes: Vec<f32> = map.points.iter().flat_map(|p| [p.0, p.1]).collect();
+    let codes = Tensor::from_slice(&codes).view([-1, 2]);
+    let distance = nearest_distances(&grid_points(map.side, map.extent), &codes);
     let (mut n, mut f) = (vec![], vec![]);
-    for k in 0..map.side * map.side {
-        let (x, y) = cell_centre(map.side, map.extent, k / map.side, k % map.side);
-        let d = codes
-            .iter()
-            .map(|c| ((c.0 - x).powi(2) + (c.1 - y).powi(2)).sqrt())
-            .fold(f64::INFINITY, f64::min);
+    for (k, &d) in distance.iter().enumerate() {
         if d < near {
             n.push(k);
         } else if d >= far {
@@ -99,6 +92,40 @@ pub fn summary(map: &LatentMap, near: f64, far: f64, threshold: f64) -> MapSumma
     }
 }
 
+/// Every cell's latent point, `[side², 2]`, row-major from the top-left corner.
+pub fn grid_points(side: usize, extent: f64) -> Tensor {
+    let mut z = Vec::with_capacity(side * side * 2);
+    for row in 0..side {
+        for col in 0..side {
+            let (z1, z2) = cell_centre(side, extent, row, col);
+            z.extend([z1 as f32, z2 as f32]);
+        }
+    }
+    Tensor::from_slice(&z).view([(side * side) as i64, 2])
+}
+
+/// Distance from each of `points` `[P, 2]` to its nearest row of `codes` `[N, 2]`.
+pub fn nearest_distances(points: &Tensor, codes: &Tensor) -> Vec<f64> {
+    let _guard = tch::no_grad_guard();
+    let mut out = vec![];
+    for chunk in points.split(256, 0) {
+        let d = chunk.unsqueeze(1) - codes.unsqueeze(0); // [p, N, 2]
+        let nearest = d
+            .square()
+            .sum_dim_intlist(2, false, Kind::Float)
+            .min_dim(1, false)
+            .0
+            .sqrt();
+        out.extend(
+            Vec::<f32>::try_from(nearest)
+                .expect("floats")
+                .into_iter()
+                .map(f64::from),
+        );
+    }
+    out
+}
+
 /// The latent point of cell (`row`, `col`): cell centres, top row at +extent.
 pub fn cell_centre(side: usize, extent: f64, row: usize, col: usize) -> (f64, f64) {
     let step = 2.0 * extent / side as f64;
@@ -119,14 +146,7 @@ pub fn score(
     seed: u64,
     test: (&Tensor, &[u8]),
 ) -> Result<LatentMap> {
-    let mut z = Vec::with_capacity(side * side * 2);
-    for row in 0..side {
-        for col in 0..side {
-            let (z1, z2) = cell_centre(side, extent, row, col);
-            z.extend([z1 as f32, z2 as f32]);
-        }
-    }
-    let z = Tensor::from_slice(&z).view([(side * side) as i64, 2]);
+    let z = grid_points(side, extent);
     let images = tch::no_grad(|| vae.decode(&z));
     tch::manual_seed(seed as i64);
     let probs = mc_probs_per_image(net, &images, samples as i64)?;
@@ -267,5 +287,15 @@ mod tests {
         assert_eq!(cell_centre(4, 10.0, 0, 0), (-7.5, 7.5));
         assert_eq!(cell_centre(4, 10.0, 3, 3), (7.5, -7.5));
         assert_eq!(cell_centre(40, 10.0, 0, 39), (9.75, 9.75));
+        let z = Vec::<f32>::try_from(grid_points(2, 10.0).flatten(0, -1)).unwrap();
+        assert_eq!(z, [-5.0, 5.0, 5.0, 5.0, -5.0, -5.0, 5.0, -5.0]);
+    }
+
+    #[test]
+    fn nearest_distance_is_to_the_closest_code() {
+        let codes = Tensor::from_slice(&[0f32, 0.0, 3.0, 4.0]).view([2, 2]);
+        let points = Tensor::from_slice(&[0f32, 1.0, 3.0, 0.0, 6.0, 8.0]).view([3, 2]);
+        let d = nearest_distances(&points, &codes);
+        assert_eq!(d, [1.0, 3.0, 5.0]);
     }
 }
