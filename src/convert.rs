@@ -139,6 +139,7 @@ fn card_for(
             source_sha256: sha256_hex(onnx),
             command: o.command.clone(),
         }),
+        ensemble: None,
     };
     card.validate()
         .map_err(|e| ConvertError::Card(e.to_string()))?;

@@ -153,11 +153,11 @@ impl Gate {
         let output = self.plan.run(input, seed).map_err(inference)?;
         let probs = plan::output_slice(&output).map_err(inference)?;
         let classes = self.card.classes.len();
-        // T rows, not fewer: one row alone has MI 0 and would pass.
-        if probs.len() != self.plan.samples() * classes {
+        // T rows (M·T for an ensemble), not fewer: one row alone has MI 0 and would pass.
+        if probs.len() != self.plan.rows() * classes {
             return Err(RejectReason::Unscorable(measures::Unscorable::Samples {
                 len: probs.len(),
-                samples: self.plan.samples(),
+                samples: self.plan.rows(),
                 classes,
             }));
         }

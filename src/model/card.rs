@@ -42,6 +42,34 @@ pub struct ModelCard {
     pub onnx_sha256: String,
     /// Where the model came from.
     pub provenance: Provenance,
+    /// The dropout models the graph runs side by side, their samples pooled (schema 2);
+    /// absent for one model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble: Option<Ensemble>,
+}
+
+/// A dropout ensemble in one graph (Smith & Gal 2018, §4.2): every member gets the same
+/// image and its own masks, T samples each, and the output stacks the members' rows, so the
+/// measures run over M·T pooled samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ensemble {
+    /// The members in output order: member k's T samples are output rows k·T..(k+1)·T.
+    pub members: Vec<Member>,
+}
+
+/// One member of an [`Ensemble`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Its name, e.g. the model it was assembled from.
+    pub name: String,
+    /// Its mask inputs: a consecutive run of the card's `dropout_sites`, in order.
+    pub sites: Vec<String>,
+    /// Its own test accuracy, measured when the ensemble was assembled.
+    pub metrics: Option<Metrics>,
+    /// How it was trained.
+    pub training: Training,
 }
 
 /// The image input and its normalisation.
@@ -212,6 +240,9 @@ pub enum Provenance {
     Converted(Conversion),
     /// Exported by the training crate from published pretrained weights (schema 2).
     Pretrained(Pretrained),
+    /// Assembled from trained members, each with its own provenance in `ensemble`
+    /// (schema 2).
+    Assembled(Assembly),
 }
 
 /// How a model was trained.
@@ -275,6 +306,16 @@ pub struct Pretrained {
     /// The accuracy the weights' publishers report, in words, with where.
     pub published_accuracy: String,
     /// `git describe --always --dirty` of the tree that exported the model.
+    pub source_commit: String,
+}
+
+/// How an ensemble was put together (its members' training is in the card's `ensemble`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assembly {
+    /// The models assembled, as given on the command line.
+    pub assembled_from: Vec<String>,
+    /// `git describe --always --dirty` of the tree that assembled it.
     pub source_commit: String,
 }
 
@@ -398,6 +439,9 @@ pub enum CardError {
     /// A channel order was given for a gray model.
     #[error("input channel_order bgr needs 3 channels")]
     ChannelOrder,
+    /// The ensemble's members do not split the dropout sites between them, or are too few.
+    #[error("ensemble: {0}")]
+    Ensemble(String),
 }
 
 impl ModelCard {
@@ -522,6 +566,9 @@ impl ModelCard {
                 )));
             }
         }
+        if let Some(ensemble) = &self.ensemble {
+            self.validate_ensemble(ensemble)?;
+        }
         if self.schema == SCHEMA_V1 {
             self.validate_v1()?;
         }
@@ -534,6 +581,55 @@ impl ModelCard {
 }
 
 impl ModelCard {
+    /// Members, in order, own consecutive runs of the dropout sites that together are all of
+    /// them: every mask belongs to exactly one member's samples.
+    fn validate_ensemble(&self, ensemble: &Ensemble) -> Result<(), CardError> {
+        let fail = |what: String| Err(CardError::Ensemble(what));
+        if ensemble.members.len() < 2 {
+            return fail(format!(
+                "{} member(s): an ensemble needs at least 2",
+                ensemble.members.len()
+            ));
+        }
+        let mut next = self.dropout_sites.iter().map(|s| s.input.as_str());
+        for member in &ensemble.members {
+            if member.sites.is_empty() {
+                return fail(format!("member {} has no dropout sites", member.name));
+            }
+            for site in &member.sites {
+                match next.next() {
+                    Some(expected) if expected == site => {}
+                    Some(expected) => {
+                        return fail(format!(
+                            "member {}'s site {site} is not the next dropout site ({expected})",
+                            member.name
+                        ))
+                    }
+                    None => {
+                        return fail(format!(
+                            "member {}'s site {site} is not among the dropout sites",
+                            member.name
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(left) = next.next() {
+            return fail(format!("dropout site {left} belongs to no member"));
+        }
+        Ok(())
+    }
+
+    /// Models whose samples the output pools: the ensemble's members, or 1.
+    pub fn members(&self) -> usize {
+        self.ensemble.as_ref().map_or(1, |e| e.members.len())
+    }
+
+    /// Probability rows one run with `samples` masks per site gives: T per member.
+    pub fn output_rows(&self, samples: usize) -> usize {
+        samples * self.members()
+    }
+
     /// A schema-1 card has only what schema 1 had.
     fn validate_v1(&self) -> Result<(), CardError> {
         if self.threshold.is_none() {
@@ -547,7 +643,14 @@ impl ModelCard {
                 return Err(CardError::NeedsV2("a trained head's backbone"));
             }
             Provenance::Trained(_) => {}
-            _ => return Err(CardError::NeedsV2("converted or pretrained provenance")),
+            _ => {
+                return Err(CardError::NeedsV2(
+                    "converted, pretrained or assembled provenance",
+                ))
+            }
+        }
+        if self.ensemble.is_some() {
+            return Err(CardError::NeedsV2("an ensemble"));
         }
         if self.input.channel_order != ChannelOrder::Rgb {
             return Err(CardError::NeedsV2("input channel_order"));
@@ -652,6 +755,7 @@ pub(crate) mod tests {
                 source_commit: "none".into(),
                 backbone: None,
             }),
+            ensemble: None,
         }
     }
 
@@ -774,6 +878,64 @@ pub(crate) mod tests {
         let mut card = sample_card();
         card.dropout_sites[0].p = 0.0;
         assert_eq!(card.validate(), Err(CardError::NoStochasticSite));
+    }
+
+    #[test]
+    fn an_ensemble_card_gives_each_member_a_consecutive_run_of_the_sites() {
+        let mut card = sample_card();
+        let site = |name: &str| DropoutSite {
+            input: name.into(),
+            p: 0.5,
+            shape: vec![3],
+        };
+        card.dropout_sites = vec![site("m0"), site("m1"), site("m2")];
+        let Provenance::Trained(training) = card.provenance.clone() else {
+            unreachable!()
+        };
+        card.provenance = Provenance::Assembled(Assembly {
+            assembled_from: vec!["a".into(), "b".into()],
+            source_commit: "test".into(),
+        });
+        let member = |name: &str, sites: &[&str]| Member {
+            name: name.into(),
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            metrics: None,
+            training: training.clone(),
+        };
+        let with = |members: Vec<Member>| {
+            let mut c = card.clone();
+            c.ensemble = Some(Ensemble { members });
+            c
+        };
+        let good = with(vec![member("a", &["m0", "m1"]), member("b", &["m2"])]);
+        assert_eq!(
+            ModelCard::from_json(good.to_json().as_bytes()).unwrap(),
+            good
+        );
+        assert_eq!((good.members(), good.output_rows(20)), (2, 40));
+        assert_eq!((card.members(), card.output_rows(20)), (1, 20));
+
+        let refused = |c: ModelCard| match c.validate() {
+            Err(CardError::Ensemble(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        let why = refused(with(vec![member("a", &["m0", "m1", "m2"])]));
+        assert_eq!(why, "1 member(s): an ensemble needs at least 2");
+        let why = refused(with(vec![member("a", &["m0"]), member("b", &["m2"])]));
+        assert_eq!(why, "member b's site m2 is not the next dropout site (m1)");
+        let why = refused(with(vec![member("a", &["m0"]), member("b", &["m1"])]));
+        assert_eq!(why, "dropout site m2 belongs to no member");
+        let why = refused(with(vec![
+            member("a", &["m0", "m1", "m2"]),
+            member("b", &["m3"]),
+        ]));
+        assert_eq!(why, "member b's site m3 is not among the dropout sites");
+        let why = refused(with(vec![member("a", &["m0", "m1", "m2"]), member("b", &[])]));
+        assert_eq!(why, "member b has no dropout sites");
+
+        let mut v1 = good.clone();
+        v1.schema = SCHEMA_V1.into();
+        assert!(matches!(v1.validate(), Err(CardError::NeedsV2(_))));
     }
 
     #[test]

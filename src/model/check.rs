@@ -71,13 +71,15 @@ pub enum MismatchError {
         /// The name in the card.
         card: String,
     },
-    /// The output is not F32 `[T, classes]`.
-    #[error("output {name} is {graph}, the card needs F32 [{SAMPLE_DIM}, {classes}]")]
+    /// The output is not F32 `[T, classes]` (`[M·T, classes]` for an ensemble of M).
+    #[error("output {name} is {graph}, the card needs F32 [{rows}, {classes}]")]
     OutputShape {
         /// The output.
         name: String,
         /// Its type and shape in the graph.
         graph: String,
+        /// The rows the card implies: `T`, or `M*T` for an ensemble.
+        rows: String,
         /// The card's class count.
         classes: usize,
     },
@@ -174,14 +176,23 @@ pub(super) fn against_card(model: &TypedModel, card: &ModelCard) -> Result<(), M
     let fact = model.output_fact(0).map_err(tract)?;
     let dims = fact.shape.to_tvec();
     let classes: TDim = (card.classes.len() as i64).into();
+    let members = card.members() as i64;
+    let rows_ok = |d: &TDim| match members {
+        1 => is_sample_dim(d),
+        m => matches!(d, TDim::MulInt(k, t) if *k == m && is_sample_dim(t)),
+    };
     if fact.datum_type != f32::datum_type()
         || dims.len() != 2
-        || !is_sample_dim(&dims[0])
+        || !rows_ok(&dims[0])
         || dims[1] != classes
     {
         return Err(MismatchError::OutputShape {
             name: label.to_string(),
             graph: format!("{:?} {}", fact.datum_type, dims_to_string(&dims)),
+            rows: match members {
+                1 => SAMPLE_DIM.to_string(),
+                m => format!("{m}*{SAMPLE_DIM}"),
+            },
             classes: card.classes.len(),
         });
     }

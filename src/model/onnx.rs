@@ -25,6 +25,9 @@ pub enum Dim {
     Fixed(i64),
     /// The symbolic Monte-Carlo sample axis `T`.
     Samples,
+    /// `M·T`: an ensemble of M members' samples stacked (written `M*T`, which tract reads
+    /// as that expression).
+    Pooled(i64),
 }
 
 /// A float32 graph input or output named `name` of shape `dims`.
@@ -41,6 +44,7 @@ pub fn typed_value_info(name: &str, data_type: DataType, dims: &[Dim]) -> pb::Va
             value: Some(match d {
                 Dim::Fixed(v) => Value::DimValue(*v),
                 Dim::Samples => Value::DimParam(SAMPLE_DIM.to_string()),
+                Dim::Pooled(m) => Value::DimParam(format!("{m}*{SAMPLE_DIM}")),
             }),
             ..Default::default()
         })
@@ -256,6 +260,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::model::card::tests::sample_card;
+    use crate::model::card::ModelCard;
     use crate::model::Model;
     use crate::run::plan::{output_slice, Plan};
 
@@ -294,5 +299,120 @@ mod tests {
         for row in probs.chunks(2) {
             assert!((row[0] + row[1] - 1.0).abs() < 1e-6, "{row:?}");
         }
+    }
+
+    /// Two one-site "members" side by side, their softmaxes concatenated: with an ensemble
+    /// card the runtime checks the `[2·T, classes]` output and runs 2·T rows; the card and
+    /// the graph must agree on the member count either way.
+    #[test]
+    fn an_ensemble_graph_pools_its_members_rows_and_must_match_its_card() {
+        use crate::model::card::{Assembly, DropoutSite, Ensemble, Member, Provenance};
+        use crate::model::MismatchError;
+        let mut card = sample_card();
+        card.dropout_sites = ["mask_0", "mask_1"]
+            .map(|name| DropoutSite {
+                input: name.into(),
+                p: 0.5,
+                shape: vec![16],
+            })
+            .to_vec();
+        let Provenance::Trained(training) = card.provenance.clone() else {
+            unreachable!()
+        };
+        card.provenance = Provenance::Assembled(Assembly {
+            assembled_from: vec!["a".into(), "b".into()],
+            source_commit: "test".into(),
+        });
+        card.ensemble = Some(Ensemble {
+            members: ["mask_0", "mask_1"]
+                .iter()
+                .enumerate()
+                .map(|(k, site)| Member {
+                    name: format!("m{k}"),
+                    sites: vec![site.to_string()],
+                    metrics: None,
+                    training: training.clone(),
+                })
+                .collect(),
+        });
+        let graph = |members: i64| {
+            let mut g = Graph::contract(
+                "t",
+                &card.input,
+                &card.dropout_sites[..members as usize],
+                &card.output.name,
+                card.classes.len(),
+            );
+            if members > 1 {
+                g.outputs = vec![value_info("probs", &[Dim::Pooled(members), Dim::Fixed(2)])];
+            }
+            g.node("Flatten", &["x"], "flat", vec![]);
+            let mut outs = vec![];
+            for k in 0..members {
+                // Member 1's weights are member 0's negated: its logits are too.
+                let sign = if k == 0 { 1.0 } else { -1.0 };
+                let w: Vec<f32> = (0..32).map(|i| sign * ((i % 5) as f32 - 2.0)).collect();
+                let (wk, mk) = (format!("w{k}"), format!("mask_{k}"));
+                g.constant(f32_tensor(&wk, &[2, 16], &w))
+                    .node("Mul", &["flat", &mk], &format!("drop{k}"), vec![])
+                    .node(
+                        "Gemm",
+                        &[&format!("drop{k}"), &wk],
+                        &format!("logits{k}"),
+                        vec![int("transB", 1)],
+                    )
+                    .node("Softmax", &[&format!("logits{k}")], &format!("p{k}"), vec![]);
+                outs.push(format!("p{k}"));
+            }
+            let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
+            if members > 1 {
+                g.node("Concat", &outs, "probs", vec![int("axis", 0)]);
+            } else {
+                g.node("Identity", &outs, "probs", vec![]);
+            }
+            g.to_bytes("test", "0")
+        };
+        let load = |card: &ModelCard, bytes: &[u8]| {
+            let mut card = card.clone();
+            card.onnx_sha256 = crate::model::card::sha256_hex(bytes);
+            Model::from_parts(card, bytes, "t.onnx".as_ref())
+        };
+        let model = load(&card, &graph(2)).expect("the ensemble loads");
+        let mut plan = Plan::new(&model, 3).unwrap();
+        assert_eq!((plan.samples(), plan.rows()), (3, 6));
+        let out = plan.run(&[0.5; 16], 1).unwrap();
+        let probs = output_slice(&out).unwrap();
+        assert_eq!(probs.len(), 6 * 2);
+        // The members' weights differ, so their rows do even with every mask 1.
+        let ones = vec![1.0; 3 * 16];
+        let out = plan.run_with_masks(&[0.5; 16], &[&ones, &ones]).unwrap();
+        let probs = output_slice(&out).unwrap();
+        assert_ne!(probs[..2], probs[6..8]);
+
+        // An ensemble card on a one-model graph, and the ensemble graph with the card's
+        // `ensemble` removed: refused, naming the rows the card implies.
+        let mut two_sites = card.clone();
+        two_sites.ensemble = None;
+        let expected_rows = |result: Result<Model, crate::error::Error>| match result {
+            Err(crate::error::Error::Mismatch {
+                problem: MismatchError::OutputShape { rows, .. },
+                ..
+            }) => rows,
+            Err(e) => panic!("another error: {e}"),
+            Ok(_) => panic!("loaded"),
+        };
+        assert_eq!(expected_rows(load(&two_sites, &graph(2))), "T");
+        let wrong = card.clone();
+        let single = {
+            let mut g = graph(1);
+            // A one-model graph with both mask inputs declared, so only the output differs.
+            let mut m = <pb::ModelProto as Message>::decode(&g[..]).unwrap();
+            let graph = m.graph.as_mut().unwrap();
+            graph.input.push(value_info("mask_1", &[Dim::Samples, Dim::Fixed(16)]));
+            g.clear();
+            m.encode(&mut g).unwrap();
+            g
+        };
+        assert_eq!(expected_rows(load(&wrong, &single)), "2*T");
     }
 }

@@ -163,7 +163,38 @@ impl Model {
                 "pretrained weights {} (sha256 {}; published: {}) exported at {}\n",
                 p.weights, p.weights_sha256, p.published_accuracy, p.source_commit
             ),
+            Provenance::Assembled(a) => format!(
+                "ensemble assembled from {} at {}\n",
+                a.assembled_from.join(", "),
+                a.source_commit
+            ),
         };
+        if let Some(e) = &card.ensemble {
+            s += &format!(
+                "ensemble of {} members, T samples each, pooled: {} × T output rows\n",
+                e.members.len(),
+                e.members.len()
+            );
+            for m in &e.members {
+                let accuracy = m
+                    .metrics
+                    .as_ref()
+                    .map_or("no test metrics".to_string(), |x| {
+                        format!(
+                            "test accuracy {:.2}% deterministic, {:.2}% MC",
+                            100.0 * x.test_accuracy_deterministic,
+                            100.0 * x.test_accuracy_mc
+                        )
+                    });
+                s += &format!(
+                    "  member {}: masks {}; seed {}, {}\n",
+                    m.name,
+                    m.sites.join(", "),
+                    m.training.seed,
+                    accuracy
+                );
+            }
+        }
         s += &format!(
             "onnx sha256 {} (verified)\ngraph: {} nodes\n",
             card.onnx_sha256, self.summary.nodes

@@ -26,6 +26,7 @@ pub struct Plan {
     image: Arc<Tensor>,
     masks: Vec<(Arc<Tensor>, f32)>,
     samples: usize,
+    rows: usize,
 }
 
 impl Plan {
@@ -75,16 +76,23 @@ impl Plan {
             image: Arc::new(image),
             masks,
             samples,
+            rows: card.output_rows(samples),
         })
     }
 
-    /// Monte-Carlo samples T per run.
+    /// Monte-Carlo samples T per run (per member, for an ensemble).
     pub fn samples(&self) -> usize {
         self.samples
     }
 
+    /// Probability rows per run: T, or M·T for an ensemble of M.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// Runs T samples on one preprocessed image (`[C·H·W]`, already normalised) with masks
-    /// drawn from `seed`, and returns the output tensor, `[T, classes]` probabilities.
+    /// drawn from `seed`, and returns the output tensor, [`rows`](Plan::rows) × classes
+    /// probabilities.
     pub fn run(&mut self, image: &[f32], seed: u64) -> Result<TValue, Error> {
         copy_into(&mut self.image, image, "image")?;
         let mut rng = WyRand::new(seed);

@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
-    bundle, evaluate, evaluate_photos, holes, interpolations, latent_maps, lite0, photo_bundle,
-    photo_samples, photo_variants, quantize, samples, train, train_head, train_vae,
+    bundle, ensemble, evaluate, evaluate_photos, holes, interpolations, latent_maps, lite0,
+    photo_bundle, photo_samples, photo_variants, quantize, samples, train, train_head, train_vae,
 };
 
 #[derive(Parser)]
@@ -26,6 +26,11 @@ enum Command {
     /// The last --validation training images are held out: they choose the MI threshold
     /// at --target-fpr clean false positives and are never trained on.
     Train(train::TrainArgs),
+    /// Assemble trained models (`train` with different --seed) into one dropout ensemble, the
+    /// paper's fix for one model's holes: one ONNX whose members share the image and each get
+    /// their own masks, output [M·T, classes] pooled; the card names the members. Measures
+    /// its test accuracy and calibrates its MI threshold over the pooled samples.
+    Ensemble(ensemble::EnsembleArgs),
     /// Attack a trained model (FGM, BIM, MIM) and measure how well each uncertainty measure
     /// detects the adversarial images: the paper's Table 1, as Markdown and JSON.
     Evaluate(evaluate::EvaluateArgs),
@@ -92,6 +97,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args),
+        Command::Ensemble(args) => ensemble::run(args),
         Command::TrainHead(args) => train_head::run(args),
         Command::TrainVae(args) => train_vae::run(args),
         Command::LatentMaps(args) => latent_maps::run(args),

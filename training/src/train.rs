@@ -5,8 +5,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use crate::data::Dataset;
-use crate::measures;
-use crate::nets::{mc_probs_per_image, DropoutNet};
+use crate::nets::{mc_measures, DropoutNet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Optimizer {
@@ -171,8 +170,7 @@ pub fn mc_accuracy_and_mi(
     device: Device,
 ) -> Result<(f64, Vec<f64>)> {
     let (x, _) = data.to_tensors(device);
-    let probs = mc_probs_per_image(net, &x, samples)?;
-    let measures = measures::per_image(&probs, samples as usize, net.classes())?;
+    let measures = mc_measures(net, &x, samples)?;
     let correct = measures
         .iter()
         .zip(&data.labels)

@@ -82,7 +82,7 @@ pub fn run(args: BundleArgs) -> Result<()> {
         frame: &|_, pixels| bundle::plain_frame(pixels),
     };
     let n = bundle::write(
-        &net,
+        net.as_dyn(),
         &images,
         &card.onnx_sha256,
         card.mi_threshold()

@@ -134,7 +134,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     };
     let start = Instant::now();
     let subset = EvalImages::from_dataset(&test.pick(images, seed), device);
-    let report = eval::evaluate(&net, &subset, None, &cfg, device)?;
+    let report = eval::evaluate(net.as_dyn(), &subset, None, &cfg, device)?;
     log::info!("evaluated in {:.0} s", start.elapsed().as_secs_f64());
     create_parent(&out)?;
     let md = markdown(&report);

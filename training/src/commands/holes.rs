@@ -69,7 +69,7 @@ pub fn run(args: HolesArgs) -> Result<()> {
         samples: args.samples,
         seed: args.seed,
     };
-    let (report, images) = search(&vae, &net, &codes, s)?;
+    let (report, images) = search(&vae, net.as_dyn(), &codes, s)?;
 
     // The runtime's verdict on every hole (its own masks, the card's T).
     let floats = Vec::<f32>::try_from(images.to_kind(Kind::Float).flatten(0, -1))?;

@@ -59,7 +59,7 @@ pub fn run(args: InterpolationsArgs) -> Result<()> {
     let (a, b) = (x.narrow(0, ia, 1), x.narrow(0, ib, 1));
     let (it, latent_images, pixel_images) = interpolation(
         &vae,
-        &net,
+        net.as_dyn(),
         (&a, &b),
         (args.from_class, args.to_class),
         args.steps,
@@ -92,7 +92,7 @@ pub fn run(args: InterpolationsArgs) -> Result<()> {
 
     let m = midpoints(
         &vae,
-        &net,
+        net.as_dyn(),
         (&x, &test.labels),
         args.pairs,
         args.samples,

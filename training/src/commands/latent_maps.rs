@@ -50,7 +50,7 @@ pub fn run(args: LatentMapsArgs) -> Result<()> {
     let (x, _) = test.to_tensors(Device::Cpu);
     let map = maps::score(
         &vae,
-        &net,
+        net.as_dyn(),
         args.side,
         args.extent,
         args.samples,

@@ -10,9 +10,8 @@ use mcgate::model::card::{sha256_hex, Metrics, Pretrained, Provenance};
 
 use crate::data::photos::Photos;
 use crate::export;
-use crate::measures;
 use crate::nets::lite0;
-use crate::nets::{mc_probs_per_image, DropoutNet};
+use crate::nets::{mc_measures, DropoutNet};
 
 #[derive(Debug, Args)]
 pub struct Lite0Args {
@@ -77,12 +76,11 @@ pub fn run(args: Lite0Args) -> Result<()> {
         };
         Ok((hits(1), hits(5)))
     })?;
-    let probs = mc_probs_per_image(
+    let per_image = mc_measures(
         &net,
         &net.input_from_pixels(&photos.pixels),
         args.samples as i64,
     )?;
-    let per_image = measures::per_image(&probs, args.samples, net.classes())?;
     let mc_top1 = labelled
         .iter()
         .filter(|&&(i, l)| per_image[i].predicted_class == l)

@@ -3,6 +3,7 @@
 //! dispatches.
 
 pub mod bundle;
+pub mod ensemble;
 pub mod evaluate;
 pub mod evaluate_photos;
 pub mod holes;
@@ -18,17 +19,19 @@ pub mod train;
 pub mod train_head;
 pub mod train_vae;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::ModelCard;
+use mcgate::model::card::{sha256_hex, ModelCard};
 use tch::{nn, Device};
 
 use crate::data::{self, Dataset};
 use crate::export::with_ext;
 use crate::latent::vae::Vae;
+use crate::nets::ensemble::{member_prefix, Ensemble};
 use crate::nets::mnist::MnistCnn;
+use crate::nets::{load_onnx_weights, DropoutNet};
 
 /// The trained (float) model a command reads, and its dataset.
 #[derive(Debug, Args)]
@@ -36,7 +39,8 @@ pub struct TrainedModel {
     /// Dataset (the test split is what the command scores or attacks).
     #[arg(value_enum, default_value = "mnist")]
     pub dataset: data::Known,
-    /// Model stem: reads <MODEL>.safetensors and <MODEL>.card.json [default: models/<dataset>].
+    /// Model stem: reads <MODEL>.card.json and <MODEL>.safetensors (an ensemble's weights:
+    /// <MODEL>.onnx) [default: models/<dataset>].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Directory with the IDX files [default: the dataset's data/ directory].
@@ -55,19 +59,14 @@ impl TrainedModel {
         self.data.clone().unwrap_or_else(|| self.dataset.data_dir())
     }
 
-    /// Loads `<stem>.card.json` and `<stem>.safetensors` and the dataset's test split.
+    /// Loads `<stem>.card.json`, the network ([`load_mnist`]) and the dataset's test split.
     pub fn load(&self) -> Result<Trained> {
         let model = self.stem();
         let card = ModelCard::read(&with_ext(&model, "card.json"))?;
         let test = data::load_split(&self.data_dir(), "t10k", self.dataset.fetch_hint())?;
         let device = Device::cuda_if_available();
         log::info!("device {device:?}, {} threads", tch::get_num_threads());
-        let mut vs = nn::VarStore::new(device);
-        let net = MnistCnn::new(&vs.root());
-        let ckpt = with_ext(&model, "safetensors");
-        vs.load(&ckpt)
-            .with_context(|| format!("loading {}", ckpt.display()))?;
-        vs.freeze();
+        let (net, vs) = load_mnist(&model, &card, device)?;
         Ok(Trained {
             card,
             net,
@@ -81,11 +80,66 @@ impl TrainedModel {
 /// A trained model to attack: its card, the frozen network, and the dataset's test split.
 pub struct Trained {
     pub card: ModelCard,
-    pub net: MnistCnn,
+    pub net: MnistModel,
     pub test: Dataset,
     pub device: Device,
     /// Owns the network's variables.
     _vs: nn::VarStore,
+}
+
+/// The paper's MNIST network, alone or as a dropout ensemble of several.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per command, never moved in a loop
+pub enum MnistModel {
+    Single(MnistCnn),
+    Ensemble(Ensemble<MnistCnn>),
+}
+
+impl MnistModel {
+    pub fn as_dyn(&self) -> &dyn DropoutNet {
+        match self {
+            MnistModel::Single(n) => n,
+            MnistModel::Ensemble(e) => e,
+        }
+    }
+}
+
+/// The frozen network of the model at `stem` with card `card`: one network from
+/// `<stem>.safetensors`, or, where the card has an `ensemble`, its members' weights from
+/// `<stem>.onnx` itself (an ensemble ships no checkpoint: the ONNX holds every weight).
+pub fn load_mnist(
+    stem: &Path,
+    card: &ModelCard,
+    device: Device,
+) -> Result<(MnistModel, nn::VarStore)> {
+    let mut vs = nn::VarStore::new(device);
+    let net = match &card.ensemble {
+        None => {
+            let net = MnistCnn::new(&vs.root());
+            let ckpt = with_ext(stem, "safetensors");
+            vs.load(&ckpt)
+                .with_context(|| format!("loading {}", ckpt.display()))?;
+            MnistModel::Single(net)
+        }
+        Some(e) => {
+            let members = (0..e.members.len())
+                .map(|k| MnistCnn::new(&(vs.root() / member_prefix(k))))
+                .collect();
+            let onnx = with_ext(stem, "onnx");
+            let bytes =
+                std::fs::read(&onnx).with_context(|| format!("reading {}", onnx.display()))?;
+            ensure!(
+                sha256_hex(&bytes) == card.onnx_sha256,
+                "{} is not the ONNX file its card describes (SHA-256 differs)",
+                onnx.display()
+            );
+            load_onnx_weights(&mut vs, &bytes)
+                .with_context(|| format!("loading the weights of {}", onnx.display()))?;
+            MnistModel::Ensemble(Ensemble::new(members)?)
+        }
+    };
+    vs.freeze();
+    Ok((net, vs))
 }
 
 /// What the latent-space commands read.
@@ -94,8 +148,8 @@ pub struct LatentInputs {
     /// The VAE checkpoint (`train-vae`).
     #[arg(long, default_value = "models/mnist-vae.safetensors")]
     pub vae: PathBuf,
-    /// The MNIST model: <MODEL>.safetensors (tch) and, where the gate's threshold or the
-    /// runtime is used, its card and ONNX.
+    /// The MNIST model, one network or an ensemble: its card, <MODEL>.safetensors (an
+    /// ensemble's weights: <MODEL>.onnx) and, where the runtime is used, its ONNX.
     #[arg(long, default_value = "models/mnist")]
     pub model: PathBuf,
     /// Directory with the MNIST IDX files.
@@ -104,10 +158,10 @@ pub struct LatentInputs {
 }
 
 /// The latent-space study's two networks, frozen on the CPU: the VAE (`train-vae`) and the
-/// MNIST model's tch checkpoint `<model>.safetensors`.
+/// MNIST model (one network or an ensemble, [`load_mnist`]).
 pub struct LatentPair {
     pub vae: Vae,
-    pub net: MnistCnn,
+    pub net: MnistModel,
     /// Own the two networks' variables.
     _stores: [nn::VarStore; 2],
 }
@@ -120,13 +174,9 @@ impl LatentPair {
         vae_vs
             .load(vae)
             .with_context(|| format!("loading {} (run train-vae)", vae.display()))?;
-        let mut vs = nn::VarStore::new(Device::Cpu);
-        let net = MnistCnn::new(&vs.root());
-        let ckpt = with_ext(model, "safetensors");
-        vs.load(&ckpt)
-            .with_context(|| format!("loading {}", ckpt.display()))?;
+        let card = ModelCard::read(&with_ext(model, "card.json"))?;
+        let (net, vs) = load_mnist(model, &card, Device::Cpu)?;
         vae_vs.freeze();
-        vs.freeze();
         Ok(LatentPair {
             vae: vae_net,
             net,

@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use mcgate::model::card::{Metrics, Threshold};
 use mcgate::model::Model;
 use mcgate::score::roc::{rate_above, threshold_at_fpr};
 
-use super::{Trained, TrainedModel};
+use super::{MnistModel, Trained, TrainedModel};
 use crate::data;
 use crate::eval::tract_scores::tract_scores_dataset;
 use crate::export::{self, with_ext};
@@ -58,6 +58,9 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         device,
         ..
     } = source.load()?;
+    let MnistModel::Single(net) = net else {
+        bail!("an ensemble is quantised member by member: quantize each member's model")
+    };
     let full = data::load_split(&dir, "train", dataset.fetch_hint())?;
     ensure!(
         calibration + validation <= full.len(),

@@ -16,9 +16,8 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::data::image_folder::ImageFolder;
 use crate::export::{self, with_ext};
 use crate::features;
-use crate::measures;
 use crate::nets::lite0::{self, FEATURES};
-use crate::nets::{mc_probs_per_image_from_features, DropoutNet};
+use crate::nets::{mc_measures_from_features, DropoutNet};
 use crate::train::{self, Optimizer, TrainConfig};
 
 #[derive(Debug, Args)]
@@ -207,8 +206,7 @@ pub fn train_head(args: TrainHeadArgs) -> Result<HeadOutcome> {
             .argmax(-1, false)
     });
     let det_pred = Vec::<i64>::try_from(det_pred.to_device(Device::Cpu))?;
-    let probs = mc_probs_per_image_from_features(&net, &val_x, args.samples as i64)?;
-    let per_image = measures::per_image(&probs, args.samples, net.classes())?;
+    let per_image = mc_measures_from_features(&net, &val_x, args.samples as i64)?;
     let right = |pred: &mut dyn Iterator<Item = i64>| {
         pred.zip(&val_labels).filter(|(p, l)| p == *l).count() as f64 / val_labels.len() as f64
     };

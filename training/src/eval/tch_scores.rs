@@ -6,7 +6,7 @@ use anyhow::Result;
 use tch::Tensor;
 
 use crate::measures::{self, Measure};
-use crate::nets::{deterministic_probs, mc_probs_per_image, DropoutNet};
+use crate::nets::{deterministic_probs, mc_measures, DropoutNet};
 
 /// Every measure for every image, plus the deterministic and MC predictions.
 #[derive(Debug, Clone, Default)]
@@ -39,11 +39,7 @@ pub fn tch_scores(net: &dyn DropoutNet, pixels: &Tensor, samples: i64) -> Result
     let x = &net.input_from_pixels(pixels);
     let classes = net.classes();
     let det = measures::per_image(&deterministic_probs(net, x)?, 1, classes)?;
-    let mc = measures::per_image(
-        &mc_probs_per_image(net, x, samples)?,
-        samples as usize,
-        classes,
-    )?;
+    let mc = mc_measures(net, x, samples)?;
     let mut by_measure = BTreeMap::new();
     by_measure.insert(
         Measure::DetEntropy,

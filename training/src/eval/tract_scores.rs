@@ -54,6 +54,10 @@ pub fn tract_scores(
     seed: u64,
 ) -> Result<TractScores> {
     let classes = model.card.classes.len();
+    // With every mask 1, an ensemble's M rows are its members' deterministic outputs: the
+    // measures' mean is the ensemble's deterministic prediction.
+    let det_rows = model.card.output_rows(1);
+    let mc_rows = model.card.output_rows(samples);
     let mut det = Plan::new(model, 1)?;
     let mut mc = Plan::new(model, samples)?;
     let ones: Vec<Vec<f32>> = model
@@ -65,28 +69,28 @@ pub fn tract_scores(
     let ones: Vec<&[f32]> = ones.iter().map(Vec::as_slice).collect();
     let n = images.len() / pixels.max(1);
     // Image-major [N, T, C] probabilities, scored together below.
-    let mut det_probs = Vec::with_capacity(n * classes);
-    let mut mc_probs = Vec::with_capacity(n * samples * classes);
+    let mut det_probs = Vec::with_capacity(n * det_rows * classes);
+    let mut mc_probs = Vec::with_capacity(n * mc_rows * classes);
     for (i, input) in images.chunks_exact(pixels).enumerate() {
         let out = det.run_with_masks(input, &ones)?;
         let probs = output_slice(&out)?;
         ensure!(
-            probs.len() == classes,
-            "image {i}: {} outputs, not {classes}",
+            probs.len() == det_rows * classes,
+            "image {i}: {} outputs, not {det_rows} × {classes}",
             probs.len()
         );
         det_probs.extend_from_slice(probs);
         let out = mc.run(input, mix(seed, i as u64))?;
         let probs = output_slice(&out)?;
         ensure!(
-            probs.len() == samples * classes,
-            "image {i}: {} outputs, not {samples} × {classes}",
+            probs.len() == mc_rows * classes,
+            "image {i}: {} outputs, not {mc_rows} × {classes}",
             probs.len()
         );
         mc_probs.extend_from_slice(probs);
     }
-    let det = measures::per_image(&det_probs, 1, classes)?;
-    let mc = measures::per_image(&mc_probs, samples, classes)?;
+    let det = measures::per_image(&det_probs, det_rows, classes)?;
+    let mc = measures::per_image(&mc_probs, mc_rows, classes)?;
     Ok(TractScores {
         det_pred: det.iter().map(|m| m.predicted_class).collect(),
         mc_pred: mc.iter().map(|m| m.predicted_class).collect(),

@@ -8,7 +8,7 @@ use crate::nets::{DropoutNet, OUTPUT};
 
 /// The card for `onnx`, an export of `net`: the input, the dropout sites and the output come
 /// from the network and the export contract; the measured parts (none yet, for a pretrained
-/// export before calibration) from the caller.
+/// export before calibration) from the caller; an ensemble's caller adds its `ensemble`.
 ///
 /// Panics if `classes` does not name each of the network's classes.
 #[allow(clippy::too_many_arguments)]
@@ -41,5 +41,6 @@ pub fn card_for(
         metrics,
         onnx_sha256: sha256_hex(onnx),
         provenance,
+        ensemble: None,
     }
 }

@@ -12,8 +12,7 @@ use anyhow::Result;
 
 use super::maps::{cell_centre, grid_points, nearest_distances};
 use super::vae::Vae;
-use crate::measures;
-use crate::nets::{mc_probs_per_image, DropoutNet};
+use crate::nets::{mc_measures, DropoutNet};
 
 /// What the search looks for.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -71,8 +70,7 @@ pub fn search(
     let far_z = z.index_select(0, &Tensor::from_slice(&far));
     let images = tch::no_grad(|| vae.decode(&far_z));
     tch::manual_seed(s.seed as i64);
-    let probs = mc_probs_per_image(net, &images, s.samples as i64)?;
-    let m = measures::per_image(&probs, s.samples, net.classes())?;
+    let m = mc_measures(net, &images, s.samples as i64)?;
     let confident: Vec<usize> = (0..far.len())
         .filter(|&k| m[k].max_probability >= s.confidence)
         .collect();

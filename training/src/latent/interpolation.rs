@@ -15,8 +15,7 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use super::vae::Vae;
-use crate::measures;
-use crate::nets::{mc_probs_per_image, DropoutNet};
+use crate::nets::{mc_measures, DropoutNet};
 use crate::plot::{register_font, write_png, FONT};
 use mcgate::score::roc::{bootstrap_auc_interval, roc_auc};
 
@@ -29,8 +28,7 @@ pub struct Scores {
 }
 
 fn score(net: &dyn DropoutNet, images: &Tensor, samples: usize) -> Result<Scores> {
-    let probs = mc_probs_per_image(net, images, samples as i64)?;
-    let m = measures::per_image(&probs, samples, net.classes())?;
+    let m = mc_measures(net, images, samples as i64)?;
     Ok(Scores {
         predictive_entropy: m.iter().map(|m| m.predictive_entropy).collect(),
         mutual_information: m.iter().map(|m| m.mutual_information).collect(),

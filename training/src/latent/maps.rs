@@ -15,8 +15,7 @@ use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use super::vae::{encode_means, Vae};
-use crate::measures;
-use crate::nets::{mc_probs_per_image, DropoutNet};
+use crate::nets::{mc_measures, DropoutNet};
 use crate::plot::{register_font, write_png, FONT};
 
 /// A scored latent grid, row-major from the top-left corner (z₁ = −extent, z₂ = +extent),
@@ -149,8 +148,7 @@ pub fn score(
     let z = grid_points(side, extent);
     let images = tch::no_grad(|| vae.decode(&z));
     tch::manual_seed(seed as i64);
-    let probs = mc_probs_per_image(net, &images, samples as i64)?;
-    let m = measures::per_image(&probs, samples, net.classes())?;
+    let m = mc_measures(net, &images, samples as i64)?;
     let codes = encode_means(vae, test.0);
     let codes = Vec::<f32>::try_from(codes.to_kind(Kind::Float).flatten(0, -1))?;
     Ok(LatentMap {

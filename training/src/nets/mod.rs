@@ -6,14 +6,17 @@
 //! ONNX graph has the same split with the masks as graph inputs (docs/model-format.md), so
 //! tch and tract compute the same function for the same masks.
 //!
-//! `mnist` is the paper's MNIST CNN (also trained on Fashion-MNIST).
+//! `mnist` is the paper's MNIST CNN (also trained on Fashion-MNIST); `lite0` the photo
+//! network; `ensemble` runs several trained networks side by side as one.
 
+pub mod ensemble;
 pub mod lite0;
 pub mod mnist;
 
 use anyhow::{Context, Result};
 use mcgate::model::card::{DropoutSite, InputSpec};
 use mcgate::model::onnx::{f32_tensor, Graph};
+use mcgate::score::measures::Measures;
 use tch::{Device, Kind, Tensor};
 use tract_onnx::pb;
 
@@ -43,7 +46,7 @@ pub struct Site {
 /// pixels in [0, 1] and map them with `input_from_pixels`.
 pub trait DropoutNet {
     /// What it is, in a few words, for the ONNX file's doc string.
-    fn description(&self) -> &'static str;
+    fn description(&self) -> String;
 
     /// The image input: name, `[1, C, H, W]`, normalisation (the card's `input`).
     fn input_spec(&self) -> InputSpec;
@@ -53,6 +56,11 @@ pub trait DropoutNet {
 
     /// Output classes.
     fn classes(&self) -> usize;
+
+    /// Networks whose samples the MC output pools: T samples give `members() · T` rows.
+    fn members(&self) -> usize {
+        1
+    }
 
     /// Everything before the first dropout site, once per image: `[N, ..]` → features.
     fn trunk(&self, x: &Tensor) -> Tensor;
@@ -108,13 +116,13 @@ pub trait DropoutNet {
         (pixels * (255.0 * spec.scale as f64) - per_channel(&spec.mean)) / per_channel(&spec.std)
     }
 
-    /// MC-dropout probabilities `[T, N, C]` for a batch `[N, ..]`, each image and sample
-    /// with its own masks.
+    /// MC-dropout probabilities `[M·T, N, C]` for a batch `[N, ..]` (M = `members()`), each
+    /// image and sample with its own masks.
     fn mc_probs(&self, x: &Tensor, samples: i64) -> Tensor {
         self.mc_probs_from_features(&self.trunk(x), samples)
     }
 
-    /// MC-dropout probabilities `[T, N, C]` from trunk features `[N, ..]`.
+    /// MC-dropout probabilities `[M·T, N, C]` from trunk features `[N, ..]`.
     fn mc_probs_from_features(&self, features: &Tensor, samples: i64) -> Tensor {
         let n = features.size()[0];
         let masks = self.sample_masks(&[samples, n], features.device());
@@ -161,36 +169,77 @@ pub fn deterministic_probs(net: &dyn DropoutNet, x: &Tensor) -> Result<Vec<f32>>
     Ok(out)
 }
 
-/// MC-dropout probabilities with fresh masks from tch's generator, image-major `[N, T, C]`
-/// on the CPU (each image's `[T, C]` block is what the runtime scores for a frame).
-pub fn mc_probs_per_image(net: &dyn DropoutNet, x: &Tensor, samples: i64) -> Result<Vec<f32>> {
-    per_image_batches(x, |bx| net.mc_probs(bx, samples))
+/// The runtime's measures of each image of `x` over `samples` MC samples (per member) with
+/// fresh masks from tch's generator: each image's `[M·T, C]` block is scored as the runtime
+/// scores a frame.
+pub fn mc_measures(net: &dyn DropoutNet, x: &Tensor, samples: i64) -> Result<Vec<Measures>> {
+    let probs = per_image_batches(x, |bx| net.mc_probs(bx, samples))?;
+    crate::measures::per_image(&probs, samples as usize * net.members(), net.classes())
 }
 
-/// As [`mc_probs_per_image`], from trunk features `[N, ..]` (a head trained on cached
-/// features).
-pub fn mc_probs_per_image_from_features(
+/// As [`mc_measures`], from trunk features `[N, ..]` (a head trained on cached features).
+pub fn mc_measures_from_features(
     net: &dyn DropoutNet,
     features: &Tensor,
     samples: i64,
-) -> Result<Vec<f32>> {
-    per_image_batches(features, |bf| net.mc_probs_from_features(bf, samples))
+) -> Result<Vec<Measures>> {
+    let probs = per_image_batches(features, |bf| net.mc_probs_from_features(bf, samples))?;
+    crate::measures::per_image(&probs, samples as usize * net.members(), net.classes())
 }
 
-/// `mc` (`[N, ..]` → `[T, N, C]`) over batches of `x`, as image-major `[N, T, C]` values.
+/// `mc` (`[N, ..]` → `[R, N, C]`) over batches of `x`, as image-major `[N, R, C]` values.
 fn per_image_batches(x: &Tensor, mc: impl Fn(&Tensor) -> Tensor) -> Result<Vec<f32>> {
     let _guard = tch::no_grad_guard();
     let mut out = vec![];
     for bx in x.split(SCORING_BATCH, 0) {
-        let per_image = mc(&bx) // [T, N, C]
+        let per_image = mc(&bx) // [R, N, C]
             .permute([1, 0, 2])
             .contiguous()
-            .to_device(Device::Cpu); // [N, T, C]
+            .to_device(Device::Cpu); // [N, R, C]
         out.extend(
             Vec::<f32>::try_from(per_image.flatten(0, -1)).context("reading probabilities")?,
         );
     }
     Ok(out)
+}
+
+/// Sets every variable of `vs` from the float32 constant of the same name in an ONNX file
+/// this crate exported (a network's constants are named after its variables): how an
+/// ensemble, which ships only its ONNX, is read back. Fails naming the first variable that
+/// has no such constant or another shape.
+pub fn load_onnx_weights(vs: &mut tch::nn::VarStore, onnx: &[u8]) -> Result<()> {
+    use prost::Message;
+    let model = pb::ModelProto::decode(onnx).context("not an ONNX file")?;
+    let graph = model.graph.context("the ONNX file has no graph")?;
+    let constants: std::collections::HashMap<&str, &pb::TensorProto> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    let _guard = tch::no_grad_guard();
+    for (name, mut var) in vs.variables() {
+        let t = constants
+            .get(name.as_str())
+            .with_context(|| format!("no constant named {name}"))?;
+        anyhow::ensure!(
+            t.data_type == pb::tensor_proto::DataType::Float as i32
+                && t.dims == var.size()
+                && t.raw_data.len() == 4 * var.numel(),
+            "constant {name} is not float32 {:?} with raw data",
+            var.size()
+        );
+        let values: Vec<f32> = t
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        var.copy_(
+            &Tensor::from_slice(&values)
+                .view(&t.dims[..])
+                .to_device(var.device()),
+        );
+    }
+    Ok(())
 }
 
 /// A float32 ONNX constant with a tensor's values and shape.

@@ -296,8 +296,8 @@ impl EfficientNetLite0 {
 }
 
 impl DropoutNet for EfficientNetLite0 {
-    fn description(&self) -> &'static str {
-        "EfficientNet-Lite0 (ImageNet backbone) with last-layer MC dropout"
+    fn description(&self) -> String {
+        "EfficientNet-Lite0 (ImageNet backbone) with last-layer MC dropout".into()
     }
 
     /// RGB, shorter side 256 then the centre 224×224, (x − 127)/128: how the TensorFlow

@@ -45,8 +45,8 @@ impl MnistCnn {
 }
 
 impl DropoutNet for MnistCnn {
-    fn description(&self) -> &'static str {
-        "Smith & Gal 2018 MNIST dropout CNN"
+    fn description(&self) -> String {
+        "Smith & Gal 2018 MNIST dropout CNN".into()
     }
 
     fn input_spec(&self) -> InputSpec {
