@@ -11,6 +11,8 @@
 //!   products on a 2-thread pool
 //! - frames20_jobs{1,2}: 20 frames at T=20 through `gate --jobs N`'s pool: throughput from
 //!   overlapping frames across cores
+//! - gate_ensemble_t{1,20}: the 5-member dropout ensemble (`models/mnist-ensemble`), T per
+//!   member: at T=20, 100 pooled samples, to set beside gate_t100
 
 use std::path::Path;
 
@@ -43,6 +45,14 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| gate.score(&frame))
             });
         }
+    }
+
+    let ensemble = Model::load_from(&root.join("models/mnist-ensemble")).expect("shipped ensemble");
+    for samples in [1, 20] {
+        let mut gate = Gate::new(&ensemble, samples, 0.1, Seeds::PerFrame(1)).unwrap();
+        c.bench_function(&format!("gate_ensemble_t{samples}"), |b| {
+            b.iter(|| gate.score(&frame))
+        });
     }
 
     #[cfg(feature = "multithread-mm")]

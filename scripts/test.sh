@@ -33,7 +33,7 @@ if ! .venv/bin/python -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
 fi
 cargo test --workspace --release
 # The shipped models against onnxruntime + float64 measures, through the binary just tested.
-for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8; do
+for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8 models/mnist-ensemble; do
   .venv/bin/python scripts/check_onnx.py "$model" target/release/mcgate
 done
 # `mcgate convert` against onnxruntime + numpy: a Dropout graph and a PyTorch-style eval export.

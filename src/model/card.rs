@@ -930,7 +930,10 @@ pub(crate) mod tests {
             member("b", &["m3"]),
         ]));
         assert_eq!(why, "member b's site m3 is not among the dropout sites");
-        let why = refused(with(vec![member("a", &["m0", "m1", "m2"]), member("b", &[])]));
+        let why = refused(with(vec![
+            member("a", &["m0", "m1", "m2"]),
+            member("b", &[]),
+        ]));
         assert_eq!(why, "member b has no dropout sites");
 
         let mut v1 = good.clone();

@@ -361,7 +361,12 @@ mod tests {
                         &format!("logits{k}"),
                         vec![int("transB", 1)],
                     )
-                    .node("Softmax", &[&format!("logits{k}")], &format!("p{k}"), vec![]);
+                    .node(
+                        "Softmax",
+                        &[&format!("logits{k}")],
+                        &format!("p{k}"),
+                        vec![],
+                    );
                 outs.push(format!("p{k}"));
             }
             let outs: Vec<&str> = outs.iter().map(String::as_str).collect();
@@ -408,7 +413,9 @@ mod tests {
             // A one-model graph with both mask inputs declared, so only the output differs.
             let mut m = <pb::ModelProto as Message>::decode(&g[..]).unwrap();
             let graph = m.graph.as_mut().unwrap();
-            graph.input.push(value_info("mask_1", &[Dim::Samples, Dim::Fixed(16)]));
+            graph
+                .input
+                .push(value_info("mask_1", &[Dim::Samples, Dim::Fixed(16)]));
             g.clear();
             m.encode(&mut g).unwrap();
             g

@@ -35,6 +35,7 @@ fn train_tiny(out: &Path, seed: u64) {
         lr: 1e-3,
         lr_decay: 1.0,
         seed,
+        init: Default::default(),
         validation: 1000,
         train_limit: Some(1000),
         test_limit: Some(200),

@@ -165,7 +165,15 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         bootstrap: 200,
     };
     let images = eval::EvalImages::from_dataset(&held_out, Device::Cpu);
-    let report = eval::evaluate(&model, &images, None, &cfg, Device::Cpu).unwrap();
+    let report = eval::evaluate(
+        &model,
+        eval::Crafter::Itself,
+        &images,
+        None,
+        &cfg,
+        Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(report.exported.len(), 1);
     assert_eq!(
         report.exported[0].clean_accuracy_deterministic, report.clean_accuracy_deterministic,

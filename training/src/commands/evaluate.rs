@@ -4,12 +4,15 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
+use mcgate::model::card::ModelCard;
 
-use super::{Trained, TrainedModel};
+use super::{load_mnist, Trained, TrainedModel};
 use crate::attack::Method;
-use crate::eval::{self, figures, markdown::markdown, EvalConfig, EvalImages, ExportedModel};
+use crate::eval::{
+    self, figures, markdown::markdown, Crafter, EvalConfig, EvalImages, ExportedModel,
+};
 use crate::export::{create_parent, with_ext};
 
 #[derive(Debug, Args)]
@@ -61,6 +64,10 @@ pub struct EvaluateArgs {
     /// images both classify correctly are attacked.
     #[arg(long)]
     pub include_misclassified: bool,
+    /// Craft the attacks on this model (stem, e.g. one member of the evaluated ensemble) and
+    /// transfer them to the evaluated model, instead of attacking it white-box.
+    #[arg(long, value_name = "STEM")]
+    pub craft_on: Option<PathBuf>,
     /// Bootstrap resamples behind each AUC's 95 % interval (0: no intervals).
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
@@ -91,6 +98,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
         batch,
         runtime,
         include_misclassified,
+        craft_on,
         bootstrap,
     } = args;
     let out =
@@ -134,7 +142,29 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     };
     let start = Instant::now();
     let subset = EvalImages::from_dataset(&test.pick(images, seed), device);
-    let report = eval::evaluate(net.as_dyn(), &subset, None, &cfg, device)?;
+    let evaluated = net.as_dyn();
+    let crafter = match &craft_on {
+        Some(stem) => {
+            let card = ModelCard::read(&with_ext(stem, "card.json"))?;
+            let (net, vs) = load_mnist(stem, &card, device)?;
+            ensure!(
+                net.as_dyn().input_spec() == evaluated.input_spec()
+                    && net.as_dyn().classes() == evaluated.classes(),
+                "{} takes another input or gives other classes than the evaluated model",
+                stem.display()
+            );
+            Some((net, vs, stem.display().to_string()))
+        }
+        None => None,
+    };
+    let crafter_ref = match &crafter {
+        Some((net, _, name)) => Crafter::Transfer {
+            net: net.as_dyn(),
+            name: name.clone(),
+        },
+        None => Crafter::Itself,
+    };
+    let report = eval::evaluate(evaluated, crafter_ref, &subset, None, &cfg, device)?;
     log::info!("evaluated in {:.0} s", start.elapsed().as_secs_f64());
     create_parent(&out)?;
     let md = markdown(&report);

@@ -15,7 +15,9 @@ use tch::Device;
 use crate::attack::Method;
 use crate::data::photos::Photos;
 use crate::data::variants::{variants, VARIANTS};
-use crate::eval::{self, figures, markdown::markdown, EvalConfig, EvalImages, ExportedModel};
+use crate::eval::{
+    self, figures, markdown::markdown, Crafter, EvalConfig, EvalImages, ExportedModel,
+};
 use crate::export::{create_parent, with_ext};
 use crate::nets::lite0;
 use crate::nets::DropoutNet;
@@ -157,7 +159,7 @@ pub fn run(args: EvaluatePhotosArgs) -> Result<()> {
         bootstrap: args.bootstrap,
     };
     let start = Instant::now();
-    let report = eval::evaluate(&net, &attacked, Some(&extra), &cfg, device)?;
+    let report = eval::evaluate(&net, Crafter::Itself, &attacked, Some(&extra), &cfg, device)?;
     log::info!("evaluated in {:.0} s", start.elapsed().as_secs_f64());
     create_parent(&args.out)?;
     let md = markdown(&report);

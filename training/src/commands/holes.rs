@@ -48,6 +48,11 @@ pub struct HolesArgs {
     /// Output stem: <OUT>.json, <OUT>-images.png, <OUT>-frames/.
     #[arg(long, default_value = "docs/results/holes")]
     pub out: PathBuf,
+    /// Other exported models (stems, comma-separated) that also gate every hole found, each
+    /// at its own card's threshold and T: e.g. whether an ensemble fills the single model's
+    /// holes.
+    #[arg(long, value_delimiter = ',', value_name = "STEM")]
+    pub also: Vec<PathBuf>,
 }
 
 pub fn run(args: HolesArgs) -> Result<()> {
@@ -74,7 +79,29 @@ pub fn run(args: HolesArgs) -> Result<()> {
     // The runtime's verdict on every hole (its own masks, the card's T).
     let floats = Vec::<f32>::try_from(images.to_kind(Kind::Float).flatten(0, -1))?;
     let runtime = tract_scores(&model, &floats, 784, model.card.default_samples, args.seed)?;
-    let rejected = runtime.mi.iter().filter(|&&mi| mi >= threshold).count();
+    let rejected = runtime.mi.iter().filter(|&&mi| mi > threshold).count();
+    let mut also = vec![];
+    for stem in &args.also {
+        let other = mcgate::model::Model::load_from(stem)?;
+        let t = other
+            .card
+            .mi_threshold()
+            .with_context(|| format!("{} has no MI threshold", stem.display()))?;
+        let samples = other.card.default_samples;
+        let scores = tract_scores(&other, &floats, 784, samples, args.seed)?;
+        let rejected = scores.mi.iter().filter(|&&mi| mi > t).count();
+        println!(
+            "{} rejects {rejected} of the {} holes (T = {samples}, threshold {t:.4})",
+            stem.display(),
+            report.holes.len()
+        );
+        also.push(serde_json::json!({
+            "model": stem.display().to_string(),
+            "samples": samples,
+            "threshold": t,
+            "holes_rejected": rejected,
+        }));
+    }
 
     create_parent(&args.out)?;
     let name = args
@@ -118,6 +145,9 @@ pub fn run(args: HolesArgs) -> Result<()> {
         "holes_rejected": rejected,
         "holes": report.holes.len(),
     });
+    if !also.is_empty() {
+        value["also"] = also.into();
+    }
     std::fs::write(&json, serde_json::to_string_pretty(&value)? + "\n")?;
     println!(
         "{} grid points, {} at latent distance ≥ {} from every training digit; {} of those called a class with p ≥ {}; {} of them with MI < {threshold:.4} (holes); the runtime rejects {rejected} of the {} holes (T = {}); wrote {} and {} frames in {}",

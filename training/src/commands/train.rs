@@ -12,7 +12,7 @@ use tch::{nn, Device};
 
 use crate::data::{self, Known};
 use crate::export::{self, with_ext};
-use crate::nets::mnist::MnistCnn;
+use crate::nets::mnist::{MnistCnn, WeightInit};
 use crate::train::{self, Optimizer, TrainConfig};
 
 #[derive(Debug, Args)]
@@ -39,6 +39,9 @@ pub struct TrainArgs {
     pub lr_decay: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// How the weights start: tch's defaults (the shipped models), PyTorch's or Keras's.
+    #[arg(long, value_enum, default_value_t = WeightInit::Tch)]
+    pub init: WeightInit,
     /// Training images held out for threshold calibration.
     #[arg(long, default_value_t = 5000)]
     pub validation: usize,
@@ -68,6 +71,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         lr,
         lr_decay,
         seed,
+        init,
         validation,
         train_limit,
         test_limit,
@@ -103,7 +107,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
     let vs = nn::VarStore::new(device);
     tch::manual_seed(seed as i64);
-    let net = MnistCnn::new(&vs.root());
+    let net = MnistCnn::with_init(&vs.root(), init);
     let cfg = TrainConfig {
         epochs,
         batch_size,
@@ -169,7 +173,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             train_images: full.len(),
             epochs,
             batch_size,
-            optimizer: format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch").to_lowercase(),
+            optimizer: match init {
+                WeightInit::Tch => format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch"),
+                _ => format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch init={init:?}"),
+            }
+            .to_lowercase(),
             seed,
             device: format!("{device:?}"),
             train_seconds,

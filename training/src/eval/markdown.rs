@@ -21,13 +21,18 @@ pub fn markdown(r: &EvalReport) -> String {
         None => f(d.auc),
     };
     let mut s = format!(
-        "{} images (seed {}), T = {}; attacked: {}; attack labels: {}; MC attacks: {}.\n\
+        "{} images (seed {}), T = {}{}; attacked: {}; crafted on: {}; attack labels: {}; MC attacks: {}.\n\
          Clean accuracy on all of them: {:.2} % deterministic, {:.2} % MC. {} clean negatives; \
          MI threshold {:.4} rejects {:.1} % of them.\n\n",
         r.images,
         r.seed,
         r.samples,
+        match r.members {
+            1 => String::new(),
+            m => format!(" per member × {m} members, pooled"),
+        },
         r.attacked,
+        r.crafted_on,
         r.labels,
         r.mc_loss,
         100.0 * r.clean_accuracy_deterministic,

@@ -58,6 +58,29 @@ pub struct EvalConfig {
     pub bootstrap: usize,
 }
 
+/// The network whose gradients craft the attacks.
+pub enum Crafter<'a> {
+    /// The evaluated network itself (white box).
+    Itself,
+    /// Another network, the attacks then transferred to the evaluated one (e.g. from one
+    /// member to its ensemble). "Deterministic" and "MC" rows name that network's models;
+    /// success is still judged on the evaluated network's predictions.
+    Transfer {
+        net: &'a dyn DropoutNet,
+        /// How the report names it.
+        name: String,
+    },
+}
+
+impl<'a> Crafter<'a> {
+    fn net(&self) -> Option<&'a dyn DropoutNet> {
+        match self {
+            Crafter::Itself => None,
+            Crafter::Transfer { net, .. } => Some(*net),
+        }
+    }
+}
+
 /// The images an evaluation attacks (or only scores, as extra clean negatives): pixels in
 /// [0, 1] `[N, C, H, W]`, true labels, and a group per image — frames of one scene (a photo's
 /// camera-like variants) share one, and the bootstrap resamples groups.
@@ -213,6 +236,7 @@ fn attack_plan(cfg: &EvalConfig) -> Vec<(Target, Method, f64)> {
 /// noise.
 pub fn evaluate(
     net: &dyn DropoutNet,
+    crafter: Crafter,
     images: &EvalImages,
     extra_clean: Option<&EvalImages>,
     cfg: &EvalConfig,
@@ -333,7 +357,7 @@ pub fn evaluate(
             .iter()
             .zip(y.split(cfg.batch, 0).iter())
         {
-            adv_parts.push(attack::run(net, bx, by, &a));
+            adv_parts.push(attack::run(crafter.net().unwrap_or(net), bx, by, &a));
         }
         let adv = Tensor::cat(&adv_parts, 0);
         let noise = matched_noise(&x, &adv);
@@ -495,6 +519,7 @@ pub fn evaluate(
     Ok(EvalReport {
         images: subset.len(),
         samples: cfg.samples,
+        members: net.members(),
         seed: cfg.seed,
         labels: if cfg.true_labels {
             "true labels"
@@ -518,6 +543,10 @@ pub fn evaluate(
             )
         } else {
             format!("all {} images", images.len())
+        },
+        crafted_on: match &crafter {
+            Crafter::Itself => "the evaluated model (white box)".into(),
+            Crafter::Transfer { name, .. } => format!("{name}, transferred"),
         },
         clean_negatives: mi_clean.len(),
         threshold: cfg.threshold,

@@ -12,7 +12,10 @@ use crate::measures::Measure;
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     pub images: usize,
+    /// T, per member for an ensemble.
     pub samples: i64,
+    /// Networks whose samples are pooled (1, or an ensemble's members).
+    pub members: usize,
     pub seed: u64,
     pub labels: String,
     pub mc_loss: String,
@@ -20,6 +23,8 @@ pub struct EvalReport {
     pub clean_accuracy_mc: f64,
     /// Which images were attacked, in words.
     pub attacked: String,
+    /// The network the attacks were crafted on, in words.
+    pub crafted_on: String,
     /// Clean negatives (the attacked images and any extra clean ones).
     pub clean_negatives: usize,
     pub threshold: f64,
