@@ -100,6 +100,7 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
         frames: 3,
         seed: 1,
         out: out.clone(),
+        also: vec![root().join("models/mnist.int8")],
     })
     .unwrap();
     let h = json(&out.with_extension("json"));
@@ -114,7 +115,11 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
         assert!(hole["max_probability"].as_f64().unwrap() >= 0.9);
         assert!(hole["mutual_information"].as_f64().unwrap() < threshold);
     }
-    assert!(h["runtime"]["holes_rejected"].as_u64().unwrap() <= found.len() as u64);
+    assert!(h["runtime"]["holes_rejected"].as_u64().unwrap() <= total);
+    // Another gate on the same holes, at its own card's threshold.
+    let also = &h["also"][0];
+    assert!(also["model"].as_str().unwrap().ends_with("models/mnist.int8"));
+    assert!(also["holes_rejected"].as_u64().unwrap() <= total);
     let frames = std::fs::read_dir(dir.path().join("holes-frames"))
         .unwrap()
         .count();
