@@ -41,6 +41,39 @@ fn clean_digits_are_classified_right_and_mostly_accepted() {
     assert!(accepted >= 8, "only {accepted} of 10 clean digits accepted");
 }
 
+#[test]
+fn the_shipped_ensemble_gates_the_samples_over_its_pooled_samples() {
+    let out = mcgate(&["info", "models/mnist-ensemble"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("output probs: F32 [5*T, 10]"), "{text}");
+    assert!(text.contains("ensemble of 5 members"), "{text}");
+    assert!(text.contains("mask_9: F32 [T, 128]"), "{text}");
+
+    let out = mcgate(&[
+        "gate",
+        "models/mnist-ensemble",
+        "samples/mnist/clean",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let reports = lines(&out);
+    assert_eq!(reports.len(), 10);
+    for r in &reports {
+        let name = Path::new(r["source"].as_str().unwrap())
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        assert_eq!(r["label"], name.split('_').nth(1).unwrap(), "{r}");
+        // T per member; the measures ran over 5 × 20 rows.
+        assert_eq!(r["samples"], 20);
+    }
+    let accepted = reports.iter().filter(|r| r["verdict"] == "accept").count();
+    assert!(accepted >= 8, "only {accepted} of 10 clean digits accepted");
+}
+
 fn mi(r: &serde_json::Value) -> f64 {
     r["measures"]["mutual_information"].as_f64().unwrap()
 }

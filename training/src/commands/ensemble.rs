@@ -136,7 +136,7 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
 
     tch::manual_seed(seed as i64);
     let det = train::deterministic_accuracy(&ensemble, &test, device);
-    let (mc, _) = train::mc_accuracy_and_mi(&ensemble, &test, samples as i64, device)?;
+    let (mc, test_mi) = train::mc_accuracy_and_mi(&ensemble, &test, samples as i64, device)?;
     log::info!(
         "test accuracy: deterministic {:.2}%, MC ({m} × T={samples}) {:.2}%",
         100.0 * det,
@@ -150,6 +150,25 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
         100.0 * rate_above(&val_mi, threshold),
         val_mi.len()
     );
+    log::info!(
+        "… and {:.2}% of the {} clean test images",
+        100.0 * rate_above(&test_mi, threshold),
+        test_mi.len()
+    );
+    // Each member alone at its own card's threshold, on the same test images: the spread
+    // the ensemble is compared with.
+    for (net, (stem, _, _)) in ensemble.members().iter().zip(&member_cards) {
+        let (acc, mi) = train::mc_accuracy_and_mi(net, &test, samples as i64, device)?;
+        let t = ModelCard::read(&with_ext(stem, "card.json"))?
+            .mi_threshold()
+            .context("a member has no MI threshold")?;
+        log::info!(
+            "member {}: MC (T={samples}) test accuracy {:.2}%, {:.2}% of the test images above its threshold {t:.5}",
+            stem.display(),
+            100.0 * acc,
+            100.0 * rate_above(&mi, t)
+        );
+    }
 
     let onnx = export::onnx_bytes(&ensemble, &export::float_doc(&ensemble))?;
     let mut card = export::card_for(
