@@ -66,7 +66,7 @@ pub struct Member {
     pub name: String,
     /// Its mask inputs: a consecutive run of the card's `dropout_sites`, in order.
     pub sites: Vec<String>,
-    /// Its own test accuracy, measured when the ensemble was assembled.
+    /// Its own test accuracy, from its own card.
     pub metrics: Option<Metrics>,
     /// How it was trained.
     pub training: Training,
@@ -566,8 +566,14 @@ impl ModelCard {
                 )));
             }
         }
-        if let Some(ensemble) = &self.ensemble {
-            self.validate_ensemble(ensemble)?;
+        match &self.ensemble {
+            Some(ensemble) => self.validate_ensemble(ensemble)?,
+            None if matches!(self.provenance, Provenance::Assembled(_)) => {
+                return Err(CardError::Ensemble(
+                    "assembled provenance without an `ensemble`".into(),
+                ))
+            }
+            None => {}
         }
         if self.schema == SCHEMA_V1 {
             self.validate_v1()?;
@@ -590,6 +596,17 @@ impl ModelCard {
                 "{} member(s): an ensemble needs at least 2",
                 ensemble.members.len()
             ));
+        }
+        match &self.provenance {
+            Provenance::Assembled(a) if a.assembled_from.len() == ensemble.members.len() => {}
+            Provenance::Assembled(a) => {
+                return fail(format!(
+                    "{} members, assembled from {} models",
+                    ensemble.members.len(),
+                    a.assembled_from.len()
+                ))
+            }
+            _ => return fail("an ensemble's provenance is `assembled_from`".into()),
         }
         let mut next = self.dropout_sites.iter().map(|s| s.input.as_str());
         for member in &ensemble.members {
@@ -935,6 +952,23 @@ pub(crate) mod tests {
             member("b", &[]),
         ]));
         assert_eq!(why, "member b has no dropout sites");
+
+        // Provenance and members go together.
+        let mut lone = good.clone();
+        lone.ensemble = None;
+        assert!(matches!(lone.validate(), Err(CardError::Ensemble(_))));
+        let mut trained = good.clone();
+        trained.provenance = sample_card().provenance;
+        assert_eq!(
+            refused(trained),
+            "an ensemble's provenance is `assembled_from`"
+        );
+        let mut three = good.clone();
+        let Provenance::Assembled(a) = &mut three.provenance else {
+            unreachable!()
+        };
+        a.assembled_from.push("c".into());
+        assert_eq!(refused(three), "2 members, assembled from 3 models");
 
         let mut v1 = good.clone();
         v1.schema = SCHEMA_V1.into();

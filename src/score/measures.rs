@@ -48,7 +48,7 @@ pub enum Unscorable {
         /// Classes per row.
         classes: usize,
     },
-    /// The output has another number of samples than the T the gate ran.
+    /// The output has another number of rows than the gate ran (T, or M·T for an ensemble).
     Samples {
         /// Values given.
         len: usize,

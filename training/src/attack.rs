@@ -79,13 +79,13 @@ pub fn loss(net: &dyn DropoutNet, pixels: &Tensor, y: &Tensor, target: Target) -
             mean.clamp_min(1e-12).log().nll_loss(y)
         }
         Target::McEot { samples } => {
-            let probs = net.mc_probs(x, samples); // [T, N, C]
+            let probs = net.mc_probs(x, samples); // [M·T, N, C]
             let (t, n, c) = (probs.size()[0], probs.size()[1], probs.size()[2]);
             let logp = probs.clamp_min(1e-12).log().view([t * n, c]);
             logp.g_nll_loss::<Tensor>(&y.repeat([t]), None, Reduction::Mean, -100)
         }
         Target::Adaptive { samples, lambda } => {
-            let probs = net.mc_probs(x, samples); // [T, N, C]
+            let probs = net.mc_probs(x, samples); // [M·T, N, C]
             let mean = probs.mean_dim(0, false, Kind::Float); // [N, C]
             let entropy = |p: &Tensor| {
                 -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float)

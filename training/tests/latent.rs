@@ -118,7 +118,10 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
     assert!(h["runtime"]["holes_rejected"].as_u64().unwrap() <= total);
     // Another gate on the same holes, at its own card's threshold.
     let also = &h["also"][0];
-    assert!(also["model"].as_str().unwrap().ends_with("models/mnist.int8"));
+    assert!(also["model"]
+        .as_str()
+        .unwrap()
+        .ends_with("models/mnist.int8"));
     assert!(also["holes_rejected"].as_u64().unwrap() <= total);
     let frames = std::fs::read_dir(dir.path().join("holes-frames"))
         .unwrap()

@@ -1,5 +1,6 @@
 //! The export is unchanged: re-exporting the shipped checkpoints gives the shipped ONNX files
-//! byte for byte (the SHA-256 their cards record). The float files need only the checkpoints.
+//! byte for byte (the SHA-256 their cards record). The float files need only the checkpoints;
+//! the ensemble, only its own ONNX file.
 //! The int8 file is rebuilt from the checkpoint and the activation scales it records; the
 //! calibration that chose those scales (`quantize`'s: the first 1000 MNIST training images,
 //! seed 1, T = 20; needs MNIST in data/mnist) is re-run and must find them again within float
@@ -9,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use mcgate::model::card::{sha256_hex, ModelCard};
+use mcgate_training::commands::{load_mnist, MnistModel};
 use mcgate_training::nets::mnist::{Int8Scales, MnistCnn};
 use mcgate_training::nets::Int8Export;
 use mcgate_training::{data, export};
@@ -51,6 +53,23 @@ fn float_exports_of_the_shipped_checkpoints_are_the_shipped_files() {
         let bytes = export::onnx_bytes(&net, &export::float_doc(&net)).unwrap();
         assert_shipped(&stem, &bytes);
     }
+}
+
+/// The shipped ensemble ships no checkpoint: its members' weights, read back from its own ONNX
+/// file, re-export to that file byte for byte, and its member 0 is the shipped single model.
+#[test]
+fn the_shipped_ensemble_re_exports_from_its_own_weights() {
+    let stem = repo().join("models/mnist-ensemble");
+    let card = ModelCard::read(&export::with_ext(&stem, "card.json")).expect("card");
+    let (net, _vs) = load_mnist(&stem, &card, Device::Cpu).unwrap();
+    let bytes = export::onnx_bytes(net.as_dyn(), &export::float_doc(net.as_dyn())).unwrap();
+    assert_shipped(&stem, &bytes);
+    let MnistModel::Ensemble(ensemble) = net else {
+        panic!("models/mnist-ensemble loaded as one network")
+    };
+    let first = &ensemble.members()[0];
+    let single = export::onnx_bytes(first, &export::float_doc(first)).unwrap();
+    assert_shipped(&repo().join("models/mnist"), &single);
 }
 
 /// A float32 scalar initializer of the ONNX file `path`.

@@ -159,14 +159,16 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
     // the ensemble is compared with.
     for (net, (stem, _, _)) in ensemble.members().iter().zip(&member_cards) {
         let (acc, mi) = train::mc_accuracy_and_mi(net, &test, samples as i64, device)?;
-        let t = ModelCard::read(&with_ext(stem, "card.json"))?
+        let member_card = ModelCard::read(&with_ext(stem, "card.json"))?;
+        let t = member_card
             .mi_threshold()
             .context("a member has no MI threshold")?;
         log::info!(
-            "member {}: MC (T={samples}) test accuracy {:.2}%, {:.2}% of the test images above its threshold {t:.5}",
+            "member {}: MC (T={samples}) test accuracy {:.2}%, {:.2}% of the test images above its threshold {t:.5} (calibrated at T={})",
             stem.display(),
             100.0 * acc,
-            100.0 * rate_above(&mi, t)
+            100.0 * rate_above(&mi, t),
+            member_card.default_samples
         );
     }
 
@@ -214,11 +216,13 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
             })
             .collect(),
     });
-    export::create_parent(&out)?;
-    let onnx_path = export::write_onnx(&out, &onnx)?;
-    // The runtime must accept what was written: card and graph checked against each other.
+    // The runtime must accept it, card and graph checked against each other, before anything
+    // is written.
+    let onnx_path = with_ext(&out, "onnx");
     Model::from_parts(card.clone(), &onnx, &onnx_path)
         .context("the runtime refuses the assembled ensemble")?;
+    export::create_parent(&out)?;
+    export::write_onnx(&out, &onnx)?;
     let card_path = export::write_card(&out, &card)?;
     println!("wrote {}, {}", onnx_path.display(), card_path.display());
     Ok(())

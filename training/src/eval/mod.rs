@@ -519,7 +519,7 @@ pub fn evaluate(
     Ok(EvalReport {
         images: subset.len(),
         samples: cfg.samples,
-        members: net.members(),
+        members: net.member_count(),
         seed: cfg.seed,
         labels: if cfg.true_labels {
             "true labels"

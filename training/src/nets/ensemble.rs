@@ -86,7 +86,7 @@ impl<N: DropoutNet> DropoutNet for Ensemble<N> {
         self.members[0].classes()
     }
 
-    fn members(&self) -> usize {
+    fn member_count(&self) -> usize {
         self.members.len()
     }
 

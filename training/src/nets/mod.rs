@@ -57,8 +57,8 @@ pub trait DropoutNet {
     /// Output classes.
     fn classes(&self) -> usize;
 
-    /// Networks whose samples the MC output pools: T samples give `members() · T` rows.
-    fn members(&self) -> usize {
+    /// Networks whose samples the MC output pools: T samples give `member_count() · T` rows.
+    fn member_count(&self) -> usize {
         1
     }
 
@@ -116,7 +116,7 @@ pub trait DropoutNet {
         (pixels * (255.0 * spec.scale as f64) - per_channel(&spec.mean)) / per_channel(&spec.std)
     }
 
-    /// MC-dropout probabilities `[M·T, N, C]` for a batch `[N, ..]` (M = `members()`), each
+    /// MC-dropout probabilities `[M·T, N, C]` for a batch `[N, ..]` (M = `member_count()`), each
     /// image and sample with its own masks.
     fn mc_probs(&self, x: &Tensor, samples: i64) -> Tensor {
         self.mc_probs_from_features(&self.trunk(x), samples)
@@ -174,7 +174,7 @@ pub fn deterministic_probs(net: &dyn DropoutNet, x: &Tensor) -> Result<Vec<f32>>
 /// scores a frame.
 pub fn mc_measures(net: &dyn DropoutNet, x: &Tensor, samples: i64) -> Result<Vec<Measures>> {
     let probs = per_image_batches(x, |bx| net.mc_probs(bx, samples))?;
-    crate::measures::per_image(&probs, samples as usize * net.members(), net.classes())
+    crate::measures::per_image(&probs, samples as usize * net.member_count(), net.classes())
 }
 
 /// As [`mc_measures`], from trunk features `[N, ..]` (a head trained on cached features).
@@ -184,7 +184,7 @@ pub fn mc_measures_from_features(
     samples: i64,
 ) -> Result<Vec<Measures>> {
     let probs = per_image_batches(features, |bf| net.mc_probs_from_features(bf, samples))?;
-    crate::measures::per_image(&probs, samples as usize * net.members(), net.classes())
+    crate::measures::per_image(&probs, samples as usize * net.member_count(), net.classes())
 }
 
 /// `mc` (`[N, ..]` → `[R, N, C]`) over batches of `x`, as image-major `[N, R, C]` values.
@@ -217,7 +217,13 @@ pub fn load_onnx_weights(vs: &mut tch::nn::VarStore, onnx: &[u8]) -> Result<()> 
         .map(|t| (t.name.as_str(), t))
         .collect();
     let _guard = tch::no_grad_guard();
-    for (name, mut var) in vs.variables() {
+    let variables = vs.variables();
+    // A constant no variable takes means the file is not this network's (say, an ensemble
+    // card edited down to fewer members than its graph has).
+    if let Some(extra) = constants.keys().find(|n| !variables.contains_key(**n)) {
+        anyhow::bail!("constant {extra} is not a variable of the network");
+    }
+    for (name, mut var) in variables {
         let t = constants
             .get(name.as_str())
             .with_context(|| format!("no constant named {name}"))?;
