@@ -65,7 +65,11 @@ pub fn run(args: LatentMapsArgs) -> Result<()> {
     std::fs::write(&json, serde_json::to_string(&value)? + "\n")
         .with_context(|| format!("writing {}", json.display()))?;
     let title = format!(
-        "MNIST model over the VAE's latent space: {}×{} decoded points on [−{e}, {e}]², {} test digits",
+        "MNIST {} over the VAE's latent space: {}×{} decoded points on [−{e}, {e}]², {} test digits",
+        match map.members {
+            1 => "model".to_string(),
+            m => format!("ensemble of {m}"),
+        },
         args.side,
         args.side,
         map.points.len(),

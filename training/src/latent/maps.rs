@@ -24,7 +24,10 @@ use crate::plot::{register_font, write_png, FONT};
 pub struct LatentMap {
     pub side: usize,
     pub extent: f64,
+    /// T, per member for an ensemble.
     pub samples: usize,
+    /// Networks whose samples are pooled: 1, or an ensemble's members.
+    pub members: usize,
     pub seed: u64,
     /// Per cell: mutual information, predictive entropy (nats), predicted class.
     pub mutual_information: Vec<f64>,
@@ -155,6 +158,7 @@ pub fn score(
         side,
         extent,
         samples,
+        members: net.member_count(),
         seed,
         mutual_information: m.iter().map(|m| m.mutual_information).collect(),
         predictive_entropy: m.iter().map(|m| m.predictive_entropy).collect(),
@@ -215,7 +219,14 @@ where
         let max = values.iter().copied().fold(0.0, f64::max).max(1e-12);
         let mut chart = ChartBuilder::on(area)
             .caption(
-                format!("{name} (T = {}; dark 0, yellow {max:.3} nats)", map.samples),
+                format!(
+                    "{name} (T = {}{}; dark 0, yellow {max:.3} nats)",
+                    map.samples,
+                    match map.members {
+                        1 => String::new(),
+                        m => format!(" × {m} members"),
+                    }
+                ),
                 (FONT, 14),
             )
             .margin(10)
