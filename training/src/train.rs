@@ -4,6 +4,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
+use mcgate::score::roc::{rate_above, threshold_at_fpr};
+
 use crate::data::Dataset;
 use crate::nets::{mc_measures, DropoutNet};
 
@@ -178,4 +180,52 @@ pub fn mc_accuracy_and_mi(
         .count();
     let mi = measures.iter().map(|m| m.mutual_information).collect();
     Ok((correct as f64 / data.len() as f64, mi))
+}
+
+/// What `train` and `ensemble` measure of a finished model: test accuracy with dropout off
+/// and MC, the MI of every test image, and the MI threshold calibrated on held-out images.
+pub struct Measured {
+    pub accuracy_deterministic: f64,
+    pub accuracy_mc: f64,
+    pub test_mi: Vec<f64>,
+    pub threshold: f64,
+}
+
+/// Measures `net` on `test` and calibrates its MI threshold at `target_fpr` on `validation`
+/// (T = `samples`, per member for an ensemble), logging both.
+pub fn measure_and_calibrate(
+    net: &dyn DropoutNet,
+    test: &Dataset,
+    validation: &Dataset,
+    samples: i64,
+    target_fpr: f64,
+    device: Device,
+) -> Result<Measured> {
+    let det = deterministic_accuracy(net, test, device);
+    let (mc, test_mi) = mc_accuracy_and_mi(net, test, samples, device)?;
+    log::info!(
+        "test accuracy: deterministic {:.2}%, MC (T={samples}{}) {:.2}%",
+        100.0 * det,
+        match net.member_count() {
+            1 => String::new(),
+            m => format!(" × {m} members"),
+        },
+        100.0 * mc
+    );
+    let (_, val_mi) = mc_accuracy_and_mi(net, validation, samples, device)?;
+    let threshold =
+        threshold_at_fpr(&val_mi, target_fpr).context("cannot calibrate: no validation scores")?;
+    log::info!(
+        "MI threshold {threshold:.5} nats: {:.2}% of {} clean validation images above it, {:.2}% of the {} test images",
+        100.0 * rate_above(&val_mi, threshold),
+        val_mi.len(),
+        100.0 * rate_above(&test_mi, threshold),
+        test_mi.len()
+    );
+    Ok(Measured {
+        accuracy_deterministic: det,
+        accuracy_mc: mc,
+        test_mi,
+        threshold,
+    })
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use mcgate::model::card::{self, Assembly, Member, Metrics, ModelCard, Provenance, Threshold};
 use mcgate::model::Model;
-use mcgate::score::roc::{rate_above, threshold_at_fpr};
+use mcgate::score::roc::rate_above;
 use tch::Device;
 
 use super::{load_mnist, MnistModel};
@@ -135,26 +135,12 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
     let m = ensemble.members().len();
 
     tch::manual_seed(seed as i64);
-    let det = train::deterministic_accuracy(&ensemble, &test, device);
-    let (mc, test_mi) = train::mc_accuracy_and_mi(&ensemble, &test, samples as i64, device)?;
-    log::info!(
-        "test accuracy: deterministic {:.2}%, MC ({m} × T={samples}) {:.2}%",
-        100.0 * det,
-        100.0 * mc
-    );
-    let (_, val_mi) = train::mc_accuracy_and_mi(&ensemble, &val, samples as i64, device)?;
-    let threshold =
-        threshold_at_fpr(&val_mi, target_fpr).context("cannot calibrate: no validation scores")?;
-    log::info!(
-        "MI threshold {threshold:.5} nats: {:.2}% of {} clean validation images above it",
-        100.0 * rate_above(&val_mi, threshold),
-        val_mi.len()
-    );
-    log::info!(
-        "… and {:.2}% of the {} clean test images",
-        100.0 * rate_above(&test_mi, threshold),
-        test_mi.len()
-    );
+    let train::Measured {
+        accuracy_deterministic: det,
+        accuracy_mc: mc,
+        threshold,
+        ..
+    } = train::measure_and_calibrate(&ensemble, &test, &val, samples as i64, target_fpr, device)?;
     // Each member alone at its own card's threshold, on the same test images: the spread
     // the ensemble is compared with.
     for (net, (stem, _, _)) in ensemble.members().iter().zip(&member_cards) {

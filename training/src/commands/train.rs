@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use mcgate::model::card::{Metrics, Provenance, Threshold, Training};
-use mcgate::score::roc::{rate_above, threshold_at_fpr};
 use tch::{nn, Device};
 
 use crate::data::{self, Known};
@@ -122,21 +121,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let train_seconds = start.elapsed().as_secs_f64();
     log::info!("trained in {train_seconds:.0} s");
 
-    let det = train::deterministic_accuracy(&net, &test, device);
-    let (mc, _) = train::mc_accuracy_and_mi(&net, &test, samples as i64, device)?;
-    log::info!(
-        "test accuracy: deterministic {:.2}%, MC (T={samples}) {:.2}%",
-        100.0 * det,
-        100.0 * mc
-    );
-    let (_, val_mi) = train::mc_accuracy_and_mi(&net, &val, samples as i64, device)?;
-    let threshold =
-        threshold_at_fpr(&val_mi, target_fpr).context("cannot calibrate: no validation scores")?;
-    log::info!(
-        "MI threshold {threshold:.5} nats: {:.2}% of {} clean validation images above it",
-        100.0 * rate_above(&val_mi, threshold),
-        val_mi.len()
-    );
+    let train::Measured {
+        accuracy_deterministic: det,
+        accuracy_mc: mc,
+        threshold,
+        ..
+    } = train::measure_and_calibrate(&net, &test, &val, samples as i64, target_fpr, device)?;
 
     export::create_parent(&out)?;
     let onnx = export::onnx_bytes(&net, &export::float_doc(&net))?;
