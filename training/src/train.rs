@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
+use mcgate::model::card::{Metrics, Threshold};
 use mcgate::score::roc::{rate_above, threshold_at_fpr};
 
 use crate::data::Dataset;
@@ -183,12 +184,48 @@ pub fn mc_accuracy_and_mi(
 }
 
 /// What `train` and `ensemble` measure of a finished model: test accuracy with dropout off
-/// and MC, the MI of every test image, and the MI threshold calibrated on held-out images.
+/// and MC, and the MI threshold calibrated on held-out images; the card's `metrics` and
+/// `threshold` come from it.
 pub struct Measured {
     pub accuracy_deterministic: f64,
     pub accuracy_mc: f64,
-    pub test_mi: Vec<f64>,
     pub threshold: f64,
+    samples: usize,
+    members: usize,
+    test_images: usize,
+    validation_images: usize,
+    target_fpr: f64,
+}
+
+impl Measured {
+    /// The card's `metrics`.
+    pub fn metrics(&self) -> Metrics {
+        Metrics {
+            test_accuracy_deterministic: self.accuracy_deterministic,
+            test_accuracy_mc: self.accuracy_mc,
+            mc_samples: self.samples,
+            test_images: self.test_images,
+        }
+    }
+
+    /// The card's `threshold`, provisional until checked against attacks.
+    pub fn card_threshold(&self) -> Threshold {
+        let samples = match self.members {
+            1 => format!("T={}", self.samples),
+            m => format!("{m} members × T={}, pooled", self.samples),
+        };
+        Threshold {
+            mutual_information: self.threshold,
+            method: format!(
+                "{}th percentile of MI ({samples}) on {} held-out clean training images",
+                100.0 * (1.0 - self.target_fpr),
+                self.validation_images
+            ),
+            target_fpr: Some(self.target_fpr),
+            provisional: true,
+            calibration: None,
+        }
+    }
 }
 
 /// Measures `net` on `test` and calibrates its MI threshold at `target_fpr` on `validation`
@@ -225,7 +262,11 @@ pub fn measure_and_calibrate(
     Ok(Measured {
         accuracy_deterministic: det,
         accuracy_mc: mc,
-        test_mi,
         threshold,
+        samples: samples as usize,
+        members: net.member_count(),
+        test_images: test.len(),
+        validation_images: validation.len(),
+        target_fpr,
     })
 }

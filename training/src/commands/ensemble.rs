@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{self, Assembly, Member, Metrics, ModelCard, Provenance, Threshold};
+use mcgate::model::card::{self, Assembly, Member, ModelCard, Provenance, Training};
 use mcgate::model::Model;
 use mcgate::score::roc::rate_above;
 use tch::Device;
@@ -86,9 +86,8 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
     let device = Device::cuda_if_available();
 
     let mut nets = vec![];
-    let mut member_cards = vec![];
+    let mut member_cards: Vec<(ModelCard, Training)> = vec![];
     let mut stores = vec![];
-    let mut digests: Vec<String> = vec![];
     for stem in &members {
         let card = ModelCard::read(&with_ext(stem, "card.json"))?;
         let Provenance::Trained(training) = &card.provenance else {
@@ -111,7 +110,10 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
             stem.display()
         );
         // The same network twice would double its samples and add nothing.
-        if let Some(twin) = digests.iter().position(|d| *d == card.onnx_sha256) {
+        if let Some(twin) = member_cards
+            .iter()
+            .position(|(c, _)| c.onnx_sha256 == card.onnx_sha256)
+        {
             bail!(
                 "{} and {} are the same model",
                 members[twin].display(),
@@ -126,26 +128,22 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
             );
         };
         log::info!("member {}: seed {}", stem.display(), training.seed);
+        let training = training.clone();
         nets.push(net);
         stores.push(vs);
-        member_cards.push((stem, training.clone(), card.metrics.clone()));
-        digests.push(card.onnx_sha256);
+        member_cards.push((card, training));
     }
     let ensemble = Ensemble::new(nets)?;
-    let m = ensemble.members().len();
 
     tch::manual_seed(seed as i64);
-    let train::Measured {
-        accuracy_deterministic: det,
-        accuracy_mc: mc,
-        threshold,
-        ..
-    } = train::measure_and_calibrate(&ensemble, &test, &val, samples as i64, target_fpr, device)?;
+    let measured =
+        train::measure_and_calibrate(&ensemble, &test, &val, samples as i64, target_fpr, device)?;
     // Each member alone at its own card's threshold, on the same test images: the spread
     // the ensemble is compared with.
-    for (net, (stem, _, _)) in ensemble.members().iter().zip(&member_cards) {
+    for ((net, (member_card, _)), stem) in
+        ensemble.members().iter().zip(&member_cards).zip(&members)
+    {
         let (acc, mi) = train::mc_accuracy_and_mi(net, &test, samples as i64, device)?;
-        let member_card = ModelCard::read(&with_ext(stem, "card.json"))?;
         let t = member_card
             .mi_threshold()
             .context("a member has no MI threshold")?;
@@ -165,24 +163,8 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
         dataset.classes(),
         &onnx,
         samples,
-        Some(Threshold {
-            mutual_information: threshold,
-            method: format!(
-                "{}th percentile of MI ({m} members × T={samples}, pooled) on {} held-out \
-                 clean training images",
-                100.0 * (1.0 - target_fpr),
-                val.len()
-            ),
-            target_fpr: Some(target_fpr),
-            provisional: true,
-            calibration: None,
-        }),
-        Some(Metrics {
-            test_accuracy_deterministic: det,
-            test_accuracy_mc: mc,
-            mc_samples: samples,
-            test_images: test.len(),
-        }),
+        Some(measured.card_threshold()),
+        Some(measured.metrics()),
         Provenance::Assembled(Assembly {
             assembled_from: members.iter().map(|s| s.display().to_string()).collect(),
             source_commit,
@@ -194,10 +176,11 @@ pub fn run(args: EnsembleArgs) -> Result<()> {
             .members()
             .iter()
             .zip(member_cards)
-            .map(|(net, (stem, training, metrics))| Member {
+            .zip(&members)
+            .map(|((net, (member_card, training)), stem)| Member {
                 name: export::stem_name(stem),
                 sites: sites.by_ref().take(net.sites().len()).collect(),
-                metrics,
+                metrics: member_card.metrics,
                 training,
             })
             .collect(),

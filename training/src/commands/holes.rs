@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use mcgate::model::Model;
 use tch::{Device, Kind};
 
 use super::{LatentInputs, LatentPair};
@@ -57,7 +58,7 @@ pub struct HolesArgs {
 
 pub fn run(args: HolesArgs) -> Result<()> {
     let LatentPair { vae, net, .. } = LatentPair::load(&args.inputs)?;
-    let model = mcgate::model::Model::load_from(&args.inputs.model)?;
+    let model = Model::load_from(&args.inputs.model)?;
     let threshold = model
         .card
         .mi_threshold()
@@ -78,18 +79,16 @@ pub fn run(args: HolesArgs) -> Result<()> {
 
     // The runtime's verdict on every hole (its own masks, the card's T).
     let floats = Vec::<f32>::try_from(images.to_kind(Kind::Float).flatten(0, -1))?;
-    let runtime = tract_scores(&model, &floats, 784, model.card.default_samples, args.seed)?;
-    let rejected = runtime.mi.iter().filter(|&&mi| mi > threshold).count();
+    let rejected = rejected_by(&model, &floats, threshold, args.seed)?;
     let mut also = vec![];
     for stem in &args.also {
-        let other = mcgate::model::Model::load_from(stem)?;
+        let other = Model::load_from(stem)?;
         let t = other
             .card
             .mi_threshold()
             .with_context(|| format!("{} has no MI threshold", stem.display()))?;
         let samples = other.card.default_samples;
-        let scores = tract_scores(&other, &floats, 784, samples, args.seed)?;
-        let rejected = scores.mi.iter().filter(|&&mi| mi > t).count();
+        let rejected = rejected_by(&other, &floats, t, args.seed)?;
         println!(
             "{} rejects {rejected} of the {} holes (T = {samples}, threshold {t:.4})",
             stem.display(),
@@ -164,4 +163,11 @@ pub fn run(args: HolesArgs) -> Result<()> {
         frames.display()
     );
     Ok(())
+}
+
+/// How many of `images` (28×28 model inputs, row-major) `model` rejects at `threshold`, each
+/// scored through the runtime at the card's T with its own masks.
+fn rejected_by(model: &Model, images: &[f32], threshold: f64, seed: u64) -> Result<usize> {
+    let scores = tract_scores(model, images, 784, model.card.default_samples, seed)?;
+    Ok(scores.mi.iter().filter(|&&mi| mi > threshold).count())
 }

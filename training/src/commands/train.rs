@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{Metrics, Provenance, Threshold, Training};
+use mcgate::model::card::{Provenance, Training};
 use tch::{nn, Device};
 
 use crate::data::{self, Known};
@@ -121,12 +121,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let train_seconds = start.elapsed().as_secs_f64();
     log::info!("trained in {train_seconds:.0} s");
 
-    let train::Measured {
-        accuracy_deterministic: det,
-        accuracy_mc: mc,
-        threshold,
-        ..
-    } = train::measure_and_calibrate(&net, &test, &val, samples as i64, target_fpr, device)?;
+    let measured =
+        train::measure_and_calibrate(&net, &test, &val, samples as i64, target_fpr, device)?;
 
     export::create_parent(&out)?;
     let onnx = export::onnx_bytes(&net, &export::float_doc(&net))?;
@@ -141,23 +137,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         dataset.classes(),
         &onnx,
         samples,
-        Some(Threshold {
-            mutual_information: threshold,
-            method: format!(
-                "{}th percentile of MI (T={samples}) on {} held-out clean training images",
-                100.0 * (1.0 - target_fpr),
-                val.len()
-            ),
-            target_fpr: Some(target_fpr),
-            provisional: true,
-            calibration: None,
-        }),
-        Some(Metrics {
-            test_accuracy_deterministic: det,
-            test_accuracy_mc: mc,
-            mc_samples: samples,
-            test_images: test.len(),
-        }),
+        Some(measured.card_threshold()),
+        Some(measured.metrics()),
         Provenance::Trained(Training {
             dataset: dataset.description().into(),
             train_images: full.len(),
