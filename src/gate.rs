@@ -8,7 +8,7 @@ use crate::input::frame::{self, Frame, Unreadable};
 use crate::input::preprocess::Preprocessor;
 use crate::model::card::ModelCard;
 use crate::model::Model;
-use crate::run::plan::{self, Plan};
+use crate::run::plan::{self, Plan, Strategy};
 use crate::run::rng;
 use crate::score::measures::{self, Measures};
 use crate::score::verdict::{self, RejectReason, SharedThreshold, Verdict};
@@ -73,10 +73,21 @@ impl Gate {
     /// A gate running `model` with `samples` MC samples per frame, rejecting MI above
     /// `threshold`.
     pub fn new(model: &Model, samples: usize, threshold: f64, seeds: Seeds) -> Result<Gate, Error> {
+        Self::with_strategy(model, samples, threshold, seeds, Strategy::default())
+    }
+
+    /// [`Gate::new`] with the plan's [`Strategy`] chosen (the dense plan, to compare).
+    pub fn with_strategy(
+        model: &Model,
+        samples: usize,
+        threshold: f64,
+        seeds: Seeds,
+        strategy: Strategy,
+    ) -> Result<Gate, Error> {
         check_threshold(threshold)?;
-        Self::sharing(
+        Self::build(
             model,
-            samples,
+            Plan::with(model, samples, strategy)?,
             Arc::new(SharedThreshold::new(threshold)),
             seeds,
         )
@@ -89,9 +100,18 @@ impl Gate {
         threshold: Arc<SharedThreshold>,
         seeds: Seeds,
     ) -> Result<Gate, Error> {
+        Self::build(model, Plan::new(model, samples)?, threshold, seeds)
+    }
+
+    fn build(
+        model: &Model,
+        plan: Plan,
+        threshold: Arc<SharedThreshold>,
+        seeds: Seeds,
+    ) -> Result<Gate, Error> {
         let card = model.card.clone();
         Ok(Gate {
-            plan: Plan::new(model, samples)?,
+            plan,
             preprocessor: Preprocessor::new(&card.input),
             scratch: vec![0.0; card.classes.len()],
             card,

@@ -9,6 +9,7 @@ pub mod card;
 mod check;
 pub mod onnx;
 pub mod rewrite;
+pub mod split;
 mod summary;
 
 use std::path::Path;
@@ -129,6 +130,12 @@ impl Model {
     /// The checked, typed graph (not yet optimised).
     pub fn typed(&self) -> &TypedModel {
         &self.typed
+    }
+
+    /// How the plan runs each dropout site (card order): as a sparse difference or in the
+    /// plain plan, and why.
+    pub fn site_paths(&self) -> Vec<split::SitePath> {
+        split::site_paths(&self.typed, &self.card)
     }
 }
 

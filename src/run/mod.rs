@@ -3,3 +3,4 @@
 pub mod masks;
 pub mod plan;
 pub mod rng;
+pub mod sparse;

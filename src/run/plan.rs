@@ -8,31 +8,90 @@ use tract_onnx::prelude::*;
 
 use crate::error::{one_line, Error};
 use crate::model::card::MAX_SAMPLES;
+use crate::model::split::{self, Split};
 use crate::model::{Model, ModelError};
-use crate::run::masks;
+use crate::run::masks::{self, SiteMasks};
 use crate::run::rng::WyRand;
+use crate::run::sparse::SparseHead;
+
+/// Which plan to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// The sparse-difference path for every dropout site that feeds a dense layer
+    /// (`model::split`), the plain plan for the others.
+    #[default]
+    Sparse,
+    /// The whole graph as one plain plan, every mask drawn in full.
+    Dense,
+}
 
 /// Where each graph input's value comes from, in graph input order.
 #[derive(Debug, Clone, Copy)]
 enum Feed {
     Image,
+    /// The mask of the site with this card index.
     Mask(usize),
+    /// The sparse layer output of the site with this card index.
+    Layer(usize),
+}
+
+/// One dropout site: its drop probability, where its masks start in the frame's random
+/// stream (draws before it), and how they reach the graph.
+struct Site {
+    p: f32,
+    start: u64,
+    path: SitePath,
+}
+
+/// How one dropout site's masks reach the graph.
+enum SitePath {
+    /// Drawn in full into a `[T, ..shape]` buffer the graph multiplies.
+    Dense { mask: Arc<Tensor> },
+    /// Read where the activation is non-zero by the sparse head, which writes its layer's
+    /// `[T, outputs]` output for the rest of the graph.
+    Sparse {
+        head: SparseHead,
+        out: Arc<Tensor>,
+        /// The trunk output holding this site's activation.
+        activation: usize,
+    },
+}
+
+/// The graph, whole or cut around its sparse layers.
+enum Body {
+    Whole {
+        state: TypedSimpleState,
+        feeds: Vec<Feed>,
+    },
+    Split {
+        /// Image → the sparse sites' activations, batch 1.
+        trunk: TypedSimpleState,
+        /// The sparse layers' outputs and the dense sites' masks → the output.
+        rest: TypedSimpleState,
+        feeds: Vec<Feed>,
+    },
 }
 
 /// A runnable plan for one T, with its reusable state and input buffers.
 pub struct Plan {
-    state: TypedSimpleState,
-    feeds: Vec<Feed>,
+    body: Body,
     image: Arc<Tensor>,
-    masks: Vec<(Arc<Tensor>, f32)>,
+    /// Card order.
+    sites: Vec<Site>,
     samples: usize,
     rows: usize,
 }
 
 impl Plan {
     /// Optimises `model`'s graph (symbolic T kept) and allocates the buffers for `samples`
-    /// masks.
+    /// masks, running every dropout site that feeds a dense layer as a sparse difference.
     pub fn new(model: &Model, samples: usize) -> Result<Plan, Error> {
+        Plan::with(model, samples, Strategy::Sparse)
+    }
+
+    /// [`Plan::new`] with the strategy chosen: both give the same masks for a seed and the
+    /// same probabilities within float rounding (tested).
+    pub fn with(model: &Model, samples: usize, strategy: Strategy) -> Result<Plan, Error> {
         if samples == 0 || samples > MAX_SAMPLES {
             return Err(Error::out_of_range(
                 "samples (T)",
@@ -45,36 +104,73 @@ impl Plan {
             path: card.name.clone().into(),
             problem: ModelError::Plan(one_line(&e)),
         };
-        let runnable = optimised(model).map_err(fail)?;
-        let state = TypedSimpleState::new(&runnable).map_err(fail)?;
-
-        // Feed by name in the optimised plan's own input order.
-        let optimised = runnable.model();
-        let mut feeds = vec![];
-        for outlet in optimised.input_outlets().map_err(fail)? {
-            let name = &optimised.node(outlet.node).name;
-            let feed = match card.dropout_sites.iter().position(|s| &s.input == name) {
-                Some(i) => Feed::Mask(i),
-                None => Feed::Image,
+        let cut = match strategy {
+            Strategy::Sparse => split::split(model.typed(), card).map_err(fail)?,
+            Strategy::Dense => None,
+        };
+        // Masks are drawn site after site from one stream; each site starts where the
+        // previous one's draws end, whichever path reads it.
+        let mut start = 0;
+        let mut sites = vec![];
+        for (index, site) in card.dropout_sites.iter().enumerate() {
+            let sparse = cut
+                .as_ref()
+                .and_then(|c| c.layers.iter().position(|l| l.site == index));
+            let path = match (sparse, &cut) {
+                (Some(activation), Some(cut)) => {
+                    let layer = &cut.layers[activation];
+                    SitePath::Sparse {
+                        head: SparseHead::new(layer, site.p, SiteMasks::new(site.p, start).kept()),
+                        out: Arc::new(
+                            Tensor::zero::<f32>(&[samples, layer.outputs]).map_err(fail)?,
+                        ),
+                        activation,
+                    }
+                }
+                _ => {
+                    let mut shape = vec![samples];
+                    shape.extend(&site.shape);
+                    SitePath::Dense {
+                        mask: Arc::new(Tensor::zero::<f32>(&shape).map_err(fail)?),
+                    }
+                }
             };
-            feeds.push(feed);
+            sites.push(Site {
+                p: site.p,
+                start,
+                path,
+            });
+            start += masks::draws(site.p, samples * site.sample_len());
         }
+        let body = match cut {
+            None => {
+                let runnable = runnable(model.typed().clone()).map_err(fail)?;
+                let feeds = feeds(&runnable, card, &[]).map_err(fail)?;
+                Body::Whole {
+                    state: TypedSimpleState::new(&runnable).map_err(fail)?,
+                    feeds,
+                }
+            }
+            Some(Split {
+                trunk,
+                rest,
+                layers,
+            }) => {
+                let trunk = runnable(trunk).map_err(fail)?;
+                let rest = runnable(rest).map_err(fail)?;
+                let feeds = feeds(&rest, card, &layers).map_err(fail)?;
+                Body::Split {
+                    trunk: TypedSimpleState::new(&trunk).map_err(fail)?,
+                    rest: TypedSimpleState::new(&rest).map_err(fail)?,
+                    feeds,
+                }
+            }
+        };
         let image = Tensor::zero::<f32>(&card.input.shape).map_err(fail)?;
-        let masks = card
-            .dropout_sites
-            .iter()
-            .map(|site| {
-                let mut shape = vec![samples];
-                shape.extend(&site.shape);
-                Ok((Arc::new(Tensor::zero::<f32>(&shape)?), site.p))
-            })
-            .collect::<TractResult<Vec<_>>>()
-            .map_err(fail)?;
         Ok(Plan {
-            state,
-            feeds,
+            body,
             image: Arc::new(image),
-            masks,
+            sites,
             samples,
             rows: card.output_rows(samples),
         })
@@ -90,16 +186,18 @@ impl Plan {
         self.rows
     }
 
+    /// Whether some dropout site runs as a sparse difference (else the plan is the plain
+    /// graph).
+    pub fn is_split(&self) -> bool {
+        matches!(self.body, Body::Split { .. })
+    }
+
     /// Runs T samples on one preprocessed image (`[C·H·W]`, already normalised) with masks
     /// drawn from `seed`, and returns the output tensor, [`rows`](Plan::rows) × classes
     /// probabilities.
     pub fn run(&mut self, image: &[f32], seed: u64) -> Result<TValue, Error> {
         copy_into(&mut self.image, image, "image")?;
-        let mut rng = WyRand::new(seed);
-        for (tensor, p) in &mut self.masks {
-            masks::fill(f32_slice_mut(tensor)?, *p, &mut rng);
-        }
-        self.run_current()
+        self.run_current(Masks::Drawn(seed))
     }
 
     /// Runs with caller-supplied masks (`[T, ..site]` each, card order): for parity tests
@@ -109,35 +207,128 @@ impl Plan {
         image: &[f32],
         site_masks: &[&[f32]],
     ) -> Result<TValue, Error> {
-        if site_masks.len() != self.masks.len() {
+        if site_masks.len() != self.sites.len() {
             return Err(Error::Inference(format!(
                 "{} masks given, the model has {} dropout sites",
                 site_masks.len(),
-                self.masks.len()
+                self.sites.len()
             )));
         }
-        copy_into(&mut self.image, image, "image")?;
-        for ((tensor, _), src) in self.masks.iter_mut().zip(site_masks) {
-            copy_into(tensor, src, "mask")?;
+        for (site, src) in self.sites.iter().zip(site_masks) {
+            let want = match &site.path {
+                SitePath::Dense { mask } => mask.len(),
+                SitePath::Sparse { head, .. } => head.inputs() * self.samples,
+            };
+            if src.len() != want {
+                return Err(Error::Inference(format!(
+                    "mask has {} values, the model takes {want}",
+                    src.len()
+                )));
+            }
         }
-        self.run_current()
+        copy_into(&mut self.image, image, "image")?;
+        self.run_current(Masks::Given(site_masks))
     }
 
-    fn run_current(&mut self) -> Result<TValue, Error> {
-        let inputs: TVec<TValue> = self
-            .feeds
+    fn run_current(&mut self, masks: Masks) -> Result<TValue, Error> {
+        let fail = |e: anyhow::Error| Error::Inference(one_line(&e));
+        let activations = match &mut self.body {
+            Body::Whole { .. } => tvec![],
+            Body::Split { trunk, .. } => trunk
+                .run(tvec![self.image.clone().into_tvalue()])
+                .map_err(fail)?,
+        };
+        for (index, site) in self.sites.iter_mut().enumerate() {
+            match &mut site.path {
+                SitePath::Dense { mask } => {
+                    let mask = f32_slice_mut(mask)?;
+                    match masks {
+                        Masks::Drawn(seed) => {
+                            masks::fill(mask, site.p, &mut WyRand::at(seed, site.start))
+                        }
+                        Masks::Given(given) => mask.copy_from_slice(given[index]),
+                    }
+                }
+                SitePath::Sparse {
+                    head,
+                    out,
+                    activation,
+                } => {
+                    let a = output_slice(&activations[*activation])?;
+                    let out = f32_slice_mut(out)?;
+                    let n = head.inputs();
+                    match masks {
+                        Masks::Drawn(seed) => {
+                            let stream = SiteMasks::new(site.p, site.start);
+                            head.run(a, out, |t, i| stream.value(seed, t * n + i))
+                        }
+                        Masks::Given(given) => {
+                            let given = given[index];
+                            head.run(a, out, |t, i| given[t * n + i])
+                        }
+                    }
+                }
+            }
+        }
+        let (state, feeds) = match &mut self.body {
+            Body::Whole { state, feeds } => (state, feeds),
+            Body::Split { rest, feeds, .. } => (rest, feeds),
+        };
+        let inputs: TVec<TValue> = feeds
             .iter()
-            .map(|feed| match feed {
-                Feed::Image => self.image.clone().into_tvalue(),
-                Feed::Mask(i) => self.masks[*i].0.clone().into_tvalue(),
+            .map(|feed| match (feed, &self.sites[feed.site()].path) {
+                (Feed::Image, _) => self.image.clone().into_tvalue(),
+                (_, SitePath::Dense { mask }) => mask.clone().into_tvalue(),
+                (_, SitePath::Sparse { out, .. }) => out.clone().into_tvalue(),
             })
             .collect();
-        let mut outputs = self
-            .state
-            .run(inputs)
-            .map_err(|e| Error::Inference(one_line(&e)))?;
+        let mut outputs = state.run(inputs).map_err(fail)?;
         Ok(outputs.remove(0))
     }
+}
+
+/// Where a run's masks come from.
+#[derive(Clone, Copy)]
+enum Masks<'a> {
+    /// Drawn from the frame's seed.
+    Drawn(u64),
+    /// Given by the caller, one `[T, ..shape]` slice per site.
+    Given(&'a [&'a [f32]]),
+}
+
+impl Feed {
+    /// The site a mask or layer feed belongs to (0 for the image, which has none).
+    fn site(&self) -> usize {
+        match *self {
+            Feed::Image => 0,
+            Feed::Mask(i) | Feed::Layer(i) => i,
+        }
+    }
+}
+
+/// How `runnable`'s inputs are fed, by name in its own input order: the image, the masks
+/// of the sites named in the card, and the `<layer>.sparse` inputs of the `layers`.
+fn feeds(
+    runnable: &TypedRunnableModel,
+    card: &crate::model::card::ModelCard,
+    layers: &[split::SparseLayer],
+) -> TractResult<Vec<Feed>> {
+    let model = runnable.model();
+    let mut feeds = vec![];
+    for outlet in model.input_outlets()? {
+        let name = &model.node(outlet.node).name;
+        let feed = if let Some(i) = card.dropout_sites.iter().position(|s| &s.input == name) {
+            Feed::Mask(i)
+        } else if let Some(l) = layers.iter().find(|l| &l.source == name) {
+            Feed::Layer(l.site)
+        } else if name == &card.input.name {
+            Feed::Image
+        } else {
+            anyhow::bail!("plan input {name} is neither the image nor a dropout site's")
+        };
+        feeds.push(feed);
+    }
+    Ok(feeds)
 }
 
 /// The f32 contents of an input buffer, for writing in place. `make_mut` clones only if
@@ -170,10 +361,14 @@ pub fn output_slice(out: &TValue) -> Result<&[f32], Error> {
     view.as_slice::<f32>().map_err(fail)
 }
 
-/// The graph the gate runs for `model`: channel-last convolutions, optimised, runnable
-/// (`examples/profile_nodes.rs` times it node by node).
+/// `model`'s whole graph as the plain plan runs it (`examples/profile_nodes.rs` times it
+/// node by node).
 pub fn optimised(model: &Model) -> TractResult<Arc<TypedRunnableModel>> {
-    let mut typed = model.typed().clone();
+    runnable(model.typed().clone())
+}
+
+/// A graph as the gate runs it: channel-last convolutions, optimised, runnable.
+fn runnable(mut typed: TypedModel) -> TractResult<Arc<TypedRunnableModel>> {
     channels_last(&mut typed)?;
     typed.into_optimized()?.into_runnable()
 }

@@ -17,14 +17,30 @@ impl WyRand {
         WyRand { state: seed }
     }
 
+    /// The generator `WyRand::new(seed)` becomes after `skipped` draws. wyrand's state only
+    /// counts (seed + k·increment), so any point of the stream is one multiply away.
+    pub fn at(seed: u64, skipped: u64) -> WyRand {
+        WyRand {
+            state: seed.wrapping_add(skipped.wrapping_mul(INCREMENT)),
+        }
+    }
+
     /// The next 64 random bits.
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0xa076_1d64_78bd_642f);
+        self.state = self.state.wrapping_add(INCREMENT);
         let t = (self.state as u128).wrapping_mul((self.state ^ 0xe703_7ed1_a0b4_28db) as u128);
         ((t >> 64) as u64) ^ (t as u64)
     }
+
+    /// Draw number `index` (from 0) of `WyRand::new(seed)`, without drawing the ones before.
+    #[inline]
+    pub fn nth(seed: u64, index: u64) -> u64 {
+        WyRand::at(seed, index).next_u64()
+    }
 }
+
+const INCREMENT: u64 = 0xa076_1d64_78bd_642f;
 
 /// SplitMix64 finaliser: turns (run seed, frame index) into well-spread frame seeds, for runs
 /// with a given `--seed` (reproducible). It is invertible: one frame's seed and index give
@@ -92,6 +108,16 @@ mod tests {
         let ones: u32 = (0..10_000).map(|_| r.next_u64().count_ones()).sum();
         let frac = ones as f64 / 640_000.0;
         assert!((frac - 0.5).abs() < 0.005, "fraction of one bits {frac}");
+    }
+
+    #[test]
+    fn nth_is_the_stream_at_that_point() {
+        let mut r = WyRand::new(0xdead_beef);
+        for index in 0..1000 {
+            assert_eq!(WyRand::nth(0xdead_beef, index), r.next_u64());
+        }
+        let mut far = WyRand::at(5, u64::MAX - 1);
+        assert_eq!(far.next_u64(), WyRand::nth(5, u64::MAX - 1));
     }
 
     #[test]

@@ -1,0 +1,403 @@
+//! Translate time: find the dropout sites whose masked value feeds a dense layer, and cut the
+//! graph around them so the runtime can run that layer as a sparse difference.
+//!
+//! The T samples of a site share one activation vector `a` (batch 1, computed before any
+//! mask) and differ only in which of its units are dropped. With s = 1/(1−p) and a layer
+//! `y = W·x`, sample t is `y_t = W·(m_t ⊙ a) = W·(s·a) + Σ_{i: m_ti ≠ s} (m_ti − s)·a_i·W_i`:
+//! one product over the non-zero `a_i`, then per sample only the dropped non-zero rows of W.
+//! A site qualifies when, in the typed graph:
+//! - its mask input feeds exactly one `Mul`, whose other operand is a one-frame F32 value
+//!   computed from the image alone (no other site's mask upstream);
+//! - the product reaches, through shape-only ops that keep the order of values (`Reshape`,
+//!   adding or removing unit axes), an F32 `EinSum` with one constant weight matrix whose
+//!   output is `[T, outputs]` (ONNX `Gemm` and `MatMul` with constant weights become this).
+//!
+//! The graph is then cut in two: the *trunk* (image → every qualifying site's `a`, batch 1)
+//! and the *rest* (each such layer's output as a new `[T, outputs]` input, the other sites'
+//! masks, → the model output). A model whose rest would still read the image runs whole.
+
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::change_axes::AxisOp;
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::konst::Const;
+
+use super::card::ModelCard;
+
+/// How the runtime runs one dropout site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SitePath {
+    /// The masked value's dense layer runs as a sparse difference in the runtime.
+    Sparse {
+        /// The dense layer's node name.
+        layer: String,
+        /// Its input width (values in one sample's mask).
+        inputs: usize,
+        /// Its output width.
+        outputs: usize,
+    },
+    /// The site runs in the plain plan: its mask is drawn whole and fed to the graph.
+    Dense {
+        /// Why the sparse path does not apply, naming the node.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for SitePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SitePath::Sparse {
+                layer,
+                inputs,
+                outputs,
+            } => write!(f, "sparse difference into {layer} ({inputs} → {outputs})"),
+            SitePath::Dense { reason } => write!(f, "dense plan ({reason})"),
+        }
+    }
+}
+
+/// A qualifying site, located in the typed graph.
+#[derive(Debug, Clone)]
+struct Found {
+    /// The one-frame activation `a` the mask multiplies.
+    activation: OutletId,
+    /// The dense layer's output, `[T, outputs]`.
+    layer_output: OutletId,
+    /// The dense layer's node name.
+    layer: String,
+    /// The layer's constant weights.
+    weights: Arc<Tensor>,
+    /// Which of the weights' two axes is contracted with the activation's values.
+    contracted: usize,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl Found {
+    /// The weights row-major `[inputs, outputs]`: row i, contiguous, is what the per-sample
+    /// update streams.
+    fn rows(&self) -> TractResult<Vec<f32>> {
+        let weights = self.weights.cast_to::<f32>()?;
+        let w = weights.to_plain_array_view::<f32>()?;
+        Ok(if self.contracted == 0 {
+            w.iter().copied().collect()
+        } else {
+            w.t().iter().copied().collect()
+        })
+    }
+}
+
+/// One sparse site of a [`Split`], in card order.
+#[derive(Debug, Clone)]
+pub struct SparseLayer {
+    /// The site's index in the card's `dropout_sites`.
+    pub site: usize,
+    /// The name of the rest graph's input that takes this layer's output.
+    pub source: String,
+    /// Weights, row-major `[inputs, outputs]`: row `i` multiplies activation value `i`.
+    pub rows: Vec<f32>,
+    /// Values in one activation (= one sample's mask).
+    pub inputs: usize,
+    /// The layer's output width.
+    pub outputs: usize,
+}
+
+/// A graph cut around its sparse sites.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// Image → one output per sparse layer, its activation `a` (batch 1), in `layers` order.
+    pub trunk: TypedModel,
+    /// Inputs: one `[T, outputs]` per sparse layer (in `layers` order), then the masks of the
+    /// dense sites (card order); output: the model's.
+    pub rest: TypedModel,
+    /// The sparse sites.
+    pub layers: Vec<SparseLayer>,
+}
+
+/// How each of the card's dropout sites would run (for `mcgate info`).
+pub fn site_paths(typed: &TypedModel, card: &ModelCard) -> Vec<SitePath> {
+    let found = find_all(typed, card);
+    let whole = found
+        .iter()
+        .any(Result::is_ok)
+        .then(|| rest_reads_image(typed, card, &found))
+        .flatten();
+    found
+        .into_iter()
+        .map(|f| match (f, &whole) {
+            (Ok(_), Some(reason)) => SitePath::Dense {
+                reason: reason.clone(),
+            },
+            (Ok(f), None) => SitePath::Sparse {
+                layer: f.layer,
+                inputs: f.inputs,
+                outputs: f.outputs,
+            },
+            (Err(reason), _) => SitePath::Dense { reason },
+        })
+        .collect()
+}
+
+/// Cuts `typed` around its sparse sites; `None` when no site qualifies (or the rest of the
+/// graph would still need the image), and the plain plan runs.
+pub fn split(typed: &TypedModel, card: &ModelCard) -> TractResult<Option<Split>> {
+    let found = find_all(typed, card);
+    if !found.iter().any(Result::is_ok) || rest_reads_image(typed, card, &found).is_some() {
+        return Ok(None);
+    }
+    let image = typed.node_by_name(&card.input.name)?.id;
+    let mut layers = vec![];
+    let mut activations = vec![];
+    let mut rest = typed.clone();
+    let mut rest_inputs = vec![];
+    for (site, f) in found.iter().enumerate() {
+        let Ok(f) = f else { continue };
+        activations.push(f.activation);
+        let name = format!("{}.sparse", f.layer);
+        let source = rest.add_source(name.clone(), typed.outlet_fact(f.layer_output)?.clone())?;
+        let successors = typed.outlet_successors(f.layer_output).to_vec();
+        for inlet in successors {
+            rest.add_edge(source, inlet)?;
+        }
+        for output in rest.outputs.iter_mut() {
+            if *output == f.layer_output {
+                *output = source;
+            }
+        }
+        rest_inputs.push(source);
+        layers.push(SparseLayer {
+            site,
+            source: name,
+            rows: f.rows()?,
+            inputs: f.inputs,
+            outputs: f.outputs,
+        });
+    }
+    for (site, f) in card.dropout_sites.iter().zip(&found) {
+        if f.is_err() {
+            rest_inputs.push(OutletId::new(typed.node_by_name(&site.input)?.id, 0));
+        }
+    }
+    rest.set_input_outlets(&rest_inputs)?;
+    let mut trunk = typed.clone();
+    trunk.set_input_outlets(&[OutletId::new(image, 0)])?;
+    trunk.select_output_outlets(&activations)?;
+    Ok(Some(Split {
+        trunk,
+        rest,
+        layers,
+    }))
+}
+
+fn find_all(typed: &TypedModel, card: &ModelCard) -> Vec<Result<Found, String>> {
+    card.dropout_sites
+        .iter()
+        .map(|site| find(typed, card, &site.input, site.sample_len()))
+        .collect()
+}
+
+/// Why the rest of the graph would still need the image, if it does: the cut would then
+/// run part of the trunk twice, so the whole model takes the plain plan.
+fn rest_reads_image(
+    typed: &TypedModel,
+    card: &ModelCard,
+    found: &[Result<Found, String>],
+) -> Option<String> {
+    let cut: Vec<usize> = found
+        .iter()
+        .flatten()
+        .map(|f| f.layer_output.node)
+        .collect();
+    let image = typed.node_by_name(&card.input.name).ok()?.id;
+    // Walk back from the outputs, stopping at the cut layers.
+    let mut stack: Vec<usize> = typed.outputs.iter().map(|o| o.node).collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(node) = stack.pop() {
+        if cut.contains(&node) || !seen.insert(node) {
+            continue;
+        }
+        if node == image {
+            return Some("the graph after its dense layers also reads the image".into());
+        }
+        stack.extend(typed.node(node).inputs.iter().map(|i| i.node));
+    }
+    None
+}
+
+/// Locates the pattern for the site whose mask input is `mask`, or says which node breaks it.
+fn find(typed: &TypedModel, card: &ModelCard, mask: &str, len: usize) -> Result<Found, String> {
+    let node = typed
+        .node_by_name(mask)
+        .map_err(|_| format!("no input {mask}"))?;
+    let succ = typed.outlet_successors(OutletId::new(node.id, 0));
+    let [mul] = succ else {
+        return Err(format!("{mask} feeds {} nodes, not one Mul", succ.len()));
+    };
+    let mul = typed.node(mul.node);
+    let is_mul = mul
+        .op_as::<TypedBinOp>()
+        .is_some_and(|op| op.0.name() == "Mul");
+    if !is_mul || mul.inputs.len() != 2 {
+        return Err(format!(
+            "{mask} feeds {} ({}), not a Mul",
+            mul.name,
+            mul.op.name()
+        ));
+    }
+    let activation = *mul
+        .inputs
+        .iter()
+        .find(|i| i.node != node.id)
+        .ok_or_else(|| format!("{} multiplies the mask by itself", mul.name))?;
+    if let Some(source) = upstream_sources(typed, activation.node)
+        .into_iter()
+        .find(|&s| typed.node(s).name != card.input.name)
+    {
+        return Err(format!(
+            "the activation at {} depends on {}",
+            mul.name,
+            typed.node(source).name
+        ));
+    }
+    let fact = typed
+        .outlet_fact(activation)
+        .map_err(|e| format!("{}: {e}", mul.name))?;
+    // `a` is `[1, ..site shape]`, so value i of a sample's mask multiplies `a_i`.
+    let site_shape = &typed
+        .outlet_fact(OutletId::new(node.id, 0))
+        .map_err(|e| e.to_string())?
+        .shape;
+    let one_frame = fact.shape.as_concrete().is_some_and(|s| {
+        s.len() == site_shape.len()
+            && s[0] == 1
+            && s[1..]
+                .iter()
+                .map(|&d| d.to_dim())
+                .eq(site_shape.iter().skip(1).cloned())
+    });
+    if fact.datum_type != f32::datum_type() || !one_frame {
+        return Err(format!(
+            "{} multiplies the mask by {:?} {:?}, not one frame's F32 [1, ..{len} values]",
+            mul.name, fact.datum_type, fact.shape
+        ));
+    }
+    // Shape-only ops that keep the values' order, down to the dense layer.
+    let mut at = OutletId::new(mul.id, 0);
+    let layer = loop {
+        let succ = typed.outlet_successors(at);
+        let [next] = succ else {
+            return Err(format!(
+                "the masked value at {} feeds {} nodes, not one dense layer",
+                typed.node(at.node).name,
+                succ.len()
+            ));
+        };
+        let next = typed.node(next.node);
+        match next.op_as::<AxisOp>() {
+            // Unit axes added or removed and row-major reshapes keep the values' order; the
+            // sample axis must still be first (checked on the layer's input below).
+            Some(AxisOp::Reshape(..) | AxisOp::Add(_) | AxisOp::Rm(_)) => {
+                at = OutletId::new(next.id, 0);
+            }
+            _ => break next,
+        }
+    };
+    let Some(einsum) = layer.op_as::<EinSum>() else {
+        return Err(format!(
+            "the masked value feeds {} ({}), not a dense layer",
+            layer.name,
+            layer.op.name()
+        ));
+    };
+    let slot = layer
+        .inputs
+        .iter()
+        .position(|&i| i == at)
+        .ok_or_else(|| format!("{} does not read the masked value", layer.name))?;
+    if einsum.q_params.is_some()
+        || einsum.operating_dt != f32::datum_type()
+        || layer.inputs.len() != 2
+    {
+        return Err(format!(
+            "{} is a quantised or non-F32 matrix product",
+            layer.name
+        ));
+    }
+    let weight_outlet = layer.inputs[1 - slot];
+    let weights = typed
+        .node(weight_outlet.node)
+        .op_as::<Const>()
+        .map(|c| c.val().clone())
+        .ok_or_else(|| format!("{}'s weights are not a constant", layer.name))?;
+    let x_shape = typed
+        .outlet_fact(at)
+        .map_err(|e| format!("{}: {e}", layer.name))?
+        .shape
+        .to_tvec();
+    if x_shape.len() != 2
+        || x_shape[0] != site_shape[0]
+        || x_shape[1] != len.to_dim()
+        || weights.rank() != 2
+    {
+        return Err(format!(
+            "{} multiplies {:?} by {:?}, not [T, {len}] by a matrix",
+            layer.name,
+            x_shape,
+            weights.shape()
+        ));
+    }
+    // The EinSum must be y[t, o] = Σ_i x[t, i]·W[.., ..]: the sample axis kept, the value axis
+    // contracted with one of W's axes, W's other axis the output's second.
+    let mut contracted_in_w = None;
+    for axis in einsum.axes.iter_all_axes() {
+        let (x, w, out) = (&axis.inputs[slot], &axis.inputs[1 - slot], &axis.outputs[0]);
+        match (x.as_slice(), w.as_slice(), out.as_slice()) {
+            ([0], [], [0]) => {}
+            ([1], [k], []) => contracted_in_w = Some(*k),
+            ([], [_], [1]) => {}
+            _ => {
+                return Err(format!(
+                    "{} is {}, not a dense layer [T, in] × weights → [T, out]",
+                    layer.name, einsum.axes
+                ))
+            }
+        }
+    }
+    let (Some(k), 3) = (contracted_in_w, einsum.axes.iter_all_axes().count()) else {
+        return Err(format!(
+            "{} is {}, not a dense layer [T, in] × weights → [T, out]",
+            layer.name, einsum.axes
+        ));
+    };
+    Ok(Found {
+        activation,
+        layer_output: OutletId::new(layer.id, 0),
+        layer: layer.name.clone(),
+        outputs: weights.shape()[1 - k],
+        weights,
+        contracted: k,
+        inputs: len,
+    })
+}
+
+/// The source nodes `node` depends on.
+fn upstream_sources(typed: &TypedModel, node: usize) -> Vec<usize> {
+    let mut stack = vec![node];
+    let mut seen = std::collections::HashSet::new();
+    let mut sources = vec![];
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        let node = typed.node(n);
+        if node.inputs.is_empty()
+            && node.op_is::<tract_onnx::tract_core::ops::source::TypedSource>()
+        {
+            sources.push(n);
+        }
+        stack.extend(node.inputs.iter().map(|i| i.node));
+    }
+    sources
+}

@@ -1,0 +1,222 @@
+//! The sparse-difference dense layer: T masked copies of one activation through one weight
+//! matrix, at the cost of one product plus the dropped rows (`model::split` has the
+//! derivation and the pattern it applies to).
+//!
+//! With `a` the activation (`inputs` values), `s` the kept mask value 1/(1−p) and `W_i` the
+//! weights of input `i` (a contiguous row of `outputs` values):
+//! `y_t = Σ_i m_ti·a_i·W_i = Σ_{a_i≠0} s·a_i·W_i + Σ_{a_i≠0, m_ti≠s} (m_ti·a_i − s·a_i)·W_i`.
+//! The first sum is computed once per frame; a drawn mask is 0 or s, so the second sum runs
+//! over the dropped non-zero units only (p × the non-zero fraction of the rows). Any other
+//! mask value (caller-supplied masks) is exact too: it is just one more correction row.
+//! For p > 1/2 the reference value is 0 instead of s (no shared sum; each sample sums its
+//! kept rows): fewer rows, and no cancellation of s·(shared sum), which grows with s.
+
+use crate::model::split::SparseLayer;
+
+/// One sparse layer's weights and its reusable per-frame buffers.
+pub struct SparseHead {
+    rows: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+    /// The mask value the shared sum assumes: s for p ≤ 1/2, else 0.
+    reference: f32,
+    /// Non-zero activation indices and their values, refilled each frame.
+    nonzero: Vec<u32>,
+    values: Vec<f32>,
+    base: Vec<f32>,
+    simd: Simd,
+}
+
+impl SparseHead {
+    /// A head for `layer` at drop probability `p` whose kept mask value is `kept` (1/(1−p)).
+    pub fn new(layer: &SparseLayer, p: f32, kept: f32) -> SparseHead {
+        SparseHead {
+            rows: layer.rows.clone(),
+            inputs: layer.inputs,
+            outputs: layer.outputs,
+            reference: if p <= 0.5 { kept } else { 0.0 },
+            nonzero: Vec::with_capacity(layer.inputs),
+            values: Vec::with_capacity(layer.inputs),
+            base: vec![0.0; layer.outputs],
+            simd: Simd::detect(),
+        }
+    }
+
+    /// Values in one activation (and in one sample's mask).
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// Writes `out` (`[samples, outputs]`, row t = sample t) from the activation `a` and the
+    /// mask value `mask(t, i)` of sample t at input i. `mask` is read only where `a_i ≠ 0`.
+    pub fn run(&mut self, a: &[f32], out: &mut [f32], mask: impl Fn(usize, usize) -> f32) {
+        debug_assert_eq!(a.len(), self.inputs);
+        debug_assert_eq!(out.len() % self.outputs, 0);
+        match self.simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::Avx2` is chosen only when the CPU reports AVX2.
+            Simd::Avx2 => unsafe { self.run_avx2(a, out, mask) },
+            Simd::Baseline => self.run_inline(a, out, mask),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(&mut self, a: &[f32], out: &mut [f32], mask: impl Fn(usize, usize) -> f32) {
+        self.run_inline(a, out, mask)
+    }
+
+    /// The kernel, compiled once per instruction set (8-wide on AVX2, 4-wide SSE2 or NEON
+    /// otherwise). Unfused multiply then add in either, so both give the same bits.
+    #[inline(always)]
+    fn run_inline(&mut self, a: &[f32], out: &mut [f32], mask: impl Fn(usize, usize) -> f32) {
+        let n = self.outputs;
+        self.nonzero.clear();
+        self.values.clear();
+        for (i, &v) in a.iter().enumerate() {
+            if v != 0.0 {
+                self.nonzero.push(i as u32);
+                self.values.push(v);
+            }
+        }
+        // Once per frame: r·a through every non-zero row (r = s; nothing when r = 0).
+        self.base.fill(0.0);
+        if self.reference != 0.0 {
+            for (&i, &v) in self.nonzero.iter().zip(&self.values) {
+                let row = &self.rows[i as usize * n..][..n];
+                axpy(&mut self.base, self.reference * v, row);
+            }
+        }
+        for sample in out.chunks_exact_mut(n) {
+            sample.copy_from_slice(&self.base);
+        }
+        // Per sample, the rows whose mask is not r. Row-outer: each row is read from memory
+        // once and stays in L1 while the samples' accumulators take their turn.
+        for (&i, &v) in self.nonzero.iter().zip(&self.values) {
+            let row = &self.rows[i as usize * n..][..n];
+            let base = self.reference * v;
+            for (t, sample) in out.chunks_exact_mut(n).enumerate() {
+                let c = mask(t, i as usize) * v - base;
+                if c != 0.0 {
+                    axpy(sample, c, row);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += c * x;
+    }
+}
+
+/// The instruction set the kernel runs with, probed once.
+#[derive(Debug, Clone, Copy)]
+enum Simd {
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    Baseline,
+}
+
+impl Simd {
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return Simd::Avx2;
+        }
+        Simd::Baseline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The layer as the graph computes it: every sample's masked activation through every
+    /// row, in f64.
+    fn reference(rows: &[f32], outputs: usize, a: &[f32], masks: &[f32]) -> Vec<f64> {
+        let inputs = a.len();
+        let mut out = vec![0.0f64; masks.len() / inputs * outputs];
+        for (t, mask) in masks.chunks(inputs).enumerate() {
+            for i in 0..inputs {
+                let x = (mask[i] * a[i]) as f64;
+                for o in 0..outputs {
+                    out[t * outputs + o] += x * rows[i * outputs + o] as f64;
+                }
+            }
+        }
+        out
+    }
+
+    fn layer(inputs: usize, outputs: usize, rows: Vec<f32>) -> SparseLayer {
+        SparseLayer {
+            site: 0,
+            source: "layer.sparse".into(),
+            rows,
+            inputs,
+            outputs,
+        }
+    }
+
+    proptest! {
+        /// Random shapes, ReLU-like activations (about half zero), masks of 0 and s with a
+        /// few arbitrary values: the sparse head matches the dense reference.
+        #[test]
+        fn matches_the_dense_reference(
+            inputs in 1usize..80,
+            outputs in 1usize..40,
+            samples in 1usize..12,
+            p in prop_oneof![Just(0.0f32), Just(0.25), Just(0.5), 0.01f32..0.95],
+            seed in any::<u64>(),
+        ) {
+            let mut rng = crate::run::rng::WyRand::new(seed);
+            let mut uniform = || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+            let rows: Vec<f32> = (0..inputs * outputs).map(|_| uniform() * 2.0 - 1.0).collect();
+            let a: Vec<f32> = (0..inputs).map(|_| (uniform() * 4.0 - 2.0).max(0.0)).collect();
+            let kept = (1.0 / (1.0 - p as f64)) as f32;
+            let masks: Vec<f32> = (0..samples * inputs)
+                .map(|_| {
+                    let u = uniform();
+                    if u < 0.05 { u * 10.0 } else if u < p { 0.0 } else { kept }
+                })
+                .collect();
+            let mut head = SparseHead::new(&layer(inputs, outputs, rows.clone()), p, kept);
+            let mut out = vec![f32::NAN; samples * outputs];
+            head.run(&a, &mut out, |t, i| masks[t * inputs + i]);
+            let want = reference(&rows, outputs, &a, &masks);
+            for (got, want) in out.iter().zip(&want) {
+                prop_assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                    "got {got} want {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn baseline_and_avx2_give_the_same_bits() {
+        let (inputs, outputs, samples) = (300, 37, 5);
+        let rows: Vec<f32> = (0..inputs * outputs)
+            .map(|k| ((k * 7919) % 97) as f32 / 50.0 - 1.0)
+            .collect();
+        let a: Vec<f32> = (0..inputs)
+            .map(|i| ((i * 31) % 11) as f32 / 4.0 - 1.0)
+            .map(|v| v.max(0.0))
+            .collect();
+        let mask = |t: usize, i: usize| {
+            if (t * 13 + i * 7).is_multiple_of(4) {
+                0.0
+            } else {
+                4.0 / 3.0
+            }
+        };
+        let mut head = SparseHead::new(&layer(inputs, outputs, rows), 0.25, 4.0 / 3.0);
+        let mut simd = vec![0.0; samples * outputs];
+        head.run(&a, &mut simd, mask);
+        head.simd = Simd::Baseline;
+        let mut baseline = vec![0.0; samples * outputs];
+        head.run(&a, &mut baseline, mask);
+        assert_eq!(simd, baseline);
+    }
+}
