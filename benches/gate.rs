@@ -2,17 +2,25 @@
 //!
 //! `cargo bench --bench gate` — results and ratios go in docs/BENCHMARKS.md.
 //! - gate_t{1,20,100}, gate_int8_t{1,20,100}: one gated frame at T (preprocess, masks, one
-//!   batched run, measures), float and int8 models
+//!   batched run, measures), float and int8 models, the plan the gate builds (float: the
+//!   first dropout site as a sparse difference; int8: the plain plan, its layer is quantised)
+//! - gate_dense_t{1,20,100}: the float model on the plain plan (`Strategy::Dense`), as
+//!   before the sparse path
 //! - forward_int8_t1: the int8 model's T=1 forward
-//! - forward_t1: one T=1 forward (masks drawn, no measures): the deterministic-cost floor
-//! - separate_20x_t1: 20 separate T=1 runs, the naive way to get 20 MC samples
-//! - masks_t20: drawing the T=20 masks alone
+//! - forward_t1: one T=1 forward of the plain plan (masks drawn, no measures): the cost of
+//!   one deterministic forward as tract runs the graph, the floor the T=20 ratio is taken to
+//! - forward_sparse_t1: the same through the sparse plan
+//! - separate_20x_t1: 20 separate plain T=1 runs, the naive way to get 20 MC samples
+//! - masks_t20: drawing the T=20 masks in full (what the plain plan does per frame)
+//! - sparse_head_t{20,100}: the sparse layer alone on digit 7's activation (9216 → 128,
+//!   20.4 % non-zero): reading the masks where it is non-zero and the per-sample rows
 //! - gate_t20_mm2 (only with `--features multithread-mm`): gate_t20 with tract's matrix
 //!   products on a 2-thread pool
 //! - frames20_jobs{1,2}: 20 frames at T=20 through `gate --jobs N`'s pool: throughput from
 //!   overlapping frames across cores
 //! - gate_ensemble_t{1,20}: the 5-member dropout ensemble (`models/mnist-ensemble`), T per
-//!   member: at T=20, 100 pooled samples, to set beside gate_t100
+//!   member: at T=20, 100 pooled samples, to set beside gate_t100; gate_ensemble_dense_t20
+//!   on the plain plan
 
 use std::path::Path;
 
@@ -20,8 +28,11 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mcgate::gate::{Gate, Pool, Seeds};
 use mcgate::input::frame::{decode_file, Frame};
 use mcgate::input::preprocess::Preprocessor;
-use mcgate::model::Model;
-use mcgate::run::plan::Plan;
+use mcgate::model::{split, Model};
+use mcgate::run::masks::SiteMasks;
+use mcgate::run::plan::{Plan, Strategy};
+use mcgate::run::sparse::SparseHead;
+use tract_onnx::prelude::*;
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -38,21 +49,22 @@ fn bench(c: &mut Criterion) {
         .to_vec();
 
     let int8 = Model::load_from(&root.join("models/mnist.int8")).expect("shipped int8 model");
-    for (name, model) in [("", &model), ("int8_", &int8)] {
-        for samples in [1, 20, 100] {
-            let mut gate = Gate::new(model, samples, 0.1, Seeds::PerFrame(1)).unwrap();
+    let ensemble = Model::load_from(&root.join("models/mnist-ensemble")).expect("shipped ensemble");
+    let runs = [
+        ("", &model, Strategy::Sparse, &[1, 20, 100][..]),
+        ("dense_", &model, Strategy::Dense, &[1, 20, 100]),
+        ("int8_", &int8, Strategy::Sparse, &[1, 20, 100]),
+        ("ensemble_", &ensemble, Strategy::Sparse, &[1, 20]),
+        ("ensemble_dense_", &ensemble, Strategy::Dense, &[20]),
+    ];
+    for (name, model, strategy, samples) in runs {
+        for &samples in samples {
+            let mut gate =
+                Gate::with_strategy(model, samples, 0.1, Seeds::PerFrame(1), strategy).unwrap();
             c.bench_function(&format!("gate_{name}t{samples}"), |b| {
                 b.iter(|| gate.score(&frame))
             });
         }
-    }
-
-    let ensemble = Model::load_from(&root.join("models/mnist-ensemble")).expect("shipped ensemble");
-    for samples in [1, 20] {
-        let mut gate = Gate::new(&ensemble, samples, 0.1, Seeds::PerFrame(1)).unwrap();
-        c.bench_function(&format!("gate_ensemble_t{samples}"), |b| {
-            b.iter(|| gate.score(&frame))
-        });
     }
 
     #[cfg(feature = "multithread-mm")]
@@ -89,7 +101,14 @@ fn bench(c: &mut Criterion) {
             int8_plan1.run(&input, seed).unwrap()
         })
     });
-    let mut plan1 = Plan::new(&model, 1).unwrap();
+    let mut sparse1 = Plan::new(&model, 1).unwrap();
+    c.bench_function("forward_sparse_t1", |b| {
+        b.iter(|| {
+            seed += 1;
+            sparse1.run(&input, seed).unwrap()
+        })
+    });
+    let mut plan1 = Plan::with(&model, 1, Strategy::Dense).unwrap();
     c.bench_function("forward_t1", |b| {
         b.iter(|| {
             seed += 1;
@@ -120,6 +139,39 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+
+    // The sparse layer alone, on the activation the trunk gives for this frame.
+    let split = split::split(model.typed(), &model.card)
+        .unwrap()
+        .expect("models/mnist has a sparse site");
+    let trunk = split
+        .trunk
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let image =
+        tract_ndarray::Array::from_shape_vec(model.card.input.shape.to_vec(), input.clone())
+            .unwrap()
+            .into_tensor();
+    let activation = trunk.run(tvec![image.into_tvalue()]).unwrap().remove(0);
+    let a = mcgate::run::plan::output_slice(&activation)
+        .unwrap()
+        .to_vec();
+    let layer = &split.layers[0];
+    let p = model.card.dropout_sites[layer.site].p;
+    let masks = SiteMasks::new(p, 0);
+    let mut head = SparseHead::new(layer, p, masks.kept());
+    for samples in [20, 100] {
+        let mut out = vec![0.0; samples * layer.outputs];
+        c.bench_function(&format!("sparse_head_t{samples}"), |b| {
+            b.iter(|| {
+                seed += 1;
+                head.run(&a, &mut out, |i, m| masks.column(seed, layer.inputs, i, m));
+                out[0]
+            })
+        });
+    }
 }
 
 criterion_group! {

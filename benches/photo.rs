@@ -4,8 +4,10 @@
 //! `cargo bench --bench photo` (needs scripts/fetch-lite0.sh) — results and ratios go in
 //! docs/BENCHMARKS.md.
 //! - lite0_gate_t{1,20,100}: one gated 256×256 frame at T (centre crop, masks, one run with
-//!   the trunk once and T classifier products, measures)
-//! - lite0_forward_t1: one T=1 forward of the network alone: the deterministic-cost floor
+//!   the trunk once and the classifier as a sparse difference, measures);
+//!   lite0_gate_dense_t{20,100}: the same on the plain plan (T classifier products)
+//! - lite0_forward_t1: one T=1 forward of the network alone, plain plan: the
+//!   deterministic-cost floor
 //! - decode_1080p_jpeg: decoding a 1920×1080 JPEG camera frame
 //! - preprocess_1080p: a decoded 1920×1080 RGB frame to the network's input (shorter side to
 //!   256, centre crop, normalisation)
@@ -19,7 +21,7 @@ use mcgate::gate::{Gate, Seeds};
 use mcgate::input::frame::{decode_bytes, decode_file, Frame};
 use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::Model;
-use mcgate::run::plan::Plan;
+use mcgate::run::plan::{Plan, Strategy};
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -33,17 +35,24 @@ fn bench(c: &mut Criterion) {
         source: "yurt".into(),
         image: photo.resize_exact(256, 256, FilterType::Triangle),
     };
-    for samples in [1, 20, 100] {
-        let mut gate = Gate::new(&model, samples, 0.1, Seeds::PerFrame(1)).unwrap();
-        c.bench_function(&format!("lite0_gate_t{samples}"), |b| {
-            b.iter(|| gate.score(&frame))
-        });
+    let runs = [
+        ("", Strategy::Sparse, &[1, 20, 100][..]),
+        ("dense_", Strategy::Dense, &[20, 100]),
+    ];
+    for (name, strategy, samples) in runs {
+        for &samples in samples {
+            let mut gate =
+                Gate::with_strategy(&model, samples, 0.1, Seeds::PerFrame(1), strategy).unwrap();
+            c.bench_function(&format!("lite0_gate_{name}t{samples}"), |b| {
+                b.iter(|| gate.score(&frame))
+            });
+        }
     }
     let input = Preprocessor::new(&model.card.input)
         .run(&frame.image)
         .unwrap()
         .to_vec();
-    let mut plan1 = Plan::new(&model, 1).unwrap();
+    let mut plan1 = Plan::with(&model, 1, Strategy::Dense).unwrap();
     let mut seed = 0u64;
     c.bench_function("lite0_forward_t1", |b| {
         b.iter(|| {

@@ -681,7 +681,13 @@ fn print(text: &str) -> Result<(), Error> {
 fn info(model: &std::path::Path, json: bool) -> Result<u8, Failure> {
     let model = Model::load_from(model)?;
     let text = if json {
-        serde_json::json!({ "card": model.card, "graph": model.summary }).to_string() + "\n"
+        serde_json::json!({
+            "card": model.card,
+            "graph": model.summary,
+            "site_paths": model.site_paths(),
+        })
+        .to_string()
+            + "\n"
     } else {
         model.describe()
     };

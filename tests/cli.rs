@@ -429,9 +429,21 @@ fn info_prints_the_card_and_graph() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("mask_0: F32 [T, 64, 12, 12]"), "{text}");
     assert!(text.contains("output probs: F32 [T, 10]"), "{text}");
+    // Which path each dropout site takes, and why the second is dense.
+    assert!(
+        text.contains("runs as sparse difference into fc1.ab (9216 → 128)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("runs as dense plan (the activation at drop1 depends on mask_0)"),
+        "{text}"
+    );
     let out = mcgate(&["info", "models/mnist.onnx", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["card"]["schema"], "mcgate.card/1");
+    assert_eq!(v["site_paths"][0]["path"], "sparse");
+    assert_eq!(v["site_paths"][0]["outputs"], 128);
+    assert_eq!(v["site_paths"][1]["path"], "dense");
 }
 
 #[test]

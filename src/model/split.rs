@@ -27,7 +27,8 @@ use tract_onnx::tract_core::ops::konst::Const;
 use super::card::ModelCard;
 
 /// How the runtime runs one dropout site.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "path", rename_all = "snake_case")]
 pub enum SitePath {
     /// The masked value's dense layer runs as a sparse difference in the runtime.
     Sparse {

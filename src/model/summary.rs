@@ -91,10 +91,10 @@ impl Model {
             card.input.mean,
             card.input.std
         );
-        for site in &card.dropout_sites {
+        for (site, path) in card.dropout_sites.iter().zip(self.site_paths()) {
             let dims: Vec<String> = site.shape.iter().map(|d| d.to_string()).collect();
             s += &format!(
-                "dropout site {}: p = {}, shape [T, {}]\n",
+                "dropout site {}: p = {}, shape [T, {}]; runs as {path}\n",
                 site.input,
                 site.p,
                 dims.join(", ")

@@ -66,6 +66,22 @@ impl SiteMasks {
         }
     }
 
+    /// Values `index`, `index + stride`, `index + 2·stride`, … into `out`: input `index`'s
+    /// mask value in each of `out.len()` samples of `stride` values.
+    #[inline]
+    pub fn column(&self, seed: u64, stride: usize, index: usize, out: &mut [f32]) {
+        let Some(coin) = &self.coin else {
+            out.fill(1.0);
+            return;
+        };
+        let mut index = index;
+        for m in out {
+            let r = WyRand::nth(seed, self.start + (index / 2) as u64);
+            *m = coin.value((r >> (32 * (index % 2))) as u32);
+            index += stride;
+        }
+    }
+
     /// The kept value 1/(1−p): what [`value`](SiteMasks::value) returns for a kept unit.
     pub fn kept(&self) -> f32 {
         self.coin.as_ref().map_or(1.0, |c| f32::from_bits(c.scale))
@@ -144,6 +160,15 @@ mod tests {
                 let site = SiteMasks::new(p, start);
                 let read: Vec<f32> = (0..len).map(|i| site.value(seed, i)).collect();
                 assert_eq!(read, filled, "p={p} len={len} seed={seed}");
+                // Column by column ([T, n] with n = 3 where the length allows).
+                if len % 3 == 0 {
+                    let mut column = vec![-1.0; len / 3];
+                    for i in 0..3 {
+                        site.column(seed, 3, i, &mut column);
+                        let want: Vec<f32> = filled.iter().skip(i).step_by(3).copied().collect();
+                        assert_eq!(column, want, "p={p} len={len} seed={seed} column {i}");
+                    }
+                }
                 assert!(filled.iter().all(|&v| v == 0.0 || v == site.kept()));
                 start += draws(p, len);
             }

@@ -260,11 +260,15 @@ impl Plan {
                     match masks {
                         Masks::Drawn(seed) => {
                             let stream = SiteMasks::new(site.p, site.start);
-                            head.run(a, out, |t, i| stream.value(seed, t * n + i))
+                            head.run(a, out, |i, m| stream.column(seed, n, i, m))
                         }
                         Masks::Given(given) => {
                             let given = given[index];
-                            head.run(a, out, |t, i| given[t * n + i])
+                            head.run(a, out, |i, m| {
+                                for (m, &g) in m.iter_mut().zip(given[i..].iter().step_by(n)) {
+                                    *m = g;
+                                }
+                            })
                         }
                     }
                 }
