@@ -637,6 +637,11 @@ fn nan_reaching_the_output_is_rejected() {
             .contains("model output is NaN"),
         "{r}"
     );
+    // The sparse path would skip a NaN row whose activation is 0 (and pass the frame): the
+    // layer takes the plain plan, and `info` says why.
+    let out = mcgate(&["info", &m.stem()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("weights are not all finite"), "{text}");
 }
 
 // --- outputs (exit 5) ---

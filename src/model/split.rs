@@ -332,6 +332,19 @@ fn find(typed: &TypedModel, card: &ModelCard, mask: &str, len: usize) -> Result<
         .op_as::<Const>()
         .map(|c| c.val().clone())
         .ok_or_else(|| format!("{}'s weights are not a constant", layer.name))?;
+    // 0 × NaN is NaN: in the graph a non-finite weight poisons every output whatever the
+    // frame, so the gate rejects it; skipping the zero activations would hide it.
+    let finite = weights.cast_to::<f32>().ok().and_then(|w| {
+        w.to_plain_array_view::<f32>()
+            .ok()
+            .map(|w| w.iter().all(|v| v.is_finite()))
+    });
+    if finite != Some(true) {
+        return Err(format!(
+            "{}'s weights are not all finite (the plain plan lets the NaN reach the output)",
+            layer.name
+        ));
+    }
     let x_shape = typed
         .outlet_fact(at)
         .map_err(|e| format!("{}: {e}", layer.name))?
