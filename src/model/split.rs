@@ -430,3 +430,151 @@ fn upstream_sources(typed: &TypedModel, node: usize) -> Vec<usize> {
     }
     sources
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::card::tests::sample_card;
+    use crate::model::onnx::{f32_tensor, int, Graph};
+    use crate::model::Model;
+    use crate::run::plan::{output_slice, Plan, Strategy};
+    use crate::run::rng::WyRand;
+    use proptest::prelude::*;
+
+    /// x [1,1,4,4] → Flatten → Relu → (what `body` wires from "act" to "logits") → Softmax,
+    /// with one dropout site `mask_0` of `inputs` = 16 values and `classes` outputs.
+    fn model(p: f32, classes: usize, seed: u64, body: impl FnOnce(&mut Graph)) -> Model {
+        let mut card = sample_card();
+        card.classes = (0..classes).map(|c| c.to_string()).collect();
+        card.dropout_sites[0].shape = vec![16];
+        card.dropout_sites[0].p = p;
+        let mut g = Graph::contract(
+            "t",
+            &card.input,
+            &card.dropout_sites,
+            &card.output.name,
+            classes,
+        );
+        let mut rng = WyRand::new(seed);
+        let mut uniform = || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        let w: Vec<f32> = (0..classes * 16).map(|_| uniform()).collect();
+        let b: Vec<f32> = (0..classes).map(|_| uniform()).collect();
+        let shift: Vec<f32> = (0..16).map(|_| uniform()).collect();
+        g.constant(f32_tensor("w", &[classes as i64, 16], &w))
+            .constant(f32_tensor("b", &[classes as i64], &b))
+            .constant(f32_tensor("shift", &[1, 16], &shift))
+            .node("Flatten", &["x"], "flat", vec![])
+            // x − shift then ReLU: some activations exactly 0, as after ReLU and pooling.
+            .node("Sub", &["flat", "shift"], "centred", vec![])
+            .node("Relu", &["centred"], "act", vec![]);
+        body(&mut g);
+        g.node("Softmax", &["logits"], "probs", vec![]);
+        let bytes = g.to_bytes("test", "0");
+        card.onnx_sha256 = crate::model::card::sha256_hex(&bytes);
+        Model::from_parts(card, &bytes, "t.onnx".as_ref()).expect("loads")
+    }
+
+    /// act → Mul mask_0 → Gemm (transB) → logits: the pattern.
+    fn dense_after_site(g: &mut Graph) {
+        g.node("Mul", &["act", "mask_0"], "drop", vec![]).node(
+            "Gemm",
+            &["drop", "w", "b"],
+            "logits",
+            vec![int("transB", 1)],
+        );
+    }
+
+    fn probs(plan: &mut Plan, image: &[f32], masks: Option<&[f32]>, seed: u64) -> Vec<f32> {
+        let out = match masks {
+            Some(m) => plan.run_with_masks(image, &[m]).unwrap(),
+            None => plan.run(image, seed).unwrap(),
+        };
+        output_slice(&out).unwrap().to_vec()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Random graphs of the pattern (weights, p, classes, T, image): the sparse plan
+        /// gives the plain plan's probabilities within 1e-5, with drawn masks (same seed)
+        /// and with given ones (arbitrary values included).
+        #[test]
+        fn sparse_plan_matches_the_plain_plan(
+            p in prop_oneof![Just(0.25f32), Just(0.5), 0.01f32..0.9],
+            classes in 2usize..12,
+            samples in 1usize..24,
+            seed in any::<u64>(),
+        ) {
+            let m = model(p, classes, seed, dense_after_site);
+            let sparse_site = matches!(m.site_paths()[0], SitePath::Sparse { inputs: 16, .. });
+            prop_assert!(sparse_site);
+            let mut sparse = Plan::with(&m, samples, Strategy::Sparse).unwrap();
+            let mut dense = Plan::with(&m, samples, Strategy::Dense).unwrap();
+            prop_assert!(sparse.is_split() && !dense.is_split());
+            let mut rng = WyRand::new(seed ^ 1);
+            let image: Vec<f32> = (0..16).map(|_| (rng.next_u64() % 256) as f32 / 255.0).collect();
+            let given: Vec<f32> = (0..samples * 16)
+                .map(|k| [0.0, 1.0 / (1.0 - p), 0.3, 2.5][(rng.next_u64() % 4) as usize] * (k % 3) as f32)
+                .collect();
+            for masks in [None, Some(&given[..])] {
+                let a = probs(&mut sparse, &image, masks, seed);
+                let b = probs(&mut dense, &image, masks, seed);
+                prop_assert_eq!(a.len(), samples * classes);
+                for (x, y) in a.iter().zip(&b) {
+                    prop_assert!((x - y).abs() <= 1e-5, "{:?} against {:?}", a, b);
+                }
+            }
+        }
+    }
+
+    /// Graphs where the pattern does not hold take the plain plan, say why, and run.
+    #[test]
+    fn the_plain_plan_where_the_pattern_does_not_hold() {
+        let cases: [(&str, fn(&mut Graph)); 4] = [
+            ("not a dense layer", |g| {
+                // The masked value goes through a ReLU before the layer.
+                g.node("Mul", &["act", "mask_0"], "drop", vec![])
+                    .node("Relu", &["drop"], "again", vec![])
+                    .node(
+                        "Gemm",
+                        &["again", "w", "b"],
+                        "logits",
+                        vec![int("transB", 1)],
+                    );
+            }),
+            ("feeds 2 nodes", |g| {
+                // The masked value feeds the layer and an Add beside it.
+                g.node("Mul", &["act", "mask_0"], "drop", vec![])
+                    .node("Gemm", &["drop", "w", "b"], "dense", vec![int("transB", 1)])
+                    .node("ReduceSum", &["drop"], "sum", vec![int("keepdims", 1)])
+                    .node("Add", &["dense", "sum"], "logits", vec![]);
+            }),
+            ("also reads the image", |g| {
+                // A second, undropped path from the activation to the output.
+                g.node("Mul", &["act", "mask_0"], "drop", vec![])
+                    .node("Gemm", &["drop", "w", "b"], "dense", vec![int("transB", 1)])
+                    .node("Gemm", &["act", "w", "b"], "skip", vec![int("transB", 1)])
+                    .node("Add", &["dense", "skip"], "logits", vec![]);
+            }),
+            ("not a Mul", |g| {
+                g.node("Add", &["act", "mask_0"], "drop", vec![]).node(
+                    "Gemm",
+                    &["drop", "w", "b"],
+                    "logits",
+                    vec![int("transB", 1)],
+                );
+            }),
+        ];
+        for (why, body) in cases {
+            let m = model(0.25, 3, 7, body);
+            let SitePath::Dense { reason } = &m.site_paths()[0] else {
+                panic!("{why}: sparse path taken");
+            };
+            assert!(reason.contains(why), "{why}: {reason}");
+            let mut plan = Plan::new(&m, 5).unwrap();
+            assert!(!plan.is_split(), "{why}");
+            let p = probs(&mut plan, &[0.5; 16], None, 3);
+            assert_eq!(p.len(), 5 * 3, "{why}");
+            assert!(p.iter().all(|v| v.is_finite()), "{why}");
+        }
+    }
+}
