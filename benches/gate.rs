@@ -28,7 +28,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use mcgate::gate::{Gate, Pool, Seeds};
 use mcgate::input::frame::{decode_file, Frame};
 use mcgate::input::preprocess::Preprocessor;
-use mcgate::model::{split, Model};
+use mcgate::model::split::{self, LayerWeights};
+use mcgate::model::Model;
 use mcgate::run::masks::SiteMasks;
 use mcgate::run::plan::{Plan, Strategy};
 use mcgate::run::sparse::SparseHead;
@@ -161,7 +162,10 @@ fn bench(c: &mut Criterion) {
     let layer = &split.layers[0];
     let p = model.card.dropout_sites[layer.site].p;
     let masks = SiteMasks::new(p, 0);
-    let mut head = SparseHead::new(layer, p, masks.kept());
+    let LayerWeights::Float(rows) = &layer.weights else {
+        unreachable!("models/mnist is float")
+    };
+    let mut head = SparseHead::new(layer, rows, p, masks.kept());
     for samples in [20, 100] {
         let mut out = vec![0.0; samples * layer.outputs];
         c.bench_function(&format!("sparse_head_t{samples}"), |b| {

@@ -22,7 +22,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::change_axes::AxisOp;
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
 use super::card::ModelCard;
 
@@ -38,6 +40,8 @@ pub enum SitePath {
         inputs: usize,
         /// Its output width.
         outputs: usize,
+        /// Whether it is the quantised form (u8 activation, i8 weights, u8 output).
+        int8: bool,
     },
     /// The site runs in the plain plan: its mask is drawn whole and fed to the graph.
     Dense {
@@ -53,7 +57,12 @@ impl std::fmt::Display for SitePath {
                 layer,
                 inputs,
                 outputs,
-            } => write!(f, "sparse difference into {layer} ({inputs} → {outputs})"),
+                int8,
+            } => write!(
+                f,
+                "sparse difference into {layer} ({inputs} → {outputs}{})",
+                if *int8 { ", int8" } else { "" }
+            ),
             SitePath::Dense { reason } => write!(f, "dense plan ({reason})"),
         }
     }
@@ -68,30 +77,59 @@ struct Found {
     layer_output: OutletId,
     /// The dense layer's node name.
     layer: String,
-    /// The layer's constant weights.
-    weights: Arc<Tensor>,
-    /// Which of the weights' two axes is contracted with the activation's values.
-    contracted: usize,
+    weights: FoundWeights,
     inputs: usize,
     outputs: usize,
 }
 
-impl Found {
+/// A layer's weights as found, read out only when a plan is built.
+#[derive(Debug, Clone)]
+enum FoundWeights {
+    Float(Product),
+    /// The masked value quantised (`QuantizeLinearU8` multiplying by `quantise`, zero point
+    /// 0), then one or more quantised products whose outputs are concatenated, in order.
+    Int8 {
+        quantise: f32,
+        parts: Vec<QProduct>,
+    },
+}
+
+/// One matrix product's constant weights.
+#[derive(Debug, Clone)]
+struct Product {
+    weights: Arc<Tensor>,
+    /// Which of the weights' two axes is contracted with the activation's values.
+    contracted: usize,
+    outputs: usize,
+}
+
+/// A quantised product (u8 activation, i8 weights, zero points 0, i32 accumulator) and its
+/// requantisation to u8: `clamp(q_scale(acc + bias, scale) + zero_point, 0, 255)`.
+#[derive(Debug, Clone)]
+struct QProduct {
+    product: Product,
+    bias: Arc<Tensor>,
+    scale: f32,
+    zero_point: i32,
+}
+
+impl Product {
     /// The weights row-major `[inputs, outputs]`: row i, contiguous, is what the per-sample
     /// update streams.
-    fn rows(&self) -> TractResult<Vec<f32>> {
-        let weights = self.weights.cast_to::<f32>()?;
-        let view = weights.to_plain_array_view::<f32>()?;
+    fn rows<T: Datum + Copy + Default>(&self, layer: &str) -> TractResult<Vec<T>> {
+        let weights = self.weights.cast_to::<T>()?;
+        let view = weights.to_plain_array_view::<T>()?;
         let w = view
             .as_slice()
-            .ok_or_else(|| anyhow::anyhow!("{}: weights not contiguous", self.layer))?;
+            .ok_or_else(|| anyhow::anyhow!("{layer}: weights not contiguous"))?;
         if self.contracted == 0 {
             return Ok(w.to_vec());
         }
         // [outputs, inputs] → [inputs, outputs], in tiles that stay in cache (a strided
         // ndarray walk took 40 % of the start-up).
-        let (inputs, outputs) = (self.inputs, self.outputs);
-        let mut rows = vec![0.0; w.len()];
+        let outputs = self.outputs;
+        let inputs = w.len() / outputs;
+        let mut rows = vec![T::default(); w.len()];
         const TILE: usize = 32;
         for o0 in (0..outputs).step_by(TILE) {
             for i0 in (0..inputs).step_by(TILE) {
@@ -106,6 +144,76 @@ impl Found {
     }
 }
 
+impl Found {
+    fn weights(&self) -> TractResult<LayerWeights> {
+        Ok(match &self.weights {
+            FoundWeights::Float(product) => LayerWeights::Float(product.rows(&self.layer)?),
+            FoundWeights::Int8 { quantise, parts } => {
+                let mut rows = vec![0i8; self.inputs * self.outputs];
+                let (mut bias, mut scale, mut zero_point) = (vec![], vec![], vec![]);
+                let mut column = 0;
+                for part in parts {
+                    let n = part.product.outputs;
+                    let part_rows = part.product.rows::<i8>(&self.layer)?;
+                    for (i, row) in part_rows.chunks_exact(n).enumerate() {
+                        rows[i * self.outputs + column..][..n].copy_from_slice(row);
+                    }
+                    let b = part.bias.cast_to::<i32>()?;
+                    let b = b.to_plain_array_view::<i32>()?;
+                    match b.len() {
+                        1 => bias.extend(std::iter::repeat_n(
+                            b.iter().next().copied().unwrap_or(0),
+                            n,
+                        )),
+                        len if len == n => bias.extend(b.iter().copied()),
+                        len => {
+                            anyhow::bail!("{}: bias of {len} values for {n} outputs", self.layer)
+                        }
+                    }
+                    scale.extend(std::iter::repeat_n(part.scale, n));
+                    zero_point.extend(std::iter::repeat_n(part.zero_point, n));
+                    column += n;
+                }
+                LayerWeights::Int8(Int8Weights {
+                    rows,
+                    quantise: *quantise,
+                    bias,
+                    scale,
+                    zero_point,
+                })
+            }
+        })
+    }
+}
+
+/// What the runtime multiplies a sparse site's activation by.
+#[derive(Debug, Clone)]
+pub enum LayerWeights {
+    /// F32, row-major `[inputs, outputs]`: row `i` multiplies activation value `i`.
+    Float(Vec<f32>),
+    /// The quantised form: activation → u8 → i8 product → i32 → u8.
+    Int8(Int8Weights),
+}
+
+/// A quantised layer: `x_q = quantize_linear_f32_u8(m·a, quantise, 0)`, then per output o
+/// `clamp(q_scale(Σ_i x_q,i·rows[i, o] + bias[o], scale[o]) + zero_point[o], 0, 255)`: tract's
+/// own arithmetic for a `QuantizeLinear` → `QLinearMatMul` pair (u8 activations, i8 weights,
+/// zero points 0), which the runtime reproduces bit for bit.
+#[derive(Debug, Clone)]
+pub struct Int8Weights {
+    /// i8, row-major `[inputs, outputs]`.
+    pub rows: Vec<i8>,
+    /// The `QuantizeLinearU8` multiplier (1 / the activation's scale).
+    pub quantise: f32,
+    /// Per output: the i32 bias, the requantisation scale (a·w/y scales), the output zero
+    /// point.
+    pub bias: Vec<i32>,
+    /// See `bias`.
+    pub scale: Vec<f32>,
+    /// See `bias`.
+    pub zero_point: Vec<i32>,
+}
+
 /// One sparse site of a [`Split`], in card order.
 #[derive(Debug, Clone)]
 pub struct SparseLayer {
@@ -113,8 +221,8 @@ pub struct SparseLayer {
     pub site: usize,
     /// The name of the rest graph's input that takes this layer's output.
     pub source: String,
-    /// Weights, row-major `[inputs, outputs]`: row `i` multiplies activation value `i`.
-    pub rows: Vec<f32>,
+    /// The weights, float or quantised.
+    pub weights: LayerWeights,
     /// Values in one activation (= one sample's mask).
     pub inputs: usize,
     /// The layer's output width.
@@ -148,6 +256,7 @@ pub fn site_paths(typed: &TypedModel, card: &ModelCard) -> Vec<SitePath> {
                 reason: reason.clone(),
             },
             (Ok(f), None) => SitePath::Sparse {
+                int8: matches!(f.weights, FoundWeights::Int8 { .. }),
                 layer: f.layer,
                 inputs: f.inputs,
                 outputs: f.outputs,
@@ -187,7 +296,7 @@ pub fn split(typed: &TypedModel, card: &ModelCard) -> TractResult<Option<Split>>
         layers.push(SparseLayer {
             site,
             source: name,
-            rows: f.rows()?,
+            weights: f.weights()?,
             inputs: f.inputs,
             outputs: f.outputs,
         });
@@ -321,6 +430,165 @@ fn find(typed: &TypedModel, card: &ModelCard, mask: &str, len: usize) -> Result<
             _ => break next,
         }
     };
+    let x_shape = typed
+        .outlet_fact(at)
+        .map_err(|e| format!("{}: {e}", layer.name))?
+        .shape
+        .to_tvec();
+    if x_shape.len() != 2 || x_shape[0] != site_shape[0] || x_shape[1] != len.to_dim() {
+        return Err(format!(
+            "the masked value reaches {} as {x_shape:?}, not [T, {len}]",
+            layer.name
+        ));
+    }
+    let quantiser = layer
+        .op_as::<ElementWiseOp>()
+        .and_then(|op| op.0.downcast_ref::<QuantizeLinearU8>());
+    let (layer_output, name, weights, outputs) = match quantiser {
+        Some(q) => {
+            if q.zero_point != 0 {
+                return Err(format!(
+                    "{} quantises with zero point {}",
+                    layer.name, q.zero_point
+                ));
+            }
+            let (output, name, parts) = quantised_products(typed, layer)?;
+            let outputs = parts.iter().map(|p| p.product.outputs).sum();
+            let weights = FoundWeights::Int8 {
+                quantise: q.scale,
+                parts,
+            };
+            (output, name, weights, outputs)
+        }
+        None => {
+            let product = product(typed, layer, OutletId::new(at.node, at.slot), false)?;
+            let outputs = product.outputs;
+            let output = OutletId::new(layer.id, 0);
+            (
+                output,
+                layer.name.clone(),
+                FoundWeights::Float(product),
+                outputs,
+            )
+        }
+    };
+    Ok(Found {
+        activation,
+        layer_output,
+        layer: name,
+        weights,
+        inputs: len,
+        outputs,
+    })
+}
+
+/// The quantised products reading `quantiser`'s output: one, or several whose outputs one
+/// `Concat` on the output axis joins (the int8 export splits a layer in two). Returns the
+/// outlet the rest of the graph reads, its node's name and the parts in output order.
+fn quantised_products(
+    typed: &TypedModel,
+    quantiser: &TypedNode,
+) -> Result<(OutletId, String, Vec<QProduct>), String> {
+    let q_out = OutletId::new(quantiser.id, 0);
+    let readers: Vec<&TypedNode> = typed
+        .outlet_successors(q_out)
+        .iter()
+        .map(|inlet| typed.node(inlet.node))
+        .collect();
+    let (output, order): (OutletId, Vec<usize>) = match readers.as_slice() {
+        [one] => (OutletId::new(one.id, 0), vec![one.id]),
+        many => {
+            let concat =
+                many.iter()
+                    .find_map(|r| match typed.outlet_successors(OutletId::new(r.id, 0)) {
+                        [only] => Some(typed.node(only.node)),
+                        _ => None,
+                    });
+            let Some(concat) = concat.filter(|c| {
+                c.op_as::<tract_onnx::tract_core::ops::array::TypedConcat>()
+                    .is_some_and(|op| op.axis == 1)
+            }) else {
+                return Err(format!(
+                    "{} feeds {} nodes, not one product or products joined by a Concat",
+                    quantiser.name,
+                    many.len()
+                ));
+            };
+            let order: Vec<usize> = concat.inputs.iter().map(|i| i.node).collect();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            let mut readers_ids: Vec<usize> = many.iter().map(|r| r.id).collect();
+            readers_ids.sort_unstable();
+            if sorted != readers_ids
+                || many
+                    .iter()
+                    .any(|r| typed.outlet_successors(OutletId::new(r.id, 0)).len() != 1)
+            {
+                return Err(format!(
+                    "{} joins other values than the products of {}",
+                    concat.name, quantiser.name
+                ));
+            }
+            (OutletId::new(concat.id, 0), order)
+        }
+    };
+    let mut parts = vec![];
+    for id in order {
+        let node = typed.node(id);
+        let product = product(typed, node, q_out, true)?;
+        let konst = |slot: usize| -> Result<Arc<Tensor>, String> {
+            typed
+                .node(node.inputs[slot].node)
+                .op_as::<Const>()
+                .map(|c| c.val().clone())
+                .ok_or_else(|| {
+                    format!(
+                        "{}: quantisation parameter {slot} is not a constant",
+                        node.name
+                    )
+                })
+        };
+        let scalar = |slot: usize| -> Result<f32, String> {
+            let t = konst(slot)?;
+            let t = t
+                .cast_to::<f32>()
+                .map_err(|e| format!("{}: {e}", node.name))?;
+            let view = t
+                .to_plain_array_view::<f32>()
+                .map_err(|e| format!("{}: {e}", node.name))?;
+            match view.as_slice() {
+                Some([v]) => Ok(*v),
+                _ => Err(format!(
+                    "{}: quantisation parameter {slot} is not one value",
+                    node.name
+                )),
+            }
+        };
+        // Inputs: a, b, bias, a0, a_scale, b0, b_scale, c0, c_scale.
+        if scalar(3)? != 0.0 || scalar(5)? != 0.0 {
+            return Err(format!("{} has non-zero input zero points", node.name));
+        }
+        // tract combines the scales as (a · b) / c in f32 (ops::matmul::quant).
+        let scale = scalar(4)? * scalar(6)? / scalar(8)?;
+        parts.push(QProduct {
+            product,
+            bias: konst(2)?,
+            scale,
+            zero_point: scalar(7)? as i32,
+        });
+    }
+    Ok((output, typed.node(output.node).name.clone(), parts))
+}
+
+/// Checks that `layer` is `y[t, o] = Σ_i x[t, i]·W[.., ..]` over the value `x` at `input`
+/// (F32, or with `quantised` a u8 × i8 → u8 product with its nine inputs), with constant,
+/// finite weights, and returns them.
+fn product(
+    typed: &TypedModel,
+    layer: &TypedNode,
+    input: OutletId,
+    quantised: bool,
+) -> Result<Product, String> {
     let Some(einsum) = layer.op_as::<EinSum>() else {
         return Err(format!(
             "the masked value feeds {} ({}), not a dense layer",
@@ -331,15 +599,21 @@ fn find(typed: &TypedModel, card: &ModelCard, mask: &str, len: usize) -> Result<
     let slot = layer
         .inputs
         .iter()
-        .position(|&i| i == at)
+        .position(|&i| i == input)
+        .filter(|&s| s < 2)
         .ok_or_else(|| format!("{} does not read the masked value", layer.name))?;
-    if einsum.q_params.is_some()
-        || einsum.operating_dt != f32::datum_type()
-        || layer.inputs.len() != 2
-    {
+    let expected = if quantised {
+        einsum.q_params == Some(u8::datum_type()) && layer.inputs.len() == 9
+    } else {
+        einsum.q_params.is_none()
+            && einsum.operating_dt == f32::datum_type()
+            && layer.inputs.len() == 2
+    };
+    if !expected {
         return Err(format!(
-            "{} is a quantised or non-F32 matrix product",
-            layer.name
+            "{} is not an {} matrix product",
+            layer.name,
+            if quantised { "u8 quantised" } else { "F32" }
         ));
     }
     let weight_outlet = layer.inputs[1 - slot];
@@ -348,44 +622,44 @@ fn find(typed: &TypedModel, card: &ModelCard, mask: &str, len: usize) -> Result<
         .op_as::<Const>()
         .map(|c| c.val().clone())
         .ok_or_else(|| format!("{}'s weights are not a constant", layer.name))?;
+    if quantised && weights.datum_type().unquantized() != i8::datum_type() {
+        return Err(format!(
+            "{}'s weights are {:?}, not i8",
+            layer.name,
+            weights.datum_type()
+        ));
+    }
     // 0 × NaN is NaN: in the graph a non-finite weight poisons every output whatever the
     // frame, so the gate rejects it; skipping the zero activations would hide it.
-    let finite = weights.cast_to::<f32>().ok().and_then(|w| {
-        let view = w.to_plain_array_view::<f32>().ok()?;
-        view.as_slice().map(|w| w.iter().all(|v| v.is_finite()))
-    });
-    if finite != Some(true) {
+    let finite = quantised
+        || weights.cast_to::<f32>().ok().and_then(|w| {
+            let view = w.to_plain_array_view::<f32>().ok()?;
+            view.as_slice().map(|w| w.iter().all(|v| v.is_finite()))
+        }) == Some(true);
+    if !finite {
         return Err(format!(
             "{}'s weights are not all finite (the plain plan lets the NaN reach the output)",
             layer.name
         ));
     }
-    let x_shape = typed
-        .outlet_fact(at)
-        .map_err(|e| format!("{}: {e}", layer.name))?
-        .shape
-        .to_tvec();
-    if x_shape.len() != 2
-        || x_shape[0] != site_shape[0]
-        || x_shape[1] != len.to_dim()
-        || weights.rank() != 2
-    {
+    if weights.rank() != 2 {
         return Err(format!(
-            "{} multiplies {:?} by {:?}, not [T, {len}] by a matrix",
+            "{}'s weights are {:?}, not a matrix",
             layer.name,
-            x_shape,
             weights.shape()
         ));
     }
-    // The EinSum must be y[t, o] = Σ_i x[t, i]·W[.., ..]: the sample axis kept, the value axis
-    // contracted with one of W's axes, W's other axis the output's second.
+    // The sample axis kept, the value axis contracted with one of W's axes, W's other axis
+    // the output's second; a quantised EinSum's seven parameter inputs carry no axis.
     let mut contracted_in_w = None;
+    let mut axes = 0;
     for axis in einsum.axes.iter_all_axes() {
         let (x, w, out) = (&axis.inputs[slot], &axis.inputs[1 - slot], &axis.outputs[0]);
-        match (x.as_slice(), w.as_slice(), out.as_slice()) {
-            ([0], [], [0]) => {}
-            ([1], [k], []) => contracted_in_w = Some(*k),
-            ([], [_], [1]) => {}
+        let on_parameters = axis.inputs.iter().skip(2).any(|i| !i.is_empty());
+        match (x.as_slice(), w.as_slice(), out.as_slice(), on_parameters) {
+            ([0], [], [0], false) => {}
+            ([1], [k], [], false) => contracted_in_w = Some(*k),
+            ([], [_], [1], false) => {}
             _ => {
                 return Err(format!(
                     "{} is {}, not a dense layer [T, in] × weights → [T, out]",
@@ -393,21 +667,18 @@ fn find(typed: &TypedModel, card: &ModelCard, mask: &str, len: usize) -> Result<
                 ))
             }
         }
+        axes += 1;
     }
-    let (Some(k), 3) = (contracted_in_w, einsum.axes.iter_all_axes().count()) else {
+    let (Some(k), 3) = (contracted_in_w, axes) else {
         return Err(format!(
             "{} is {}, not a dense layer [T, in] × weights → [T, out]",
             layer.name, einsum.axes
         ));
     };
-    Ok(Found {
-        activation,
-        layer_output: OutletId::new(layer.id, 0),
-        layer: layer.name.clone(),
+    Ok(Product {
         outputs: weights.shape()[1 - k],
         weights,
         contracted: k,
-        inputs: len,
     })
 }
 
@@ -529,7 +800,8 @@ mod tests {
     /// Graphs where the pattern does not hold take the plain plan, say why, and run.
     #[test]
     fn the_plain_plan_where_the_pattern_does_not_hold() {
-        let cases: [(&str, fn(&mut Graph)); 4] = [
+        type Body = fn(&mut Graph);
+        let cases: [(&str, Body); 4] = [
             ("not a dense layer", |g| {
                 // The masked value goes through a ReLU before the layer.
                 g.node("Mul", &["act", "mask_0"], "drop", vec![])

@@ -12,7 +12,7 @@ use crate::model::split::{self, Split};
 use crate::model::{Model, ModelError};
 use crate::run::masks::{self, SiteMasks};
 use crate::run::rng::WyRand;
-use crate::run::sparse::SparseHead;
+use crate::run::sparse::Head;
 
 /// Which plan to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +50,8 @@ enum SitePath {
     /// Read where the activation is non-zero by the sparse head, which writes its layer's
     /// `[T, outputs]` output for the rest of the graph.
     Sparse {
-        head: SparseHead,
+        // Boxed: a head is large beside the dense variant.
+        head: Box<Head>,
         out: Arc<Tensor>,
         /// The trunk output holding this site's activation.
         activation: usize,
@@ -119,11 +120,15 @@ impl Plan {
             let path = match (sparse, &cut) {
                 (Some(activation), Some(cut)) => {
                     let layer = &cut.layers[activation];
+                    let head = Head::new(layer, site.p, SiteMasks::new(site.p, start).kept());
+                    let shape = [samples, layer.outputs];
+                    let out = match head {
+                        Head::Float(_) => Tensor::zero::<f32>(&shape),
+                        Head::Int8(_) => Tensor::zero::<u8>(&shape),
+                    };
                     SitePath::Sparse {
-                        head: SparseHead::new(layer, site.p, SiteMasks::new(site.p, start).kept()),
-                        out: Arc::new(
-                            Tensor::zero::<f32>(&[samples, layer.outputs]).map_err(fail)?,
-                        ),
+                        head: Box::new(head),
+                        out: Arc::new(out.map_err(fail)?),
                         activation,
                     }
                 }
@@ -255,20 +260,19 @@ impl Plan {
                     activation,
                 } => {
                     let a = output_slice(&activations[*activation])?;
-                    let out = f32_slice_mut(out)?;
                     let n = head.inputs();
                     match masks {
                         Masks::Drawn(seed) => {
                             let stream = SiteMasks::new(site.p, site.start);
-                            head.run(a, out, |i, m| stream.column(seed, n, i, m))
+                            run_head(head, a, out, |i, m| stream.column(seed, n, i, m))?
                         }
                         Masks::Given(given) => {
                             let given = given[index];
-                            head.run(a, out, |i, m| {
+                            run_head(head, a, out, |i, m| {
                                 for (m, &g) in m.iter_mut().zip(given[i..].iter().step_by(n)) {
                                     *m = g;
                                 }
-                            })
+                            })?
                         }
                     }
                 }
@@ -289,6 +293,20 @@ impl Plan {
         let mut outputs = state.run(inputs).map_err(fail)?;
         Ok(outputs.remove(0))
     }
+}
+
+/// Runs a sparse layer into its output buffer (F32, or u8 for a quantised layer).
+fn run_head(
+    head: &mut Head,
+    a: &[f32],
+    out: &mut Arc<Tensor>,
+    column: impl FnMut(usize, &mut [f32]),
+) -> Result<(), Error> {
+    match head {
+        Head::Float(head) => head.run(a, f32_slice_mut(out)?, column),
+        Head::Int8(head) => head.run(a, slice_mut::<u8>(out)?, column),
+    }
+    Ok(())
 }
 
 /// Where a run's masks come from.
@@ -335,11 +353,16 @@ fn feeds(
     Ok(feeds)
 }
 
-/// The f32 contents of an input buffer, for writing in place. `make_mut` clones only if
-/// tract still held a reference; after a run it never does, so nothing is allocated.
+/// The f32 contents of an input buffer, for writing in place.
 fn f32_slice_mut(t: &mut Arc<Tensor>) -> Result<&mut [f32], Error> {
+    slice_mut::<f32>(t)
+}
+
+/// The contents of an input buffer, for writing in place. `make_mut` clones only if tract
+/// still held a reference; after a run it never does, so nothing is allocated.
+fn slice_mut<T: Datum>(t: &mut Arc<Tensor>) -> Result<&mut [T], Error> {
     Arc::make_mut(t)
-        .to_plain_array_view_mut::<f32>()
+        .to_plain_array_view_mut::<T>()
         .map_err(|e| Error::Inference(one_line(&e)))?
         .into_slice()
         .ok_or_else(|| Error::Inference("input buffer is not contiguous".into()))

@@ -11,7 +11,37 @@
 //! For p > 1/2 the reference value is 0 instead of s (no shared sum; each sample sums its
 //! kept rows): fewer rows, and no cancellation of s·(shared sum), which grows with s.
 
-use crate::model::split::SparseLayer;
+use tract_onnx::tract_core::ops::quant::quantize_linear_f32_u8;
+use tract_onnx::tract_core::tract_linalg::mmm::RoundingPolicy;
+use tract_onnx::tract_core::tract_linalg::{ScaleShiftAndRound, Scaler};
+
+use crate::model::split::{Int8Weights, LayerWeights, SparseLayer};
+
+/// A sparse layer, float or quantised.
+pub enum Head {
+    /// F32 weights: writes an F32 `[T, outputs]` output.
+    Float(SparseHead),
+    /// The quantised form: writes the u8 `[T, outputs]` output of the requantisation.
+    Int8(SparseHeadI8),
+}
+
+impl Head {
+    /// The head for `layer` at drop probability `p` whose kept mask value is `kept`.
+    pub fn new(layer: &SparseLayer, p: f32, kept: f32) -> Head {
+        match &layer.weights {
+            LayerWeights::Float(rows) => Head::Float(SparseHead::new(layer, rows, p, kept)),
+            LayerWeights::Int8(weights) => Head::Int8(SparseHeadI8::new(layer, weights, kept)),
+        }
+    }
+
+    /// Values in one activation (and in one sample's mask).
+    pub fn inputs(&self) -> usize {
+        match self {
+            Head::Float(h) => h.inputs,
+            Head::Int8(h) => h.inputs,
+        }
+    }
+}
 
 /// One sparse layer's weights and its reusable per-frame buffers.
 pub struct SparseHead {
@@ -32,10 +62,11 @@ pub struct SparseHead {
 }
 
 impl SparseHead {
-    /// A head for `layer` at drop probability `p` whose kept mask value is `kept` (1/(1−p)).
-    pub fn new(layer: &SparseLayer, p: f32, kept: f32) -> SparseHead {
+    /// A head for `layer` with F32 `rows` at drop probability `p` whose kept mask value is
+    /// `kept` (1/(1−p)).
+    pub fn new(layer: &SparseLayer, rows: &[f32], p: f32, kept: f32) -> SparseHead {
         SparseHead {
-            rows: layer.rows.clone(),
+            rows: rows.to_vec(),
             inputs: layer.inputs,
             outputs: layer.outputs,
             reference: if p <= 0.5 { kept } else { 0.0 },
@@ -133,6 +164,145 @@ impl SparseHead {
     }
 }
 
+/// The quantised sparse layer. Its integer sums are exact in any order, so it gives the plain
+/// plan's u8 output bit for bit: `x_q,ti = quantize(m_ti·a_i)`, and with `q_i` the kept value's
+/// `quantize(s·a_i)`, `acc_t = bias + Σ_i q_i·W_i + Σ_{i: x_q,ti ≠ q_i} (x_q,ti − q_i)·W_i`
+/// (a drop gives `x_q = 0`, the zero point), then tract's requantisation.
+pub struct SparseHeadI8 {
+    rows: Vec<i8>,
+    inputs: usize,
+    outputs: usize,
+    kept: f32,
+    quantise: f32,
+    bias: Vec<i32>,
+    scalers: Vec<Scaler>,
+    zero_point: Vec<i32>,
+    nonzero: Vec<u32>,
+    values: Vec<f32>,
+    quantised: Vec<i32>,
+    acc: Vec<i32>,
+    column: Vec<f32>,
+    corrections: Vec<(u32, i32)>,
+    simd: Simd,
+}
+
+impl SparseHeadI8 {
+    /// A head for `layer` with `weights`, whose kept mask value is `kept`.
+    pub fn new(layer: &SparseLayer, weights: &Int8Weights, kept: f32) -> SparseHeadI8 {
+        SparseHeadI8 {
+            rows: weights.rows.clone(),
+            inputs: layer.inputs,
+            outputs: layer.outputs,
+            kept,
+            quantise: weights.quantise,
+            bias: weights.bias.clone(),
+            // As tract's QScale: round half to even.
+            scalers: weights
+                .scale
+                .iter()
+                .map(|&s| Scaler::new(s, RoundingPolicy::Even))
+                .collect(),
+            zero_point: weights.zero_point.clone(),
+            nonzero: Vec::with_capacity(layer.inputs),
+            values: Vec::with_capacity(layer.inputs),
+            quantised: Vec::with_capacity(layer.inputs),
+            acc: vec![],
+            column: vec![],
+            corrections: vec![],
+            simd: Simd::detect(),
+        }
+    }
+
+    /// Writes `out` (`[samples, outputs]` u8) from the activation `a` and the masks, read as
+    /// [`SparseHead::run`] reads them.
+    pub fn run(&mut self, a: &[f32], out: &mut [u8], column: impl FnMut(usize, &mut [f32])) {
+        match self.simd {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::Avx2` is chosen only when the CPU reports AVX2.
+            Simd::Avx2 => unsafe { self.run_avx2(a, out, column) },
+            Simd::Baseline => self.run_inline(a, out, column),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(
+        &mut self,
+        a: &[f32],
+        out: &mut [u8],
+        column: impl FnMut(usize, &mut [f32]),
+    ) {
+        self.run_inline(a, out, column)
+    }
+
+    /// The kernel, compiled once per instruction set; integers, so the same result on each.
+    #[inline(always)]
+    fn run_inline(&mut self, a: &[f32], out: &mut [u8], mut column: impl FnMut(usize, &mut [f32])) {
+        let n = self.outputs;
+        let samples = out.len() / n;
+        self.nonzero.clear();
+        self.values.clear();
+        self.quantised.clear();
+        for (i, &v) in a.iter().enumerate() {
+            if v != 0.0 {
+                self.nonzero.push(i as u32);
+                self.values.push(v);
+                self.quantised
+                    .push(quantize_linear_f32_u8(self.kept * v, self.quantise, 0) as i32);
+            }
+        }
+        self.acc.resize(samples * n, 0);
+        let (base, rest) = self.acc.split_at_mut(n);
+        base.copy_from_slice(&self.bias);
+        for (&i, &q) in self.nonzero.iter().zip(&self.quantised) {
+            if q != 0 {
+                axpy_i8(base, q, &self.rows[i as usize * n..][..n]);
+            }
+        }
+        for sample in rest.chunks_exact_mut(n) {
+            sample.copy_from_slice(base);
+        }
+        self.column.resize(samples, 0.0);
+        self.corrections.resize(samples, (0, 0));
+        for ((&i, &v), &q) in self.nonzero.iter().zip(&self.values).zip(&self.quantised) {
+            column(i as usize, &mut self.column);
+            let mut count = 0;
+            for (t, &m) in self.column.iter().enumerate() {
+                // A drawn mask is 0 (x_q = 0, the zero point) or s (x_q = q): no rounding
+                // needed, and no branch on the coin flip; any other value is quantised.
+                let d = if m == 0.0 || m == self.kept {
+                    -(q & 0i32.wrapping_sub((m == 0.0) as i32))
+                } else {
+                    quantize_linear_f32_u8(m * v, self.quantise, 0) as i32 - q
+                };
+                self.corrections[count] = (t as u32, d);
+                count += (d != 0) as usize;
+            }
+            let row = &self.rows[i as usize * n..][..n];
+            for &(t, d) in &self.corrections[..count] {
+                axpy_i8(&mut self.acc[t as usize * n..][..n], d, row);
+            }
+        }
+        for (sample, acc) in out.chunks_exact_mut(n).zip(self.acc.chunks_exact(n)) {
+            for (((y, &x), scaler), &zp) in sample
+                .iter_mut()
+                .zip(acc)
+                .zip(&self.scalers)
+                .zip(&self.zero_point)
+            {
+                *y = (x.q_scale(*scaler) + zp).clamp(0, 255) as u8;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn axpy_i8(y: &mut [i32], c: i32, x: &[i8]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += c * x as i32;
+    }
+}
+
 #[inline(always)]
 fn axpy(y: &mut [f32], c: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
@@ -179,11 +349,11 @@ mod tests {
         out
     }
 
-    fn layer(inputs: usize, outputs: usize, rows: Vec<f32>) -> SparseLayer {
+    fn layer(inputs: usize, outputs: usize) -> SparseLayer {
         SparseLayer {
             site: 0,
             source: "layer.sparse".into(),
-            rows,
+            weights: LayerWeights::Float(vec![]),
             inputs,
             outputs,
         }
@@ -211,7 +381,7 @@ mod tests {
                     if u < 0.05 { u * 10.0 } else if u < p { 0.0 } else { kept }
                 })
                 .collect();
-            let mut head = SparseHead::new(&layer(inputs, outputs, rows.clone()), p, kept);
+            let mut head = SparseHead::new(&layer(inputs, outputs), &rows, p, kept);
             let mut out = vec![f32::NAN; samples * outputs];
             head.run(&a, &mut out, |i, m| {
                 for (t, m) in m.iter_mut().enumerate() {
@@ -222,6 +392,59 @@ mod tests {
             for (got, want) in out.iter().zip(&want) {
                 prop_assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()),
                     "got {got} want {want}");
+            }
+        }
+    }
+
+    proptest! {
+        /// The quantised head against the layer computed whole, in integers: equal.
+        #[test]
+        fn int8_matches_the_whole_integer_product(
+            inputs in 1usize..60,
+            outputs in 1usize..30,
+            samples in 1usize..10,
+            p in prop_oneof![Just(0.25f32), Just(0.5), 0.01f32..0.95],
+            seed in any::<u64>(),
+        ) {
+            let mut rng = crate::run::rng::WyRand::new(seed);
+            let mut next = || rng.next_u64();
+            let rows: Vec<i8> = (0..inputs * outputs).map(|_| next() as i8).collect();
+            let a: Vec<f32> = (0..inputs)
+                .map(|_| ((next() % 1000) as f32 / 250.0 - 1.5).max(0.0))
+                .collect();
+            let weights = Int8Weights {
+                rows: rows.clone(),
+                quantise: 40.0 + (next() % 100) as f32 / 7.0,
+                bias: (0..outputs).map(|_| (next() % 2001) as i32 - 1000).collect(),
+                scale: (0..outputs).map(|_| 1e-4 + (next() % 1000) as f32 * 1e-6).collect(),
+                zero_point: (0..outputs).map(|_| (next() % 256) as i32).collect(),
+            };
+            let kept = (1.0 / (1.0 - p as f64)) as f32;
+            let masks: Vec<f32> = (0..samples * inputs)
+                .map(|_| match next() % 20 {
+                    0 => 0.7,
+                    k if (k as f32) < 20.0 * p => 0.0,
+                    _ => kept,
+                })
+                .collect();
+            let mut head = SparseHeadI8::new(&layer(inputs, outputs), &weights, kept);
+            let mut out = vec![0u8; samples * outputs];
+            head.run(&a, &mut out, |i, m| {
+                for (t, m) in m.iter_mut().enumerate() {
+                    *m = masks[t * inputs + i];
+                }
+            });
+            for t in 0..samples {
+                for o in 0..outputs {
+                    let mut acc = weights.bias[o];
+                    for i in 0..inputs {
+                        let x = quantize_linear_f32_u8(masks[t * inputs + i] * a[i], weights.quantise, 0);
+                        acc += x as i32 * rows[i * outputs + o] as i32;
+                    }
+                    let scaler = Scaler::new(weights.scale[o], RoundingPolicy::Even);
+                    let want = (acc.q_scale(scaler) + weights.zero_point[o]).clamp(0, 255) as u8;
+                    prop_assert_eq!(out[t * outputs + o], want, "t={} o={}", t, o);
+                }
             }
         }
     }
@@ -245,7 +468,7 @@ mod tests {
                 };
             }
         };
-        let mut head = SparseHead::new(&layer(inputs, outputs, rows), 0.25, 4.0 / 3.0);
+        let mut head = SparseHead::new(&layer(inputs, outputs), &rows, 0.25, 4.0 / 3.0);
         let mut simd = vec![0.0; samples * outputs];
         head.run(&a, &mut simd, mask);
         head.simd = Simd::Baseline;
