@@ -2,11 +2,11 @@
 //!
 //! `cargo bench --bench gate` — results and ratios go in docs/BENCHMARKS.md.
 //! - gate_t{1,20,100}, gate_int8_t{1,20,100}: one gated frame at T (preprocess, masks, one
-//!   batched run, measures), float and int8 models, the plan the gate builds (float: the
-//!   first dropout site as a sparse difference; int8: the plain plan, its layer is quantised)
-//! - gate_dense_t{1,20,100}: the float model on the plain plan (`Strategy::Dense`), as
+//!   batched run, measures), float and int8 models, the plan the gate builds (the first
+//!   dropout site as a sparse difference)
+//! - gate_dense_t{1,20,100}, gate_int8_dense_t20: on the plain plan (`Strategy::Dense`), as
 //!   before the sparse path
-//! - forward_int8_t1: the int8 model's T=1 forward
+//! - forward_int8_t1: the int8 model's T=1 forward, plain plan
 //! - forward_t1: one T=1 forward of the plain plan (masks drawn, no measures): the cost of
 //!   one deterministic forward as tract runs the graph, the floor the T=20 ratio is taken to
 //! - forward_sparse_t1: the same through the sparse plan
@@ -55,6 +55,7 @@ fn bench(c: &mut Criterion) {
         ("", &model, Strategy::Sparse, &[1, 20, 100][..]),
         ("dense_", &model, Strategy::Dense, &[1, 20, 100]),
         ("int8_", &int8, Strategy::Sparse, &[1, 20, 100]),
+        ("int8_dense_", &int8, Strategy::Dense, &[20]),
         ("ensemble_", &ensemble, Strategy::Sparse, &[1, 20]),
         ("ensemble_dense_", &ensemble, Strategy::Dense, &[20]),
     ];
@@ -95,7 +96,7 @@ fn bench(c: &mut Criterion) {
     }
 
     let mut seed = 0u64;
-    let mut int8_plan1 = Plan::new(&int8, 1).unwrap();
+    let mut int8_plan1 = Plan::with(&int8, 1, Strategy::Dense).unwrap();
     c.bench_function("forward_int8_t1", |b| {
         b.iter(|| {
             seed += 1;
