@@ -9,8 +9,11 @@
 //! - its mask input feeds exactly one `Mul`, whose other operand is a one-frame F32 value
 //!   computed from the image alone (no other site's mask upstream);
 //! - the product reaches, through shape-only ops that keep the order of values (`Reshape`,
-//!   adding or removing unit axes), an F32 `EinSum` with one constant weight matrix whose
-//!   output is `[T, outputs]` (ONNX `Gemm` and `MatMul` with constant weights become this).
+//!   adding or removing unit axes), an F32 `EinSum` with one constant, finite weight matrix
+//!   whose output is `[T, outputs]` (ONNX `Gemm` and `MatMul` with constant weights become
+//!   this); or, the int8 export's form, a `QuantizeLinearU8` (zero point 0) read by quantised
+//!   `EinSum`s (u8 × i8, zero points 0, u8 output; `QLinearMatMul`) that one `Concat` on the
+//!   output axis joins (or just one of them).
 //!
 //! The graph is then cut in two: the *trunk* (image → every qualifying site's `a`, batch 1)
 //! and the *rest* (each such layer's output as a new `[T, outputs]` input, the other sites'

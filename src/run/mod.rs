@@ -1,4 +1,5 @@
-//! Run time, per frame: draw the dropout masks and run the plan.
+//! Run time, per frame: draw the dropout masks and run the plan (and the sparse layers
+//! between its parts).
 
 pub mod masks;
 pub mod plan;

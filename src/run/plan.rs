@@ -1,6 +1,9 @@
-//! The hot path: one optimised tract plan with a symbolic T, built once at start-up, then
-//! run once per frame with freshly drawn masks. Its state and input tensors are reused for
-//! every frame, so a frame allocates only what tract allocates.
+//! The hot path: optimised tract plans with a symbolic T, built once at start-up, then run
+//! once per frame with freshly drawn masks. Either the whole graph, or — where a dropout site
+//! feeds a dense layer (`model::split`) — a trunk run at batch 1, the layer as a sparse
+//! difference (`run::sparse`) and the rest of the graph with its T samples. State, input
+//! tensors and the layer's buffers are reused for every frame, so a frame allocates only
+//! what tract allocates.
 
 use std::sync::Arc;
 
@@ -284,10 +287,12 @@ impl Plan {
         };
         let inputs: TVec<TValue> = feeds
             .iter()
-            .map(|feed| match (feed, &self.sites[feed.site()].path) {
-                (Feed::Image, _) => self.image.clone().into_tvalue(),
-                (_, SitePath::Dense { mask }) => mask.clone().into_tvalue(),
-                (_, SitePath::Sparse { out, .. }) => out.clone().into_tvalue(),
+            .map(|feed| match *feed {
+                Feed::Image => self.image.clone().into_tvalue(),
+                Feed::Mask(i) | Feed::Layer(i) => match &self.sites[i].path {
+                    SitePath::Dense { mask } => mask.clone().into_tvalue(),
+                    SitePath::Sparse { out, .. } => out.clone().into_tvalue(),
+                },
             })
             .collect();
         let mut outputs = state.run(inputs).map_err(fail)?;
@@ -316,16 +321,6 @@ enum Masks<'a> {
     Drawn(u64),
     /// Given by the caller, one `[T, ..shape]` slice per site.
     Given(&'a [&'a [f32]]),
-}
-
-impl Feed {
-    /// The site a mask or layer feed belongs to (0 for the image, which has none).
-    fn site(&self) -> usize {
-        match *self {
-            Feed::Image => 0,
-            Feed::Mask(i) | Feed::Layer(i) => i,
-        }
-    }
 }
 
 /// How `runnable`'s inputs are fed, by name in its own input order: the image, the masks
