@@ -90,23 +90,10 @@ impl SparseHead {
     pub fn run(&mut self, a: &[f32], out: &mut [f32], column: impl FnMut(usize, &mut [f32])) {
         debug_assert_eq!(a.len(), self.inputs);
         debug_assert_eq!(out.len() % self.outputs, 0);
-        match self.simd {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Simd::Avx2` is chosen only when the CPU reports AVX2.
-            Simd::Avx2 => unsafe { self.run_avx2(a, out, column) },
-            Simd::Baseline => self.run_inline(a, out, column),
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2(
-        &mut self,
-        a: &[f32],
-        out: &mut [f32],
-        column: impl FnMut(usize, &mut [f32]),
-    ) {
-        self.run_inline(a, out, column)
+        self.simd.run(
+            #[inline(always)]
+            || self.run_inline(a, out, column),
+        )
     }
 
     /// The kernel, compiled once per instruction set (8-wide on AVX2, 4-wide SSE2 or NEON
@@ -216,23 +203,10 @@ impl SparseHeadI8 {
     /// Writes `out` (`[samples, outputs]` u8) from the activation `a` and the masks, read as
     /// [`SparseHead::run`] reads them.
     pub fn run(&mut self, a: &[f32], out: &mut [u8], column: impl FnMut(usize, &mut [f32])) {
-        match self.simd {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Simd::Avx2` is chosen only when the CPU reports AVX2.
-            Simd::Avx2 => unsafe { self.run_avx2(a, out, column) },
-            Simd::Baseline => self.run_inline(a, out, column),
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2(
-        &mut self,
-        a: &[f32],
-        out: &mut [u8],
-        column: impl FnMut(usize, &mut [f32]),
-    ) {
-        self.run_inline(a, out, column)
+        self.simd.run(
+            #[inline(always)]
+            || self.run_inline(a, out, column),
+        )
     }
 
     /// The kernel, compiled once per instruction set; integers, so the same result on each.
@@ -319,6 +293,17 @@ enum Simd {
 }
 
 impl Simd {
+    /// Runs `kernel` (inlined into it) compiled for this instruction set.
+    #[inline(always)]
+    fn run<R>(self, kernel: impl FnOnce() -> R) -> R {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Simd::Avx2` is chosen only when the CPU reports AVX2.
+            Simd::Avx2 => unsafe { avx2(kernel) },
+            Simd::Baseline => kernel(),
+        }
+    }
+
     fn detect() -> Simd {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -326,6 +311,14 @@ impl Simd {
         }
         Simd::Baseline
     }
+}
+
+/// `kernel` compiled with AVX2: what it inlines (the kernels are `inline(always)`) uses
+/// 8-wide vectors.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<R>(kernel: impl FnOnce() -> R) -> R {
+    kernel()
 }
 
 #[cfg(test)]
