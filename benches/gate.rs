@@ -166,7 +166,7 @@ fn bench(c: &mut Criterion) {
     let LayerWeights::Float(rows) = &layer.weights else {
         unreachable!("models/mnist is float")
     };
-    let mut head = SparseHead::new(layer, rows, p, masks.kept());
+    let mut head = SparseHead::new(rows.clone(), layer.inputs, layer.outputs, p, masks.kept());
     for samples in [20, 100] {
         let mut out = vec![0.0; samples * layer.outputs];
         c.bench_function(&format!("sparse_head_t{samples}"), |b| {

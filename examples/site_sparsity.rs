@@ -19,6 +19,7 @@ use mcgate::input::frame::decode_file;
 use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::{split, Model};
 use mcgate::run::masks::{self, SiteMasks};
+use mcgate::run::sparse;
 use tract_onnx::prelude::*;
 
 fn main() -> Result<()> {
@@ -36,13 +37,7 @@ fn main() -> Result<()> {
     let trunk = cut.trunk.into_optimized()?.into_runnable()?;
     let mut preprocessor = Preprocessor::new(&model.card.input);
     let sites = &model.card.dropout_sites;
-    // Where each site's masks start in a frame's stream, as the plan computes it.
-    let mut starts = vec![];
-    let mut start = 0;
-    for site in sites {
-        starts.push(start);
-        start += masks::draws(site.p, samples * site.sample_len());
-    }
+    let starts = masks::site_starts(sites, samples);
     let mut nonzero: Vec<Vec<f64>> = vec![vec![]; cut.layers.len()];
     let mut sparse_macs: Vec<Vec<f64>> = vec![vec![]; cut.layers.len()];
     for (index, image) in images.iter().enumerate() {
@@ -53,8 +48,7 @@ fn main() -> Result<()> {
             let a = outputs[k].to_plain_array_view::<f32>()?;
             let site = &sites[layer.site];
             let stream = SiteMasks::new(site.p, starts[layer.site]);
-            // The sparse head's reference value: s for p ≤ 1/2, else 0 (run::sparse).
-            let reference = if site.p <= 0.5 { stream.kept() } else { 0.0 };
+            let reference = sparse::reference_value(site.p, stream.kept());
             let mut rows = 0usize;
             let mut corrections = 0usize;
             for (i, &v) in a.iter().enumerate() {

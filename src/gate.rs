@@ -85,12 +85,12 @@ impl Gate {
         strategy: Strategy,
     ) -> Result<Gate, Error> {
         check_threshold(threshold)?;
-        Self::build(
+        Ok(Self::build(
             model,
             Plan::with(model, samples, strategy)?,
             Arc::new(SharedThreshold::new(threshold)),
             seeds,
-        )
+        ))
     }
 
     /// A gate whose threshold is `threshold`, shared with others and changeable.
@@ -100,24 +100,24 @@ impl Gate {
         threshold: Arc<SharedThreshold>,
         seeds: Seeds,
     ) -> Result<Gate, Error> {
-        Self::build(model, Plan::new(model, samples)?, threshold, seeds)
+        Ok(Self::build(
+            model,
+            Plan::new(model, samples)?,
+            threshold,
+            seeds,
+        ))
     }
 
-    fn build(
-        model: &Model,
-        plan: Plan,
-        threshold: Arc<SharedThreshold>,
-        seeds: Seeds,
-    ) -> Result<Gate, Error> {
+    fn build(model: &Model, plan: Plan, threshold: Arc<SharedThreshold>, seeds: Seeds) -> Gate {
         let card = model.card.clone();
-        Ok(Gate {
+        Gate {
             plan,
             preprocessor: Preprocessor::new(&card.input),
             scratch: vec![0.0; card.classes.len()],
             card,
             threshold,
             seeds,
-        })
+        }
     }
 
     /// The model's card.

@@ -246,25 +246,16 @@ pub struct Split {
 
 /// How each of the card's dropout sites would run (for `mcgate info`).
 pub fn site_paths(typed: &TypedModel, card: &ModelCard) -> Vec<SitePath> {
-    let found = find_all(typed, card);
-    let whole = found
-        .iter()
-        .any(Result::is_ok)
-        .then(|| rest_reads_image(typed, card, &found))
-        .flatten();
-    found
+    analyse(typed, card)
         .into_iter()
-        .map(|f| match (f, &whole) {
-            (Ok(_), Some(reason)) => SitePath::Dense {
-                reason: reason.clone(),
-            },
-            (Ok(f), None) => SitePath::Sparse {
+        .map(|f| match f {
+            Ok(f) => SitePath::Sparse {
                 int8: matches!(f.weights, FoundWeights::Int8 { .. }),
                 layer: f.layer,
                 inputs: f.inputs,
                 outputs: f.outputs,
             },
-            (Err(reason), _) => SitePath::Dense { reason },
+            Err(reason) => SitePath::Dense { reason },
         })
         .collect()
 }
@@ -272,8 +263,8 @@ pub fn site_paths(typed: &TypedModel, card: &ModelCard) -> Vec<SitePath> {
 /// Cuts `typed` around its sparse sites; `None` when no site qualifies (or the rest of the
 /// graph would still need the image), and the plain plan runs.
 pub fn split(typed: &TypedModel, card: &ModelCard) -> TractResult<Option<Split>> {
-    let found = find_all(typed, card);
-    if !found.iter().any(Result::is_ok) || rest_reads_image(typed, card, &found).is_some() {
+    let found = analyse(typed, card);
+    if !found.iter().any(Result::is_ok) {
         return Ok(None);
     }
     let image = typed.node_by_name(&card.input.name)?.id;
@@ -320,11 +311,21 @@ pub fn split(typed: &TypedModel, card: &ModelCard) -> TractResult<Option<Split>>
     }))
 }
 
-fn find_all(typed: &TypedModel, card: &ModelCard) -> Vec<Result<Found, String>> {
-    card.dropout_sites
+/// Every site, card order: its pattern, or why it takes the plain plan (every site does
+/// when the rest of the graph would still read the image).
+fn analyse(typed: &TypedModel, card: &ModelCard) -> Vec<Result<Found, String>> {
+    let found: Vec<_> = card
+        .dropout_sites
         .iter()
         .map(|site| find(typed, card, &site.input, site.sample_len()))
-        .collect()
+        .collect();
+    match rest_reads_image(typed, card, &found) {
+        Some(reason) => found
+            .into_iter()
+            .map(|f| f.and_then(|_| Err(reason.clone())))
+            .collect(),
+        None => found,
+    }
 }
 
 /// Why the rest of the graph would still need the image, if it does: the cut would then
@@ -464,7 +465,7 @@ fn find(typed: &TypedModel, card: &ModelCard, mask: &str, len: usize) -> Result<
             (output, name, weights, outputs)
         }
         None => {
-            let product = product(typed, layer, OutletId::new(at.node, at.slot), false)?;
+            let product = product(typed, layer, at, false)?;
             let outputs = product.outputs;
             let output = OutletId::new(layer.id, 0);
             (

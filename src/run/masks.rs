@@ -3,6 +3,7 @@
 //! ONNX Dropout is an identity in every edge runtime, so the model takes its masks as
 //! inputs and we draw them here, T samples at once, into buffers reused across frames.
 
+use crate::model::card::DropoutSite;
 use crate::run::rng::WyRand;
 
 /// Fills `out` with independent mask values: 0 with probability `p`, else 1/(1−p).
@@ -35,6 +36,19 @@ pub fn draws(p: f32, values: usize) -> u64 {
     }
 }
 
+/// Where each site's masks start in a frame's stream (draws before them): the sites are
+/// drawn one after another in card order, T samples each, whichever path reads them.
+pub fn site_starts(sites: &[DropoutSite], samples: usize) -> Vec<u64> {
+    sites
+        .iter()
+        .scan(0, |next, site| {
+            let start = *next;
+            *next += draws(site.p, samples * site.sample_len());
+            Some(start)
+        })
+        .collect()
+}
+
 /// One site's mask values as [`fill`] writes them, read one at a time without drawing the
 /// others: value `i` of the site is half of draw `start + i/2` of the frame's generator (the
 /// low half for even `i`). The sparse path reads only the values where the activation is
@@ -57,13 +71,9 @@ impl SiteMasks {
     /// The site's value `index` (flat over `[T, ..shape]`) for the frame seeded `seed`.
     #[inline]
     pub fn value(&self, seed: u64, index: usize) -> f32 {
-        match &self.coin {
-            None => 1.0,
-            Some(coin) => {
-                let r = WyRand::nth(seed, self.start + (index / 2) as u64);
-                coin.value((r >> (32 * (index % 2))) as u32)
-            }
-        }
+        self.coin
+            .as_ref()
+            .map_or(1.0, |coin| coin.at(seed, self.start, index))
     }
 
     /// Values `index`, `index + stride`, `index + 2·stride`, … into `out`: input `index`'s
@@ -76,8 +86,7 @@ impl SiteMasks {
         };
         let mut index = index;
         for m in out {
-            let r = WyRand::nth(seed, self.start + (index / 2) as u64);
-            *m = coin.value((r >> (32 * (index % 2))) as u32);
+            *m = coin.at(seed, self.start, index);
             index += stride;
         }
     }
@@ -106,6 +115,14 @@ impl Coin {
             threshold: (keep * 4_294_967_296.0) as u32,
             scale: ((1.0 / keep) as f32).to_bits(),
         })
+    }
+
+    /// Value `index` of a site whose first draw is `start`: half of draw `start + index/2`
+    /// (the low half for even `index`), as [`fill`] uses it.
+    #[inline]
+    fn at(&self, seed: u64, start: u64, index: usize) -> f32 {
+        let r = WyRand::nth(seed, start + (index / 2) as u64);
+        self.value((r >> (32 * (index % 2))) as u32)
     }
 
     /// Branch-free select of the bit pattern (0.0 is all zero bits): the keep decision is a

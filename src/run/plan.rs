@@ -112,19 +112,41 @@ impl Plan {
             Strategy::Sparse => split::split(model.typed(), card).map_err(fail)?,
             Strategy::Dense => None,
         };
-        // Masks are drawn site after site from one stream; each site starts where the
-        // previous one's draws end, whichever path reads it.
-        let mut start = 0;
+        let (body, layers) = match cut {
+            None => {
+                let runnable = runnable(model.typed().clone()).map_err(fail)?;
+                let feeds = feeds(&runnable, card, &[]).map_err(fail)?;
+                let state = TypedSimpleState::new(&runnable).map_err(fail)?;
+                (Body::Whole { state, feeds }, vec![])
+            }
+            Some(Split {
+                trunk,
+                rest,
+                layers,
+            }) => {
+                let trunk = runnable(trunk).map_err(fail)?;
+                let rest = runnable(rest).map_err(fail)?;
+                let feeds = feeds(&rest, card, &layers).map_err(fail)?;
+                let body = Body::Split {
+                    trunk: TypedSimpleState::new(&trunk).map_err(fail)?,
+                    rest: TypedSimpleState::new(&rest).map_err(fail)?,
+                    feeds,
+                };
+                (body, layers)
+            }
+        };
+        // Trunk output k is layer k's activation; each layer moves into its site's head.
+        let mut layers: Vec<_> = layers.into_iter().enumerate().map(Some).collect();
+        let starts = masks::site_starts(&card.dropout_sites, samples);
         let mut sites = vec![];
-        for (index, site) in card.dropout_sites.iter().enumerate() {
-            let sparse = cut
-                .as_ref()
-                .and_then(|c| c.layers.iter().position(|l| l.site == index));
-            let path = match (sparse, &cut) {
-                (Some(activation), Some(cut)) => {
-                    let layer = &cut.layers[activation];
-                    let head = Head::new(layer, site.p, SiteMasks::new(site.p, start).kept());
+        for ((index, site), &start) in card.dropout_sites.iter().enumerate().zip(&starts) {
+            let layer = layers
+                .iter_mut()
+                .find_map(|l| l.take_if(|(_, l)| l.site == index));
+            let path = match layer {
+                Some((activation, layer)) => {
                     let shape = [samples, layer.outputs];
+                    let head = Head::new(layer, site.p, SiteMasks::new(site.p, start).kept());
                     let out = match head {
                         Head::Float(_) => Tensor::zero::<f32>(&shape),
                         Head::Int8(_) => Tensor::zero::<u8>(&shape),
@@ -135,7 +157,7 @@ impl Plan {
                         activation,
                     }
                 }
-                _ => {
+                None => {
                     let mut shape = vec![samples];
                     shape.extend(&site.shape);
                     SitePath::Dense {
@@ -148,32 +170,7 @@ impl Plan {
                 start,
                 path,
             });
-            start += masks::draws(site.p, samples * site.sample_len());
         }
-        let body = match cut {
-            None => {
-                let runnable = runnable(model.typed().clone()).map_err(fail)?;
-                let feeds = feeds(&runnable, card, &[]).map_err(fail)?;
-                Body::Whole {
-                    state: TypedSimpleState::new(&runnable).map_err(fail)?,
-                    feeds,
-                }
-            }
-            Some(Split {
-                trunk,
-                rest,
-                layers,
-            }) => {
-                let trunk = runnable(trunk).map_err(fail)?;
-                let rest = runnable(rest).map_err(fail)?;
-                let feeds = feeds(&rest, card, &layers).map_err(fail)?;
-                Body::Split {
-                    trunk: TypedSimpleState::new(&trunk).map_err(fail)?,
-                    rest: TypedSimpleState::new(&rest).map_err(fail)?,
-                    feeds,
-                }
-            }
-        };
         let image = Tensor::zero::<f32>(&card.input.shape).map_err(fail)?;
         Ok(Plan {
             body,

@@ -26,11 +26,22 @@ pub enum Head {
 }
 
 impl Head {
-    /// The head for `layer` at drop probability `p` whose kept mask value is `kept`.
-    pub fn new(layer: &SparseLayer, p: f32, kept: f32) -> Head {
-        match &layer.weights {
-            LayerWeights::Float(rows) => Head::Float(SparseHead::new(layer, rows, p, kept)),
-            LayerWeights::Int8(weights) => Head::Int8(SparseHeadI8::new(layer, weights, kept)),
+    /// The head for `layer` (its weights move in) at drop probability `p` whose kept mask
+    /// value is `kept`.
+    pub fn new(layer: SparseLayer, p: f32, kept: f32) -> Head {
+        let SparseLayer {
+            weights,
+            inputs,
+            outputs,
+            ..
+        } = layer;
+        match weights {
+            LayerWeights::Float(rows) => {
+                Head::Float(SparseHead::new(rows, inputs, outputs, p, kept))
+            }
+            LayerWeights::Int8(weights) => {
+                Head::Int8(SparseHeadI8::new(weights, inputs, outputs, kept))
+            }
         }
     }
 
@@ -62,17 +73,17 @@ pub struct SparseHead {
 }
 
 impl SparseHead {
-    /// A head for `layer` with F32 `rows` at drop probability `p` whose kept mask value is
-    /// `kept` (1/(1−p)).
-    pub fn new(layer: &SparseLayer, rows: &[f32], p: f32, kept: f32) -> SparseHead {
+    /// A head for F32 `rows` (row-major `[inputs, outputs]`) at drop probability `p` whose
+    /// kept mask value is `kept` (1/(1−p)).
+    pub fn new(rows: Vec<f32>, inputs: usize, outputs: usize, p: f32, kept: f32) -> SparseHead {
         SparseHead {
-            rows: rows.to_vec(),
-            inputs: layer.inputs,
-            outputs: layer.outputs,
-            reference: if p <= 0.5 { kept } else { 0.0 },
-            nonzero: Vec::with_capacity(layer.inputs),
-            values: Vec::with_capacity(layer.inputs),
-            base: vec![0.0; layer.outputs],
+            rows,
+            inputs,
+            outputs,
+            reference: reference_value(p, kept),
+            nonzero: Vec::with_capacity(inputs),
+            values: Vec::with_capacity(inputs),
+            base: vec![0.0; outputs],
             column: vec![],
             corrections: vec![],
             simd: Simd::detect(),
@@ -174,25 +185,25 @@ pub struct SparseHeadI8 {
 }
 
 impl SparseHeadI8 {
-    /// A head for `layer` with `weights`, whose kept mask value is `kept`.
-    pub fn new(layer: &SparseLayer, weights: &Int8Weights, kept: f32) -> SparseHeadI8 {
+    /// A head for `weights` (`inputs` × `outputs`), whose kept mask value is `kept`.
+    pub fn new(weights: Int8Weights, inputs: usize, outputs: usize, kept: f32) -> SparseHeadI8 {
         SparseHeadI8 {
-            rows: weights.rows.clone(),
-            inputs: layer.inputs,
-            outputs: layer.outputs,
+            inputs,
+            outputs,
             kept,
             quantise: weights.quantise,
-            bias: weights.bias.clone(),
             // As tract's QScale: round half to even.
             scalers: weights
                 .scale
                 .iter()
                 .map(|&s| Scaler::new(s, RoundingPolicy::Even))
                 .collect(),
-            zero_point: weights.zero_point.clone(),
-            nonzero: Vec::with_capacity(layer.inputs),
-            values: Vec::with_capacity(layer.inputs),
-            quantised: Vec::with_capacity(layer.inputs),
+            zero_point: weights.zero_point,
+            rows: weights.rows,
+            bias: weights.bias,
+            nonzero: Vec::with_capacity(inputs),
+            values: Vec::with_capacity(inputs),
+            quantised: Vec::with_capacity(inputs),
             acc: vec![],
             column: vec![],
             corrections: vec![],
@@ -270,6 +281,16 @@ impl SparseHeadI8 {
     }
 }
 
+/// The mask value the float head's shared sum assumes: s for p ≤ 1/2 (per sample, the
+/// dropped rows), else 0 (per sample, the kept rows: fewer, and nothing cancels).
+pub fn reference_value(p: f32, kept: f32) -> f32 {
+    if p <= 0.5 {
+        kept
+    } else {
+        0.0
+    }
+}
+
 #[inline(always)]
 fn axpy_i8(y: &mut [i32], c: i32, x: &[i8]) {
     for (y, &x) in y.iter_mut().zip(x) {
@@ -342,16 +363,6 @@ mod tests {
         out
     }
 
-    fn layer(inputs: usize, outputs: usize) -> SparseLayer {
-        SparseLayer {
-            site: 0,
-            source: "layer.sparse".into(),
-            weights: LayerWeights::Float(vec![]),
-            inputs,
-            outputs,
-        }
-    }
-
     proptest! {
         /// Random shapes, ReLU-like activations (about half zero), masks of 0 and s with a
         /// few arbitrary values: the sparse head matches the dense reference.
@@ -374,7 +385,7 @@ mod tests {
                     if u < 0.05 { u * 10.0 } else if u < p { 0.0 } else { kept }
                 })
                 .collect();
-            let mut head = SparseHead::new(&layer(inputs, outputs), &rows, p, kept);
+            let mut head = SparseHead::new(rows.clone(), inputs, outputs, p, kept);
             let mut out = vec![f32::NAN; samples * outputs];
             head.run(&a, &mut out, |i, m| {
                 for (t, m) in m.iter_mut().enumerate() {
@@ -420,7 +431,7 @@ mod tests {
                     _ => kept,
                 })
                 .collect();
-            let mut head = SparseHeadI8::new(&layer(inputs, outputs), &weights, kept);
+            let mut head = SparseHeadI8::new(weights.clone(), inputs, outputs, kept);
             let mut out = vec![0u8; samples * outputs];
             head.run(&a, &mut out, |i, m| {
                 for (t, m) in m.iter_mut().enumerate() {
@@ -461,7 +472,7 @@ mod tests {
                 };
             }
         };
-        let mut head = SparseHead::new(&layer(inputs, outputs), &rows, 0.25, 4.0 / 3.0);
+        let mut head = SparseHead::new(rows, inputs, outputs, 0.25, 4.0 / 3.0);
         let mut simd = vec![0.0; samples * outputs];
         head.run(&a, &mut simd, mask);
         head.simd = Simd::Baseline;
