@@ -39,11 +39,7 @@ fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = Model::load_from(&root.join("models/mnist")).expect("shipped model");
     let image = decode_file(&root.join("samples/mnist/clean/digit_7_0.png")).expect("sample frame");
-    let frame = Frame {
-        index: 0,
-        source: "digit_7".into(),
-        image,
-    };
+    let frame = Frame::new(0, "digit_7", image);
     let input = Preprocessor::new(&model.card.input)
         .run(&frame.image)
         .unwrap()
@@ -80,13 +76,7 @@ fn bench(c: &mut Criterion) {
 
     // 20 frames through a Pool (`gate --jobs N`): N frames scored at once, one thread each.
     let items: Vec<mcgate::input::frame::Item> = (0..20)
-        .map(|index| {
-            Ok(Frame {
-                index,
-                source: "digit_7".into(),
-                image: frame.image.clone(),
-            })
-        })
+        .map(|index| Ok(Frame::new(index, "digit_7", frame.image.clone())))
         .collect();
     for jobs in [1, 2] {
         let mut pool = Pool::new(&model, 20, 0.1, Seeds::PerFrame(1), jobs).unwrap();

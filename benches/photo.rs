@@ -30,11 +30,11 @@ fn bench(c: &mut Criterion) {
     let photo = decode_file(&photo_path)
         .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-lite0.sh)", photo_path.display()));
     // 256×256: the gate's resize is skipped, only the crop remains (the network's share).
-    let frame = Frame {
-        index: 0,
-        source: "yurt".into(),
-        image: photo.resize_exact(256, 256, FilterType::Triangle),
-    };
+    let frame = Frame::new(
+        0,
+        "yurt",
+        photo.resize_exact(256, 256, FilterType::Triangle),
+    );
     let runs = [
         ("", Strategy::Sparse, &[1, 20, 100][..]),
         ("dense_", Strategy::Dense, &[20, 100]),

@@ -9,15 +9,22 @@ use std::path::{Path, PathBuf};
 
 use crate::gate::{Pool, Seeds};
 use crate::input::frame;
-use crate::model::card::{Calibration, ModelCard, ModelPaths, Threshold, SCHEMA};
+use crate::model::card::{
+    Calibration, InputSpec, ModelCard, ModelPaths, Resize, Threshold, SCHEMA,
+};
 use crate::model::Model;
-use crate::output::frames::write_atomically;
+use crate::output::frames::write_atomically_with_mode;
 use crate::score::roc;
 use crate::Error;
 
 /// Frames above the threshold that a calibration must expect, at least: with fewer, the
 /// quantile is set by a handful of frames and the false-positive rate means little.
 pub const MIN_EXPECTED_ABOVE: f64 = 5.0;
+
+/// Smallest threshold a calibration may set, in nats. Samples that (almost) all agree give
+/// MI of float rounding (1.8e-15 on a p = 1e-7 model), not 0; a (1 − fpr) quantile below
+/// this floor is that noise, and a threshold there accepts or rejects frames at random.
+pub const MI_SIGNAL_FLOOR: f64 = 1e-4;
 
 /// How to calibrate.
 #[derive(Debug, Clone, Copy)]
@@ -48,14 +55,17 @@ pub enum CalibrationError {
         /// The target rate.
         fpr: f64,
     },
-    /// Every frame scored MI 0: the model's samples never disagree.
+    /// The frames' MI carries no signal: the threshold would sit in float rounding noise.
     #[error(
-        "all {frames} frames score mutual information 0: the model's Monte-Carlo samples never \
-         disagree, so MI cannot gate it (check its dropout sites)"
+        "the threshold would be {threshold:e} nats, below {MI_SIGNAL_FLOOR:e}: on these \
+         {frames} frames the model's Monte-Carlo samples (almost) never disagree, and MI that \
+         small is the rounding of float probabilities, not a signal (check its dropout sites)"
     )]
     NoUncertainty {
         /// Frames scored.
         frames: usize,
+        /// The quantile the threshold would have been.
+        threshold: f64,
     },
     /// A frame could not be read or scored.
     #[error("frame {index} ({source_name}) could not be scored: {reason}; calibrate on frames the gate can read")]
@@ -74,9 +84,63 @@ pub fn frames_needed(fpr: f64) -> usize {
     (MIN_EXPECTED_ABOVE / fpr).ceil() as usize
 }
 
+/// Calibration frames that are not of the model's kind: in other channels than the model's,
+/// or (for a stretched input) of another size. A gate calibrated on photos for a digit model
+/// gets a threshold that the digits it guards never reach.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unlike {
+    /// How many.
+    pub frames: usize,
+    /// The first one: its source, and its size and channels in words.
+    pub first: Option<(String, String)>,
+}
+
+impl Unlike {
+    fn count(&mut self, frame: &frame::Frame, input: &InputSpec) {
+        let channels = frame.image.color().channel_count() as usize;
+        let (w, h) = (frame.image.width(), frame.image.height());
+        let other_size = input.resize == Resize::Stretch
+            && (w as usize != input.width() || h as usize != input.height());
+        if channels != input.channels() || other_size {
+            self.frames += 1;
+            self.first.get_or_insert_with(|| {
+                (
+                    frame.source.clone(),
+                    format!("{w}x{h} {}", channels_word(channels)),
+                )
+            });
+        }
+    }
+
+    /// The warning to print, if any frame was unlike the model's input.
+    pub fn warning(&self, total: usize, input: &InputSpec) -> Option<String> {
+        let (source, what) = self.first.as_ref()?;
+        Some(format!(
+            "{} of {total} calibration frames are not what the model takes ({}x{} {}), e.g. {} is \
+             {what}: calibrate on frames as the camera sends them at gate time, or the threshold \
+             will not fit them",
+            self.frames,
+            input.width(),
+            input.height(),
+            channels_word(input.channels()),
+            crate::output::text::printable(source),
+        ))
+    }
+}
+
+fn channels_word(channels: usize) -> &'static str {
+    match channels {
+        1 => "gray",
+        3 => "RGB",
+        _ => "of other channels",
+    }
+}
+
 /// What a calibration found.
 #[derive(Debug, Clone)]
 pub struct Calibrated {
+    /// Frames unlike the model's input.
+    pub unlike: Unlike,
     /// The new threshold.
     pub threshold: f64,
     /// MI of every frame, in frame order.
@@ -107,18 +171,22 @@ pub fn calibrate(
         return Err(Error::out_of_range("fpr", "in (0, 1)", opts.fpr));
     }
     // The threshold given to the gates is irrelevant: only the measures are read.
-    let no_threshold = (model.card.classes.len() as f64).ln();
     let mut pool = Pool::new(
         model,
         opts.samples,
-        no_threshold,
+        0.0,
         Seeds::PerFrame(opts.seed),
         opts.jobs,
     )?;
     let mut mi = vec![];
-    pool.score_stream(source, |report, _| match report.measures {
+    let mut unlike = Unlike::default();
+    let input = &model.card.input;
+    pool.score_stream(source, |report, frame| match report.measures {
         Some(m) => {
             mi.push(m.mutual_information);
+            if let Some(frame) = frame {
+                unlike.count(frame, input);
+            }
             Ok(())
         }
         None => Err(Error::Calibration(CalibrationError::Unscored {
@@ -146,15 +214,17 @@ pub fn calibrate(
             reason: "a mutual information is NaN".into(),
         })
     })?;
-    // MI 0 on every frame: the samples never disagree (a site that drops nothing, or a head
-    // that ignores it), so a threshold of 0 would pass every frame.
-    if mi.iter().all(|&v| v == 0.0) {
+    // Samples that never disagree (a site that drops nothing, or a head that ignores it) give
+    // MI of rounding noise, not 0: a threshold there passes frames on noise.
+    if threshold < MI_SIGNAL_FLOOR {
         return Err(Error::Calibration(CalibrationError::NoUncertainty {
             frames: mi.len(),
+            threshold,
         }));
     }
     let above = mi.iter().filter(|&&v| v > threshold).count();
     Ok(Calibrated {
+        unlike,
         threshold,
         clean_fpr: above as f64 / mi.len() as f64,
         clean_fpr_interval: roc::wilson_interval(above, mi.len()),
@@ -194,10 +264,37 @@ pub fn calibrated_card(
     card
 }
 
-/// Writes `card` over the card file of the model named `model_arg`, atomically (a temporary
-/// file, then a rename): a failed write leaves the old card as it was.
-pub fn write_card(model_arg: &Path, card: &ModelCard) -> Result<PathBuf, Error> {
+/// The card file a calibration of `model_arg` rewrites: the card itself, or the file its link
+/// points to (the link is kept, its target updated), with the mode to keep. A read-only card
+/// is refused: someone made it so. Checked before any frame is scored.
+pub fn card_to_write(model_arg: &Path) -> Result<(PathBuf, std::fs::Permissions), Error> {
     let path = ModelPaths::resolve(model_arg).card;
-    write_atomically(&path, card.to_json().as_bytes())?;
-    Ok(path)
+    let fail = |cause: String| Error::Output {
+        what: format!("model card {}", path.display()),
+        cause,
+    };
+    let target = std::fs::canonicalize(&path).map_err(|e| fail(e.to_string()))?;
+    let permissions = std::fs::metadata(&target)
+        .map_err(|e| fail(e.to_string()))?
+        .permissions();
+    if permissions.readonly() {
+        return Err(fail(
+            "it is read-only: make it writable to calibrate it (mcgate keeps its mode)".into(),
+        ));
+    }
+    Ok((target, permissions))
+}
+
+/// Writes `card` over the card file of the model named `model_arg` ([`card_to_write`]),
+/// atomically (a temporary file, then a rename): a failed write leaves the old card as it was.
+/// Returns the card's path as named.
+pub fn write_card(model_arg: &Path, card: &ModelCard) -> Result<PathBuf, Error> {
+    let (target, permissions) = card_to_write(model_arg)?;
+    // The card a gate will load: never write one it would refuse.
+    card.validate().map_err(|problem| Error::Card {
+        path: target.clone(),
+        problem,
+    })?;
+    write_atomically_with_mode(&target, card.to_json().as_bytes(), Some(permissions))?;
+    Ok(ModelPaths::resolve(model_arg).card)
 }

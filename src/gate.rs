@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::input::frame::{self, Frame, Unreadable};
 use crate::input::preprocess::Preprocessor;
-use crate::model::card::ModelCard;
+use crate::model::card::{ModelCard, MAX_SAMPLES, MIN_SAMPLES};
 use crate::model::Model;
 use crate::run::plan::{self, Plan, Strategy};
 use crate::run::rng;
@@ -84,7 +84,7 @@ impl Gate {
         seeds: Seeds,
         strategy: Strategy,
     ) -> Result<Gate, Error> {
-        check_threshold(threshold)?;
+        check_settings(&model.card, samples, threshold)?;
         Ok(Self::build(
             model,
             Plan::with(model, samples, strategy)?,
@@ -100,6 +100,7 @@ impl Gate {
         threshold: Arc<SharedThreshold>,
         seeds: Seeds,
     ) -> Result<Gate, Error> {
+        check_settings(&model.card, samples, threshold.get())?;
         Ok(Self::build(
             model,
             Plan::new(model, samples)?,
@@ -225,7 +226,7 @@ impl Pool {
                 jobs,
             ));
         }
-        check_threshold(threshold)?;
+        check_settings(&model.card, samples, threshold)?;
         let shared = Arc::new(SharedThreshold::new(threshold));
         let gates = (0..jobs)
             .map(|_| Gate::sharing(model, samples, shared.clone(), seeds))
@@ -257,8 +258,9 @@ impl Pool {
         mut each: impl FnMut(Report, Option<&Frame>) -> Result<(), E>,
     ) -> Result<(), E> {
         if self.gates.len() == 1 {
+            let mut failed = false;
             for item in source {
-                let report = score_item(&mut self.gates[0], &item);
+                let report = score_guarded(&mut self.gates[0], &item, &mut failed);
                 each(report, item.as_ref().ok())?;
             }
             return Ok(());
@@ -272,18 +274,7 @@ impl Pool {
             workers.push(std::thread::spawn(move || {
                 let mut failed = false;
                 for item in items {
-                    let report = if failed {
-                        thread_failed(&item, gate.threshold())
-                    } else {
-                        // A panic rejects the frame (fail closed); the gate is not trusted after.
-                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            score_item(&mut gate, &item)
-                        }))
-                        .unwrap_or_else(|_| {
-                            failed = true;
-                            thread_failed(&item, gate.threshold())
-                        })
-                    };
+                    let report = score_guarded(&mut gate, &item, &mut failed);
                     if reports.send((report, item)).is_err() {
                         break;
                     }
@@ -349,12 +340,42 @@ impl Pool {
     }
 }
 
-/// A threshold must be a finite number of nats, at least 0.
-fn check_threshold(threshold: f64) -> Result<(), Error> {
+/// Settings that can still reject a frame: T of at least [`MIN_SAMPLES`] (one sample has MI
+/// 0), and a threshold below the most MI the run can produce, ln(min(classes, rows)): the
+/// mutual information of `rows` distributions over `classes` classes is at most both logs.
+pub fn check_settings(card: &ModelCard, samples: usize, threshold: f64) -> Result<(), Error> {
+    if !(MIN_SAMPLES..=MAX_SAMPLES).contains(&samples) {
+        return Err(Error::out_of_range(
+            "samples (T)",
+            format!(
+                "in {MIN_SAMPLES}..={MAX_SAMPLES} (mutual information needs several samples: \
+                 with one it is 0 and every frame passes)"
+            ),
+            samples,
+        ));
+    }
+    check_threshold(card, samples, threshold)
+}
+
+/// A threshold must be a finite number of nats, at least 0 and below the most MI the run can
+/// produce (else every frame passes).
+pub fn check_threshold(card: &ModelCard, samples: usize, threshold: f64) -> Result<(), Error> {
     if !threshold.is_finite() || threshold < 0.0 {
         return Err(Error::out_of_range(
             "threshold",
             "a finite number >= 0",
+            threshold,
+        ));
+    }
+    let (classes, rows) = (card.classes.len(), card.output_rows(samples));
+    let max = (classes.min(rows) as f64).ln();
+    if threshold >= max {
+        return Err(Error::out_of_range(
+            "threshold",
+            format!(
+                "below {max:.4} = ln(min({classes} classes, {rows} samples)), the most mutual \
+                 information this run can produce (at or above it every frame passes)"
+            ),
             threshold,
         ));
     }
@@ -367,6 +388,23 @@ fn score_item(gate: &mut Gate, item: &frame::Item) -> Report {
         Ok(frame) => gate.score(frame),
         Err(unreadable) => gate.unreadable(unreadable),
     }
+}
+
+/// [`score_item`], with a panic rejecting the frame (fail closed) and every frame after it:
+/// a gate that panicked is not trusted again. One job and many behave alike.
+fn score_guarded(gate: &mut Gate, item: &frame::Item, failed: &mut bool) -> Report {
+    if *failed {
+        return thread_failed(item, gate.threshold());
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score_item(gate, item)))
+        .unwrap_or_else(|panic| {
+            *failed = true;
+            log::error!(
+                "scoring panicked ({}); this and every later frame is rejected",
+                crate::run::plan::panic_message(&panic)
+            );
+            thread_failed(item, gate.threshold())
+        })
 }
 
 /// The report for a frame whose scoring thread failed.
@@ -410,11 +448,11 @@ mod tests {
                         pixels[(row + index as usize) * 28 + col + 2 * index as usize] = 255;
                     }
                 }
-                Ok(Frame {
+                Ok(Frame::new(
                     index,
-                    source: format!("frame{index}"),
-                    image: image::GrayImage::from_raw(28, 28, pixels).unwrap().into(),
-                })
+                    format!("frame{index}"),
+                    image::GrayImage::from_raw(28, 28, pixels).unwrap().into(),
+                ))
             })
             .collect();
         let mut gate = Gate::new(&model, 5, 0.1, Seeds::PerFrame(11)).unwrap();

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use mcgate::gate::{Pool, Seeds};
+use mcgate::gate::{check_threshold, Pool, Seeds};
 use mcgate::input::frame::{self, PixelFormat};
 use mcgate::model::card::{ChannelOrder, ModelCard, ModelPaths, Resize};
 use mcgate::model::rewrite::ConvertError;
 use mcgate::model::Model;
-use mcgate::output::frames::FrameDir;
+use mcgate::output::frames::{same_file, same_inode, FrameDir};
 use mcgate::output::passthrough::{OnReject, PassThrough};
-use mcgate::output::report::{Format, ReportWriter};
+use mcgate::output::report::{Format, ReportFile, ReportWriter};
 use mcgate::score::verdict::{AlarmWindow, SharedThreshold, MAX_WINDOW};
 use mcgate::session::{FrameOutputs, FrameSink, Session};
 use mcgate::{calibrate, run::rng, validate, Error};
@@ -425,21 +425,56 @@ fn with_metrics<W: Write>(_: Session<W>, _: &Model, _: &str) -> Result<Session<W
     ))
 }
 
+/// The report file must be neither the video stream (stdout under --pass-through: JSON would
+/// be mixed into the frames) nor one of the model's own files (creating it truncates them).
+fn check_report_target(path: &Path, pass_through: bool, model_arg: &Path) -> Result<(), Failure> {
+    let refuse = |what: &str| {
+        Err(Failure::Usage(format!(
+            "--report {} is {what}: name another file",
+            path.display()
+        )))
+    };
+    if pass_through && is_stdout(path) {
+        return refuse("where --pass-through writes the frames (stdout)");
+    }
+    let model = ModelPaths::resolve(model_arg);
+    if same_file(path, &model.card) || same_file(path, &model.onnx) {
+        return refuse("one of the model's own files");
+    }
+    Ok(())
+}
+
+/// Whether `path` is the file (or pipe) standard output writes to.
+fn is_stdout(path: &Path) -> bool {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata());
+    match (stdout, std::fs::metadata(path)) {
+        (Ok(out), Ok(file)) => same_inode(&out, &file),
+        _ => false,
+    }
+}
+
 /// SIGHUP re-reads the model's card and takes its MI threshold for the frames scored from then
-/// on, without stopping; a card that cannot be read, has no threshold or belongs to another
-/// model (ONNX hash) is refused with one log line, the old threshold kept. With --threshold
-/// or the built-in model, SIGHUP is logged and ignored (it no longer ends the process).
+/// on, without stopping; a card that cannot be read, has no threshold, belongs to another
+/// model (ONNX hash) or has a threshold this run cannot reach is refused with one log line,
+/// the old threshold kept. With --threshold or the built-in model, SIGHUP is logged and
+/// ignored (it no longer ends the process).
 fn reload_on_sighup(
+    mut signals: signal_hook::iterator::Signals,
     model_arg: &Path,
-    onnx_sha256: &str,
+    card: &ModelCard,
+    samples: usize,
     threshold_given: bool,
     threshold: Arc<SharedThreshold>,
-) -> Result<(), Failure> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
-        .map_err(|e| Failure::Usage(format!("cannot handle SIGHUP: {e}")))?;
+) {
     let builtin = model_arg.as_os_str() == mcgate::model::BUILTIN;
     let card_path = ModelPaths::resolve(model_arg).card;
-    let sha = onnx_sha256.to_string();
+    let sha = card.onnx_sha256.clone();
+    let card = card.clone();
     std::thread::spawn(move || {
         for _ in signals.forever() {
             let old = threshold.get();
@@ -456,10 +491,15 @@ fn reload_on_sighup(
                     card_path.display(),
                     card.onnx_sha256
                 ),
-                Ok(card) => match card.mi_threshold() {
+                Ok(new_card) => match new_card.mi_threshold() {
                     None => log::warn!(
                         "SIGHUP: {} has no threshold; keeping MI threshold {old}",
                         card_path.display()
+                    ),
+                    Some(new) if check_threshold(&card, samples, new).is_err() => log::warn!(
+                        "SIGHUP: {}: {}; keeping MI threshold {old}",
+                        card_path.display(),
+                        check_threshold(&card, samples, new).unwrap_err()
                     ),
                     Some(new) => {
                         threshold.set(new);
@@ -472,7 +512,6 @@ fn reload_on_sighup(
             }
         }
     });
-    Ok(())
 }
 
 /// The run seed given, or one from the OS: an attacker must not predict the masks.
@@ -511,6 +550,16 @@ fn convert(args: ConvertArgs) -> Result<u8, Failure> {
         .out
         .clone()
         .expect("clap requires OUT without --list-sites");
+    let outputs = ModelPaths::resolve(&out);
+    for written in [&outputs.onnx, &outputs.card] {
+        if same_file(written, &args.input) {
+            return Err(Failure::Usage(format!(
+                "{} would overwrite the model being converted ({}): give another OUT stem",
+                written.display(),
+                args.input.display()
+            )));
+        }
+    }
     let labels = match &args.labels {
         None => None,
         Some(path) => Some(
@@ -587,6 +636,8 @@ fn calibrate(args: CalibrateArgs) -> Result<u8, Failure> {
         ));
     }
     let model = Model::load_from(&args.model)?;
+    // A card that cannot be rewritten fails now, not after every frame was scored.
+    calibrate::card_to_write(&args.model)?;
     let opts = calibrate::Options {
         fpr: args.fpr,
         samples: args.samples.unwrap_or(model.card.default_samples),
@@ -597,6 +648,12 @@ fn calibrate(args: CalibrateArgs) -> Result<u8, Failure> {
     let date = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string());
+    if let Some(warning) = result
+        .unlike
+        .warning(result.mutual_information.len(), &model.card.input)
+    {
+        log::warn!("{warning}");
+    }
     let card = calibrate::calibrated_card(&model.card, &result, &opts, date);
     let path = calibrate::write_card(&args.model, &card)?;
     let n = result.mutual_information.len();
@@ -737,6 +794,10 @@ fn validate(args: ValidateArgs) -> Result<u8, Failure> {
 }
 
 fn gate(args: GateArgs) -> Result<u8, Failure> {
+    // Before anything slow (loading, planning): until the handler is in, a SIGHUP would end
+    // the gate. Signals that arrive before the reload thread runs wait for it.
+    let sighup = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
+        .map_err(|e| Failure::Usage(format!("cannot handle SIGHUP: {e}")))?;
     let source = args.frames.source()?;
     if args.alarm_window > MAX_WINDOW {
         return Err(Failure::Usage(format!(
@@ -801,14 +862,19 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
     };
     let pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
     reload_on_sighup(
+        sighup,
         &args.model,
-        &model.card.onnx_sha256,
+        &model.card,
+        samples,
         args.threshold.is_some(),
         pool.gate().threshold_handle(),
-    )?;
+    );
+    if let Some(path) = &args.report {
+        check_report_target(path, args.pass_through, &args.model)?;
+    }
     let (out, name): (Box<dyn Write>, String) = match (&args.report, args.pass_through) {
         (Some(path), _) => (
-            Box::new(std::fs::File::create(path).map_err(|e| Error::Output {
+            Box::new(ReportFile::create(path).map_err(|e| Error::Output {
                 what: format!("--report {}", path.display()),
                 cause: e.to_string(),
             })?),

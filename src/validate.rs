@@ -249,11 +249,7 @@ pub fn run(
             path: frame_path(f),
             problem: BundleError::Frame(e),
         })?;
-        images.push(Ok(Frame {
-            index: index as u64,
-            source: f.file.clone(),
-            image,
-        }));
+        images.push(Ok(Frame::new(index as u64, f.file.clone(), image)));
     }
     // One pool per run, each with its own run seed.
     let mut device_mi = vec![Vec::with_capacity(runs); images.len()];

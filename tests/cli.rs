@@ -358,7 +358,7 @@ fn bad_flags_exit_2() {
         "--samples",
         "0",
     ]);
-    assert_one_line_error(&out, 2, "samples (T) must be in 1..=4096");
+    assert_one_line_error(&out, 2, "samples (T) must be in 4..=4096");
     let out = mcgate(&["gate", "models/mnist", "-"]);
     assert_one_line_error(&out, 2, "need --width and --height");
     let out = mcgate(&[

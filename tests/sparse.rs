@@ -67,11 +67,11 @@ fn same_verdicts(model: &Model, frames: &[PathBuf], compared: usize) -> usize {
     let mut preprocessor = Preprocessor::new(&model.card.input);
     let mut rejected = 0;
     for (index, path) in frames.iter().enumerate() {
-        let frame = Frame {
-            index: index as u64,
-            source: path.display().to_string(),
-            image: decode_file(path).unwrap(),
-        };
+        let frame = Frame::new(
+            index as u64,
+            path.display().to_string(),
+            decode_file(path).unwrap(),
+        );
         let (a, b) = (sparse.score(&frame), dense.score(&frame));
         assert_eq!(
             a.verdict.decision(),

@@ -46,11 +46,7 @@ fuzz_target!(|data: &[u8]| {
             .collect()
     } else {
         vec![decode_bytes(stream)
-            .map(|image| Frame {
-                index: 0,
-                source: "fuzz".into(),
-                image,
-            })
+            .map(|image| Frame::new(0, "fuzz", image))
             .map_err(|reason| Unreadable {
                 index: 0,
                 source: "fuzz".into(),

@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 
 use image::DynamicImage;
 
+use super::budget::{self, Lease};
+
 /// Largest image accepted from a file, per side; bigger files are rejected unread.
 pub const MAX_SIDE: u32 = 16_384;
 /// Largest decoder allocation for one image.
 pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+/// Largest frame file read, in bytes (a 4K PPM is 25 MB): a larger file is rejected unread.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// A decoded frame and where it came from.
 #[derive(Debug)]
@@ -22,6 +26,29 @@ pub struct Frame {
     pub source: String,
     /// The pixels.
     pub image: DynamicImage,
+    /// Its share of the frame memory budget, given back when the frame is dropped.
+    lease: Lease,
+}
+
+impl Frame {
+    /// A frame made in memory, outside the memory budget (tests, benches, bundles).
+    pub fn new(index: u64, source: impl Into<String>, image: DynamicImage) -> Frame {
+        Frame::leased(index, source.into(), image, Lease::none())
+    }
+
+    fn leased(index: u64, source: String, image: DynamicImage, lease: Lease) -> Frame {
+        Frame {
+            index,
+            source,
+            image,
+            lease,
+        }
+    }
+
+    /// Bytes of the frame memory budget the frame holds.
+    pub fn leased_bytes(&self) -> u64 {
+        self.lease.bytes()
+    }
 }
 
 /// A frame that could not be read, with why.
@@ -50,9 +77,31 @@ pub enum ReadError {
     /// The bytes are not an image format this build decodes.
     #[error("not a PNG, JPEG or PNM image")]
     UnknownFormat,
+    /// The file is larger than a frame may be.
+    #[error("file is over {} MiB, the most a frame file may be (read no further)", MAX_FILE_BYTES >> 20)]
+    TooLarge,
+    /// A JPEG ends before its end-of-image marker (cut short in transfer or on disk); the
+    /// decoder would fill the missing rows with grey and score a picture nobody took.
+    #[error("JPEG ends before its end-of-image marker (cut short)")]
+    TruncatedJpeg,
     /// The decoder failed (corrupt data, or over the size limits).
     #[error("cannot decode: {0}")]
     Decode(String),
+    /// Decoding and scoring the frame would take more memory than all frames may hold.
+    #[error(
+        "a {width}x{height} frame needs about {} MiB to decode and score, over the {} MiB all \
+         frames in flight may hold",
+        need >> 20,
+        budget::FRAME_MEMORY >> 20
+    )]
+    OverBudget {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+        /// Estimated peak bytes.
+        need: u64,
+    },
     /// The image has no pixels.
     #[error("image has no pixels")]
     NoPixels,
@@ -159,33 +208,158 @@ fn is_image_name(p: &Path) -> bool {
 
 /// Decodes one image file, with size limits so a hostile header cannot exhaust memory.
 pub fn decode_file(path: &Path) -> Result<DynamicImage, ReadError> {
-    let bytes = std::fs::read(path).map_err(|e| ReadError::Read(e.to_string()))?;
-    decode_bytes(&bytes)
+    decode_bytes(&read_file(path)?)
+}
+
+/// [`decode_file`], with the frame's share of the memory budget leased before decoding.
+fn decode_file_leased(path: &Path) -> Result<(DynamicImage, Lease), ReadError> {
+    decode_leased(&read_file(path)?)
+}
+
+/// A frame file's bytes, read only when its first bytes are an image format this build decodes
+/// and only up to [`MAX_FILE_BYTES`]: a huge sparse file or `/dev/zero` costs 16 bytes.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, ReadError> {
+    let read_error = |e: std::io::Error| ReadError::Read(e.to_string());
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if meta.is_file() && meta.len() > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    let mut limited = file.take(MAX_FILE_BYTES + 1);
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match limited.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(e)),
+        }
+    }
+    if got == 0 {
+        return Err(ReadError::Empty);
+    }
+    if decodable_format(&head[..got]).is_none() {
+        return Err(ReadError::UnknownFormat);
+    }
+    let mut bytes = head[..got].to_vec();
+    limited.read_to_end(&mut bytes).map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// The format of an image whose first bytes are `head`, among those this build decodes.
+fn decodable_format(head: &[u8]) -> Option<image::ImageFormat> {
+    use image::ImageFormat::*;
+    image::guess_format(head)
+        .ok()
+        .filter(|f| matches!(f, Png | Jpeg | Pnm))
+}
+
+/// Whether a JPEG's markers run to its end-of-image marker (EOI). Segments are skipped by
+/// their lengths and each scan's entropy-coded data up to the next marker (in it, 0xFF is
+/// always followed by a stuffed 0 or a restart marker), so an EOI byte pair cannot be matched
+/// by accident; bytes between segments are skipped as decoders do.
+fn jpeg_is_complete(b: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    loop {
+        // The next marker: 0xFF (fill bytes allowed) and a code.
+        while i < b.len() && b[i] != 0xFF {
+            i += 1;
+        }
+        while i < b.len() && b[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = b.get(i) else {
+            return false;
+        };
+        i += 1;
+        match code {
+            0xD9 => return true,
+            // Standalone markers: restarts, TEM, and a stuffed zero outside a scan.
+            0x00 | 0x01 | 0xD0..=0xD8 => {}
+            _ => {
+                let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]])) else {
+                    return false;
+                };
+                i += len as usize;
+                if i > b.len() {
+                    return false;
+                }
+                if code == 0xDA {
+                    // Entropy-coded data: up to a 0xFF followed by a marker code.
+                    loop {
+                        match b.get(i..i + 2) {
+                            None => return false,
+                            Some([0xFF, c]) if *c != 0x00 && !(0xD0..=0xD7).contains(c) => break,
+                            Some(_) => i += 1,
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drops an alpha channel. The gate scores colour values; with the alpha kept, `--accepted`
+/// would pass on a picture that viewers composite into something the gate never scored. The
+/// frame passed on is the one scored (docs/RELIABILITY.md, row 58).
+fn without_alpha(image: DynamicImage) -> DynamicImage {
+    match image {
+        DynamicImage::ImageLumaA8(_) => DynamicImage::ImageLuma8(image.to_luma8()),
+        DynamicImage::ImageRgba8(_) => DynamicImage::ImageRgb8(image.to_rgb8()),
+        DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLuma16(image.to_luma16()),
+        DynamicImage::ImageRgba16(_) => DynamicImage::ImageRgb16(image.to_rgb16()),
+        DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgb32F(image.to_rgb32f()),
+        other => other,
+    }
 }
 
 /// Decodes an image from its file's bytes, with the same limits.
 pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ReadError> {
+    decode_leased(bytes).map(|(image, _)| image)
+}
+
+/// [`decode_bytes`], leasing the frame's estimated peak memory from [`budget::FRAMES`] once
+/// the header gave its size and before the pixels are decoded (waiting while other frames
+/// hold the budget).
+fn decode_leased(bytes: &[u8]) -> Result<(DynamicImage, Lease), ReadError> {
     if bytes.is_empty() {
         return Err(ReadError::Empty);
     }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| ReadError::Read(e.to_string()))?;
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(ReadError::UnknownFormat);
-    }
+    };
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|e| ReadError::Decode(e.to_string()))?;
-    if image.width() == 0 || image.height() == 0 {
+    let decode_error = |e: image::ImageError| ReadError::Decode(e.to_string());
+    let decoder = reader.into_decoder().map_err(decode_error)?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    let decoded = image::ImageDecoder::total_bytes(&decoder);
+    if width == 0 || height == 0 {
         return Err(ReadError::NoPixels);
     }
-    Ok(image)
+    let need = decoded.saturating_mul(budget::PEAK_PER_DECODED_BYTE);
+    let lease = budget::FRAMES.lease(need).ok_or(ReadError::OverBudget {
+        width,
+        height,
+        need,
+    })?;
+    let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    // The JPEG decoder fills what is missing with grey and says nothing (image decodes
+    // leniently): a file cut short is refused here, after whatever the decoder refused itself.
+    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        return Err(ReadError::TruncatedJpeg);
+    }
+    Ok((without_alpha(image), lease))
 }
 
 /// Frames from image files.
@@ -213,12 +387,8 @@ impl Iterator for Files {
         Some(match path {
             Ok(path) => {
                 let source = path.display().to_string();
-                match decode_file(&path) {
-                    Ok(image) => Ok(Frame {
-                        index,
-                        source,
-                        image,
-                    }),
+                match decode_file_leased(&path) {
+                    Ok((image, lease)) => Ok(Frame::leased(index, source, image, lease)),
                     Err(reason) => Err(Unreadable {
                         index,
                         source,
@@ -237,6 +407,11 @@ pub fn check_raw_size(width: u32, height: u32) -> Result<(), crate::Error> {
         return Err(crate::Error::RawFrameSize { width, height });
     }
     Ok(())
+}
+
+/// Peak bytes one raw frame of this size holds while read, scored and passed on.
+fn raw_frame_peak(width: u32, height: u32, format: PixelFormat) -> u64 {
+    width as u64 * height as u64 * format.bytes_per_pixel() as u64 * budget::PEAK_PER_RAW_BYTE
 }
 
 /// Raw frames of a fixed size read back to back from a byte stream, as `ffmpeg -f rawvideo`
@@ -259,6 +434,18 @@ impl<R: Read> Raw<R> {
         format: PixelFormat,
     ) -> Result<Raw<R>, crate::Error> {
         check_raw_size(width, height)?;
+        let peak = raw_frame_peak(width, height, format);
+        if peak > budget::FRAMES.total() {
+            return Err(crate::Error::out_of_range(
+                "raw frame size",
+                format!(
+                    "one whose frame, read, converted and passed on, fits the {} MiB all frames \
+                     in flight may hold",
+                    budget::FRAME_MEMORY >> 20
+                ),
+                format!("{width}x{height} {format:?} ({} MiB)", peak >> 20),
+            ));
+        }
         Ok(Raw {
             reader,
             width,
@@ -285,6 +472,9 @@ impl<R: Read> Iterator for Raw<R> {
         self.next_index += 1;
         let source = format!("stdin#{index}");
         let want = self.frame_bytes();
+        let lease = budget::FRAMES
+            .lease(raw_frame_peak(self.width, self.height, self.format))
+            .expect("Raw::new checked that a frame fits the budget");
         let mut buf = vec![0u8; want];
         let mut got = 0;
         while got < want {
@@ -329,11 +519,7 @@ impl<R: Read> Iterator for Raw<R> {
         };
         Some(
             image
-                .map(|image| Frame {
-                    index,
-                    source: source.clone(),
-                    image,
-                })
+                .map(|image| Frame::leased(index, source.clone(), image, lease))
                 .ok_or(Unreadable {
                     index,
                     source,

@@ -167,7 +167,8 @@ pub struct DropoutSite {
 impl DropoutSite {
     /// Values in one sample's mask.
     pub fn sample_len(&self) -> usize {
-        self.shape.iter().product()
+        // Saturating: a hostile card's shape may overflow; validation refuses it as too large.
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
 }
 
@@ -350,6 +351,31 @@ impl ModelPaths {
 /// Largest T accepted: far beyond any useful value, small enough that masks fit in memory.
 pub const MAX_SAMPLES: usize = 4096;
 
+/// Smallest T the gate scores with. With one sample MI is exactly 0 and every frame would
+/// pass; below this the plug-in MI estimate is biased so far down that frames the card's
+/// threshold rejects at its calibrated T pass (docs/RELIABILITY.md, row 53).
+pub const MIN_SAMPLES: usize = 4;
+
+/// Smallest drop probability of a site that drops at all: below it the masks change the
+/// network too little for its samples to disagree (p = 1e-7 gave MI of rounding noise).
+pub const MIN_P: f32 = 0.01;
+
+/// Fewest units a Monte-Carlo sample must drop on average, over all sites (Σ size·p): a
+/// sample that mostly drops nothing is the deterministic network, and its samples agree.
+pub const MIN_EXPECTED_DROPS: f64 = 1.0;
+
+/// Most values in the model's input, C·H·W (64 MiB of f32; an ImageNet input is 150,528).
+pub const MAX_INPUT_VALUES: usize = 1 << 24;
+
+/// Most mask values one run may draw, T · Σ site sizes (256 MiB of f32): bounds the masks'
+/// memory for any T the card or the command line asks for.
+pub const MAX_MASK_VALUES: usize = 1 << 26;
+
+/// The span the pixel range 0–255 must cover in model-input units, per channel
+/// (255·scale/std): below it every frame looks alike to the model (a denormal scale), above
+/// it the input overflows what a network is trained on.
+pub const INPUT_SPAN: (f32, f32) = (1e-2, 1e6);
+
 /// Why a card is not valid on its own; each variant renders as one line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CardError {
@@ -393,6 +419,29 @@ pub enum CardError {
     /// `scale` or `std` is not finite and positive, or `mean` not finite.
     #[error("input scale/std must be finite and positive, mean finite")]
     Normalisation,
+    /// The normalisation makes frames indistinguishable to the model, or overflows.
+    #[error(
+        "input channel {channel}: {problem} (value = (pixel·scale − mean)/std must tell \
+         the 256 pixel levels apart, spanning {}–{} units; a gate fed one value per frame \
+         accepts everything)",
+        INPUT_SPAN.0, INPUT_SPAN.1
+    )]
+    InputRange {
+        /// The channel.
+        channel: usize,
+        /// What is wrong, with the numbers.
+        problem: String,
+    },
+    /// The input or the masks are too large to hold.
+    #[error("{what} has {values} values, over the {max} this build holds")]
+    TooLarge {
+        /// What, e.g. "input [1, 1, 100000, 100000]".
+        what: String,
+        /// Its values (saturating).
+        values: usize,
+        /// The bound.
+        max: usize,
+    },
     /// No dropout sites.
     #[error("no dropout sites: MC dropout needs at least one")]
     NoSites,
@@ -406,6 +455,27 @@ pub enum CardError {
         site: String,
         /// Its drop probability.
         p: f32,
+    },
+    /// A site drops with a probability too small to make the samples disagree.
+    #[error(
+        "dropout site {site}: p = {p} is below {MIN_P}: the masks would change almost \
+         nothing, the samples agree and every frame passes (use p = 0 to switch a site off)"
+    )]
+    SiteTinyP {
+        /// The site's input name.
+        site: String,
+        /// Its drop probability.
+        p: f32,
+    },
+    /// The sites together drop too few units per sample.
+    #[error(
+        "the dropout sites drop {expected:.3} units per sample on average (Σ size·p), \
+         under {MIN_EXPECTED_DROPS}: most samples would be the deterministic network, agree, \
+         and pass every frame"
+    )]
+    FewDrops {
+        /// Σ size·p.
+        expected: f64,
     },
     /// A site's shape is empty or has a zero.
     #[error("dropout site {site}: empty shape {shape:?}")]
@@ -421,12 +491,28 @@ pub enum CardError {
     /// A site is listed twice.
     #[error("dropout site {0} is listed twice")]
     SiteTwice(String),
-    /// `default_samples` is 0 or above [`MAX_SAMPLES`].
-    #[error("default_samples {0} is outside 1..={MAX_SAMPLES}")]
+    /// `default_samples` is outside [`MIN_SAMPLES`]..=[`MAX_SAMPLES`].
+    #[error(
+        "default_samples {0} is outside {MIN_SAMPLES}..={MAX_SAMPLES} (MI needs several \
+         samples: with one it is 0 and every frame passes)"
+    )]
     DefaultSamples(usize),
     /// The threshold is negative or not finite.
     #[error("threshold {0} must be finite and non-negative")]
     Threshold(f64),
+    /// The threshold is at or above the largest MI the model can produce: nothing is rejected.
+    #[error(
+        "threshold {threshold} is not below ln({classes}) = {max:.4}, the most mutual \
+         information {classes} classes can have: it would accept every frame"
+    )]
+    ThresholdUnreachable {
+        /// The threshold.
+        threshold: f64,
+        /// Classes.
+        classes: usize,
+        /// ln(classes).
+        max: f64,
+    },
     /// `onnx_sha256` is not 64 hex digits.
     #[error("onnx_sha256 is not 64 hex digits")]
     Sha256,
@@ -439,6 +525,15 @@ pub enum CardError {
     /// A channel order was given for a gray model.
     #[error("input channel_order bgr needs 3 channels")]
     ChannelOrder,
+    /// A text field holds a control character (a newline, an ANSI escape): printed by `info`
+    /// or in a report line it would forge lines or drive the terminal.
+    #[error("{field} holds a control character ({text:?}): card texts are printed as they are")]
+    ControlCharacter {
+        /// Where, as a JSON path, e.g. `classes[3]`.
+        field: String,
+        /// The text, escaped.
+        text: String,
+    },
     /// The ensemble's members do not split the dropout sites between them, or are too few.
     #[error("ensemble: {0}")]
     Ensemble(String),
@@ -482,6 +577,10 @@ impl ModelCard {
 
     /// Checks the card on its own (the graph is checked against it at load time).
     pub fn validate(&self) -> Result<(), CardError> {
+        let json = serde_json::to_value(self).expect("a card always serialises");
+        if let Some((field, text)) = control_character(&json, String::new()) {
+            return Err(CardError::ControlCharacter { field, text });
+        }
         if self.classes.len() < 2 {
             return Err(CardError::Classes(self.classes.len()));
         }
@@ -509,6 +608,17 @@ impl ModelCard {
         {
             return Err(CardError::Normalisation);
         }
+        for c in 0..i.channels() {
+            check_input_range(c, i.scale, i.mean[c], i.std[c])?;
+        }
+        let input_values = i.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d));
+        if input_values > MAX_INPUT_VALUES {
+            return Err(CardError::TooLarge {
+                what: format!("input {:?}", i.shape),
+                values: input_values,
+                max: MAX_INPUT_VALUES,
+            });
+        }
         if self.dropout_sites.is_empty() {
             return Err(CardError::NoSites);
         }
@@ -528,10 +638,32 @@ impl ModelCard {
             if site.input == i.name {
                 return Err(CardError::SiteIsImage(site.input.clone()));
             }
+            if site.p != 0.0 && site.p < MIN_P {
+                return Err(CardError::SiteTinyP {
+                    site: site.input.clone(),
+                    p: site.p,
+                });
+            }
         }
         // With every p = 0 the masks are all ones, MI is always 0, and every frame passes.
         if self.dropout_sites.iter().all(|s| s.p == 0.0) {
             return Err(CardError::NoStochasticSite);
+        }
+        let mask_values = self.mask_values_per_sample();
+        if mask_values.saturating_mul(MIN_SAMPLES) > MAX_MASK_VALUES {
+            return Err(CardError::TooLarge {
+                what: format!("dropout sites' masks at T={MIN_SAMPLES}"),
+                values: mask_values.saturating_mul(MIN_SAMPLES),
+                max: MAX_MASK_VALUES,
+            });
+        }
+        let expected: f64 = self
+            .dropout_sites
+            .iter()
+            .map(|s| s.sample_len() as f64 * s.p as f64)
+            .sum();
+        if expected < MIN_EXPECTED_DROPS {
+            return Err(CardError::FewDrops { expected });
         }
         for (a, site) in self.dropout_sites.iter().enumerate() {
             if self.dropout_sites[..a]
@@ -541,12 +673,27 @@ impl ModelCard {
                 return Err(CardError::SiteTwice(site.input.clone()));
             }
         }
-        if self.default_samples == 0 || self.default_samples > MAX_SAMPLES {
+        if !(MIN_SAMPLES..=MAX_SAMPLES).contains(&self.default_samples) {
             return Err(CardError::DefaultSamples(self.default_samples));
+        }
+        if mask_values.saturating_mul(self.default_samples) > MAX_MASK_VALUES {
+            return Err(CardError::TooLarge {
+                what: format!("dropout sites' masks at T={}", self.default_samples),
+                values: mask_values.saturating_mul(self.default_samples),
+                max: MAX_MASK_VALUES,
+            });
         }
         if let Some(t) = self.threshold.as_ref().map(|t| t.mutual_information) {
             if !t.is_finite() || t < 0.0 {
                 return Err(CardError::Threshold(t));
+            }
+            let max = (self.classes.len() as f64).ln();
+            if t >= max {
+                return Err(CardError::ThresholdUnreachable {
+                    threshold: t,
+                    classes: self.classes.len(),
+                    max,
+                });
             }
         }
         if i.channel_order == ChannelOrder::Bgr && i.channels() != 3 {
@@ -637,6 +784,14 @@ impl ModelCard {
         Ok(())
     }
 
+    /// Mask values one sample draws over all sites (saturating: a hostile card may overflow).
+    pub fn mask_values_per_sample(&self) -> usize {
+        self.dropout_sites
+            .iter()
+            .map(DropoutSite::sample_len)
+            .fold(0usize, usize::saturating_add)
+    }
+
     /// Models whose samples the output pools: the ensemble's members, or 1.
     pub fn members(&self) -> usize {
         self.ensemble.as_ref().map_or(1, |e| e.members.len())
@@ -689,6 +844,58 @@ impl ModelCard {
     pub fn mi_threshold(&self) -> Option<f64> {
         self.threshold.as_ref().map(|t| t.mutual_information)
     }
+}
+
+/// The first string in `value` (a card as JSON) holding a control character: its path and
+/// the text, escaped.
+fn control_character(value: &serde_json::Value, path: String) -> Option<(String, String)> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.chars().any(char::is_control) => {
+            Some((path, s.escape_debug().to_string()))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| control_character(v, format!("{path}[{i}]"))),
+        Value::Object(fields) => fields.iter().find_map(|(k, v)| {
+            let path = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            control_character(v, path)
+        }),
+        _ => None,
+    }
+}
+
+/// Channel `c`'s normalisation must keep the 256 pixel levels apart, as f32 computes them in
+/// the preprocessor, and span [`INPUT_SPAN`].
+fn check_input_range(c: usize, scale: f32, mean: f32, std: f32) -> Result<(), CardError> {
+    let fail = |problem: String| {
+        Err(CardError::InputRange {
+            channel: c,
+            problem,
+        })
+    };
+    let value = |pixel: u8| (pixel as f32 * scale - mean) / std;
+    let (lo, hi) = (value(0), value(255));
+    if !lo.is_finite() || !hi.is_finite() {
+        return fail(format!("pixels 0 and 255 become {lo} and {hi}"));
+    }
+    let span = (hi - lo).abs();
+    if !(INPUT_SPAN.0..=INPUT_SPAN.1).contains(&span) {
+        return fail(format!("pixels 0–255 span {span:e} units"));
+    }
+    if let Some(p) = (0..255u8).find(|&p| value(p) == value(p + 1)) {
+        return fail(format!(
+            "pixels {p} and {} both become {} (mean {mean:e} swamps the scale)",
+            p + 1,
+            value(p)
+        ));
+    }
+    Ok(())
 }
 
 /// Lower-case hex SHA-256 of `bytes`.

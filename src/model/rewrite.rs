@@ -47,7 +47,7 @@ use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use super::card::DropoutSite;
+use super::card::{DropoutSite, MAX_INPUT_VALUES, MIN_P};
 use super::onnx::{self as builder, DataType, Dim};
 use super::SAMPLE_DIM;
 use crate::error::one_line;
@@ -147,8 +147,11 @@ pub enum ConvertError {
     /// A site names a tensor the graph does not have.
     #[error("no tensor named {0} in the graph")]
     UnknownTensor(String),
-    /// A site's p is outside [0, 1).
-    #[error("site {tensor}: p = {p} is outside [0, 1)")]
+    /// A site's p is outside [0, 1), or too small to drop anything ([`MIN_P`]).
+    #[error(
+        "site {tensor}: p = {p} is outside [0, 1) or below {MIN_P} (masks that drop almost \
+         nothing make the samples agree, and every frame pass)"
+    )]
     SiteP {
         /// The site's tensor.
         tensor: String,
@@ -187,6 +190,9 @@ pub enum ConvertError {
         /// Why.
         why: String,
     },
+    /// A weight holds NaN or an infinity.
+    #[error("weight {0} is not all finite (NaN or infinity): the model is broken")]
+    NonFinite(String),
     /// The graph's nodes cannot be ordered (a cycle).
     #[error("graph has a cycle through or before node {0}")]
     Cycle(String),
@@ -211,7 +217,7 @@ pub fn convert(onnx: &[u8], opts: &Options) -> Result<Converted, ConvertError> {
         if !tensors.contains(tensor) {
             return Err(ConvertError::UnknownTensor(tensor.clone()));
         }
-        if !(0.0..1.0).contains(p) {
+        if !(0.0..1.0).contains(p) || (*p != 0.0 && *p < MIN_P) {
             return Err(ConvertError::SiteP {
                 tensor: tensor.clone(),
                 p: *p,
@@ -659,6 +665,31 @@ fn decode(onnx: &[u8]) -> Result<(pb::ModelProto, i64), ConvertError> {
             || !t.external_data.is_empty()
     }) {
         return Err(ConvertError::ExternalData(t.name.clone()));
+    }
+    // A NaN or infinite weight would fail convert's own check (NaN ≠ NaN) as if convert were
+    // at fault: it is the model's.
+    let constants = graph.initializer.iter().map(|t| t.name.as_str()).chain(
+        graph
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Constant")
+            .filter_map(|n| n.output.first().map(String::as_str)),
+    );
+    for name in constants {
+        let finite = match constant(graph, name) {
+            Some(tensor) if tensor.datum_type().is_float() => tensor
+                .cast_to::<f64>()
+                .ok()
+                .and_then(|t| {
+                    let view = t.to_plain_array_view::<f64>().ok()?;
+                    Some(view.iter().all(|x| x.is_finite()))
+                })
+                .unwrap_or(true),
+            _ => true,
+        };
+        if !finite {
+            return Err(ConvertError::NonFinite(name.to_string()));
+        }
     }
     Ok((model, opset))
 }
@@ -1195,6 +1226,12 @@ fn dropout_p(graph: &pb::GraphProto, node: &pb::NodeProto) -> Result<f32, String
     if !(0.0..1.0).contains(&p) {
         return Err(format!("its ratio {p} is outside [0, 1)"));
     }
+    if p != 0.0 && p < MIN_P {
+        return Err(format!(
+            "its ratio {p} is below {MIN_P}: masks that drop almost nothing make the samples \
+             agree, and every frame pass"
+        ));
+    }
     Ok(p)
 }
 
@@ -1284,6 +1321,13 @@ fn pin_image(graph: &mut pb::GraphProto, name: &str) -> Result<[usize; 4], Conve
             Some(Value::DimValue(v)) if *v > 0 => shape[k] = *v as usize,
             _ => return Err(bad(format!("has no fixed size on axis {k}"))),
         }
+    }
+    // Bounded before tract infers anything: a hostile shape would overflow or allocate gigabytes.
+    let values = shape.iter().fold(1usize, |n, &d| n.saturating_mul(d));
+    if values > MAX_INPUT_VALUES {
+        return Err(bad(format!(
+            "is {shape:?}: {values} values, over the {MAX_INPUT_VALUES} the gate holds"
+        )));
     }
     let fixed: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d as i64)).collect();
     *info = builder::value_info(name, &fixed);

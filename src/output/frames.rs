@@ -6,26 +6,75 @@ use crate::Error;
 
 /// Writes `bytes` to `path` under a temporary name in the same directory, then renames it: a
 /// reader never sees a partial file, and a failed write (full disk) leaves nothing behind and
-/// the old file, if any, as it was.
+/// the old file, if any, as it was. The temporary file is created exclusively under an
+/// unpredictable name (`tempfile`: `O_EXCL`, never through a link someone planted), and the
+/// rename replaces a link at `path` itself, never the file it points to. New files get the
+/// usual `0666 & !umask`.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    write_atomically_with_mode(path, bytes, None)
+}
+
+/// [`write_atomically`] with the file's permissions given (to keep a file's mode when it is
+/// replaced).
+pub fn write_atomically_with_mode(
+    path: &Path,
+    bytes: &[u8],
+    permissions: Option<std::fs::Permissions>,
+) -> Result<(), Error> {
     use std::io::Write;
+    let fail = |e: std::io::Error| Error::Output {
+        what: path.display().to_string(),
+        cause: e.to_string(),
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // The process id keeps two writers of the same file (two gates on one directory) apart.
-    let partial = path.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-    std::fs::File::create(&partial)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            // On the disk before the rename: after a power cut, the file is whole or absent.
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&partial, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&partial);
-            Error::Output {
-                what: path.display().to_string(),
-                cause: e.to_string(),
-            }
-        })
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".partial");
+    // tempfile creates 0600 files; a new frame or card gets what `File::create` gives it.
+    #[cfg(unix)]
+    let permissions = Some(permissions.unwrap_or_else(|| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::Permissions::from_mode(0o666)
+    }));
+    if let Some(permissions) = permissions {
+        builder.permissions(permissions);
+    }
+    let mut partial = builder.tempfile_in(dir).map_err(fail)?;
+    partial
+        .write_all(bytes)
+        // On the disk before the rename: after a power cut, the file is whole or absent.
+        .and_then(|()| partial.as_file().sync_all())
+        .map_err(fail)?;
+    // On failure the temporary file is removed when dropped.
+    partial.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+/// Whether `a` and `b` name the same existing file (through links, `/dev/stdout`, `..`): the
+/// same device and inode. False when either does not exist.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => same_inode(&a, &b),
+        _ => false,
+    }
+}
+
+/// Whether two files' metadata are of one file.
+pub fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
 }
 
 /// A directory that frames are written into as PNG files.
@@ -42,9 +91,8 @@ impl FrameDir {
             cause: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(fail)?;
-        let probe = dir.join(".mcgate-write-probe");
-        std::fs::write(&probe, b"").map_err(fail)?;
-        std::fs::remove_file(&probe).map_err(fail)?;
+        // An anonymous file: nothing named that another user could have planted as a link.
+        tempfile::tempfile_in(dir).map_err(fail)?;
         Ok(FrameDir {
             dir: dir.to_owned(),
         })

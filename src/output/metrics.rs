@@ -3,7 +3,11 @@
 //! threshold in force, and the model's name and ONNX hash. Served over HTTP at `/metrics` in
 //! Prometheus's text format.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prometheus::{
     exponential_buckets, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter,
@@ -115,29 +119,112 @@ impl Metrics {
         String::from_utf8(text).expect("the text format is UTF-8")
     }
 
-    /// Serves `/metrics` on `addr` from a thread; fails at once if it cannot listen.
+    /// Serves `/metrics` on `addr` from a thread; fails at once if it cannot listen. Each
+    /// client gets its own thread (at most [`MAX_CLIENTS`] at once; more are closed unanswered),
+    /// one answer, and [`CLIENT_DEADLINE`] in all: a request head over [`MAX_REQUEST_BYTES`],
+    /// a client that sends slowly or never reads, cannot hold the server or grow the gate.
     pub fn serve(self: &Arc<Self>, addr: &str) -> Result<(), Error> {
-        let server = tiny_http::Server::http(addr).map_err(|e| Error::Output {
+        let listener = TcpListener::bind(addr).map_err(|e| Error::Output {
             what: format!("--metrics {addr}"),
             cause: e.to_string(),
         })?;
         let metrics = self.clone();
+        let clients = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
-            let content_type =
-                tiny_http::Header::from_bytes("Content-Type", TextEncoder::new().format_type())
-                    .expect("a valid header");
-            for request in server.incoming_requests() {
-                let response = if request.url() == "/metrics" {
-                    tiny_http::Response::from_string(metrics.text())
-                        .with_header(content_type.clone())
-                } else {
-                    tiny_http::Response::from_string("mcgate serves /metrics\n")
-                        .with_status_code(404)
-                };
-                // A scraper that hung up is its own problem, not the gate's.
-                let _ = request.respond(response);
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                    continue; // dropped: closed
+                }
+                let (metrics, clients) = (metrics.clone(), clients.clone());
+                std::thread::spawn(move || {
+                    // A scraper that hung up or stalled is its own problem, not the gate's.
+                    let _ = metrics.answer(stream);
+                    clients.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Ok(())
     }
+
+    /// Reads one request head and answers it: `GET /metrics` (or `HEAD`), 404 elsewhere, 405
+    /// for other methods, 431 for a head too large; then closes.
+    fn answer(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        let deadline = Instant::now() + CLIENT_DEADLINE;
+        let left = || {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(std::io::ErrorKind::TimedOut)
+        };
+        let mut head = Vec::with_capacity(1024);
+        let mut buf = [0u8; 1024];
+        let head_end = loop {
+            if let Some(end) = find(&head, b"\r\n\r\n").or_else(|| find(&head, b"\n\n")) {
+                break end;
+            }
+            if head.len() > MAX_REQUEST_BYTES {
+                return respond(
+                    &mut stream,
+                    "431 Request Header Fields Too Large",
+                    "",
+                    left()?,
+                );
+            }
+            stream.set_read_timeout(Some(left()?))?;
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&buf[..n]);
+        };
+        let line = head[..head_end]
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        let mut words = line.split(|&b| b == b' ');
+        let (method, target) = (
+            words.next().unwrap_or_default(),
+            words.next().unwrap_or_default(),
+        );
+        let (status, body) = match (method, target) {
+            (b"GET" | b"HEAD", b"/metrics") => ("200 OK", self.text()),
+            (b"GET" | b"HEAD", _) => ("404 Not Found", "mcgate serves /metrics\n".to_string()),
+            _ => (
+                "405 Method Not Allowed",
+                "mcgate serves GET /metrics\n".to_string(),
+            ),
+        };
+        let body = if method == b"HEAD" { "" } else { body.as_str() };
+        respond(&mut stream, status, body, left()?)
+    }
+}
+
+/// Most bytes of a request head (request line and headers); Prometheus sends ~300.
+pub const MAX_REQUEST_BYTES: usize = 8 << 10;
+/// Time a client has to send its request and read the answer.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+/// Clients served at once.
+pub const MAX_CLIENTS: usize = 16;
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    body: &str,
+    left: Duration,
+) -> std::io::Result<()> {
+    stream.set_write_timeout(Some(left))?;
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        TextEncoder::new().format_type(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body.as_bytes())?;
+    stream.flush()
 }

@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod passthrough;
 pub mod report;
 pub mod summary;
+pub mod text;

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::gate::Report;
 use crate::model::card::ModelCard;
+use crate::output::text::printable;
 use crate::score::verdict::Decision;
 use crate::Error;
 
@@ -47,9 +48,63 @@ struct Line<'a> {
     latency_ms: Option<f64>,
 }
 
+/// A report file that never ends in half a line: when a line cannot be written whole (a full
+/// disk), the file is cut back to the end of the last line that was.
+pub struct ReportFile {
+    file: std::fs::File,
+    /// Bytes up to the end of the last flushed line.
+    committed: u64,
+    /// Bytes written since.
+    pending: u64,
+}
+
+impl ReportFile {
+    /// Creates (or truncates) the file at `path`.
+    pub fn create(path: &std::path::Path) -> std::io::Result<ReportFile> {
+        Ok(ReportFile {
+            file: std::fs::File::create(path)?,
+            committed: 0,
+            pending: 0,
+        })
+    }
+
+    fn roll_back(&mut self) {
+        use std::io::{Seek, SeekFrom};
+        // Shrinking needs no space; if even this fails, the error already stops the gate.
+        let _ = self.file.set_len(self.committed);
+        let _ = self.file.seek(SeekFrom::Start(self.committed));
+        self.pending = 0;
+    }
+}
+
+impl Write for ReportFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.file.write(buf) {
+            Ok(n) => {
+                self.pending += n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                self.roll_back();
+                Err(e)
+            }
+        }
+    }
+
+    /// Called once per line by [`ReportWriter`]: the line is whole.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()?;
+        self.committed += self.pending;
+        self.pending = 0;
+        Ok(())
+    }
+}
+
 /// Writes one report line to `out`.
 pub struct ReportWriter<W: Write> {
     out: W,
+    /// The line being written, reused: it goes out in one write.
+    line: Vec<u8>,
     format: Format,
     with_latency: bool,
     labels: Vec<String>,
@@ -68,6 +123,7 @@ impl<W: Write> ReportWriter<W> {
     ) -> Self {
         ReportWriter {
             out,
+            line: Vec::with_capacity(512),
             format,
             with_latency,
             labels: card.classes.clone(),
@@ -92,6 +148,7 @@ impl<W: Write> ReportWriter<W> {
         let class = r.measures.map(|m| m.predicted_class);
         let reason = r.verdict.reason().map(ToString::to_string);
         let label = class.and_then(|c| self.labels.get(c)).map(String::as_str);
+        self.line.clear();
         let result = match self.format {
             Format::Jsonl => {
                 let line = Line {
@@ -116,9 +173,9 @@ impl<W: Write> ReportWriter<W> {
                     alarm: r.alarm,
                     latency_ms: self.with_latency.then_some(r.latency.as_secs_f64() * 1e3),
                 };
-                serde_json::to_writer(&mut self.out, &line)
+                serde_json::to_writer(&mut self.line, &line)
                     .map_err(std::io::Error::from)
-                    .and_then(|_| self.out.write_all(b"\n"))
+                    .map(|_| self.line.push(b'\n'))
             }
             Format::Text => {
                 let verdict = match r.verdict.decision() {
@@ -134,18 +191,24 @@ impl<W: Write> ReportWriter<W> {
                     }
                     _ => String::new(),
                 };
-                let reason = reason.map(|s| format!(": {s}")).unwrap_or_default();
+                let reason = reason
+                    .map(|s| format!(": {}", printable(&s)))
+                    .unwrap_or_default();
                 let alarm = if r.alarm { " [ALARM]" } else { "" };
+                // The file name is the one field a frame's sender chooses: escaped, it cannot
+                // forge a line (JSONL escapes it by itself).
                 writeln!(
-                    self.out,
+                    self.line,
                     "{:>6} {verdict}{scored} {}{reason}{alarm}",
-                    r.index, r.source
+                    r.index,
+                    printable(&r.source)
                 )
             }
         };
         // Flush each line: a downstream consumer acts per frame, and a blocked stdout
         // then back-pressures the gate instead of buffering without bound.
         result
+            .and_then(|_| self.out.write_all(&self.line))
             .and_then(|_| self.out.flush())
             .map_err(|e| Error::Output {
                 what: self.name.clone(),

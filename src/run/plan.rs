@@ -10,12 +10,55 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use crate::error::{one_line, Error};
-use crate::model::card::MAX_SAMPLES;
+use crate::model::card::{MAX_MASK_VALUES, MAX_SAMPLES};
 use crate::model::split::{self, Split};
-use crate::model::{Model, ModelError};
+use crate::model::{Model, ModelError, SAMPLE_DIM};
 use crate::run::masks::{self, SiteMasks};
 use crate::run::rng::WyRand;
 use crate::run::sparse::Head;
+
+/// Most values any one tensor of the graph may hold at the run's T (1 GiB of f32): a graph
+/// that expands a tensor by T into more is refused when planned, naming the node.
+pub const MAX_TENSOR_VALUES: u64 = 1 << 28;
+
+/// Every node output's size at T = `samples`, against [`MAX_TENSOR_VALUES`]. Dimensions
+/// that are still symbolic after T is known (none in a checked model) are left to tract.
+fn check_tensor_sizes(typed: &TypedModel, samples: usize) -> TractResult<()> {
+    let mut values = SymbolValues::default();
+    if let Some(t) = typed.symbols.get(SAMPLE_DIM) {
+        values = values.with(&t, samples as i64);
+    }
+    for node in typed.nodes() {
+        for output in &node.outputs {
+            let mut size: u64 = 1;
+            for dim in output.fact.shape.iter() {
+                let Ok(d) = dim.eval_to_i64(&values) else {
+                    size = 0;
+                    break;
+                };
+                size = size.saturating_mul(d.max(0) as u64);
+            }
+            if size > MAX_TENSOR_VALUES {
+                anyhow::bail!(
+                    "node {} ({}) would output {size} values at T={samples}, over the \
+                     {MAX_TENSOR_VALUES} a tensor may hold",
+                    node.name,
+                    node.op.name()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A caught panic's message.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
 
 /// Which plan to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,6 +146,37 @@ impl Plan {
                 samples,
             ));
         }
+        let card = &model.card;
+        let mask_values = card.mask_values_per_sample();
+        if mask_values.saturating_mul(samples) > MAX_MASK_VALUES {
+            return Err(Error::out_of_range(
+                "samples (T)",
+                format!(
+                    "at most {} for this model (its masks draw {mask_values} values per sample, \
+                     {MAX_MASK_VALUES} at most per frame)",
+                    MAX_MASK_VALUES / mask_values.max(1)
+                ),
+                samples,
+            ));
+        }
+        let fail = |e: anyhow::Error| Error::Model {
+            path: card.name.clone().into(),
+            problem: ModelError::Plan(one_line(&e)),
+        };
+        check_tensor_sizes(model.typed(), samples).map_err(fail)?;
+        // tract may still panic on a graph it cannot plan: a refused model, not a crash.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::build(model, samples, strategy)
+        }))
+        .unwrap_or_else(|panic| {
+            Err(fail(anyhow::anyhow!(
+                "planning failed inside tract: {}",
+                panic_message(&panic)
+            )))
+        })
+    }
+
+    fn build(model: &Model, samples: usize, strategy: Strategy) -> Result<Plan, Error> {
         let card = &model.card;
         let fail = |e: anyhow::Error| Error::Model {
             path: card.name.clone().into(),
