@@ -249,3 +249,79 @@ fn bad_models_and_sites_are_refused_and_nothing_is_written() {
     let out = mcgate(&["convert", &s(&missing), &s(&dir.path().join("out"))]);
     assert_one_line_error(&out, 3, "cannot read model");
 }
+
+/// docs/RELIABILITY.md rows 55 (convert), 64 and 65: masks that drop nothing, an output that
+/// would overwrite its input, weights that are not finite and an input shape that overflows.
+#[test]
+fn convert_refuses_what_would_accept_everything_overwrite_its_input_or_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "net.onnx", &classifier(false));
+    for p in ["1e-12", "0.005"] {
+        assert_refused(
+            dir.path(),
+            &good,
+            &["--site", &format!("act={p}")],
+            "below 0.01 (masks that drop almost nothing",
+        );
+    }
+    // A Dropout whose ratio drops nothing.
+    let mut g = classifier_graph(false);
+    for node in &mut g.nodes {
+        if node.op_type == "Relu" {
+            (node.name, node.output[0]) = ("act0".into(), "act0".into());
+        }
+    }
+    g.node(
+        "Dropout",
+        &["act0"],
+        "act",
+        vec![mcgate::model::onnx::float("ratio", 1e-12)],
+    );
+    let tiny_dropout = write(dir.path(), "tiny.onnx", &g.to_bytes("test", "0"));
+    assert_refused(
+        dir.path(),
+        &tiny_dropout,
+        &[],
+        "is below 0.01: masks that drop almost nothing",
+    );
+
+    // `convert net.onnx net`: the output would replace the original.
+    let before = std::fs::read(&good).unwrap();
+    let stem = s(&dir.path().join("net"));
+    let out = mcgate(&["convert", &good, &stem, "--site", "act=0.5"]);
+    assert_one_line_error(&out, 2, "would overwrite the model being converted");
+    assert_eq!(std::fs::read(&good).unwrap(), before);
+
+    // A NaN weight made convert's own check fail as if convert were at fault (exit 1).
+    let mut g = classifier_graph(false);
+    let mut w2: Vec<f32> = (0..24).map(|i| i as f32 / 24.0).collect();
+    w2[5] = f32::NAN;
+    g.initializers.retain(|t| t.name != "w2");
+    g.constant(f32_tensor("w2", &[3, 8], &w2));
+    let nan = write(dir.path(), "nan.onnx", &g.to_bytes("test", "0"));
+    assert_refused(
+        dir.path(),
+        &nan,
+        &["--site", "act=0.5"],
+        "weight w2 is not all finite",
+    );
+
+    // An input of 1e10 × 1e10 pixels.
+    let mut g = classifier_graph(false);
+    g.inputs[0] = mcgate::model::onnx::value_info(
+        "x",
+        &[
+            Dim::Fixed(1),
+            Dim::Fixed(3),
+            Dim::Fixed(10_000_000_000),
+            Dim::Fixed(10_000_000_000),
+        ],
+    );
+    let huge = write(dir.path(), "huge.onnx", &g.to_bytes("test", "0"));
+    assert_refused(
+        dir.path(),
+        &huge,
+        &["--site", "act=0.5"],
+        "over the 16777216 the gate holds",
+    );
+}

@@ -138,3 +138,80 @@ fn a_metrics_port_in_use_is_a_one_line_error_at_start() {
         "frames were gated without the metrics"
     );
 }
+
+/// The gate's resident memory, from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// docs/RELIABILITY.md row 62: a request line without an end (was buffered without limit: a
+/// 200 MB line took the gate from 37 to 247 MB) and a client that pipelines requests and never
+/// reads (held every other scrape) neither grow the gate nor keep others from their answer.
+#[test]
+fn hostile_metrics_clients_cannot_grow_the_gate_or_hold_the_server() {
+    let port = free_port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let mut args = RAW_MNIST.to_vec();
+    args.extend(["--metrics", &metrics_addr]);
+    let mut gate = spawn_mcgate(&args);
+    let stdin = gate.stdin.take().unwrap();
+    eventually("the metrics server", || get(port, "/metrics"));
+    let before = rss_kib(gate.id());
+
+    // 64 MB of request line, no CRLF: answered 431 after 8 KiB and closed.
+    let mut endless = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    endless
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let chunk = vec![b'A'; 1 << 20];
+    let mut sent = 0usize;
+    for _ in 0..64 {
+        match endless.write_all(&chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(_) => break, // the server closed: it read no further
+        }
+    }
+    let mut answer = String::new();
+    endless
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = endless.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 431") || sent < 64 << 20,
+        "sent {sent} bytes, answer {answer:?}"
+    );
+
+    // Thousands of pipelined requests, never read: another scraper still gets its answer.
+    let mut greedy = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let requests = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5000);
+    let _ = greedy.write_all(requests.as_bytes());
+    let start = Instant::now();
+    let mut other = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    write!(other, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    other
+        .read_to_string(&mut body)
+        .expect("a second client is answered within 3 s");
+    assert!(body.contains("mcgate_frames_total") || body.contains("mcgate_threshold"));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
+    let after = rss_kib(gate.id());
+    assert!(
+        after < before + 16 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+    drop((endless, greedy, stdin));
+    assert_eq!(gate.wait().unwrap().code(), Some(4), "no frames: exit 4");
+}

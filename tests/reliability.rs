@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use mcgate::model::onnx::{f32_tensor, int, Dim, Graph};
+use mcgate::model::onnx::{f32_tensor, i64_tensor, int, ints, Dim, Graph};
 
 /// Knobs for the tiny model.
 #[derive(Clone, Copy, Default)]
@@ -23,6 +23,11 @@ struct Variant {
     rgb: bool,
     /// All weights 0: the logits are the bias whatever the masks, so MI is always 0.
     zero_weights: bool,
+    /// Weights of 1e-9: the samples differ only by float rounding (MI of noise, not 0).
+    tiny_weights: bool,
+    /// The masked values expanded by 100,000 along a new axis and averaged back: a tensor of
+    /// T × 400,000 values, which at T = 4096 is 1.6 G values.
+    expand_by_t: bool,
 }
 
 fn tiny_onnx(v: Variant) -> Vec<u8> {
@@ -41,6 +46,9 @@ fn tiny_onnx(v: Variant) -> Vec<u8> {
     }
     if v.zero_weights {
         weights.fill(0.0);
+    }
+    if v.tiny_weights {
+        weights.iter_mut().for_each(|w| *w *= 1e-9);
     }
     let mut g = Graph::new("tiny");
     g.input(
@@ -63,9 +71,25 @@ fn tiny_onnx(v: Variant) -> Vec<u8> {
         .constant(f32_tensor("w", &[3, features], &weights))
         .constant(f32_tensor("b", &[3], &[0.1, 0.0, -0.1]))
         .node("Flatten", &["x"], "flat", vec![]);
-    let gemm_input = if v.no_mask { "flat" } else { "drop" };
+    let gemm_input = match (v.no_mask, v.expand_by_t) {
+        (true, _) => "flat",
+        (false, false) => "drop",
+        (false, true) => "averaged",
+    };
     if !v.no_mask {
         g.node("Mul", &["flat", "mask_0"], "drop", vec![]);
+    }
+    if v.expand_by_t {
+        g.constant(i64_tensor("axis2", &[1], &[2]))
+            .constant(i64_tensor("wide", &[3], &[1, 1, 100_000]))
+            .node("Unsqueeze", &["drop", "axis2"], "column", vec![])
+            .node("Expand", &["column", "wide"], "expanded", vec![])
+            .node(
+                "ReduceMean",
+                &["expanded"],
+                "averaged",
+                vec![ints("axes", &[2]), int("keepdims", 0)],
+            );
     }
     g.node(
         "Gemm",
@@ -828,8 +852,11 @@ impl Feed {
         for _ in 0..1000 {
             let threshold = self.next()["threshold"].as_f64().unwrap();
             assert!(threshold == old || threshold == new, "{threshold}");
+            // The alarm (5 rejects of 20 at the low thresholds) logs too: not what is awaited.
             if let Ok(line) = log.recv_timeout(std::time::Duration::from_millis(10)) {
-                return line;
+                if !line.contains("ALARM") {
+                    return line;
+                }
             }
         }
         panic!("SIGHUP was not handled");
@@ -882,6 +909,18 @@ fn sighup_reloads_the_threshold_and_a_broken_card_keeps_the_old_one() {
         "{refused}"
     );
 
+    // A threshold no MI can reach (ln 3 = 1.1 for three classes) would accept every frame.
+    card["onnx_sha256"] =
+        mcgate::model::card::sha256_hex(&std::fs::read(m.path("m.onnx")).unwrap()).into();
+    card["threshold"]["mutual_information"] = 100.0.into();
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    hangup(child.id());
+    let refused = feed.until_logged(&log, 0.01, 0.01);
+    assert!(
+        refused.contains("is not below ln(3)") && refused.contains("keeping MI threshold 0.01"),
+        "{refused}"
+    );
+
     std::fs::write(&card_path, "{").unwrap();
     hangup(child.id());
     let kept = feed.until_logged(&log, 0.01, 0.01);
@@ -892,9 +931,578 @@ fn sighup_reloads_the_threshold_and_a_broken_card_keeps_the_old_one() {
     assert_eq!(feed.next()["threshold"], 0.01);
     drop(feed);
     assert_eq!(child.wait().unwrap().code(), Some(0));
-    let rest: Vec<String> = log.try_iter().collect();
+    let rest: Vec<String> = log.try_iter().filter(|l| !l.contains("ALARM")).collect();
     assert!(
         !rest.iter().any(|l| l.contains("SIGHUP")),
         "one log line per SIGHUP: {rest:?}"
     );
+}
+
+// --- fail closed: what made the gate accept everything (rows 53–56) ---
+
+#[test]
+fn fewer_samples_than_the_floor_are_refused_on_the_flag_and_in_the_card() {
+    let m = TinyModel::good();
+    let frame = m.frame();
+    // One sample has MI exactly 0: every frame passed. Below 4 the gate is refused.
+    for t in ["1", "3"] {
+        let out = mcgate(&["gate", &m.stem(), &frame, "-T", t, "--seed", "1"]);
+        assert_one_line_error(&out, 2, "samples (T) must be in 4..=4096");
+        assert!(out.stdout.is_empty());
+    }
+    let card_t1 = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["default_samples"] = 1.into();
+    });
+    assert_model_refused(&card_t1, "default_samples 1 is outside 4..=4096");
+    let out = mcgate(&["gate", &m.stem(), &frame, "-T", "4", "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// A 256×256 textured JPEG: its headers are a few hundred bytes, its scan data kilobytes, so a
+/// cut at 40 % or more lands in the scan, where the decoder fills the rest grey.
+fn gradient_jpeg() -> Vec<u8> {
+    let img = image::GrayImage::from_fn(256, 256, |x, y| {
+        image::Luma([((x * x + 3 * y) % 256) as u8])
+    });
+    let mut jpeg = vec![];
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    jpeg
+}
+
+#[test]
+fn a_jpeg_cut_short_is_rejected_not_filled_grey() {
+    let m = TinyModel::good();
+    let jpeg = gradient_jpeg();
+    std::fs::write(m.path("whole.jpg"), &jpeg).unwrap();
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        m.path("whole.jpg").to_str().unwrap(),
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the whole JPEG is scored: {}",
+        stderr(&out)
+    );
+    for share in [0.4, 0.6, 0.8, 0.99] {
+        let cut = m.path(&format!("cut{share}.jpg"));
+        std::fs::write(&cut, &jpeg[..(jpeg.len() as f64 * share) as usize]).unwrap();
+        assert_frame_rejected(&m, &cut, "JPEG ends before its end-of-image marker");
+    }
+}
+
+#[test]
+fn cards_that_would_accept_every_frame_are_refused() {
+    let onnx = tiny_onnx(Variant::default());
+    let refused = |edit: &dyn Fn(&mut serde_json::Value), needle: &str| {
+        let m = TinyModel::new(&onnx, |c| edit(c));
+        assert_model_refused(&m, needle);
+    };
+    for p in [1e-12, 1e-7, 0.009] {
+        refused(
+            &|c| c["dropout_sites"][0]["p"] = p.into(),
+            "is below 0.01: the masks would change almost nothing",
+        );
+    }
+    for t in [1.0986123, 100.0, 1e300] {
+        refused(
+            &|c| c["threshold"]["mutual_information"] = t.into(),
+            "the most mutual information 3 classes can have",
+        );
+    }
+    refused(&|c| c["input"]["scale"] = 1e-40.into(), "span");
+    refused(
+        &|c| c["input"]["mean"] = serde_json::json!([3e38]),
+        "span 0e0 units",
+    );
+    // Half a unit dropped per sample on average: most samples are the deterministic network.
+    refused(
+        &|c| c["dropout_sites"][0]["p"] = 0.1.into(),
+        "units per sample on average",
+    );
+    // The same bound on the command line: a threshold no run of T samples can reach.
+    let m = TinyModel::good();
+    let frame = m.frame();
+    for t in ["100", "1.0986123"] {
+        let out = mcgate(&["gate", &m.stem(), &frame, "--threshold", t, "--seed", "1"]);
+        assert_one_line_error(&out, 2, "the most mutual information this run can produce");
+    }
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        &frame,
+        "--threshold",
+        "1.09",
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn calibrating_on_mutual_information_of_rounding_noise_is_refused() {
+    // Weights of 1e-9: the samples differ by float rounding only. Their MI is not exactly 0
+    // (the old check), and its 95th percentile made a threshold of noise.
+    let m = TinyModel::new(
+        &tiny_onnx(Variant {
+            tiny_weights: true,
+            ..Variant::default()
+        }),
+        |c| {
+            c["schema"] = "mcgate.card/2".into();
+            c["threshold"] = serde_json::Value::Null;
+        },
+    );
+    let before = std::fs::read(m.path("m.card.json")).unwrap();
+    let frames: Vec<u8> = (0..120u32)
+        .flat_map(|i| {
+            [
+                (i * 7) as u8,
+                (i * 13) as u8,
+                (i * 29) as u8,
+                (i * 31) as u8,
+            ]
+        })
+        .collect();
+    let stem = m.stem();
+    let mut args = vec!["calibrate", stem.as_str()];
+    args.extend(["-", "--width", "2", "--height", "2", "--seed", "1"]);
+    let out = mcgate_stdin(&args, &frames);
+    assert_one_line_error(&out, 4, "below 1e-4");
+    assert_eq!(std::fs::read(m.path("m.card.json")).unwrap(), before);
+}
+
+// --- what an attacker or a careless operator could break (rows 57–69) ---
+
+#[test]
+fn links_planted_in_an_output_directory_are_never_written_through() {
+    use std::os::unix::fs::symlink;
+    let m = TinyModel::good();
+    let frame = m.frame();
+    let accepted = m.path("accepted");
+    std::fs::create_dir(&accepted).unwrap();
+    let victim = m.path("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    // The old write probe's name, and the name the first accepted frame gets.
+    symlink(&victim, accepted.join(".mcgate-write-probe")).unwrap();
+    symlink(&victim, accepted.join("000000_frame.png")).unwrap();
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        &frame,
+        "--seed",
+        "1",
+        "--threshold",
+        "1.0",
+        "--accepted",
+        accepted.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    let written = accepted.join("000000_frame.png");
+    assert!(!std::fs::symlink_metadata(&written).unwrap().is_symlink());
+    assert!(image::open(&written).is_ok());
+}
+
+#[test]
+fn an_rgba_frame_passes_on_what_was_scored_without_its_alpha() {
+    let m = TinyModel::good();
+    // Transparent pixels hiding bright colour: a viewer shows the background, the gate scored
+    // the colour. What is passed on is the colour, as scored.
+    let rgba = image::RgbaImage::from_raw(
+        2,
+        2,
+        vec![
+            250, 10, 10, 0, 10, 250, 10, 0, 10, 10, 250, 255, 200, 200, 200, 128,
+        ],
+    )
+    .unwrap();
+    let path = m.path("alpha.png");
+    rgba.save(&path).unwrap();
+    let accepted = m.path("accepted");
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        path.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--threshold",
+        "1.0",
+        "--accepted",
+        accepted.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let passed = image::open(accepted.join("000000_alpha.png")).unwrap();
+    assert!(!passed.color().has_alpha(), "{:?}", passed.color());
+    assert_eq!(
+        passed.to_rgb8().into_raw(),
+        image::DynamicImage::ImageRgba8(rgba).to_rgb8().into_raw()
+    );
+}
+
+#[test]
+fn hostile_model_sizes_are_refused_at_load_not_panicked_on() {
+    let onnx = tiny_onnx(Variant::default());
+    let huge_input = TinyModel::new(&onnx, |c| {
+        c["input"]["shape"] = serde_json::json!([1, 1, 100000, 100000]);
+    });
+    assert_model_refused(&huge_input, "over the 16777216 this build holds");
+    let out = mcgate(&["info", &huge_input.stem()]);
+    assert_one_line_error(&out, 3, "over the 16777216");
+    let huge_site = TinyModel::new(&onnx, |c| {
+        c["dropout_sites"][0]["shape"] = serde_json::json!([100_000_000]);
+    });
+    assert_model_refused(&huge_site, "over the 67108864 this build holds");
+    // A graph that expands by T: fine at T = 8, 1.6 G values at T = 4096.
+    let expanding = TinyModel::new(
+        &tiny_onnx(Variant {
+            expand_by_t: true,
+            ..Variant::default()
+        }),
+        |_| {},
+    );
+    let frame = expanding.frame();
+    let out = mcgate(&["gate", &expanding.stem(), &frame, "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = mcgate(&[
+        "gate",
+        &expanding.stem(),
+        &frame,
+        "-T",
+        "4096",
+        "--seed",
+        "1",
+    ]);
+    assert_one_line_error(&out, 3, "would output 1638400000 values at T=4096");
+}
+
+#[test]
+fn frame_files_are_checked_before_they_are_read_whole() {
+    let m = TinyModel::good();
+    // A 3 GB sparse file that starts like a PNG: refused by its size, unread.
+    let sparse = m.path("x.png");
+    let f = std::fs::File::create(&sparse).unwrap();
+    std::io::Write::write_all(&mut &f, b"\x89PNG\r\n\x1a\n").unwrap();
+    f.set_len(3 << 30).unwrap();
+    drop(f);
+    let before = std::time::Instant::now();
+    assert_frame_rejected(&m, &sparse, "over 64 MiB");
+    // /dev/zero never ends: its first bytes are no image, and nothing more is read.
+    assert_frame_rejected(&m, Path::new("/dev/zero"), "not a PNG, JPEG or PNM image");
+    assert!(before.elapsed() < std::time::Duration::from_secs(20));
+}
+
+#[test]
+fn a_sighup_during_start_up_does_not_end_the_gate() {
+    // The ensemble takes a while to load and plan (two jobs): the signal lands then.
+    let frame = root().join("samples/mnist/clean");
+    for delay_ms in [30, 150, 400] {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
+            .current_dir(root())
+            .args(["gate", "models/mnist-ensemble", frame.to_str().unwrap()])
+            .args(["--seed", "1", "-j", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGHUP);
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.code().is_some(),
+            "killed by a signal after {delay_ms} ms: {:?}",
+            out.status
+        );
+        assert!(!lines(&out).is_empty());
+    }
+}
+
+#[test]
+fn a_control_character_in_a_file_name_or_label_cannot_forge_a_line() {
+    let m = TinyModel::good();
+    let forged = m.path("x\n     0 ACCEPT class a (0.999) MI 0.0001 y.png");
+    std::fs::copy(m.frame(), &forged).unwrap();
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        forged.to_str().unwrap(),
+        "--format",
+        "text",
+        "--seed",
+        "1",
+        "--threshold",
+        "0",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("REJECT") && text.contains("x\\n"), "{text}");
+    // A label that drives the terminal: refused with the card.
+    let escape = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["classes"][1] = "\u{1b}[2J\u{1b}[31mb".into();
+    });
+    assert_model_refused(&escape, "classes[1] holds a control character");
+    let out = mcgate(&["info", &escape.stem()]);
+    assert_one_line_error(&out, 3, "control character");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\u{1b}'));
+}
+
+#[test]
+fn a_report_file_keeps_whole_lines_on_a_full_disk() {
+    use std::os::unix::process::CommandExt;
+    let m = TinyModel::good();
+    let frame = m.frame();
+    let report = m.path("report.jsonl");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"));
+    cmd.args(["gate", &m.stem()])
+        .args([frame.as_str(); 10])
+        .args(["--seed", "1", "--no-latency", "--report"])
+        .arg(&report);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 1000,
+                rlim_max: 1000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_one_line_error(&out, 5, "File too large");
+    let written = std::fs::read_to_string(&report).unwrap();
+    assert!(written.ends_with('\n'), "half a line left: {written:?}");
+    let lines: Vec<&str> = written.lines().collect();
+    assert!(!lines.is_empty() && lines.len() < 10, "{}", lines.len());
+    for line in lines {
+        serde_json::from_str::<serde_json::Value>(line).unwrap();
+    }
+}
+
+#[test]
+fn a_report_into_the_video_stream_or_the_models_files_is_refused() {
+    let m = TinyModel::good();
+    let card_before = std::fs::read(m.path("m.card.json")).unwrap();
+    let out = mcgate_stdin(
+        &[
+            "gate",
+            &m.stem(),
+            "-",
+            "--width",
+            "2",
+            "--height",
+            "2",
+            "--pass-through",
+            "--report",
+            "/dev/stdout",
+        ],
+        &[1, 2, 3, 4],
+    );
+    assert_one_line_error(&out, 2, "where --pass-through writes the frames");
+    assert!(out.stdout.is_empty());
+    for own in ["m.card.json", "m.onnx"] {
+        let out = mcgate(
+            &["gate", &m.stem(), &m.frame(), "--report"]
+                .into_iter()
+                .chain([m.path(own).to_str().unwrap()])
+                .collect::<Vec<_>>(),
+        );
+        assert_one_line_error(&out, 2, "one of the model's own files");
+    }
+    assert_eq!(std::fs::read(m.path("m.card.json")).unwrap(), card_before);
+}
+
+/// A calibratable copy of the tiny model: schema 2, no threshold yet.
+fn uncalibrated() -> TinyModel {
+    TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+        c["schema"] = "mcgate.card/2".into();
+        c["threshold"] = serde_json::Value::Null;
+    })
+}
+
+/// 120 different raw 2×2 gray frames.
+fn raw_frames() -> Vec<u8> {
+    (0..120u32)
+        .flat_map(|i| {
+            [
+                (i * 7) as u8,
+                (i * 13) as u8,
+                (i * 29) as u8,
+                (i * 31) as u8,
+            ]
+        })
+        .collect()
+}
+
+#[test]
+fn calibrate_keeps_the_cards_mode_writes_through_its_link_and_refuses_a_read_only_one() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let raw = ["-", "--width", "2", "--height", "2", "--seed", "1"];
+    // Read-only: refused before a frame is scored, the card untouched.
+    let m = uncalibrated();
+    let card = m.path("m.card.json");
+    std::fs::set_permissions(&card, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let before = std::fs::read(&card).unwrap();
+    let stem = m.stem();
+    let out = mcgate_stdin(
+        &[&["calibrate", stem.as_str()][..], &raw[..]].concat(),
+        &raw_frames(),
+    );
+    assert_one_line_error(&out, 5, "it is read-only");
+    assert_eq!(std::fs::read(&card).unwrap(), before);
+    // Mode 0640 kept.
+    std::fs::set_permissions(&card, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = mcgate_stdin(
+        &[&["calibrate", stem.as_str()][..], &raw[..]].concat(),
+        &raw_frames(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mode = std::fs::metadata(&card).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    // A linked card: the link stays, its target gets the threshold.
+    let l = uncalibrated();
+    let target = l.path("real.card.json");
+    std::fs::rename(l.path("m.card.json"), &target).unwrap();
+    symlink(&target, l.path("m.card.json")).unwrap();
+    let stem = l.stem();
+    let out = mcgate_stdin(
+        &[&["calibrate", stem.as_str()][..], &raw[..]].concat(),
+        &raw_frames(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(std::fs::symlink_metadata(l.path("m.card.json"))
+        .unwrap()
+        .is_symlink());
+    let calibrated: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
+    assert!(calibrated["threshold"]["mutual_information"].is_f64());
+}
+
+#[test]
+fn calibration_frames_unlike_the_models_input_are_warned_about() {
+    let m = uncalibrated();
+    let stem = m.stem();
+    // 4×4 RGB frames for a 2×2 gray model.
+    let frames: Vec<u8> = (0..120 * 48u32).map(|i| (i * 7 % 251) as u8).collect();
+    let out = mcgate_stdin(
+        &[
+            "calibrate",
+            &stem,
+            "-",
+            "--width",
+            "4",
+            "--height",
+            "4",
+            "--pixel-format",
+            "rgb24",
+            "--seed",
+            "1",
+        ],
+        &frames,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("120 of 120 calibration frames are not what the model takes (2x2 gray)")
+            && err.contains("is 4x4 RGB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn frames_in_flight_share_one_memory_budget() {
+    // Six 11000 × 11000 gray frames (121 MB decoded each) under -j 2: with a limit per frame,
+    // several were decoded and queued at once (580 MB measured); with one budget for all
+    // frames in flight they wait for each other. A 16384² frame alone needs more than the
+    // budget and is rejected unread.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big0.png");
+    image::GrayImage::from_fn(11_000, 11_000, |x, _| image::Luma([(x * 7 % 256) as u8]))
+        .save(&big)
+        .unwrap();
+    for i in 1..6 {
+        std::fs::copy(&big, dir.path().join(format!("big{i}.png"))).unwrap();
+    }
+    let mut header = vec![];
+    image::GrayImage::new(1, 1)
+        .write_to(
+            &mut std::io::Cursor::new(&mut header),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    // The same PNG claiming 16384 × 16384 in its header (IHDR width and height).
+    let huge = dir.path().join("huge.png");
+    header[16..20].copy_from_slice(&16384u32.to_be_bytes());
+    header[20..24].copy_from_slice(&16384u32.to_be_bytes());
+    let crc = crc32(&header[12..29]);
+    header[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(&huge, &header).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args([
+            "gate",
+            "models/mnist",
+            dir.path().to_str().unwrap(),
+            "-j",
+            "2",
+        ])
+        .args(["--seed", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let pid = child.id() as i32;
+    let mut stdout = child.stdout.take().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let max_rss_mib = usage.ru_maxrss / 1024;
+    assert!(max_rss_mib < 512, "peak {max_rss_mib} MiB");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    assert!(
+        lines[..6].iter().all(|l| l["measures"].is_object()),
+        "{text}"
+    );
+    assert!(
+        lines[6]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("over the 512 MiB all frames in flight"),
+        "{}",
+        lines[6]
+    );
+}
+
+/// CRC-32 (ISO-HDLC, as PNG chunks use it), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }

@@ -570,6 +570,47 @@ mod tests {
     }
 
     #[test]
+    fn a_jpeg_is_complete_only_up_to_its_end_of_image_marker() {
+        let img =
+            image::GrayImage::from_fn(96, 96, |x, y| image::Luma([((x * x + y) % 256) as u8]));
+        let mut jpeg = vec![];
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        assert!(jpeg_is_complete(&jpeg));
+        // Every cut short of the end is incomplete: within a header or within the scan.
+        for cut in (2..jpeg.len() - 1).step_by(7).chain([jpeg.len() - 1]) {
+            assert!(
+                !jpeg_is_complete(&jpeg[..cut]),
+                "cut at {cut} of {}",
+                jpeg.len()
+            );
+        }
+        // Bytes after the end-of-image marker (some cameras pad files) change nothing.
+        let mut padded = jpeg.clone();
+        padded.extend([0u8; 16]);
+        assert!(jpeg_is_complete(&padded));
+        assert_eq!(
+            decode_bytes(&jpeg[..jpeg.len() * 3 / 4]),
+            Err(ReadError::TruncatedJpeg)
+        );
+    }
+
+    #[test]
+    fn frames_with_alpha_are_scored_and_passed_on_without_it() {
+        let rgba =
+            DynamicImage::ImageRgba8(image::RgbaImage::from_raw(1, 1, vec![9, 8, 7, 0]).unwrap());
+        let mut png = vec![];
+        rgba.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let decoded = decode_bytes(&png).unwrap();
+        assert_eq!(decoded.color(), image::ColorType::Rgb8);
+        assert_eq!(decoded.to_rgb8().into_raw(), vec![9, 8, 7]);
+    }
+
+    #[test]
     fn corrupt_and_empty_images_are_unreadable_not_panics() {
         assert_eq!(decode_bytes(b"").unwrap_err(), ReadError::Empty);
         assert_eq!(ReadError::Empty.to_string(), "empty file");

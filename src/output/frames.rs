@@ -138,6 +138,31 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(unix)]
+    fn links_at_the_old_temporary_name_or_the_destination_are_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let path = dir.path().join("frame.png");
+        // The name the old code wrote through: `.NAME.PID.partial`, the PID predictable.
+        let old_partial = dir
+            .path()
+            .join(format!(".frame.png.{}.partial", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_partial).unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        // Nothing of ours is left beside the planted link.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
     fn frame_names_are_sanitised() {
         let d = FrameDir { dir: "out".into() };
         assert_eq!(
