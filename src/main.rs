@@ -496,18 +496,20 @@ fn reload_on_sighup(
                         "SIGHUP: {} has no threshold; keeping MI threshold {old}",
                         card_path.display()
                     ),
-                    Some(new) if check_threshold(&card, samples, new).is_err() => log::warn!(
-                        "SIGHUP: {}: {}; keeping MI threshold {old}",
-                        card_path.display(),
-                        check_threshold(&card, samples, new).unwrap_err()
-                    ),
-                    Some(new) => {
-                        threshold.set(new);
-                        log::warn!(
-                            "SIGHUP: MI threshold {old} -> {new} from {}",
-                            card_path.display()
-                        );
-                    }
+                    Some(new) => match check_threshold(&card, samples, new) {
+                        Err(e) => log::warn!(
+                            "SIGHUP: {}: {}; keeping MI threshold {old}",
+                            card_path.display(),
+                            message(&e)
+                        ),
+                        Ok(()) => {
+                            threshold.set(new);
+                            log::warn!(
+                                "SIGHUP: MI threshold {old} -> {new} from {}",
+                                card_path.display()
+                            );
+                        }
+                    },
                 },
             }
         }

@@ -630,7 +630,7 @@ fn pass_through_to_a_closed_pipe_is_an_output_error() {
     let mut args = RAW_MNIST.to_vec();
     args.extend([
         "--threshold",
-        "10",
+        "2.3",
         "--pass-through",
         "--report",
         "/dev/null",

@@ -1,6 +1,7 @@
 //! Image decoding (PNG, JPEG, PNM, with the size limits) and preprocessing into the shipped
 //! model's input on arbitrary file bytes: never panics; what comes out is the model's input
-//! size and finite.
+//! size and finite; a JPEG is accepted only with its end-of-image marker, and so is every
+//! prefix of it that is (a JPEG cut short is rejected, not filled grey).
 #![no_main]
 
 use std::sync::OnceLock;
@@ -17,10 +18,28 @@ fn card() -> &'static ModelCard {
     })
 }
 
+/// An accepted JPEG holds an end-of-image marker (0xFF 0xD9).
+fn assert_ends_if_jpeg(bytes: &[u8]) {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        assert!(
+            bytes.windows(2).any(|w| w == [0xFF, 0xD9]),
+            "a JPEG without an end-of-image marker was decoded"
+        );
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(image) = decode_bytes(data) else {
         return;
     };
+    assert_ends_if_jpeg(data);
+    if data.starts_with(&[0xFF, 0xD8]) && data.len() > 4 {
+        // A prefix cut where the input's middle byte says: decoded only if it is whole.
+        let cut = 2 + data[data.len() / 2] as usize * (data.len() - 2) / 256;
+        if decode_bytes(&data[..cut]).is_ok() {
+            assert_ends_if_jpeg(&data[..cut]);
+        }
+    }
     let spec = &card().input;
     let mut pre = Preprocessor::new(spec);
     if let Ok(input) = pre.run(&image) {
