@@ -123,7 +123,7 @@ impl Unlike {
             input.width(),
             input.height(),
             channels_word(input.channels()),
-            crate::output::text::printable(source),
+            crate::text::printable(source),
         ))
     }
 }

@@ -7,7 +7,8 @@
 //! card, check one against the other, build ONNX graphs. `gate` strings the stages together
 //! for one frame (and a pool of gates for several cores); `session` is the gate loop with
 //! its per-frame rules (alarm, write-before-verdict); `validate` replays an eval bundle;
-//! `calibrate` sets a model's threshold on the camera's own clean frames.
+//! `calibrate` sets a model's threshold on the camera's own clean frames; `text` makes names
+//! and labels safe to print (a leaf every layer may use).
 //!
 //! The card schema, the ONNX builder, the measures and ROC/AUC are shared with the training
 //! crate, which depends on this library, never the reverse.
@@ -23,6 +24,7 @@ pub mod output;
 pub mod run;
 pub mod score;
 pub mod session;
+pub mod text;
 pub mod validate;
 
 pub use error::Error;

@@ -830,15 +830,22 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
             ))
         })?),
     };
-    let calibrated_t = model
+    // The card's threshold was set at its calibration's T, or (trained cards) its default T.
+    let threshold_t = model
         .card
         .threshold
         .as_ref()
-        .and_then(|t| t.calibration.as_ref());
-    if let Some(c) = calibrated_t.filter(|c| args.threshold.is_none() && c.samples != samples) {
+        .and_then(|t| t.calibration.as_ref())
+        .map_or(model.card.default_samples, |c| c.samples);
+    if args.threshold.is_none() && threshold_t != samples {
         log::warn!(
-            "the threshold was calibrated at T={}, this run uses T={samples}: MI estimates shift with T",
-            c.samples
+            "the threshold was set at T={threshold_t}, this run uses T={samples}: MI estimates \
+             shift with T{}",
+            if samples < threshold_t {
+                " (down: fewer frames are rejected)"
+            } else {
+                ""
+            }
         );
     }
     let frame_dir = |dir: &Option<PathBuf>, flag| -> Result<Option<Box<dyn FrameSink>>, Error> {
@@ -876,6 +883,7 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
     }
     let (out, name): (Box<dyn Write>, String) = match (&args.report, args.pass_through) {
         (Some(path), _) => (
+            // Never through a link planted where the report goes.
             Box::new(ReportFile::create(path).map_err(|e| Error::Output {
                 what: format!("--report {}", path.display()),
                 cause: e.to_string(),

@@ -122,8 +122,8 @@ impl<W: Write> Outputs<W> {
             log::warn!(
                 "frame {} ({}) rejected unscored: {}",
                 report.index,
-                crate::output::text::printable(&report.source),
-                crate::output::text::printable(&reason.to_string())
+                crate::text::printable(&report.source),
+                crate::text::printable(&reason.to_string())
             );
         }
         report.alarm = self.alarm.push(report.verdict.decision());

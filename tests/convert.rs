@@ -256,12 +256,12 @@ fn bad_models_and_sites_are_refused_and_nothing_is_written() {
 fn convert_refuses_what_would_accept_everything_overwrite_its_input_or_is_broken() {
     let dir = tempfile::tempdir().unwrap();
     let good = write(dir.path(), "net.onnx", &classifier(false));
-    for p in ["1e-12", "0.005"] {
+    for p in ["1e-12", "0.005", "0.9999"] {
         assert_refused(
             dir.path(),
             &good,
             &["--site", &format!("act={p}")],
-            "below 0.01 (masks that drop almost nothing",
+            "or [0.01, 0.99] (masks that drop almost nothing or almost everything",
         );
     }
     // A Dropout whose ratio drops nothing.
@@ -282,7 +282,7 @@ fn convert_refuses_what_would_accept_everything_overwrite_its_input_or_is_broken
         dir.path(),
         &tiny_dropout,
         &[],
-        "is below 0.01: masks that drop almost nothing",
+        "is outside [0.01, 0.99]: masks that drop almost nothing",
     );
 
     // `convert net.onnx net`: the output would replace the original.

@@ -1005,10 +1005,10 @@ fn cards_that_would_accept_every_frame_are_refused() {
         let m = TinyModel::new(&onnx, |c| edit(c));
         assert_model_refused(&m, needle);
     };
-    for p in [1e-12, 1e-7, 0.009] {
+    for p in [1e-12, 1e-7, 0.009, 0.995, 0.9999] {
         refused(
             &|c| c["dropout_sites"][0]["p"] = p.into(),
-            "is below 0.01: the masks would change almost nothing",
+            "is outside [0.01, 0.99]: the masks would drop almost nothing or almost everything",
         );
     }
     for t in [1.0986123, 100.0, 1e300] {
@@ -1018,6 +1018,11 @@ fn cards_that_would_accept_every_frame_are_refused() {
         );
     }
     refused(&|c| c["input"]["scale"] = 1e-40.into(), "span");
+    // std 100 on 0–1 pixels (found by the outside probe): every frame scores nearly alike.
+    refused(
+        &|c| c["input"]["std"] = serde_json::json!([100.0]),
+        "span 1e-2 units",
+    );
     refused(
         &|c| c["input"]["mean"] = serde_json::json!([3e38]),
         "span 0e0 units",
@@ -1322,6 +1327,20 @@ fn a_report_into_the_video_stream_or_the_models_files_is_refused() {
         assert_one_line_error(&out, 2, "one of the model's own files");
     }
     assert_eq!(std::fs::read(m.path("m.card.json")).unwrap(), card_before);
+    // A link planted where the report goes (found by the outside probe): not written through.
+    let victim = m.path("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let link = m.path("verdicts.jsonl");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    let out = mcgate(&[
+        "gate",
+        &m.stem(),
+        &m.frame(),
+        "--report",
+        link.to_str().unwrap(),
+    ]);
+    assert_one_line_error(&out, 5, "cannot write --report");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
 }
 
 /// A calibratable copy of the tiny model: schema 2, no threshold yet.

@@ -335,6 +335,7 @@ fn decode_leased(bytes: &[u8]) -> Result<(DynamicImage, Lease), ReadError> {
     let Some(format) = reader.format() else {
         return Err(ReadError::UnknownFormat);
     };
+
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
@@ -354,8 +355,9 @@ fn decode_leased(bytes: &[u8]) -> Result<(DynamicImage, Lease), ReadError> {
         need,
     })?;
     let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
-    // The JPEG decoder fills what is missing with grey and says nothing (image decodes
-    // leniently): a file cut short is refused here, after whatever the decoder refused itself.
+    // image runs its JPEG decoder leniently: a scan cut short decodes with its missing blocks
+    // grey, and nothing is said. A file cut short is refused here, after whatever the decoder
+    // refused itself.
     if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(ReadError::TruncatedJpeg);
     }

@@ -360,6 +360,10 @@ pub const MIN_SAMPLES: usize = 4;
 /// network too little for its samples to disagree (p = 1e-7 gave MI of rounding noise).
 pub const MIN_P: f32 = 0.01;
 
+/// Largest drop probability: above it nearly every unit is dropped in every sample, and the
+/// samples agree again (p = 0.9999 gave MI 0 on every frame).
+pub const MAX_P: f32 = 0.99;
+
 /// Fewest units a Monte-Carlo sample must drop on average, over all sites (Σ size·p): a
 /// sample that mostly drops nothing is the deterministic network, and its samples agree.
 pub const MIN_EXPECTED_DROPS: f64 = 1.0;
@@ -372,9 +376,10 @@ pub const MAX_INPUT_VALUES: usize = 1 << 24;
 pub const MAX_MASK_VALUES: usize = 1 << 26;
 
 /// The span the pixel range 0–255 must cover in model-input units, per channel
-/// (255·scale/std): below it every frame looks alike to the model (a denormal scale), above
-/// it the input overflows what a network is trained on.
-pub const INPUT_SPAN: (f32, f32) = (1e-2, 1e6);
+/// (255·scale/std): below it every frame looks alike to the model (a denormal scale; std 100
+/// on 0–1 pixels), above it the input overflows what a network is trained on. Common
+/// normalisations span 1 (0–1), 2 (−1–1, Lite0), 4.4 (ImageNet mean/std) or 255 (raw).
+pub const INPUT_SPAN: (f32, f32) = (0.1, 1e6);
 
 /// Why a card is not valid on its own; each variant renders as one line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -456,10 +461,11 @@ pub enum CardError {
         /// Its drop probability.
         p: f32,
     },
-    /// A site drops with a probability too small to make the samples disagree.
+    /// A site drops with a probability too small, or too large, to make the samples disagree.
     #[error(
-        "dropout site {site}: p = {p} is below {MIN_P}: the masks would change almost \
-         nothing, the samples agree and every frame passes (use p = 0 to switch a site off)"
+        "dropout site {site}: p = {p} is outside [{MIN_P}, {MAX_P}]: the masks would drop \
+         almost nothing or almost everything, the samples agree and every frame passes (use \
+         p = 0 to switch a site off)"
     )]
     SiteTinyP {
         /// The site's input name.
@@ -525,8 +531,9 @@ pub enum CardError {
     /// A channel order was given for a gray model.
     #[error("input channel_order bgr needs 3 channels")]
     ChannelOrder,
-    /// A text field holds a control character (a newline, an ANSI escape): printed by `info`
-    /// or in a report line it would forge lines or drive the terminal.
+    /// A text field holds a control or bidirectional formatting character (a newline, an ANSI
+    /// escape, U+202E): printed by `info` or in a report line it would forge lines or drive
+    /// the terminal.
     #[error("{field} holds a control character ({text:?}): card texts are printed as they are")]
     ControlCharacter {
         /// Where, as a JSON path, e.g. `classes[3]`.
@@ -638,7 +645,7 @@ impl ModelCard {
             if site.input == i.name {
                 return Err(CardError::SiteIsImage(site.input.clone()));
             }
-            if site.p != 0.0 && site.p < MIN_P {
+            if site.p != 0.0 && !(MIN_P..=MAX_P).contains(&site.p) {
                 return Err(CardError::SiteTinyP {
                     site: site.input.clone(),
                     p: site.p,
@@ -851,7 +858,7 @@ impl ModelCard {
 fn control_character(value: &serde_json::Value, path: String) -> Option<(String, String)> {
     use serde_json::Value;
     match value {
-        Value::String(s) if s.chars().any(char::is_control) => {
+        Value::String(s) if s.chars().any(crate::text::is_unprintable) => {
             Some((path, s.escape_debug().to_string()))
         }
         Value::Array(items) => items

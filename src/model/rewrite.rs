@@ -47,7 +47,7 @@ use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-use super::card::{DropoutSite, MAX_INPUT_VALUES, MIN_P};
+use super::card::{DropoutSite, MAX_INPUT_VALUES, MAX_P, MIN_P};
 use super::onnx::{self as builder, DataType, Dim};
 use super::SAMPLE_DIM;
 use crate::error::one_line;
@@ -147,10 +147,10 @@ pub enum ConvertError {
     /// A site names a tensor the graph does not have.
     #[error("no tensor named {0} in the graph")]
     UnknownTensor(String),
-    /// A site's p is outside [0, 1), or too small to drop anything ([`MIN_P`]).
+    /// A site's p is outside [0, 1), or too small or large to make samples differ.
     #[error(
-        "site {tensor}: p = {p} is outside [0, 1) or below {MIN_P} (masks that drop almost \
-         nothing make the samples agree, and every frame pass)"
+        "site {tensor}: p = {p} is outside [0, 1) or [{MIN_P}, {MAX_P}] (masks that drop almost \
+         nothing or almost everything make the samples agree, and every frame pass)"
     )]
     SiteP {
         /// The site's tensor.
@@ -217,7 +217,7 @@ pub fn convert(onnx: &[u8], opts: &Options) -> Result<Converted, ConvertError> {
         if !tensors.contains(tensor) {
             return Err(ConvertError::UnknownTensor(tensor.clone()));
         }
-        if !(0.0..1.0).contains(p) || (*p != 0.0 && *p < MIN_P) {
+        if !(0.0..1.0).contains(p) || (*p != 0.0 && !(MIN_P..=MAX_P).contains(p)) {
             return Err(ConvertError::SiteP {
                 tensor: tensor.clone(),
                 p: *p,
@@ -1226,10 +1226,10 @@ fn dropout_p(graph: &pb::GraphProto, node: &pb::NodeProto) -> Result<f32, String
     if !(0.0..1.0).contains(&p) {
         return Err(format!("its ratio {p} is outside [0, 1)"));
     }
-    if p != 0.0 && p < MIN_P {
+    if p != 0.0 && !(MIN_P..=MAX_P).contains(&p) {
         return Err(format!(
-            "its ratio {p} is below {MIN_P}: masks that drop almost nothing make the samples \
-             agree, and every frame pass"
+            "its ratio {p} is outside [{MIN_P}, {MAX_P}]: masks that drop almost nothing or \
+             almost everything make the samples agree, and every frame pass"
         ));
     }
     Ok(p)

@@ -8,4 +8,3 @@ pub mod metrics;
 pub mod passthrough;
 pub mod report;
 pub mod summary;
-pub mod text;

@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use crate::gate::Report;
 use crate::model::card::ModelCard;
-use crate::output::text::printable;
 use crate::score::verdict::Decision;
+use crate::text::printable;
 use crate::Error;
 
 /// How report lines are written.
@@ -59,10 +59,16 @@ pub struct ReportFile {
 }
 
 impl ReportFile {
-    /// Creates (or truncates) the file at `path`.
+    /// Creates (or truncates) the file at `path`; a symbolic link there is refused (ELOOP),
+    /// not written through: whoever can write in the report's directory could point it at any
+    /// file the gate may write.
     pub fn create(path: &std::path::Path) -> std::io::Result<ReportFile> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
         Ok(ReportFile {
-            file: std::fs::File::create(path)?,
+            file: options.open(path)?,
             committed: 0,
             pending: 0,
         })
