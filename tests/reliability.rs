@@ -707,7 +707,6 @@ fn accepted_frames_on_a_full_disk() {
     // A file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) fails writes past 64 bytes the way
     // a full disk does (EFBIG instead of ENOSPC, same code path); mounting a small filesystem
     // would need root. The PNG of a frame is larger than 64 bytes.
-    use std::os::unix::process::CommandExt;
     let m = TinyModel::good();
     let frame = m.frame();
     let accepted = m.path("accepted");
@@ -719,20 +718,7 @@ fn accepted_frames_on_a_full_disk() {
             "--accepted",
             accepted.to_str().unwrap(),
         ]);
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_file_size(&mut cmd, 64);
     let out = cmd.output().unwrap();
     assert_one_line_error(&out, 5, "File too large");
     // The frame that could not be passed on is reported as a reject, and the gate stops.
@@ -1066,20 +1052,10 @@ fn calibrating_on_mutual_information_of_rounding_noise_is_refused() {
         },
     );
     let before = std::fs::read(m.path("m.card.json")).unwrap();
-    let frames: Vec<u8> = (0..120u32)
-        .flat_map(|i| {
-            [
-                (i * 7) as u8,
-                (i * 13) as u8,
-                (i * 29) as u8,
-                (i * 31) as u8,
-            ]
-        })
-        .collect();
     let stem = m.stem();
     let mut args = vec!["calibrate", stem.as_str()];
     args.extend(["-", "--width", "2", "--height", "2", "--seed", "1"]);
-    let out = mcgate_stdin(&args, &frames);
+    let out = mcgate_stdin(&args, &raw_frames());
     assert_one_line_error(&out, 4, "below 1e-4");
     assert_eq!(std::fs::read(m.path("m.card.json")).unwrap(), before);
 }
@@ -1262,7 +1238,6 @@ fn a_control_character_in_a_file_name_or_label_cannot_forge_a_line() {
 
 #[test]
 fn a_report_file_keeps_whole_lines_on_a_full_disk() {
-    use std::os::unix::process::CommandExt;
     let m = TinyModel::good();
     let frame = m.frame();
     let report = m.path("report.jsonl");
@@ -1271,20 +1246,7 @@ fn a_report_file_keeps_whole_lines_on_a_full_disk() {
         .args([frame.as_str(); 10])
         .args(["--seed", "1", "--no-latency", "--report"])
         .arg(&report);
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: 1000,
-                rlim_max: 1000,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    limit_file_size(&mut cmd, 1000);
     let out = cmd.output().unwrap();
     assert_one_line_error(&out, 5, "File too large");
     let written = std::fs::read_to_string(&report).unwrap();
@@ -1524,4 +1486,25 @@ fn crc32(bytes: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+/// A file-size limit for `cmd` (RLIMIT_FSIZE, SIGXFSZ ignored): writes past `bytes` fail the
+/// way a full disk fails them (EFBIG instead of ENOSPC, the same code path); mounting a small
+/// filesystem would need root.
+fn limit_file_size(cmd: &mut std::process::Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

@@ -3,7 +3,9 @@
 //! scored at once, and ten 16k × 16k frames at 512 MiB each would be gigabytes.
 //!
 //! A frame leases its estimated peak memory (decoded pixels and the copies preprocessing makes
-//! of them) before it is decoded or read, and gives it back when it is dropped. The reader
+//! of them) before it is decoded or read, and gives it back when it is dropped. (An image
+//! file's own bytes, at most 64 MiB, are read before its header is; files are read one at a
+//! time, by the reader.) The reader
 //! waits while the budget is spent, which holds the stream back as a slow consumer does; a
 //! frame that alone needs more than the whole budget is rejected unread. The budget is taken
 //! only by frames: a frame is always leased before it is queued, so the oldest frame in flight

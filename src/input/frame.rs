@@ -45,10 +45,6 @@ impl Frame {
         }
     }
 
-    /// Bytes of the frame memory budget the frame holds.
-    pub fn leased_bytes(&self) -> u64 {
-        self.lease.bytes()
-    }
 }
 
 /// A frame that could not be read, with why.

@@ -132,7 +132,11 @@ impl Metrics {
         let clients = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
+                let Ok(stream) = stream else {
+                    // Out of descriptors, say: wait instead of spinning on the error.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                };
                 if clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
                     clients.fetch_sub(1, Ordering::SeqCst);
                     continue; // dropped: closed
