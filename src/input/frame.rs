@@ -26,8 +26,9 @@ pub struct Frame {
     pub source: String,
     /// The pixels.
     pub image: DynamicImage,
-    /// Its share of the frame memory budget, given back when the frame is dropped.
-    lease: Lease,
+    /// Its share of the frame memory budget: held, never read, given back when the frame is
+    /// dropped.
+    _lease: Lease,
 }
 
 impl Frame {
@@ -41,10 +42,9 @@ impl Frame {
             index,
             source,
             image,
-            lease,
+            _lease: lease,
         }
     }
-
 }
 
 /// A frame that could not be read, with why.
