@@ -1041,16 +1041,10 @@ fn cards_that_would_accept_every_frame_are_refused() {
 fn calibrating_on_mutual_information_of_rounding_noise_is_refused() {
     // Weights of 1e-9: the samples differ by float rounding only. Their MI is not exactly 0
     // (the old check), and its 95th percentile made a threshold of noise.
-    let m = TinyModel::new(
-        &tiny_onnx(Variant {
-            tiny_weights: true,
-            ..Variant::default()
-        }),
-        |c| {
-            c["schema"] = "mcgate.card/2".into();
-            c["threshold"] = serde_json::Value::Null;
-        },
-    );
+    let m = uncalibrated(Variant {
+        tiny_weights: true,
+        ..Variant::default()
+    });
     let before = std::fs::read(m.path("m.card.json")).unwrap();
     let stem = m.stem();
     let mut args = vec!["calibrate", stem.as_str()];
@@ -1305,9 +1299,9 @@ fn a_report_into_the_video_stream_or_the_models_files_is_refused() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
 }
 
-/// A calibratable copy of the tiny model: schema 2, no threshold yet.
-fn uncalibrated() -> TinyModel {
-    TinyModel::new(&tiny_onnx(Variant::default()), |c| {
+/// A calibratable tiny model: schema 2, no threshold yet.
+fn uncalibrated(v: Variant) -> TinyModel {
+    TinyModel::new(&tiny_onnx(v), |c| {
         c["schema"] = "mcgate.card/2".into();
         c["threshold"] = serde_json::Value::Null;
     })
@@ -1332,7 +1326,7 @@ fn calibrate_keeps_the_cards_mode_writes_through_its_link_and_refuses_a_read_onl
     use std::os::unix::fs::{symlink, PermissionsExt};
     let raw = ["-", "--width", "2", "--height", "2", "--seed", "1"];
     // Read-only: refused before a frame is scored, the card untouched.
-    let m = uncalibrated();
+    let m = uncalibrated(Variant::default());
     let card = m.path("m.card.json");
     std::fs::set_permissions(&card, std::fs::Permissions::from_mode(0o444)).unwrap();
     let before = std::fs::read(&card).unwrap();
@@ -1353,7 +1347,7 @@ fn calibrate_keeps_the_cards_mode_writes_through_its_link_and_refuses_a_read_onl
     let mode = std::fs::metadata(&card).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
     // A linked card: the link stays, its target gets the threshold.
-    let l = uncalibrated();
+    let l = uncalibrated(Variant::default());
     let target = l.path("real.card.json");
     std::fs::rename(l.path("m.card.json"), &target).unwrap();
     symlink(&target, l.path("m.card.json")).unwrap();
@@ -1373,7 +1367,7 @@ fn calibrate_keeps_the_cards_mode_writes_through_its_link_and_refuses_a_read_onl
 
 #[test]
 fn calibration_frames_unlike_the_models_input_are_warned_about() {
-    let m = uncalibrated();
+    let m = uncalibrated(Variant::default());
     let stem = m.stem();
     // 4×4 RGB frames for a 2×2 gray model.
     let frames: Vec<u8> = (0..120 * 48u32).map(|i| (i * 7 % 251) as u8).collect();
