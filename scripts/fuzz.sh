@@ -5,6 +5,7 @@
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 #
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default 60 s, all targets)
+#        RUNS=N scripts/fuzz.sh SECONDS TARGET   (stop at N executions or SECONDS, first reached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -21,7 +22,7 @@ for t in "${targets[@]}"; do
   log=../target/fuzz-corpus/$t.log
   # -rss_limit_mb: the decoder may legitimately allocate up to its 512 MiB limit.
   cargo +nightly fuzz run -O "$t" "$corpus" "seeds/$t" -- \
-    -max_total_time="$seconds" -rss_limit_mb=3072 -print_final_stats=1 >"$log" 2>&1 || {
+    -max_total_time="$seconds" -runs="${RUNS:--1}" -rss_limit_mb=3072 -print_final_stats=1 >"$log" 2>&1 || {
     echo "| $t | crashed, see target/fuzz-corpus/$t.log and fuzz/artifacts/$t/ | | | | yes |"; exit 1; }
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$')
   secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | grep -o 'in [0-9]*' | grep -o '[0-9]*')

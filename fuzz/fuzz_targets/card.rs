@@ -34,7 +34,10 @@ fn can_still_reject(card: &ModelCard) {
         .sum();
     assert!(drops >= 1.0, "{drops} units dropped per sample");
     if let Some(t) = card.mi_threshold() {
-        assert!(t >= 0.0 && t < (card.classes.len() as f64).ln(), "threshold {t}");
+        assert!(
+            t >= 0.0 && t < (card.classes.len() as f64).ln(),
+            "threshold {t}"
+        );
     }
     let input = &card.input;
     let values: f64 = input.shape.iter().map(|&d| d as f64).product();
@@ -42,7 +45,10 @@ fn can_still_reject(card: &ModelCard) {
     for c in 0..input.channels() {
         let level = |p: u8| (p as f32 * input.scale - input.mean[c]) / input.std[c];
         let mut levels: Vec<u32> = (0..=255u8).map(|p| level(p).to_bits()).collect();
-        assert!((0..=255u8).all(|p| level(p).is_finite()), "channel {c} overflows");
+        assert!(
+            (0..=255u8).all(|p| level(p).is_finite()),
+            "channel {c} overflows"
+        );
         levels.sort_unstable();
         levels.dedup();
         assert_eq!(levels.len(), 256, "channel {c}: pixel levels merge");

@@ -17,6 +17,23 @@ pub const MAX_DECODE_BYTES: u64 = 512 << 20;
 /// Largest frame file read, in bytes (a 4K PPM is 25 MB): a larger file is rejected unread.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
+/// The decoder's bounds on one image: its sides and its largest allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width or height, in pixels.
+    pub max_side: u32,
+    /// Largest decoder allocation, in bytes.
+    pub max_alloc: u64,
+}
+
+impl DecodeLimits {
+    /// What the gate decodes: [`MAX_SIDE`] and [`MAX_DECODE_BYTES`].
+    pub const FRAMES: DecodeLimits = DecodeLimits {
+        max_side: MAX_SIDE,
+        max_alloc: MAX_DECODE_BYTES,
+    };
+}
+
 /// A decoded frame and where it came from.
 #[derive(Debug)]
 pub struct Frame {
@@ -209,7 +226,7 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, ReadError> {
 
 /// [`decode_file`], with the frame's share of the memory budget leased before decoding.
 fn decode_file_leased(path: &Path) -> Result<(DynamicImage, Lease), ReadError> {
-    decode_leased(&read_file(path)?)
+    decode_leased(&read_file(path)?, DecodeLimits::FRAMES)
 }
 
 /// A frame file's bytes, read only when its first bytes are an image format this build decodes
@@ -315,13 +332,19 @@ fn without_alpha(image: DynamicImage) -> DynamicImage {
 
 /// Decodes an image from its file's bytes, with the same limits.
 pub fn decode_bytes(bytes: &[u8]) -> Result<DynamicImage, ReadError> {
-    decode_leased(bytes).map(|(image, _)| image)
+    decode_bytes_within(bytes, DecodeLimits::FRAMES)
+}
+
+/// [`decode_bytes`] within other limits: the fuzz targets use small ones, so that they spend
+/// their time on the decoders' structure rather than on inflating large blank images.
+pub fn decode_bytes_within(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, ReadError> {
+    decode_leased(bytes, limits).map(|(image, _)| image)
 }
 
 /// [`decode_bytes`], leasing the frame's estimated peak memory from [`budget::FRAMES`] once
 /// the header gave its size and before the pixels are decoded (waiting while other frames
 /// hold the budget).
-fn decode_leased(bytes: &[u8]) -> Result<(DynamicImage, Lease), ReadError> {
+fn decode_leased(bytes: &[u8], bounds: DecodeLimits) -> Result<(DynamicImage, Lease), ReadError> {
     if bytes.is_empty() {
         return Err(ReadError::Empty);
     }
@@ -333,9 +356,9 @@ fn decode_leased(bytes: &[u8]) -> Result<(DynamicImage, Lease), ReadError> {
     };
 
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits.max_image_width = Some(bounds.max_side);
+    limits.max_image_height = Some(bounds.max_side);
+    limits.max_alloc = Some(bounds.max_alloc);
     reader.limits(limits);
     let decode_error = |e: image::ImageError| ReadError::Decode(e.to_string());
     let decoder = reader.into_decoder().map_err(decode_error)?;
@@ -343,6 +366,13 @@ fn decode_leased(bytes: &[u8]) -> Result<(DynamicImage, Lease), ReadError> {
     let decoded = image::ImageDecoder::total_bytes(&decoder);
     if width == 0 || height == 0 {
         return Err(ReadError::NoPixels);
+    }
+    // Not every decoder applies `max_alloc` to its output (JPEG does not): bound it here.
+    if decoded > bounds.max_alloc {
+        return Err(ReadError::Decode(format!(
+            "a {width}×{height} image decodes to {decoded} bytes, over the limit of {}",
+            bounds.max_alloc
+        )));
     }
     let need = decoded.saturating_mul(budget::PEAK_PER_DECODED_BYTE);
     let lease = budget::FRAMES.lease(need).ok_or(ReadError::OverBudget {
@@ -594,6 +624,26 @@ mod tests {
             decode_bytes(&jpeg[..jpeg.len() * 3 / 4]),
             Err(ReadError::TruncatedJpeg)
         );
+    }
+
+    #[test]
+    fn the_decoded_size_is_bounded_for_every_format_jpeg_included() {
+        let img = image::GrayImage::from_fn(64, 64, |x, y| image::Luma([(x ^ y) as u8]));
+        let small = DecodeLimits {
+            max_alloc: 64 * 64 - 1,
+            ..DecodeLimits::FRAMES
+        };
+        for format in [image::ImageFormat::Jpeg, image::ImageFormat::Png] {
+            let mut bytes = vec![];
+            img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
+                .unwrap();
+            assert!(decode_bytes_within(&bytes, DecodeLimits::FRAMES).is_ok());
+            let refused = decode_bytes_within(&bytes, small).unwrap_err();
+            assert!(
+                matches!(&refused, ReadError::Decode(m) if m.contains("limit")),
+                "{format:?}: {refused:?}"
+            );
+        }
     }
 
     #[test]
