@@ -50,6 +50,20 @@ pub enum Error {
         /// What differs.
         problem: MismatchError,
     },
+    /// The model card is not the one the operator pinned (`gate --card-sha256`).
+    #[error(
+        "model card {} has SHA-256 {found}, not the pinned {pinned}: the model changed since \
+         it was pinned (`mcgate info` prints a card's digest)",
+        path.display()
+    )]
+    Unpinned {
+        /// The card file (or `builtin:mnist`).
+        path: PathBuf,
+        /// The card's digest.
+        found: String,
+        /// The digest given.
+        pinned: String,
+    },
     /// An ONNX model cannot be converted to the contract (`mcgate convert`).
     #[error("cannot convert {}: {problem}", path.display())]
     Convert {

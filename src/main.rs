@@ -320,6 +320,14 @@ struct GateArgs {
     /// Reject frames whose MI (nats) is above this [default: the card's threshold].
     #[arg(long)]
     threshold: Option<f64>,
+    /// Refuse to start (exit 3) unless the model card's SHA-256 is HEX, as `mcgate info`
+    /// prints it. The card holds the ONNX file's digest, so this pins the whole model:
+    /// threshold, dropout rates, T, preprocessing. Whoever can write the model folder can
+    /// otherwise weaken the gate within the card's bounds (a threshold just under ln(classes)
+    /// accepts nearly everything); keep the pin where they cannot write (the service unit).
+    /// SIGHUP then takes only a card with this digest.
+    #[arg(long, value_name = "HEX", value_parser = parse_sha256)]
+    card_sha256: Option<String>,
     /// Output format on stdout.
     #[arg(long, value_enum, default_value_t = Format::Jsonl)]
     format: Format,
@@ -461,14 +469,16 @@ fn is_stdout(path: &Path) -> bool {
 /// SIGHUP re-reads the model's card and takes its MI threshold for the frames scored from then
 /// on, without stopping; a card that cannot be read, has no threshold, belongs to another
 /// model (ONNX hash) or has a threshold this run cannot reach is refused with one log line,
-/// the old threshold kept. With --threshold or the built-in model, SIGHUP is logged and
-/// ignored (it no longer ends the process).
+/// the old threshold kept; so is one whose digest is not the one pinned with --card-sha256.
+/// With --threshold or the built-in model, SIGHUP is logged and ignored (it no longer ends
+/// the process).
 fn reload_on_sighup(
     mut signals: signal_hook::iterator::Signals,
     model_arg: &Path,
     card: &ModelCard,
     samples: usize,
     threshold_given: bool,
+    pinned: Option<String>,
     threshold: Arc<SharedThreshold>,
 ) {
     let builtin = model_arg.as_os_str() == mcgate::model::BUILTIN;
@@ -484,14 +494,19 @@ fn reload_on_sighup(
                 );
                 continue;
             }
-            match ModelCard::read(&card_path) {
+            match ModelCard::read_with_sha256(&card_path) {
                 Err(e) => log::warn!("SIGHUP: {}; keeping MI threshold {old}", message(&e)),
-                Ok(card) if card.onnx_sha256 != sha => log::warn!(
+                Ok((_, digest)) if pinned.as_ref().is_some_and(|p| *p != digest) => log::warn!(
+                    "SIGHUP: {} has SHA-256 {digest}, not the one pinned with --card-sha256; \
+                     keeping MI threshold {old}",
+                    card_path.display()
+                ),
+                Ok((card, _)) if card.onnx_sha256 != sha => log::warn!(
                     "SIGHUP: {} is for another model (ONNX {}); keeping MI threshold {old}",
                     card_path.display(),
                     card.onnx_sha256
                 ),
-                Ok(new_card) => match new_card.mi_threshold() {
+                Ok((new_card, _)) => match new_card.mi_threshold() {
                     None => log::warn!(
                         "SIGHUP: {} has no threshold; keeping MI threshold {old}",
                         card_path.display()
@@ -514,6 +529,33 @@ fn reload_on_sighup(
             }
         }
     });
+}
+
+/// `--card-sha256`: 64 hex digits, kept in lower case.
+fn parse_sha256(s: &str) -> Result<String, String> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err("a SHA-256 is 64 hex digits, as `mcgate info MODEL` prints it".into())
+    }
+}
+
+/// Refuses a model whose card is not the pinned one.
+fn check_pin(model: &Model, model_arg: &Path, pinned: &str) -> Result<(), Error> {
+    let found = model.card_sha256.clone().unwrap_or_default();
+    if found == pinned {
+        return Ok(());
+    }
+    let path = if model_arg.as_os_str() == mcgate::model::BUILTIN {
+        model_arg.to_owned()
+    } else {
+        ModelPaths::resolve(model_arg).card
+    };
+    Err(Error::Unpinned {
+        path,
+        found,
+        pinned: pinned.to_owned(),
+    })
 }
 
 /// The run seed given, or one from the OS: an attacker must not predict the masks.
@@ -700,6 +742,7 @@ fn exit_code(e: &Error) -> u8 {
         | Error::Card { .. }
         | Error::Model { .. }
         | Error::Mismatch { .. }
+        | Error::Unpinned { .. }
         | Error::Convert { .. }
         | Error::Uncalibrated { .. } => exit::MODEL,
         Error::Bundle { .. } | Error::Calibration(_) => exit::INPUT,
@@ -742,6 +785,7 @@ fn info(model: &std::path::Path, json: bool) -> Result<u8, Failure> {
     let text = if json {
         serde_json::json!({
             "card": model.card,
+            "card_sha256": model.card_sha256,
             "graph": model.summary,
             "site_paths": model.site_paths(),
         })
@@ -808,6 +852,9 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
     }
     let alarm = AlarmWindow::new(args.alarm_rejects, args.alarm_window)?;
     let model = Model::load_from(&args.model)?;
+    if let Some(pinned) = &args.card_sha256 {
+        check_pin(&model, &args.model, pinned)?;
+    }
     let stdin_mode = source.is_stdin();
     let frames = source.frames(&model)?;
     let samples = args.samples.unwrap_or(model.card.default_samples);
@@ -876,6 +923,7 @@ fn gate(args: GateArgs) -> Result<u8, Failure> {
         &model.card,
         samples,
         args.threshold.is_some(),
+        args.card_sha256.clone(),
         pool.gate().threshold_handle(),
     );
     if let Some(path) = &args.report {

@@ -1502,3 +1502,66 @@ fn limit_file_size(cmd: &mut std::process::Command, bytes: u64) {
         });
     }
 }
+
+// --- row 70: a model folder changed under a pinned gate ---
+
+/// A card weakened within its bounds (a threshold just under ln(classes)) is a valid card:
+/// `--card-sha256` pins the one the operator checked, at start and on SIGHUP.
+#[test]
+fn a_pinned_card_refuses_a_model_folder_changed_under_it() {
+    use std::io::{BufRead, BufReader};
+    let m = TinyModel::good();
+    let stem = m.stem();
+    let card_path = m.path("m.card.json");
+    let info = mcgate(&["info", &stem, "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let digest = info["card_sha256"].as_str().unwrap().to_owned();
+    assert_eq!(
+        digest,
+        mcgate::model::card::sha256_hex(&std::fs::read(&card_path).unwrap())
+    );
+    let frame = m.frame();
+    let pinned = |pin: &str| mcgate(&["gate", &stem, &frame, "--seed", "1", "--card-sha256", pin]);
+    assert_eq!(pinned(&digest).status.code(), Some(0));
+    assert_eq!(pinned(&digest.to_uppercase()).status.code(), Some(0));
+    assert_one_line_error(&pinned("abc"), 2, "a SHA-256 is 64 hex digits");
+
+    // The SIGHUP half first, on the checked card: a weakened card is not taken.
+    let mut args = raw_2x2_args(&stem);
+    args.extend(["--card-sha256", &digest]);
+    let mut child = spawn_mcgate(&args);
+    let mut feed = Feed {
+        stdin: child.stdin.take().unwrap(),
+        lines: BufReader::new(child.stdout.take().unwrap()).lines(),
+        sent: 0,
+    };
+    let (log_tx, log) = std::sync::mpsc::channel();
+    let stderr_pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines() {
+            let _ = log_tx.send(line.unwrap());
+        }
+    });
+    assert_eq!(feed.next()["threshold"], 0.5);
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    card["threshold"]["mutual_information"] = 1.09.into();
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    unsafe {
+        assert_eq!(libc::kill(child.id() as i32, libc::SIGHUP), 0);
+    }
+    let refused = feed.until_logged(&log, 0.5, 0.5);
+    assert!(
+        refused.contains("not the one pinned with --card-sha256")
+            && refused.contains("keeping MI threshold 0.5"),
+        "{refused}"
+    );
+    drop(feed);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    // At start: the weakened card is refused, not run.
+    assert_one_line_error(&pinned(&digest), 3, "not the pinned");
+    // Unpinned, the same card runs (the README says why a pin is needed).
+    let open = mcgate(&["gate", &stem, &frame, "--seed", "1"]);
+    assert_eq!(open.status.code(), Some(0), "{}", stderr(&open));
+}

@@ -549,11 +549,18 @@ pub enum CardError {
 impl ModelCard {
     /// Reads and validates the card at `path`.
     pub fn read(path: &Path) -> Result<ModelCard, Error> {
+        Self::read_with_sha256(path).map(|(card, _)| card)
+    }
+
+    /// Reads and validates the card at `path`, with the SHA-256 of the bytes it was parsed
+    /// from (what `gate --card-sha256` pins).
+    pub fn read_with_sha256(path: &Path) -> Result<(ModelCard, String), Error> {
         let bytes = std::fs::read(path).map_err(|e| Error::io("read model card", path, e))?;
-        Self::from_json(&bytes).map_err(|problem| Error::Card {
+        let card = Self::from_json(&bytes).map_err(|problem| Error::Card {
             path: path.to_owned(),
             problem,
-        })
+        })?;
+        Ok((card, sha256_hex(&bytes)))
     }
 
     /// Parses and validates a card.

@@ -53,6 +53,10 @@ pub struct Model {
     pub card: ModelCard,
     /// What the graph declares, for `mcgate info`.
     pub summary: GraphSummary,
+    /// The SHA-256 of the card file's bytes, when the model was loaded from files or is the
+    /// built-in one (none for a model put together in memory): what `gate --card-sha256` pins.
+    /// The card holds the ONNX file's SHA-256, so this one digest pins the whole model.
+    pub card_sha256: Option<String>,
     typed: TypedModel,
 }
 
@@ -60,10 +64,14 @@ impl Model {
     /// Reads `<stem>.onnx` and `<stem>.card.json`, checks the card's SHA-256 of the ONNX
     /// bytes, and checks that the graph's inputs and output are the ones the card describes.
     pub fn load(paths: &ModelPaths) -> Result<Model, Error> {
-        let card = ModelCard::read(&paths.card)?;
+        let (card, card_sha256) = ModelCard::read_with_sha256(&paths.card)?;
         let bytes =
             std::fs::read(&paths.onnx).map_err(|e| Error::io("read model", &paths.onnx, e))?;
-        Self::from_parts(card, &bytes, &paths.onnx)
+        let model = Self::from_parts(card, &bytes, &paths.onnx)?;
+        Ok(Model {
+            card_sha256: Some(card_sha256),
+            ..model
+        })
     }
 
     /// Checks `onnx` (named `path` in errors) against `card` and prepares it.
@@ -95,6 +103,7 @@ impl Model {
         Ok(Model {
             card,
             summary,
+            card_sha256: None,
             typed,
         })
     }
@@ -110,13 +119,16 @@ impl Model {
 
     #[cfg(feature = "builtin-model")]
     fn builtin(arg: &Path) -> Result<Model, Error> {
-        let card = ModelCard::from_json(include_bytes!("../../models/mnist.card.json")).map_err(
-            |problem| Error::Card {
-                path: arg.to_owned(),
-                problem,
-            },
-        )?;
-        Self::from_parts(card, include_bytes!("../../models/mnist.onnx"), arg)
+        let card_bytes = include_bytes!("../../models/mnist.card.json");
+        let card = ModelCard::from_json(card_bytes).map_err(|problem| Error::Card {
+            path: arg.to_owned(),
+            problem,
+        })?;
+        let model = Self::from_parts(card, include_bytes!("../../models/mnist.onnx"), arg)?;
+        Ok(Model {
+            card_sha256: Some(card::sha256_hex(card_bytes)),
+            ..model
+        })
     }
 
     #[cfg(not(feature = "builtin-model"))]

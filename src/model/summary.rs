@@ -195,6 +195,9 @@ impl Model {
                 );
             }
         }
+        if let Some(digest) = &self.card_sha256 {
+            s += &format!("card SHA-256 {digest} (pin it: gate --card-sha256 {digest})\n");
+        }
         s += &format!(
             "onnx sha256 {} (verified)\ngraph: {} nodes\n",
             card.onnx_sha256, self.summary.nodes
