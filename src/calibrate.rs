@@ -26,6 +26,11 @@ pub const MIN_EXPECTED_ABOVE: f64 = 5.0;
 /// this floor is that noise, and a threshold there accepts or rejects frames at random.
 pub const MI_SIGNAL_FLOOR: f64 = 1e-4;
 
+/// Share of ln(classes) (the most MI the classes allow) above which a calibrated threshold is
+/// warned about. The shipped models' thresholds are 1.7–10 % of it; frames the model is unsure
+/// of (salt-and-pepper noise gave the MNIST model 48 %) set a threshold that passes them.
+pub const HIGH_THRESHOLD_SHARE: f64 = 0.25;
+
 /// How to calibrate.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -152,6 +157,23 @@ pub struct Calibrated {
 }
 
 impl Calibrated {
+    /// The warning to print when the threshold is over [`HIGH_THRESHOLD_SHARE`] of
+    /// ln(`classes`): the "clean" frames are ones the model is unsure of.
+    pub fn high_threshold_warning(&self, classes: usize) -> Option<String> {
+        let most = (classes as f64).ln();
+        (self.threshold > HIGH_THRESHOLD_SHARE * most).then(|| {
+            format!(
+                "the threshold, {:.4} nats, is {:.0} % of ln({classes}) = {most:.4}, the most \
+                 mutual information {classes} classes can have (over {:.0} % is unusual): the \
+                 model is unsure of many of these frames, and the gate will pass frames as \
+                 uncertain. Calibrate on clean frames from the camera",
+                self.threshold,
+                100.0 * self.threshold / most,
+                100.0 * HIGH_THRESHOLD_SHARE
+            )
+        })
+    }
+
     /// The q-quantile (0..=1) of the frames' MI, nearest rank.
     pub fn mi_quantile(&self, q: f64) -> f64 {
         let mut sorted = self.mutual_information.clone();
@@ -297,4 +319,25 @@ pub fn write_card(model_arg: &Path, card: &ModelCard) -> Result<PathBuf, Error> 
     })?;
     write_atomically_with_mode(&target, card.to_json().as_bytes(), Some(permissions))?;
     Ok(ModelPaths::resolve(model_arg).card)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_threshold_near_the_most_mi_the_classes_allow_is_warned_about() {
+        let calibrated = |threshold| Calibrated {
+            unlike: Unlike::default(),
+            threshold,
+            mutual_information: vec![threshold],
+            clean_fpr: 0.0,
+            clean_fpr_interval: (0.0, 0.0),
+        };
+        // models/mnist's 0.113 (4.9 % of ln 10) and the salt-and-pepper 1.098 (48 %).
+        assert_eq!(calibrated(0.113).high_threshold_warning(10), None);
+        let warning = calibrated(1.098).high_threshold_warning(10).unwrap();
+        assert!(warning.contains("is 48 % of ln(10) = 2.3026"), "{warning}");
+        assert_eq!(calibrated(1.0).high_threshold_warning(1000), None);
+    }
 }

@@ -358,7 +358,8 @@ struct GateArgs {
     /// repeat keep the frame rate constant for an encoder).
     #[arg(long, value_enum, default_value_t = OnReject::Black, requires = "pass_through")]
     on_reject: OnReject,
-    /// Write the verdict lines to FILE instead of stdout (stderr with --pass-through).
+    /// Write the verdict lines to FILE instead of stdout (stderr with --pass-through); not
+    /// `-`, not stdout's own file under --pass-through, not the model's files.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9898): frames by
@@ -442,6 +443,13 @@ fn check_report_target(path: &Path, pass_through: bool, model_arg: &Path) -> Res
             path.display()
         )))
     };
+    if path.as_os_str() == "-" {
+        return Err(Failure::Usage(
+            "--report - would be a file named \"-\": without --report the lines go to stdout \
+             (to stderr under --pass-through); name a file"
+                .into(),
+        ));
+    }
     if pass_through && is_stdout(path) {
         return refuse("where --pass-through writes the frames (stdout)");
     }
@@ -696,6 +704,9 @@ fn calibrate(args: CalibrateArgs) -> Result<u8, Failure> {
         .unlike
         .warning(result.mutual_information.len(), &model.card.input)
     {
+        log::warn!("{warning}");
+    }
+    if let Some(warning) = result.high_threshold_warning(model.card.classes.len()) {
         log::warn!("{warning}");
     }
     let card = calibrate::calibrated_card(&model.card, &result, &opts, date);

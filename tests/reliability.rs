@@ -1273,6 +1273,9 @@ fn a_report_into_the_video_stream_or_the_models_files_is_refused() {
     );
     assert_one_line_error(&out, 2, "where --pass-through writes the frames");
     assert!(out.stdout.is_empty());
+    // `-` is not stdout here (noted by the outside probe: it made a file named "-").
+    let out = mcgate(&["gate", &m.stem(), &m.frame(), "--report", "-"]);
+    assert_one_line_error(&out, 2, "would be a file named \"-\"");
     for own in ["m.card.json", "m.onnx"] {
         let out = mcgate(
             &["gate", &m.stem(), &m.frame(), "--report"]
@@ -1564,4 +1567,26 @@ fn a_pinned_card_refuses_a_model_folder_changed_under_it() {
     // Unpinned, the same card runs (the README says why a pin is needed).
     let open = mcgate(&["gate", &stem, &frame, "--seed", "1"]);
     assert_eq!(open.status.code(), Some(0), "{}", stderr(&open));
+}
+
+/// Row 71: a folder is gated by frame names; what else is in it is said, not silently passed
+/// over, and a file named on the command line is gated whatever its name.
+#[test]
+fn a_folder_says_what_it_skipped_and_a_named_file_is_always_gated() {
+    let m = TinyModel::good();
+    let frames = m.path("frames");
+    std::fs::create_dir(&frames).unwrap();
+    std::fs::copy(m.frame(), frames.join("a.png")).unwrap();
+    std::fs::write(frames.join("b.bmp"), b"BM not decoded here").unwrap();
+    std::fs::write(frames.join("notes.txt"), b"hello").unwrap();
+    let out = mcgate(&["gate", &m.stem(), frames.to_str().unwrap(), "--seed", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("skipped 2 entries not named as a frame") && err.contains("b.bmp"),
+        "{err}"
+    );
+    let named = frames.join("b.bmp");
+    assert_frame_rejected(&m, &named, "not a PNG, JPEG or PNM image");
 }

@@ -200,12 +200,26 @@ fn walk(dir: &Path, out: &mut Vec<Result<PathBuf, Unreadable>>) {
     };
     let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
+    let mut skipped = vec![];
     for path in paths {
         if path.is_dir() {
             walk(&path, out);
         } else if path.is_file() && is_image_name(&path) {
             out.push(Ok(path));
+        } else {
+            skipped.push(path);
         }
+    }
+    // Named files are always gated; in a folder only frame names are, and the rest is said.
+    if let Some(first) = skipped.first() {
+        log::warn!(
+            "{}: skipped {} entr{} not named as a frame (.png .jpg .jpeg .pgm .ppm .pnm .pbm), \
+             e.g. {}",
+            crate::text::printable(&dir.display().to_string()),
+            skipped.len(),
+            if skipped.len() == 1 { "y" } else { "ies" },
+            crate::text::printable(&first.display().to_string())
+        );
     }
 }
 
