@@ -1,0 +1,89 @@
+//! `mcgate calibrate`: set a model's threshold on clean frames.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use mcgate::calibrate;
+use mcgate::model::Model;
+
+use super::exit;
+use super::frames::FrameArgs;
+use super::{print, run_seed, Failure};
+
+#[derive(Args)]
+pub(crate) struct CalibrateArgs {
+    /// Model: `models/mnist`, its `.onnx` or `.card.json` path (its card is rewritten).
+    model: PathBuf,
+    #[command(flatten)]
+    frames: FrameArgs,
+    /// Share of these clean frames the threshold may reject (the target false-positive
+    /// rate); needs at least 5/FPR frames.
+    #[arg(long, default_value_t = 0.05)]
+    fpr: f64,
+    /// Monte-Carlo samples T per frame [default: the card's default_samples].
+    #[arg(short = 'T', long)]
+    samples: Option<usize>,
+    /// Run seed of the masks, recorded in the card [default: random].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Frames scored at once, one thread each; the result does not change.
+    #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
+    jobs: usize,
+}
+
+pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
+    let source = args.frames.source()?;
+    if args.model.as_os_str() == mcgate::model::BUILTIN {
+        return Err(Failure::Usage(
+            "the built-in model's card cannot be rewritten: calibrate a model on disk".into(),
+        ));
+    }
+    let model = Model::load_from(&args.model)?;
+    // A card that cannot be rewritten fails now, not after every frame was scored.
+    calibrate::card_to_write(&args.model)?;
+    let opts = calibrate::Options {
+        fpr: args.fpr,
+        samples: args.samples.unwrap_or(model.card.default_samples),
+        seed: run_seed(args.seed)?,
+        jobs: args.jobs,
+    };
+    let result = calibrate::calibrate(&model, source.frames(&model)?, &opts)?;
+    let date = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string());
+    if let Some(warning) = result
+        .unlike
+        .warning(result.mutual_information.len(), &model.card.input)
+    {
+        log::warn!("{warning}");
+    }
+    if let Some(warning) = result.high_threshold_warning(model.card.classes.len()) {
+        log::warn!("{warning}");
+    }
+    let card = calibrate::calibrated_card(&model.card, &result, &opts, date);
+    let path = calibrate::write_card(&args.model, &card)?;
+    let n = result.mutual_information.len();
+    let (lo, hi) = result.clean_fpr_interval;
+    let q = |q| result.mi_quantile(q);
+    print(&format!(
+        "{n} clean frames, T={}, seed {}: MI threshold {:.5} nats (the {}th percentile)\n\
+         clean frames above it: {:.1} % (95 % interval {:.1}–{:.1} %)\n\
+         MI percentiles: p50 {:.5}, p90 {:.5}, p95 {:.5}, p99 {:.5}, max {:.5}\n\
+         wrote {}\n",
+        opts.samples,
+        opts.seed,
+        result.threshold,
+        100.0 * (1.0 - opts.fpr),
+        100.0 * result.clean_fpr,
+        100.0 * lo,
+        100.0 * hi,
+        q(0.5),
+        q(0.9),
+        q(0.95),
+        q(0.99),
+        q(1.0),
+        path.display()
+    ))?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,49 @@
+//! The command line: one module per command, each its flags (clap `Args`) and a `run` that
+//! turns them into library calls; `exit` maps what stopped a command to its exit code.
+
+pub mod calibrate;
+pub mod convert;
+pub mod exit;
+pub mod frames;
+pub mod gate;
+pub mod info;
+pub mod validate;
+
+use std::io::Write;
+
+use mcgate::{run::rng, Error};
+
+/// Why a command stopped: the command line itself, or what the library reported.
+pub(crate) enum Failure {
+    Usage(String),
+    Library(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Library(e)
+    }
+}
+
+/// Writes a command's whole output to stdout.
+pub(crate) fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| out.flush())
+        .map_err(|e| Error::Output {
+            what: "stdout".into(),
+            cause: e.to_string(),
+        })
+}
+
+/// The run seed given, or one from the OS: an attacker must not predict the masks.
+pub(crate) fn run_seed(given: Option<u64>) -> Result<u64, Failure> {
+    match given {
+        Some(seed) => Ok(seed),
+        None => rng::seed_from_os().map_err(|e| {
+            Failure::Usage(format!(
+                "no OS randomness for the mask seed ({e}); pass --seed"
+            ))
+        }),
+    }
+}
