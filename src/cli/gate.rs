@@ -6,18 +6,19 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use mcgate::gate::{check_threshold, Pool, Seeds};
+use mcgate::gate::{Pool, Seeds};
 use mcgate::input::frame::PixelFormat;
-use mcgate::model::card::{ModelCard, ModelPaths};
+use mcgate::model::card::ModelPaths;
 use mcgate::model::Model;
 use mcgate::output::frames::{same_file, same_inode, FrameDir};
 use mcgate::output::passthrough::{OnReject, PassThrough};
 use mcgate::output::report::{Format, ReportFile, ReportWriter};
-use mcgate::score::verdict::{AlarmWindow, SharedThreshold, MAX_WINDOW};
+use mcgate::score::verdict::{AlarmWindow, MAX_WINDOW};
+use mcgate::session::reload::CardReload;
 use mcgate::session::{FrameOutputs, FrameSink, Session};
 use mcgate::{run::rng, Error};
 
-use super::exit::{self, message};
+use super::exit::{self};
 use super::frames::FrameArgs;
 use super::Failure;
 
@@ -175,15 +176,15 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
         pass_through,
     };
     let pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
-    reload_on_sighup(
-        sighup,
+    CardReload::new(
         &args.model,
         &model.card,
         samples,
         args.threshold.is_some(),
         args.card_sha256.clone(),
         pool.gate().threshold_handle(),
-    );
+    )
+    .listen(sighup);
     if let Some(path) = &args.report {
         check_report_target(path, args.pass_through, &args.model)?;
     }
@@ -281,71 +282,6 @@ fn is_stdout(path: &Path) -> bool {
         (Ok(out), Ok(file)) => same_inode(&out, &file),
         _ => false,
     }
-}
-
-/// SIGHUP re-reads the model's card and takes its MI threshold for the frames scored from then
-/// on, without stopping; a card that cannot be read, has no threshold, belongs to another
-/// model (ONNX hash) or has a threshold this run cannot reach is refused with one log line,
-/// the old threshold kept; so is one whose digest is not the one pinned with --card-sha256.
-/// With --threshold or the built-in model, SIGHUP is logged and ignored (it no longer ends
-/// the process).
-fn reload_on_sighup(
-    mut signals: signal_hook::iterator::Signals,
-    model_arg: &Path,
-    card: &ModelCard,
-    samples: usize,
-    threshold_given: bool,
-    pinned: Option<String>,
-    threshold: Arc<SharedThreshold>,
-) {
-    let builtin = model_arg.as_os_str() == mcgate::model::BUILTIN;
-    let card_path = ModelPaths::resolve(model_arg).card;
-    let sha = card.onnx_sha256.clone();
-    let card = card.clone();
-    std::thread::spawn(move || {
-        for _ in signals.forever() {
-            let old = threshold.get();
-            if threshold_given || builtin {
-                log::warn!(
-                    "SIGHUP ignored: the threshold comes from --threshold or the built-in model"
-                );
-                continue;
-            }
-            match ModelCard::read_with_sha256(&card_path) {
-                Err(e) => log::warn!("SIGHUP: {}; keeping MI threshold {old}", message(&e)),
-                Ok((_, digest)) if pinned.as_ref().is_some_and(|p| *p != digest) => log::warn!(
-                    "SIGHUP: {} has SHA-256 {digest}, not the one pinned with --card-sha256; \
-                     keeping MI threshold {old}",
-                    card_path.display()
-                ),
-                Ok((card, _)) if card.onnx_sha256 != sha => log::warn!(
-                    "SIGHUP: {} is for another model (ONNX {}); keeping MI threshold {old}",
-                    card_path.display(),
-                    card.onnx_sha256
-                ),
-                Ok((new_card, _)) => match new_card.mi_threshold() {
-                    None => log::warn!(
-                        "SIGHUP: {} has no threshold; keeping MI threshold {old}",
-                        card_path.display()
-                    ),
-                    Some(new) => match check_threshold(&card, samples, new) {
-                        Err(e) => log::warn!(
-                            "SIGHUP: {}: {}; keeping MI threshold {old}",
-                            card_path.display(),
-                            message(&e)
-                        ),
-                        Ok(()) => {
-                            threshold.set(new);
-                            log::warn!(
-                                "SIGHUP: MI threshold {old} -> {new} from {}",
-                                card_path.display()
-                            );
-                        }
-                    },
-                },
-            }
-        }
-    });
 }
 
 /// `--card-sha256`: 64 hex digits, kept in lower case.
