@@ -96,6 +96,10 @@ pub enum Error {
         /// What is wrong with it.
         problem: BundleError,
     },
+    /// A run's settings cannot go together, or cannot be met on this machine (worded for the
+    /// command line: it names the flags).
+    #[error("{0}")]
+    Setting(String),
     /// A setting is outside what the gate can run with (the binary names its flag).
     #[error("{what} must be {expected}, got {got}")]
     OutOfRange {

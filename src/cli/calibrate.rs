@@ -48,7 +48,7 @@ pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
         seed: run_seed(args.seed)?,
         jobs: args.jobs,
     };
-    let result = calibrate::calibrate(&model, source.frames(&model)?, &opts)?;
+    let result = calibrate::calibrate(&model, source.frames(&model.card)?, &opts)?;
     let date = jiff::Timestamp::now()
         .round(jiff::Unit::Second)
         .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string());

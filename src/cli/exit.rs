@@ -52,7 +52,10 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
         | Error::Convert { .. }
         | Error::Uncalibrated { .. } => MODEL,
         Error::Bundle { .. } | Error::Calibration(_) => INPUT,
-        Error::OutOfRange { .. } | Error::RawFrameSize { .. } | Error::Alarm { .. } => USAGE,
+        Error::OutOfRange { .. }
+        | Error::Setting(_)
+        | Error::RawFrameSize { .. }
+        | Error::Alarm { .. } => USAGE,
         Error::Output { .. } => OUTPUT,
         Error::Inference(_) => INTERNAL,
     }

@@ -1,22 +1,12 @@
 //! `mcgate gate`: gate frames.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use clap::Args;
 
-use mcgate::gate::{Pool, Seeds};
-use mcgate::input::frame::PixelFormat;
-use mcgate::model::card::ModelPaths;
-use mcgate::model::Model;
-use mcgate::output::frames::{same_file, same_inode, FrameDir};
-use mcgate::output::passthrough::{OnReject, PassThrough};
-use mcgate::output::report::{Format, ReportFile, ReportWriter};
-use mcgate::score::verdict::{AlarmWindow, MAX_WINDOW};
-use mcgate::session::reload::CardReload;
-use mcgate::session::{FrameOutputs, FrameSink, Session};
-use mcgate::{run::rng, Error};
+use mcgate::output::passthrough::OnReject;
+use mcgate::output::report::Format;
+use mcgate::session::config::{GateConfig, PassThroughConfig, Prepared, SeedChoice};
 
 use super::exit::{self};
 use super::frames::FrameArgs;
@@ -104,111 +94,39 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
     let sighup = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .map_err(|e| Failure::Usage(format!("cannot handle SIGHUP: {e}")))?;
     let source = args.frames.source()?;
-    if args.alarm_window > MAX_WINDOW {
-        return Err(Failure::Usage(format!(
-            "--alarm-window is at most {MAX_WINDOW}"
-        )));
-    }
-    let alarm = AlarmWindow::new(args.alarm_rejects, args.alarm_window)?;
-    let model = Model::load_from(&args.model)?;
-    if let Some(pinned) = &args.card_sha256 {
-        check_pin(&model, &args.model, pinned)?;
-    }
     let stdin_mode = source.is_stdin();
-    let frames = source.frames(&model)?;
-    let samples = args.samples.unwrap_or(model.card.default_samples);
-    let threshold = match (args.threshold, model.card.mi_threshold()) {
-        (Some(t), _) | (None, Some(t)) => t,
-        (None, None) => {
-            return Err(Error::Uncalibrated {
-                path: args.model.clone(),
-                hint: " or pass --threshold",
-            }
-            .into())
-        }
+    let config = GateConfig {
+        model: args.model,
+        samples: args.samples,
+        seeds: match (args.frame_seed, args.seed) {
+            (Some(seed), _) => SeedChoice::Frame(seed),
+            (None, Some(seed)) => SeedChoice::Run(seed),
+            (None, None) => SeedChoice::Secret,
+        },
+        threshold: args.threshold,
+        card_sha256: args.card_sha256,
+        alarm_rejects: args.alarm_rejects,
+        alarm_window: args.alarm_window,
+        accepted: args.accepted,
+        annotate: args.annotate,
+        pass_through: args.pass_through.then_some(PassThroughConfig {
+            on_reject: args.on_reject,
+            width: args.frames.width,
+            height: args.frames.height,
+            format: args.frames.pixel_format,
+        }),
+        report: args.report,
+        format: args.format,
+        latency: !args.no_latency,
+        metrics: args.metrics,
+        jobs: args.jobs,
     };
-    let seeds = match (args.frame_seed, args.seed) {
-        (Some(seed), _) => Seeds::Fixed(seed),
-        (None, Some(seed)) => Seeds::PerFrame(seed),
-        (None, None) => Seeds::Secret(rng::RunKey::from_os().map_err(|e| {
-            Failure::Usage(format!(
-                "no OS randomness for the mask seeds ({e}); pass --seed"
-            ))
-        })?),
-    };
-    // The card's threshold was set at its calibration's T, or (trained cards) its default T.
-    let threshold_t = model
-        .card
-        .threshold
-        .as_ref()
-        .and_then(|t| t.calibration.as_ref())
-        .map_or(model.card.default_samples, |c| c.samples);
-    if args.threshold.is_none() && threshold_t != samples {
-        log::warn!(
-            "the threshold was set at T={threshold_t}, this run uses T={samples}: MI estimates \
-             shift with T{}",
-            if samples < threshold_t {
-                " (down: fewer frames are rejected)"
-            } else {
-                ""
-            }
-        );
-    }
-    let frame_dir = |dir: &Option<PathBuf>, flag| -> Result<Option<Box<dyn FrameSink>>, Error> {
-        Ok(match dir {
-            Some(d) => Some(Box::new(FrameDir::open(d, flag)?)),
-            None => None,
-        })
-    };
-    let pass_through = args.pass_through.then(|| {
-        let input = &model.card.input;
-        let format = args.frames.pixel_format.unwrap_or_else(|| {
-            PixelFormat::for_channels(input.channels()).expect("a valid card has 1 or 3 channels")
-        });
-        let width = args.frames.width.unwrap_or(input.width() as u32);
-        let height = args.frames.height.unwrap_or(input.height() as u32);
-        let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
-        PassThrough::new(out, format, width, height, args.on_reject)
-    });
-    let outputs = FrameOutputs {
-        accepted: frame_dir(&args.accepted, "--accepted")?,
-        annotated: frame_dir(&args.annotate, "--annotate")?,
-        pass_through,
-    };
-    let pool = Pool::new(&model, samples, threshold, seeds, args.jobs)?;
-    CardReload::new(
-        &args.model,
-        &model.card,
-        samples,
-        args.threshold.is_some(),
-        args.card_sha256.clone(),
-        pool.gate().threshold_handle(),
-    )
-    .listen(sighup);
-    if let Some(path) = &args.report {
-        check_report_target(path, args.pass_through, &args.model)?;
-    }
-    let (out, name): (Box<dyn Write>, String) = match (&args.report, args.pass_through) {
-        (Some(path), _) => (
-            // Never through a link planted where the report goes.
-            Box::new(ReportFile::create(path).map_err(|e| Error::Output {
-                what: format!("--report {}", path.display()),
-                cause: e.to_string(),
-            })?),
-            format!("report to {}", path.display()),
-        ),
-        (None, true) => (Box::new(std::io::stderr()), "report to stderr".into()),
-        (None, false) => (
-            Box::new(std::io::stdout().lock()),
-            "report to stdout".into(),
-        ),
-    };
-    let lines =
-        ReportWriter::new(out, args.format, !args.no_latency, &model.card, samples).named(name);
-    let mut session = Session::new(pool, alarm, lines, outputs);
-    if let Some(addr) = &args.metrics {
-        session = with_metrics(session, &model, addr)?;
-    }
+    let Prepared {
+        mut session,
+        frames,
+        reload,
+    } = config.build(source)?;
+    reload.listen(sighup);
     session.run(frames)?;
     let summary = session.summary();
     eprintln!("{}", summary.to_text());
@@ -226,64 +144,6 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
     })
 }
 
-#[cfg(feature = "metrics")]
-fn with_metrics<W: Write>(
-    session: Session<W>,
-    model: &Model,
-    addr: &str,
-) -> Result<Session<W>, Failure> {
-    let metrics = Arc::new(mcgate::output::metrics::Metrics::new(&model.card));
-    metrics.serve(addr)?;
-    Ok(session.with_metrics(metrics))
-}
-
-#[cfg(not(feature = "metrics"))]
-fn with_metrics<W: Write>(_: Session<W>, _: &Model, _: &str) -> Result<Session<W>, Failure> {
-    Err(Failure::Usage(
-        "this build has no metrics (cargo feature metrics is off)".into(),
-    ))
-}
-
-/// The report file must be neither the video stream (stdout under --pass-through: JSON would
-/// be mixed into the frames) nor one of the model's own files (creating it truncates them).
-fn check_report_target(path: &Path, pass_through: bool, model_arg: &Path) -> Result<(), Failure> {
-    let refuse = |what: &str| {
-        Err(Failure::Usage(format!(
-            "--report {} is {what}: name another file",
-            path.display()
-        )))
-    };
-    if path.as_os_str() == "-" {
-        return Err(Failure::Usage(
-            "--report - would be a file named \"-\": without --report the lines go to stdout \
-             (to stderr under --pass-through); name a file"
-                .into(),
-        ));
-    }
-    if pass_through && is_stdout(path) {
-        return refuse("where --pass-through writes the frames (stdout)");
-    }
-    let model = ModelPaths::resolve(model_arg);
-    if same_file(path, &model.card) || same_file(path, &model.onnx) {
-        return refuse("one of the model's own files");
-    }
-    Ok(())
-}
-
-/// Whether `path` is the file (or pipe) standard output writes to.
-fn is_stdout(path: &Path) -> bool {
-    use std::os::fd::AsFd;
-    let stdout = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .and_then(|f| f.metadata());
-    match (stdout, std::fs::metadata(path)) {
-        (Ok(out), Ok(file)) => same_inode(&out, &file),
-        _ => false,
-    }
-}
-
 /// `--card-sha256`: 64 hex digits, kept in lower case.
 fn parse_sha256(s: &str) -> Result<String, String> {
     if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -291,22 +151,4 @@ fn parse_sha256(s: &str) -> Result<String, String> {
     } else {
         Err("a SHA-256 is 64 hex digits, as `mcgate info MODEL` prints it".into())
     }
-}
-
-/// Refuses a model whose card is not the pinned one.
-fn check_pin(model: &Model, model_arg: &Path, pinned: &str) -> Result<(), Error> {
-    let found = model.card_sha256.clone().unwrap_or_default();
-    if found == pinned {
-        return Ok(());
-    }
-    let path = if model_arg.as_os_str() == mcgate::model::BUILTIN {
-        model_arg.to_owned()
-    } else {
-        ModelPaths::resolve(model_arg).card
-    };
-    Err(Error::Unpinned {
-        path,
-        found,
-        pinned: pinned.to_owned(),
-    })
 }

@@ -3,3 +3,4 @@
 pub mod budget;
 pub mod frame;
 pub mod preprocess;
+pub mod source;

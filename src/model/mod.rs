@@ -139,6 +139,25 @@ impl Model {
         })
     }
 
+    /// Refuses this model unless its card's SHA-256 is `pinned` (lower-case hex): the model
+    /// named `model_arg` changed since the operator pinned it (`gate --card-sha256`).
+    pub fn check_pin(&self, model_arg: &Path, pinned: &str) -> Result<(), Error> {
+        let found = self.card_sha256.clone().unwrap_or_default();
+        if found == pinned {
+            return Ok(());
+        }
+        let path = if model_arg.as_os_str() == BUILTIN {
+            model_arg.to_owned()
+        } else {
+            ModelPaths::resolve(model_arg).card
+        };
+        Err(Error::Unpinned {
+            path,
+            found,
+            pinned: pinned.to_owned(),
+        })
+    }
+
     /// The checked, typed graph (not yet optimised).
     pub fn typed(&self) -> &TypedModel {
         &self.typed

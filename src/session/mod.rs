@@ -7,6 +7,7 @@
 //! - a frame that cannot be passed on is not accepted: its line says reject, with why, and
 //!   the session stops with that output error.
 
+pub mod config;
 pub mod reload;
 
 use std::io::Write;

@@ -1,0 +1,415 @@
+//! From what a user asked for to a session ready to run: the model loaded and pinned, the
+//! threshold, seeds and T settled, the outputs opened and checked. The command line fills a
+//! [`GateConfig`]; so can a program that embeds the gate.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::reload::CardReload;
+use super::{FrameOutputs, FrameSink, Session};
+use crate::gate::{Pool, Seeds};
+use crate::input::frame::PixelFormat;
+use crate::input::source::{Frames, Source};
+use crate::model::card::ModelPaths;
+use crate::model::Model;
+use crate::output::frames::{same_file, same_inode, FrameDir};
+use crate::output::passthrough::{OnReject, PassThrough};
+use crate::output::report::{Format, ReportFile, ReportWriter};
+use crate::run::rng;
+use crate::score::verdict::{AlarmWindow, MAX_WINDOW};
+use crate::Error;
+
+/// How frame masks are seeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SeedChoice {
+    /// A secret key from the OS: no report line gives away another frame's masks.
+    #[default]
+    Secret,
+    /// Frame i's masks from mix(seed, i): reproducible, and predictable from one line.
+    Run(u64),
+    /// This seed for every frame: replays one verdict.
+    Frame(u64),
+}
+
+/// The video path: accepted frames to stdout as raw frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassThroughConfig {
+    /// What replaces a rejected frame.
+    pub on_reject: OnReject,
+    /// Frame width; `None`: the model's.
+    pub width: Option<u32>,
+    /// Frame height; `None`: the model's.
+    pub height: Option<u32>,
+    /// Pixel format; `None`: the model's channels.
+    pub format: Option<PixelFormat>,
+}
+
+/// Everything a gate run is made of.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    /// The model as named: a stem, a file of it, or `builtin:mnist`.
+    pub model: PathBuf,
+    /// Monte-Carlo samples T; `None`: the card's.
+    pub samples: Option<usize>,
+    /// Mask seeds.
+    pub seeds: SeedChoice,
+    /// The MI threshold; `None`: the card's.
+    pub threshold: Option<f64>,
+    /// The card's SHA-256 the run is pinned to.
+    pub card_sha256: Option<String>,
+    /// Alarm: K rejects …
+    pub alarm_rejects: usize,
+    /// … of the last N frames.
+    pub alarm_window: usize,
+    /// Accepted frames as PNGs into this directory, before their lines.
+    pub accepted: Option<PathBuf>,
+    /// Annotated PNGs of every frame into this directory.
+    pub annotate: Option<PathBuf>,
+    /// The video path, if the gate is in it.
+    pub pass_through: Option<PassThroughConfig>,
+    /// Report lines to this file; `None`: stdout (stderr under pass-through).
+    pub report: Option<PathBuf>,
+    /// Report line format.
+    pub format: Format,
+    /// Latency in the report lines.
+    pub latency: bool,
+    /// Serve Prometheus metrics at this address.
+    pub metrics: Option<String>,
+    /// Frames scored at once.
+    pub jobs: usize,
+}
+
+/// A session ready to run, with its frames and its card reload (start it with
+/// [`CardReload::listen`]).
+pub struct Prepared {
+    /// The gate loop.
+    pub session: Session<Box<dyn Write>>,
+    /// The frames to run it on.
+    pub frames: Frames,
+    /// Takes a new threshold from the card on request.
+    pub reload: CardReload,
+}
+
+impl GateConfig {
+    /// The command line's defaults for `model`: T, threshold and seeds from the card and the
+    /// OS, alarm at 5 rejects of 20, JSON lines with latency, one job, no other output.
+    pub fn new(model: impl Into<PathBuf>) -> GateConfig {
+        GateConfig {
+            model: model.into(),
+            samples: None,
+            seeds: SeedChoice::Secret,
+            threshold: None,
+            card_sha256: None,
+            alarm_rejects: 5,
+            alarm_window: 20,
+            accepted: None,
+            annotate: None,
+            pass_through: None,
+            report: None,
+            format: Format::Jsonl,
+            latency: true,
+            metrics: None,
+            jobs: 1,
+        }
+    }
+
+    /// Loads, checks and opens everything `self` names, in the order the errors are worth
+    /// reading: settings, model (and pin), frames, threshold and seeds, outputs.
+    pub fn build(self, source: Source) -> Result<Prepared, Error> {
+        if self.alarm_window > MAX_WINDOW {
+            return Err(Error::Setting(format!(
+                "--alarm-window is at most {MAX_WINDOW}"
+            )));
+        }
+        let alarm = AlarmWindow::new(self.alarm_rejects, self.alarm_window)?;
+        let model = Model::load_from(&self.model)?;
+        if let Some(pinned) = &self.card_sha256 {
+            model.check_pin(&self.model, pinned)?;
+        }
+        let frames = source.frames(&model.card)?;
+        let samples = self.samples.unwrap_or(model.card.default_samples);
+        let threshold = match (self.threshold, model.card.mi_threshold()) {
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => {
+                return Err(Error::Uncalibrated {
+                    path: self.model.clone(),
+                    hint: " or pass --threshold",
+                })
+            }
+        };
+        let seeds = match self.seeds {
+            SeedChoice::Frame(seed) => Seeds::Fixed(seed),
+            SeedChoice::Run(seed) => Seeds::PerFrame(seed),
+            SeedChoice::Secret => Seeds::Secret(rng::RunKey::from_os().map_err(|e| {
+                Error::Setting(format!(
+                    "no OS randomness for the mask seeds ({e}); pass --seed"
+                ))
+            })?),
+        };
+        if self.threshold.is_none() {
+            warn_if_other_t(&model, samples);
+        }
+        let frame_dir =
+            |dir: &Option<PathBuf>, flag| -> Result<Option<Box<dyn FrameSink>>, Error> {
+                Ok(match dir {
+                    Some(d) => Some(Box::new(FrameDir::open(d, flag)?)),
+                    None => None,
+                })
+            };
+        let pass_through = self.pass_through.map(|p| {
+            let input = &model.card.input;
+            let format = p.format.unwrap_or_else(|| {
+                PixelFormat::for_channels(input.channels())
+                    .expect("a valid card has 1 or 3 channels")
+            });
+            let width = p.width.unwrap_or(input.width() as u32);
+            let height = p.height.unwrap_or(input.height() as u32);
+            let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
+            PassThrough::new(out, format, width, height, p.on_reject)
+        });
+        let outputs = FrameOutputs {
+            accepted: frame_dir(&self.accepted, "--accepted")?,
+            annotated: frame_dir(&self.annotate, "--annotate")?,
+            pass_through,
+        };
+        let pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
+        let reload = CardReload::new(
+            &self.model,
+            &model.card,
+            samples,
+            self.threshold.is_some(),
+            self.card_sha256.clone(),
+            pool.gate().threshold_handle(),
+        );
+        let under_pass_through = self.pass_through.is_some();
+        if let Some(path) = &self.report {
+            check_report_target(path, under_pass_through, &self.model)?;
+        }
+        let (out, name): (Box<dyn Write>, String) = match (&self.report, under_pass_through) {
+            (Some(path), _) => (
+                // Never through a link planted where the report goes.
+                Box::new(ReportFile::create(path).map_err(|e| Error::Output {
+                    what: format!("--report {}", path.display()),
+                    cause: e.to_string(),
+                })?),
+                format!("report to {}", path.display()),
+            ),
+            (None, true) => (Box::new(std::io::stderr()), "report to stderr".into()),
+            (None, false) => (
+                Box::new(std::io::stdout().lock()),
+                "report to stdout".into(),
+            ),
+        };
+        let lines =
+            ReportWriter::new(out, self.format, self.latency, &model.card, samples).named(name);
+        let mut session = Session::new(pool, alarm, lines, outputs);
+        if let Some(addr) = &self.metrics {
+            session = with_metrics(session, &model, addr)?;
+        }
+        Ok(Prepared {
+            session,
+            frames,
+            reload,
+        })
+    }
+}
+
+/// A card's threshold holds at the T it was set at (its calibration's, or a trained card's
+/// default): say so when the run uses another.
+fn warn_if_other_t(model: &Model, samples: usize) {
+    let threshold_t = model
+        .card
+        .threshold
+        .as_ref()
+        .and_then(|t| t.calibration.as_ref())
+        .map_or(model.card.default_samples, |c| c.samples);
+    if threshold_t != samples {
+        log::warn!(
+            "the threshold was set at T={threshold_t}, this run uses T={samples}: MI estimates \
+             shift with T{}",
+            if samples < threshold_t {
+                " (down: fewer frames are rejected)"
+            } else {
+                ""
+            }
+        );
+    }
+}
+
+#[cfg(feature = "metrics")]
+fn with_metrics<W: Write>(
+    session: Session<W>,
+    model: &Model,
+    addr: &str,
+) -> Result<Session<W>, Error> {
+    let metrics = std::sync::Arc::new(crate::output::metrics::Metrics::new(&model.card));
+    metrics.serve(addr)?;
+    Ok(session.with_metrics(metrics))
+}
+
+#[cfg(not(feature = "metrics"))]
+fn with_metrics<W: Write>(_: Session<W>, _: &Model, _: &str) -> Result<Session<W>, Error> {
+    Err(Error::Setting(
+        "this build has no metrics (cargo feature metrics is off)".into(),
+    ))
+}
+
+/// The report file must be neither the video stream (stdout under pass-through: JSON would
+/// be mixed into the frames) nor one of the model's own files (creating it truncates them).
+fn check_report_target(path: &Path, pass_through: bool, model_arg: &Path) -> Result<(), Error> {
+    let refuse = |what: &str| {
+        Err(Error::Setting(format!(
+            "--report {} is {what}: name another file",
+            path.display()
+        )))
+    };
+    if path.as_os_str() == "-" {
+        return Err(Error::Setting(
+            "--report - would be a file named \"-\": without --report the lines go to stdout \
+             (to stderr under --pass-through); name a file"
+                .into(),
+        ));
+    }
+    if pass_through && is_stdout(path) {
+        return refuse("where --pass-through writes the frames (stdout)");
+    }
+    let model = ModelPaths::resolve(model_arg);
+    if same_file(path, &model.card) || same_file(path, &model.onnx) {
+        return refuse("one of the model's own files");
+    }
+    Ok(())
+}
+
+/// Whether `path` is the file (or pipe) standard output writes to.
+fn is_stdout(path: &Path) -> bool {
+    use std::os::fd::AsFd;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata());
+    match (stdout, std::fs::metadata(path)) {
+        (Ok(out), Ok(file)) => same_inode(&out, &file),
+        _ => false,
+    }
+}
+
+#[cfg(all(test, feature = "builtin-model"))]
+mod tests {
+    use super::*;
+    use crate::model::BUILTIN;
+
+    /// A folder with two 28×28 frames: a blank one and a bright bar.
+    fn frames(dir: &Path) -> Source {
+        let frames = dir.join("frames");
+        std::fs::create_dir(&frames).unwrap();
+        image::GrayImage::new(28, 28)
+            .save(frames.join("0.png"))
+            .unwrap();
+        image::GrayImage::from_fn(28, 28, |x, _| {
+            image::Luma([if (12..16).contains(&x) { 255 } else { 0 }])
+        })
+        .save(frames.join("1.png"))
+        .unwrap();
+        Source::new(&[frames], None, None, None).unwrap()
+    }
+
+    #[test]
+    fn a_config_builds_the_session_the_command_line_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("verdicts.jsonl");
+        let accepted = dir.path().join("accepted");
+        let config = GateConfig {
+            samples: Some(8),
+            seeds: SeedChoice::Run(1),
+            threshold: Some(0.5),
+            report: Some(report.clone()),
+            accepted: Some(accepted.clone()),
+            latency: false,
+            jobs: 2,
+            ..GateConfig::new(BUILTIN)
+        };
+        let Prepared {
+            mut session,
+            frames,
+            reload,
+        } = config.clone().build(self::frames(dir.path())).unwrap();
+        // The threshold came from the config: a reload has no card to take one from.
+        assert!(matches!(
+            reload.reload(),
+            super::super::reload::Reloaded::Ignored(_)
+        ));
+        session.run(frames).unwrap();
+        let summary = session.summary();
+        assert_eq!((summary.frames, summary.unscored), (2, 0));
+        drop(session);
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&report)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line["frame"], i);
+            assert_eq!(
+                (line["samples"].as_u64(), line["threshold"].as_f64()),
+                (Some(8), Some(0.5))
+            );
+            assert_eq!(line["seed"], rng::mix(1, i as u64));
+            assert!(line.get("latency_ms").is_none());
+        }
+        let accepted_files = std::fs::read_dir(&accepted).unwrap().count();
+        let accepts = lines.iter().filter(|l| l["verdict"] == "accept").count();
+        assert_eq!(accepted_files, accepts);
+    }
+
+    #[test]
+    fn a_config_the_run_cannot_keep_is_refused_before_any_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |config: GateConfig, needle: &str| {
+            let e = config
+                .build(frames_once(dir.path()))
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains(needle), "{e}");
+        };
+        let base = || GateConfig {
+            seeds: SeedChoice::Run(1),
+            ..GateConfig::new(BUILTIN)
+        };
+        refused(
+            GateConfig {
+                alarm_window: MAX_WINDOW + 1,
+                ..base()
+            },
+            "--alarm-window is at most",
+        );
+        refused(
+            GateConfig {
+                report: Some("-".into()),
+                ..base()
+            },
+            "would be a file named",
+        );
+        refused(
+            GateConfig {
+                card_sha256: Some("0".repeat(64)),
+                ..base()
+            },
+            "not the pinned",
+        );
+        refused(
+            GateConfig {
+                samples: Some(1),
+                ..base()
+            },
+            "samples (T) must be in 4..=4096",
+        );
+    }
+
+    /// A fresh frame folder per call (the folder name is taken once).
+    fn frames_once(dir: &Path) -> Source {
+        let sub = tempfile::tempdir_in(dir).unwrap().keep();
+        frames(&sub)
+    }
+}
