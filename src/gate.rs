@@ -245,14 +245,15 @@ impl Pool {
     }
 
     /// Scores every frame of `source` and hands each report, with its frame when it could be
-    /// read, to `each` in frame order; stops at `each`'s first error.
+    /// read, to `each` in frame order; stops at `each`'s first error, or before any frame
+    /// with an error when its threads cannot start.
     ///
     /// With several jobs the frames are pipelined, for a live stream: a reader thread deals
     /// frame i to worker i mod N (each owning its gate), and the reports are taken back in
     /// frame order, so a frame's report goes out as soon as it and those before it are done,
     /// never waiting for later frames. The reader is detached: an error from `each` ends the
     /// run even while the reader waits on an idle stream (the pool has no gates after that).
-    pub fn score_stream<E>(
+    pub fn score_stream<E: From<Error>>(
         &mut self,
         source: impl Iterator<Item = frame::Item> + Send + 'static,
         mut each: impl FnMut(Report, Option<&Frame>) -> Result<(), E>,
@@ -267,11 +268,18 @@ impl Pool {
         }
         let jobs = self.gates.len();
         let (mut deal, mut take, mut workers) = (vec![], vec![], vec![]);
-        for mut gate in std::mem::take(&mut self.gates) {
+        // A thread the system will not start (a memory limit, a thread limit) stops the run
+        // before any frame, with one line: not a panic.
+        let cannot_start = |what: String, e: std::io::Error| {
+            Error::Setting(format!(
+                "cannot start {what} ({e}): run with fewer --jobs than {jobs}"
+            ))
+        };
+        for (index, mut gate) in std::mem::take(&mut self.gates).into_iter().enumerate() {
             // Bounded: a slow consumer holds the workers back, and they the reader.
             let (to_worker, items) = mpsc::sync_channel::<frame::Item>(1);
             let (reports, from_worker) = mpsc::sync_channel::<(Report, frame::Item)>(1);
-            workers.push(std::thread::spawn(move || {
+            let worker = std::thread::Builder::new().spawn(move || {
                 let mut failed = false;
                 for item in items {
                     let report = score_guarded(&mut gate, &item, &mut failed);
@@ -280,17 +288,32 @@ impl Pool {
                     }
                 }
                 gate
-            }));
+            });
+            match worker {
+                Ok(worker) => workers.push(worker),
+                Err(e) => {
+                    // The started workers end when their channels close; their gates come
+                    // back (the one that could not start is gone with its closure).
+                    drop(deal);
+                    self.gates = workers.into_iter().filter_map(|w| w.join().ok()).collect();
+                    return Err(cannot_start(format!("scoring thread {}", index + 1), e).into());
+                }
+            }
             deal.push(to_worker);
             take.push(from_worker);
         }
-        std::thread::spawn(move || {
+        let reader = std::thread::Builder::new().spawn(move || {
             for (i, item) in source.enumerate() {
                 if deal[i % jobs].send(item).is_err() {
                     return;
                 }
             }
         });
+        if let Err(e) = reader {
+            // The closure, and with it every worker's channel, is gone: the workers end.
+            self.gates = workers.into_iter().filter_map(|w| w.join().ok()).collect();
+            return Err(cannot_start("the frame reader thread".into(), e).into());
+        }
         // Frame i is worker i mod N's next report; when that worker has none, the stream ended.
         for i in 0.. {
             let Ok((report, item)) = take[i % jobs].recv() else {

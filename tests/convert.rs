@@ -290,6 +290,10 @@ fn convert_refuses_what_would_accept_everything_overwrite_its_input_or_is_broken
     let stem = s(&dir.path().join("net"));
     let out = mcgate(&["convert", &good, &stem, "--site", "act=0.5"]);
     assert_one_line_error(&out, 2, "would overwrite the model being converted");
+    // Through a folder convert would create (found by the outside probe): the same file.
+    let through = s(&dir.path().join("sub/../net"));
+    let out = mcgate(&["convert", &good, &through, "--site", "act=0.5"]);
+    assert_one_line_error(&out, 2, "would overwrite the model being converted");
     assert_eq!(std::fs::read(&good).unwrap(), before);
 
     // A NaN weight made convert's own check fail as if convert were at fault (exit 1).

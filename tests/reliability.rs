@@ -1584,9 +1584,163 @@ fn a_folder_says_what_it_skipped_and_a_named_file_is_always_gated() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
     let err = stderr(&out);
     assert!(
-        err.contains("skipped 2 entries not named as a frame") && err.contains("b.bmp"),
+        err.contains("skipped 2 entries that are not frame files") && err.contains("b.bmp"),
         "{err}"
     );
     let named = frames.join("b.bmp");
     assert_frame_rejected(&m, &named, "not a PNG, JPEG or PNM image");
+}
+
+/// Row 73: a JPEG whose scan data is corrupt (bit errors, garbage) but whose markers are
+/// intact: the lenient decoder filled grey blocks and it was scored and accepted.
+#[test]
+fn a_jpeg_with_corrupt_scan_data_is_rejected_not_filled_grey() {
+    let m = TinyModel::good();
+    let corrupt = m.path("corrupt.jpg");
+    std::fs::write(
+        &corrupt,
+        include_bytes!("../fuzz/seeds/decode_preprocess/testsrc-corrupt.jpg"),
+    )
+    .unwrap();
+    assert_frame_rejected(&m, &corrupt, "Bad Huffman Code");
+}
+
+/// Row 74: what a writer of a frame folder can plant besides frames: two links to the folder
+/// itself (was: a walk of ~2^40 folders, memory and log growing without end), a named pipe
+/// named as a frame (was: skipped as "not named as a frame"), and a named pipe given on the
+/// command line (was: the gate waited for a writer forever).
+#[test]
+fn links_to_folders_and_named_pipes_neither_hang_nor_loop_the_gate() {
+    let m = TinyModel::good();
+    let frames = m.path("frames");
+    std::fs::create_dir(&frames).unwrap();
+    std::fs::copy(m.frame(), frames.join("a.png")).unwrap();
+    std::os::unix::fs::symlink(".", frames.join("x")).unwrap();
+    std::os::unix::fs::symlink(".", frames.join("y")).unwrap();
+    std::os::unix::fs::symlink("a.png", frames.join("link.png")).unwrap();
+    let fifo = frames.join("b.png");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let mut child = spawn_mcgate(&["gate", &m.stem(), frames.to_str().unwrap(), "--seed", "1"]);
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the gate did not finish on a folder with links to itself");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let sources: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| {
+            l["source"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(sources, ["a.png", "link.png"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("skipped 3 entries that are not frame files"),
+        "{err}"
+    );
+    // Named on the command line, the pipe is a rejected frame, not a wait.
+    assert_frame_rejected(&m, &fifo, "a named pipe or socket, not a file");
+}
+
+/// Row 75: `-j 64` where the system will not start 64 threads (here a 450 MB address-space
+/// limit, as a memory-limited service unit sets; found by the outside probe): was a panic,
+/// exit 101.
+#[test]
+fn threads_the_system_will_not_start_are_a_one_line_error() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"));
+    cmd.current_dir(root()).args([
+        "gate",
+        "builtin:mnist",
+        "samples/mnist",
+        "-j",
+        "64",
+        "--seed",
+        "1",
+    ]);
+    // SAFETY: only async-signal-safe libc calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 450 << 20,
+                rlim_max: 450 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert_one_line_error(&out, 2, "run with fewer --jobs than 64");
+    assert!(out.stdout.is_empty(), "no frame was gated");
+}
+
+/// Row 76: outputs over the frames being gated (found by the outside probe): `--accepted`
+/// into the input folder replaced an input frame with an accepted one, `--accepted` and
+/// `--annotate` in one folder replaced accepted frames with annotations, `--report` named an
+/// input frame and truncated it.
+#[test]
+fn outputs_never_write_over_the_frames_being_gated() {
+    let m = TinyModel::good();
+    let frames = m.path("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let frame = frames.join("a.png");
+    std::fs::copy(m.frame(), &frame).unwrap();
+    let before = std::fs::read(&frame).unwrap();
+    let (stem, dir, file) = (
+        m.stem(),
+        frames.to_str().unwrap().to_owned(),
+        frame.to_str().unwrap().to_owned(),
+    );
+    let sub = frames.join("sub");
+    let out = m.path("out");
+    let refused = |extra: &[&str], needle: &str| {
+        let mut args = vec!["gate", stem.as_str(), dir.as_str(), "--seed", "1"];
+        args.extend(extra);
+        assert_one_line_error(&mcgate(&args), 2, needle);
+    };
+    refused(&["--accepted", &dir], "is in the input folder");
+    refused(
+        &["--annotate", sub.to_str().unwrap()],
+        "is in the input folder",
+    );
+    refused(
+        &[
+            "--accepted",
+            out.to_str().unwrap(),
+            "--annotate",
+            out.to_str().unwrap(),
+        ],
+        "are one folder",
+    );
+    refused(&["--report", &file], "is a frame being gated");
+    let named = mcgate(&["gate", &stem, &file, "--report", &file, "--seed", "1"]);
+    assert_one_line_error(&named, 2, "is a frame being gated");
+    assert_eq!(std::fs::read(&frame).unwrap(), before);
+    // Beside the input folder, all is as before.
+    let ok = mcgate(&[
+        "gate",
+        &stem,
+        &dir,
+        "--accepted",
+        out.to_str().unwrap(),
+        "--report",
+        m.path("verdicts.jsonl").to_str().unwrap(),
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
 }

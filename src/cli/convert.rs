@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use mcgate::model::card::{ChannelOrder, ModelPaths, Resize};
-use mcgate::output::frames::same_file;
+use mcgate::output::frames::will_be_same_file;
 use mcgate::Error;
 
 use super::exit;
@@ -96,7 +96,7 @@ pub(crate) fn run(args: ConvertArgs) -> Result<u8, Failure> {
         .expect("clap requires OUT without --list-sites");
     let outputs = ModelPaths::resolve(&out);
     for written in [&outputs.onnx, &outputs.card] {
-        if same_file(written, &args.input) {
+        if will_be_same_file(written, &args.input) {
             return Err(Failure::Usage(format!(
                 "{} would overwrite the model being converted ({}): give another OUT stem",
                 written.display(),

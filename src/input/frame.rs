@@ -90,6 +90,11 @@ pub enum ReadError {
     /// The bytes are not an image format this build decodes.
     #[error("not a PNG, JPEG or PNM image")]
     UnknownFormat,
+    /// A named pipe or socket: reading it could wait forever for a writer.
+    #[error(
+        "a named pipe or socket, not a file: frames are files, or raw frames on stdin with `-`"
+    )]
+    NotAFile,
     /// The file is larger than a frame may be.
     #[error("file is over {} MiB, the most a frame file may be (read no further)", MAX_FILE_BYTES >> 20)]
     TooLarge,
@@ -198,32 +203,43 @@ fn walk(dir: &Path, out: &mut Vec<Result<PathBuf, Unreadable>>) {
             return;
         }
     };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
+    let mut entries: Vec<(PathBuf, Option<std::fs::FileType>)> = entries
+        .filter_map(|e| e.ok().map(|e| (e.path(), e.file_type().ok())))
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut skipped = vec![];
-    for path in paths {
-        if path.is_dir() {
+    for (path, kind) in entries {
+        // The entry's own type, links not followed: a link to a folder is not walked (two
+        // links to `.` made a walk without end), a link to a file is read as the file.
+        let is_dir = kind.is_some_and(|k| k.is_dir());
+        let is_file = kind.is_some_and(|k| k.is_file())
+            || kind.is_some_and(|k| k.is_symlink())
+                && std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+        if is_dir {
             walk(&path, out);
-        } else if path.is_file() && is_image_name(&path) {
+        } else if is_file && is_image_name(&path) {
             out.push(Ok(path));
         } else {
             skipped.push(path);
         }
     }
-    // Named files are always gated; in a folder only frame names are, and the rest is said.
+    // Named files are always gated; in a folder only frame files are, and the rest is said.
     if let Some(first) = skipped.first() {
         log::warn!(
-            "{}: skipped {} entr{} not named as a frame (.png .jpg .jpeg .pgm .ppm .pnm .pbm), \
-             e.g. {}",
+            "{}: skipped {} entr{} that {} not frame files (a frame file is a regular file, or \
+             a link to one, named .png .jpg .jpeg .pgm .ppm .pnm .pbm; links to folders are \
+             not followed), e.g. {}",
             crate::text::printable(&dir.display().to_string()),
             skipped.len(),
             if skipped.len() == 1 { "y" } else { "ies" },
+            if skipped.len() == 1 { "is" } else { "are" },
             crate::text::printable(&first.display().to_string())
         );
     }
 }
 
-fn is_image_name(p: &Path) -> bool {
+/// Whether a folder walk takes `p` as a frame by its name.
+pub fn is_image_name(p: &Path) -> bool {
     let ext = p
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
@@ -247,8 +263,21 @@ fn decode_file_leased(path: &Path) -> Result<(DynamicImage, Lease), ReadError> {
 /// and only up to [`MAX_FILE_BYTES`]: a huge sparse file or `/dev/zero` costs 16 bytes.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, ReadError> {
     let read_error = |e: std::io::Error| ReadError::Read(e.to_string());
-    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a named pipe blocks until someone writes to it: open without waiting, then
+    // refuse it.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(read_error)?;
     let meta = file.metadata().map_err(read_error)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if meta.file_type().is_fifo() || meta.file_type().is_socket() {
+            return Err(ReadError::NotAFile);
+        }
+    }
     if meta.is_file() && meta.len() > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge);
     }
@@ -330,6 +359,41 @@ fn jpeg_is_complete(b: &[u8]) -> bool {
     }
 }
 
+/// A JPEG decoded by zune-jpeg, as image decodes it (the same output colour spaces) but in
+/// strict mode: image runs zune leniently, and a scan with corrupt entropy-coded data (a bad
+/// Huffman code: bit errors, garbage) decodes with grey blocks, without a word. Strict, it is
+/// an error, and the frame is rejected (docs/RELIABILITY.md, row 73).
+fn decode_jpeg_strictly(bytes: &[u8], bounds: DecodeLimits) -> Result<DynamicImage, ReadError> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+    let decode_error = |e: zune_jpeg::errors::DecodeErrors| ReadError::Decode(format!("{e:?}"));
+    let options = DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(bounds.max_side as usize)
+        .set_max_height(bounds.max_side as usize);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(decode_error)?;
+    let out = match decoder.input_colorspace() {
+        Some(c @ (ColorSpace::RGB | ColorSpace::RGBA | ColorSpace::Luma | ColorSpace::LumaA)) => c,
+        // CMYK, YCCK and the like become RGB, as image does.
+        _ => ColorSpace::RGB,
+    };
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(out));
+    let pixels = decoder.decode().map_err(decode_error)?;
+    let (w, h) = decoder
+        .dimensions()
+        .ok_or_else(|| ReadError::Decode("JPEG without dimensions".into()))?;
+    let (w, h) = (w as u32, h as u32);
+    let image = match out {
+        ColorSpace::Luma => image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::from),
+        ColorSpace::LumaA => image::GrayAlphaImage::from_raw(w, h, pixels).map(DynamicImage::from),
+        ColorSpace::RGBA => image::RgbaImage::from_raw(w, h, pixels).map(DynamicImage::from),
+        _ => image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::from),
+    };
+    image.ok_or_else(|| ReadError::Decode("JPEG decoded to fewer pixels than its size".into()))
+}
+
 /// Drops an alpha channel. The gate scores colour values; with the alpha kept, `--accepted`
 /// would pass on a picture that viewers composite into something the gate never scored. The
 /// frame passed on is the one scored (docs/RELIABILITY.md, row 58).
@@ -394,13 +458,16 @@ fn decode_leased(bytes: &[u8], bounds: DecodeLimits) -> Result<(DynamicImage, Le
         height,
         need,
     })?;
-    let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
-    // image runs its JPEG decoder leniently: a scan cut short decodes with its missing blocks
-    // grey, and nothing is said. A file cut short is refused here, after whatever the decoder
-    // refused itself.
-    if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(ReadError::TruncatedJpeg);
-    }
+    let image = if format == image::ImageFormat::Jpeg {
+        // A file cut short is said to be so (the strict decoder says "exhausted data").
+        if !jpeg_is_complete(bytes) {
+            return Err(ReadError::TruncatedJpeg);
+        }
+        drop(decoder);
+        decode_jpeg_strictly(bytes, bounds)?
+    } else {
+        DynamicImage::from_decoder(decoder).map_err(decode_error)?
+    };
     Ok((without_alpha(image), lease))
 }
 
@@ -658,6 +725,44 @@ mod tests {
                 "{format:?}: {refused:?}"
             );
         }
+    }
+
+    /// The photo every JPEG test starts from: smooth, with detail, colour.
+    fn photo_jpeg() -> Vec<u8> {
+        let img = image::RgbImage::from_fn(160, 120, |x, y| {
+            image::Rgb([(x * 255 / 160) as u8, (y * 2) as u8, ((x * y) % 251) as u8])
+        });
+        let mut jpeg = vec![];
+        img.write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        jpeg
+    }
+
+    #[test]
+    fn a_jpeg_decodes_strictly_to_what_image_decodes_and_corrupt_scan_data_is_refused() {
+        for jpeg in [
+            photo_jpeg(),
+            include_bytes!("../../fuzz/seeds/decode_preprocess/testsrc.jpg").to_vec(),
+        ] {
+            let lenient =
+                image::load_from_memory_with_format(&jpeg, image::ImageFormat::Jpeg).unwrap();
+            let strict = decode_bytes(&jpeg).unwrap();
+            assert_eq!(strict.color(), lenient.color());
+            assert_eq!(strict.as_bytes(), lenient.as_bytes());
+        }
+        // The last eighth of the scan overwritten with random bytes, markers intact (made by
+        // the outside probe's recipe, on the fuzz seed): the lenient decoder fills grey
+        // blocks and says nothing.
+        let corrupt = include_bytes!("../../fuzz/seeds/decode_preprocess/testsrc-corrupt.jpg");
+        assert!(image::load_from_memory_with_format(corrupt, image::ImageFormat::Jpeg).is_ok());
+        let refused = decode_bytes(corrupt).unwrap_err();
+        assert!(
+            matches!(&refused, ReadError::Decode(m) if m.contains("Huffman")),
+            "{refused:?}"
+        );
     }
 
     #[test]

@@ -63,6 +63,31 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// [`same_file`] for a path that may not exist yet: also compared with its `..` steps taken
+/// lexically (`new/../model.onnx` is `model.onnx` once `new/` is created, and a writer
+/// creates it).
+pub fn will_be_same_file(a: &Path, b: &Path) -> bool {
+    same_file(a, b) || same_file(&lexically_normal(a), b)
+}
+
+/// `a` with each `dir/..` pair and each `.` dropped, without asking the file system.
+fn lexically_normal(a: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for part in a.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// Whether two files' metadata are of one file.
 pub fn same_inode(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     #[cfg(unix)]
@@ -173,5 +198,20 @@ mod tests {
             d.path_for(12, "stdin#12"),
             PathBuf::from("out/000012_stdin_12.png")
         );
+    }
+
+    #[test]
+    fn a_path_through_a_folder_not_made_yet_is_the_file_it_will_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("net.onnx");
+        std::fs::write(&model, b"x").unwrap();
+        let through = dir.path().join("sub/../net.onnx");
+        assert!(!same_file(&through, &model), "sub/ does not exist yet");
+        assert!(will_be_same_file(&through, &model));
+        assert!(will_be_same_file(
+            &dir.path().join("./a/b/../../net.onnx"),
+            &model
+        ));
+        assert!(!will_be_same_file(&dir.path().join("sub/net.onnx"), &model));
     }
 }

@@ -12,7 +12,7 @@ use crate::input::frame::PixelFormat;
 use crate::input::source::{Frames, Source};
 use crate::model::card::ModelPaths;
 use crate::model::Model;
-use crate::output::frames::{same_file, same_inode, FrameDir};
+use crate::output::frames::{same_file, same_inode, will_be_same_file, FrameDir};
 use crate::output::passthrough::{OnReject, PassThrough};
 use crate::output::report::{Format, ReportFile, ReportWriter};
 use crate::run::rng;
@@ -126,6 +126,7 @@ impl GateConfig {
         if let Some(pinned) = &self.card_sha256 {
             model.check_pin(&self.model, pinned)?;
         }
+        let source_kind = source.clone();
         let frames = source.frames(&model.card)?;
         let samples = self.samples.unwrap_or(model.card.default_samples);
         let threshold = match (self.threshold, model.card.mi_threshold()) {
@@ -172,6 +173,9 @@ impl GateConfig {
             annotated: frame_dir(&self.annotate, "--annotate")?,
             pass_through,
         };
+        if let Source::Files(inputs) = &source_kind {
+            self.check_apart_from_inputs(inputs)?;
+        }
         let pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
         let reload = CardReload::new(
             &self.model,
@@ -211,6 +215,67 @@ impl GateConfig {
             frames,
             reload,
         })
+    }
+}
+
+impl GateConfig {
+    /// Outputs never write over the frames being gated (found by the outside probe):
+    /// `--accepted` or `--annotate` in an input folder (a written `000001_b.png` replaced an
+    /// input frame), both in one folder (annotations replaced accepted frames), `--report`
+    /// naming an input frame. Checked once the output folders exist.
+    fn check_apart_from_inputs(&self, inputs: &[PathBuf]) -> Result<(), Error> {
+        let refuse = |what: String| Err(Error::Setting(format!("{what}: name another")));
+        if let (Some(a), Some(b)) = (&self.accepted, &self.annotate) {
+            if same_file(a, b) {
+                return refuse(format!(
+                    "--accepted and --annotate are one folder ({}): annotations would replace \
+                     accepted frames",
+                    a.display()
+                ));
+            }
+        }
+        for input in inputs {
+            let input_dir = input.is_dir();
+            for (flag, dir) in [
+                ("--accepted", &self.accepted),
+                ("--annotate", &self.annotate),
+            ] {
+                if let Some(dir) = dir.as_ref().filter(|d| input_dir && is_within(d, input)) {
+                    return refuse(format!(
+                        "{flag} {} is in the input folder {}: frames written there would \
+                         replace frames being gated",
+                        dir.display(),
+                        input.display()
+                    ));
+                }
+            }
+            if let Some(report) = &self.report {
+                let in_folder = input_dir
+                    && crate::input::frame::is_image_name(report)
+                    && report.parent().is_some_and(|p| is_within(p, input));
+                if in_folder || will_be_same_file(report, input) {
+                    return refuse(format!(
+                        "--report {} is a frame being gated, or named as one in their folder ({})",
+                        report.display(),
+                        input.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether folder `dir` is `folder` or inside it (both existing, links resolved).
+fn is_within(dir: &Path, folder: &Path) -> bool {
+    let parent_or_self = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match (parent_or_self.canonicalize(), folder.canonicalize()) {
+        (Ok(d), Ok(f)) => d.starts_with(f),
+        _ => false,
     }
 }
 
