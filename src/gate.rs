@@ -11,6 +11,7 @@ use crate::model::Model;
 use crate::run::plan::{self, Plan, Strategy};
 use crate::run::rng;
 use crate::score::measures::{self, Measures};
+use crate::score::report::Report;
 use crate::score::verdict::{self, RejectReason, SharedThreshold, Verdict};
 use crate::Error;
 
@@ -36,27 +37,6 @@ impl Seeds {
             Seeds::Fixed(seed) => seed,
         }
     }
-}
-
-/// What the gate concluded about one frame.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// The frame's position in the run.
-    pub index: u64,
-    /// The frame's file path, or `stdin#<index>`.
-    pub source: String,
-    /// Accept, or reject with a reason.
-    pub verdict: Verdict,
-    /// `None` when the frame could not be scored.
-    pub measures: Option<Measures>,
-    /// Mask seed used; `None` when no masks were drawn.
-    pub seed: Option<u64>,
-    /// Preprocess + inference + measures; zero for frames that could not be read.
-    pub latency: Duration,
-    /// Set by the session when this frame raised the alarm.
-    pub alarm: bool,
-    /// The MI threshold the frame was decided with.
-    pub threshold: f64,
 }
 
 /// One model's plan and buffers, scoring one frame at a time.

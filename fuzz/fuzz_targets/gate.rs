@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use mcgate::gate::{Gate, Report, Seeds};
+use mcgate::gate::{Gate, Seeds};
+use mcgate::score::report::Report;
 use mcgate::input::frame::{
     decode_bytes_within, DecodeLimits, Frame, PixelFormat, Raw, Unreadable,
 };

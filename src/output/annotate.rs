@@ -8,8 +8,12 @@ use embedded_graphics::primitives::{Line, PrimitiveStyle, Rectangle};
 use embedded_graphics::text::Text;
 use image::{imageops::FilterType, DynamicImage, RgbImage};
 
-use crate::gate::Report;
+use super::frames::FrameSink;
+use super::Sink;
+use crate::input::frame::Frame;
+use crate::score::report::Report;
 use crate::score::verdict::Decision;
+use crate::Error;
 
 /// An `RgbImage` as an embedded-graphics draw target; pixels outside it are clipped.
 pub struct Canvas<'a>(pub &'a mut RgbImage);
@@ -36,6 +40,34 @@ impl DrawTarget for Canvas<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// `--annotate`: every frame that could be read, annotated with its verdict, into a folder.
+pub struct Annotator {
+    frames: Box<dyn FrameSink>,
+    labels: Vec<String>,
+}
+
+impl Annotator {
+    /// Annotated frames of a model with these class `labels`, written to `frames`.
+    pub fn new(frames: Box<dyn FrameSink>, labels: Vec<String>) -> Annotator {
+        Annotator { frames, labels }
+    }
+}
+
+impl Sink for Annotator {
+    fn observe(&mut self, report: &Report, frame: Option<&Frame>) -> Result<(), Error> {
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        let label = report
+            .measures
+            .and_then(|m| self.labels.get(m.predicted_class))
+            .map(String::as_str);
+        let max_mi = (self.labels.len() as f64).ln();
+        let image = annotate(&frame.image, report, label, report.threshold, max_mi);
+        self.frames.save(frame.index, &frame.source, &image.into())
     }
 }
 

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use image::DynamicImage;
+
 use crate::Error;
 
 /// Writes `bytes` to `path` under a temporary name in the same directory, then renames it: a
@@ -52,6 +54,18 @@ pub fn write_atomically_with_mode(
     // On failure the temporary file is removed when dropped.
     partial.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
+}
+
+/// Somewhere frames are written: a directory of PNGs, or a test's recorder.
+pub trait FrameSink {
+    /// Writes frame `index` from `source`; an error means it was not written.
+    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error>;
+}
+
+impl FrameSink for FrameDir {
+    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error> {
+        FrameDir::save(self, index, source, image)
+    }
 }
 
 /// Whether `a` and `b` name the same existing file (through links, `/dev/stdout`, `..`): the

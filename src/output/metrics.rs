@@ -14,8 +14,8 @@ use prometheus::{
     IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::gate::Report;
 use crate::model::card::ModelCard;
+use crate::score::report::Report;
 use crate::Error;
 
 /// The gate's metrics, updated per frame by the session and read by the HTTP server.
@@ -231,4 +231,15 @@ fn respond(
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
     stream.flush()
+}
+
+impl super::Sink for Arc<Metrics> {
+    fn observe(
+        &mut self,
+        report: &Report,
+        _: Option<&crate::input::frame::Frame>,
+    ) -> Result<(), Error> {
+        self.record(report);
+        Ok(())
+    }
 }

@@ -1,5 +1,12 @@
-//! Where reports go: verdict lines, frames written to directories, annotated frames, and
-//! the end-of-run summary.
+//! Where reports go: verdict lines, frames written to directories, annotated frames, the
+//! end-of-run summary and metrics.
+//!
+//! Two kinds of output, kept apart so that the write-before-verdict rule lives in one place
+//! (the session):
+//! - [`Sink`]s observe each frame once its verdict is final and cannot change it: the report
+//!   lines, annotated frames, the summary, metrics (and MQTT events next);
+//! - frame writers that pass accepted frames on (`--accepted`, pass-through) run before the
+//!   verdict line, and a frame they cannot pass on becomes a reject (`session::FrameOutputs`).
 
 pub mod annotate;
 pub mod frames;
@@ -8,3 +15,14 @@ pub mod metrics;
 pub mod passthrough;
 pub mod report;
 pub mod summary;
+
+use crate::input::frame::Frame;
+use crate::score::report::Report;
+use crate::Error;
+
+/// An observer of decided frames.
+pub trait Sink {
+    /// One frame's final report, with the frame when it could be read. An error stops the
+    /// session (an output that cannot be written).
+    fn observe(&mut self, report: &Report, frame: Option<&Frame>) -> Result<(), Error>;
+}

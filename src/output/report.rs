@@ -4,8 +4,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::gate::Report;
 use crate::model::card::ModelCard;
+use crate::score::report::Report;
 use crate::score::verdict::Decision;
 use crate::text::printable;
 use crate::Error;
@@ -220,5 +220,15 @@ impl<W: Write> ReportWriter<W> {
                 what: self.name.clone(),
                 cause: e.to_string(),
             })
+    }
+}
+
+impl<W: Write> super::Sink for ReportWriter<W> {
+    fn observe(
+        &mut self,
+        report: &Report,
+        _: Option<&crate::input::frame::Frame>,
+    ) -> Result<(), Error> {
+        self.write(report)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::gate::Report;
+use crate::score::report::Report;
 use crate::score::verdict::Decision;
 
 /// Latency percentiles from a fixed log-spaced histogram: constant memory on runs of any
@@ -102,6 +102,17 @@ impl Summary {
             ms(0.5),
             ms(0.99)
         )
+    }
+}
+
+impl super::Sink for Summary {
+    fn observe(
+        &mut self,
+        report: &Report,
+        _: Option<&crate::input::frame::Frame>,
+    ) -> Result<(), crate::Error> {
+        self.record(report);
+        Ok(())
     }
 }
 

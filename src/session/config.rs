@@ -6,13 +6,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::reload::CardReload;
-use super::{FrameOutputs, FrameSink, Session};
+use super::{FrameOutputs, Session};
 use crate::gate::{Pool, Seeds};
 use crate::input::frame::PixelFormat;
 use crate::input::source::{Frames, Source};
 use crate::model::card::ModelPaths;
 use crate::model::Model;
-use crate::output::frames::{same_file, same_inode, will_be_same_file, FrameDir};
+use crate::output::annotate::Annotator;
+use crate::output::frames::{same_file, same_inode, will_be_same_file, FrameDir, FrameSink};
 use crate::output::passthrough::{OnReject, PassThrough};
 use crate::output::report::{Format, ReportFile, ReportWriter};
 use crate::run::rng;
@@ -170,9 +171,9 @@ impl GateConfig {
         });
         let outputs = FrameOutputs {
             accepted: frame_dir(&self.accepted, "--accepted")?,
-            annotated: frame_dir(&self.annotate, "--annotate")?,
             pass_through,
         };
+        let annotated = frame_dir(&self.annotate, "--annotate")?;
         if let Source::Files(inputs) = &source_kind {
             self.check_apart_from_inputs(inputs)?;
         }
@@ -207,6 +208,10 @@ impl GateConfig {
         let lines =
             ReportWriter::new(out, self.format, self.latency, &model.card, samples).named(name);
         let mut session = Session::new(pool, alarm, lines, outputs);
+        if let Some(frames) = annotated {
+            session =
+                session.with_sink(Box::new(Annotator::new(frames, model.card.classes.clone())));
+        }
         if let Some(addr) = &self.metrics {
             session = with_metrics(session, &model, addr)?;
         }
@@ -309,7 +314,7 @@ fn with_metrics<W: Write>(
 ) -> Result<Session<W>, Error> {
     let metrics = std::sync::Arc::new(crate::output::metrics::Metrics::new(&model.card));
     metrics.serve(addr)?;
-    Ok(session.with_metrics(metrics))
+    Ok(session.with_sink(Box::new(metrics)))
 }
 
 #[cfg(not(feature = "metrics"))]

@@ -12,37 +12,23 @@ pub mod reload;
 
 use std::io::Write;
 
-use image::DynamicImage;
-
-use crate::gate::{Pool, Report};
+use crate::gate::Pool;
 use crate::input::frame::{self, Frame};
-use crate::output::annotate;
-use crate::output::frames::FrameDir;
+use crate::output::frames::FrameSink;
 use crate::output::passthrough::PassThrough;
 use crate::output::report::ReportWriter;
 use crate::output::summary::Summary;
+use crate::output::Sink;
+use crate::score::report::Report;
 use crate::score::verdict::{AlarmWindow, Decision, RejectReason, Verdict};
 use crate::Error;
 
-/// Somewhere frames are written: a directory of PNGs, or a test's recorder.
-pub trait FrameSink {
-    /// Writes frame `index` from `source`; an error means it was not written.
-    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error>;
-}
-
-impl FrameSink for FrameDir {
-    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error> {
-        FrameDir::save(self, index, source, image)
-    }
-}
-
-/// Where a session's results go besides the verdict lines.
+/// The frame writers that pass accepted frames on: they run before a frame's verdict line,
+/// and a frame they cannot pass on is rejected.
 #[derive(Default)]
 pub struct FrameOutputs {
     /// Accepted frames, written before their verdict line (`--accepted`).
     pub accepted: Option<Box<dyn FrameSink>>,
-    /// Every frame, annotated with its verdict (`--annotate`).
-    pub annotated: Option<Box<dyn FrameSink>>,
     /// The video path: accepted frames downstream, rejected ones replaced (`--pass-through`).
     pub pass_through: Option<PassThrough>,
 }
@@ -55,13 +41,12 @@ pub struct Session<W: Write> {
 
 /// What happens to a scored frame: the rules and the outputs.
 struct Outputs<W: Write> {
-    #[cfg(feature = "metrics")]
-    metrics: Option<std::sync::Arc<crate::output::metrics::Metrics>>,
     alarm: AlarmWindow,
     lines: ReportWriter<W>,
     frames: FrameOutputs,
+    /// Observers after the line, in the order added (annotations, metrics, …).
+    sinks: Vec<Box<dyn Sink>>,
     summary: Summary,
-    labels: Vec<String>,
 }
 
 impl<W: Write> Session<W> {
@@ -73,20 +58,22 @@ impl<W: Write> Session<W> {
         lines: ReportWriter<W>,
         frames: FrameOutputs,
     ) -> Session<W> {
-        let gate = pool.gate();
-        let labels = gate.card().classes.clone();
         Session {
             pool,
             outputs: Outputs {
-                #[cfg(feature = "metrics")]
-                metrics: None,
                 alarm,
                 lines,
                 frames,
+                sinks: vec![],
                 summary: Summary::default(),
-                labels,
             },
         }
+    }
+
+    /// Also shows every decided frame to `sink`, after its line and the sinks added before.
+    pub fn with_sink(mut self, sink: Box<dyn Sink>) -> Self {
+        self.outputs.sinks.push(sink);
+        self
     }
 
     /// Gates every frame of `source`, `jobs` at a time, in order. Stops at the first output
@@ -99,16 +86,6 @@ impl<W: Write> Session<W> {
         let outputs = &mut self.outputs;
         self.pool
             .score_stream(source, |report, frame| outputs.deliver(report, frame))
-    }
-
-    /// Also counts every frame into `metrics` (`--metrics`).
-    #[cfg(feature = "metrics")]
-    pub fn with_metrics(
-        mut self,
-        metrics: std::sync::Arc<crate::output::metrics::Metrics>,
-    ) -> Self {
-        self.outputs.metrics = Some(metrics);
-        self
     }
 
     /// Counts so far.
@@ -155,23 +132,13 @@ impl<W: Write> Outputs<W> {
             // A reject's place downstream: dropped, black, or the last accepted frame.
             passed_on = stream.reject();
         }
-        self.lines.write(&report)?;
+        // The line goes out even for a frame that could not be passed on; then the run stops.
+        self.lines.observe(&report, frame)?;
         passed_on?;
-        if let (Some(sink), Some(frame)) = (&self.frames.annotated, frame) {
-            let label = report
-                .measures
-                .and_then(|m| self.labels.get(m.predicted_class))
-                .map(String::as_str);
-            let max_mi = (self.labels.len() as f64).ln();
-            let image = annotate::annotate(&frame.image, &report, label, report.threshold, max_mi);
-            sink.save(frame.index, &frame.source, &image.into())?;
+        for sink in &mut self.sinks {
+            sink.observe(&report, frame)?;
         }
-        self.summary.record(&report);
-        #[cfg(feature = "metrics")]
-        if let Some(metrics) = &self.metrics {
-            metrics.record(&report);
-        }
-        Ok(())
+        self.summary.observe(&report, frame)
     }
 }
 
@@ -194,7 +161,7 @@ mod tests {
     }
 
     impl FrameSink for Recorder {
-        fn save(&self, index: u64, _: &str, _: &DynamicImage) -> Result<(), Error> {
+        fn save(&self, index: u64, _: &str, _: &image::DynamicImage) -> Result<(), Error> {
             if self.fail {
                 return Err(Error::Output {
                     what: "frame".into(),
@@ -266,7 +233,6 @@ mod tests {
         let accepted = Recorder::default();
         let outputs = FrameOutputs {
             accepted: Some(Box::new(accepted.clone())),
-            annotated: None,
             pass_through: None,
         };
         // Threshold ln(10): every scored frame is accepted.
@@ -294,7 +260,6 @@ mod tests {
                 fail: true,
                 ..Default::default()
             })),
-            annotated: None,
             pass_through: None,
         };
         let mut s = session(ALMOST_LN_4, (5, 20), outputs, 1);
@@ -329,5 +294,59 @@ mod tests {
             .collect();
         assert_eq!(alarms, [false, true, false, false, false]);
         assert_eq!(s.summary().alarms, 1);
+    }
+
+    /// What an observer was shown of one frame: its index, verdict and alarm.
+    type Seen = (u64, &'static str, bool);
+
+    /// Records every report it is shown.
+    #[derive(Clone, Default)]
+    struct Observer(Rc<RefCell<Vec<Seen>>>);
+
+    impl Sink for Observer {
+        fn observe(&mut self, report: &Report, _: Option<&Frame>) -> Result<(), Error> {
+            let verdict = match report.verdict.decision() {
+                Decision::Accept => "accept",
+                Decision::Reject => "reject",
+            };
+            self.0
+                .borrow_mut()
+                .push((report.index, verdict, report.alarm));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_sink_sees_each_final_report_in_order_after_its_line() {
+        let observer = Observer::default();
+        let mut s = session(ALMOST_LN_4, (1, 2), FrameOutputs::default(), 2)
+            .with_sink(Box::new(observer.clone()));
+        s.run(frames(4, 1).into_iter()).unwrap();
+        // The alarm (1 reject of 2) is set by the session before the sinks see the report.
+        assert_eq!(
+            *observer.0.borrow(),
+            [
+                (0, "accept", false),
+                (1, "reject", true),
+                (2, "accept", false),
+                (3, "accept", false)
+            ]
+        );
+        assert_eq!(lines(&s).len(), 4);
+
+        // A frame that cannot be passed on: its line says reject, no sink sees it, the run
+        // stops.
+        let observer = Observer::default();
+        let outputs = FrameOutputs {
+            accepted: Some(Box::new(Recorder {
+                fail: true,
+                ..Default::default()
+            })),
+            pass_through: None,
+        };
+        let mut s = session(ALMOST_LN_4, (5, 20), outputs, 1).with_sink(Box::new(observer.clone()));
+        assert!(s.run(frames(3, 99).into_iter()).is_err());
+        assert_eq!(lines(&s).len(), 1);
+        assert!(observer.0.borrow().is_empty());
     }
 }

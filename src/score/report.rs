@@ -1,0 +1,28 @@
+//! What the gate concluded about one frame: made by the gate, finished by the session (the
+//! alarm, a frame that could not be passed on), read by every output.
+
+use std::time::Duration;
+
+use super::measures::Measures;
+use super::verdict::Verdict;
+
+/// What the gate concluded about one frame.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The frame's position in the run.
+    pub index: u64,
+    /// The frame's file path, or `stdin#<index>`.
+    pub source: String,
+    /// Accept, or reject with a reason.
+    pub verdict: Verdict,
+    /// `None` when the frame could not be scored.
+    pub measures: Option<Measures>,
+    /// Mask seed used; `None` when no masks were drawn.
+    pub seed: Option<u64>,
+    /// Preprocess + inference + measures; zero for frames that could not be read.
+    pub latency: Duration,
+    /// Set by the session when this frame raised the alarm.
+    pub alarm: bool,
+    /// The MI threshold the frame was decided with.
+    pub threshold: f64,
+}
