@@ -438,6 +438,16 @@ fn info_prints_the_card_and_graph() {
         text.contains("runs as dense plan (the activation at drop1 depends on mask_0)"),
         "{text}"
     );
+    // The photo model's preprocessing in words, not Rust debug text.
+    let out = mcgate(&["info", "models/lite0-imagenet"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "frames: resized so that the shorter side is 256 pixels, then the centre 224×224 \
+             cut; channels in red, green, blue order"
+        ),
+        "{text}"
+    );
     let out = mcgate(&["info", "models/mnist.onnx", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["card"]["schema"], "mcgate.card/1");

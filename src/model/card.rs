@@ -111,6 +111,15 @@ pub enum ChannelOrder {
     Bgr,
 }
 
+impl std::fmt::Display for ChannelOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChannelOrder::Rgb => "red, green, blue",
+            ChannelOrder::Bgr => "blue, green, red",
+        })
+    }
+}
+
 /// How a frame becomes the model's H×W.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
@@ -127,6 +136,19 @@ pub enum Resize {
         /// The side of the centre square; equals the input's H and W.
         crop: u32,
     },
+}
+
+impl std::fmt::Display for Resize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resize::Stretch => f.write_str("stretched to the input's size"),
+            Resize::ShorterSideCrop { shorter_side, crop } => write!(
+                f,
+                "resized so that the shorter side is {shorter_side} pixels, then the centre \
+                 {crop}×{crop} cut"
+            ),
+        }
+    }
 }
 
 impl InputSpec {

@@ -104,7 +104,7 @@ impl Model {
             || card.input.channel_order != ChannelOrder::Rgb
         {
             s += &format!(
-                "frames: {:?}, channels {:?}\n",
+                "frames: {}; channels in {} order\n",
                 card.input.resize, card.input.channel_order
             );
         }
