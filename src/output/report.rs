@@ -5,6 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::model::card::ModelCard;
+use crate::score::measures::Named;
 use crate::score::report::Report;
 use crate::score::verdict::Decision;
 use crate::text::printable;
@@ -19,16 +20,6 @@ pub enum Format {
     Text,
 }
 
-#[derive(Serialize)]
-struct MeasuresLine {
-    predictive_entropy: f64,
-    expected_entropy: f64,
-    mutual_information: f64,
-    softmax_variance: f64,
-    variation_ratio: f64,
-    max_probability: f64,
-}
-
 /// The JSON line schema (documented in the README).
 #[derive(Serialize)]
 struct Line<'a> {
@@ -39,7 +30,7 @@ struct Line<'a> {
     class: Option<usize>,
     label: Option<&'a str>,
     confidence: Option<f64>,
-    measures: Option<MeasuresLine>,
+    measures: Option<Named<'a>>,
     threshold: f64,
     samples: usize,
     seed: Option<u64>,
@@ -165,14 +156,7 @@ impl<W: Write> ReportWriter<W> {
                     class,
                     label,
                     confidence: r.measures.map(|m| m.max_probability),
-                    measures: r.measures.map(|m| MeasuresLine {
-                        predictive_entropy: m.predictive_entropy,
-                        expected_entropy: m.expected_entropy,
-                        mutual_information: m.mutual_information,
-                        softmax_variance: m.softmax_variance,
-                        variation_ratio: m.variation_ratio,
-                        max_probability: m.max_probability,
-                    }),
+                    measures: r.measures.as_ref().map(Named),
                     threshold: r.threshold,
                     samples: self.samples,
                     seed: r.seed,

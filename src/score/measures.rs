@@ -38,6 +38,46 @@ pub struct Measures {
     pub predicted_class: usize,
 }
 
+/// Reads one measure out of [`Measures`].
+pub type MeasureOf = fn(&Measures) -> f64;
+
+/// Every measure of [`Measures`] with its name (its key in report lines), in report order:
+/// the one list report lines and the training crate's evaluation derive from, so that a new
+/// measure cannot be missing from one of them (a test holds it to the struct's fields).
+pub const NAMED: [(&str, MeasureOf); 6] = [
+    ("predictive_entropy", |m| m.predictive_entropy),
+    ("expected_entropy", |m| m.expected_entropy),
+    ("mutual_information", |m| m.mutual_information),
+    ("softmax_variance", |m| m.softmax_variance),
+    ("variation_ratio", |m| m.variation_ratio),
+    ("max_probability", |m| m.max_probability),
+];
+
+impl Measures {
+    /// The measure named `name` in [`NAMED`].
+    pub fn by_name(&self, name: &str) -> Option<f64> {
+        NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, of)| of(self))
+    }
+}
+
+/// [`Measures`] as report lines write them: every [`NAMED`] measure, in order (the class is
+/// written apart).
+pub struct Named<'a>(pub &'a Measures);
+
+impl Serialize for Named<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(NAMED.len()))?;
+        for (name, of) in NAMED {
+            map.serialize_entry(name, &of(self.0))?;
+        }
+        map.end()
+    }
+}
+
 /// Why a probability matrix cannot be scored.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Unscorable {
@@ -228,6 +268,38 @@ pub fn argmax(row: &[f32]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_measure_is_named_once_and_read_from_its_own_field() {
+        let m = Measures {
+            predictive_entropy: 1.0,
+            expected_entropy: 2.0,
+            mutual_information: 3.0,
+            softmax_variance: 4.0,
+            variation_ratio: 5.0,
+            max_probability: 6.0,
+            predicted_class: 7,
+        };
+        // The struct's own fields (serde's names), less the class, are NAMED's, each read
+        // from the field of its name.
+        let fields = serde_json::to_value(m).unwrap();
+        let fields = fields.as_object().unwrap();
+        assert_eq!(
+            fields.len() - 1,
+            NAMED.len(),
+            "a measure is missing from NAMED"
+        );
+        for (name, of) in NAMED {
+            assert_eq!(fields[name].as_f64(), Some(of(&m)), "{name}");
+            assert_eq!(m.by_name(name), Some(of(&m)));
+        }
+        let named = serde_json::to_string(&Named(&m)).unwrap();
+        assert_eq!(
+            named,
+            "{\"predictive_entropy\":1.0,\"expected_entropy\":2.0,\"mutual_information\":3.0,\
+             \"softmax_variance\":4.0,\"variation_ratio\":5.0,\"max_probability\":6.0}"
+        );
+    }
     use proptest::prelude::*;
 
     /// Straightforward float64 reference, written independently of `compute`.

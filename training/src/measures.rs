@@ -26,9 +26,6 @@ pub fn per_image(probs: &[f32], samples: usize, classes: usize) -> Result<Vec<Me
         .collect()
 }
 
-/// Reads one value out of `mcgate`'s [`Measures`].
-pub type MeasureOf = fn(&Measures) -> f64;
-
 /// A measure the evaluation scores each image by. Serialised as its snake_case name;
 /// declared in alphabetical order of those names, so maps keyed by it serialise sorted
 /// alphabetically as well.
@@ -61,14 +58,21 @@ impl Measure {
         Measure::VariationRatio,
     ];
 
-    /// The measures taken from T MC samples, with their value in `mcgate`'s [`Measures`].
-    pub const MC: [(Measure, MeasureOf); 5] = [
-        (Measure::PredictiveEntropy, |m| m.predictive_entropy),
-        (Measure::MutualInformation, |m| m.mutual_information),
-        (Measure::ExpectedEntropy, |m| m.expected_entropy),
-        (Measure::SoftmaxVariance, |m| m.softmax_variance),
-        (Measure::VariationRatio, |m| m.variation_ratio),
+    /// The measures taken from T MC samples: the runtime's ([`mcgate::score::measures::NAMED`]), less the
+    /// confidence (`max_probability`), which the evaluation does not score by.
+    pub const MC: [Measure; 5] = [
+        Measure::PredictiveEntropy,
+        Measure::MutualInformation,
+        Measure::ExpectedEntropy,
+        Measure::SoftmaxVariance,
+        Measure::VariationRatio,
     ];
+
+    /// This measure's value in `mcgate`'s [`Measures`], read by its name; `None` for the
+    /// deterministic entropy, which is not one of them.
+    pub fn value(self, m: &Measures) -> Option<f64> {
+        m.by_name(self.name())
+    }
 
     /// The snake_case name (the JSON key).
     pub fn name(self) -> &'static str {
@@ -86,6 +90,7 @@ impl Measure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mcgate::score::measures::NAMED;
 
     #[test]
     fn measures_serialise_by_name_and_sort_alphabetically() {
@@ -107,6 +112,28 @@ mod tests {
             "{\"det_entropy\":0,\"expected_entropy\":0,\"mutual_information\":0,\
              \"predictive_entropy\":0,\"softmax_variance\":0,\"variation_ratio\":0}"
         );
+    }
+
+    #[test]
+    fn the_mc_measures_are_the_runtimes_less_the_confidence() {
+        let mut runtime: Vec<&str> = NAMED
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| *n != "max_probability")
+            .collect();
+        let mut mc: Vec<&str> = Measure::MC.iter().map(|m| m.name()).collect();
+        runtime.sort();
+        mc.sort();
+        assert_eq!(
+            mc, runtime,
+            "a runtime measure is missing from the evaluation"
+        );
+        let m = per_image(&[0.5, 0.5, 1.0, 0.0], 2, 2).unwrap()[0];
+        assert_eq!(
+            Measure::MutualInformation.value(&m),
+            Some(m.mutual_information)
+        );
+        assert_eq!(Measure::DetEntropy.value(&m), None);
     }
 
     #[test]

@@ -45,8 +45,9 @@ pub fn tch_scores(net: &dyn DropoutNet, pixels: &Tensor, samples: i64) -> Result
         Measure::DetEntropy,
         det.iter().map(|m| m.predictive_entropy).collect(),
     );
-    for (measure, value) in Measure::MC {
-        by_measure.insert(measure, mc.iter().map(value).collect());
+    for measure in Measure::MC {
+        let values = mc.iter().map(|m| measure.value(m).expect("an MC measure"));
+        by_measure.insert(measure, values.collect());
     }
     Ok(TchScores {
         by_measure,
