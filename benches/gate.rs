@@ -90,21 +90,21 @@ fn bench(c: &mut Criterion) {
     c.bench_function("forward_int8_t1", |b| {
         b.iter(|| {
             seed += 1;
-            int8_plan1.run(&input, seed).unwrap()
+            int8_plan1.run(&input, seed).unwrap()[0]
         })
     });
     let mut sparse1 = Plan::new(&model, 1).unwrap();
     c.bench_function("forward_sparse_t1", |b| {
         b.iter(|| {
             seed += 1;
-            sparse1.run(&input, seed).unwrap()
+            sparse1.run(&input, seed).unwrap()[0]
         })
     });
     let mut plan1 = Plan::with(&model, 1, Strategy::Dense).unwrap();
     c.bench_function("forward_t1", |b| {
         b.iter(|| {
             seed += 1;
-            plan1.run(&input, seed).unwrap()
+            plan1.run(&input, seed).unwrap()[0]
         })
     });
     c.bench_function("separate_20x_t1", |b| {

@@ -57,7 +57,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("lite0_forward_t1", |b| {
         b.iter(|| {
             seed += 1;
-            plan1.run(&input, seed).unwrap()
+            plan1.run(&input, seed).unwrap()[0]
         })
     });
 

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use mcgate::input::frame::decode_file;
 use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::Model;
-use mcgate::run::plan::{self, Plan};
+use mcgate::run::plan::Plan;
 use mcgate::score::measures;
 use mcgate::validate::Manifest;
 
@@ -59,8 +59,8 @@ fn main() -> Result<()> {
             let mut rejected = 0usize;
             for seed in 0..seeds {
                 for (i, input) in inputs.iter().enumerate() {
-                    let out = plan.run(input, seed * 1_000_003 + i as u64)?;
-                    let m = measures::compute(plan::output_slice(&out)?, classes, &mut scratch)
+                    let probs = plan.run(input, seed * 1_000_003 + i as u64)?;
+                    let m = measures::compute(probs, classes, &mut scratch)
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     rejected += (m.mutual_information > threshold) as usize;
                 }

@@ -14,7 +14,7 @@ use crate::model::card::{
 use crate::model::rewrite::{self, ConvertError, Converted};
 use crate::model::Model;
 use crate::output::frames::write_atomically;
-use crate::run::plan::{output_slice, Plan};
+use crate::run::plan::Plan;
 use crate::run::rng::WyRand;
 
 /// Largest |converted − original| accepted with every mask 1 (probabilities).
@@ -255,12 +255,10 @@ fn check_against_original(
 /// The converted model's probabilities for `x` with `masks` (one per site).
 fn run(plan: &mut Plan, x: &[f32], masks: &[Vec<f32>]) -> Result<Vec<f32>, ConvertError> {
     let masks: Vec<&[f32]> = masks.iter().map(Vec::as_slice).collect();
-    let out = plan
+    let probs = plan
         .run_with_masks(x, &masks)
         .map_err(|e| ConvertError::Verify(format!("the converted model failed: {e}")))?;
-    Ok(output_slice(&out)
-        .map_err(|e| ConvertError::Verify(e.to_string()))?
-        .to_vec())
+    Ok(probs.to_vec())
 }
 
 /// The original with every `Dropout` in inference mode (its ratio and `training_mode`

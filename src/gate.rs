@@ -8,7 +8,7 @@ use crate::input::frame::{self, Frame, Unreadable};
 use crate::input::preprocess::Preprocessor;
 use crate::model::card::{ModelCard, MAX_SAMPLES, MIN_SAMPLES};
 use crate::model::Model;
-use crate::run::plan::{self, Plan, Strategy};
+use crate::run::plan::{Plan, Strategy};
 use crate::run::rng;
 use crate::score::measures::{self, Measures};
 use crate::score::report::Report;
@@ -151,14 +151,14 @@ impl Gate {
             .preprocessor
             .run(&frame.image)
             .map_err(RejectReason::Preprocess)?;
-        let output = self.plan.run(input, seed).map_err(inference)?;
-        let probs = plan::output_slice(&output).map_err(inference)?;
+        let rows = self.plan.rows();
+        let probs = self.plan.run(input, seed).map_err(inference)?;
         let classes = self.card.classes.len();
         // T rows (M·T for an ensemble), not fewer: one row alone has MI 0 and would pass.
-        if probs.len() != self.plan.rows() * classes {
+        if probs.len() != rows * classes {
             return Err(RejectReason::Unscorable(measures::Unscorable::Samples {
                 len: probs.len(),
-                samples: self.plan.rows(),
+                samples: rows,
                 classes,
             }));
         }

@@ -12,7 +12,7 @@ use mcgate::input::frame::{decode_file, Frame};
 use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::split::SitePath;
 use mcgate::model::Model;
-use mcgate::run::plan::{output_slice, Plan, Strategy};
+use mcgate::run::plan::{Plan, Strategy};
 use mcgate::score::verdict::Decision;
 
 /// Every PNG under `dirs`, sorted.
@@ -91,10 +91,7 @@ fn same_verdicts(model: &Model, frames: &[PathBuf], compared: usize) -> usize {
         rejected += (a.verdict.decision() == Decision::Reject) as usize;
         if index < compared {
             let input = preprocessor.run(&frame.image).unwrap().to_vec();
-            let [ps, pd] = [0, 1].map(|k| {
-                let out = plans[k].run(&input, index as u64).unwrap();
-                output_slice(&out).unwrap().to_vec()
-            });
+            let [ps, pd] = [0, 1].map(|k| plans[k].run(&input, index as u64).unwrap().to_vec());
             assert_eq!(ps.len(), pd.len());
             let worst = ps
                 .iter()

@@ -262,7 +262,7 @@ mod tests {
     use crate::model::card::tests::sample_card;
     use crate::model::card::ModelCard;
     use crate::model::Model;
-    use crate::run::plan::{output_slice, Plan};
+    use crate::run::plan::Plan;
 
     /// A contract graph (x [1,1,4,4] → Flatten → Mul mask_0 [T,16] → Gemm 16→2 → Softmax)
     /// is loaded and checked by the runtime, and its plan gives probability rows.
@@ -293,8 +293,7 @@ mod tests {
         card.onnx_sha256 = crate::model::card::sha256_hex(&bytes);
         let model = Model::from_parts(card, &bytes, "t.onnx".as_ref()).expect("loads");
         let mut plan = Plan::new(&model, 4).unwrap();
-        let out = plan.run(&[0.5; 16], 1).unwrap();
-        let probs = output_slice(&out).unwrap();
+        let probs = plan.run(&[0.5; 16], 1).unwrap();
         assert_eq!(probs.len(), 4 * 2);
         for row in probs.chunks(2) {
             assert!((row[0] + row[1] - 1.0).abs() < 1e-6, "{row:?}");
@@ -385,13 +384,11 @@ mod tests {
         let model = load(&card, &graph(2)).expect("the ensemble loads");
         let mut plan = Plan::new(&model, 3).unwrap();
         assert_eq!((plan.samples(), plan.rows()), (3, 6));
-        let out = plan.run(&[0.5; 16], 1).unwrap();
-        let probs = output_slice(&out).unwrap();
+        let probs = plan.run(&[0.5; 16], 1).unwrap();
         assert_eq!(probs.len(), 6 * 2);
         // The members' weights differ, so their rows do even with every mask 1.
         let ones = vec![1.0; 3 * 16];
-        let out = plan.run_with_masks(&[0.5; 16], &[&ones, &ones]).unwrap();
-        let probs = output_slice(&out).unwrap();
+        let probs = plan.run_with_masks(&[0.5; 16], &[&ones, &ones]).unwrap();
         assert_ne!(probs[..2], probs[6..8]);
 
         // An ensemble card on a one-model graph, and the ensemble graph with the card's

@@ -1577,7 +1577,7 @@ mod tests {
     use crate::model::onnx::{f32_scalar, f32_tensor, float, i64_tensor, int, tensor, Graph};
     use crate::model::Model;
     use crate::run::masks;
-    use crate::run::plan::{output_slice, Plan};
+    use crate::run::plan::Plan;
     use crate::run::rng::WyRand;
 
     /// Samples per run in the tests.
@@ -1704,8 +1704,7 @@ mod tests {
     fn run(model: &Model, x: &[f32], masks: &[Vec<f32>]) -> Vec<f32> {
         let mut plan = Plan::new(model, T).unwrap();
         let masks: Vec<&[f32]> = masks.iter().map(Vec::as_slice).collect();
-        let out = plan.run_with_masks(x, &masks).unwrap();
-        output_slice(&out).unwrap().to_vec()
+        plan.run_with_masks(x, &masks).unwrap().to_vec()
     }
 
     fn assert_close(got: &[f32], want: &[f32], what: &str) {

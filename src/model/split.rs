@@ -712,7 +712,7 @@ mod tests {
     use crate::model::card::tests::sample_card;
     use crate::model::onnx::{f32_tensor, int, Graph};
     use crate::model::Model;
-    use crate::run::plan::{output_slice, Plan, Strategy};
+    use crate::run::plan::{Plan, Strategy};
     use crate::run::rng::WyRand;
     use proptest::prelude::*;
 
@@ -760,11 +760,10 @@ mod tests {
     }
 
     fn probs(plan: &mut Plan, image: &[f32], masks: Option<&[f32]>, seed: u64) -> Vec<f32> {
-        let out = match masks {
-            Some(m) => plan.run_with_masks(image, &[m]).unwrap(),
-            None => plan.run(image, seed).unwrap(),
-        };
-        output_slice(&out).unwrap().to_vec()
+        match masks {
+            Some(m) => plan.run_with_masks(image, &[m]).unwrap().to_vec(),
+            None => plan.run(image, seed).unwrap().to_vec(),
+        }
     }
 
     proptest! {

@@ -127,6 +127,8 @@ pub struct Plan {
     sites: Vec<Site>,
     samples: usize,
     rows: usize,
+    /// The last run's output, kept so that its probabilities can be lent out as `&[f32]`.
+    output: Option<TValue>,
 }
 
 impl Plan {
@@ -252,6 +254,7 @@ impl Plan {
             sites,
             samples,
             rows: card.output_rows(samples),
+            output: None,
         })
     }
 
@@ -272,11 +275,12 @@ impl Plan {
     }
 
     /// Runs T samples on one preprocessed image (`[C·H·W]`, already normalised) with masks
-    /// drawn from `seed`, and returns the output tensor, [`rows`](Plan::rows) × classes
-    /// probabilities.
-    pub fn run(&mut self, image: &[f32], seed: u64) -> Result<TValue, Error> {
+    /// drawn from `seed`, and returns the probabilities, [`rows`](Plan::rows) × classes,
+    /// row-major: what the gate scores, with no tract type in sight.
+    pub fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], Error> {
         copy_into(&mut self.image, image, "image")?;
-        self.run_current(Masks::Drawn(seed))
+        let output = self.run_current(Masks::Drawn(seed))?;
+        output_slice(self.output.insert(output))
     }
 
     /// Runs with caller-supplied masks (`[T, ..site]` each, card order): for parity tests
@@ -285,7 +289,7 @@ impl Plan {
         &mut self,
         image: &[f32],
         site_masks: &[&[f32]],
-    ) -> Result<TValue, Error> {
+    ) -> Result<&[f32], Error> {
         if site_masks.len() != self.sites.len() {
             return Err(Error::Inference(format!(
                 "{} masks given, the model has {} dropout sites",
@@ -306,7 +310,8 @@ impl Plan {
             }
         }
         copy_into(&mut self.image, image, "image")?;
-        self.run_current(Masks::Given(site_masks))
+        let output = self.run_current(Masks::Given(site_masks))?;
+        output_slice(self.output.insert(output))
     }
 
     fn run_current(&mut self, masks: Masks) -> Result<TValue, Error> {

@@ -4,7 +4,7 @@
 
 use anyhow::{ensure, Result};
 use mcgate::model::Model;
-use mcgate::run::plan::{output_slice, Plan};
+use mcgate::run::plan::Plan;
 use mcgate::run::rng::mix;
 
 use crate::data::Dataset;
@@ -72,16 +72,14 @@ pub fn tract_scores(
     let mut det_probs = Vec::with_capacity(n * det_rows * classes);
     let mut mc_probs = Vec::with_capacity(n * mc_rows * classes);
     for (i, input) in images.chunks_exact(pixels).enumerate() {
-        let out = det.run_with_masks(input, &ones)?;
-        let probs = output_slice(&out)?;
+        let probs = det.run_with_masks(input, &ones)?;
         ensure!(
             probs.len() == det_rows * classes,
             "image {i}: {} outputs, not {det_rows} × {classes}",
             probs.len()
         );
         det_probs.extend_from_slice(probs);
-        let out = mc.run(input, mix(seed, i as u64))?;
-        let probs = output_slice(&out)?;
+        let probs = mc.run(input, mix(seed, i as u64))?;
         ensure!(
             probs.len() == mc_rows * classes,
             "image {i}: {} outputs, not {mc_rows} × {classes}",
