@@ -6,7 +6,9 @@
 //! writers, annotation, summary). `model` is translate time: load the ONNX file and its
 //! card, check one against the other, build ONNX graphs. `gate` strings the stages together
 //! for one frame (and a pool of gates for several cores); `session` is the gate loop with
-//! its per-frame rules (alarm, write-before-verdict); `validate` replays an eval bundle;
+//! its per-frame rules (alarm, write-before-verdict), assembled from a
+//! `session::config::GateConfig` (the command line fills one), its outputs `output::Sink`s;
+//! `validate` replays an eval bundle;
 //! `calibrate` sets a model's threshold on the camera's own clean frames; `text` makes names
 //! and labels safe to print (a leaf every layer may use).
 //!
