@@ -816,6 +816,26 @@ struct Feed {
 }
 
 impl Feed {
+    /// A gate reading raw frames from stdin (`args`), its lines fed back one at a time and
+    /// its log lines sent on as they come.
+    fn spawn(args: &[&str]) -> (std::process::Child, Feed, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader};
+        let mut child = spawn_mcgate(args);
+        let feed = Feed {
+            stdin: child.stdin.take().unwrap(),
+            lines: BufReader::new(child.stdout.take().unwrap()).lines(),
+            sent: 0,
+        };
+        let (log_tx, log) = std::sync::mpsc::channel();
+        let stderr_pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let _ = log_tx.send(line.unwrap());
+            }
+        });
+        (child, feed, log)
+    }
+
     fn next(&mut self) -> serde_json::Value {
         use std::io::Write;
         self.stdin.write_all(&[10, 200, 30, 90]).unwrap();
@@ -853,23 +873,10 @@ impl Feed {
 /// keeps the old threshold and logs one line.
 #[test]
 fn sighup_reloads_the_threshold_and_a_broken_card_keeps_the_old_one() {
-    use std::io::{BufRead, BufReader};
     let m = TinyModel::good();
     let stem = m.stem();
     let card_path = m.path("m.card.json");
-    let mut child = spawn_mcgate(&raw_2x2_args(&stem));
-    let mut feed = Feed {
-        stdin: child.stdin.take().unwrap(),
-        lines: BufReader::new(child.stdout.take().unwrap()).lines(),
-        sent: 0,
-    };
-    let (log_tx, log) = std::sync::mpsc::channel();
-    let stderr_pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines() {
-            let _ = log_tx.send(line.unwrap());
-        }
-    });
+    let (mut child, mut feed, log) = Feed::spawn(&raw_2x2_args(&stem));
     let hangup = |pid: u32| unsafe {
         assert_eq!(libc::kill(pid as i32, libc::SIGHUP), 0);
     };
@@ -1512,7 +1519,6 @@ fn limit_file_size(cmd: &mut std::process::Command, bytes: u64) {
 /// `--card-sha256` pins the one the operator checked, at start and on SIGHUP.
 #[test]
 fn a_pinned_card_refuses_a_model_folder_changed_under_it() {
-    use std::io::{BufRead, BufReader};
     let m = TinyModel::good();
     let stem = m.stem();
     let card_path = m.path("m.card.json");
@@ -1532,19 +1538,7 @@ fn a_pinned_card_refuses_a_model_folder_changed_under_it() {
     // The SIGHUP half first, on the checked card: a weakened card is not taken.
     let mut args = raw_2x2_args(&stem);
     args.extend(["--card-sha256", &digest]);
-    let mut child = spawn_mcgate(&args);
-    let mut feed = Feed {
-        stdin: child.stdin.take().unwrap(),
-        lines: BufReader::new(child.stdout.take().unwrap()).lines(),
-        sent: 0,
-    };
-    let (log_tx, log) = std::sync::mpsc::channel();
-    let stderr_pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines() {
-            let _ = log_tx.send(line.unwrap());
-        }
-    });
+    let (mut child, mut feed, log) = Feed::spawn(&args);
     assert_eq!(feed.next()["threshold"], 0.5);
     let mut card: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
