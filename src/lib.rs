@@ -19,6 +19,7 @@
 pub mod calibrate;
 pub mod convert;
 pub mod error;
+pub mod files;
 pub mod gate;
 pub mod input;
 pub mod model;

@@ -1646,6 +1646,22 @@ fn links_to_folders_and_named_pipes_neither_hang_nor_loop_the_gate() {
     );
     // Named on the command line, the pipe is a rejected frame, not a wait.
     assert_frame_rejected(&m, &fifo, "a named pipe or socket, not a file");
+    // A model card that is a named pipe: refused at start (was: start-up waited forever).
+    let card = m.path("m.card.json");
+    std::fs::remove_file(&card).unwrap();
+    let c_card = std::ffi::CString::new(card.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_card.as_ptr(), 0o600) }, 0);
+    let mut child = spawn_mcgate(&["gate", &m.stem(), &m.frame(), "--seed", "1"]);
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the gate waited on a model card that is a named pipe");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_one_line_error(&out, 3, "a named pipe or socket, not a file");
 }
 
 /// Row 75: `-j 64` where the system will not start 64 threads (here a 450 MB address-space

@@ -71,7 +71,8 @@ fn parse_site(arg: &str) -> Result<(String, f32), String> {
 }
 
 pub(crate) fn run(args: ConvertArgs) -> Result<u8, Failure> {
-    let onnx = std::fs::read(&args.input).map_err(|e| Error::io("read model", &args.input, e))?;
+    let onnx = mcgate::files::read_bounded(&args.input, mcgate::files::MAX_ONNX_BYTES)
+        .map_err(|e| Error::io("read model", &args.input, e))?;
     if args.list_sites {
         let candidates =
             mcgate::model::rewrite::list_sites(&onnx).map_err(|problem| Error::Convert {

@@ -314,6 +314,42 @@ fn decodable_format(head: &[u8]) -> Option<image::ImageFormat> {
         .filter(|f| matches!(f, Png | Jpeg | Pnm))
 }
 
+/// A PNG without its compressed metadata chunks (`iCCP`, `zTXt`, `iTXt`): the gate uses none
+/// of them, and the decoder inflates them before the frame's size is known, outside the frame
+/// budget (a 400 KB PNG with a colour profile of 400 MB of zeros peaked at 442 MB). Pixels are
+/// unchanged (the decoder applies no profile). Anything else, or a PNG whose chunks do not
+/// parse, is returned as it is, for the decoder to judge.
+fn png_without_metadata(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    use std::borrow::Cow;
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    const DROPPED: [&[u8; 4]; 3] = [b"iCCP", b"zTXt", b"iTXt"];
+    if !bytes.starts_with(SIGNATURE) {
+        return Cow::Borrowed(bytes);
+    }
+    // Chunks: 4-byte length, 4-byte type, data, 4-byte CRC.
+    let mut kept = Vec::with_capacity(bytes.len());
+    kept.extend_from_slice(SIGNATURE);
+    let (mut i, mut dropped) = (SIGNATURE.len(), false);
+    while i + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[i..i + 4].try_into().expect("4 bytes")) as usize;
+        let Some(end) = (i + 12).checked_add(len).filter(|&end| end <= bytes.len()) else {
+            return Cow::Borrowed(bytes);
+        };
+        if DROPPED.iter().any(|t| &bytes[i + 4..i + 8] == *t) {
+            dropped = true;
+        } else {
+            kept.extend_from_slice(&bytes[i..end]);
+        }
+        i = end;
+    }
+    kept.extend_from_slice(&bytes[i..]);
+    if dropped {
+        Cow::Owned(kept)
+    } else {
+        Cow::Borrowed(bytes)
+    }
+}
+
 /// Whether a JPEG's markers run to its end-of-image marker (EOI). Segments are skipped by
 /// their lengths and each scan's entropy-coded data up to the next marker (in it, 0xFF is
 /// always followed by a stuffed 0 or a restart marker), so an EOI byte pair cannot be matched
@@ -426,7 +462,8 @@ fn decode_leased(bytes: &[u8], bounds: DecodeLimits) -> Result<(DynamicImage, Le
     if bytes.is_empty() {
         return Err(ReadError::Empty);
     }
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+    let stripped = png_without_metadata(bytes);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&stripped[..]))
         .with_guessed_format()
         .map_err(|e| ReadError::Read(e.to_string()))?;
     let Some(format) = reader.format() else {
@@ -763,6 +800,61 @@ mod tests {
             matches!(&refused, ReadError::Decode(m) if m.contains("Huffman")),
             "{refused:?}"
         );
+    }
+
+    /// A PNG chunk: length, type, data, CRC.
+    fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut typed = kind.to_vec();
+        typed.extend_from_slice(data);
+        let mut c = (data.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(&typed);
+        c.extend_from_slice(&crc32(&typed).to_be_bytes());
+        c
+    }
+
+    /// CRC-32 (ISO-HDLC, as PNG chunks use it), bit by bit.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_png_is_decoded_without_its_compressed_metadata() {
+        let img = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y) as u8]));
+        let mut png = vec![];
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        // A colour profile after the header (its deflated bytes never read: the chunk goes
+        // before the decoder sees it), and a compressed text chunk.
+        let mut profile = b"bomb\0\0".to_vec();
+        profile.extend([0x78, 0xDA, 0xED, 0xC1, 0x01, 0x0D]);
+        let ihdr_end = 8 + 8 + 13 + 4;
+        let mut with = png[..ihdr_end].to_vec();
+        with.extend(chunk(b"iCCP", &profile));
+        with.extend(chunk(b"zTXt", b"k\0\0x"));
+        with.extend_from_slice(&png[ihdr_end..]);
+        let stripped = png_without_metadata(&with);
+        assert_eq!(&stripped[..], &png[..], "exactly the chunks dropped");
+        assert!(matches!(
+            png_without_metadata(&png),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            decode_bytes(&with).unwrap().as_bytes(),
+            img.as_raw().as_slice()
+        );
+        // A PNG whose chunks do not parse is left to the decoder.
+        assert_eq!(&png_without_metadata(&with[..40])[..], &with[..40]);
     }
 
     #[test]

@@ -577,7 +577,8 @@ impl ModelCard {
     /// Reads and validates the card at `path`, with the SHA-256 of the bytes it was parsed
     /// from (what `gate --card-sha256` pins).
     pub fn read_with_sha256(path: &Path) -> Result<(ModelCard, String), Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io("read model card", path, e))?;
+        let bytes = crate::files::read_bounded(path, crate::files::MAX_CARD_BYTES)
+            .map_err(|e| Error::io("read model card", path, e))?;
         let card = Self::from_json(&bytes).map_err(|problem| Error::Card {
             path: path.to_owned(),
             problem,

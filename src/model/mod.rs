@@ -65,8 +65,8 @@ impl Model {
     /// bytes, and checks that the graph's inputs and output are the ones the card describes.
     pub fn load(paths: &ModelPaths) -> Result<Model, Error> {
         let (card, card_sha256) = ModelCard::read_with_sha256(&paths.card)?;
-        let bytes =
-            std::fs::read(&paths.onnx).map_err(|e| Error::io("read model", &paths.onnx, e))?;
+        let bytes = crate::files::read_bounded(&paths.onnx, crate::files::MAX_ONNX_BYTES)
+            .map_err(|e| Error::io("read model", &paths.onnx, e))?;
         let model = Self::from_parts(card, &bytes, &paths.onnx)?;
         Ok(Model {
             card_sha256: Some(card_sha256),
