@@ -1664,37 +1664,26 @@ fn links_to_folders_and_named_pipes_neither_hang_nor_loop_the_gate() {
     assert_one_line_error(&out, 3, "a named pipe or socket, not a file");
 }
 
-/// Row 75: `-j 64` where the system will not start 64 threads (here a 450 MB address-space
-/// limit, as a memory-limited service unit sets; found by the outside probe): was a panic,
-/// exit 101.
+/// Row 75: threads the system will not start (found by the outside probe with `-j 64` under
+/// `ulimit -v 500000`, as a memory-limited service unit sets: a panic, exit 101). Made
+/// certain here by asking for 100 TiB thread stacks (`RUST_MIN_STACK`), which no system maps.
 #[test]
 fn threads_the_system_will_not_start_are_a_one_line_error() {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"));
-    cmd.current_dir(root()).args([
-        "gate",
-        "builtin:mnist",
-        "samples/mnist",
-        "-j",
-        "64",
-        "--seed",
-        "1",
-    ]);
-    // SAFETY: only async-signal-safe libc calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            let limit = libc::rlimit {
-                rlim_cur: 450 << 20,
-                rlim_max: 450 << 20,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    assert_one_line_error(&out, 2, "run with fewer --jobs than 64");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .env("RUST_MIN_STACK", (100u64 << 40).to_string())
+        .args([
+            "gate",
+            "builtin:mnist",
+            "samples/mnist",
+            "-j",
+            "2",
+            "--seed",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 2, "cannot start the SIGHUP thread");
     assert!(out.stdout.is_empty(), "no frame was gated");
 }
 

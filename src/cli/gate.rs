@@ -126,7 +126,7 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
         frames,
         reload,
     } = config.build(source)?;
-    reload.listen(sighup);
+    reload.listen(sighup)?;
     session.run(frames)?;
     let summary = session.summary();
     eprintln!("{}", summary.to_text());

@@ -10,6 +10,7 @@ use crate::gate::check_threshold;
 use crate::model::card::{ModelCard, ModelPaths};
 use crate::model::BUILTIN;
 use crate::score::verdict::SharedThreshold;
+use crate::Error;
 
 /// Re-reads a model's card on request and takes its threshold.
 pub struct CardReload {
@@ -129,13 +130,17 @@ impl CardReload {
     }
 
     /// Reloads on every SIGHUP `signals` receives, on a thread of its own, logging one line
-    /// each. Register the signals first thing: until then a SIGHUP ends the process.
-    pub fn listen(self, mut signals: signal_hook::iterator::Signals) {
-        std::thread::spawn(move || {
-            for _ in signals.forever() {
-                log::warn!("{}", self.reload());
-            }
-        });
+    /// each. Register the signals first thing: until then a SIGHUP ends the process. A thread
+    /// the system will not start is an error, not a panic.
+    pub fn listen(self, mut signals: signal_hook::iterator::Signals) -> Result<(), Error> {
+        std::thread::Builder::new()
+            .spawn(move || {
+                for _ in signals.forever() {
+                    log::warn!("{}", self.reload());
+                }
+            })
+            .map(drop)
+            .map_err(|e| Error::Setting(format!("cannot start the SIGHUP thread ({e})")))
     }
 }
 
