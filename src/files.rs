@@ -12,20 +12,11 @@ pub const MAX_ONNX_BYTES: u64 = 1 << 30;
 /// The bytes of the regular file (or device) at `path`, at most `max` of them: a named pipe
 /// or socket is refused without waiting for a writer, and a longer file is refused unread.
 pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path)?;
-    let meta = file.metadata()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_fifo() || meta.file_type().is_socket() {
-            return Err(std::io::Error::other(
-                "a named pipe or socket, not a file (it could block forever)",
-            ));
-        }
+    let (file, meta) = open_unwaited(path)?;
+    if is_pipe_or_socket(&meta) {
+        return Err(std::io::Error::other(
+            "a named pipe or socket, not a file (it could block forever)",
+        ));
     }
     let too_long = || std::io::Error::other(format!("longer than the {max} bytes read at most"));
     if meta.is_file() && meta.len() > max {
@@ -37,6 +28,32 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         return Err(too_long());
     }
     Ok(bytes)
+}
+
+/// `path` opened for reading without waiting (opening a named pipe blocks until someone
+/// writes to it), with its metadata.
+pub fn open_unwaited(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+/// Whether a file is a named pipe or socket: reading it could wait forever.
+pub fn is_pipe_or_socket(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        meta.file_type().is_fifo() || meta.file_type().is_socket()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
+    }
 }
 
 #[cfg(test)]

@@ -1615,16 +1615,10 @@ fn links_to_folders_and_named_pipes_neither_hang_nor_loop_the_gate() {
     let fifo = frames.join("b.png");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-    let mut child = spawn_mcgate(&["gate", &m.stem(), frames.to_str().unwrap(), "--seed", "1"]);
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("the gate did not finish on a folder with links to itself");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = within_30_s(
+        &["gate", &m.stem(), frames.to_str().unwrap(), "--seed", "1"],
+        "the gate did not finish on a folder with links to itself",
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let sources: Vec<String> = lines(&out)
         .iter()
@@ -1651,16 +1645,10 @@ fn links_to_folders_and_named_pipes_neither_hang_nor_loop_the_gate() {
     std::fs::remove_file(&card).unwrap();
     let c_card = std::ffi::CString::new(card.to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(c_card.as_ptr(), 0o600) }, 0);
-    let mut child = spawn_mcgate(&["gate", &m.stem(), &m.frame(), "--seed", "1"]);
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > std::time::Duration::from_secs(30) {
-            child.kill().unwrap();
-            panic!("the gate waited on a model card that is a named pipe");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = within_30_s(
+        &["gate", &m.stem(), &m.frame(), "--seed", "1"],
+        "the gate waited on a model card that is a named pipe",
+    );
     assert_one_line_error(&out, 3, "a named pipe or socket, not a file");
 }
 
@@ -1742,4 +1730,18 @@ fn outputs_never_write_over_the_frames_being_gated() {
         "1",
     ]);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+}
+
+/// mcgate run with `args`, killed and the test failed with `hung` after 30 s.
+fn within_30_s(args: &[&str], hung: &str) -> std::process::Output {
+    let mut child = spawn_mcgate(args);
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("{hung}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
 }

@@ -263,20 +263,9 @@ fn decode_file_leased(path: &Path) -> Result<(DynamicImage, Lease), ReadError> {
 /// and only up to [`MAX_FILE_BYTES`]: a huge sparse file or `/dev/zero` costs 16 bytes.
 pub fn read_file(path: &Path) -> Result<Vec<u8>, ReadError> {
     let read_error = |e: std::io::Error| ReadError::Read(e.to_string());
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    // Opening a named pipe blocks until someone writes to it: open without waiting, then
-    // refuse it.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let file = options.open(path).map_err(read_error)?;
-    let meta = file.metadata().map_err(read_error)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if meta.file_type().is_fifo() || meta.file_type().is_socket() {
-            return Err(ReadError::NotAFile);
-        }
+    let (file, meta) = crate::files::open_unwaited(path).map_err(read_error)?;
+    if crate::files::is_pipe_or_socket(&meta) {
+        return Err(ReadError::NotAFile);
     }
     if meta.is_file() && meta.len() > MAX_FILE_BYTES {
         return Err(ReadError::TooLarge);
