@@ -152,3 +152,48 @@ fn photo_bundle_validates() {
     );
     assert!(stdout.contains("PASS"), "{stdout}");
 }
+
+/// Was: under `--pass-through` a crop model's accepted frame went downstream whole, squeezed to
+/// 224×224, so two thirds of the pixels passed had never been scored. A clean photo inside a
+/// 640×480 frame of magenta, placed where the model looks: it is accepted, and what goes
+/// downstream (and into `--accepted`) is the photo, with no magenta.
+#[test]
+fn a_crop_model_passes_on_only_what_it_scored() {
+    use mcgate::input::preprocess::scored_region;
+    use mcgate::model::card::Resize;
+    let resize = Resize::ShorterSideCrop {
+        shorter_side: 256,
+        crop: 224,
+    };
+    let (x, y, w, h) = scored_region(640, 480, resize);
+    let photo = image::open(root().join("samples/photos/clean_imagenet_00_243.png")).unwrap();
+    let photo = photo.resize_exact(w, h, image::imageops::FilterType::Triangle);
+    let mut frame = image::RgbImage::from_pixel(640, 480, image::Rgb([255, 0, 255]));
+    image::imageops::replace(&mut frame, &photo.to_rgb8(), x as i64, y as i64);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("frame.png");
+    frame.save(&input).unwrap();
+    let accepted = dir.path().join("accepted");
+    let out = mcgate(&[
+        "gate",
+        "models/lite0-imagenet",
+        input.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--pass-through",
+        "--accepted",
+        accepted.to_str().unwrap(),
+        "--report",
+        dir.path().join("verdicts.jsonl").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(out.stdout.len(), 224 * 224 * 3, "one accepted RGB frame");
+    let magenta = |p: &[u8]| p[0] > 200 && p[1] < 60 && p[2] > 200;
+    let passed = out.stdout.chunks(3).filter(|p| magenta(p)).count();
+    assert_eq!(passed, 0, "unscored magenta pixels went downstream");
+    let saved = image::open(accepted.join("000000_frame.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(saved.dimensions(), (w, h));
+    assert!(!saved.pixels().any(|p| magenta(&p.0)));
+}

@@ -47,7 +47,7 @@ pub(crate) struct GateArgs {
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
     /// Write every accepted frame as PNG into this directory, before its verdict line (under
-    /// a temporary name, then renamed). A frame that cannot be written (full disk) is reported
+    /// a temporary name, then renamed); for a crop model, the centre it scored. A frame that cannot be written (full disk) is reported
     /// as a reject and the gate stops with exit 5.
     #[arg(long, value_name = "DIR")]
     accepted: Option<PathBuf>,
@@ -60,6 +60,7 @@ pub(crate) struct GateArgs {
     /// Put the gate in the video path: write every accepted frame to stdout as a raw frame
     /// (raw stdin frames byte for byte; image files at --width x --height in --pixel-format,
     /// by default the model's size and channels) and the verdict lines to --report or stderr.
+    /// A crop model (the card's resize cuts the centre) passes on only the centre it scored.
     ///
     /// Example: ffmpeg -i cam -vf scale=28:28 -f rawvideo -pix_fmt gray - |
     ///   mcgate gate models/mnist - --width 28 --height 28 --pass-through --report verdicts.jsonl |

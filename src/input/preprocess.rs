@@ -1,5 +1,7 @@
 //! Frame → model input: channel conversion, resize, and normalisation as the card says.
 
+use std::borrow::Cow;
+
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::DynamicImage;
 
@@ -174,6 +176,41 @@ fn resize_bilinear(img: DynamicImage, w: u32, h: u32) -> Option<DynamicImage> {
     Some(out)
 }
 
+/// The part of a `width`×`height` frame that the model scores, as `(x, y, w, h)` in the frame's
+/// own pixels: the whole frame when the card stretches it, the centre square that survives the
+/// crop when it cuts (edges rounded to the nearest pixel; at least one pixel each way). What
+/// lies outside was never seen by the model, so nothing outside may be passed on as gated.
+pub fn scored_region(width: u32, height: u32, resize: Resize) -> (u32, u32, u32, u32) {
+    let Resize::ShorterSideCrop { shorter_side, crop } = resize else {
+        return (0, 0, width, height);
+    };
+    let (rw, rh) = resized_size(width, height, shorter_side);
+    let (cx, cy) = centre_crop_offset(rw as u32, rh as u32, crop);
+    // Resized coordinate c maps back to c · side / resized, rounded.
+    let back = |c: u32, side: u32, resized: u64| {
+        ((c as u64 * side as u64 + resized / 2) / resized).min(side as u64) as u32
+    };
+    let span = |c: u32, side: u32, resized: u64| {
+        let start = back(c, side, resized).min(side - 1);
+        let end = back(c + crop, side, resized).max(start + 1);
+        (start, end - start)
+    };
+    let (x, w) = span(cx, width, rw);
+    let (y, h) = span(cy, height, rh);
+    (x, y, w, h)
+}
+
+/// The part of `image` that a model fitting frames by `resize` scores ([`scored_region`]),
+/// borrowed when that is the whole frame.
+pub fn scored_part(image: &DynamicImage, resize: Resize) -> Cow<'_, DynamicImage> {
+    let (x, y, w, h) = scored_region(image.width(), image.height(), resize);
+    if (x, y, w, h) == (0, 0, image.width(), image.height()) {
+        Cow::Borrowed(image)
+    } else {
+        Cow::Owned(image.crop_imm(x, y, w, h))
+    }
+}
+
 /// Top-left corner of the centre `crop`×`crop` of a `width`×`height` image, as torchvision's
 /// `CenterCrop` (offsets rounded half to even). The image must be at least `crop` each way.
 pub fn centre_crop_offset(width: u32, height: u32, crop: u32) -> (u32, u32) {
@@ -267,6 +304,63 @@ mod tests {
             worst <= 1,
             "fast and triangle resizes differ by {worst} levels"
         );
+    }
+
+    /// The scored region, cut from the frame and resized to the model's size, is what the
+    /// model saw: against `fit` (resize then cut) on a frame with detail everywhere, the two
+    /// differ by resampling only; the whole frame squeezed differs by far more.
+    #[test]
+    fn the_scored_region_is_what_the_model_sees() {
+        let resize = Resize::ShorterSideCrop {
+            shorter_side: 256,
+            crop: 224,
+        };
+        assert_eq!(scored_region(640, 480, resize), (109, 30, 420, 420));
+        assert_eq!(scored_region(480, 640, resize), (30, 109, 420, 420));
+        assert_eq!(scored_region(256, 256, resize), (16, 16, 224, 224));
+        assert_eq!(scored_region(1, 1, resize), (0, 0, 1, 1));
+        assert_eq!(scored_region(640, 480, Resize::Stretch), (0, 0, 640, 480));
+        let frame: DynamicImage = image::RgbImage::from_fn(640, 480, |x, y| {
+            image::Rgb([(x / 3) as u8, (y / 2) as u8, ((x * y) / 997 % 256) as u8])
+        })
+        .into();
+        let seen = fit(frame.clone(), resize, 224, 224).unwrap().to_rgb8();
+        let mean_gap = |other: &image::RgbImage| {
+            let sum: u64 = (seen.as_raw().iter().zip(other.as_raw()))
+                .map(|(&a, &b)| a.abs_diff(b) as u64)
+                .sum();
+            sum as f64 / seen.as_raw().len() as f64
+        };
+        let (x, y, w, h) = scored_region(640, 480, resize);
+        let region = frame.crop_imm(x, y, w, h);
+        let passed = region.resize_exact(224, 224, image::imageops::FilterType::Triangle);
+        let squeezed = frame.resize_exact(224, 224, image::imageops::FilterType::Triangle);
+        let (gap, squeezed_gap) = (mean_gap(&passed.to_rgb8()), mean_gap(&squeezed.to_rgb8()));
+        assert!(gap < 3.0, "the scored region differs by {gap} levels");
+        assert!(squeezed_gap > 10.0 * gap, "{squeezed_gap} vs {gap}");
+    }
+
+    /// A 640×480 frame, white outside the region the model scores and black inside: the
+    /// scored part is all black, and a stretching model's is the whole frame.
+    #[test]
+    fn the_scored_part_holds_nothing_unscored() {
+        let resize = Resize::ShorterSideCrop {
+            shorter_side: 256,
+            crop: 224,
+        };
+        let (x0, y0, w, h) = scored_region(640, 480, resize);
+        let frame: DynamicImage = image::GrayImage::from_fn(640, 480, |x, y| {
+            let inside = (x0..x0 + w).contains(&x) && (y0..y0 + h).contains(&y);
+            image::Luma([if inside { 0 } else { 255 }])
+        })
+        .into();
+        let part = scored_part(&frame, resize);
+        assert_eq!((part.width(), part.height()), (420, 420));
+        assert!(part.to_luma8().iter().all(|&v| v == 0));
+        assert!(matches!(
+            scored_part(&frame, Resize::Stretch),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use image::{imageops::FilterType, DynamicImage};
 
-use crate::input::frame::{Frame, PixelFormat};
+use crate::input::frame::PixelFormat;
 use crate::Error;
 
 /// What downstream gets in a rejected frame's place.
@@ -74,9 +74,9 @@ impl PassThrough {
         }
     }
 
-    /// Writes an accepted frame downstream.
-    pub fn accept(&mut self, frame: &Frame) -> Result<(), Error> {
-        let bytes = self.raw(&frame.image);
+    /// Writes an accepted frame downstream (the part of it that was scored).
+    pub fn accept(&mut self, image: &DynamicImage) -> Result<(), Error> {
+        let bytes = self.raw(image);
         write(&mut self.out, &bytes)?;
         if self.on_reject == OnReject::Repeat {
             // Same size every frame: the buffer is reused.

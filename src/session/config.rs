@@ -172,6 +172,7 @@ impl GateConfig {
         let outputs = FrameOutputs {
             accepted: frame_dir(&self.accepted, "--accepted")?,
             pass_through,
+            scored: model.card.input.resize,
         };
         let annotated = frame_dir(&self.annotate, "--annotate")?;
         if let Source::Files(inputs) = &source_kind {

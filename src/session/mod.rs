@@ -14,6 +14,8 @@ use std::io::Write;
 
 use crate::gate::Pool;
 use crate::input::frame::{self, Frame};
+use crate::input::preprocess::scored_part;
+use crate::model::card::Resize;
 use crate::output::frames::FrameSink;
 use crate::output::passthrough::PassThrough;
 use crate::output::report::ReportWriter;
@@ -31,6 +33,9 @@ pub struct FrameOutputs {
     pub accepted: Option<Box<dyn FrameSink>>,
     /// The video path: accepted frames downstream, rejected ones replaced (`--pass-through`).
     pub pass_through: Option<PassThrough>,
+    /// How the model fits frames: only the part of a frame it scored is passed on (a crop
+    /// model's centre; what lies outside was never scored).
+    pub scored: Resize,
 }
 
 /// One run of the gate over a stream of frames.
@@ -119,11 +124,12 @@ impl<W: Write> Outputs<W> {
         // (full disk), its line says reject, and the session stops with that error.
         let mut passed_on = Ok(());
         if let (Some(frame), Decision::Accept) = (frame, report.verdict.decision()) {
+            let scored = scored_part(&frame.image, self.frames.scored);
             if let Some(sink) = &self.frames.accepted {
-                passed_on = sink.save(frame.index, &frame.source, &frame.image);
+                passed_on = sink.save(frame.index, &frame.source, &scored);
             }
             if let (Ok(()), Some(stream)) = (&passed_on, &mut self.frames.pass_through) {
-                passed_on = stream.accept(frame);
+                passed_on = stream.accept(&scored);
             }
             if let Err(e) = &passed_on {
                 report.verdict = Verdict::Reject(RejectReason::NotPassedOn(e.to_string()));
@@ -234,6 +240,7 @@ mod tests {
         let outputs = FrameOutputs {
             accepted: Some(Box::new(accepted.clone())),
             pass_through: None,
+            ..Default::default()
         };
         // Threshold ln(10): every scored frame is accepted.
         let mut s = session(ALMOST_LN_4, (5, 20), outputs, 2);
@@ -261,6 +268,7 @@ mod tests {
                 ..Default::default()
             })),
             pass_through: None,
+            ..Default::default()
         };
         let mut s = session(ALMOST_LN_4, (5, 20), outputs, 1);
         let err = s.run(frames(3, 99).into_iter()).unwrap_err();
@@ -343,6 +351,7 @@ mod tests {
                 ..Default::default()
             })),
             pass_through: None,
+            ..Default::default()
         };
         let mut s = session(ALMOST_LN_4, (5, 20), outputs, 1).with_sink(Box::new(observer.clone()));
         assert!(s.run(frames(3, 99).into_iter()).is_err());
