@@ -25,14 +25,15 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use mcgate::engine::tract::sparse::SparseHead;
+use mcgate::engine::tract::split::{self, LayerWeights};
+use mcgate::engine::tract::TractGraph;
 use mcgate::gate::{Gate, Pool, Seeds};
 use mcgate::input::frame::{decode_file, Frame};
 use mcgate::input::preprocess::Preprocessor;
-use mcgate::model::split::{self, LayerWeights};
 use mcgate::model::Model;
 use mcgate::run::masks::SiteMasks;
 use mcgate::run::plan::{Plan, Strategy};
-use mcgate::run::sparse::SparseHead;
 use tract_onnx::prelude::*;
 
 fn bench(c: &mut Criterion) {
@@ -133,9 +134,14 @@ fn bench(c: &mut Criterion) {
     });
 
     // The sparse layer alone, on the activation the trunk gives for this frame.
-    let split = split::split(model.typed(), &model.card)
-        .unwrap()
-        .expect("models/mnist has a sparse site");
+    let split = split::split(
+        TractGraph::of(model.graph())
+            .expect("tract read the model")
+            .typed(),
+        &model.card,
+    )
+    .unwrap()
+    .expect("models/mnist has a sparse site");
     let trunk = split
         .trunk
         .into_optimized()
@@ -147,7 +153,7 @@ fn bench(c: &mut Criterion) {
             .unwrap()
             .into_tensor();
     let activation = trunk.run(tvec![image.into_tvalue()]).unwrap().remove(0);
-    let a = mcgate::run::plan::output_slice(&activation)
+    let a = mcgate::engine::tract::plan::output_slice(&activation)
         .unwrap()
         .to_vec();
     let layer = &split.layers[0];

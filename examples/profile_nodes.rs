@@ -25,7 +25,11 @@ fn main() -> Result<()> {
     let runs: usize = args.next().map_or(Ok(50), |s| s.parse())?;
     let samples: usize = args.next().map_or(Ok(20), |s| s.parse())?;
     let model = Model::load_from(&model_arg)?;
-    let plan = mcgate::run::plan::optimised(&model)?;
+    let plan = mcgate::engine::tract::plan::optimised(
+        mcgate::engine::tract::TractGraph::of(model.graph())
+            .expect("tract read the model")
+            .typed(),
+    )?;
     let optimised = plan.model();
     let inputs: TVec<TValue> = optimised
         .input_outlets()?

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use image::{DynamicImage, GrayImage};
+use mcgate::engine::tract::sparse;
+use mcgate::engine::tract::{split, TractGraph};
 use mcgate::input::frame::decode_file;
 use mcgate::input::preprocess::Preprocessor;
-use mcgate::model::{split, Model};
+use mcgate::model::Model;
 use mcgate::run::masks::{self, SiteMasks};
-use mcgate::run::sparse;
 use tract_onnx::prelude::*;
 
 fn main() -> Result<()> {
@@ -31,7 +32,13 @@ fn main() -> Result<()> {
     let samples: usize = args.next().map_or(Ok(20), |s| s.parse())?;
     let images = read_frames(&frames_arg, count)?;
 
-    let Some(cut) = split::split(model.typed(), &model.card)? else {
+    let Some(cut) = split::split(
+        TractGraph::of(model.graph())
+            .expect("tract read the model")
+            .typed(),
+        &model.card,
+    )?
+    else {
         bail!("no dropout site of this model takes the sparse path (mcgate info says why)");
     };
     let trunk = cut.trunk.into_optimized()?.into_runnable()?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tract_onnx::prelude::*;
+use crate::engine::tract::analysis;
 
 use crate::error::{one_line, Error};
 use crate::model::card::{
@@ -12,7 +12,7 @@ use crate::model::card::{
     Provenance, Resize, SCHEMA,
 };
 use crate::model::rewrite::{self, ConvertError, Converted};
-use crate::model::Model;
+use crate::model::{pb, Model};
 use crate::output::frames::write_atomically;
 use crate::run::plan::Plan;
 use crate::run::rng::WyRand;
@@ -160,17 +160,7 @@ fn check_against_original(
         |what: &str, e: anyhow::Error| ConvertError::Verify(format!("{what}: {}", one_line(&e)));
     let shape = c.input.1;
     let onnx = &inference_mode(onnx)?;
-    let original = tract_onnx::onnx()
-        // value_info with a symbolic batch would not unify with the batch of 1.
-        .with_ignore_value_info(true)
-        .model_for_read(&mut &onnx[..])
-        .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
-        .and_then(|m| match output {
-            Some(name) => m.with_outputs_by_name([name]),
-            None => Ok(m),
-        })
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
+    let original = analysis::Reference::new(onnx, output, &shape)
         .map_err(|e| verify("the original does not run in tract", e))?;
     let converted = |samples| {
         Plan::new(model, samples)
@@ -191,16 +181,9 @@ fn check_against_original(
         let x: Vec<f32> = (0..shape.iter().product::<usize>())
             .map(|_| uniform() * 4.0 - 2.0)
             .collect();
-        let tensor = Tensor::from_shape(&shape, &x).map_err(|e| verify("input", e))?;
-        let out = original
-            .run(tvec!(tensor.into_tvalue()))
+        let mut want = original
+            .run(&x)
             .map_err(|e| verify("the original failed", e))?;
-        let mut want: Vec<f32> = out[0]
-            .to_plain_array_view::<f32>()
-            .map_err(|e| verify("the original's output", e))?
-            .iter()
-            .copied()
-            .collect();
         let sum: f32 = want.iter().sum();
         all_probabilities &= want.iter().all(|&v| v >= 0.0) && (sum - 1.0).abs() < 1e-4;
         if c.softmax_appended {
@@ -266,8 +249,8 @@ fn run(plan: &mut Plan, x: &[f32], masks: &[Vec<f32>]) -> Result<Vec<f32>, Conve
 /// and a graph tract runs (it refuses Dropout in training mode).
 fn inference_mode(onnx: &[u8]) -> Result<Vec<u8>, ConvertError> {
     use prost::Message;
-    let mut model = tract_onnx::pb::ModelProto::decode(onnx)
-        .map_err(|e| ConvertError::Decode(e.to_string()))?;
+    let mut model =
+        pb::ModelProto::decode(onnx).map_err(|e| ConvertError::Decode(e.to_string()))?;
     if let Some(graph) = model.graph.as_mut() {
         for node in graph.node.iter_mut().filter(|n| n.op_type == "Dropout") {
             node.input.truncate(1);

@@ -1,7 +1,8 @@
 //! mcgate: an adversarial-input gate for edge cameras.
 //!
 //! A frame's walk, one folder per stage, data flowing one way:
-//! `input` (frame sources, preprocess) → `run` (masks, the tract plan: the hot path) →
+//! `input` (frame sources, preprocess) → `run` (masks, the plan: the hot path, run by an
+//! `engine` — tract's, the only one that names tract) →
 //! `score` (measures, verdict and reject reasons, ROC) → `output` (report lines, frame
 //! writers, annotation, summary). `model` is translate time: load the ONNX file and its
 //! card, check one against the other, build ONNX graphs. `gate` strings the stages together
@@ -18,6 +19,7 @@
 
 pub mod calibrate;
 pub mod convert;
+pub mod engine;
 pub mod error;
 pub mod files;
 pub mod gate;

@@ -1,16 +1,16 @@
-//! The sparse-difference plan (`model::split`, `run::sparse`) against the plain plan on every
-//! shipped model: the path each dropout site takes, the same probabilities within 1e-5 and
-//! the same verdicts on every shipped frame and bundle frame, masks drawn from the same seeds.
+//! The sparse-difference plan (`engine::tract::split`, `engine::tract::sparse`) against the
+//! plain plan on every shipped model: the path each dropout site takes, the same probabilities
+//! within 1e-5 and the same verdicts on every shipped frame and bundle frame, masks drawn from the same seeds.
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
 use common::root;
+use mcgate::engine::SitePath;
 use mcgate::gate::{Gate, Seeds};
 use mcgate::input::frame::{decode_file, Frame};
 use mcgate::input::preprocess::Preprocessor;
-use mcgate::model::split::SitePath;
 use mcgate::model::Model;
 use mcgate::run::plan::{Plan, Strategy};
 use mcgate::score::verdict::Decision;

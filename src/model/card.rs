@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 
+/// The dimension name the contract gives the Monte-Carlo sample axis of masks and output.
+pub const SAMPLE_DIM: &str = "T";
+
 /// The schema version this build writes. Bump it on any incompatible change.
 pub const SCHEMA: &str = "mcgate.card/2";
 

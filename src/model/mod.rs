@@ -1,51 +1,27 @@
-//! Translate time: read a model's ONNX file and card, check them against each other, and
-//! keep the typed graph that [`Plan`](crate::run::plan::Plan)s are built from. Nothing here
-//! runs per frame.
+//! Translate time: read a model's ONNX file and card, have the engine check one against the
+//! other, and keep the engine's graph that [`Plan`](crate::run::plan::Plan)s are built from.
+//! Nothing here runs per frame.
 //!
 //! `card` is the model contract shared with the training crate (docs/model-format.md);
 //! `onnx` is the one ONNX graph builder (training exports, tests, the converter).
 
 pub mod card;
-mod check;
 pub mod onnx;
+pub mod pb;
 pub mod rewrite;
-pub mod split;
 mod summary;
 
 use std::path::Path;
 
-use tract_onnx::prelude::*;
-
-use crate::error::{one_line, Error};
+use crate::engine::tract::{ReadError, TractGraph};
+use crate::engine::{Graph, SitePath};
+pub use crate::engine::{GraphSummary, MismatchError, ModelError};
+use crate::error::Error;
+pub use card::SAMPLE_DIM;
 use card::{ModelCard, ModelPaths};
-pub use check::MismatchError;
-pub use summary::GraphSummary;
 
 /// The name that selects the model compiled into the binary.
 pub const BUILTIN: &str = "builtin:mnist";
-
-/// The dimension name the contract gives the Monte-Carlo sample axis of masks and output.
-pub const SAMPLE_DIM: &str = "T";
-
-/// Why an ONNX file cannot be used, apart from not matching its card.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ModelError {
-    /// tract cannot parse the file.
-    #[error("not a loadable ONNX model: {0}")]
-    NotOnnx(String),
-    /// tract cannot infer the graph's types and shapes.
-    #[error("cannot infer types and shapes: {0}")]
-    Types(String),
-    /// The graph's inputs or outputs cannot be read.
-    #[error("cannot read graph: {0}")]
-    Graph(String),
-    /// tract cannot optimise the graph into a runnable plan.
-    #[error("cannot build plan: {0}")]
-    Plan(String),
-    /// `builtin:mnist` was asked of a build without it.
-    #[error("this build has no built-in model (feature builtin-model is off)")]
-    NoBuiltin,
-}
 
 /// A model checked against its card: what a plan is built from.
 pub struct Model {
@@ -57,7 +33,7 @@ pub struct Model {
     /// built-in one (none for a model put together in memory): what `gate --card-sha256` pins.
     /// The card holds the ONNX file's SHA-256, so this one digest pins the whole model.
     pub card_sha256: Option<String>,
-    typed: TypedModel,
+    graph: Box<dyn Graph>,
 }
 
 impl Model {
@@ -87,24 +63,18 @@ impl Model {
                 card: card.onnx_sha256.clone(),
             }));
         }
-        let model_error = |problem| Error::Model {
-            path: path.to_owned(),
-            problem,
-        };
-        let inference = tract_onnx::onnx()
-            .model_for_read(&mut &onnx[..])
-            .map_err(|e| model_error(ModelError::NotOnnx(one_line(&e))))?;
-        let typed = inference
-            .into_typed()
-            .map_err(|e| model_error(ModelError::Types(one_line(&e))))?;
-        let summary =
-            GraphSummary::of(&typed).map_err(|e| model_error(ModelError::Graph(one_line(&e))))?;
-        check::against_card(&typed, &card).map_err(mismatch)?;
+        let (graph, summary) = TractGraph::read(onnx, &card).map_err(|e| match e {
+            ReadError::Model(problem) => Error::Model {
+                path: path.to_owned(),
+                problem,
+            },
+            ReadError::Mismatch(problem) => mismatch(problem),
+        })?;
         Ok(Model {
             card,
             summary,
             card_sha256: None,
-            typed,
+            graph: Box::new(graph),
         })
     }
 
@@ -158,20 +128,14 @@ impl Model {
         })
     }
 
-    /// The checked, typed graph (not yet optimised).
-    pub fn typed(&self) -> &TypedModel {
-        &self.typed
+    /// The engine's checked graph, that plans are made from.
+    pub fn graph(&self) -> &dyn Graph {
+        self.graph.as_ref()
     }
 
     /// How the plan runs each dropout site (card order): as a sparse difference or in the
     /// plain plan, and why.
-    pub fn site_paths(&self) -> Vec<split::SitePath> {
-        split::site_paths(&self.typed, &self.card)
+    pub fn site_paths(&self) -> Vec<SitePath> {
+        self.graph.site_paths(&self.card)
     }
-}
-
-/// `[a, b, T]` as text.
-fn dims_to_string(dims: &[TDim]) -> String {
-    let parts: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", parts.join(", "))
 }

@@ -5,8 +5,8 @@
 //! axis) a symbolic dimension. prost leaves out zero-valued scalars, so an attribute that
 //! equals its ONNX default is not written.
 
+use crate::model::pb;
 use prost::Message;
-use tract_onnx::pb;
 
 pub use pb::tensor_proto::DataType;
 

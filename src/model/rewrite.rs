@@ -43,9 +43,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::engine::tract::analysis::{self, Fact, Values};
+use crate::model::pb;
 use prost::Message;
-use tract_onnx::pb;
-use tract_onnx::prelude::*;
 
 use super::card::{DropoutSite, MAX_INPUT_VALUES, MAX_P, MIN_P};
 use super::onnx::{self as builder, DataType, Dim};
@@ -677,14 +677,7 @@ fn decode(onnx: &[u8]) -> Result<(pb::ModelProto, i64), ConvertError> {
     );
     for name in constants {
         let finite = match constant(graph, name) {
-            Some(tensor) if tensor.datum_type().is_float() => tensor
-                .cast_to::<f64>()
-                .ok()
-                .and_then(|t| {
-                    let view = t.to_plain_array_view::<f64>().ok()?;
-                    Some(view.iter().all(|x| x.is_finite()))
-                })
-                .unwrap_or(true),
+            Some(Values::Float(v)) => v.iter().all(|x| x.is_finite()),
             _ => true,
         };
         if !finite {
@@ -692,14 +685,6 @@ fn decode(onnx: &[u8]) -> Result<(pb::ModelProto, i64), ConvertError> {
         }
     }
     Ok((model, opset))
-}
-
-/// One tensor as tract's shape inference saw it at batch 1.
-#[derive(Debug, Clone)]
-struct Fact {
-    float: bool,
-    shape: Option<Vec<usize>>,
-    constant: bool,
 }
 
 /// Every node output's fact, from tract with the image pinned to `shape`: each one is made a
@@ -730,31 +715,8 @@ fn infer(
             ..Default::default()
         })
         .collect();
-    let mut inference = tract_onnx::onnx()
-        .model_for_proto_model(&proto)
-        .map_err(shapes)?;
-    let ix = inference
-        .input_outlets()
-        .map_err(shapes)?
-        .iter()
-        .position(|o| inference.node(o.node).name == image)
-        .ok_or_else(|| ConvertError::Shapes(format!("tract sees no input {image}")))?;
-    inference
-        .set_input_fact(ix, f32::fact(shape).into())
-        .map_err(shapes)?;
-    let typed = inference.into_typed().map_err(shapes)?;
-    let mut facts = HashMap::new();
-    for (i, name) in names.into_iter().enumerate() {
-        let fact = typed.output_fact(i).map_err(shapes)?;
-        facts.insert(
-            name,
-            Fact {
-                float: fact.datum_type == f32::datum_type(),
-                shape: fact.shape.as_concrete().map(<[usize]>::to_vec),
-                constant: fact.konst.is_some(),
-            },
-        );
-    }
+    let facts = analysis::output_facts(&proto, image, &shape, names.len()).map_err(shapes)?;
+    let mut facts: HashMap<String, Fact> = names.into_iter().zip(facts).collect();
     for t in &model
         .graph
         .as_ref()
@@ -779,19 +741,11 @@ fn infer(
 
 /// Loads the converted graph in tract and checks that its output is `[T, classes]`.
 fn verify(onnx: &[u8], classes: usize) -> Result<(), ConvertError> {
-    let fail = |e: anyhow::Error| ConvertError::Verify(one_line(&e));
-    let typed = tract_onnx::onnx()
-        .model_for_read(&mut &onnx[..])
-        .and_then(|m| m.into_typed())
-        .map_err(fail)?;
-    let dims = typed.output_fact(0).map_err(fail)?.shape.to_tvec();
-    let ok = dims.len() == 2
-        && matches!(&dims[0], TDim::Sym(s) if s.to_string() == SAMPLE_DIM)
-        && dims[1] == TDim::from(classes as i64);
-    if !ok {
+    let dims = analysis::output_dims(onnx).map_err(|e| ConvertError::Verify(one_line(&e)))?;
+    if dims != [SAMPLE_DIM.to_string(), classes.to_string()] {
         return Err(ConvertError::Verify(format!(
-            "output is {}, not [{SAMPLE_DIM}, {classes}]",
-            super::dims_to_string(&dims)
+            "output is [{}], not [{SAMPLE_DIM}, {classes}]",
+            dims.join(", ")
         )));
     }
     Ok(())
@@ -1219,7 +1173,7 @@ fn dropout_p(graph: &pb::GraphProto, node: &pb::NodeProto) -> Result<f32, String
     }
     let p = match node.input.get(1).filter(|s| !s.is_empty()) {
         Some(name) => constant(graph, name)
-            .and_then(|t| t.cast_to_scalar::<f32>().ok())
+            .and_then(|v| scalar(&v))
             .ok_or_else(|| format!("its ratio {name} is not a constant scalar"))?,
         None => attr(node, "ratio").map_or(0.5, |a| a.f),
     };
@@ -1538,33 +1492,42 @@ fn normalised(axes: &[i64], rank: usize) -> Vec<i64> {
     axes.iter().map(|&a| normalise(a, rank)).collect()
 }
 
-/// The value of a constant tensor: an initializer or a Constant node's output.
-fn constant(graph: &pb::GraphProto, name: &str) -> Option<Tensor> {
-    let load = |t: &pb::TensorProto| {
-        tract_onnx::tensor::load_tensor(&tract_onnx::data_resolver::MmapDataResolver, t, None).ok()
-    };
+/// The values of a constant tensor: an initializer or a Constant node's output.
+fn constant(graph: &pb::GraphProto, name: &str) -> Option<Values> {
     if let Some(t) = graph.initializer.iter().find(|t| t.name == name) {
-        return load(t);
+        return analysis::tensor_values(t);
     }
     let node = graph
         .node
         .iter()
         .find(|n| n.op_type == "Constant" && n.output.first().is_some_and(|o| o == name))?;
     let a = node.attribute.first()?;
+    let floats = |v: &[f32]| Values::Float(v.iter().map(|&x| x as f64).collect());
     match a.name.as_str() {
-        "value" => load(a.t.as_ref()?),
-        "value_float" => Some(tensor0(a.f)),
-        "value_floats" => Some(tensor1(&a.floats)),
-        "value_int" => Some(tensor0(a.i)),
-        "value_ints" => Some(tensor1(&a.ints)),
+        "value" => analysis::tensor_values(a.t.as_ref()?),
+        "value_float" => Some(floats(&[a.f])),
+        "value_floats" => Some(floats(&a.floats)),
+        "value_int" => Some(Values::Int(vec![a.i])),
+        "value_ints" => Some(Values::Int(a.ints.clone())),
         _ => None,
     }
 }
 
-fn ints(t: &Tensor) -> Option<Vec<i64>> {
-    let t = t.cast_to::<i64>().ok()?;
-    let view = t.to_plain_array_view::<i64>().ok()?;
-    Some(view.iter().copied().collect())
+/// A constant's values as integers (floats truncated, as a cast).
+fn ints(values: &Values) -> Option<Vec<i64>> {
+    Some(match values {
+        Values::Int(v) => v.clone(),
+        Values::Float(v) => v.iter().map(|&x| x as i64).collect(),
+    })
+}
+
+/// A one-value constant as f32.
+fn scalar(values: &Values) -> Option<f32> {
+    match values {
+        Values::Float(v) if v.len() == 1 => Some(v[0] as f32),
+        Values::Int(v) if v.len() == 1 => Some(v[0] as f32),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1659,25 +1622,10 @@ mod tests {
 
     /// The original model run by tract at batch 1, output flattened (softmaxed for logits).
     fn original(onnx: &[u8], shape: [usize; 4], x: &[f32], logits: bool) -> Vec<f32> {
-        // value_info with a symbolic batch would not unify with the batch of 1.
-        let plan = tract_onnx::onnx()
-            .with_ignore_value_info(true)
-            .model_for_read(&mut &onnx[..])
+        let out = analysis::Reference::new(onnx, None, &shape)
             .unwrap()
-            .with_input_fact(0, f32::fact(shape).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
+            .run(x)
             .unwrap();
-        let x = Tensor::from_shape(&shape, x).unwrap();
-        let out = plan.run(tvec!(x.into_tvalue())).unwrap();
-        let out: Vec<f32> = out[0]
-            .to_plain_array_view::<f32>()
-            .unwrap()
-            .iter()
-            .copied()
-            .collect();
         if logits {
             softmax(&out)
         } else {

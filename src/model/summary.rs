@@ -1,69 +1,7 @@
 //! What a graph declares (inputs, outputs, operator counts), for `mcgate info`.
 
-use tract_onnx::prelude::*;
-
 use super::card::{ChannelOrder, Provenance, Resize};
-use super::{dims_to_string, Model};
-
-/// A graph's interface and operator counts.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct GraphSummary {
-    /// Input names with their type and shape, in graph order.
-    pub inputs: Vec<(String, String)>,
-    /// Output names with their type and shape.
-    pub outputs: Vec<(String, String)>,
-    /// Nodes in the typed graph.
-    pub nodes: usize,
-    /// Each operator's name and count, in order of first use.
-    pub ops: Vec<(String, usize)>,
-}
-
-impl GraphSummary {
-    /// Summarises a typed graph.
-    pub fn of(model: &TypedModel) -> TractResult<GraphSummary> {
-        let mut inputs = vec![];
-        for (ix, outlet) in model.input_outlets()?.iter().enumerate() {
-            let fact = model.input_fact(ix)?;
-            inputs.push((
-                model.node(outlet.node).name.clone(),
-                format!(
-                    "{:?} {}",
-                    fact.datum_type,
-                    dims_to_string(&fact.shape.to_tvec())
-                ),
-            ));
-        }
-        let mut outputs = vec![];
-        for (ix, outlet) in model.output_outlets()?.iter().enumerate() {
-            let fact = model.output_fact(ix)?;
-            let name = model
-                .outlet_label(*outlet)
-                .unwrap_or(&model.node(outlet.node).name);
-            outputs.push((
-                name.to_string(),
-                format!(
-                    "{:?} {}",
-                    fact.datum_type,
-                    dims_to_string(&fact.shape.to_tvec())
-                ),
-            ));
-        }
-        let mut ops: Vec<(String, usize)> = vec![];
-        for node in model.nodes() {
-            let op = node.op.name().to_string();
-            match ops.iter_mut().find(|(name, _)| *name == op) {
-                Some((_, n)) => *n += 1,
-                None => ops.push((op, 1)),
-            }
-        }
-        Ok(GraphSummary {
-            inputs,
-            outputs,
-            nodes: model.nodes().len(),
-            ops,
-        })
-    }
-}
+use super::Model;
 
 impl Model {
     /// What `mcgate info` prints: the card in words, then the graph's interface and ops.

@@ -1,7 +1,6 @@
-//! Run time, per frame: draw the dropout masks and run the plan (and the sparse layers
-//! between its parts).
+//! Run time, per frame: draw the dropout masks and run the plan (the engine runs the graph,
+//! `engine::tract` today).
 
 pub mod masks;
 pub mod plan;
 pub mod rng;
-pub mod sparse;

@@ -16,9 +16,9 @@ pub mod mnist;
 use anyhow::{Context, Result};
 use mcgate::model::card::{DropoutSite, InputSpec};
 use mcgate::model::onnx::{f32_tensor, Graph};
+use mcgate::model::pb;
 use mcgate::score::measures::Measures;
 use tch::{Device, Kind, Tensor};
-use tract_onnx::pb;
 
 /// The contract's image input.
 pub const IMAGE_INPUT: &str = "x";

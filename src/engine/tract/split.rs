@@ -29,47 +29,8 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
-use super::card::ModelCard;
-
-/// How the runtime runs one dropout site.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "path", rename_all = "snake_case")]
-pub enum SitePath {
-    /// The masked value's dense layer runs as a sparse difference in the runtime.
-    Sparse {
-        /// The dense layer's node name.
-        layer: String,
-        /// Its input width (values in one sample's mask).
-        inputs: usize,
-        /// Its output width.
-        outputs: usize,
-        /// Whether it is the quantised form (u8 activation, i8 weights, u8 output).
-        int8: bool,
-    },
-    /// The site runs in the plain plan: its mask is drawn whole and fed to the graph.
-    Dense {
-        /// Why the sparse path does not apply, naming the node.
-        reason: String,
-    },
-}
-
-impl std::fmt::Display for SitePath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SitePath::Sparse {
-                layer,
-                inputs,
-                outputs,
-                int8,
-            } => write!(
-                f,
-                "sparse difference into {layer} ({inputs} → {outputs}{})",
-                if *int8 { ", int8" } else { "" }
-            ),
-            SitePath::Dense { reason } => write!(f, "dense plan ({reason})"),
-        }
-    }
-}
+use crate::engine::SitePath;
+use crate::model::card::ModelCard;
 
 /// A qualifying site, located in the typed graph.
 #[derive(Debug, Clone)]

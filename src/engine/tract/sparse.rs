@@ -1,5 +1,5 @@
 //! The sparse-difference dense layer: T masked copies of one activation through one weight
-//! matrix, at the cost of one product plus the dropped rows (`model::split` has the
+//! matrix, at the cost of one product plus the dropped rows (`split` has the
 //! derivation and the pattern it applies to).
 //!
 //! With `a` the activation (`inputs` values), `s` the kept mask value 1/(1−p) and `W_i` the
@@ -15,7 +15,7 @@ use tract_onnx::tract_core::ops::quant::quantize_linear_f32_u8;
 use tract_onnx::tract_core::tract_linalg::mmm::RoundingPolicy;
 use tract_onnx::tract_core::tract_linalg::{ScaleShiftAndRound, Scaler};
 
-use crate::model::split::{Int8Weights, LayerWeights, SparseLayer};
+use super::split::{Int8Weights, LayerWeights, SparseLayer};
 
 /// A sparse layer, float or quantised.
 pub enum Head {

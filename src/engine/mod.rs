@@ -1,0 +1,142 @@
+//! The seam between the gate and an inference engine. An engine reads a model's ONNX bytes,
+//! checks them against the card ([`Graph`]), and prepares plans that take one preprocessed
+//! frame and give the probabilities of its T Monte-Carlo samples as `&[f32]` ([`Runner`]).
+//! The masks are the gate's own (`run::masks`, drawn from the frame's seed), whatever the
+//! engine. Everything that names tract lives in [`tract`], the one engine today; a second
+//! engine (onnxruntime) is a sibling folder implementing the same two traits.
+//!
+//! Decision — where the sparse split is made: per engine, inside the engine, not once on the
+//! ONNX graph. The split (`tract::split`) recognises a dropout site feeding a dense layer
+//! after tract has typed and decluttered the graph, where the many ONNX spellings of one
+//! product (`Gemm`, `MatMul` + `Add`, transposed weights, `QLinearMatMul` over `Concat`) have
+//! become one `EinSum` with constant weights; doing it on the ONNX graph would mean writing
+//! that normalisation a second time. The split is an optimisation only: both strategies give
+//! the same masks for a seed and the same probabilities within float rounding
+//! (`tests/sparse.rs`), so an engine that cannot cut its graph runs [`Strategy::Dense`] and
+//! the gate's answer does not change. The sparse head's arithmetic (`tract::sparse`) is plain
+//! Rust over slices except its int8 rounding, which follows tract-linalg's to the bit; a
+//! second engine that cuts graphs would lift it out to share it.
+
+mod mismatch;
+pub mod tract;
+
+use crate::model::card::ModelCard;
+use crate::Error;
+pub use mismatch::MismatchError;
+
+/// Which plan to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// The sparse-difference path for every dropout site that feeds a dense layer (where
+    /// the engine can cut its graph), the plain plan for the others.
+    #[default]
+    Sparse,
+    /// The whole graph as one plain plan, every mask drawn in full.
+    Dense,
+}
+
+/// A model graph an engine has read and checked against its card: what plans are made from.
+pub trait Graph: Send + Sync {
+    /// How a plan with [`Strategy::Sparse`] runs each dropout site (card order), and why.
+    fn site_paths(&self, card: &ModelCard) -> Vec<SitePath>;
+
+    /// A plan for `samples` Monte-Carlo samples (T, already checked against the card's
+    /// limits) with its buffers allocated; errors name the model by `card.name`.
+    fn plan(
+        &self,
+        card: &ModelCard,
+        samples: usize,
+        strategy: Strategy,
+    ) -> Result<Box<dyn Runner>, Error>;
+
+    /// The engine's own graph, for tools that look inside one engine (benchmarks, profiles).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// A model prepared for one T: one preprocessed frame in, `rows × classes` probabilities out
+/// (row-major; rows are T, or M·T for an ensemble of M). Run time: no allocation the engine
+/// can avoid.
+pub trait Runner: Send {
+    /// Runs on one image (`[C·H·W]`, already normalised) with masks drawn from `seed`.
+    fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], Error>;
+
+    /// Runs with caller-supplied masks (`[T, ..site]` each, card order): for parity tests
+    /// against another implementation.
+    fn run_with_masks(&mut self, image: &[f32], masks: &[&[f32]]) -> Result<&[f32], Error>;
+
+    /// Whether some dropout site runs as a sparse difference.
+    fn is_split(&self) -> bool;
+}
+
+/// How the runtime runs one dropout site.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "path", rename_all = "snake_case")]
+pub enum SitePath {
+    /// The masked value's dense layer runs as a sparse difference in the runtime.
+    Sparse {
+        /// The dense layer's node name.
+        layer: String,
+        /// Its input width (values in one sample's mask).
+        inputs: usize,
+        /// Its output width.
+        outputs: usize,
+        /// Whether it is the quantised form (u8 activation, i8 weights, u8 output).
+        int8: bool,
+    },
+    /// The site runs in the plain plan: its mask is drawn whole and fed to the graph.
+    Dense {
+        /// Why the sparse path does not apply, naming the node.
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for SitePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SitePath::Sparse {
+                layer,
+                inputs,
+                outputs,
+                int8,
+            } => write!(
+                f,
+                "sparse difference into {layer} ({inputs} → {outputs}{})",
+                if *int8 { ", int8" } else { "" }
+            ),
+            SitePath::Dense { reason } => write!(f, "dense plan ({reason})"),
+        }
+    }
+}
+
+/// Why an ONNX file cannot be used, apart from not matching its card (in the engine's words).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelError {
+    /// tract cannot parse the file.
+    #[error("not a loadable ONNX model: {0}")]
+    NotOnnx(String),
+    /// tract cannot infer the graph's types and shapes.
+    #[error("cannot infer types and shapes: {0}")]
+    Types(String),
+    /// The graph's inputs or outputs cannot be read.
+    #[error("cannot read graph: {0}")]
+    Graph(String),
+    /// tract cannot optimise the graph into a runnable plan.
+    #[error("cannot build plan: {0}")]
+    Plan(String),
+    /// `builtin:mnist` was asked of a build without it.
+    #[error("this build has no built-in model (feature builtin-model is off)")]
+    NoBuiltin,
+}
+
+/// A graph's interface and operator counts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GraphSummary {
+    /// Input names with their type and shape, in graph order.
+    pub inputs: Vec<(String, String)>,
+    /// Output names with their type and shape.
+    pub outputs: Vec<(String, String)>,
+    /// Nodes in the typed graph.
+    pub nodes: usize,
+    /// Each operator's name and count, in order of first use.
+    pub ops: Vec<(String, usize)>,
+}
