@@ -121,6 +121,59 @@ impl Gate {
         self.threshold.clone()
     }
 
+    /// Refuses a model whose Monte-Carlo samples never disagree (dropout that does not reach
+    /// the output, from a conversion or a hand-made graph): its MI is 0 on every frame, so
+    /// every frame would pass. Tried on a few noise frames at the model's size; one frame on
+    /// which two samples differ by more than float rounding (1e-6) is enough.
+    pub fn check_samples_disagree(&mut self, model_path: &std::path::Path) -> Result<(), Error> {
+        const FRAMES: usize = 3;
+        let input = &self.card.input;
+        let (w, h, channels) = (
+            input.width() as u32,
+            input.height() as u32,
+            input.channels(),
+        );
+        let classes = self.card.classes.len();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for frame in 0..FRAMES {
+            let pixels: Vec<u8> = (0..w as usize * h as usize * channels)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 32) as u8
+                })
+                .collect();
+            let image = match channels {
+                1 => image::GrayImage::from_raw(w, h, pixels).map(image::DynamicImage::ImageLuma8),
+                _ => image::RgbImage::from_raw(w, h, pixels).map(image::DynamicImage::ImageRgb8),
+            }
+            .expect("the buffer has the image's size");
+            let Ok(x) = self.preprocessor.run(&image) else {
+                continue;
+            };
+            let Ok(probs) = self.plan.run(x, frame as u64) else {
+                continue;
+            };
+            // Beyond float rounding: a plan may sum rows in different orders (3e-8 seen).
+            let first = &probs[..classes.min(probs.len())];
+            let spread = probs
+                .chunks(classes.max(1))
+                .flat_map(|row| row.iter().zip(first).map(|(a, b)| (a - b).abs()))
+                .fold(0f32, f32::max);
+            if spread > 1e-6 {
+                return Ok(());
+            }
+        }
+        Err(Error::Model {
+            path: model_path.to_owned(),
+            problem: crate::model::ModelError::SamplesAgree {
+                rows: self.plan.rows(),
+                frames: FRAMES,
+            },
+        })
+    }
+
     /// Scores one frame. Never fails: anything that goes wrong becomes a reject.
     pub fn score(&mut self, frame: &Frame) -> Report {
         let start = Instant::now();
@@ -222,6 +275,11 @@ impl Pool {
     /// The first gate, for what all share (card, samples, threshold).
     pub fn gate(&self) -> &Gate {
         &self.gates[0]
+    }
+
+    /// [`Gate::check_samples_disagree`] on the first gate.
+    pub fn check_samples_disagree(&mut self, model_path: &std::path::Path) -> Result<(), Error> {
+        self.gates[0].check_samples_disagree(model_path)
     }
 
     /// Scores every frame of `source` and hands each report, with its frame when it could be

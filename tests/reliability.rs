@@ -1745,3 +1745,94 @@ fn within_30_s(args: &[&str], hung: &str) -> std::process::Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// Was (third outside probe, fail-open): a gray model scores a frame's luma only, but a colour
+/// frame went downstream in colour (raw rgb24 byte for byte, and `--accepted` as RGB), so a
+/// picture drawn in colours of equal luma passed unseen. Now what passes is what was scored:
+/// every accepted frame downstream is the frame's luma (R = G = B), and the saved PNG is gray.
+#[test]
+fn a_gray_model_passes_on_no_colour_it_did_not_score() {
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let frames: Vec<u8> = (0..3 * 28 * 28 * 3)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 24) as u8
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let accepted = dir.path().join("accepted");
+    // A threshold under ln(10) that every frame passes, so that each is passed on.
+    let out = mcgate_stdin(
+        &[
+            "gate",
+            "models/mnist",
+            "-",
+            "--width",
+            "28",
+            "--height",
+            "28",
+            "--pixel-format",
+            "rgb24",
+            "--threshold",
+            "2.2",
+            "--seed",
+            "1",
+            "--pass-through",
+            "--accepted",
+            accepted.to_str().unwrap(),
+            "--report",
+            dir.path().join("verdicts.jsonl").to_str().unwrap(),
+        ],
+        &frames,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        out.stdout.len(),
+        frames.len(),
+        "three frames passed on as rgb24"
+    );
+    for (sent, passed) in frames
+        .chunks(28 * 28 * 3)
+        .zip(out.stdout.chunks(28 * 28 * 3))
+    {
+        let luma = image::DynamicImage::ImageRgb8(
+            image::RgbImage::from_raw(28, 28, sent.to_vec()).unwrap(),
+        )
+        .to_luma8();
+        for (px, &l) in passed.chunks(3).zip(luma.as_raw()) {
+            assert_eq!(px, [l, l, l], "colour the model never saw went downstream");
+        }
+    }
+    let saved = image::open(accepted.join("000000_stdin_0.png")).unwrap();
+    assert!(
+        matches!(saved, image::DynamicImage::ImageLuma8(_)),
+        "{saved:?}"
+    );
+}
+
+/// Was (third outside probe, fail-open): a model whose Monte-Carlo samples never disagree
+/// (its dropout does not reach the output: a converted graph that multiplies the dropped
+/// value by 0, or weights too small to matter) has MI 0 on every frame, and under
+/// `--threshold` the gate accepted everything; only `calibrate` noticed. The gate now tries
+/// the model on noise frames at start and refuses it, exit 3.
+#[test]
+fn a_model_whose_samples_never_disagree_is_refused_by_the_gate() {
+    for variant in [
+        Variant {
+            zero_weights: true,
+            ..Default::default()
+        },
+        Variant {
+            tiny_weights: true,
+            ..Default::default()
+        },
+    ] {
+        let m = TinyModel::new(&tiny_onnx(variant), |_| {});
+        let frame = m.frame();
+        let out = mcgate(&["gate", &m.stem(), &frame, "--threshold", "0.01"]);
+        assert_one_line_error(&out, 3, "Monte-Carlo samples gave the same probabilities");
+        assert!(out.stdout.is_empty(), "a frame was gated");
+    }
+}

@@ -126,6 +126,19 @@ pub enum ModelError {
     /// `builtin:mnist` was asked of a build without it.
     #[error("this build has no built-in model (feature builtin-model is off)")]
     NoBuiltin,
+    /// The Monte-Carlo samples never disagree: MI is 0 on every frame, so a gate would pass
+    /// them all.
+    #[error(
+        "its {rows} Monte-Carlo samples gave the same probabilities on every one of {frames} \
+         noise frames: its dropout does not reach the output, so MI would be 0 and every frame \
+         would pass"
+    )]
+    SamplesAgree {
+        /// Rows per frame (T, or M·T).
+        rows: usize,
+        /// Noise frames tried.
+        frames: usize,
+    },
 }
 
 /// A graph's interface and operator counts.

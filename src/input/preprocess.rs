@@ -211,6 +211,44 @@ pub fn scored_part(image: &DynamicImage, resize: Resize) -> Cow<'_, DynamicImage
     }
 }
 
+/// The pixels of an accepted frame that may be passed on: what the model scored and nothing
+/// else. A gray model scores luma only, so its frames pass on gray (colour it never saw does
+/// not pass); a crop model scores the centre, so only the centre passes. At the model's own
+/// size (`size` its W×H) this is exactly the image the model was fed, by the same resize; at
+/// another `size`, the scored part resized by the same resampler; with `size` `None`, the
+/// scored part at its own resolution. `None` if the resizer fails.
+pub fn scored_pixels<'a>(
+    image: &'a DynamicImage,
+    spec: &InputSpec,
+    size: Option<(u32, u32)>,
+) -> Option<Cow<'a, DynamicImage>> {
+    let seen: Cow<'a, DynamicImage> = match (spec.channels(), image) {
+        (1, DynamicImage::ImageLuma8(_)) | (3, DynamicImage::ImageRgb8(_)) => Cow::Borrowed(image),
+        (1, other) => Cow::Owned(DynamicImage::ImageLuma8(other.to_luma8())),
+        (_, other) => Cow::Owned(DynamicImage::ImageRgb8(other.to_rgb8())),
+    };
+    let model_size = (spec.width() as u32, spec.height() as u32);
+    match size {
+        Some(size) if size == model_size => {
+            if spec.resize == Resize::Stretch && (seen.width(), seen.height()) == size {
+                return Some(seen);
+            }
+            fit(seen.into_owned(), spec.resize, size.0, size.1).map(Cow::Owned)
+        }
+        Some((w, h)) => {
+            let part = scored_part(&seen, spec.resize).into_owned();
+            if (part.width(), part.height()) == (w, h) {
+                return Some(Cow::Owned(part));
+            }
+            resize_bilinear(part, w, h).map(Cow::Owned)
+        }
+        None => Some(match seen {
+            Cow::Borrowed(image) => scored_part(image, spec.resize),
+            Cow::Owned(image) => Cow::Owned(scored_part(&image, spec.resize).into_owned()),
+        }),
+    }
+}
+
 /// Top-left corner of the centre `crop`×`crop` of a `width`×`height` image, as torchvision's
 /// `CenterCrop` (offsets rounded half to even). The image must be at least `crop` each way.
 pub fn centre_crop_offset(width: u32, height: u32, crop: u32) -> (u32, u32) {
@@ -361,6 +399,44 @@ mod tests {
             scored_part(&frame, Resize::Stretch),
             Cow::Borrowed(_)
         ));
+    }
+
+    /// Was (third outside probe): a gray model scored a colour frame's luma and passed the
+    /// colour on, so a picture drawn in colours of equal luma went through unseen; and a frame
+    /// of another size was passed on through another resampler than the one scored. Now a
+    /// gray model's frames pass on gray, and at the model's size they are the very pixels the
+    /// model was fed.
+    #[test]
+    fn what_passes_is_what_the_model_was_fed() {
+        let mut gray = spec(1);
+        gray.shape = [1, 1, 28, 28];
+        let colour: DynamicImage = image::RgbImage::from_fn(28, 28, |x, _| {
+            if x % 2 == 0 {
+                image::Rgb([0, 0, 255])
+            } else {
+                image::Rgb([97, 0, 0])
+            }
+        })
+        .into();
+        let passed = scored_pixels(&colour, &gray, Some((28, 28))).unwrap();
+        assert!(matches!(*passed, DynamicImage::ImageLuma8(_)));
+        let mut fed = Preprocessor::new(&gray);
+        let want = fed.run(&colour).unwrap().to_vec();
+        let got = Preprocessor::new(&gray).run(&passed).unwrap().to_vec();
+        assert_eq!(got, want, "the passed-on frame scores as the original did");
+        // A 300×300 frame: at the model's size, exactly the resize the model saw.
+        let big: DynamicImage = image::GrayImage::from_fn(300, 300, |x, y| {
+            image::Luma([((x * 7 + y * 13) % 256) as u8])
+        })
+        .into();
+        let passed = scored_pixels(&big, &gray, Some((28, 28))).unwrap();
+        let want = fed.run(&big).unwrap().to_vec();
+        let got = Preprocessor::new(&gray).run(&passed).unwrap().to_vec();
+        assert_eq!(got, want);
+        // Saved at its own size: the whole frame, gray.
+        let saved = scored_pixels(&colour, &gray, None).unwrap();
+        assert_eq!((saved.width(), saved.height()), (28, 28));
+        assert!(matches!(*saved, DynamicImage::ImageLuma8(_)));
     }
 
     #[test]

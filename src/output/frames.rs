@@ -139,12 +139,16 @@ impl FrameDir {
 
     /// `<dir>/<index:06>_<source stem>.png`.
     pub fn path_for(&self, index: u64, source: &str) -> PathBuf {
+        const MAX_STEM: usize = 200;
         let stem = Path::new(source)
             .file_stem()
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default();
+        // Every character becomes one ASCII byte, and 200 of them keep the name under the
+        // 255 bytes file systems allow: a long frame name cannot stop the gate.
         let stem: String = stem
             .chars()
+            .take(MAX_STEM)
             .map(|c| {
                 if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                     c

@@ -53,6 +53,11 @@ impl PassThrough {
         }
     }
 
+    /// The stream's frame size.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
     /// The frame's raw bytes at the stream's size and format: a raw frame read at that size
     /// is its own bytes, borrowed, unchanged.
     fn raw<'a>(&self, image: &'a DynamicImage) -> Cow<'a, [u8]> {
@@ -74,7 +79,8 @@ impl PassThrough {
         }
     }
 
-    /// Writes an accepted frame downstream (the part of it that was scored).
+    /// Writes an accepted frame downstream (the pixels of it that were scored, at
+    /// [`size`](PassThrough::size)).
     pub fn accept(&mut self, image: &DynamicImage) -> Result<(), Error> {
         let bytes = self.raw(image);
         write(&mut self.out, &bytes)?;

@@ -172,13 +172,14 @@ impl GateConfig {
         let outputs = FrameOutputs {
             accepted: frame_dir(&self.accepted, "--accepted")?,
             pass_through,
-            scored: model.card.input.resize,
+            scored: Some(model.card.input.clone()),
         };
         let annotated = frame_dir(&self.annotate, "--annotate")?;
         if let Source::Files(inputs) = &source_kind {
             self.check_apart_from_inputs(inputs)?;
         }
-        let pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
+        let mut pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
+        pool.check_samples_disagree(&self.model)?;
         let reload = CardReload::new(
             &self.model,
             &model.card,

@@ -10,12 +10,13 @@
 pub mod config;
 pub mod reload;
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use crate::gate::Pool;
 use crate::input::frame::{self, Frame};
-use crate::input::preprocess::scored_part;
-use crate::model::card::Resize;
+use crate::input::preprocess::scored_pixels;
+use crate::model::card::InputSpec;
 use crate::output::frames::FrameSink;
 use crate::output::passthrough::PassThrough;
 use crate::output::report::ReportWriter;
@@ -33,9 +34,10 @@ pub struct FrameOutputs {
     pub accepted: Option<Box<dyn FrameSink>>,
     /// The video path: accepted frames downstream, rejected ones replaced (`--pass-through`).
     pub pass_through: Option<PassThrough>,
-    /// How the model fits frames: only the part of a frame it scored is passed on (a crop
-    /// model's centre; what lies outside was never scored).
-    pub scored: Resize,
+    /// The model's input: only the pixels of a frame it scored are passed on (a gray model's
+    /// luma, a crop model's centre, at its size the very pixels it was fed). `None` (tests
+    /// only): frames pass as they came.
+    pub scored: Option<InputSpec>,
 }
 
 /// One run of the gate over a stream of frames.
@@ -124,12 +126,20 @@ impl<W: Write> Outputs<W> {
         // (full disk), its line says reject, and the session stops with that error.
         let mut passed_on = Ok(());
         if let (Some(frame), Decision::Accept) = (frame, report.verdict.decision()) {
-            let scored = scored_part(&frame.image, self.frames.scored);
+            let scored = |size| match &self.frames.scored {
+                Some(spec) => {
+                    scored_pixels(&frame.image, spec, size).ok_or_else(|| Error::Output {
+                        what: "the frame's scored pixels".into(),
+                        cause: "the resizer failed".into(),
+                    })
+                }
+                None => Ok(Cow::Borrowed(&frame.image)),
+            };
             if let Some(sink) = &self.frames.accepted {
-                passed_on = sink.save(frame.index, &frame.source, &scored);
+                passed_on = scored(None).and_then(|p| sink.save(frame.index, &frame.source, &p));
             }
             if let (Ok(()), Some(stream)) = (&passed_on, &mut self.frames.pass_through) {
-                passed_on = stream.accept(&scored);
+                passed_on = scored(Some(stream.size())).and_then(|p| stream.accept(&p));
             }
             if let Err(e) = &passed_on {
                 report.verdict = Verdict::Reject(RejectReason::NotPassedOn(e.to_string()));
