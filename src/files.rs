@@ -1,5 +1,5 @@
 //! Reading a file someone else may have planted: never waiting on a named pipe, never reading
-//! more than a bound (a leaf: the model loader and the converter use it).
+//! more than a bound (a leaf: the model loader, the converter's labels and the bundle reader use it).
 
 use std::io::Read;
 use std::path::Path;
@@ -8,6 +8,8 @@ use std::path::Path;
 pub const MAX_CARD_BYTES: u64 = 16 << 20;
 /// Largest ONNX file read, in bytes (the shipped photo model is 18 MB).
 pub const MAX_ONNX_BYTES: u64 = 1 << 30;
+/// Largest eval bundle manifest read, in bytes (the shipped ones are under 100 KB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// The bytes of the regular file (or device) at `path`, at most `max` of them: a named pipe
 /// or socket is refused without waiting for a writer, and a longer file is refused unread.

@@ -126,7 +126,8 @@ impl Manifest {
             path: path.clone(),
             problem,
         };
-        let bytes = std::fs::read(&path).map_err(|e| fail(BundleError::Read(e.to_string())))?;
+        let bytes = crate::files::read_bounded(&path, crate::files::MAX_MANIFEST_BYTES)
+            .map_err(|e| fail(BundleError::Read(e.to_string())))?;
         let m: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| fail(BundleError::Json(e.to_string())))?;
         if m.schema != BUNDLE_SCHEMA {

@@ -64,6 +64,9 @@ fn a_real_prometheus_scrapes_the_gate() {
         "{text}"
     );
     assert!(text.contains("mcgate_model_info{name=\"mnist\""), "{text}");
+    // A query (a Prometheus job's `params`) is the same page (third outside probe: was 404).
+    let queried = get(gate_port, "/metrics?x=1").expect("/metrics?x=1 answers 200");
+    assert!(queried.contains("mcgate_model_info"), "{queried}");
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -1836,3 +1836,159 @@ fn a_model_whose_samples_never_disagree_is_refused_by_the_gate() {
         assert!(out.stdout.is_empty(), "a frame was gated");
     }
 }
+
+fn mkfifo(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// Operator mistakes the third outside probe found, each refused before a frame is gated and
+/// before anything is written: `--report` inside the `--accepted` (or `--annotate`) folder
+/// (was: a frame renamed over the report, every line lost), an output folder refused for
+/// being in the input folder (was: refused, but created), `--report` a named pipe nobody
+/// reads (was: the gate waited forever), a malformed `--metrics` address (was: exit 5, an
+/// output error a supervisor restarts), and `--pass-through` without `--report` with stderr
+/// where stdout goes (was: verdict lines inside the video).
+#[test]
+fn output_mistakes_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("in");
+    std::fs::create_dir(&frames).unwrap();
+    std::fs::copy(
+        root().join("samples/mnist/clean/digit_7_0.png"),
+        frames.join("digit_7_0.png"),
+    )
+    .unwrap();
+    let frames = frames.to_str().unwrap();
+    let out_dir = dir.path().join("accepted");
+    let report = out_dir.join("000000_digit_7_0.png");
+    for flag in ["--accepted", "--annotate"] {
+        let out = mcgate(&[
+            "gate",
+            "models/mnist",
+            frames,
+            flag,
+            out_dir.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ]);
+        assert_one_line_error(&out, 2, &format!("is in the {flag} folder"));
+        assert!(!out_dir.exists(), "a refused folder was created");
+    }
+    let inside = format!("{frames}/acc/deeper");
+    let out = mcgate(&["gate", "models/mnist", frames, "--accepted", &inside]);
+    assert_one_line_error(&out, 2, "is in the input folder");
+    assert!(
+        !Path::new(frames).join("acc").exists(),
+        "a refused folder was created"
+    );
+
+    let fifo = dir.path().join("verdicts");
+    mkfifo(&fifo);
+    let args = [
+        "gate",
+        "models/mnist",
+        frames,
+        "--report",
+        fifo.to_str().unwrap(),
+    ];
+    let out = within_30_s(&args, "--report on a pipe nobody reads hung the gate");
+    assert_one_line_error(&out, 5, "a named pipe that no process is reading");
+
+    for addr in ["abc", "127.0.0.1", "127.0.0.1:99999"] {
+        let out = mcgate(&["gate", "models/mnist", frames, "--metrics", addr]);
+        assert_one_line_error(&out, 2, "is not an address to listen on");
+    }
+
+    let both = std::fs::File::create(dir.path().join("both")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args(["gate", "models/mnist", frames, "--pass-through"])
+        .stdout(both.try_clone().unwrap())
+        .stderr(both)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let written = std::fs::read_to_string(dir.path().join("both")).unwrap();
+    assert!(written.contains("stderr is where stdout goes"), "{written}");
+    assert_eq!(written.lines().count(), 1, "{written}");
+}
+
+/// Sizes and reads without a bound (third outside probe): `--width/--height` for image files
+/// under `--pass-through` (was: 4294967295 panicked, 100000 aborted, 65536 hung, 16384
+/// took 1.09 GB); `convert --labels` and a bundle's `manifest.json` from `/dev/zero` (was:
+/// 9 GB and growing) or a named pipe (was: waited forever); a frame name too long for the
+/// `--accepted` file name (was: the frame rejected and the gate stopped, exit 5).
+#[test]
+fn sizes_and_reads_without_a_bound_are_refused() {
+    let frame = "samples/mnist/clean/digit_7_0.png";
+    for (w, h) in [("4294967295", "4294967295"), ("0", "0"), ("16384", "16384")] {
+        let args = [
+            "gate",
+            "models/mnist",
+            frame,
+            "--pass-through",
+            "--pixel-format",
+            "rgb24",
+            "--width",
+            w,
+            "--height",
+            h,
+            "--report",
+            "/dev/null",
+        ];
+        let out = within_30_s(&args, "a pass-through size hung the gate");
+        assert_one_line_error(&out, 2, "the pass-through frame size");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let stem = dir.path().join("out");
+    for labels in ["/dev/zero", fifo.to_str().unwrap()] {
+        let args = [
+            "convert",
+            "models/mnist.onnx",
+            stem.to_str().unwrap(),
+            "--labels",
+            labels,
+        ];
+        let out = within_30_s(&args, "convert --labels hung");
+        assert_one_line_error(&out, 2, "cannot read --labels");
+    }
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", bundle.join("manifest.json")).unwrap();
+    let out = within_30_s(
+        &["validate", "models/mnist", bundle.to_str().unwrap()],
+        "validate hung",
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("longer than the 16777216 bytes"),
+        "{}",
+        stderr(&out)
+    );
+
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let long = format!("{}.png", "A".repeat(251));
+    std::fs::copy(root().join(frame), frames.join(&long)).unwrap();
+    let accepted = dir.path().join("accepted");
+    let out = mcgate(&[
+        "gate",
+        "models/mnist",
+        frames.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--accepted",
+        accepted.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = format!("000000_{}.png", "A".repeat(200));
+    assert!(
+        accepted.join(saved).is_file(),
+        "{:?}",
+        files_in(accepted.to_str().unwrap())
+    );
+}

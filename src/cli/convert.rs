@@ -108,7 +108,9 @@ pub(crate) fn run(args: ConvertArgs) -> Result<u8, Failure> {
     let labels = match &args.labels {
         None => None,
         Some(path) => Some(
-            std::fs::read_to_string(path)
+            // The labels go into the card, which is read at most MAX_CARD_BYTES.
+            mcgate::files::read_bounded(path, mcgate::files::MAX_CARD_BYTES)
+                .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
                 .map_err(|e| {
                     Failure::Usage(format!("cannot read --labels {}: {e}", path.display()))
                 })?

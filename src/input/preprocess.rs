@@ -35,9 +35,11 @@ pub enum PreprocessError {
     Channels(usize),
 }
 
-/// The largest image the shorter-side resize may produce before its centre is cut (64 M pixels,
-/// 192 MiB as RGB).
-pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
+/// The largest image the shorter-side resize may produce before its centre is cut: 4 M
+/// pixels, 12 MiB as RGB, an aspect ratio up to 64:1 at a shorter side of 256 (a camera's is
+/// under 4:1). Was 64 M pixels: one 883-byte 16384×16 PNG then cost 340 MB, and 2.27 GB at
+/// `-j 8`, outside the frame budget (third outside probe).
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 22;
 
 /// Converts frames into the model's `[C·H·W]` float input, reusing one buffer.
 pub struct Preprocessor {

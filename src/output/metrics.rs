@@ -192,7 +192,9 @@ impl Metrics {
             words.next().unwrap_or_default(),
             words.next().unwrap_or_default(),
         );
-        let (status, body) = match (method, target) {
+        // The query (Prometheus sends a job's `params` as one) does not change the answer.
+        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+        let (status, body) = match (method, path) {
             (b"GET" | b"HEAD", b"/metrics") => ("200 OK", self.text()),
             (b"GET" | b"HEAD", _) => ("404 Not Found", "mcgate serves /metrics\n".to_string()),
             _ => (

@@ -52,14 +52,37 @@ pub struct ReportFile {
 impl ReportFile {
     /// Creates (or truncates) the file at `path`; a symbolic link there is refused (ELOOP),
     /// not written through: whoever can write in the report's directory could point it at any
-    /// file the gate may write.
+    /// file the gate may write. A named pipe is opened without waiting: with no reader yet it
+    /// is an error now, not a gate stuck before its first frame; once open, writes wait for
+    /// the reader as any report's do.
     pub fn create(path: &std::path::Path) -> std::io::Result<ReportFile> {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+        std::os::unix::fs::OpenOptionsExt::custom_flags(
+            &mut options,
+            libc::O_NOFOLLOW | libc::O_NONBLOCK,
+        );
+        let file = options.open(path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                std::io::Error::other("a named pipe that no process is reading")
+            } else {
+                e
+            }
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            let fd = file.as_raw_fd();
+            // SAFETY: fcntl on a descriptor this function owns, flags read then written back.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
         Ok(ReportFile {
-            file: options.open(path)?,
+            file,
             committed: 0,
             pending: 0,
         })

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use super::reload::CardReload;
 use super::{FrameOutputs, Session};
 use crate::gate::{Pool, Seeds};
-use crate::input::frame::PixelFormat;
+use crate::input::budget::FRAME_MEMORY;
+use crate::input::frame::{PixelFormat, MAX_SIDE};
 use crate::input::source::{Frames, Source};
 use crate::model::card::ModelPaths;
 use crate::model::Model;
@@ -158,26 +159,33 @@ impl GateConfig {
                     None => None,
                 })
             };
-        let pass_through = self.pass_through.map(|p| {
-            let input = &model.card.input;
-            let format = p.format.unwrap_or_else(|| {
-                PixelFormat::for_channels(input.channels())
-                    .expect("a valid card has 1 or 3 channels")
-            });
-            let width = p.width.unwrap_or(input.width() as u32);
-            let height = p.height.unwrap_or(input.height() as u32);
-            let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
-            PassThrough::new(out, format, width, height, p.on_reject)
-        });
+        // Before any output folder is created: a refused one is not left behind.
+        let inputs: &[PathBuf] = match &source_kind {
+            Source::Files(inputs) => inputs,
+            _ => &[],
+        };
+        self.check_apart_from_inputs(inputs)?;
+        let pass_through = match self.pass_through {
+            None => None,
+            Some(p) => {
+                let input = &model.card.input;
+                let format = p.format.unwrap_or_else(|| {
+                    PixelFormat::for_channels(input.channels())
+                        .expect("a valid card has 1 or 3 channels")
+                });
+                let width = p.width.unwrap_or(input.width() as u32);
+                let height = p.height.unwrap_or(input.height() as u32);
+                check_pass_through_size(width, height, format)?;
+                let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
+                Some(PassThrough::new(out, format, width, height, p.on_reject))
+            }
+        };
         let outputs = FrameOutputs {
             accepted: frame_dir(&self.accepted, "--accepted")?,
             pass_through,
             scored: Some(model.card.input.clone()),
         };
         let annotated = frame_dir(&self.annotate, "--annotate")?;
-        if let Source::Files(inputs) = &source_kind {
-            self.check_apart_from_inputs(inputs)?;
-        }
         let mut pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
         pool.check_samples_disagree(&self.model)?;
         let reload = CardReload::new(
@@ -233,13 +241,37 @@ impl GateConfig {
     fn check_apart_from_inputs(&self, inputs: &[PathBuf]) -> Result<(), Error> {
         let refuse = |what: String| Err(Error::Setting(format!("{what}: name another")));
         if let (Some(a), Some(b)) = (&self.accepted, &self.annotate) {
-            if same_file(a, b) {
+            if same_file(a, b) || resolved(a) == resolved(b) {
                 return refuse(format!(
                     "--accepted and --annotate are one folder ({}): annotations would replace \
                      accepted frames",
                     a.display()
                 ));
             }
+        }
+        if let Some(report) = &self.report {
+            let folder = report.parent().unwrap_or(Path::new(""));
+            for (flag, dir) in [
+                ("--accepted", &self.accepted),
+                ("--annotate", &self.annotate),
+            ] {
+                if let Some(dir) = dir.as_ref().filter(|d| is_within(folder, d)) {
+                    return refuse(format!(
+                        "--report {} is in the {flag} folder {}: a frame written there could \
+                         replace it",
+                        report.display(),
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        if self.pass_through.is_some() && self.report.is_none() && stderr_is_stdout() {
+            return Err(Error::Setting(
+                "under --pass-through without --report the verdict lines go to stderr, and \
+                 stderr is where stdout goes: they would enter the video; give --report FILE \
+                 or send stderr elsewhere"
+                    .into(),
+            ));
         }
         for input in inputs {
             let input_dir = input.is_dir();
@@ -273,15 +305,68 @@ impl GateConfig {
     }
 }
 
-/// Whether folder `dir` is `folder` or inside it (both existing, links resolved).
+/// Whether folder `dir` is `folder` or inside it, links resolved; either may not exist yet
+/// (an output folder is created after this check).
 fn is_within(dir: &Path, folder: &Path) -> bool {
-    let parent_or_self = if dir.as_os_str().is_empty() {
+    match (resolved(dir), resolved(folder)) {
+        (Some(d), Some(f)) => d.starts_with(f),
+        _ => false,
+    }
+}
+
+/// `path` with links resolved as far as it exists and the rest taken lexically (`.` and
+/// `dir/..` dropped): where a writer that creates it will put it. `None` if nothing of it can
+/// be resolved.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let path = if path.as_os_str().is_empty() {
         Path::new(".")
     } else {
-        dir
+        path
     };
-    match (parent_or_self.canonicalize(), folder.canonicalize()) {
-        (Ok(d), Ok(f)) => d.starts_with(f),
+    let mut rest = vec![];
+    let mut existing = path;
+    let base = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break real;
+        }
+        rest.push(existing.file_name()?.to_owned());
+        existing = existing
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+    };
+    let mut out = base;
+    for part in rest.iter().rev() {
+        match Path::new(part).components().next() {
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::CurDir) | None => {}
+            _ => out.push(part),
+        }
+    }
+    Some(out)
+}
+
+/// Whether standard error writes where standard output does (`2>&1`, one file or pipe); a
+/// terminal shared by both is left alone.
+fn stderr_is_stdout() -> bool {
+    use std::os::fd::AsFd;
+    let meta = |fd: std::os::fd::BorrowedFd<'_>| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .and_then(|f| f.metadata())
+    };
+    match (
+        meta(std::io::stdout().as_fd()),
+        meta(std::io::stderr().as_fd()),
+    ) {
+        (Ok(out), Ok(err)) => {
+            use std::os::unix::fs::FileTypeExt;
+            let kind = out.file_type();
+            same_inode(&out, &err) && !kind.is_char_device()
+        }
         _ => false,
     }
 }
@@ -314,6 +399,14 @@ fn with_metrics<W: Write>(
     model: &Model,
     addr: &str,
 ) -> Result<Session<W>, Error> {
+    // A malformed address is a setting (exit 2), not a failed output: a supervisor must not
+    // restart the gate into the same typo.
+    std::net::ToSocketAddrs::to_socket_addrs(addr).map_err(|e| {
+        Error::Setting(format!(
+            "--metrics {addr:?} is not an address to listen on (HOST:PORT, e.g. \
+             127.0.0.1:9898): {e}"
+        ))
+    })?;
     let metrics = std::sync::Arc::new(crate::output::metrics::Metrics::new(&model.card));
     metrics.serve(addr)?;
     Ok(session.with_sink(Box::new(metrics)))
@@ -324,6 +417,32 @@ fn with_metrics<W: Write>(_: Session<W>, _: &Model, _: &str) -> Result<Session<W
     Err(Error::Setting(
         "this build has no metrics (cargo feature metrics is off)".into(),
     ))
+}
+
+/// The most bytes one pass-through frame may take (a quarter of the frame budget: the stream
+/// keeps the last frame beside the one being written).
+const MAX_PASS_THROUGH_BYTES: u64 = FRAME_MEMORY / 4;
+
+/// Was (third outside probe): `--width/--height` for image files under `--pass-through` were
+/// not checked, and 4294967295 panicked, 100000 aborted, 65536 hung.
+fn check_pass_through_size(width: u32, height: u32, format: PixelFormat) -> Result<(), Error> {
+    let bytes = (width as u64)
+        .saturating_mul(height as u64)
+        .saturating_mul(format.bytes_per_pixel() as u64);
+    if !(1..=MAX_SIDE).contains(&width)
+        || !(1..=MAX_SIDE).contains(&height)
+        || bytes > MAX_PASS_THROUGH_BYTES
+    {
+        return Err(Error::out_of_range(
+            "the pass-through frame size (--width x --height)",
+            format!(
+                "1..={MAX_SIDE} per side and at most {} MiB per frame",
+                MAX_PASS_THROUGH_BYTES >> 20
+            ),
+            format!("{width}x{height} ({bytes} bytes)"),
+        ));
+    }
+    Ok(())
 }
 
 /// The report file must be neither the video stream (stdout under pass-through: JSON would
