@@ -135,6 +135,7 @@ impl Gate {
         );
         let classes = self.card.classes.len();
         let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut conclusive = 0;
         for frame in 0..FRAMES {
             let pixels: Vec<u8> = (0..w as usize * h as usize * channels)
                 .map(|_| {
@@ -152,9 +153,15 @@ impl Gate {
             let Ok(x) = self.preprocessor.run(&image) else {
                 continue;
             };
+            // A plan that fails, or gives NaN, says nothing about the masks: frames it gives
+            // are rejected at run time anyway.
             let Ok(probs) = self.plan.run(x, frame as u64) else {
                 continue;
             };
+            if !probs.iter().all(|p| p.is_finite()) {
+                continue;
+            }
+            conclusive += 1;
             // Beyond float rounding: a plan may sum rows in different orders (3e-8 seen).
             let first = &probs[..classes.min(probs.len())];
             let spread = probs
@@ -164,6 +171,9 @@ impl Gate {
             if spread > 1e-6 {
                 return Ok(());
             }
+        }
+        if conclusive == 0 {
+            return Ok(());
         }
         Err(Error::Model {
             path: model_path.to_owned(),

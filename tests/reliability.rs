@@ -1097,7 +1097,8 @@ fn links_planted_in_an_output_directory_are_never_written_through() {
 fn an_rgba_frame_passes_on_what_was_scored_without_its_alpha() {
     let m = TinyModel::good();
     // Transparent pixels hiding bright colour: a viewer shows the background, the gate scored
-    // the colour. What is passed on is the colour, as scored.
+    // the colour (as luma: the tiny model is gray). What is passed on is what was scored: the
+    // colour's luma, without alpha (row 79: no colour a gray model did not score).
     let rgba = image::RgbaImage::from_raw(
         2,
         2,
@@ -1123,9 +1124,10 @@ fn an_rgba_frame_passes_on_what_was_scored_without_its_alpha() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let passed = image::open(accepted.join("000000_alpha.png")).unwrap();
     assert!(!passed.color().has_alpha(), "{:?}", passed.color());
+    assert!(matches!(passed, image::DynamicImage::ImageLuma8(_)), "{passed:?}");
     assert_eq!(
-        passed.to_rgb8().into_raw(),
-        image::DynamicImage::ImageRgba8(rgba).to_rgb8().into_raw()
+        passed.to_luma8().into_raw(),
+        image::DynamicImage::ImageRgba8(rgba).to_luma8().into_raw()
     );
 }
 

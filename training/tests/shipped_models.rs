@@ -89,7 +89,7 @@ fn the_shipped_ensemble_re_exports_from_its_own_weights() {
 /// A float32 scalar initializer of the ONNX file `path`.
 fn scalar(path: &Path, name: &str) -> f32 {
     use prost::Message;
-    let model = tract_onnx::pb::ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap();
+    let model = mcgate::model::pb::ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap();
     let t = model
         .graph
         .unwrap()
