@@ -12,19 +12,13 @@ use crate::input::frame;
 use crate::model::card::{
     Calibration, InputSpec, ModelCard, ModelPaths, Resize, Threshold, SCHEMA,
 };
-use crate::model::Model;
+use crate::model::{LoadError, Model};
 use crate::output::frames::write_atomically_with_mode;
 use crate::score::roc;
 use crate::Error;
 
-/// Frames above the threshold that a calibration must expect, at least: with fewer, the
-/// quantile is set by a handful of frames and the false-positive rate means little.
-pub const MIN_EXPECTED_ABOVE: f64 = 5.0;
-
-/// Smallest threshold a calibration may set, in nats. Samples that (almost) all agree give
-/// MI of float rounding (1.8e-15 on a p = 1e-7 model), not 0; a (1 − fpr) quantile below
-/// this floor is that noise, and a threshold there accepts or rejects frames at random.
-pub const MI_SIGNAL_FLOOR: f64 = 1e-4;
+pub(crate) mod error;
+pub use error::{CalibrationError, MIN_EXPECTED_ABOVE, MI_SIGNAL_FLOOR};
 
 /// Share of ln(classes) (the most MI the classes allow) above which a calibrated threshold is
 /// warned about. The shipped models' thresholds are 1.7–10 % of it; frames the model is unsure
@@ -42,46 +36,6 @@ pub struct Options {
     pub seed: u64,
     /// Frames scored at once, one thread each.
     pub jobs: usize,
-}
-
-/// Why a calibration cannot be made from the frames given.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum CalibrationError {
-    /// Fewer frames than the target rate needs.
-    #[error(
-        "{got} frames are too few for --fpr {fpr}: calibrating needs at least {needed} \
-         (so that about {MIN_EXPECTED_ABOVE} lie above the threshold)"
-    )]
-    TooFewFrames {
-        /// Frames given.
-        got: usize,
-        /// Frames needed.
-        needed: usize,
-        /// The target rate.
-        fpr: f64,
-    },
-    /// The frames' MI carries no signal: the threshold would sit in float rounding noise.
-    #[error(
-        "the threshold would be {threshold:e} nats, below {MI_SIGNAL_FLOOR:e}: on these \
-         {frames} frames the model's Monte-Carlo samples (almost) never disagree, and MI that \
-         small is the rounding of float probabilities, not a signal (check its dropout sites)"
-    )]
-    NoUncertainty {
-        /// Frames scored.
-        frames: usize,
-        /// The quantile the threshold would have been.
-        threshold: f64,
-    },
-    /// A frame could not be read or scored.
-    #[error("frame {index} ({source_name}) could not be scored: {reason}; calibrate on frames the gate can read")]
-    Unscored {
-        /// Its position.
-        index: u64,
-        /// Its file, or `stdin#i`.
-        source_name: String,
-        /// Why.
-        reason: String,
-    },
 }
 
 /// The frames a calibration needs for a target rate `fpr`.
@@ -313,7 +267,7 @@ pub fn card_to_write(model_arg: &Path) -> Result<(PathBuf, std::fs::Permissions)
 pub fn write_card(model_arg: &Path, card: &ModelCard) -> Result<PathBuf, Error> {
     let (target, permissions) = card_to_write(model_arg)?;
     // The card a gate will load: never write one it would refuse.
-    card.validate().map_err(|problem| Error::Card {
+    card.validate().map_err(|problem| LoadError::Card {
         path: target.clone(),
         problem,
     })?;

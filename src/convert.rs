@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::tract::analysis;
 
-use crate::error::{one_line, Error};
+use crate::error::Error;
 use crate::model::card::{
     sha256_hex, ChannelOrder, Conversion, DropoutSite, InputSpec, ModelCard, OutputSpec,
     Provenance, Resize, SCHEMA,
@@ -16,6 +16,7 @@ use crate::model::{pb, Model};
 use crate::output::frames::write_atomically;
 use crate::run::plan::Plan;
 use crate::run::rng::WyRand;
+use crate::text::one_line;
 
 /// Largest |converted − original| accepted with every mask 1 (probabilities).
 pub const TOLERANCE: f32 = 1e-5;

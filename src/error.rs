@@ -1,69 +1,30 @@
-//! The errors that stop a command, one enum with structured variants that callers branch on
-//! (the binary maps each to its exit code; the training crate wraps them in `anyhow`).
+//! The errors that stop a command: one aggregate above the commands, with structured variants
+//! the binary maps to exit codes (the training crate wraps them in `anyhow`). Each layer owns
+//! its own error and knows nothing above it (`model::LoadError`, `engine::EngineError`,
+//! `run::plan::PlanError`, `output::OutputError`, …); this file imports those, never the
+//! reverse, so no import runs back up the layers through it.
 //!
 //! Frames that cannot be scored are *not* errors: they become `reject` verdicts with a
 //! [`RejectReason`](crate::score::verdict::RejectReason). Each variant's text is one line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::model::card::CardError;
+use crate::engine::EngineError;
+use crate::input::frame::RawSizeError;
 use crate::model::rewrite::ConvertError;
-use crate::model::{MismatchError, ModelError};
-use crate::validate::BundleError;
+use crate::model::LoadError;
+use crate::run::plan::PlanError;
+use crate::score::verdict::AlarmError;
+use crate::validate::error::BundleError;
 
 /// Why a command could not go on.
 // Causes are fields, not `source`s: the message already carries the cause, and a source
 // would be printed twice by the `{:#}` chains of the training commands.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file the command needs could not be read.
-    #[error("cannot {what} {}: {cause}", path.display())]
-    Io {
-        /// What was being done, e.g. "read model".
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The operating system's error.
-        cause: std::io::Error,
-    },
-    /// The model card is not valid on its own.
-    #[error("model card {}: {problem}", path.display())]
-    Card {
-        /// The card file (or `builtin:mnist`).
-        path: PathBuf,
-        /// What is wrong with it.
-        problem: CardError,
-    },
-    /// The ONNX file cannot be loaded or planned.
-    #[error("model {}: {problem}", path.display())]
-    Model {
-        /// The ONNX file (or the card's model name when planning).
-        path: PathBuf,
-        /// What went wrong.
-        problem: ModelError,
-    },
-    /// The ONNX file is not the one its card describes.
-    #[error("model {} does not match its card: {problem}", path.display())]
-    Mismatch {
-        /// The ONNX file, or the bundle scored with another model.
-        path: PathBuf,
-        /// What differs.
-        problem: MismatchError,
-    },
-    /// The model card is not the one the operator pinned (`gate --card-sha256`).
-    #[error(
-        "model card {} has SHA-256 {found}, not the pinned {pinned}: the model changed since \
-         it was pinned (`mcgate info` prints a card's digest)",
-        path.display()
-    )]
-    Unpinned {
-        /// The card file (or `builtin:mnist`).
-        path: PathBuf,
-        /// The card's digest.
-        found: String,
-        /// The digest given.
-        pinned: String,
-    },
+    /// A model (its card, its ONNX file, the two together, or the pin) cannot be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     /// An ONNX model cannot be converted to the contract (`mcgate convert`).
     #[error("cannot convert {}: {problem}", path.display())]
     Convert {
@@ -87,7 +48,7 @@ pub enum Error {
     },
     /// The frames given to `calibrate` cannot set a threshold.
     #[error("{0}")]
-    Calibration(crate::calibrate::CalibrationError),
+    Calibration(crate::calibrate::error::CalibrationError),
     /// An eval bundle cannot be read.
     #[error("eval bundle {}: {problem}", path.display())]
     Bundle {
@@ -111,27 +72,11 @@ pub enum Error {
         got: String,
     },
     /// Raw frames were given a size outside what the gate reads.
-    #[error(
-        "raw frame size {width}x{height} must be within 1..={} per side",
-        crate::input::frame::MAX_SIDE
-    )]
-    RawFrameSize {
-        /// Width in pixels.
-        width: u32,
-        /// Height in pixels.
-        height: u32,
-    },
+    #[error(transparent)]
+    RawFrameSize(#[from] RawSizeError),
     /// The alarm's k of n cannot be.
-    #[error(
-        "alarm needs 1 <= k <= n <= {}, got k={k} n={n}",
-        crate::score::verdict::MAX_WINDOW
-    )]
-    Alarm {
-        /// Rejects that raise the alarm.
-        k: usize,
-        /// Frames looked back on.
-        n: usize,
-    },
+    #[error(transparent)]
+    Alarm(#[from] AlarmError),
     /// An output (report stream, frame directory) could not be written.
     #[error("cannot write {what}: {cause}")]
     Output {
@@ -140,21 +85,44 @@ pub enum Error {
         /// Why.
         cause: String,
     },
-    /// tract failed while running a plan (a bug or a model tract cannot run).
+    /// The engine failed while running a plan (a bug or a model it cannot run).
     #[error("inference failed: {0}")]
     Inference(String),
 }
 
-impl Error {
-    /// An I/O error on `path` while doing `what`.
-    pub fn io(what: &'static str, path: &Path, cause: std::io::Error) -> Error {
-        Error::Io {
-            what,
-            path: path.to_owned(),
-            cause,
+impl From<EngineError> for Error {
+    fn from(e: EngineError) -> Error {
+        match e {
+            EngineError::Plan { model, problem } => Error::Load(LoadError::Model {
+                path: model.into(),
+                problem,
+            }),
+            EngineError::Inference(cause) => Error::Inference(cause),
         }
     }
+}
 
+impl From<PlanError> for Error {
+    fn from(e: PlanError) -> Error {
+        match e {
+            PlanError::Samples { expected, got } => {
+                Error::out_of_range("samples (T)", expected, got)
+            }
+            PlanError::Engine(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::output::OutputError> for Error {
+    fn from(e: crate::output::OutputError) -> Error {
+        Error::Output {
+            what: e.what,
+            cause: e.cause,
+        }
+    }
+}
+
+impl Error {
     /// A setting outside its range.
     pub fn out_of_range(
         what: &'static str,
@@ -167,9 +135,4 @@ impl Error {
             got: got.to_string(),
         }
     }
-}
-
-/// Anyhow chains (tract's errors) as one line: "outer: inner: root".
-pub(crate) fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
 }

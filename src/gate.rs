@@ -4,10 +4,11 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::engine::EngineError;
 use crate::input::frame::{self, Frame, Unreadable};
 use crate::input::preprocess::Preprocessor;
 use crate::model::card::{ModelCard, MAX_SAMPLES, MIN_SAMPLES};
-use crate::model::Model;
+use crate::model::{LoadError, Model};
 use crate::run::plan::{Plan, Strategy};
 use crate::run::rng;
 use crate::score::measures::{self, Measures};
@@ -175,13 +176,14 @@ impl Gate {
         if conclusive == 0 {
             return Ok(());
         }
-        Err(Error::Model {
+        Err(LoadError::Model {
             path: model_path.to_owned(),
             problem: crate::model::ModelError::SamplesAgree {
                 rows: self.plan.rows(),
                 frames: FRAMES,
             },
-        })
+        }
+        .into())
     }
 
     /// Scores one frame. Never fails: anything that goes wrong becomes a reject.
@@ -206,8 +208,8 @@ impl Gate {
     }
 
     fn measure(&mut self, frame: &Frame, seed: u64) -> Result<Measures, RejectReason> {
-        let inference = |e: Error| match e {
-            Error::Inference(e) => RejectReason::Inference(e),
+        let inference = |e: EngineError| match e {
+            EngineError::Inference(e) => RejectReason::Inference(e),
             other => RejectReason::Inference(other.to_string()),
         };
         let input = self

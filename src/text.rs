@@ -29,6 +29,11 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Anyhow chains (tract's errors) as one line: "outer: inner: root".
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::gate::{Pool, Seeds};
-use crate::input::frame::{self, Frame, ReadError};
-use crate::model::{MismatchError, Model};
+use crate::input::frame::{self, Frame};
+use crate::model::{LoadError, MismatchError, Model};
 use crate::run::rng;
 use crate::score::roc;
 
-/// The manifest schema version this build reads and writes.
-pub const BUNDLE_SCHEMA: &str = "mcgate.bundle/1";
+pub(crate) mod error;
+pub use error::{BundleError, BUNDLE_SCHEMA};
 
 /// Whether a group's frames should be accepted or rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,41 +81,6 @@ pub struct Manifest {
     pub groups: Vec<Group>,
     /// The frames, in order.
     pub frames: Vec<BundleFrame>,
-}
-
-/// Why a bundle cannot be used; each variant renders as one line.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum BundleError {
-    /// The manifest cannot be read.
-    #[error("{0}")]
-    Read(String),
-    /// The manifest is not valid JSON of the schema.
-    #[error("{0}")]
-    Json(String),
-    /// The manifest is of another schema version.
-    #[error("schema is {found:?}, this build reads {BUNDLE_SCHEMA:?}")]
-    Schema {
-        /// The manifest's `schema`.
-        found: String,
-    },
-    /// A frame names a group the manifest does not have.
-    #[error("frame {frame} names unknown group {group}")]
-    UnknownGroup {
-        /// The frame's file.
-        frame: String,
-        /// The group it names.
-        group: String,
-    },
-    /// The manifest is well-formed JSON but cannot be compared against (no runs, a frame
-    /// without a score per run, no attack).
-    #[error("{0}")]
-    Incomplete(String),
-    /// A frame file cannot be read or decoded.
-    #[error("{0}")]
-    Frame(ReadError),
-    /// A frame could not be scored on this device.
-    #[error("frame could not be scored: {0}")]
-    Unscored(String),
 }
 
 impl Manifest {
@@ -226,13 +191,14 @@ pub fn run(
         return Err(Error::out_of_range("runs", "at least 1", 0));
     }
     if manifest.onnx_sha256 != model.card.onnx_sha256 {
-        return Err(Error::Mismatch {
+        return Err(LoadError::Mismatch {
             path: dir.to_owned(),
             problem: MismatchError::BundleModel {
                 bundle: manifest.onnx_sha256.clone(),
                 model: model.card.onnx_sha256.clone(),
             },
-        });
+        }
+        .into());
     }
     let threshold = model
         .card

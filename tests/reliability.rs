@@ -1124,7 +1124,10 @@ fn an_rgba_frame_passes_on_what_was_scored_without_its_alpha() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let passed = image::open(accepted.join("000000_alpha.png")).unwrap();
     assert!(!passed.color().has_alpha(), "{:?}", passed.color());
-    assert!(matches!(passed, image::DynamicImage::ImageLuma8(_)), "{passed:?}");
+    assert!(
+        matches!(passed, image::DynamicImage::ImageLuma8(_)),
+        "{passed:?}"
+    );
     assert_eq!(
         passed.to_luma8().into_raw(),
         image::DynamicImage::ImageRgba8(rgba).to_luma8().into_raw()

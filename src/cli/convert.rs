@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use mcgate::model::card::{ChannelOrder, ModelPaths, Resize};
+use mcgate::model::LoadError;
 use mcgate::output::frames::will_be_same_file;
 use mcgate::Error;
 
@@ -72,7 +73,7 @@ fn parse_site(arg: &str) -> Result<(String, f32), String> {
 
 pub(crate) fn run(args: ConvertArgs) -> Result<u8, Failure> {
     let onnx = mcgate::files::read_bounded(&args.input, mcgate::files::MAX_ONNX_BYTES)
-        .map_err(|e| Error::io("read model", &args.input, e))?;
+        .map_err(|e| Error::from(LoadError::io("read model", &args.input, e)))?;
     if args.list_sites {
         let candidates =
             mcgate::model::rewrite::list_sites(&onnx).map_err(|problem| Error::Convert {

@@ -44,18 +44,11 @@ pub(crate) fn exit_code(e: &Error) -> u8 {
             problem: ConvertError::Verify(_),
             ..
         } => INTERNAL,
-        Error::Io { .. }
-        | Error::Card { .. }
-        | Error::Model { .. }
-        | Error::Mismatch { .. }
-        | Error::Unpinned { .. }
-        | Error::Convert { .. }
-        | Error::Uncalibrated { .. } => MODEL,
+        Error::Load(_) | Error::Convert { .. } | Error::Uncalibrated { .. } => MODEL,
         Error::Bundle { .. } | Error::Calibration(_) => INPUT,
-        Error::OutOfRange { .. }
-        | Error::Setting(_)
-        | Error::RawFrameSize { .. }
-        | Error::Alarm { .. } => USAGE,
+        Error::OutOfRange { .. } | Error::Setting(_) | Error::RawFrameSize(_) | Error::Alarm(_) => {
+            USAGE
+        }
         Error::Output { .. } => OUTPUT,
         Error::Inference(_) => INTERNAL,
     }

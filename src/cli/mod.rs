@@ -25,6 +25,12 @@ impl From<Error> for Failure {
     }
 }
 
+impl From<mcgate::model::LoadError> for Failure {
+    fn from(e: mcgate::model::LoadError) -> Failure {
+        Failure::Library(e.into())
+    }
+}
+
 /// Writes a command's whole output to stdout.
 pub(crate) fn print(text: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();

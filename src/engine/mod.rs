@@ -21,7 +21,6 @@ mod mismatch;
 pub mod tract;
 
 use crate::model::card::ModelCard;
-use crate::Error;
 pub use mismatch::MismatchError;
 
 /// Which plan to build.
@@ -33,6 +32,23 @@ pub enum Strategy {
     Sparse,
     /// The whole graph as one plain plan, every mask drawn in full.
     Dense,
+}
+
+/// Why an engine cannot plan or run a model: the engine layer's one error.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// The model cannot be planned (too large at this T, or the engine refuses it); named
+    /// by its card.
+    #[error("model {model}: {problem}")]
+    Plan {
+        /// The card's model name.
+        model: String,
+        /// Why.
+        problem: ModelError,
+    },
+    /// A run failed (a bug, or a model the engine cannot run).
+    #[error("inference failed: {0}")]
+    Inference(String),
 }
 
 /// A model graph an engine has read and checked against its card: what plans are made from.
@@ -47,7 +63,7 @@ pub trait Graph: Send + Sync {
         card: &ModelCard,
         samples: usize,
         strategy: Strategy,
-    ) -> Result<Box<dyn Runner>, Error>;
+    ) -> Result<Box<dyn Runner>, EngineError>;
 
     /// The engine's own graph, for tools that look inside one engine (benchmarks, profiles).
     fn as_any(&self) -> &dyn std::any::Any;
@@ -58,11 +74,11 @@ pub trait Graph: Send + Sync {
 /// can avoid.
 pub trait Runner: Send {
     /// Runs on one image (`[C·H·W]`, already normalised) with masks drawn from `seed`.
-    fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], Error>;
+    fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], EngineError>;
 
     /// Runs with caller-supplied masks (`[T, ..site]` each, card order): for parity tests
     /// against another implementation.
-    fn run_with_masks(&mut self, image: &[f32], masks: &[&[f32]]) -> Result<&[f32], Error>;
+    fn run_with_masks(&mut self, image: &[f32], masks: &[&[f32]]) -> Result<&[f32], EngineError>;
 
     /// Whether some dropout site runs as a sparse difference.
     fn is_split(&self) -> bool;

@@ -537,10 +537,33 @@ impl Iterator for Files {
     }
 }
 
+/// A raw frame size the gate will not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RawSizeError {
+    /// A side is 0 or over [`MAX_SIDE`].
+    #[error("raw frame size {width}x{height} must be within 1..={MAX_SIDE} per side")]
+    Sides {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// One frame, read, converted and passed on, would not fit the frame budget.
+    #[error(
+        "raw frame size must be one whose frame, read, converted and passed on, fits the {} MiB \
+         all frames in flight may hold, got {got}",
+        budget::FRAME_MEMORY >> 20
+    )]
+    OverBudget {
+        /// The size, format and peak, in words.
+        got: String,
+    },
+}
+
 /// Checks a raw frame size against [`MAX_SIDE`].
-pub fn check_raw_size(width: u32, height: u32) -> Result<(), crate::Error> {
+pub fn check_raw_size(width: u32, height: u32) -> Result<(), RawSizeError> {
     if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
-        return Err(crate::Error::RawFrameSize { width, height });
+        return Err(RawSizeError::Sides { width, height });
     }
     Ok(())
 }
@@ -568,19 +591,13 @@ impl<R: Read> Raw<R> {
         width: u32,
         height: u32,
         format: PixelFormat,
-    ) -> Result<Raw<R>, crate::Error> {
+    ) -> Result<Raw<R>, RawSizeError> {
         check_raw_size(width, height)?;
         let peak = raw_frame_peak(width, height, format);
         if peak > budget::FRAMES.total() {
-            return Err(crate::Error::out_of_range(
-                "raw frame size",
-                format!(
-                    "one whose frame, read, converted and passed on, fits the {} MiB all frames \
-                     in flight may hold",
-                    budget::FRAME_MEMORY >> 20
-                ),
-                format!("{width}x{height} {format:?} ({} MiB)", peak >> 20),
-            ));
+            return Err(RawSizeError::OverBudget {
+                got: format!("{width}x{height} {format:?} ({} MiB)", peak >> 20),
+            });
         }
         Ok(Raw {
             reader,

@@ -6,8 +6,6 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
-
 /// The dimension name the contract gives the Monte-Carlo sample axis of masks and output.
 pub const SAMPLE_DIM: &str = "T";
 
@@ -572,23 +570,6 @@ pub enum CardError {
 }
 
 impl ModelCard {
-    /// Reads and validates the card at `path`.
-    pub fn read(path: &Path) -> Result<ModelCard, Error> {
-        Self::read_with_sha256(path).map(|(card, _)| card)
-    }
-
-    /// Reads and validates the card at `path`, with the SHA-256 of the bytes it was parsed
-    /// from (what `gate --card-sha256` pins).
-    pub fn read_with_sha256(path: &Path) -> Result<(ModelCard, String), Error> {
-        let bytes = crate::files::read_bounded(path, crate::files::MAX_CARD_BYTES)
-            .map_err(|e| Error::io("read model card", path, e))?;
-        let card = Self::from_json(&bytes).map_err(|problem| Error::Card {
-            path: path.to_owned(),
-            problem,
-        })?;
-        Ok((card, sha256_hex(&bytes)))
-    }
-
     /// Parses and validates a card.
     pub fn from_json(bytes: &[u8]) -> Result<ModelCard, CardError> {
         // Read the version first so an old or future card gets a version error, not a

@@ -11,17 +11,101 @@ pub mod pb;
 pub mod rewrite;
 mod summary;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::engine::tract::{ReadError, TractGraph};
 use crate::engine::{Graph, SitePath};
 pub use crate::engine::{GraphSummary, MismatchError, ModelError};
-use crate::error::Error;
 pub use card::SAMPLE_DIM;
-use card::{ModelCard, ModelPaths};
+use card::{CardError, ModelCard, ModelPaths};
 
 /// The name that selects the model compiled into the binary.
 pub const BUILTIN: &str = "builtin:mnist";
+
+/// Why a model cannot be loaded: the model layer's one error (each variant one line).
+// Causes are fields, not `source`s: the message already carries the cause, and a source
+// would be printed twice by the `{:#}` chains of the training commands.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file the command needs could not be read.
+    #[error("cannot {what} {}: {cause}", path.display())]
+    Io {
+        /// What was being done, e.g. "read model".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        cause: std::io::Error,
+    },
+    /// The model card is not valid on its own.
+    #[error("model card {}: {problem}", path.display())]
+    Card {
+        /// The card file (or `builtin:mnist`).
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: CardError,
+    },
+    /// The ONNX file cannot be loaded or planned.
+    #[error("model {}: {problem}", path.display())]
+    Model {
+        /// The ONNX file (or the card's model name when planning).
+        path: PathBuf,
+        /// What went wrong.
+        problem: ModelError,
+    },
+    /// The ONNX file is not the one its card describes.
+    #[error("model {} does not match its card: {problem}", path.display())]
+    Mismatch {
+        /// The ONNX file, or the bundle scored with another model.
+        path: PathBuf,
+        /// What differs.
+        problem: MismatchError,
+    },
+    /// The model card is not the one the operator pinned (`gate --card-sha256`).
+    #[error(
+        "model card {} has SHA-256 {found}, not the pinned {pinned}: the model changed since \
+         it was pinned (`mcgate info` prints a card's digest)",
+        path.display()
+    )]
+    Unpinned {
+        /// The card file (or `builtin:mnist`).
+        path: PathBuf,
+        /// The card's digest.
+        found: String,
+        /// The digest given.
+        pinned: String,
+    },
+}
+
+impl LoadError {
+    /// An I/O error on `path` while doing `what`.
+    pub fn io(what: &'static str, path: &Path, cause: std::io::Error) -> LoadError {
+        LoadError::Io {
+            what,
+            path: path.to_owned(),
+            cause,
+        }
+    }
+}
+
+impl ModelCard {
+    /// Reads and validates the card at `path`.
+    pub fn read(path: &Path) -> Result<ModelCard, LoadError> {
+        Self::read_with_sha256(path).map(|(card, _)| card)
+    }
+
+    /// Reads and validates the card at `path`, with the SHA-256 of the bytes it was parsed
+    /// from (what `gate --card-sha256` pins).
+    pub fn read_with_sha256(path: &Path) -> Result<(ModelCard, String), LoadError> {
+        let bytes = crate::files::read_bounded(path, crate::files::MAX_CARD_BYTES)
+            .map_err(|e| LoadError::io("read model card", path, e))?;
+        let card = Self::from_json(&bytes).map_err(|problem| LoadError::Card {
+            path: path.to_owned(),
+            problem,
+        })?;
+        Ok((card, card::sha256_hex(&bytes)))
+    }
+}
 
 /// A model checked against its card: what a plan is built from.
 pub struct Model {
@@ -39,10 +123,10 @@ pub struct Model {
 impl Model {
     /// Reads `<stem>.onnx` and `<stem>.card.json`, checks the card's SHA-256 of the ONNX
     /// bytes, and checks that the graph's inputs and output are the ones the card describes.
-    pub fn load(paths: &ModelPaths) -> Result<Model, Error> {
+    pub fn load(paths: &ModelPaths) -> Result<Model, LoadError> {
         let (card, card_sha256) = ModelCard::read_with_sha256(&paths.card)?;
         let bytes = crate::files::read_bounded(&paths.onnx, crate::files::MAX_ONNX_BYTES)
-            .map_err(|e| Error::io("read model", &paths.onnx, e))?;
+            .map_err(|e| LoadError::io("read model", &paths.onnx, e))?;
         let model = Self::from_parts(card, &bytes, &paths.onnx)?;
         Ok(Model {
             card_sha256: Some(card_sha256),
@@ -51,8 +135,8 @@ impl Model {
     }
 
     /// Checks `onnx` (named `path` in errors) against `card` and prepares it.
-    pub fn from_parts(card: ModelCard, onnx: &[u8], path: &Path) -> Result<Model, Error> {
-        let mismatch = |problem| Error::Mismatch {
+    pub fn from_parts(card: ModelCard, onnx: &[u8], path: &Path) -> Result<Model, LoadError> {
+        let mismatch = |problem| LoadError::Mismatch {
             path: path.to_owned(),
             problem,
         };
@@ -64,7 +148,7 @@ impl Model {
             }));
         }
         let (graph, summary) = TractGraph::read(onnx, &card).map_err(|e| match e {
-            ReadError::Model(problem) => Error::Model {
+            ReadError::Model(problem) => LoadError::Model {
                 path: path.to_owned(),
                 problem,
             },
@@ -80,7 +164,7 @@ impl Model {
 
     /// Loads the model a user named: a stem or file path, or `builtin:mnist`, the shipped
     /// MNIST model compiled into the binary (feature `builtin-model`, on by default).
-    pub fn load_from(arg: &Path) -> Result<Model, Error> {
+    pub fn load_from(arg: &Path) -> Result<Model, LoadError> {
         if arg.as_os_str() == BUILTIN {
             return Self::builtin(arg);
         }
@@ -88,9 +172,9 @@ impl Model {
     }
 
     #[cfg(feature = "builtin-model")]
-    fn builtin(arg: &Path) -> Result<Model, Error> {
+    fn builtin(arg: &Path) -> Result<Model, LoadError> {
         let card_bytes = include_bytes!("../../models/mnist.card.json");
-        let card = ModelCard::from_json(card_bytes).map_err(|problem| Error::Card {
+        let card = ModelCard::from_json(card_bytes).map_err(|problem| LoadError::Card {
             path: arg.to_owned(),
             problem,
         })?;
@@ -102,8 +186,8 @@ impl Model {
     }
 
     #[cfg(not(feature = "builtin-model"))]
-    fn builtin(arg: &Path) -> Result<Model, Error> {
-        Err(Error::Model {
+    fn builtin(arg: &Path) -> Result<Model, LoadError> {
+        Err(LoadError::Model {
             path: arg.to_owned(),
             problem: ModelError::NoBuiltin,
         })
@@ -111,7 +195,7 @@ impl Model {
 
     /// Refuses this model unless its card's SHA-256 is `pinned` (lower-case hex): the model
     /// named `model_arg` changed since the operator pinned it (`gate --card-sha256`).
-    pub fn check_pin(&self, model_arg: &Path, pinned: &str) -> Result<(), Error> {
+    pub fn check_pin(&self, model_arg: &Path, pinned: &str) -> Result<(), LoadError> {
         let found = self.card_sha256.clone().unwrap_or_default();
         if found == pinned {
             return Ok(());
@@ -121,7 +205,7 @@ impl Model {
         } else {
             ModelPaths::resolve(model_arg).card
         };
-        Err(Error::Unpinned {
+        Err(LoadError::Unpinned {
             path,
             found,
             pinned: pinned.to_owned(),

@@ -395,8 +395,8 @@ mod tests {
         // `ensemble` removed: refused, naming the rows the card implies.
         let mut two_sites = card.clone();
         two_sites.ensemble = None;
-        let expected_rows = |result: Result<Model, crate::error::Error>| match result {
-            Err(crate::error::Error::Mismatch {
+        let expected_rows = |result: Result<Model, crate::model::LoadError>| match result {
+            Err(crate::model::LoadError::Mismatch {
                 problem: MismatchError::OutputShape { rows, .. },
                 ..
             }) => rows,

@@ -50,7 +50,7 @@ use prost::Message;
 use super::card::{DropoutSite, MAX_INPUT_VALUES, MAX_P, MIN_P};
 use super::onnx::{self as builder, DataType, Dim};
 use super::SAMPLE_DIM;
-use crate::error::one_line;
+use crate::text::one_line;
 
 /// The output of a converted graph.
 pub const OUTPUT: &str = "probs";

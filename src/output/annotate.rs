@@ -9,11 +9,11 @@ use embedded_graphics::text::Text;
 use image::{imageops::FilterType, DynamicImage, RgbImage};
 
 use super::frames::FrameSink;
+use super::OutputError;
 use super::Sink;
 use crate::input::frame::Frame;
 use crate::score::report::Report;
 use crate::score::verdict::Decision;
-use crate::Error;
 
 /// An `RgbImage` as an embedded-graphics draw target; pixels outside it are clipped.
 pub struct Canvas<'a>(pub &'a mut RgbImage);
@@ -57,7 +57,7 @@ impl Annotator {
 }
 
 impl Sink for Annotator {
-    fn observe(&mut self, report: &Report, frame: Option<&Frame>) -> Result<(), Error> {
+    fn observe(&mut self, report: &Report, frame: Option<&Frame>) -> Result<(), OutputError> {
         let Some(frame) = frame else {
             return Ok(());
         };

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use image::DynamicImage;
 
-use crate::Error;
+use super::OutputError;
 
 /// Writes `bytes` to `path` under a temporary name in the same directory, then renames it: a
 /// reader never sees a partial file, and a failed write (full disk) leaves nothing behind and
@@ -12,7 +12,7 @@ use crate::Error;
 /// unpredictable name (`tempfile`: `O_EXCL`, never through a link someone planted), and the
 /// rename replaces a link at `path` itself, never the file it points to. New files get the
 /// usual `0666 & !umask`.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     write_atomically_with_mode(path, bytes, None)
 }
 
@@ -22,9 +22,9 @@ pub fn write_atomically_with_mode(
     path: &Path,
     bytes: &[u8],
     permissions: Option<std::fs::Permissions>,
-) -> Result<(), Error> {
+) -> Result<(), OutputError> {
     use std::io::Write;
-    let fail = |e: std::io::Error| Error::Output {
+    let fail = |e: std::io::Error| OutputError {
         what: path.display().to_string(),
         cause: e.to_string(),
     };
@@ -59,11 +59,11 @@ pub fn write_atomically_with_mode(
 /// Somewhere frames are written: a directory of PNGs, or a test's recorder.
 pub trait FrameSink {
     /// Writes frame `index` from `source`; an error means it was not written.
-    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error>;
+    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), OutputError>;
 }
 
 impl FrameSink for FrameDir {
-    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), Error> {
+    fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), OutputError> {
         FrameDir::save(self, index, source, image)
     }
 }
@@ -124,8 +124,8 @@ pub struct FrameDir {
 impl FrameDir {
     /// Creates the directory if needed and checks that it is writable now, so a bad path
     /// fails at start-up rather than on the first frame.
-    pub fn open(dir: &Path, what: &str) -> Result<FrameDir, Error> {
-        let fail = |e: std::io::Error| Error::Output {
+    pub fn open(dir: &Path, what: &str) -> Result<FrameDir, OutputError> {
+        let fail = |e: std::io::Error| OutputError {
             what: format!("{what} {}", dir.display()),
             cause: e.to_string(),
         };
@@ -162,9 +162,14 @@ impl FrameDir {
 
     /// Writes the PNG under a temporary name, then renames it: a reader of the directory
     /// never sees a partial frame, and a failed write (full disk) leaves nothing behind.
-    pub fn save(&self, index: u64, source: &str, image: &image::DynamicImage) -> Result<(), Error> {
+    pub fn save(
+        &self,
+        index: u64,
+        source: &str,
+        image: &image::DynamicImage,
+    ) -> Result<(), OutputError> {
         let path = self.path_for(index, source);
-        let fail = |e: &dyn std::fmt::Display| Error::Output {
+        let fail = |e: &dyn std::fmt::Display| OutputError {
             what: path.display().to_string(),
             cause: e.to_string(),
         };

@@ -14,9 +14,9 @@ use prometheus::{
     IntCounterVec, Opts, Registry, TextEncoder,
 };
 
+use super::OutputError;
 use crate::model::card::ModelCard;
 use crate::score::report::Report;
-use crate::Error;
 
 /// The gate's metrics, updated per frame by the session and read by the HTTP server.
 pub struct Metrics {
@@ -123,8 +123,8 @@ impl Metrics {
     /// client gets its own thread (at most [`MAX_CLIENTS`] at once; more are closed unanswered),
     /// one answer, and [`CLIENT_DEADLINE`] in all: a request head over [`MAX_REQUEST_BYTES`],
     /// a client that sends slowly or never reads, cannot hold the server or grow the gate.
-    pub fn serve(self: &Arc<Self>, addr: &str) -> Result<(), Error> {
-        let listener = TcpListener::bind(addr).map_err(|e| Error::Output {
+    pub fn serve(self: &Arc<Self>, addr: &str) -> Result<(), OutputError> {
+        let listener = TcpListener::bind(addr).map_err(|e| OutputError {
             what: format!("--metrics {addr}"),
             cause: e.to_string(),
         })?;
@@ -240,7 +240,7 @@ impl super::Sink for Arc<Metrics> {
         &mut self,
         report: &Report,
         _: Option<&crate::input::frame::Frame>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), OutputError> {
         self.record(report);
         Ok(())
     }

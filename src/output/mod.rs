@@ -18,11 +18,21 @@ pub mod summary;
 
 use crate::input::frame::Frame;
 use crate::score::report::Report;
-use crate::Error;
+
+/// An output (report stream, frame folder, pass-through, metrics listener) that could not be
+/// written: the output layer's one error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot write {what}: {cause}")]
+pub struct OutputError {
+    /// The output, e.g. "report to stdout" or a file path.
+    pub what: String,
+    /// Why.
+    pub cause: String,
+}
 
 /// An observer of decided frames.
 pub trait Sink {
     /// One frame's final report, with the frame when it could be read. An error stops the
     /// session (an output that cannot be written).
-    fn observe(&mut self, report: &Report, frame: Option<&Frame>) -> Result<(), Error>;
+    fn observe(&mut self, report: &Report, frame: Option<&Frame>) -> Result<(), OutputError>;
 }

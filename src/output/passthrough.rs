@@ -8,8 +8,8 @@ use std::io::Write;
 
 use image::{imageops::FilterType, DynamicImage};
 
+use super::OutputError;
 use crate::input::frame::PixelFormat;
-use crate::Error;
 
 /// What downstream gets in a rejected frame's place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,7 +81,7 @@ impl PassThrough {
 
     /// Writes an accepted frame downstream (the pixels of it that were scored, at
     /// [`size`](PassThrough::size)).
-    pub fn accept(&mut self, image: &DynamicImage) -> Result<(), Error> {
+    pub fn accept(&mut self, image: &DynamicImage) -> Result<(), OutputError> {
         let bytes = self.raw(image);
         write(&mut self.out, &bytes)?;
         if self.on_reject == OnReject::Repeat {
@@ -93,7 +93,7 @@ impl PassThrough {
     }
 
     /// Fills a rejected frame's place as `on_reject` says.
-    pub fn reject(&mut self) -> Result<(), Error> {
+    pub fn reject(&mut self) -> Result<(), OutputError> {
         match self.on_reject {
             OnReject::Drop => Ok(()),
             // `last` stays black unless frames are repeated.
@@ -102,12 +102,12 @@ impl PassThrough {
     }
 }
 
-fn write(out: &mut dyn Write, bytes: &[u8]) -> Result<(), Error> {
+fn write(out: &mut dyn Write, bytes: &[u8]) -> Result<(), OutputError> {
     // Flushed per frame: downstream acts per frame, and a consumer that stops reading
     // back-pressures the gate instead of a buffer growing.
     out.write_all(bytes)
         .and_then(|()| out.flush())
-        .map_err(|e| Error::Output {
+        .map_err(|e| OutputError {
             what: "pass-through frames to stdout".into(),
             cause: e.to_string(),
         })

@@ -4,12 +4,12 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use super::OutputError;
 use crate::model::card::ModelCard;
 use crate::score::measures::Named;
 use crate::score::report::Report;
 use crate::score::verdict::Decision;
 use crate::text::printable;
-use crate::Error;
 
 /// How report lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -164,7 +164,7 @@ impl<W: Write> ReportWriter<W> {
     }
 
     /// Writes and flushes one frame's line.
-    pub fn write(&mut self, r: &Report) -> Result<(), Error> {
+    pub fn write(&mut self, r: &Report) -> Result<(), OutputError> {
         let class = r.measures.map(|m| m.predicted_class);
         let reason = r.verdict.reason().map(ToString::to_string);
         let label = class.and_then(|c| self.labels.get(c)).map(String::as_str);
@@ -223,7 +223,7 @@ impl<W: Write> ReportWriter<W> {
         result
             .and_then(|_| self.out.write_all(&self.line))
             .and_then(|_| self.out.flush())
-            .map_err(|e| Error::Output {
+            .map_err(|e| OutputError {
                 what: self.name.clone(),
                 cause: e.to_string(),
             })
@@ -235,7 +235,7 @@ impl<W: Write> super::Sink for ReportWriter<W> {
         &mut self,
         report: &Report,
         _: Option<&crate::input::frame::Frame>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), OutputError> {
         self.write(report)
     }
 }

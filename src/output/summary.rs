@@ -110,7 +110,7 @@ impl super::Sink for Summary {
         &mut self,
         report: &Report,
         _: Option<&crate::input::frame::Frame>,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), super::OutputError> {
         self.record(report);
         Ok(())
     }

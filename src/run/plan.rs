@@ -3,9 +3,8 @@
 //! (`engine::tract`) builds and runs the graph; this checks T against the card's limits and
 //! keeps what the gate needs to know (T, rows).
 
-use crate::engine::Runner;
 pub use crate::engine::Strategy;
-use crate::error::Error;
+use crate::engine::{EngineError, Runner};
 use crate::model::card::{MAX_MASK_VALUES, MAX_SAMPLES};
 use crate::model::Model;
 
@@ -18,6 +17,22 @@ pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "a panic without a message".into())
 }
 
+/// Why a plan cannot be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    /// T outside what the card allows.
+    #[error("samples (T) must be {expected}, got {got}")]
+    Samples {
+        /// The allowed values, in words.
+        expected: String,
+        /// The T asked for.
+        got: usize,
+    },
+    /// The engine cannot plan the model.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
 /// A runnable plan for one T, with its reusable state and input buffers.
 pub struct Plan {
     runner: Box<dyn Runner>,
@@ -28,32 +43,30 @@ pub struct Plan {
 impl Plan {
     /// Prepares `model` for `samples` masks, running every dropout site that feeds a dense
     /// layer as a sparse difference.
-    pub fn new(model: &Model, samples: usize) -> Result<Plan, Error> {
+    pub fn new(model: &Model, samples: usize) -> Result<Plan, PlanError> {
         Plan::with(model, samples, Strategy::Sparse)
     }
 
     /// [`Plan::new`] with the strategy chosen: both give the same masks for a seed and the
     /// same probabilities within float rounding (tested).
-    pub fn with(model: &Model, samples: usize, strategy: Strategy) -> Result<Plan, Error> {
+    pub fn with(model: &Model, samples: usize, strategy: Strategy) -> Result<Plan, PlanError> {
         if samples == 0 || samples > MAX_SAMPLES {
-            return Err(Error::out_of_range(
-                "samples (T)",
-                format!("in 1..={MAX_SAMPLES}"),
-                samples,
-            ));
+            return Err(PlanError::Samples {
+                expected: format!("in 1..={MAX_SAMPLES}"),
+                got: samples,
+            });
         }
         let card = &model.card;
         let mask_values = card.mask_values_per_sample();
         if mask_values.saturating_mul(samples) > MAX_MASK_VALUES {
-            return Err(Error::out_of_range(
-                "samples (T)",
-                format!(
+            return Err(PlanError::Samples {
+                expected: format!(
                     "at most {} for this model (its masks draw {mask_values} values per sample, \
                      {MAX_MASK_VALUES} at most per frame)",
                     MAX_MASK_VALUES / mask_values.max(1)
                 ),
-                samples,
-            ));
+                got: samples,
+            });
         }
         Ok(Plan {
             runner: model.graph().plan(card, samples, strategy)?,
@@ -81,7 +94,7 @@ impl Plan {
     /// Runs T samples on one preprocessed image (`[C·H·W]`, already normalised) with masks
     /// drawn from `seed`, and returns the probabilities, [`rows`](Plan::rows) × classes,
     /// row-major: what the gate scores.
-    pub fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], Error> {
+    pub fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], EngineError> {
         self.runner.run(image, seed)
     }
 
@@ -91,7 +104,7 @@ impl Plan {
         &mut self,
         image: &[f32],
         site_masks: &[&[f32]],
-    ) -> Result<&[f32], Error> {
+    ) -> Result<&[f32], EngineError> {
         self.runner.run_with_masks(image, site_masks)
     }
 }

@@ -158,11 +158,21 @@ pub struct AlarmWindow {
     active: bool,
 }
 
+/// An alarm's k of n that cannot be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("alarm needs 1 <= k <= n <= {MAX_WINDOW}, got k={k} n={n}")]
+pub struct AlarmError {
+    /// Rejects that raise the alarm.
+    pub k: usize,
+    /// Frames looked back on.
+    pub n: usize,
+}
+
 impl AlarmWindow {
     /// An alarm on `k` rejects in the last `n` frames.
-    pub fn new(k: usize, n: usize) -> Result<AlarmWindow, crate::Error> {
+    pub fn new(k: usize, n: usize) -> Result<AlarmWindow, AlarmError> {
         if n == 0 || n > MAX_WINDOW || k == 0 || k > n {
-            return Err(crate::Error::Alarm { k, n });
+            return Err(AlarmError { k, n });
         }
         Ok(AlarmWindow {
             recent: Deque::new(),

@@ -21,6 +21,7 @@ use crate::output::frames::FrameSink;
 use crate::output::passthrough::PassThrough;
 use crate::output::report::ReportWriter;
 use crate::output::summary::Summary;
+use crate::output::OutputError;
 use crate::output::Sink;
 use crate::score::report::Report;
 use crate::score::verdict::{AlarmWindow, Decision, RejectReason, Verdict};
@@ -127,12 +128,10 @@ impl<W: Write> Outputs<W> {
         let mut passed_on = Ok(());
         if let (Some(frame), Decision::Accept) = (frame, report.verdict.decision()) {
             let scored = |size| match &self.frames.scored {
-                Some(spec) => {
-                    scored_pixels(&frame.image, spec, size).ok_or_else(|| Error::Output {
-                        what: "the frame's scored pixels".into(),
-                        cause: "the resizer failed".into(),
-                    })
-                }
+                Some(spec) => scored_pixels(&frame.image, spec, size).ok_or_else(|| OutputError {
+                    what: "the frame's scored pixels".into(),
+                    cause: "the resizer failed".into(),
+                }),
                 None => Ok(Cow::Borrowed(&frame.image)),
             };
             if let Some(sink) = &self.frames.accepted {
@@ -154,7 +153,7 @@ impl<W: Write> Outputs<W> {
         for sink in &mut self.sinks {
             sink.observe(&report, frame)?;
         }
-        self.summary.observe(&report, frame)
+        Ok(self.summary.observe(&report, frame)?)
     }
 }
 
@@ -177,9 +176,9 @@ mod tests {
     }
 
     impl FrameSink for Recorder {
-        fn save(&self, index: u64, _: &str, _: &image::DynamicImage) -> Result<(), Error> {
+        fn save(&self, index: u64, _: &str, _: &image::DynamicImage) -> Result<(), OutputError> {
             if self.fail {
-                return Err(Error::Output {
+                return Err(OutputError {
                     what: "frame".into(),
                     cause: "disk full".into(),
                 });
@@ -322,7 +321,7 @@ mod tests {
     struct Observer(Rc<RefCell<Vec<Seen>>>);
 
     impl Sink for Observer {
-        fn observe(&mut self, report: &Report, _: Option<&Frame>) -> Result<(), Error> {
+        fn observe(&mut self, report: &Report, _: Option<&Frame>) -> Result<(), OutputError> {
             let verdict = match report.verdict.decision() {
                 Decision::Accept => "accept",
                 Decision::Reject => "reject",

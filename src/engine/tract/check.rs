@@ -5,9 +5,9 @@ use tract_onnx::prelude::*;
 
 use super::dims_to_string;
 use crate::engine::MismatchError;
-use crate::error::one_line;
 use crate::model::card::ModelCard;
 use crate::model::card::SAMPLE_DIM;
+use crate::text::one_line;
 
 fn is_sample_dim(d: &TDim) -> bool {
     matches!(d, TDim::Sym(s) if s.to_string() == SAMPLE_DIM)

@@ -12,9 +12,11 @@ mod summary;
 
 use tract_onnx::prelude::*;
 
-use super::{Graph, GraphSummary, MismatchError, ModelError, Runner, SitePath, Strategy};
-use crate::error::{one_line, Error};
+use super::{
+    EngineError, Graph, GraphSummary, MismatchError, ModelError, Runner, SitePath, Strategy,
+};
 use crate::model::card::ModelCard;
+use crate::text::one_line;
 
 /// Why tract cannot take a model: the file itself, or the file against its card.
 #[derive(Debug)]
@@ -69,7 +71,7 @@ impl Graph for TractGraph {
         card: &ModelCard,
         samples: usize,
         strategy: Strategy,
-    ) -> Result<Box<dyn Runner>, Error> {
+    ) -> Result<Box<dyn Runner>, EngineError> {
         Ok(Box::new(plan::TractPlan::new(
             &self.typed,
             card,

@@ -12,13 +12,13 @@ use tract_onnx::prelude::*;
 use super::sparse::Head;
 use super::split::{self, Split};
 use crate::engine::ModelError;
-use crate::engine::{Runner, Strategy};
-use crate::error::{one_line, Error};
+use crate::engine::{EngineError, Runner, Strategy};
 use crate::model::card::ModelCard;
 use crate::model::card::SAMPLE_DIM;
 use crate::run::masks::{self, SiteMasks};
 use crate::run::plan::panic_message;
 use crate::run::rng::WyRand;
+use crate::text::one_line;
 
 /// Most values any one tensor of the graph may hold at the run's T (1 GiB of f32): a graph
 /// that expands a tensor by T into more is refused when planned, naming the node.
@@ -122,9 +122,9 @@ impl TractPlan {
         card: &ModelCard,
         samples: usize,
         strategy: Strategy,
-    ) -> Result<TractPlan, Error> {
-        let fail = |e: anyhow::Error| Error::Model {
-            path: card.name.clone().into(),
+    ) -> Result<TractPlan, EngineError> {
+        let fail = |e: anyhow::Error| EngineError::Plan {
+            model: card.name.clone(),
             problem: ModelError::Plan(one_line(&e)),
         };
         check_tensor_sizes(typed, samples).map_err(fail)?;
@@ -145,9 +145,9 @@ impl TractPlan {
         card: &ModelCard,
         samples: usize,
         strategy: Strategy,
-    ) -> Result<TractPlan, Error> {
-        let fail = |e: anyhow::Error| Error::Model {
-            path: card.name.clone().into(),
+    ) -> Result<TractPlan, EngineError> {
+        let fail = |e: anyhow::Error| EngineError::Plan {
+            model: card.name.clone(),
             problem: ModelError::Plan(one_line(&e)),
         };
         let cut = match strategy {
@@ -229,15 +229,19 @@ impl Runner for TractPlan {
         matches!(self.body, Body::Split { .. })
     }
 
-    fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], Error> {
+    fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], EngineError> {
         copy_into(&mut self.image, image, "image")?;
         let output = self.run_current(Masks::Drawn(seed))?;
         output_slice(self.output.insert(output))
     }
 
-    fn run_with_masks(&mut self, image: &[f32], site_masks: &[&[f32]]) -> Result<&[f32], Error> {
+    fn run_with_masks(
+        &mut self,
+        image: &[f32],
+        site_masks: &[&[f32]],
+    ) -> Result<&[f32], EngineError> {
         if site_masks.len() != self.sites.len() {
-            return Err(Error::Inference(format!(
+            return Err(EngineError::Inference(format!(
                 "{} masks given, the model has {} dropout sites",
                 site_masks.len(),
                 self.sites.len()
@@ -249,7 +253,7 @@ impl Runner for TractPlan {
                 SitePath::Sparse { head, .. } => head.inputs() * self.samples,
             };
             if src.len() != want {
-                return Err(Error::Inference(format!(
+                return Err(EngineError::Inference(format!(
                     "mask has {} values, the model takes {want}",
                     src.len()
                 )));
@@ -262,8 +266,8 @@ impl Runner for TractPlan {
 }
 
 impl TractPlan {
-    fn run_current(&mut self, masks: Masks) -> Result<TValue, Error> {
-        let fail = |e: anyhow::Error| Error::Inference(one_line(&e));
+    fn run_current(&mut self, masks: Masks) -> Result<TValue, EngineError> {
+        let fail = |e: anyhow::Error| EngineError::Inference(one_line(&e));
         let activations = match &mut self.body {
             Body::Whole { .. } => tvec![],
             Body::Split { trunk, .. } => trunk
@@ -330,7 +334,7 @@ fn run_head(
     a: &[f32],
     out: &mut Arc<Tensor>,
     column: impl FnMut(usize, &mut [f32]),
-) -> Result<(), Error> {
+) -> Result<(), EngineError> {
     match head {
         Head::Float(head) => head.run(a, f32_slice_mut(out)?, column),
         Head::Int8(head) => head.run(a, slice_mut::<u8>(out)?, column),
@@ -373,24 +377,24 @@ fn feeds(
 }
 
 /// The f32 contents of an input buffer, for writing in place.
-fn f32_slice_mut(t: &mut Arc<Tensor>) -> Result<&mut [f32], Error> {
+fn f32_slice_mut(t: &mut Arc<Tensor>) -> Result<&mut [f32], EngineError> {
     slice_mut::<f32>(t)
 }
 
 /// The contents of an input buffer, for writing in place. `make_mut` clones only if tract
 /// still held a reference; after a run it never does, so nothing is allocated.
-fn slice_mut<T: Datum>(t: &mut Arc<Tensor>) -> Result<&mut [T], Error> {
+fn slice_mut<T: Datum>(t: &mut Arc<Tensor>) -> Result<&mut [T], EngineError> {
     Arc::make_mut(t)
         .to_plain_array_view_mut::<T>()
-        .map_err(|e| Error::Inference(one_line(&e)))?
+        .map_err(|e| EngineError::Inference(one_line(&e)))?
         .into_slice()
-        .ok_or_else(|| Error::Inference("input buffer is not contiguous".into()))
+        .ok_or_else(|| EngineError::Inference("input buffer is not contiguous".into()))
 }
 
-fn copy_into(t: &mut Arc<Tensor>, src: &[f32], what: &str) -> Result<(), Error> {
+fn copy_into(t: &mut Arc<Tensor>, src: &[f32], what: &str) -> Result<(), EngineError> {
     let dst = f32_slice_mut(t)?;
     if dst.len() != src.len() {
-        return Err(Error::Inference(format!(
+        return Err(EngineError::Inference(format!(
             "{what} has {} values, the model takes {}",
             src.len(),
             dst.len()
@@ -401,8 +405,8 @@ fn copy_into(t: &mut Arc<Tensor>, src: &[f32], what: &str) -> Result<(), Error> 
 }
 
 /// Reads a `[T, classes]` f32 output as a flat slice.
-pub fn output_slice(out: &TValue) -> Result<&[f32], Error> {
-    let fail = |e: anyhow::Error| Error::Inference(one_line(&e));
+pub fn output_slice(out: &TValue) -> Result<&[f32], EngineError> {
+    let fail = |e: anyhow::Error| EngineError::Inference(one_line(&e));
     let view = out.try_as_plain_ram().map_err(fail)?;
     view.as_slice::<f32>().map_err(fail)
 }

@@ -1,0 +1,51 @@
+//! Why a calibration cannot be made (apart from `calibrate`, so that the error above the
+//! commands can name it without importing the command).
+
+/// Frames above the threshold that a calibration must expect, at least: with fewer, the
+/// quantile is set by a handful of frames and the false-positive rate means little.
+pub const MIN_EXPECTED_ABOVE: f64 = 5.0;
+
+/// Smallest threshold a calibration may set, in nats. Samples that (almost) all agree give
+/// MI of float rounding (1.8e-15 on a p = 1e-7 model), not 0; a (1 − fpr) quantile below
+/// this floor is that noise, and a threshold there accepts or rejects frames at random.
+pub const MI_SIGNAL_FLOOR: f64 = 1e-4;
+
+/// Why a calibration cannot be made from the frames given.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CalibrationError {
+    /// Fewer frames than the target rate needs.
+    #[error(
+        "{got} frames are too few for --fpr {fpr}: calibrating needs at least {needed} \
+         (so that about {MIN_EXPECTED_ABOVE} lie above the threshold)"
+    )]
+    TooFewFrames {
+        /// Frames given.
+        got: usize,
+        /// Frames needed.
+        needed: usize,
+        /// The target rate.
+        fpr: f64,
+    },
+    /// The frames' MI carries no signal: the threshold would sit in float rounding noise.
+    #[error(
+        "the threshold would be {threshold:e} nats, below {MI_SIGNAL_FLOOR:e}: on these \
+         {frames} frames the model's Monte-Carlo samples (almost) never disagree, and MI that \
+         small is the rounding of float probabilities, not a signal (check its dropout sites)"
+    )]
+    NoUncertainty {
+        /// Frames scored.
+        frames: usize,
+        /// The quantile the threshold would have been.
+        threshold: f64,
+    },
+    /// A frame could not be read or scored.
+    #[error("frame {index} ({source_name}) could not be scored: {reason}; calibrate on frames the gate can read")]
+    Unscored {
+        /// Its position.
+        index: u64,
+        /// Its file, or `stdin#i`.
+        source_name: String,
+        /// Why.
+        reason: String,
+    },
+}
