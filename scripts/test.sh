@@ -31,6 +31,8 @@ fi
 if ! .venv/bin/python -c "import onnxruntime, onnx, numpy" 2>/dev/null; then
   .venv/bin/pip install --quiet --disable-pip-version-check onnxruntime==1.31.1 onnx==1.23.2 numpy==2.4.6
 fi
+# No file-level import circle in src/ (each layer knows only those below it).
+.venv/bin/python scripts/import_cycles.py
 cargo test --workspace --release
 # The shipped models against onnxruntime + float64 measures, through the binary just tested.
 for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8 models/mnist-ensemble; do
