@@ -11,12 +11,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use mcgate::contract::bundle::Manifest;
 use mcgate::input::frame::decode_file;
 use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::Model;
 use mcgate::run::plan::Plan;
 use mcgate::score::measures;
-use mcgate::validate::Manifest;
 
 const SAMPLES: [usize; 9] = [1, 2, 3, 4, 5, 6, 8, 10, 20];
 

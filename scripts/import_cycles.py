@@ -39,7 +39,7 @@ def main():
 
     edges = {r: set() for r in files}
     for rel, src in files.items():
-        if rel == "model/pb.rs":  # generated; its `super::` are its own nested modules
+        if rel == "contract/pb.rs":  # generated; its `super::` are its own nested modules
             continue
         src = src.split("#[cfg(test)]")[0]
         src = "\n".join(line.split("//")[0] for line in src.split("\n"))

@@ -7,11 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::gate::{Pool, Seeds};
-use crate::input::frame;
-use crate::model::card::{
+use crate::contract::card::{
     Calibration, InputSpec, ModelCard, ModelPaths, Resize, Threshold, SCHEMA,
 };
+use crate::gate::{Pool, Seeds};
+use crate::input::frame;
 use crate::model::{LoadError, Model};
 use crate::output::frames::write_atomically_with_mode;
 use crate::score::roc;

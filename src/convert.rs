@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 
 use crate::engine::tract::analysis;
 
-use crate::error::Error;
-use crate::model::card::{
+use crate::contract::card::{
     sha256_hex, ChannelOrder, Conversion, DropoutSite, InputSpec, ModelCard, OutputSpec,
     Provenance, Resize, SCHEMA,
 };
+use crate::contract::pb;
+use crate::error::Error;
 use crate::model::rewrite::{self, ConvertError, Converted};
-use crate::model::{pb, Model};
+use crate::model::Model;
 use crate::output::frames::write_atomically;
 use crate::run::plan::Plan;
 use crate::run::rng::WyRand;
@@ -277,7 +278,7 @@ fn softmax(v: &mut [f32]) {
 /// Writes `<stem>.onnx` and `<stem>.card.json`, each under a temporary name then renamed, the
 /// card last: a failure leaves no half-written file, and no card without its graph.
 pub fn write(stem: &Path, checked: &Checked) -> Result<(PathBuf, PathBuf), Error> {
-    let paths = crate::model::card::ModelPaths::resolve(stem);
+    let paths = crate::contract::card::ModelPaths::resolve(stem);
     if let Some(dir) = paths.onnx.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::Output {
             what: dir.display().to_string(),

@@ -4,10 +4,10 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::contract::card::{ModelCard, MAX_SAMPLES, MIN_SAMPLES};
 use crate::engine::EngineError;
 use crate::input::frame::{self, Frame, Unreadable};
 use crate::input::preprocess::Preprocessor;
-use crate::model::card::{ModelCard, MAX_SAMPLES, MIN_SAMPLES};
 use crate::model::{LoadError, Model};
 use crate::run::plan::{Plan, Strategy};
 use crate::run::rng;

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod calibrate;
+pub mod contract;
 pub mod convert;
 pub mod engine;
 pub mod error;

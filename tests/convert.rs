@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use mcgate::model::onnx::{f32_tensor, int, Dim, Graph};
+use mcgate::contract::onnx::{f32_tensor, int, Dim, Graph};
 
 /// x [1,3,4,4] → Flatten → Gemm 48→8 → Relu (`act`) → Gemm 8→3 → logits; or, with
 /// `shape_after`, a Shape node reading `act` (which cannot be made batch-agnostic).
@@ -195,7 +195,7 @@ fn output_picks_one_of_several_and_is_the_one_checked() {
     let mut g = classifier_graph(false);
     g.outputs.insert(
         0,
-        mcgate::model::onnx::value_info("act", &[Dim::Fixed(1), Dim::Fixed(8)]),
+        mcgate::contract::onnx::value_info("act", &[Dim::Fixed(1), Dim::Fixed(8)]),
     );
     let input = write(dir.path(), "two.onnx", &g.to_bytes("test", "0"));
     let stem = s(&dir.path().join("out"));
@@ -275,7 +275,7 @@ fn convert_refuses_what_would_accept_everything_overwrite_its_input_or_is_broken
         "Dropout",
         &["act0"],
         "act",
-        vec![mcgate::model::onnx::float("ratio", 1e-12)],
+        vec![mcgate::contract::onnx::float("ratio", 1e-12)],
     );
     let tiny_dropout = write(dir.path(), "tiny.onnx", &g.to_bytes("test", "0"));
     assert_refused(
@@ -312,7 +312,7 @@ fn convert_refuses_what_would_accept_everything_overwrite_its_input_or_is_broken
 
     // An input of 1e10 × 1e10 pixels.
     let mut g = classifier_graph(false);
-    g.inputs[0] = mcgate::model::onnx::value_info(
+    g.inputs[0] = mcgate::contract::onnx::value_info(
         "x",
         &[
             Dim::Fixed(1),

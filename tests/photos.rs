@@ -159,8 +159,8 @@ fn photo_bundle_validates() {
 /// downstream (and into `--accepted`) is the photo, with no magenta.
 #[test]
 fn a_crop_model_passes_on_only_what_it_scored() {
+    use mcgate::contract::card::Resize;
     use mcgate::input::preprocess::scored_region;
-    use mcgate::model::card::Resize;
     let resize = Resize::ShorterSideCrop {
         shorter_side: 256,
         crop: 224,

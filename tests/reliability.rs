@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use mcgate::model::onnx::{f32_tensor, i64_tensor, int, ints, Dim, Graph};
+use mcgate::contract::onnx::{f32_tensor, i64_tensor, int, ints, Dim, Graph};
 
 /// Knobs for the tiny model.
 #[derive(Clone, Copy, Default)]
@@ -112,7 +112,7 @@ fn tiny_card(onnx: &[u8]) -> serde_json::Value {
         "default_samples": 8,
         "threshold": {"mutual_information": 0.5, "method": "test", "target_fpr": null, "provisional": true},
         "metrics": {"test_accuracy_deterministic": 0.0, "test_accuracy_mc": 0.0, "mc_samples": 8, "test_images": 0},
-        "onnx_sha256": mcgate::model::card::sha256_hex(onnx),
+        "onnx_sha256": mcgate::contract::card::sha256_hex(onnx),
         "provenance": {"dataset": "none", "train_images": 0, "epochs": 0, "batch_size": 0, "optimizer": "none",
                        "seed": 0, "device": "cpu", "train_seconds": 0.0, "source_commit": "test"}
     })
@@ -904,7 +904,7 @@ fn sighup_reloads_the_threshold_and_a_broken_card_keeps_the_old_one() {
 
     // A threshold no MI can reach (ln 3 = 1.1 for three classes) would accept every frame.
     card["onnx_sha256"] =
-        mcgate::model::card::sha256_hex(&std::fs::read(m.path("m.onnx")).unwrap()).into();
+        mcgate::contract::card::sha256_hex(&std::fs::read(m.path("m.onnx")).unwrap()).into();
     card["threshold"]["mutual_information"] = 100.0.into();
     std::fs::write(&card_path, card.to_string()).unwrap();
     hangup(child.id());
@@ -1532,7 +1532,7 @@ fn a_pinned_card_refuses_a_model_folder_changed_under_it() {
     let digest = info["card_sha256"].as_str().unwrap().to_owned();
     assert_eq!(
         digest,
-        mcgate::model::card::sha256_hex(&std::fs::read(&card_path).unwrap())
+        mcgate::contract::card::sha256_hex(&std::fs::read(&card_path).unwrap())
     );
     let frame = m.frame();
     let pinned = |pin: &str| mcgate(&["gate", &stem, &frame, "--seed", "1", "--card-sha256", pin]);

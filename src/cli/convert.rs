@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use mcgate::model::card::{ChannelOrder, ModelPaths, Resize};
+use mcgate::contract::card::{ChannelOrder, ModelPaths, Resize};
 use mcgate::model::LoadError;
 use mcgate::output::frames::will_be_same_file;
 use mcgate::Error;

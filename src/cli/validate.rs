@@ -56,7 +56,7 @@ pub(crate) fn run(args: ValidateArgs) -> Result<u8, Failure> {
     if runs == Some(0) {
         return Err(Failure::Usage("--runs must be at least 1".into()));
     }
-    let manifest = validate::Manifest::read(&bundle)?;
+    let manifest = mcgate::contract::bundle::Manifest::read(&bundle)?;
     let args_model = model;
     let model = Model::load_from(&args_model)?;
     let opts = validate::Options {

@@ -1,6 +1,6 @@
 //! How a graph differs from its card: what any engine's check reports, in one line each.
 
-use crate::model::card::SAMPLE_DIM;
+use crate::contract::card::SAMPLE_DIM;
 
 /// How a graph differs from its card; each variant renders as one line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

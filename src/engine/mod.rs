@@ -20,7 +20,7 @@
 mod mismatch;
 pub mod tract;
 
-use crate::model::card::ModelCard;
+use crate::contract::card::ModelCard;
 pub use mismatch::MismatchError;
 
 /// Which plan to build.

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::DynamicImage;
 
-use crate::model::card::{ChannelOrder, InputSpec, Resize};
+use crate::contract::card::{ChannelOrder, InputSpec, Resize};
 
 /// Why a frame cannot become model input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::frame::{self, PixelFormat};
-use crate::model::card::ModelCard;
+use crate::contract::card::ModelCard;
 use crate::Error;
 
 /// A run's frame source.

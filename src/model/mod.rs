@@ -1,23 +1,17 @@
 //! Translate time: read a model's ONNX file and card, have the engine check one against the
 //! other, and keep the engine's graph that [`Plan`](crate::run::plan::Plan)s are built from.
-//! Nothing here runs per frame.
-//!
-//! `card` is the model contract shared with the training crate (docs/model-format.md);
-//! `onnx` is the one ONNX graph builder (training exports, tests, the converter).
+//! Nothing here runs per frame. The files' formats are the `contract`'s; `rewrite` is the
+//! converter's graph rewrite (any classifier → the mask-input contract).
 
-pub mod card;
-pub mod onnx;
-pub mod pb;
 pub mod rewrite;
 mod summary;
 
 use std::path::{Path, PathBuf};
 
+use crate::contract::card::{self, CardError, ModelCard, ModelPaths};
 use crate::engine::tract::{ReadError, TractGraph};
 use crate::engine::{Graph, SitePath};
 pub use crate::engine::{GraphSummary, MismatchError, ModelError};
-pub use card::SAMPLE_DIM;
-use card::{CardError, ModelCard, ModelPaths};
 
 /// The name that selects the model compiled into the binary.
 pub const BUILTIN: &str = "builtin:mnist";

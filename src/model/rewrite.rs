@@ -43,13 +43,13 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::contract::pb;
 use crate::engine::tract::analysis::{self, Fact, Values};
-use crate::model::pb;
 use prost::Message;
 
-use super::card::{DropoutSite, MAX_INPUT_VALUES, MAX_P, MIN_P};
-use super::onnx::{self as builder, DataType, Dim};
-use super::SAMPLE_DIM;
+use crate::contract::card::SAMPLE_DIM;
+use crate::contract::card::{DropoutSite, MAX_INPUT_VALUES, MAX_P, MIN_P};
+use crate::contract::onnx::{self as builder, DataType, Dim};
 use crate::text::one_line;
 
 /// The output of a converted graph.
@@ -1535,9 +1535,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::model::card::tests::sample_card;
-    use crate::model::card::{sha256_hex, ModelCard};
-    use crate::model::onnx::{f32_scalar, f32_tensor, float, i64_tensor, int, tensor, Graph};
+    use crate::contract::card::tests::sample_card;
+    use crate::contract::card::{sha256_hex, ModelCard};
+    use crate::contract::onnx::{f32_scalar, f32_tensor, float, i64_tensor, int, tensor, Graph};
     use crate::model::Model;
     use crate::run::masks;
     use crate::run::plan::Plan;

@@ -1,7 +1,7 @@
 //! What a graph declares (inputs, outputs, operator counts), for `mcgate info`.
 
-use super::card::{ChannelOrder, Provenance, Resize};
 use super::Model;
+use crate::contract::card::{ChannelOrder, Provenance, Resize};
 
 impl Model {
     /// What `mcgate info` prints: the card in words, then the graph's interface and ops.

@@ -15,7 +15,7 @@ use prometheus::{
 };
 
 use super::OutputError;
-use crate::model::card::ModelCard;
+use crate::contract::card::ModelCard;
 use crate::score::report::Report;
 
 /// The gate's metrics, updated per frame by the session and read by the HTTP server.

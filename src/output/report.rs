@@ -5,7 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::OutputError;
-use crate::model::card::ModelCard;
+use crate::contract::card::ModelCard;
 use crate::score::measures::Named;
 use crate::score::report::Report;
 use crate::score::verdict::Decision;

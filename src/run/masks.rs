@@ -3,7 +3,7 @@
 //! ONNX Dropout is an identity in every edge runtime, so the model takes its masks as
 //! inputs and we draw them here, T samples at once, into buffers reused across frames.
 
-use crate::model::card::DropoutSite;
+use crate::contract::card::DropoutSite;
 use crate::run::rng::WyRand;
 
 /// Fills `out` with independent mask values: 0 with probability `p`, else 1/(1−p).

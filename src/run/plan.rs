@@ -3,9 +3,9 @@
 //! (`engine::tract`) builds and runs the graph; this checks T against the card's limits and
 //! keeps what the gate needs to know (T, rows).
 
+use crate::contract::card::{MAX_MASK_VALUES, MAX_SAMPLES};
 pub use crate::engine::Strategy;
 use crate::engine::{EngineError, Runner};
-use crate::model::card::{MAX_MASK_VALUES, MAX_SAMPLES};
 use crate::model::Model;
 
 /// A caught panic's message.

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 
 use super::reload::CardReload;
 use super::{FrameOutputs, Session};
+use crate::contract::card::ModelPaths;
 use crate::gate::{Pool, Seeds};
 use crate::input::budget::FRAME_MEMORY;
 use crate::input::frame::{PixelFormat, MAX_SIDE};
 use crate::input::source::{Frames, Source};
-use crate::model::card::ModelPaths;
 use crate::model::Model;
 use crate::output::annotate::Annotator;
 use crate::output::frames::{same_file, same_inode, will_be_same_file, FrameDir, FrameSink};

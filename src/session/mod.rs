@@ -13,10 +13,10 @@ pub mod reload;
 use std::borrow::Cow;
 use std::io::Write;
 
+use crate::contract::card::InputSpec;
 use crate::gate::Pool;
 use crate::input::frame::{self, Frame};
 use crate::input::preprocess::scored_pixels;
-use crate::model::card::InputSpec;
 use crate::output::frames::FrameSink;
 use crate::output::passthrough::PassThrough;
 use crate::output::report::ReportWriter;

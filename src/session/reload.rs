@@ -6,8 +6,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::contract::card::{ModelCard, ModelPaths};
 use crate::gate::check_threshold;
-use crate::model::card::{ModelCard, ModelPaths};
 use crate::model::BUILTIN;
 use crate::score::verdict::SharedThreshold;
 use crate::Error;
@@ -205,7 +205,7 @@ mod tests {
         // Pinned: only the card with that digest is taken.
         json["threshold"]["mutual_information"] = 0.25.into();
         write(&json);
-        let digest = crate::model::card::sha256_hex(&std::fs::read(&path).unwrap());
+        let digest = crate::contract::card::sha256_hex(&std::fs::read(&path).unwrap());
         let pinned = |pin: &str| {
             CardReload::new(&stem, &card, 20, false, Some(pin.into()), threshold.clone())
         };

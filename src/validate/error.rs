@@ -1,10 +1,8 @@
 //! Why an eval bundle cannot be used (apart from the aggregate's `validate`, so that the
 //! error above the commands can name it without importing the command).
 
+use crate::contract::bundle::BUNDLE_SCHEMA;
 use crate::input::frame::ReadError;
-
-/// The manifest schema version this build reads and writes.
-pub const BUNDLE_SCHEMA: &str = "mcgate.bundle/1";
 
 /// Why a bundle cannot be used; each variant renders as one line.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -14,12 +14,12 @@ use crate::eval::noise::matched_noise;
 use crate::eval::tch_scores::tch_scores;
 use crate::measures::Measure;
 use crate::nets::DropoutNet;
-use mcgate::validate::{BundleFrame, Group, Manifest, Role, BUNDLE_SCHEMA};
+use mcgate::contract::bundle::{BundleFrame, Group, Manifest, Role, BUNDLE_SCHEMA};
 
 pub struct BundleConfig {
     pub seed: u64,
     pub samples: i64,
-    /// Independent MC runs scored per frame (see `mcgate::validate::Manifest::repeats`).
+    /// Independent MC runs scored per frame (see `mcgate::contract::bundle::Manifest::repeats`).
     pub repeats: usize,
     /// (method, ε on the 0–255 scale); every attack targets the MC model (paper loss).
     pub attacks: Vec<(Method, f64)>,

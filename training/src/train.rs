@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
-use mcgate::model::card::{Metrics, Threshold};
+use mcgate::contract::card::{Metrics, Threshold};
 use mcgate::score::roc::{rate_above, threshold_at_fpr};
 
 use crate::data::Dataset;

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mcgate::model::card::{ModelCard, Provenance};
+use mcgate::contract::card::{ModelCard, Provenance};
 use mcgate::model::Model;
 use mcgate::run::plan::Plan;
 use mcgate_training::commands::ensemble::{self, EnsembleArgs};

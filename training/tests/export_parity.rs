@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use mcgate::model::card::{Metrics, ModelPaths, Provenance, Threshold, Training};
+use mcgate::contract::card::{Metrics, ModelPaths, Provenance, Threshold, Training};
 use mcgate::model::Model;
 use mcgate::run::plan::Plan;
 use mcgate_training::eval::{self, markdown::markdown, tract_scores::tract_scores};
@@ -94,7 +94,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         onnx.len()
     );
     let mut int8_card = card.clone();
-    int8_card.onnx_sha256 = mcgate::model::card::sha256_hex(&int8_onnx);
+    int8_card.onnx_sha256 = mcgate::contract::card::sha256_hex(&int8_onnx);
     let int8_model = Model::from_parts(int8_card, &int8_onnx, &stem.with_extension("int8.onnx"))
         .expect("tract loads the int8 export");
 

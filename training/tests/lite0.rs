@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mcgate::model::card::{sha256_hex, Pretrained, Provenance};
+use mcgate::contract::card::{sha256_hex, Pretrained, Provenance};
 use mcgate::model::Model;
 use mcgate::run::plan::Plan;
 use mcgate_training::export;

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mcgate::model::card::{sha256_hex, ModelCard};
+use mcgate::contract::card::{sha256_hex, ModelCard};
 use mcgate_training::commands::{load_mnist, MnistModel};
 use mcgate_training::nets::mnist::{Int8Scales, MnistCnn};
 use mcgate_training::nets::Int8Export;
@@ -89,7 +89,8 @@ fn the_shipped_ensemble_re_exports_from_its_own_weights() {
 /// A float32 scalar initializer of the ONNX file `path`.
 fn scalar(path: &Path, name: &str) -> f32 {
     use prost::Message;
-    let model = mcgate::model::pb::ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap();
+    let model =
+        mcgate::contract::pb::ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap();
     let t = model
         .graph
         .unwrap()

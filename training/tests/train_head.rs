@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};
-use mcgate::model::card::{ModelPaths, Provenance, SCHEMA};
+use mcgate::contract::card::{ModelPaths, Provenance, SCHEMA};
 use mcgate::model::Model;
 use mcgate_training::commands::train_head::{train_head, TrainHeadArgs};
 use mcgate_training::data::photos::Photos;

@@ -7,7 +7,7 @@
 use prost::Message;
 use tract_onnx::prelude::*;
 
-use crate::model::pb;
+use crate::contract::pb;
 
 /// One value as tract's shape inference saw it.
 #[derive(Debug, Clone)]

@@ -4,9 +4,9 @@
 use tract_onnx::prelude::*;
 
 use super::dims_to_string;
+use crate::contract::card::ModelCard;
+use crate::contract::card::SAMPLE_DIM;
 use crate::engine::MismatchError;
-use crate::model::card::ModelCard;
-use crate::model::card::SAMPLE_DIM;
 use crate::text::one_line;
 
 fn is_sample_dim(d: &TDim) -> bool {

@@ -15,7 +15,7 @@ use tract_onnx::prelude::*;
 use super::{
     EngineError, Graph, GraphSummary, MismatchError, ModelError, Runner, SitePath, Strategy,
 };
-use crate::model::card::ModelCard;
+use crate::contract::card::ModelCard;
 use crate::text::one_line;
 
 /// Why tract cannot take a model: the file itself, or the file against its card.

@@ -11,10 +11,10 @@ use tract_onnx::prelude::*;
 
 use super::sparse::Head;
 use super::split::{self, Split};
+use crate::contract::card::ModelCard;
+use crate::contract::card::SAMPLE_DIM;
 use crate::engine::ModelError;
 use crate::engine::{EngineError, Runner, Strategy};
-use crate::model::card::ModelCard;
-use crate::model::card::SAMPLE_DIM;
 use crate::run::masks::{self, SiteMasks};
 use crate::run::plan::panic_message;
 use crate::run::rng::WyRand;
@@ -355,7 +355,7 @@ enum Masks<'a> {
 /// of the sites named in the card, and the `<layer>.sparse` inputs of the `layers`.
 fn feeds(
     runnable: &TypedRunnableModel,
-    card: &crate::model::card::ModelCard,
+    card: &crate::contract::card::ModelCard,
     layers: &[split::SparseLayer],
 ) -> TractResult<Vec<Feed>> {
     let model = runnable.model();

@@ -29,8 +29,8 @@ use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::konst::Const;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearU8;
 
+use crate::contract::card::ModelCard;
 use crate::engine::SitePath;
-use crate::model::card::ModelCard;
 
 /// A qualifying site, located in the typed graph.
 #[derive(Debug, Clone)]
@@ -670,8 +670,8 @@ fn upstream_sources(typed: &TypedModel, node: usize) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::card::tests::sample_card;
-    use crate::model::onnx::{f32_tensor, int, Graph};
+    use crate::contract::card::tests::sample_card;
+    use crate::contract::onnx::{f32_tensor, int, Graph};
     use crate::model::Model;
     use crate::run::plan::{Plan, Strategy};
     use crate::run::rng::WyRand;
@@ -706,7 +706,7 @@ mod tests {
         body(&mut g);
         g.node("Softmax", &["logits"], "probs", vec![]);
         let bytes = g.to_bytes("test", "0");
-        card.onnx_sha256 = crate::model::card::sha256_hex(&bytes);
+        card.onnx_sha256 = crate::contract::card::sha256_hex(&bytes);
         Model::from_parts(card, &bytes, "t.onnx".as_ref()).expect("loads")
     }
 

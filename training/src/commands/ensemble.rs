@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{self, Assembly, Member, ModelCard, Provenance, Training};
+use mcgate::contract::card::{self, Assembly, Member, ModelCard, Provenance, Training};
 use mcgate::model::Model;
 use mcgate::score::roc::rate_above;
 use tch::Device;

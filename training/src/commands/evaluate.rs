@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
-use mcgate::model::card::ModelCard;
+use mcgate::contract::card::ModelCard;
 
 use super::{load_mnist, Trained, TrainedModel};
 use crate::attack::Method;

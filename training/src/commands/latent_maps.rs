@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::ModelCard;
+use mcgate::contract::card::ModelCard;
 use tch::Device;
 
 use super::{LatentInputs, LatentPair};

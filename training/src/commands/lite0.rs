@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{sha256_hex, Metrics, Pretrained, Provenance};
+use mcgate::contract::card::{sha256_hex, Metrics, Pretrained, Provenance};
 
 use crate::data::photos::Photos;
 use crate::export;

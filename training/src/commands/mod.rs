@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{sha256_hex, ModelCard};
+use mcgate::contract::card::{sha256_hex, ModelCard};
 use tch::{nn, Device};
 
 use crate::data::{self, Dataset};

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{Metrics, Threshold};
+use mcgate::contract::card::{Metrics, Threshold};
 use mcgate::model::Model;
 use mcgate::score::roc::{rate_above, threshold_at_fpr};
 

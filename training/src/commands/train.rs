@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{Provenance, Training};
+use mcgate::contract::card::{Provenance, Training};
 use tch::{nn, Device};
 
 use crate::data::{self, Known};

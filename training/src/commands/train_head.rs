@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
-use mcgate::model::card::{sha256_hex, Backbone, Metrics, Provenance, Threshold, Training};
+use mcgate::contract::card::{sha256_hex, Backbone, Metrics, Provenance, Threshold, Training};
 use mcgate::score::roc::{rate_above, threshold_at_fpr};
 use tch::{nn, Device, Kind, Tensor};
 

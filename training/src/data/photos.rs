@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use image::{DynamicImage, RgbImage};
+use mcgate::contract::card::{InputSpec, Resize};
 use mcgate::input::frame::decode_file;
 use mcgate::input::preprocess::{centre_crop_offset, resize_shorter_side};
-use mcgate::model::card::{InputSpec, Resize};
 use tch::{Kind, Tensor};
 
 /// Photos, each resized and cropped as the card says.

@@ -1,6 +1,6 @@
 //! The model card of an exported network.
 
-use mcgate::model::card::{
+use mcgate::contract::card::{
     sha256_hex, Metrics, ModelCard, OutputSpec, Provenance, Threshold, SCHEMA,
 };
 

@@ -8,7 +8,7 @@ pub use card::card_for;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mcgate::model::card::ModelCard;
+use mcgate::contract::card::ModelCard;
 
 use crate::nets::{DropoutNet, Int8Export};
 

@@ -8,8 +8,8 @@
 //! the runtime runs all members in one call and learns M from the card's `ensemble`.
 
 use anyhow::{ensure, Result};
-use mcgate::model::card::InputSpec;
-use mcgate::model::onnx::{int, value_info, Dim, Graph};
+use mcgate::contract::card::InputSpec;
+use mcgate::contract::onnx::{int, value_info, Dim, Graph};
 use tch::{Kind, Tensor};
 
 use super::{mask_input, DropoutNet, Site, OUTPUT};

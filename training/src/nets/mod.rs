@@ -14,9 +14,9 @@ pub mod lite0;
 pub mod mnist;
 
 use anyhow::{Context, Result};
-use mcgate::model::card::{DropoutSite, InputSpec};
-use mcgate::model::onnx::{f32_tensor, Graph};
-use mcgate::model::pb;
+use mcgate::contract::card::{DropoutSite, InputSpec};
+use mcgate::contract::onnx::{f32_tensor, Graph};
+use mcgate::contract::pb;
 use mcgate::score::measures::Measures;
 use tch::{Device, Kind, Tensor};
 

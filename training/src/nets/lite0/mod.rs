@@ -16,8 +16,8 @@
 //! convolutions and SAME padding becomes each convolution's explicit (asymmetric) pads.
 
 use anyhow::{ensure, Context, Result};
-use mcgate::model::card::{ChannelOrder, InputSpec, Resize};
-use mcgate::model::onnx::{f32_scalar, int, ints, Graph};
+use mcgate::contract::card::{ChannelOrder, InputSpec, Resize};
+use mcgate::contract::onnx::{f32_scalar, int, ints, Graph};
 use tch::{nn, Kind, Tensor};
 
 use super::{f32_constant, DropoutNet, Site, IMAGE_INPUT, OUTPUT};

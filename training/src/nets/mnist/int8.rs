@@ -6,7 +6,9 @@
 //! Activation scales come from clean training images (`calibrate`).
 
 use anyhow::{Context, Result};
-use mcgate::model::onnx::{f32_scalar, i32_tensor, i8_tensor, int, ints, tensor, DataType, Graph};
+use mcgate::contract::onnx::{
+    f32_scalar, i32_tensor, i8_tensor, int, ints, tensor, DataType, Graph,
+};
 use serde::Serialize;
 use tch::{Kind, Tensor};
 

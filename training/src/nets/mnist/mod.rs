@@ -10,8 +10,8 @@ mod int8;
 pub use int8::Int8Scales;
 
 use anyhow::{Context, Result};
-use mcgate::model::card::{ChannelOrder, InputSpec, Resize};
-use mcgate::model::onnx::{int, ints, Graph};
+use mcgate::contract::card::{ChannelOrder, InputSpec, Resize};
+use mcgate::contract::onnx::{int, ints, Graph};
 use tch::{nn, nn::Module, Tensor};
 
 use super::{f32_constant, DropoutNet, Site, IMAGE_INPUT, OUTPUT};

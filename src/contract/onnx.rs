@@ -5,13 +5,13 @@
 //! axis) a symbolic dimension. prost leaves out zero-valued scalars, so an attribute that
 //! equals its ONNX default is not written.
 
-use crate::model::pb;
+use crate::contract::pb;
 use prost::Message;
 
 pub use pb::tensor_proto::DataType;
 
-use super::card::{DropoutSite, InputSpec};
-use super::SAMPLE_DIM;
+use crate::contract::card::SAMPLE_DIM;
+use crate::contract::card::{DropoutSite, InputSpec};
 
 /// The operator set the builder's graphs use.
 pub const OPSET: i64 = 17;
@@ -259,8 +259,8 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::card::tests::sample_card;
-    use crate::model::card::ModelCard;
+    use crate::contract::card::tests::sample_card;
+    use crate::contract::card::ModelCard;
     use crate::model::Model;
     use crate::run::plan::Plan;
 
@@ -290,7 +290,7 @@ mod tests {
             )
             .node("Softmax", &["logits"], "probs", vec![]);
         let bytes = g.to_bytes("test", "0");
-        card.onnx_sha256 = crate::model::card::sha256_hex(&bytes);
+        card.onnx_sha256 = crate::contract::card::sha256_hex(&bytes);
         let model = Model::from_parts(card, &bytes, "t.onnx".as_ref()).expect("loads");
         let mut plan = Plan::new(&model, 4).unwrap();
         let probs = plan.run(&[0.5; 16], 1).unwrap();
@@ -305,7 +305,7 @@ mod tests {
     /// the graph must agree on the member count either way.
     #[test]
     fn an_ensemble_graph_pools_its_members_rows_and_must_match_its_card() {
-        use crate::model::card::{Assembly, DropoutSite, Ensemble, Member, Provenance};
+        use crate::contract::card::{Assembly, DropoutSite, Ensemble, Member, Provenance};
         use crate::model::MismatchError;
         let mut card = sample_card();
         card.dropout_sites = ["mask_0", "mask_1"]
@@ -378,7 +378,7 @@ mod tests {
         };
         let load = |card: &ModelCard, bytes: &[u8]| {
             let mut card = card.clone();
-            card.onnx_sha256 = crate::model::card::sha256_hex(bytes);
+            card.onnx_sha256 = crate::contract::card::sha256_hex(bytes);
             Model::from_parts(card, bytes, "t.onnx".as_ref())
         };
         let model = load(&card, &graph(2)).expect("the ensemble loads");
