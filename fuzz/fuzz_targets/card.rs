@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcgate::model::card::ModelCard;
+use mcgate::contract::card::ModelCard;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(card) = ModelCard::from_json(data) {

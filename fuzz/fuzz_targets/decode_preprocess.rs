@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use mcgate::input::frame::{decode_bytes_within, DecodeLimits};
 use mcgate::input::preprocess::Preprocessor;
-use mcgate::model::card::ModelCard;
+use mcgate::contract::card::ModelCard;
 
 const LIMITS: DecodeLimits = DecodeLimits {
     max_alloc: 1 << 20,
