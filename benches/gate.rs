@@ -49,11 +49,11 @@ fn bench(c: &mut Criterion) {
     let int8 = Model::load_from(&root.join("models/mnist.int8")).expect("shipped int8 model");
     let ensemble = Model::load_from(&root.join("models/mnist-ensemble")).expect("shipped ensemble");
     let runs = [
-        ("", &model, Strategy::Sparse, &[1, 20, 100][..]),
-        ("dense_", &model, Strategy::Dense, &[1, 20, 100]),
-        ("int8_", &int8, Strategy::Sparse, &[1, 20, 100]),
+        ("", &model, Strategy::Sparse, &[4, 20, 100][..]),
+        ("dense_", &model, Strategy::Dense, &[4, 20, 100]),
+        ("int8_", &int8, Strategy::Sparse, &[4, 20, 100]),
         ("int8_dense_", &int8, Strategy::Dense, &[20]),
-        ("ensemble_", &ensemble, Strategy::Sparse, &[1, 20]),
+        ("ensemble_", &ensemble, Strategy::Sparse, &[4, 20]),
         ("ensemble_dense_", &ensemble, Strategy::Dense, &[20]),
     ];
     for (name, model, strategy, samples) in runs {
