@@ -29,6 +29,33 @@ pub fn printable(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A path as a frame's `source`: its bytes as UTF-8, with every byte that is not UTF-8 written
+/// `\xNN` and every backslash `\\`, so that two different paths never print the same (a lossy
+/// conversion wrote both `\xff\xfe` and `\xfe\xff` as `��`, and their lines could not be told
+/// apart).
+pub fn path_name(path: &std::path::Path) -> String {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    #[cfg(not(unix))]
+    let lossy = path.to_string_lossy();
+    #[cfg(not(unix))]
+    let bytes = lossy.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Anyhow chains (tract's errors) as one line: "outer: inner: root".
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
@@ -37,6 +64,17 @@ pub(crate) fn one_line(e: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_are_not_utf8_print_apart() {
+        use std::os::unix::ffi::OsStrExt;
+        let name = |b: &[u8]| path_name(std::path::Path::new(std::ffi::OsStr::from_bytes(b)));
+        assert_eq!(name(b"nu/\xff\xfe.png"), "nu/\\xff\\xfe.png");
+        assert_ne!(name(b"\xff\xfe"), name(b"\xfe\xff"));
+        // A name spelled with a backslash stays apart from the byte it spells.
+        assert_ne!(name(b"a\\xff"), name(b"a\xff"));
+        assert_eq!(name("digit_7_0.png".as_bytes()), "digit_7_0.png");
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

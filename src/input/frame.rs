@@ -197,7 +197,7 @@ fn walk(dir: &Path, out: &mut Vec<Result<PathBuf, Unreadable>>) {
         Err(e) => {
             out.push(Err(Unreadable {
                 index: 0,
-                source: dir.display().to_string(),
+                source: crate::text::path_name(dir),
                 reason: ReadError::ListDirectory(e.to_string()),
             }));
             return;
@@ -522,7 +522,7 @@ impl Iterator for Files {
         self.next_index += 1;
         Some(match path {
             Ok(path) => {
-                let source = path.display().to_string();
+                let source = crate::text::path_name(&path);
                 match decode_file_leased(&path) {
                     Ok((image, lease)) => Ok(Frame::leased(index, source, image, lease)),
                     Err(reason) => Err(Unreadable {

@@ -60,11 +60,22 @@ pub fn write_atomically_with_mode(
 pub trait FrameSink {
     /// Writes frame `index` from `source`; an error means it was not written.
     fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), OutputError>;
+
+    /// Takes back frame `index`, saved but then not passed on (its line says reject).
+    fn unsave(&self, index: u64, source: &str) -> Result<(), OutputError>;
 }
 
 impl FrameSink for FrameDir {
     fn save(&self, index: u64, source: &str, image: &DynamicImage) -> Result<(), OutputError> {
         FrameDir::save(self, index, source, image)
+    }
+
+    fn unsave(&self, index: u64, source: &str) -> Result<(), OutputError> {
+        let path = self.path_for(index, source);
+        std::fs::remove_file(&path).map_err(|e| OutputError {
+            what: path.display().to_string(),
+            cause: e.to_string(),
+        })
     }
 }
 

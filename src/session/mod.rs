@@ -139,6 +139,13 @@ impl<W: Write> Outputs<W> {
             }
             if let (Ok(()), Some(stream)) = (&passed_on, &mut self.frames.pass_through) {
                 passed_on = scored(Some(stream.size())).and_then(|p| stream.accept(&p));
+                // Saved but not passed on: its line will say reject, so the saved copy goes
+                // (was: left under its name beside a reject line; third outside probe).
+                if let (Err(_), Some(sink)) = (&passed_on, &self.frames.accepted) {
+                    if let Err(e) = sink.unsave(frame.index, &frame.source) {
+                        log::warn!("{e}");
+                    }
+                }
             }
             if let Err(e) = &passed_on {
                 report.verdict = Verdict::Reject(RejectReason::NotPassedOn(e.to_string()));
@@ -184,6 +191,23 @@ mod tests {
                 });
             }
             self.saved.borrow_mut().push(index);
+            Ok(())
+        }
+
+        fn unsave(&self, index: u64, _: &str) -> Result<(), OutputError> {
+            self.saved.borrow_mut().retain(|&i| i != index);
+            Ok(())
+        }
+    }
+
+    /// A consumer that has gone away.
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
     }
@@ -266,6 +290,32 @@ mod tests {
         assert_eq!(
             (summary.frames, summary.accepted, summary.unscored),
             (5, 4, 1)
+        );
+    }
+
+    /// Was (third outside probe): with `--accepted` and pass-through, a frame saved but then
+    /// not passed on (the consumer gone) was reported as a reject while its saved copy stayed.
+    #[test]
+    fn a_frame_saved_but_not_passed_on_is_taken_back() {
+        let accepted = Recorder::default();
+        let outputs = FrameOutputs {
+            accepted: Some(Box::new(accepted.clone())),
+            pass_through: Some(PassThrough::new(
+                Box::new(Gone),
+                frame::PixelFormat::Gray,
+                28,
+                28,
+                crate::output::passthrough::OnReject::Drop,
+            )),
+            ..Default::default()
+        };
+        let mut s = session(ALMOST_LN_4, (5, 20), outputs, 1);
+        let err = s.run(frames(3, 99).into_iter()).unwrap_err();
+        assert!(matches!(err, Error::Output { .. }), "{err}");
+        assert_eq!(lines(&s)[0]["verdict"], "reject");
+        assert!(
+            accepted.saved.borrow().is_empty(),
+            "a rejected frame stayed saved"
         );
     }
 
