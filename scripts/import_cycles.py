@@ -44,15 +44,24 @@ def main():
         src = src.split("#[cfg(test)]")[0]
         src = "\n".join(line.split("//")[0] for line in src.split("\n"))
         here = module_of(rel)
-        for m in re.finditer(r"\b(crate|super)((?:::\w+)+)", src):
-            path = m.group(2).strip(":").split("::")
-            parts = path if m.group(1) == "crate" else here[:-1] + path
+        # A folder's mod.rs is its module; a plain file's children live in its folder.
+        parent = here[:-1]
+        for m in re.finditer(r"\b(crate|super)((?:::(?:\w+|\*))+)", src):
+            path = [p for p in m.group(2).strip(":").split("::") if p != "*"]
+            parts = path if m.group(1) == "crate" else parent + path
             while "super" in parts:
                 i = parts.index("super")
                 parts = parts[: i - 1] + parts[i + 1 :]
             target = resolve(parts)
             if target and target != rel:
                 edges[rel].add(target)
+        # `use child::…` in a module that declares `mod child;`.
+        children = set(re.findall(r"^\s*(?:pub(?:\([^)]*\))?\s+)?mod (\w+);", src, re.M))
+        for m in re.finditer(r"\buse (\w+)::", src):
+            if m.group(1) in children:
+                target = resolve(here + [m.group(1)])
+                if target and target != rel:
+                    edges[rel].add(target)
 
     index, low, stack, on, circles, counter = {}, {}, [], set(), [], [0]
     sys.setrecursionlimit(10000)
