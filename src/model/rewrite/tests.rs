@@ -241,76 +241,38 @@ impl Mlp {
     }
 }
 
-#[test]
-fn dropout_at_opset_7_with_a_ratio_attribute_and_logits() {
-    let mlp = Mlp::new();
-    let mut g = mlp.trunk(true);
-    g.node("Dropout", &["h"], "hd", vec![float("ratio", 0.3)])
-        .node(
-            "Gemm",
-            &["hd", "w2", "b2"],
-            "logits",
-            vec![int("transB", 1)],
-        )
-        .output("logits", &fixed(&[1, 3]));
-    let onnx = bytes(g, 7);
-    let conv = convert(&onnx, &Options::default()).unwrap();
-    assert_eq!(conv.input, ("x".to_string(), [1, 1, 4, 4]));
-    assert_eq!(conv.sites, vec![site("mask_0", 0.3, &[8])]);
-    assert_eq!((conv.output.as_str(), conv.classes), ("probs", 3));
-    assert!(conv.softmax_appended);
-    let out = pb::ModelProto::decode(&conv.onnx[..]).unwrap();
-    assert_eq!((out.opset_import[0].version, out.ir_version), (7, 3));
-    check_ones(&onnx, &conv, true);
-    check_random(&conv, |x, m| mlp.head(&mlp.hidden(x), m[0]));
+/// One way a Dropout is written, by opset: how the test graph spells it after the hidden
+/// layer `h` (writing `hd`), and what convert must make of it.
+struct DropoutForm {
+    name: &'static str,
+    opset: i64,
+    /// The trunk with the IR version 3 an opset-7 exporter writes.
+    ir3: bool,
+    /// Adds the Dropout (and its ratio) reading `h` and writing `hd`.
+    dropout: fn(&mut Graph),
+    p: f32,
+    /// The graph ends in its own Softmax (else logits, and convert appends one).
+    softmax: bool,
+    /// Further checks of the converted graph.
+    extra: fn(&Converted),
 }
 
-#[test]
-fn dropout_at_opset_10_before_an_existing_softmax() {
-    let mlp = Mlp::new();
-    let mut g = mlp.trunk(false);
-    g.node("Dropout", &["h"], "hd", vec![float("ratio", 0.2)])
-        .node(
-            "Gemm",
-            &["hd", "w2", "b2"],
-            "logits",
-            vec![int("transB", 1)],
-        )
-        .node("Softmax", &["logits"], "out", vec![])
-        .output("out", &fixed(&[1, 3]));
-    let onnx = bytes(g, 10);
-    let conv = convert(&onnx, &Options::default()).unwrap();
-    assert_eq!(conv.sites, vec![site("mask_0", 0.2, &[8])]);
-    assert!(!conv.softmax_appended);
-    check_ones(&onnx, &conv, false);
-    check_random(&conv, |x, m| mlp.head(&mlp.hidden(x), m[0]));
+fn ratio_attribute(g: &mut Graph) {
+    g.node("Dropout", &["h"], "hd", vec![float("ratio", 0.3)]);
 }
 
-#[test]
-fn dropout_at_opset_12_with_a_ratio_initializer() {
-    let mlp = Mlp::new();
-    let mut g = mlp.trunk(false);
+fn ratio_attribute_02(g: &mut Graph) {
+    g.node("Dropout", &["h"], "hd", vec![float("ratio", 0.2)]);
+}
+
+fn ratio_initializer(g: &mut Graph) {
     g.constant(f32_scalar("ratio", 0.25))
-        .node("Dropout", &["h", "ratio"], "hd", vec![])
-        .node(
-            "Gemm",
-            &["hd", "w2", "b2"],
-            "logits",
-            vec![int("transB", 1)],
-        )
-        .output("logits", &fixed(&[1, 3]));
-    let onnx = bytes(g, 12);
-    let conv = convert(&onnx, &Options::default()).unwrap();
-    assert_eq!(conv.sites, vec![site("mask_0", 0.25, &[8])]);
-    check_ones(&onnx, &conv, true);
-    check_random(&conv, |x, m| mlp.head(&mlp.hidden(x), m[0]));
+        .node("Dropout", &["h", "ratio"], "hd", vec![]);
 }
 
-#[test]
-fn dropout_at_opset_13_with_ratio_training_mode_and_an_unused_mask() {
-    let mlp = Mlp::new();
-    let mut g = mlp.trunk(false);
-    let ratio = pb::NodeProto {
+/// Opset 13: the ratio from a Constant node, a `training_mode` input, an unused mask output.
+fn ratio_constant_training_mode_and_mask(g: &mut Graph) {
+    g.nodes.push(pb::NodeProto {
         op_type: "Constant".into(),
         output: vec!["ratio".into()],
         attribute: vec![pb::AttributeProto {
@@ -320,37 +282,107 @@ fn dropout_at_opset_13_with_ratio_training_mode_and_an_unused_mask() {
             ..Default::default()
         }],
         ..Default::default()
-    };
-    g.nodes.push(ratio);
+    });
     g.constant(tensor("train", &[], DataType::Bool, vec![0]));
-    let dropout = node_n(
+    g.nodes.push(node_n(
         "Dropout",
         "drop",
         &["h", "ratio", "train"],
         &["hd", "hmask"],
-    );
-    g.nodes.push(dropout);
-    g.node(
-        "Gemm",
-        &["hd", "w2", "b2"],
-        "logits",
-        vec![int("transB", 1)],
-    )
-    .node("Softmax", &["logits"], "out", vec![])
-    .output("out", &fixed(&[1, 3]));
-    let onnx = bytes(g, 13);
-    let conv = convert(&onnx, &Options::default()).unwrap();
-    assert_eq!(conv.sites, vec![site("mask_0", 0.4, &[8])]);
-    assert!(!conv.softmax_appended);
+    ));
+}
+
+fn keeps_opset_and_ir(conv: &Converted) {
+    assert_eq!(conv.input, ("x".to_string(), [1, 1, 4, 4]));
+    assert_eq!((conv.output.as_str(), conv.classes), ("probs", 3));
     let out = pb::ModelProto::decode(&conv.onnx[..]).unwrap();
-    let graph = out.graph.unwrap();
+    assert_eq!((out.opset_import[0].version, out.ir_version), (7, 3));
+}
+
+fn drops_dropout_and_its_inputs(conv: &Converted) {
+    let graph = pb::ModelProto::decode(&conv.onnx[..])
+        .unwrap()
+        .graph
+        .unwrap();
     assert!(graph
         .node
         .iter()
         .all(|n| n.op_type != "Dropout" && n.op_type != "Constant"));
     assert!(graph.initializer.iter().all(|t| t.name != "train"));
-    check_ones(&onnx, &conv, false);
-    check_random(&conv, |x, m| mlp.head(&mlp.hidden(x), m[0]));
+}
+
+/// Every Dropout form convert reads becomes one mask site with the form's p; with every mask
+/// 1 the converted graph computes the original (tract), and with random masks the reference.
+#[test]
+fn every_dropout_form_becomes_one_site_that_computes_the_original() {
+    let forms = [
+        DropoutForm {
+            name: "opset 7, ratio attribute, logits",
+            opset: 7,
+            ir3: true,
+            dropout: ratio_attribute,
+            p: 0.3,
+            softmax: false,
+            extra: keeps_opset_and_ir,
+        },
+        DropoutForm {
+            name: "opset 10, before an existing softmax",
+            opset: 10,
+            ir3: false,
+            dropout: ratio_attribute_02,
+            p: 0.2,
+            softmax: true,
+            extra: |_| {},
+        },
+        DropoutForm {
+            name: "opset 12, ratio initializer",
+            opset: 12,
+            ir3: false,
+            dropout: ratio_initializer,
+            p: 0.25,
+            softmax: false,
+            extra: |_| {},
+        },
+        DropoutForm {
+            name: "opset 13, ratio, training_mode and an unused mask",
+            opset: 13,
+            ir3: false,
+            dropout: ratio_constant_training_mode_and_mask,
+            p: 0.4,
+            softmax: true,
+            extra: drops_dropout_and_its_inputs,
+        },
+    ];
+    let mlp = Mlp::new();
+    for form in forms {
+        let mut g = mlp.trunk(form.ir3);
+        (form.dropout)(&mut g);
+        g.node(
+            "Gemm",
+            &["hd", "w2", "b2"],
+            "logits",
+            vec![int("transB", 1)],
+        );
+        if form.softmax {
+            g.node("Softmax", &["logits"], "out", vec![])
+                .output("out", &fixed(&[1, 3]));
+        } else {
+            g.output("logits", &fixed(&[1, 3]));
+        }
+        let onnx = bytes(g, form.opset);
+        let conv =
+            convert(&onnx, &Options::default()).unwrap_or_else(|e| panic!("{}: {e}", form.name));
+        assert_eq!(
+            conv.sites,
+            vec![site("mask_0", form.p, &[8])],
+            "{}",
+            form.name
+        );
+        assert_eq!(conv.softmax_appended, !form.softmax, "{}", form.name);
+        (form.extra)(&conv);
+        check_ones(&onnx, &conv, !form.softmax);
+        check_random(&conv, |x, m| mlp.head(&mlp.hidden(x), m[0]));
+    }
 }
 
 /// PyTorch's eval export: no Dropout, `x.view(..)` as a Reshape to a constant shape.
@@ -696,47 +728,77 @@ fn unbatchable(onnx: &[u8]) -> (String, String, String) {
     }
 }
 
+/// A head that cannot carry the T samples on axis 0: the graph after the Dropout, and the
+/// node, op and reason convert must name.
+struct Unbatchable {
+    head: fn(&mut Graph) -> &'static str,
+    node: Option<&'static str>,
+    op: Option<&'static str>,
+    why: Option<&'static str>,
+}
+
 #[test]
 fn refuses_what_cannot_carry_the_samples() {
-    // A Reshape to a shape computed (at batch 1) from the trunk.
-    let onnx = mlp_with(|g| {
-        g.node("Shape", &["h"], "hs", vec![])
-            .node("Reshape", &["hd", "hs"], "r", vec![]);
-        "r"
-    });
-    let (node, op, why) = unbatchable(&onnx);
-    assert_eq!((node.as_str(), op.as_str()), ("r", "Reshape"));
-    assert!(why.contains("computed"), "{why}");
-
-    // A Reshape whose constant shape leads with 2.
-    let onnx = mlp_with(|g| {
-        g.constant(i64_tensor("s", &[3], &[2, 2, 2]))
-            .constant(i64_tensor("back", &[2], &[1, 8]))
-            .node("Reshape", &["hd", "s"], "r", vec![])
-            .node("Reshape", &["r", "back"], "r2", vec![]);
-        "r2"
-    });
-    let (node, _, why) = unbatchable(&onnx);
-    assert_eq!(node, "r");
-    assert!(why.contains("starts with 2"), "{why}");
-
-    // A Gather on axis 0.
-    let onnx = mlp_with(|g| {
-        g.constant(i64_tensor("i", &[1], &[0]))
-            .node("Gather", &["hd", "i"], "g", vec![]);
-        "g"
-    });
-    let (_, op, why) = unbatchable(&onnx);
-    assert_eq!(op, "Gather");
-    assert!(why.contains("sample axis"), "{why}");
-
-    // The shape of a tensor after a site.
-    let onnx = mlp_with(|g| {
-        g.node("Shape", &["hd"], "s", vec![])
-            .node("Reshape", &["hd", "s"], "r", vec![]);
-        "r"
-    });
-    assert_eq!(unbatchable(&onnx).1, "Shape");
+    let cases = [
+        // A Reshape to a shape computed (at batch 1) from the trunk.
+        Unbatchable {
+            head: |g| {
+                g.node("Shape", &["h"], "hs", vec![])
+                    .node("Reshape", &["hd", "hs"], "r", vec![]);
+                "r"
+            },
+            node: Some("r"),
+            op: Some("Reshape"),
+            why: Some("computed"),
+        },
+        // A Reshape whose constant shape leads with 2.
+        Unbatchable {
+            head: |g| {
+                g.constant(i64_tensor("s", &[3], &[2, 2, 2]))
+                    .constant(i64_tensor("back", &[2], &[1, 8]))
+                    .node("Reshape", &["hd", "s"], "r", vec![])
+                    .node("Reshape", &["r", "back"], "r2", vec![]);
+                "r2"
+            },
+            node: Some("r"),
+            op: None,
+            why: Some("starts with 2"),
+        },
+        // A Gather on axis 0.
+        Unbatchable {
+            head: |g| {
+                g.constant(i64_tensor("i", &[1], &[0]))
+                    .node("Gather", &["hd", "i"], "g", vec![]);
+                "g"
+            },
+            node: None,
+            op: Some("Gather"),
+            why: Some("sample axis"),
+        },
+        // The shape of a tensor after a site.
+        Unbatchable {
+            head: |g| {
+                g.node("Shape", &["hd"], "s", vec![])
+                    .node("Reshape", &["hd", "s"], "r", vec![]);
+                "r"
+            },
+            node: None,
+            op: Some("Shape"),
+            why: None,
+        },
+    ];
+    for case in cases {
+        let (node, op, why) = unbatchable(&mlp_with(|g| (case.head)(g)));
+        if let Some(want) = case.node {
+            assert_eq!(node, want, "{op}: {why}");
+        }
+        if let Some(want) = case.op {
+            assert_eq!(op, want, "{node}: {why}");
+        }
+        if let Some(want) = case.why {
+            assert!(why.contains(want), "{node} ({op}): {why}");
+        }
+    }
 }
 
 #[test]
