@@ -471,16 +471,7 @@ fn a_named_site_before_a_pytorch_reshape() {
 #[test]
 fn frees_the_contract_names_and_refuses_old_opsets() {
     let mlp = Mlp::new();
-    let mut g = mlp.trunk(false);
-    g.node("Dropout", &["h"], "hd", vec![])
-        .node(
-            "Gemm",
-            &["hd", "w2", "b2"],
-            "logits",
-            vec![int("transB", 1)],
-        )
-        .output("logits", &fixed(&[1, 3]));
-    let mut model = pb::ModelProto::decode(&bytes(g, 17)[..]).unwrap();
+    let mut model = pb::ModelProto::decode(&mlp_with(|_| "hd")[..]).unwrap();
     // The graph already has a `mask_0` (the activation) and a `probs` (its logits).
     rename(model.graph.as_mut().unwrap(), "h", "mask_0");
     rename(model.graph.as_mut().unwrap(), "logits", "probs");
