@@ -314,11 +314,10 @@ fn is_within(dir: &Path, folder: &Path) -> bool {
     }
 }
 
-/// `path` with links resolved as far as it exists and the rest taken lexically (`.` and
-/// `dir/..` dropped): where a writer that creates it will put it. `None` if nothing of it can
-/// be resolved.
+/// `path` with links resolved as far as it exists and the rest appended as named: where a
+/// writer that creates it will put it. `None` if the part that does not exist yet goes
+/// through `..` (not resolvable before it exists).
 fn resolved(path: &Path) -> Option<PathBuf> {
-    use std::path::Component;
     let path = if path.as_os_str().is_empty() {
         Path::new(".")
     } else {
@@ -336,16 +335,9 @@ fn resolved(path: &Path) -> Option<PathBuf> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
     };
+    // `file_name` is never `.` or `..` (a path ending in `..` gives `None` above).
     let mut out = base;
-    for part in rest.iter().rev() {
-        match Path::new(part).components().next() {
-            Some(Component::ParentDir) => {
-                out.pop();
-            }
-            Some(Component::CurDir) | None => {}
-            _ => out.push(part),
-        }
-    }
+    out.extend(rest.iter().rev());
     Some(out)
 }
 
@@ -353,14 +345,9 @@ fn resolved(path: &Path) -> Option<PathBuf> {
 /// terminal shared by both is left alone.
 fn stderr_is_stdout() -> bool {
     use std::os::fd::AsFd;
-    let meta = |fd: std::os::fd::BorrowedFd<'_>| {
-        fd.try_clone_to_owned()
-            .map(std::fs::File::from)
-            .and_then(|f| f.metadata())
-    };
     match (
-        meta(std::io::stdout().as_fd()),
-        meta(std::io::stderr().as_fd()),
+        fd_metadata(std::io::stdout().as_fd()),
+        fd_metadata(std::io::stderr().as_fd()),
     ) {
         (Ok(out), Ok(err)) => {
             use std::os::unix::fs::FileTypeExt;
@@ -474,15 +461,20 @@ fn check_report_target(path: &Path, pass_through: bool, model_arg: &Path) -> Res
 /// Whether `path` is the file (or pipe) standard output writes to.
 fn is_stdout(path: &Path) -> bool {
     use std::os::fd::AsFd;
-    let stdout = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(std::fs::File::from)
-        .and_then(|f| f.metadata());
-    match (stdout, std::fs::metadata(path)) {
+    match (
+        fd_metadata(std::io::stdout().as_fd()),
+        std::fs::metadata(path),
+    ) {
         (Ok(out), Ok(file)) => same_inode(&out, &file),
         _ => false,
     }
+}
+
+/// What an open descriptor (stdout, stderr) writes to.
+fn fd_metadata(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<std::fs::Metadata> {
+    fd.try_clone_to_owned()
+        .map(std::fs::File::from)
+        .and_then(|f| f.metadata())
 }
 
 #[cfg(all(test, feature = "builtin-model"))]

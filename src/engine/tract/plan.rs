@@ -113,6 +113,14 @@ pub struct TractPlan {
     output: Option<TValue>,
 }
 
+/// A planning failure of `card`'s model, as the engine reports it.
+fn plan_error(card: &ModelCard) -> impl Fn(anyhow::Error) -> EngineError + Copy + '_ {
+    move |e| EngineError::Plan {
+        model: card.name.clone(),
+        problem: ModelError::Plan(one_line(&e)),
+    }
+}
+
 impl TractPlan {
     /// Optimises `typed` (symbolic T kept) and allocates the buffers for `samples` masks
     /// (already checked against the card's limits), cut around its sparse layers if
@@ -123,10 +131,7 @@ impl TractPlan {
         samples: usize,
         strategy: Strategy,
     ) -> Result<TractPlan, EngineError> {
-        let fail = |e: anyhow::Error| EngineError::Plan {
-            model: card.name.clone(),
-            problem: ModelError::Plan(one_line(&e)),
-        };
+        let fail = plan_error(card);
         check_tensor_sizes(typed, samples).map_err(fail)?;
         // tract may still panic on a graph it cannot plan: a refused model, not a crash.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -146,10 +151,7 @@ impl TractPlan {
         samples: usize,
         strategy: Strategy,
     ) -> Result<TractPlan, EngineError> {
-        let fail = |e: anyhow::Error| EngineError::Plan {
-            model: card.name.clone(),
-            problem: ModelError::Plan(one_line(&e)),
-        };
+        let fail = plan_error(card);
         let cut = match strategy {
             Strategy::Sparse => split::split(typed, card).map_err(fail)?,
             Strategy::Dense => None,
