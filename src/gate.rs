@@ -122,10 +122,12 @@ impl Gate {
         self.threshold.clone()
     }
 
-    /// Refuses a model whose Monte-Carlo samples never disagree (dropout that does not reach
-    /// the output, from a conversion or a hand-made graph): its MI is 0 on every frame, so
-    /// every frame would pass. Tried on a few noise frames at the model's size; one frame on
-    /// which two samples differ by more than float rounding (1e-6) is enough.
+    /// Refuses a model whose Monte-Carlo samples (almost) never disagree (dropout that does
+    /// not reach the output, or reaches it too weakly to matter: a conversion or a hand-made
+    /// graph): its MI stays in float rounding on every frame, so under any threshold above
+    /// that every frame would pass. Tried on a few noise frames at the model's size; one frame
+    /// whose MI reaches [`measures::MI_SIGNAL_FLOOR`] is enough (every shipped model gives
+    /// 0.01 nats or more on each of them).
     pub fn check_samples_disagree(&mut self, model_path: &std::path::Path) -> Result<(), Error> {
         const FRAMES: usize = 3;
         let input = &self.card.input;
@@ -136,7 +138,7 @@ impl Gate {
         );
         let classes = self.card.classes.len();
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut conclusive = 0;
+        let mut largest: Option<f64> = None;
         for frame in 0..FRAMES {
             let pixels: Vec<u8> = (0..w as usize * h as usize * channels)
                 .map(|_| {
@@ -154,33 +156,29 @@ impl Gate {
             let Ok(x) = self.preprocessor.run(&image) else {
                 continue;
             };
-            // A plan that fails, or gives NaN, says nothing about the masks: frames it gives
-            // are rejected at run time anyway.
+            // A plan that fails, or gives what cannot be scored, says nothing about the
+            // masks: frames it gives are rejected at run time anyway.
             let Ok(probs) = self.plan.run(x, frame as u64) else {
                 continue;
             };
-            if !probs.iter().all(|p| p.is_finite()) {
+            let Ok(m) = measures::compute(probs, classes, &mut self.scratch) else {
                 continue;
-            }
-            conclusive += 1;
-            // Beyond float rounding: a plan may sum rows in different orders (3e-8 seen).
-            let first = &probs[..classes.min(probs.len())];
-            let spread = probs
-                .chunks(classes.max(1))
-                .flat_map(|row| row.iter().zip(first).map(|(a, b)| (a - b).abs()))
-                .fold(0f32, f32::max);
-            if spread > 1e-6 {
+            };
+            if m.mutual_information >= measures::MI_SIGNAL_FLOOR {
                 return Ok(());
             }
+            largest = Some(largest.map_or(m.mutual_information, |l| l.max(m.mutual_information)));
         }
-        if conclusive == 0 {
+        let Some(largest) = largest else {
             return Ok(());
-        }
+        };
         Err(LoadError::Model {
             path: model_path.to_owned(),
             problem: crate::model::ModelError::SamplesAgree {
                 rows: self.plan.rows(),
                 frames: FRAMES,
+                largest_mi: largest,
+                floor: measures::MI_SIGNAL_FLOOR,
             },
         }
         .into())

@@ -5,10 +5,7 @@
 /// quantile is set by a handful of frames and the false-positive rate means little.
 pub const MIN_EXPECTED_ABOVE: f64 = 5.0;
 
-/// Smallest threshold a calibration may set, in nats. Samples that (almost) all agree give
-/// MI of float rounding (1.8e-15 on a p = 1e-7 model), not 0; a (1 − fpr) quantile below
-/// this floor is that noise, and a threshold there accepts or rejects frames at random.
-pub const MI_SIGNAL_FLOOR: f64 = 1e-4;
+pub use crate::score::measures::MI_SIGNAL_FLOOR;
 
 /// Why a calibration cannot be made from the frames given.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -142,18 +142,22 @@ pub enum ModelError {
     /// `builtin:mnist` was asked of a build without it.
     #[error("this build has no built-in model (feature builtin-model is off)")]
     NoBuiltin,
-    /// The Monte-Carlo samples never disagree: MI is 0 on every frame, so a gate would pass
-    /// them all.
+    /// The Monte-Carlo samples (almost) never disagree: MI stays in float rounding on every
+    /// frame, so a gate with any threshold above it would pass them all.
     #[error(
-        "its {rows} Monte-Carlo samples gave the same probabilities on every one of {frames} \
-         noise frames: its dropout does not reach the output, so MI would be 0 and every frame \
-         would pass"
+        "its {rows} Monte-Carlo samples (almost) never disagree: on each of {frames} noise \
+         frames MI was at most {largest_mi:e} nats, below the {floor:e} that carries a signal; \
+         its dropout does not reach the output, so every frame would pass"
     )]
     SamplesAgree {
         /// Rows per frame (T, or M·T).
         rows: usize,
         /// Noise frames tried.
         frames: usize,
+        /// The largest MI over those frames, in nats.
+        largest_mi: f64,
+        /// The MI a frame must reach to show the samples disagree, in nats.
+        floor: f64,
     },
 }
 

@@ -151,6 +151,12 @@ impl std::fmt::Display for Unscorable {
     }
 }
 
+/// Smallest MI, in nats, that says the samples disagree. Samples that (almost) all agree give
+/// MI of float rounding (1.8e-15 on a p = 1e-7 model), not 0: a calibration whose threshold
+/// would fall below this floor is refused, and so is a model whose MI stays below it on noise
+/// frames (every shipped model gives 0.01 nats or more there).
+pub const MI_SIGNAL_FLOOR: f64 = 1e-4;
+
 /// Softmax rows in f32 sum to 1 within a few ulps times C; anything further off is not
 /// a probability vector and must not be scored.
 pub const ROW_SUM_TOLERANCE: f64 = 1e-3;
