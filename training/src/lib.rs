@@ -7,7 +7,8 @@
 //! EfficientNet-Lite0) → `features` (a frozen trunk's cached features) → `measures` (MC
 //! probabilities → the runtime's measures) → `latent` (the 2-D VAE and the latent-space maps)
 //! → `train` → `attack` → `eval` (scores by tch and through the runtime, matched noise, the
-//! report, its Markdown and figures) → `export` (ONNX bytes, the card, files) → `bundle`
+//! report, its Markdown and figures) → `redteam` (the gate attacked by an adversary who knows
+//! it, every frame judged 8-bit through the runtime) → `export` (ONNX bytes, the card, files) → `bundle`
 //! (frames for `mcgate validate`), `sample_frames` → `commands` (one function per CLI
 //! subcommand).
 //! Shared things (card schema, ONNX builder, measures, calibration) come from the `mcgate`
@@ -24,5 +25,6 @@ pub mod latent;
 pub mod measures;
 pub mod nets;
 pub mod plot;
+pub mod redteam;
 pub mod sample_frames;
 pub mod train;

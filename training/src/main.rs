@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
     bundle, ensemble, evaluate, evaluate_photos, holes, interpolations, latent_maps, lite0,
-    photo_bundle, photo_samples, photo_variants, quantize, samples, train, train_head, train_vae,
+    photo_bundle, photo_samples, photo_variants, quantize, redteam, samples, train, train_head,
+    train_vae,
 };
 
 #[derive(Parser)]
@@ -34,6 +35,13 @@ enum Command {
     /// Attack a trained model (FGM, BIM, MIM) and measure how well each uncertainty measure
     /// detects the adversarial images: the paper's Table 1, as Markdown and JSON.
     Evaluate(evaluate::EvaluateArgs),
+    /// The gate attacked by an adversary who knows it: white box (weights, T, p, the MI
+    /// threshold), the masks secret. PGD with expectation over the masks against a margin
+    /// plus a hinge on MI (λ searched, restarts, the best iterate checked through the
+    /// runtime), plain PGD on the deterministic network, L∞ and L2; every final frame rounded
+    /// to 8 bits and judged by the runtime library under several secret mask draws. Writes
+    /// docs/results/security-<MODEL>.json.
+    Redteam(redteam::RedTeamArgs),
     /// Write the int8 variant of a trained model (QLinearConv/QLinearMatMul; masks, the last
     /// layer and the softmax in float) with its card: activation scales from clean training
     /// images, MI threshold re-calibrated on the held-out split, accuracy measured through the
@@ -106,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => evaluate::run(args),
         Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Redteam(args) => redteam::run(args).map(|_| ()),
         Command::Bundle(args) => bundle::run(args),
         Command::Samples(args) => samples::run(args),
         Command::Lite0(args) => lite0::run(args),

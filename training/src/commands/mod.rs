@@ -14,6 +14,7 @@ pub mod photo_bundle;
 pub mod photo_samples;
 pub mod photo_variants;
 pub mod quantize;
+pub mod redteam;
 pub mod samples;
 pub mod train;
 pub mod train_head;

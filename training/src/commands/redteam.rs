@@ -1,0 +1,272 @@
+//! `redteam`: the gate attacked by an adversary who knows it, judged as deployed; writes the
+//! security report's JSON (`docs/results/security-NAME.json`).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use clap::Args;
+use mcgate::model::Model;
+use serde::Serialize;
+use tch::Tensor;
+
+use super::{source_commit, Trained, TrainedModel};
+use crate::export::create_parent;
+use crate::nets::deterministic_probs;
+use crate::redteam::judge::{quantise, Judge};
+use crate::redteam::pgd::{Norm, Pgd};
+use crate::redteam::{self, NamedAttack, RedTeamConfig, Row, THREAT_MODEL};
+
+#[derive(Debug, Args)]
+pub struct RedTeamArgs {
+    #[command(flatten)]
+    pub source: TrainedModel,
+    /// The exported model the runtime judges [default: the attacked model's own ONNX]. Give
+    /// `models/mnist.int8` to attack the float network and judge its int8 export, which has
+    /// no gradient of its own.
+    #[arg(long, value_name = "STEM")]
+    pub judge: Option<PathBuf>,
+    /// Output JSON [default: docs/results/security-<judged model's file name>.json].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Test images attacked: drawn without replacement, kept only where the deterministic
+    /// network and the gate (one draw of masks) both classify them right.
+    #[arg(long, default_value_t = 100)]
+    pub images: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// L∞ budgets, pixel units ([0, 1]; 0.1 = 25.5 on the 0–255 scale).
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3")]
+    pub eps: Vec<f64>,
+    /// L2 budgets, pixel units (the Euclidean length of the whole perturbation); empty: none.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub l2: Vec<f64>,
+    /// PGD steps per start.
+    #[arg(long, default_value_t = 100)]
+    pub steps: usize,
+    /// Starts per λ (the first at the clean image, the rest random in the ball).
+    #[arg(long, default_value_t = 2)]
+    pub restarts: usize,
+    /// Mask draws per step (expectation over the masks) [default: the card's T].
+    #[arg(long)]
+    pub eot: Option<i64>,
+    /// Weights of the hinge on MI; each image keeps the best.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    pub lambdas: Vec<f64>,
+    /// The hinge pushes MI under this fraction of the threshold.
+    #[arg(long, default_value_t = 0.5)]
+    pub hinge_fraction: f64,
+    /// The margin stops pushing once the wrong class leads by this (log probability).
+    #[arg(long, default_value_t = 5.0)]
+    pub kappa: f64,
+    /// Check the iterate through the runtime (the attacker's own masks) every this many steps.
+    #[arg(long, default_value_t = 10)]
+    pub check_every: usize,
+    /// Secret mask draws each final frame is judged under.
+    #[arg(long, default_value_t = 5)]
+    pub mask_draws: usize,
+    /// Bootstrap resamples of images behind each interval.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+}
+
+/// The security report's JSON.
+#[derive(Debug, Serialize)]
+pub struct SecurityReport {
+    /// The judged model's card name.
+    pub model: String,
+    /// The network the gradients came from.
+    pub crafted_on: String,
+    pub threat_model: &'static str,
+    pub commit: String,
+    pub images: usize,
+    pub samples: usize,
+    pub threshold: f64,
+    pub mask_draws: usize,
+    /// Share of the attacked images' clean frames the gate rejects (same draws).
+    pub clean_fpr: f64,
+    pub rows: Vec<Row>,
+    /// Per norm and budget, the attack that got most frames through.
+    pub worst: Vec<Worst>,
+    pub seconds: f64,
+}
+
+/// The worst attack at one budget.
+#[derive(Debug, Serialize)]
+pub struct Worst {
+    pub norm: Norm,
+    pub eps: f64,
+    pub attack: String,
+    pub bypass: f64,
+    pub interval: [f64; 2],
+}
+
+/// The attacks at each budget: plain PGD on the deterministic network (ignores the gate),
+/// and PGD with expectation over the masks against margin + MI hinge, joint and two-phase.
+pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
+    let base = |norm, eps| Pgd {
+        norm,
+        eps,
+        steps: args.steps,
+        restarts: args.restarts,
+        eot,
+        lambdas: args.lambdas.clone(),
+        hinge_fraction: args.hinge_fraction,
+        kappa: args.kappa,
+        two_phase: false,
+        check_every: args.check_every,
+        deterministic: false,
+    };
+    let mut out = vec![];
+    for &eps in &args.eps {
+        out.push(NamedAttack {
+            name: "pgd-deterministic".into(),
+            pgd: Pgd {
+                deterministic: true,
+                lambdas: vec![0.0],
+                ..base(Norm::Linf, eps)
+            },
+        });
+        out.push(NamedAttack {
+            name: "pgd-eot".into(),
+            pgd: base(Norm::Linf, eps),
+        });
+        out.push(NamedAttack {
+            name: "pgd-eot-two-phase".into(),
+            pgd: Pgd {
+                two_phase: true,
+                ..base(Norm::Linf, eps)
+            },
+        });
+    }
+    for &eps in &args.l2 {
+        out.push(NamedAttack {
+            name: "pgd-eot".into(),
+            pgd: base(Norm::L2, eps),
+        });
+    }
+    out
+}
+
+/// The report, written to `--out` and returned.
+pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
+    let start = Instant::now();
+    let Trained {
+        card,
+        net,
+        test,
+        device,
+        ..
+    } = args.source.load()?;
+    let net = net.as_dyn();
+    let judged_stem = args.judge.clone().unwrap_or_else(|| args.source.stem());
+    let model = Model::load_from(&judged_stem)
+        .with_context(|| format!("loading {}", judged_stem.display()))?;
+    ensure!(
+        model.card.classes.len() == net.classes() && model.card.input.shape == card.input.shape,
+        "{} takes another input or gives other classes than the attacked network",
+        judged_stem.display()
+    );
+    let threshold = model
+        .card
+        .mi_threshold()
+        .context("the judged model's card has no MI threshold")?;
+    let samples = model.card.default_samples;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = judged_stem
+            .file_name()
+            .map_or("model".into(), |n| n.to_string_lossy().to_string());
+        PathBuf::from("docs/results").join(format!("security-{name}.json"))
+    });
+
+    // Images both the deterministic network and the gate classify right.
+    let pool = test.pick((args.images * 2).max(args.images + 20), args.seed);
+    let (pixels, _) = pool.to_tensors(device);
+    let pixels = quantise(&pixels.to_device(device));
+    let det = deterministic_probs(net, &net.input_from_pixels(&pixels))?;
+    let classes = net.classes();
+    let mut gate = Judge::new(
+        &model,
+        samples,
+        threshold,
+        mcgate::run::rng::mix(args.seed, 7),
+    )?;
+    let gated = gate.judge(&pixels)?;
+    let right: Vec<i64> = (0..pool.len())
+        .filter(|&i| {
+            let label = pool.labels[i] as usize;
+            let row = &det[i * classes..(i + 1) * classes];
+            mcgate::score::measures::argmax(row) == label && gated[i].class == Some(label)
+        })
+        .map(|i| i as i64)
+        .collect();
+    ensure!(!right.is_empty(), "no test image is classified right");
+    let keep = &right[..right.len().min(args.images)];
+    let index = Tensor::from_slice(keep).to_device(device);
+    let clean = pixels.index_select(0, &index);
+    let labels: Vec<i64> = keep
+        .iter()
+        .map(|&i| pool.labels[i as usize] as i64)
+        .collect();
+    log::info!(
+        "{} of {} drawn test images classified right by the deterministic network and the \
+         gate; attacking the first {}",
+        right.len(),
+        pool.len(),
+        labels.len()
+    );
+
+    let cfg = RedTeamConfig {
+        attacks: attacks(&args, args.eot.unwrap_or(samples as i64)),
+        samples,
+        threshold,
+        mask_draws: args.mask_draws,
+        judge_seed: mcgate::run::rng::mix(args.seed, 1),
+        check_seed: mcgate::run::rng::mix(args.seed, 2),
+        bootstrap: args.bootstrap,
+    };
+    let (attacked, clean_fpr) = redteam::run(net, &model, &clean, &labels, &cfg)?;
+    let rows: Vec<Row> = attacked.into_iter().map(|a| a.row).collect();
+    let report = SecurityReport {
+        model: model.card.name.clone(),
+        crafted_on: args.source.stem().display().to_string(),
+        threat_model: THREAT_MODEL,
+        commit: source_commit(),
+        images: labels.len(),
+        samples,
+        threshold,
+        mask_draws: args.mask_draws,
+        clean_fpr,
+        worst: worst(&rows),
+        rows,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    create_parent(&out)?;
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", out.display()))?;
+    log::info!("wrote {}", out.display());
+    Ok(report)
+}
+
+/// The highest bypass at each (norm, budget).
+pub fn worst(rows: &[Row]) -> Vec<Worst> {
+    let mut out: Vec<Worst> = vec![];
+    for r in rows {
+        match out.iter_mut().find(|w| w.norm == r.norm && w.eps == r.eps) {
+            Some(w) if w.bypass >= r.bypass => {}
+            Some(w) => {
+                w.attack = r.attack.clone();
+                w.bypass = r.bypass;
+                w.interval = r.interval;
+            }
+            None => out.push(Worst {
+                norm: r.norm,
+                eps: r.eps,
+                attack: r.attack.clone(),
+                bypass: r.bypass,
+                interval: r.interval,
+            }),
+        }
+    }
+    out
+}

@@ -1,0 +1,218 @@
+//! The red team: the gate attacked by an adversary who knows all of it, judged as deployed.
+//!
+//! Threat model ([`THREAT_MODEL`]): white box — the architecture, the weights, every signal
+//! the gate decides on and its threshold, T and every dropout p — but the masks are secret,
+//! drawn per frame by the gate. Attacks ([`pgd`]) are crafted on the float tch network;
+//! every final frame is rounded to 8 bits and judged by the runtime library ([`judge`]) with
+//! R independent secret mask draws. Bypass = the gate accepts the frame *and* reports
+//! another class than its true label. Intervals: a 95 % percentile bootstrap over images
+//! (each image's bypass averaged over the draws), and the range over the draws.
+
+pub mod judge;
+pub mod pgd;
+
+use anyhow::{ensure, Result};
+use mcgate::model::Model;
+use mcgate::run::rng::{mix, WyRand};
+use serde::Serialize;
+use tch::Tensor;
+
+use crate::nets::DropoutNet;
+use judge::{Judge, Outcome};
+use pgd::{Norm, Pgd};
+
+/// What the attacker knows and does not, as the report states it.
+pub const THREAT_MODEL: &str = "white box: the attacker knows the architecture and weights, \
+every signal the gate decides on (today: the mutual information) and its threshold, the \
+number of Monte-Carlo samples T and every dropout probability; the gate's masks are secret, \
+drawn per frame. The attacker perturbs the frame within the stated budget (pixels in [0, 1]); \
+the frame reaching the gate is 8-bit. Bypass: the gate accepts the frame and reports a class \
+other than its true label.";
+
+/// One attack in the report: a name and its PGD settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamedAttack {
+    pub name: String,
+    pub pgd: Pgd,
+}
+
+/// The red team's settings.
+pub struct RedTeamConfig {
+    pub attacks: Vec<NamedAttack>,
+    /// Samples per frame, as the gate runs (the card's default).
+    pub samples: usize,
+    pub threshold: f64,
+    /// Independent secret mask draws each final frame is judged under.
+    pub mask_draws: usize,
+    /// Seeds the judge's draws; the attacker's own checks use another stream.
+    pub judge_seed: u64,
+    pub check_seed: u64,
+    /// Bootstrap resamples of images behind each interval.
+    pub bootstrap: usize,
+}
+
+/// One attack at one budget.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub attack: String,
+    pub norm: Norm,
+    /// Budget in pixel units ([0, 1]).
+    pub eps: f64,
+    /// Share of (image, mask draw) pairs that got through.
+    pub bypass: f64,
+    /// 95 % bootstrap interval over images.
+    pub interval: [f64; 2],
+    /// Lowest and highest bypass over the mask draws.
+    pub draw_range: [f64; 2],
+    /// Images attacked.
+    pub n: usize,
+    pub mask_draws: usize,
+    /// Share of the clean versions of these images the gate rejects, same draws.
+    pub clean_fpr: f64,
+    /// Share of images whose kept iterate passed the attacker's own check (its masks).
+    pub passed_own_check: f64,
+    pub settings: Pgd,
+    pub seconds: f64,
+}
+
+/// Judged outcomes: `[draw][image]`.
+pub type Judged = Vec<Vec<Outcome>>;
+
+/// The judges: one gate per secret draw.
+pub struct Referee {
+    judges: Vec<Judge>,
+}
+
+impl Referee {
+    pub fn new(model: &Model, cfg: &RedTeamConfig) -> Result<Referee> {
+        ensure!(
+            cfg.mask_draws > 0,
+            "at least one mask draw judges the frames"
+        );
+        let judges = (0..cfg.mask_draws as u64)
+            .map(|r| Judge::new(model, cfg.samples, cfg.threshold, mix(cfg.judge_seed, r)))
+            .collect::<Result<_>>()?;
+        Ok(Referee { judges })
+    }
+
+    /// Every frame of 8-bit pixels `[N, C, H, W]` under every draw.
+    pub fn judge(&mut self, pixels: &Tensor) -> Result<Judged> {
+        self.judges.iter_mut().map(|j| j.judge(pixels)).collect()
+    }
+}
+
+/// Share of (image, draw) pairs for which `hit` holds; per-draw shares; the bootstrap
+/// interval over images.
+pub fn rate(
+    judged: &Judged,
+    labels: &[i64],
+    hit: impl Fn(&Outcome, i64) -> bool,
+    bootstrap: usize,
+    seed: u64,
+) -> (f64, [f64; 2], [f64; 2]) {
+    let n = labels.len();
+    let draws = judged.len();
+    let per_image: Vec<f64> = (0..n)
+        .map(|i| judged.iter().filter(|d| hit(&d[i], labels[i])).count() as f64 / draws as f64)
+        .collect();
+    let per_draw: Vec<f64> = judged
+        .iter()
+        .map(|d| d.iter().zip(labels).filter(|(o, &l)| hit(o, l)).count() as f64 / n as f64)
+        .collect();
+    let mean = per_image.iter().sum::<f64>() / n.max(1) as f64;
+    let range = [
+        per_draw.iter().cloned().fold(f64::INFINITY, f64::min),
+        per_draw.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+    ];
+    (mean, bootstrap_mean(&per_image, bootstrap, seed), range)
+}
+
+/// 95 % percentile-bootstrap interval of the mean of `values`.
+pub fn bootstrap_mean(values: &[f64], reps: usize, seed: u64) -> [f64; 2] {
+    if values.is_empty() || reps == 0 {
+        return [f64::NAN, f64::NAN];
+    }
+    let mut rng = WyRand::new(seed);
+    let n = values.len();
+    let mut means: Vec<f64> = (0..reps)
+        .map(|_| {
+            (0..n)
+                .map(|_| values[(rng.next_u64() % n as u64) as usize])
+                .sum::<f64>()
+                / n as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * reps as f64) as usize).min(reps - 1)];
+    [at(0.025), at(0.975)]
+}
+
+/// One attack's result: its row, its final 8-bit frames, and how each fared in the
+/// attacker's own last check (the seed there replays it: `mcgate gate --frame-seed`).
+pub struct Attacked {
+    pub row: Row,
+    pub adversarial: Tensor,
+    pub own: Vec<Outcome>,
+}
+
+/// Runs every attack on `clean` (pixels in [0, 1], 8-bit already, labels right), crafted on
+/// `net` and judged on `model`. Also returns the clean frames' rejection rate under the
+/// referee's draws.
+pub fn run(
+    net: &dyn DropoutNet,
+    model: &Model,
+    clean: &Tensor,
+    labels: &[i64],
+    cfg: &RedTeamConfig,
+) -> Result<(Vec<Attacked>, f64)> {
+    let mut referee = Referee::new(model, cfg)?;
+    let mut checker = Judge::new(model, cfg.samples, cfg.threshold, cfg.check_seed)?;
+    let clean_judged = referee.judge(clean)?;
+    let (clean_fpr, _, _) = rate(&clean_judged, labels, |o, _| !o.accepted, 0, 0);
+    let mut rows = vec![];
+    for (k, attack) in cfg.attacks.iter().enumerate() {
+        let start = std::time::Instant::now();
+        let (adv, own) = pgd::run(net, clean, labels, cfg.threshold, &attack.pgd, &mut |x| {
+            checker.judge(x)
+        })?;
+        let judged = referee.judge(&adv)?;
+        let (bypass, interval, draw_range) = rate(
+            &judged,
+            labels,
+            |o, l| o.bypass(l),
+            cfg.bootstrap,
+            mix(cfg.judge_seed, 1000 + k as u64),
+        );
+        let passed = own.iter().zip(labels).filter(|(o, &l)| o.bypass(l)).count();
+        let row = Row {
+            attack: attack.name.clone(),
+            norm: attack.pgd.norm,
+            eps: attack.pgd.eps,
+            bypass,
+            interval,
+            draw_range,
+            n: labels.len(),
+            mask_draws: cfg.mask_draws,
+            clean_fpr,
+            passed_own_check: passed as f64 / labels.len().max(1) as f64,
+            settings: attack.pgd.clone(),
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        log::info!(
+            "{} {:?} eps {:.4}: bypass {:.1} % [{:.1}, {:.1}] ({:.0} s)",
+            row.attack,
+            row.norm,
+            row.eps,
+            100.0 * bypass,
+            100.0 * interval[0],
+            100.0 * interval[1],
+            row.seconds
+        );
+        rows.push(Attacked {
+            row,
+            adversarial: adv,
+            own,
+        });
+    }
+    Ok((rows, clean_fpr))
+}

@@ -1,0 +1,158 @@
+//! The red team end to end on a few digits of the shipped MNIST model, a few steps of each
+//! attack: the report's rows are complete, and a frame the attack reports as passing (in
+//! its own check, through the runtime with its own masks) passes the gate again with the
+//! same masks, as an 8-bit frame.
+//!
+//! Needs MNIST in data/mnist: the README's test command fetches it (scripts/fetch-mnist.sh).
+
+use std::path::PathBuf;
+
+use mcgate::contract::card::ModelCard;
+use mcgate::gate::{Gate, Seeds};
+use mcgate::input::frame::Frame;
+use mcgate::model::Model;
+use mcgate::score::verdict::Decision;
+use mcgate_training::commands::redteam::{self, RedTeamArgs};
+use mcgate_training::commands::{load_mnist, TrainedModel};
+use mcgate_training::data::{self, Known};
+use mcgate_training::redteam::judge::{frame_image, quantise};
+use mcgate_training::redteam::pgd::{Norm, Pgd};
+use mcgate_training::redteam::{self as lib, NamedAttack, RedTeamConfig};
+use tch::Device;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn args(out: PathBuf) -> RedTeamArgs {
+    RedTeamArgs {
+        source: TrainedModel {
+            dataset: Known::Mnist,
+            model: Some(root().join("models/mnist")),
+            data: Some(root().join("data/mnist")),
+        },
+        judge: None,
+        out: Some(out),
+        images: 6,
+        seed: 1,
+        eps: vec![0.3],
+        l2: vec![3.0],
+        steps: 2,
+        restarts: 2,
+        eot: Some(4),
+        lambdas: vec![1.0, 10.0],
+        hinge_fraction: 0.5,
+        kappa: 5.0,
+        check_every: 1,
+        mask_draws: 2,
+        bootstrap: 50,
+    }
+}
+
+#[test]
+fn one_step_of_each_attack_writes_complete_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("security.json");
+    redteam::run(args(out.clone())).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let names: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["attack"].as_str().unwrap(), r["norm"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("pgd-deterministic", "linf"),
+            ("pgd-eot", "linf"),
+            ("pgd-eot-two-phase", "linf"),
+            ("pgd-eot", "l2"),
+        ]
+    );
+    let n = report["images"].as_u64().unwrap();
+    assert!(n > 0 && n <= 6, "{n} images");
+    for r in rows {
+        let bypass = r["bypass"].as_f64().unwrap();
+        let [lo, hi] = [0, 1].map(|k| r["interval"][k].as_f64().unwrap());
+        let [dlo, dhi] = [0, 1].map(|k| r["draw_range"][k].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&bypass), "{r}");
+        assert!(lo <= bypass && bypass <= hi, "{r}");
+        assert!(dlo <= bypass && bypass <= dhi, "{r}");
+        assert_eq!(r["n"].as_u64(), Some(n));
+        assert_eq!(r["mask_draws"].as_u64(), Some(2));
+        assert!(r["clean_fpr"].as_f64().is_some());
+        assert!(r["passed_own_check"].as_f64().is_some());
+        assert_eq!(r["settings"]["steps"].as_u64(), Some(2));
+        assert_eq!(r["settings"]["eps"], r["eps"]);
+    }
+    assert_eq!(
+        report["worst"].as_array().unwrap().len(),
+        2,
+        "one per budget"
+    );
+    assert!(report["threat_model"].as_str().unwrap().contains("secret"));
+}
+
+#[test]
+fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
+    let stem = root().join("models/mnist");
+    let card = ModelCard::read(&root().join("models/mnist.card.json")).unwrap();
+    let (net, _vs) = load_mnist(&stem, &card, Device::Cpu).unwrap();
+    let model = Model::load_from(&stem).unwrap();
+    let test = data::load_split(&root().join("data/mnist"), "t10k", "").unwrap();
+    let picked = test.pick(8, 3);
+    let (pixels, _) = picked.to_tensors(Device::Cpu);
+    let clean = quantise(&pixels);
+    let labels: Vec<i64> = picked.labels.iter().map(|&l| l as i64).collect();
+    let threshold = card.mi_threshold().unwrap();
+    let samples = card.default_samples;
+    let cfg = RedTeamConfig {
+        attacks: vec![NamedAttack {
+            name: "pgd-eot".into(),
+            pgd: Pgd {
+                norm: Norm::Linf,
+                eps: 0.3,
+                steps: 6,
+                restarts: 1,
+                eot: 4,
+                lambdas: vec![10.0],
+                hinge_fraction: 0.5,
+                kappa: 5.0,
+                two_phase: false,
+                check_every: 2,
+                deterministic: false,
+            },
+        }],
+        samples,
+        threshold,
+        mask_draws: 1,
+        judge_seed: 11,
+        check_seed: 12,
+        bootstrap: 0,
+    };
+    let (attacked, _) = lib::run(net.as_dyn(), &model, &clean, &labels, &cfg).unwrap();
+    let a = &attacked[0];
+    // 8-bit frames: what the camera can deliver.
+    let levels = &a.adversarial * 255.0;
+    assert!(
+        f64::try_from((&levels - levels.round()).abs().max()).unwrap() < 1e-3,
+        "frames are not 8-bit"
+    );
+    let mut replayed = 0;
+    for (i, own) in a.own.iter().enumerate() {
+        if !own.bypass(labels[i]) {
+            continue;
+        }
+        let mut gate = Gate::new(&model, samples, threshold, Seeds::Fixed(own.seed)).unwrap();
+        let image = frame_image(&a.adversarial, i as i64).unwrap();
+        let report = gate.score(&Frame::new(0, "replay", image));
+        assert_eq!(report.verdict.decision(), Decision::Accept, "image {i}");
+        let m = report.measures.unwrap();
+        assert_ne!(m.predicted_class as i64, labels[i], "image {i}");
+        assert_eq!(Some(m.predicted_class), own.class);
+        assert_eq!(Some(m.mutual_information), own.mi);
+        replayed += 1;
+    }
+    assert!(replayed > 0, "no frame passed at ε = 0.3: {:?}", a.own);
+}
