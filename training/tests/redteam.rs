@@ -16,8 +16,10 @@ use mcgate_training::commands::redteam::{self, RedTeamArgs};
 use mcgate_training::commands::{load_mnist, TrainedModel};
 use mcgate_training::data::{self, Known};
 use mcgate_training::redteam::judge::{frame_image, quantise};
+use mcgate_training::redteam::loss::{Goal, Loss};
+use mcgate_training::redteam::patch::Patch;
 use mcgate_training::redteam::pgd::{Norm, Pgd};
-use mcgate_training::redteam::{self as lib, NamedAttack, RedTeamConfig};
+use mcgate_training::redteam::{self as lib, Method, NamedAttack, RedTeamConfig, Targets};
 use tch::Device;
 
 fn root() -> PathBuf {
@@ -37,6 +39,9 @@ fn args(out: PathBuf) -> RedTeamArgs {
         seed: 1,
         eps: vec![0.3],
         l2: vec![3.0],
+        dos_eps: vec![0.1],
+        patch: vec![0.1],
+        patch_steps: 2,
         steps: 2,
         restarts: 2,
         eot: Some(4),
@@ -68,12 +73,20 @@ fn one_step_of_each_attack_writes_complete_rows() {
             ("pgd-eot", "linf"),
             ("pgd-eot-two-phase", "linf"),
             ("pgd-eot", "l2"),
+            ("patch-eot", "patch"),
+            ("dos-pgd-eot", "linf"),
         ]
     );
     let n = report["images"].as_u64().unwrap();
     assert!(n > 0 && n <= 6, "{n} images");
     for r in rows {
-        let bypass = r["bypass"].as_f64().unwrap();
+        let (key, goal) = if r["attack"] == "dos-pgd-eot" {
+            ("rejected", "reject")
+        } else {
+            ("bypass", "bypass")
+        };
+        assert_eq!(r["goal"], goal);
+        let bypass = r[key].as_f64().unwrap();
         let [lo, hi] = [0, 1].map(|k| r["interval"][k].as_f64().unwrap());
         let [dlo, dhi] = [0, 1].map(|k| r["draw_range"][k].as_f64().unwrap());
         assert!((0.0..=1.0).contains(&bypass), "{r}");
@@ -84,14 +97,17 @@ fn one_step_of_each_attack_writes_complete_rows() {
         assert!(r["clean_fpr"].as_f64().is_some());
         assert!(r["passed_own_check"].as_f64().is_some());
         assert_eq!(r["settings"]["steps"].as_u64(), Some(2));
-        assert_eq!(r["settings"]["eps"], r["eps"]);
+        let budget = if r["norm"] == "patch" { "area" } else { "eps" };
+        assert_eq!(r["settings"][budget], r["eps"], "{r}");
     }
     assert_eq!(
         report["worst"].as_array().unwrap().len(),
-        2,
+        3,
         "one per budget"
     );
     assert!(report["threat_model"].as_str().unwrap().contains("secret"));
+    let dos = &report["dos_smallest_eps"];
+    assert!(dos.is_null() || dos == 0.1, "{dos}");
 }
 
 #[test]
@@ -101,29 +117,51 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
     let (net, _vs) = load_mnist(&stem, &card, Device::Cpu).unwrap();
     let model = Model::load_from(&stem).unwrap();
     let test = data::load_split(&root().join("data/mnist"), "t10k", "").unwrap();
-    let picked = test.pick(8, 3);
+    let picked = test.pick(16, 3);
     let (pixels, _) = picked.to_tensors(Device::Cpu);
-    let clean = quantise(&pixels);
+    let all = quantise(&pixels);
     let labels: Vec<i64> = picked.labels.iter().map(|&l| l as i64).collect();
+    let targets = Targets {
+        clean: all.narrow(0, 0, 8),
+        labels: labels[..8].to_vec(),
+        patch_train: all.narrow(0, 8, 8),
+        patch_labels: labels[8..].to_vec(),
+    };
     let threshold = card.mi_threshold().unwrap();
     let samples = card.default_samples;
+    let loss = Loss {
+        eot: 4,
+        hinge_fraction: 0.5,
+        kappa: 5.0,
+        deterministic: false,
+        goal: Goal::Bypass,
+    };
     let cfg = RedTeamConfig {
-        attacks: vec![NamedAttack {
-            name: "pgd-eot".into(),
-            pgd: Pgd {
-                norm: Norm::Linf,
-                eps: 0.3,
-                steps: 6,
-                restarts: 1,
-                eot: 4,
-                lambdas: vec![10.0],
-                hinge_fraction: 0.5,
-                kappa: 5.0,
-                two_phase: false,
-                check_every: 2,
-                deterministic: false,
+        attacks: vec![
+            NamedAttack {
+                name: "pgd-eot".into(),
+                method: Method::Pgd(Pgd {
+                    norm: Norm::Linf,
+                    eps: 0.3,
+                    steps: 6,
+                    restarts: 1,
+                    lambdas: vec![10.0],
+                    two_phase: false,
+                    check_every: 2,
+                    loss: loss.clone(),
+                }),
             },
-        }],
+            NamedAttack {
+                name: "patch-eot".into(),
+                method: Method::Patch(Patch {
+                    area: 0.3,
+                    steps: 20,
+                    step: 0.05,
+                    lambda: 10.0,
+                    loss,
+                }),
+            },
+        ],
         samples,
         threshold,
         mask_draws: 1,
@@ -131,8 +169,14 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         check_seed: 12,
         bootstrap: 0,
     };
-    let (attacked, _) = lib::run(net.as_dyn(), &model, &clean, &labels, &cfg).unwrap();
-    let a = &attacked[0];
+    let (attacked, _) = lib::run(net.as_dyn(), &model, &targets, &cfg).unwrap();
+    for a in &attacked {
+        replay(a, &model, &targets.labels, samples, threshold);
+    }
+}
+
+/// Every frame the attack's own check saw pass passes again with the masks of that check.
+fn replay(a: &lib::Attacked, model: &Model, labels: &[i64], samples: usize, threshold: f64) {
     // 8-bit frames: what the camera can deliver.
     let levels = &a.adversarial * 255.0;
     assert!(
@@ -144,7 +188,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         if !own.bypass(labels[i]) {
             continue;
         }
-        let mut gate = Gate::new(&model, samples, threshold, Seeds::Fixed(own.seed)).unwrap();
+        let mut gate = Gate::new(model, samples, threshold, Seeds::Fixed(own.seed)).unwrap();
         let image = frame_image(&a.adversarial, i as i64).unwrap();
         let report = gate.score(&Frame::new(0, "replay", image));
         assert_eq!(report.verdict.decision(), Decision::Accept, "image {i}");
@@ -154,5 +198,10 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         assert_eq!(Some(m.mutual_information), own.mi);
         replayed += 1;
     }
-    assert!(replayed > 0, "no frame passed at ε = 0.3: {:?}", a.own);
+    assert!(
+        replayed > 0,
+        "{}: no frame passed: {:?}",
+        a.row.attack,
+        a.own
+    );
 }

@@ -14,8 +14,12 @@ use super::{source_commit, Trained, TrainedModel};
 use crate::export::create_parent;
 use crate::nets::deterministic_probs;
 use crate::redteam::judge::{quantise, Judge};
+use crate::redteam::loss::{Goal, Loss};
+use crate::redteam::patch::Patch;
 use crate::redteam::pgd::{Norm, Pgd};
-use crate::redteam::{self, NamedAttack, RedTeamConfig, Row, THREAT_MODEL};
+use crate::redteam::{
+    self, Budget, Method, NamedAttack, RedTeamConfig, Row, Targets, THREAT_MODEL,
+};
 
 #[derive(Debug, Args)]
 pub struct RedTeamArgs {
@@ -41,6 +45,20 @@ pub struct RedTeamArgs {
     /// L2 budgets, pixel units (the Euclidean length of the whole perturbation); empty: none.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub l2: Vec<f64>,
+    /// L∞ budgets of the denial-of-service attack (raise MI on clean frames until the gate
+    /// rejects them); empty: none.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.0078,0.0157,0.0314,0.0627,0.1255"
+    )]
+    pub dos_eps: Vec<f64>,
+    /// Universal patches, each this share of the frame's area; empty: none.
+    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.15")]
+    pub patch: Vec<f64>,
+    /// Signed gradient steps training each patch (on other test images than those attacked).
+    #[arg(long, default_value_t = 300)]
+    pub patch_steps: usize,
     /// PGD steps per start.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
@@ -88,62 +106,96 @@ pub struct SecurityReport {
     pub rows: Vec<Row>,
     /// Per norm and budget, the attack that got most frames through.
     pub worst: Vec<Worst>,
+    /// The smallest denial-of-service budget at which the gate rejects most clean frames
+    /// (over half of the image × draw pairs); `None` if none of those tried.
+    pub dos_smallest_eps: Option<f64>,
     pub seconds: f64,
 }
 
 /// The worst attack at one budget.
 #[derive(Debug, Serialize)]
 pub struct Worst {
-    pub norm: Norm,
+    pub norm: Budget,
     pub eps: f64,
     pub attack: String,
     pub bypass: f64,
     pub interval: [f64; 2],
 }
 
-/// The attacks at each budget: plain PGD on the deterministic network (ignores the gate),
-/// and PGD with expectation over the masks against margin + MI hinge, joint and two-phase.
+/// The attacks at each budget: plain PGD on the deterministic network (ignores the gate);
+/// PGD with expectation over the masks against margin + MI hinge, joint and two-phase (L∞),
+/// joint (L2); a universal patch at each area; the denial-of-service PGD that raises MI.
 pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
+    let loss = Loss {
+        eot,
+        hinge_fraction: args.hinge_fraction,
+        kappa: args.kappa,
+        deterministic: false,
+        goal: Goal::Bypass,
+    };
     let base = |norm, eps| Pgd {
         norm,
         eps,
         steps: args.steps,
         restarts: args.restarts,
-        eot,
         lambdas: args.lambdas.clone(),
-        hinge_fraction: args.hinge_fraction,
-        kappa: args.kappa,
         two_phase: false,
         check_every: args.check_every,
-        deterministic: false,
+        loss: loss.clone(),
+    };
+    let pgd = |name: &str, p: Pgd| NamedAttack {
+        name: name.into(),
+        method: Method::Pgd(p),
     };
     let mut out = vec![];
     for &eps in &args.eps {
-        out.push(NamedAttack {
-            name: "pgd-deterministic".into(),
-            pgd: Pgd {
-                deterministic: true,
+        out.push(pgd(
+            "pgd-deterministic",
+            Pgd {
                 lambdas: vec![0.0],
+                loss: Loss {
+                    deterministic: true,
+                    ..loss.clone()
+                },
                 ..base(Norm::Linf, eps)
             },
-        });
-        out.push(NamedAttack {
-            name: "pgd-eot".into(),
-            pgd: base(Norm::Linf, eps),
-        });
-        out.push(NamedAttack {
-            name: "pgd-eot-two-phase".into(),
-            pgd: Pgd {
+        ));
+        out.push(pgd("pgd-eot", base(Norm::Linf, eps)));
+        out.push(pgd(
+            "pgd-eot-two-phase",
+            Pgd {
                 two_phase: true,
                 ..base(Norm::Linf, eps)
             },
-        });
+        ));
     }
     for &eps in &args.l2 {
+        out.push(pgd("pgd-eot", base(Norm::L2, eps)));
+    }
+    for &area in &args.patch {
         out.push(NamedAttack {
-            name: "pgd-eot".into(),
-            pgd: base(Norm::L2, eps),
+            name: "patch-eot".into(),
+            method: Method::Patch(Patch {
+                area,
+                steps: args.patch_steps,
+                step: 0.05,
+                lambda: args.lambdas.iter().cloned().fold(0.0, f64::max),
+                loss: loss.clone(),
+            }),
         });
+    }
+    for &eps in &args.dos_eps {
+        out.push(pgd(
+            "dos-pgd-eot",
+            Pgd {
+                lambdas: vec![1.0],
+                loss: Loss {
+                    goal: Goal::Reject,
+                    ..loss.clone()
+                },
+                ..base(Norm::Linf, eps)
+            },
+        ));
     }
     out
 }
@@ -201,13 +253,17 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         .map(|i| i as i64)
         .collect();
     ensure!(!right.is_empty(), "no test image is classified right");
-    let keep = &right[..right.len().min(args.images)];
-    let index = Tensor::from_slice(keep).to_device(device);
-    let clean = pixels.index_select(0, &index);
-    let labels: Vec<i64> = keep
-        .iter()
-        .map(|&i| pool.labels[i as usize] as i64)
-        .collect();
+    let (keep, spare) = right.split_at(right.len().min(args.images));
+    let subset = |idx: &[i64]| {
+        let index = Tensor::from_slice(idx).to_device(device);
+        let labels: Vec<i64> = idx
+            .iter()
+            .map(|&i| pool.labels[i as usize] as i64)
+            .collect();
+        (pixels.index_select(0, &index), labels)
+    };
+    let (clean, labels) = subset(keep);
+    let (patch_train, patch_labels) = subset(spare);
     log::info!(
         "{} of {} drawn test images classified right by the deterministic network and the \
          gate; attacking the first {}",
@@ -225,7 +281,14 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         check_seed: mcgate::run::rng::mix(args.seed, 2),
         bootstrap: args.bootstrap,
     };
-    let (attacked, clean_fpr) = redteam::run(net, &model, &clean, &labels, &cfg)?;
+    let targets = Targets {
+        clean,
+        labels,
+        patch_train,
+        patch_labels,
+    };
+    let (attacked, clean_fpr) = redteam::run(net, &model, &targets, &cfg)?;
+    let labels = targets.labels;
     let rows: Vec<Row> = attacked.into_iter().map(|a| a.row).collect();
     let report = SecurityReport {
         model: model.card.name.clone(),
@@ -238,6 +301,11 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         mask_draws: args.mask_draws,
         clean_fpr,
         worst: worst(&rows),
+        dos_smallest_eps: rows
+            .iter()
+            .filter(|r| r.rejected.is_some_and(|s| s > 0.5))
+            .map(|r| r.eps)
+            .reduce(f64::min),
         rows,
         seconds: start.elapsed().as_secs_f64(),
     };
@@ -248,24 +316,22 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     Ok(report)
 }
 
-/// The highest bypass at each (norm, budget).
+/// The highest bypass at each (norm, budget) of the evasion rows.
 pub fn worst(rows: &[Row]) -> Vec<Worst> {
     let mut out: Vec<Worst> = vec![];
     for r in rows {
+        let Some(bypass) = r.bypass else { continue };
+        let candidate = Worst {
+            norm: r.norm,
+            eps: r.eps,
+            attack: r.attack.clone(),
+            bypass,
+            interval: r.interval,
+        };
         match out.iter_mut().find(|w| w.norm == r.norm && w.eps == r.eps) {
-            Some(w) if w.bypass >= r.bypass => {}
-            Some(w) => {
-                w.attack = r.attack.clone();
-                w.bypass = r.bypass;
-                w.interval = r.interval;
-            }
-            None => out.push(Worst {
-                norm: r.norm,
-                eps: r.eps,
-                attack: r.attack.clone(),
-                bypass: r.bypass,
-                interval: r.interval,
-            }),
+            Some(w) if w.bypass >= bypass => {}
+            Some(w) => *w = candidate,
+            None => out.push(candidate),
         }
     }
     out

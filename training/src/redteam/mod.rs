@@ -9,6 +9,8 @@
 //! (each image's bypass averaged over the draws), and the range over the draws.
 
 pub mod judge;
+pub mod loss;
+pub mod patch;
 pub mod pgd;
 
 use anyhow::{ensure, Result};
@@ -19,6 +21,8 @@ use tch::Tensor;
 
 use crate::nets::DropoutNet;
 use judge::{Judge, Outcome};
+use loss::Goal;
+use patch::Patch;
 use pgd::{Norm, Pgd};
 
 /// What the attacker knows and does not, as the report states it.
@@ -29,11 +33,55 @@ drawn per frame. The attacker perturbs the frame within the stated budget (pixel
 the frame reaching the gate is 8-bit. Bypass: the gate accepts the frame and reports a class \
 other than its true label.";
 
-/// One attack in the report: a name and its PGD settings.
+/// How an attack perturbs a frame.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Method {
+    /// Per frame, within an L∞ or L2 ball.
+    Pgd(Pgd),
+    /// One universal patch for every frame.
+    Patch(Patch),
+}
+
+impl Method {
+    fn goal(&self) -> Goal {
+        match self {
+            Method::Pgd(p) => p.loss.goal,
+            Method::Patch(p) => p.loss.goal,
+        }
+    }
+
+    fn budget(&self) -> (Budget, f64) {
+        match self {
+            Method::Pgd(p) => (
+                match p.norm {
+                    Norm::Linf => Budget::Linf,
+                    Norm::L2 => Budget::L2,
+                },
+                p.eps,
+            ),
+            Method::Patch(p) => (Budget::Patch, p.area),
+        }
+    }
+}
+
+/// What a row's `eps` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Budget {
+    /// Largest change of any pixel ([0, 1] units).
+    Linf,
+    /// Euclidean length of the change ([0, 1] units).
+    L2,
+    /// The patch's share of the frame's area.
+    Patch,
+}
+
+/// One attack in the report: a name and its settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct NamedAttack {
     pub name: String,
-    pub pgd: Pgd,
+    pub method: Method,
 }
 
 /// The red team's settings.
@@ -55,23 +103,29 @@ pub struct RedTeamConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub attack: String,
-    pub norm: Norm,
-    /// Budget in pixel units ([0, 1]).
+    pub goal: Goal,
+    pub norm: Budget,
+    /// The budget: pixel units ([0, 1]) for L∞ and L2, the area fraction for a patch.
     pub eps: f64,
-    /// Share of (image, mask draw) pairs that got through.
-    pub bypass: f64,
-    /// 95 % bootstrap interval over images.
+    /// Evasion: share of (image, mask draw) pairs that got through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bypass: Option<f64>,
+    /// Denial of service: share of (image, mask draw) pairs rejected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<f64>,
+    /// 95 % bootstrap interval over images of `bypass` or `rejected`.
     pub interval: [f64; 2],
-    /// Lowest and highest bypass over the mask draws.
+    /// Lowest and highest share over the mask draws.
     pub draw_range: [f64; 2],
     /// Images attacked.
     pub n: usize,
     pub mask_draws: usize,
     /// Share of the clean versions of these images the gate rejects, same draws.
     pub clean_fpr: f64,
-    /// Share of images whose kept iterate passed the attacker's own check (its masks).
+    /// Share of images whose kept iterate reached the goal in the attacker's own check (its
+    /// masks).
     pub passed_own_check: f64,
-    pub settings: Pgd,
+    pub settings: Method,
     pub seconds: f64,
 }
 
@@ -98,6 +152,15 @@ impl Referee {
     /// Every frame of 8-bit pixels `[N, C, H, W]` under every draw.
     pub fn judge(&mut self, pixels: &Tensor) -> Result<Judged> {
         self.judges.iter_mut().map(|j| j.judge(pixels)).collect()
+    }
+
+    /// Draw r judges the frames `frames(r)`: a patch lands elsewhere in each draw.
+    pub fn judge_each(&mut self, mut frames: impl FnMut(usize) -> Tensor) -> Result<Judged> {
+        self.judges
+            .iter_mut()
+            .enumerate()
+            .map(|(r, j)| j.judge(&frames(r)))
+            .collect()
     }
 }
 
@@ -147,63 +210,123 @@ pub fn bootstrap_mean(values: &[f64], reps: usize, seed: u64) -> [f64; 2] {
     [at(0.025), at(0.975)]
 }
 
-/// One attack's result: its row, its final 8-bit frames, and how each fared in the
-/// attacker's own last check (the seed there replays it: `mcgate gate --frame-seed`).
+/// One attack's result: its row, its final 8-bit frames (a patch's: at the attacker's own
+/// check positions), and how each fared in the attacker's own last check (the seed there
+/// replays it: `mcgate gate --frame-seed`).
 pub struct Attacked {
     pub row: Row,
     pub adversarial: Tensor,
     pub own: Vec<Outcome>,
 }
 
-/// Runs every attack on `clean` (pixels in [0, 1], 8-bit already, labels right), crafted on
-/// `net` and judged on `model`. Also returns the clean frames' rejection rate under the
-/// referee's draws.
+/// The images a red team attacks: 8-bit pixels in [0, 1] `[N, C, H, W]` and their labels,
+/// each classified right; and other such images a universal patch is trained on.
+pub struct Targets {
+    pub clean: Tensor,
+    pub labels: Vec<i64>,
+    pub patch_train: Tensor,
+    pub patch_labels: Vec<i64>,
+}
+
+/// Runs every attack on the targets, crafted on `net` and judged on `model`. Also returns
+/// the clean frames' rejection rate under the referee's draws.
 pub fn run(
     net: &dyn DropoutNet,
     model: &Model,
-    clean: &Tensor,
-    labels: &[i64],
+    targets: &Targets,
     cfg: &RedTeamConfig,
 ) -> Result<(Vec<Attacked>, f64)> {
+    let (clean, labels) = (&targets.clean, &targets.labels[..]);
     let mut referee = Referee::new(model, cfg)?;
     let mut checker = Judge::new(model, cfg.samples, cfg.threshold, cfg.check_seed)?;
     let clean_judged = referee.judge(clean)?;
     let (clean_fpr, _, _) = rate(&clean_judged, labels, |o, _| !o.accepted, 0, 0);
+    let size = clean.size();
+    let (h, w) = (size[2], size[3]);
     let mut rows = vec![];
     for (k, attack) in cfg.attacks.iter().enumerate() {
         let start = std::time::Instant::now();
-        let (adv, own) = pgd::run(net, clean, labels, cfg.threshold, &attack.pgd, &mut |x| {
-            checker.judge(x)
-        })?;
-        let judged = referee.judge(&adv)?;
-        let (bypass, interval, draw_range) = rate(
+        let (adv, own, judged) = match &attack.method {
+            Method::Pgd(p) => {
+                let (adv, own) = pgd::run(net, clean, labels, cfg.threshold, p, &mut |x| {
+                    checker.judge(x)
+                })?;
+                let judged = referee.judge(&adv)?;
+                (adv, own, judged)
+            }
+            Method::Patch(p) => {
+                ensure!(
+                    !targets.patch_labels.is_empty(),
+                    "no images to train the patch on"
+                );
+                let seed = mix(cfg.check_seed, 2000 + k as u64);
+                let sticker = patch::train(
+                    net,
+                    &targets.patch_train,
+                    &targets.patch_labels,
+                    cfg.threshold,
+                    p,
+                    seed,
+                )?;
+                let side = sticker.size()[1];
+                let mut own_rng = WyRand::new(mix(seed, 1));
+                let corners = patch::positions(&mut own_rng, labels.len(), side, h, w);
+                let adv = patch::apply(clean, &sticker, &corners);
+                let own = checker.judge(&adv)?;
+                // The judge's positions: a stream the attacker never draws from.
+                let judged = referee.judge_each(|r| {
+                    let mut rng =
+                        WyRand::new(mix(cfg.judge_seed, 3000 + 100 * k as u64 + r as u64));
+                    patch::apply(
+                        clean,
+                        &sticker,
+                        &patch::positions(&mut rng, labels.len(), side, h, w),
+                    )
+                })?;
+                (adv, own, judged)
+            }
+        };
+        let goal = attack.method.goal();
+        let hit = |o: &Outcome, l: i64| match goal {
+            Goal::Bypass => o.bypass(l),
+            Goal::Reject => !o.accepted,
+        };
+        let (share, interval, draw_range) = rate(
             &judged,
             labels,
-            |o, l| o.bypass(l),
+            hit,
             cfg.bootstrap,
             mix(cfg.judge_seed, 1000 + k as u64),
         );
-        let passed = own.iter().zip(labels).filter(|(o, &l)| o.bypass(l)).count();
+        let passed = own.iter().zip(labels).filter(|(o, &l)| hit(o, l)).count();
+        let (norm, eps) = attack.method.budget();
         let row = Row {
             attack: attack.name.clone(),
-            norm: attack.pgd.norm,
-            eps: attack.pgd.eps,
-            bypass,
+            goal,
+            norm,
+            eps,
+            bypass: (goal == Goal::Bypass).then_some(share),
+            rejected: (goal == Goal::Reject).then_some(share),
             interval,
             draw_range,
             n: labels.len(),
             mask_draws: cfg.mask_draws,
             clean_fpr,
             passed_own_check: passed as f64 / labels.len().max(1) as f64,
-            settings: attack.pgd.clone(),
+            settings: attack.method.clone(),
             seconds: start.elapsed().as_secs_f64(),
         };
         log::info!(
-            "{} {:?} eps {:.4}: bypass {:.1} % [{:.1}, {:.1}] ({:.0} s)",
+            "{} {:?} eps {:.4}: {} {:.1} % [{:.1}, {:.1}] ({:.0} s)",
             row.attack,
             row.norm,
             row.eps,
-            100.0 * bypass,
+            if goal == Goal::Bypass {
+                "bypass"
+            } else {
+                "rejected"
+            },
+            100.0 * share,
             100.0 * interval[0],
             100.0 * interval[1],
             row.seconds

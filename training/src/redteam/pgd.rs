@@ -1,15 +1,5 @@
-//! Projected gradient descent against the whole gate (Madry et al. 2018; the losses of
-//! Carlini & Wagner 2017; expectation over the masks, Athalye et al. 2018).
-//!
-//! The attacker minimises, per image, a margin on the MC-mean prediction plus a hinge on
-//! each signal the gate decides on:
-//!
-//! `max(log p̄_y − max_{j≠y} log p̄_j, −κ) + λ · max(MI − τ·threshold, 0)`
-//!
-//! with p̄ the mean of K softmaxes under K fresh masks drawn at every step (the attacker knows
-//! p and T, not the gate's masks). The margin stops pushing once the frame is misclassified
-//! by κ; the hinge only once MI is well under the threshold (τ < 1), so the attack leaves
-//! room for the masks the gate will draw. Steps are signed (L∞) or normalised (L2), their size
+//! Projected gradient descent against the whole gate (Madry et al. 2018), minimising the
+//! red team's [`Loss`] per image. Steps are signed (L∞) or normalised (L2), their size
 //! halved at 50 % and 75 % of the steps; every restart but the first starts at a random point
 //! of the ε-ball. The iterate kept for each image is the one that passes best when checked
 //! through the runtime with fresh masks of the attacker's own, as 8-bit frames.
@@ -17,6 +7,7 @@
 use tch::{Kind, Tensor};
 
 use super::judge::{quantise, Outcome};
+use super::loss::{objective, pass_score, Loss};
 use crate::nets::DropoutNet;
 
 /// The perturbation's norm.
@@ -38,67 +29,15 @@ pub struct Pgd {
     pub steps: usize,
     /// Starts per λ: the first at the clean image, the others at random points of the ball.
     pub restarts: usize,
-    /// Mask draws per step (expectation over the masks).
-    pub eot: i64,
     /// Weights of the signal hinge tried; each image keeps its best.
     pub lambdas: Vec<f64>,
-    /// τ: the hinge pushes each signal under this fraction of its threshold.
-    pub hinge_fraction: f64,
-    /// κ: the margin stops pushing once the wrong class leads by this much (log probability).
-    pub kappa: f64,
     /// Misclassify first (λ = 0 for the first half of the steps), then push the signals down.
     pub two_phase: bool,
     /// Check the iterate through the runtime every this many steps (and after the last).
     pub check_every: usize,
-    /// Differentiate the deterministic network (dropout off) instead of the MC mean, with
-    /// no signal term: plain PGD, the attack that ignores the gate.
-    pub deterministic: bool,
-}
-
-/// What the attacker minimises, per image `[N]`, for pixels `[N, C, H, W]` in [0, 1].
-pub fn objective(
-    net: &dyn DropoutNet,
-    pixels: &Tensor,
-    labels: &Tensor,
-    threshold: f64,
-    lambda: f64,
-    a: &Pgd,
-) -> Tensor {
-    let x = net.input_from_pixels(pixels);
-    let probs = if a.deterministic {
-        net.logits(&x, false).softmax(-1, Kind::Float).unsqueeze(0) // [1, N, C]
-    } else {
-        net.mc_probs(&x, a.eot) // [M·K, N, C]
-    };
-    let mean = probs.mean_dim(0, false, Kind::Float); // [N, C]
-    let log_mean = mean.clamp_min(1e-12).log();
-    let true_class = log_mean
-        .gather(1, &labels.unsqueeze(1), false)
-        .squeeze_dim(1);
-    let onehot = log_mean
-        .zeros_like()
-        .scatter_value(1, &labels.unsqueeze(1), 1.0);
-    let best_other = (&log_mean - onehot * 1e9).max_dim(1, false).0;
-    let margin = (true_class - best_other).clamp_min(-a.kappa);
-    if lambda == 0.0 || a.deterministic {
-        return margin;
-    }
-    let entropy =
-        |p: &Tensor| -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float);
-    let mi = entropy(&mean) - entropy(&probs).mean_dim(0, false, Kind::Float); // [N]
-    margin + (mi - a.hinge_fraction * threshold).clamp_min(0.0) * lambda
-}
-
-/// How well an outcome serves the attacker, higher better: passing (misclassified and
-/// accepted) beats everything, and among passes the lower MI; then misclassified frames by
-/// how close their MI is to the threshold; then the rest.
-pub fn pass_score(o: &Outcome, label: i64, threshold: f64) -> f64 {
-    let mi = o.mi.unwrap_or(f64::INFINITY);
-    match o.class {
-        Some(c) if c as i64 != label && o.accepted => 2.0 + (1.0 - mi / threshold).clamp(0.0, 1.0),
-        Some(c) if c as i64 != label => 1.0 + (threshold / mi).clamp(0.0, 1.0),
-        _ => 0.0,
-    }
+    /// What is minimised.
+    #[serde(flatten)]
+    pub loss: Loss,
 }
 
 /// Adversarial pixels `[N, C, H, W]` for clean pixels `clean` in [0, 1] with labels `labels`,
@@ -120,7 +59,7 @@ pub fn run(
     let mut best_score: Vec<f64> = best_outcome
         .iter()
         .zip(labels)
-        .map(|(o, &l)| pass_score(o, l, threshold))
+        .map(|(o, &l)| pass_score(o, l, threshold, a.loss.goal))
         .collect();
     let mut keep = |candidate: &Tensor,
                     best: &mut Tensor,
@@ -131,7 +70,7 @@ pub fn run(
         let outcomes = check(&q)?;
         let mut better = vec![false; n];
         for i in 0..n {
-            let s = pass_score(&outcomes[i], labels[i], threshold);
+            let s = pass_score(&outcomes[i], labels[i], threshold, a.loss.goal);
             if s > best_score[i] {
                 better[i] = true;
                 best_score[i] = s;
@@ -159,7 +98,7 @@ pub fn run(
                     lambda
                 };
                 let x = adv.detach().set_requires_grad(true);
-                let loss = objective(net, &x, &y, threshold, weight, a).sum(Kind::Float);
+                let loss = objective(net, &x, &y, threshold, weight, &a.loss).sum(Kind::Float);
                 let g = Tensor::run_backward(&[loss], &[&x], false, false).remove(0);
                 let direction = match a.norm {
                     Norm::Linf => g.sign(),
