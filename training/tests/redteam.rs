@@ -41,6 +41,8 @@ fn args(out: PathBuf) -> RedTeamArgs {
         l2: vec![3.0],
         dos_eps: vec![0.1],
         patch: vec![0.1],
+        surrogate: Some(root().join("models/mnist-ensemble")),
+        surrogate_member: Some(1),
         patch_steps: 2,
         steps: 2,
         restarts: 2,
@@ -74,6 +76,7 @@ fn one_step_of_each_attack_writes_complete_rows() {
             ("pgd-eot-two-phase", "linf"),
             ("pgd-eot", "l2"),
             ("patch-eot", "patch"),
+            ("transfer-pgd-eot", "linf"),
             ("dos-pgd-eot", "linf"),
         ]
     );
@@ -86,6 +89,12 @@ fn one_step_of_each_attack_writes_complete_rows() {
             ("bypass", "bypass")
         };
         assert_eq!(r["goal"], goal);
+        let crafted = if r["attack"] == "transfer-pgd-eot" {
+            "models/mnist-ensemble member 1"
+        } else {
+            "white box"
+        };
+        assert!(r["crafted_on"].as_str().unwrap().ends_with(crafted), "{r}");
         let bypass = r[key].as_f64().unwrap();
         let [lo, hi] = [0, 1].map(|k| r["interval"][k].as_f64().unwrap());
         let [dlo, dhi] = [0, 1].map(|k| r["draw_range"][k].as_f64().unwrap());
@@ -150,6 +159,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
                     check_every: 2,
                     loss: loss.clone(),
                 }),
+                surrogate: None,
             },
             NamedAttack {
                 name: "patch-eot".into(),
@@ -160,6 +170,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
                     lambda: 10.0,
                     loss,
                 }),
+                surrogate: None,
             },
         ],
         samples,
@@ -169,7 +180,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         check_seed: 12,
         bootstrap: 0,
     };
-    let (attacked, _) = lib::run(net.as_dyn(), &model, &targets, &cfg).unwrap();
+    let (attacked, _) = lib::run(net.as_dyn(), &[], &model, &targets, &cfg).unwrap();
     for a in &attacked {
         replay(a, &model, &targets.labels, samples, threshold);
     }

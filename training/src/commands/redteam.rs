@@ -6,19 +6,21 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
+use mcgate::contract::card::ModelCard;
 use mcgate::model::Model;
 use serde::Serialize;
 use tch::Tensor;
 
-use super::{source_commit, Trained, TrainedModel};
-use crate::export::create_parent;
+use super::{load_mnist, source_commit, MnistModel, Trained, TrainedModel};
+use crate::export::{create_parent, with_ext};
 use crate::nets::deterministic_probs;
+use crate::nets::DropoutNet;
 use crate::redteam::judge::{quantise, Judge};
 use crate::redteam::loss::{Goal, Loss};
 use crate::redteam::patch::Patch;
 use crate::redteam::pgd::{Norm, Pgd};
 use crate::redteam::{
-    self, Budget, Method, NamedAttack, RedTeamConfig, Row, Targets, THREAT_MODEL,
+    self, Budget, Method, NamedAttack, RedTeamConfig, Row, Surrogate, Targets, THREAT_MODEL,
 };
 
 #[derive(Debug, Args)]
@@ -53,6 +55,15 @@ pub struct RedTeamArgs {
         default_value = "0.0078,0.0157,0.0314,0.0627,0.1255"
     )]
     pub dos_eps: Vec<f64>,
+    /// A surrogate network (model stem) to craft transfer attacks on: the L∞ PGD with
+    /// expectation over the masks at every --eps, crafted and checked on it alone, judged on
+    /// the attacked model. E.g. `models/mnist-ensemble --surrogate-member 1`: the seed-2
+    /// network, trained independently of `models/mnist`.
+    #[arg(long, value_name = "STEM")]
+    pub surrogate: Option<PathBuf>,
+    /// Use this member (from 0) of an ensemble surrogate.
+    #[arg(long)]
+    pub surrogate_member: Option<usize>,
     /// Universal patches, each this share of the frame's area; empty: none.
     #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.15")]
     pub patch: Vec<f64>,
@@ -146,6 +157,7 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
     let pgd = |name: &str, p: Pgd| NamedAttack {
         name: name.into(),
         method: Method::Pgd(p),
+        surrogate: None,
     };
     let mut out = vec![];
     for &eps in &args.eps {
@@ -182,7 +194,16 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
                 lambda: args.lambdas.iter().cloned().fold(0.0, f64::max),
                 loss: loss.clone(),
             }),
+            surrogate: None,
         });
+    }
+    if args.surrogate.is_some() {
+        for &eps in &args.eps {
+            out.push(NamedAttack {
+                surrogate: Some(0),
+                ..pgd("transfer-pgd-eot", base(Norm::Linf, eps))
+            });
+        }
     }
     for &eps in &args.dos_eps {
         out.push(pgd(
@@ -287,7 +308,35 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         patch_train,
         patch_labels,
     };
-    let (attacked, clean_fpr) = redteam::run(net, &model, &targets, &cfg)?;
+    let loaded = match &args.surrogate {
+        Some(stem) => {
+            let card = ModelCard::read(&with_ext(stem, "card.json"))?;
+            Some((stem, load_mnist(stem, &card, device)?))
+        }
+        None => None,
+    };
+    let surrogates = match &loaded {
+        None => vec![],
+        Some((stem, (model, _vs))) => {
+            let (net, name): (&dyn DropoutNet, String) = match (model, args.surrogate_member) {
+                (MnistModel::Single(n), None) => (n, stem.display().to_string()),
+                (MnistModel::Ensemble(e), Some(k)) => (
+                    e.members()
+                        .get(k)
+                        .with_context(|| format!("{} has no member {k}", stem.display()))?,
+                    format!("{} member {k}", stem.display()),
+                ),
+                (MnistModel::Single(_), Some(_)) => {
+                    anyhow::bail!("{} is not an ensemble", stem.display())
+                }
+                (MnistModel::Ensemble(_), None) => {
+                    anyhow::bail!("{} is an ensemble: give --surrogate-member", stem.display())
+                }
+            };
+            vec![Surrogate { name, net }]
+        }
+    };
+    let (attacked, clean_fpr) = redteam::run(net, &surrogates, &model, &targets, &cfg)?;
     let labels = targets.labels;
     let rows: Vec<Row> = attacked.into_iter().map(|a| a.row).collect();
     let report = SecurityReport {

@@ -13,7 +13,7 @@ pub mod loss;
 pub mod patch;
 pub mod pgd;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use mcgate::model::Model;
 use mcgate::run::rng::{mix, WyRand};
 use serde::Serialize;
@@ -77,11 +77,42 @@ pub enum Budget {
     Patch,
 }
 
-/// One attack in the report: a name and its settings.
+/// One attack in the report: a name, its settings, and the network it is crafted on.
 #[derive(Debug, Clone, Serialize)]
 pub struct NamedAttack {
     pub name: String,
     pub method: Method,
+    /// Index into the surrogates: crafted on another network and transferred, the attacker
+    /// never querying the judged model (its checks run the surrogate in tch). `None`: white
+    /// box on the judged model's own network.
+    pub surrogate: Option<usize>,
+}
+
+/// A network the attacker trained or obtained instead of the judged one.
+pub struct Surrogate<'a> {
+    /// How the report names it.
+    pub name: String,
+    pub net: &'a dyn DropoutNet,
+}
+
+/// The attacker's check of a transfer attack: the surrogate's own MC prediction and MI (its
+/// masks, tch), as if it were the gate.
+fn surrogate_check(
+    net: &dyn DropoutNet,
+    pixels: &Tensor,
+    samples: usize,
+    threshold: f64,
+) -> Result<Vec<Outcome>> {
+    let measures = crate::nets::mc_measures(net, &net.input_from_pixels(pixels), samples as i64)?;
+    Ok(measures
+        .iter()
+        .map(|m| Outcome {
+            accepted: m.mutual_information <= threshold,
+            class: Some(m.predicted_class),
+            mi: Some(m.mutual_information),
+            seed: 0,
+        })
+        .collect())
 }
 
 /// The red team's settings.
@@ -103,6 +134,8 @@ pub struct RedTeamConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub attack: String,
+    /// The network the attack was crafted on: `white box`, or the surrogate's name.
+    pub crafted_on: String,
     pub goal: Goal,
     pub norm: Budget,
     /// The budget: pixel units ([0, 1]) for L∞ and L2, the area fraction for a patch.
@@ -228,10 +261,11 @@ pub struct Targets {
     pub patch_labels: Vec<i64>,
 }
 
-/// Runs every attack on the targets, crafted on `net` and judged on `model`. Also returns
-/// the clean frames' rejection rate under the referee's draws.
+/// Runs every attack on the targets, crafted on `net` (or an attack's surrogate) and judged
+/// on `model`. Also returns the clean frames' rejection rate under the referee's draws.
 pub fn run(
     net: &dyn DropoutNet,
+    surrogates: &[Surrogate],
     model: &Model,
     targets: &Targets,
     cfg: &RedTeamConfig,
@@ -248,13 +282,25 @@ pub fn run(
         let start = std::time::Instant::now();
         let (adv, own, judged) = match &attack.method {
             Method::Pgd(p) => {
-                let (adv, own) = pgd::run(net, clean, labels, cfg.threshold, p, &mut |x| {
-                    checker.judge(x)
-                })?;
+                let (adv, own) = match attack.surrogate {
+                    None => pgd::run(net, clean, labels, cfg.threshold, p, &mut |x| {
+                        checker.judge(x)
+                    })?,
+                    Some(i) => {
+                        let s = surrogates.get(i).context("no such surrogate")?.net;
+                        pgd::run(s, clean, labels, cfg.threshold, p, &mut |x| {
+                            surrogate_check(s, x, cfg.samples, cfg.threshold)
+                        })?
+                    }
+                };
                 let judged = referee.judge(&adv)?;
                 (adv, own, judged)
             }
             Method::Patch(p) => {
+                ensure!(
+                    attack.surrogate.is_none(),
+                    "a patch is crafted on the judged model's own network"
+                );
                 ensure!(
                     !targets.patch_labels.is_empty(),
                     "no images to train the patch on"
@@ -302,6 +348,10 @@ pub fn run(
         let (norm, eps) = attack.method.budget();
         let row = Row {
             attack: attack.name.clone(),
+            crafted_on: match attack.surrogate {
+                None => "white box".into(),
+                Some(i) => surrogates[i].name.clone(),
+            },
             goal,
             norm,
             eps,
