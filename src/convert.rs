@@ -142,6 +142,7 @@ fn card_for(
             command: o.command.clone(),
         }),
         ensemble: None,
+        security: None,
     };
     card.validate()
         .map_err(|e| ConvertError::Card(e.to_string()))?;

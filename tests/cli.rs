@@ -454,6 +454,31 @@ fn info_prints_the_card_and_graph() {
     assert_eq!(v["site_paths"][0]["path"], "sparse");
     assert_eq!(v["site_paths"][0]["outputs"], 128);
     assert_eq!(v["site_paths"][1]["path"], "dense");
+
+    // The red team's block, in words (the numbers here are made up for the test).
+    let dir = model_copy(|c| {
+        c["schema"] = "mcgate.card/2".into();
+        c["security"] = serde_json::json!({
+            "date": "2026-12-05", "commit": "abc1234",
+            "report": "docs/results/security-mnist.json", "images": 100, "mask_draws": 5,
+            "clean_fpr": 0.06,
+            "worst": [
+                {"norm": "linf", "eps": 0.1, "attack": "pgd-eot", "bypass": 0.25, "interval": [0.18, 0.33]},
+                {"norm": "patch", "eps": 0.05, "attack": "patch-eot", "bypass": 0.5, "interval": [0.4, 0.6]}
+            ]
+        });
+    });
+    let out = mcgate(&["info", dir.path().join("m").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "security (red team 2026-12-05, abc1234; white box, masks secret; 100 images × 5 secret \
+         mask draws, 8-bit frames; clean frames rejected 6.0 %; docs/results/security-mnist.json):",
+        "  L∞ ε = 0.1 (25.5/255): 25.0 % get through (95 % interval 18.0–33.0 %), worst attack pgd-eot",
+        "  patch of 5 % of the frame: 50.0 % get through (95 % interval 40.0–60.0 %), worst attack patch-eot",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
 }
 
 #[test]

@@ -47,7 +47,51 @@ pub struct ModelCard {
     /// absent for one model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble: Option<Ensemble>,
+    /// What the red team measured of this model (schema 2): printed by `mcgate info`, never
+    /// used to decide a frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<Security>,
 }
+
+/// The red team's summary (`mcgate-training redteam --card`): the worst bypass it found at
+/// each budget, white box with the masks secret, every frame 8-bit and judged by the runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    /// UTC date of the run, `YYYY-MM-DD`.
+    pub date: String,
+    /// `git describe` of the tree that ran it.
+    pub commit: String,
+    /// The full report (every attack and budget), relative to the repository.
+    pub report: String,
+    /// Correctly classified images attacked.
+    pub images: usize,
+    /// Secret mask draws each final frame was judged under.
+    pub mask_draws: usize,
+    /// Share of those images' clean frames the gate rejected, same draws.
+    pub clean_fpr: f64,
+    /// One entry per budget, at most [`MAX_SECURITY_ROWS`].
+    pub worst: Vec<WorstBypass>,
+}
+
+/// The worst attack at one budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorstBypass {
+    /// `linf` or `l2` (ε in [0, 1] pixel units), or `patch` (ε: the patch's area fraction).
+    pub norm: String,
+    /// The budget, in the unit `norm` names.
+    pub eps: f64,
+    /// The attack's name in the report.
+    pub attack: String,
+    /// Share of (image, mask draw) pairs misclassified and accepted.
+    pub bypass: f64,
+    /// 95 % bootstrap interval over images.
+    pub interval: [f64; 2],
+}
+
+/// Budgets a card's security block may list: enough for any red team, few enough to print.
+pub const MAX_SECURITY_ROWS: usize = 64;
 
 /// A dropout ensemble in one graph (Smith & Gal 2018, §4.2): every member gets the same
 /// image and its own masks, T samples each, and the output stacks the members' rows, so the
@@ -567,6 +611,10 @@ pub enum CardError {
     /// The ensemble's members do not split the dropout sites between them, or are too few.
     #[error("ensemble: {0}")]
     Ensemble(String),
+    /// The security block holds a share outside [0, 1], an interval that does not hold its
+    /// value, a budget that is not a finite non-negative number, or too many rows.
+    #[error("security: {0}")]
+    Security(String),
 }
 
 impl ModelCard {
@@ -743,6 +791,9 @@ impl ModelCard {
             }
             None => {}
         }
+        if let Some(security) = &self.security {
+            validate_security(security)?;
+        }
         if self.schema == SCHEMA_V1 {
             self.validate_v1()?;
         }
@@ -845,6 +896,9 @@ impl ModelCard {
         if self.ensemble.is_some() {
             return Err(CardError::NeedsV2("an ensemble"));
         }
+        if self.security.is_some() {
+            return Err(CardError::NeedsV2("a security block"));
+        }
         if self.input.channel_order != ChannelOrder::Rgb {
             return Err(CardError::NeedsV2("input channel_order"));
         }
@@ -865,6 +919,37 @@ impl ModelCard {
     pub fn mi_threshold(&self) -> Option<f64> {
         self.threshold.as_ref().map(|t| t.mutual_information)
     }
+}
+
+/// Shares in [0, 1], intervals that hold their value, budgets finite and non-negative.
+fn validate_security(s: &Security) -> Result<(), CardError> {
+    let bad = |what: String| Err(CardError::Security(what));
+    let share = |x: f64| (0.0..=1.0).contains(&x);
+    if !share(s.clean_fpr) {
+        return bad(format!(
+            "clean_fpr {} is not a share in [0, 1]",
+            s.clean_fpr
+        ));
+    }
+    if s.worst.len() > MAX_SECURITY_ROWS {
+        return bad(format!(
+            "{} rows, at most {MAX_SECURITY_ROWS}",
+            s.worst.len()
+        ));
+    }
+    for w in &s.worst {
+        let [lo, hi] = w.interval;
+        if !share(w.bypass) || !share(lo) || !share(hi) || lo > w.bypass || w.bypass > hi {
+            return bad(format!(
+                "{} {} at {}: bypass {} with interval [{lo}, {hi}]",
+                w.attack, w.norm, w.eps, w.bypass
+            ));
+        }
+        if !w.eps.is_finite() || w.eps < 0.0 {
+            return bad(format!("{} {}: budget {}", w.attack, w.norm, w.eps));
+        }
+    }
+    Ok(())
 }
 
 /// The first string in `value` (a card as JSON) holding a control character: its path and
@@ -1001,6 +1086,7 @@ pub(crate) mod tests {
                 backbone: None,
             }),
             ensemble: None,
+            security: None,
         }
     }
 
@@ -1037,6 +1123,53 @@ pub(crate) mod tests {
             .unwrap_err()
             .to_string()
             .contains("not valid JSON"));
+    }
+
+    #[test]
+    fn a_security_block_is_schema_2_and_holds_shares_with_their_intervals() {
+        let worst = WorstBypass {
+            norm: "linf".into(),
+            eps: 0.1,
+            attack: "pgd-eot".into(),
+            bypass: 0.3,
+            interval: [0.2, 0.4],
+        };
+        let mut card = sample_card();
+        card.schema = SCHEMA.into();
+        card.security = Some(Security {
+            date: "2026-12-05".into(),
+            commit: "abc1234".into(),
+            report: "docs/results/security-mnist.json".into(),
+            images: 100,
+            mask_draws: 5,
+            clean_fpr: 0.05,
+            worst: vec![worst.clone()],
+        });
+        let back = ModelCard::from_json(card.to_json().as_bytes()).unwrap();
+        assert_eq!(back, card);
+
+        let refused = |edit: &dyn Fn(&mut Security), needle: &str| {
+            let mut c = card.clone();
+            edit(c.security.as_mut().unwrap());
+            let err = ModelCard::from_json(c.to_json().as_bytes()).unwrap_err();
+            assert!(matches!(err, CardError::Security(_)), "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        };
+        refused(&|s| s.clean_fpr = 1.5, "clean_fpr 1.5");
+        refused(&|s| s.worst[0].bypass = 0.5, "interval [0.2, 0.4]");
+        refused(
+            &|s| s.worst[0].interval = [0.35, 0.4],
+            "interval [0.35, 0.4]",
+        );
+        refused(&|s| s.worst[0].eps = -1.0, "budget -1");
+        refused(
+            &|s| s.worst = vec![worst.clone(); MAX_SECURITY_ROWS + 1],
+            "65 rows, at most 64",
+        );
+        let mut v1 = card.clone();
+        v1.schema = SCHEMA_V1.into();
+        let err = ModelCard::from_json(v1.to_json().as_bytes()).unwrap_err();
+        assert_eq!(err, CardError::NeedsV2("a security block"));
     }
 
     #[test]

@@ -133,6 +133,32 @@ impl Model {
                 );
             }
         }
+        if let Some(sec) = &card.security {
+            s += &format!(
+                "security (red team {}, {}; white box, masks secret; {} images × {} secret mask \
+                 draws, 8-bit frames; clean frames rejected {:.1} %; {}):\n",
+                sec.date,
+                sec.commit,
+                sec.images,
+                sec.mask_draws,
+                100.0 * sec.clean_fpr,
+                sec.report
+            );
+            for w in &sec.worst {
+                let budget = match w.norm.as_str() {
+                    "patch" => format!("patch of {:.0} % of the frame", 100.0 * w.eps),
+                    "linf" => format!("L∞ ε = {} ({:.1}/255)", w.eps, 255.0 * w.eps),
+                    other => format!("{other} ε = {}", w.eps),
+                };
+                s += &format!(
+                    "  {budget}: {:.1} % get through (95 % interval {:.1}–{:.1} %), worst attack {}\n",
+                    100.0 * w.bypass,
+                    100.0 * w.interval[0],
+                    100.0 * w.interval[1],
+                    w.attack
+                );
+            }
+        }
         if let Some(digest) = &self.card_sha256 {
             s += &format!("card SHA-256 {digest} (pin it: gate --card-sha256 {digest})\n");
         }

@@ -26,15 +26,25 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn args(out: PathBuf) -> RedTeamArgs {
+/// Arguments for a quick run judged on a copy of the shipped model in `dir` (its card gets
+/// the security block).
+fn args(dir: &std::path::Path) -> RedTeamArgs {
+    for ext in ["onnx", "card.json"] {
+        std::fs::copy(
+            root().join(format!("models/mnist.{ext}")),
+            dir.join(format!("m.{ext}")),
+        )
+        .unwrap();
+    }
     RedTeamArgs {
         source: TrainedModel {
             dataset: Known::Mnist,
             model: Some(root().join("models/mnist")),
             data: Some(root().join("data/mnist")),
         },
-        judge: None,
-        out: Some(out),
+        judge: Some(dir.join("m")),
+        card: true,
+        out: Some(dir.join("security.json")),
         images: 6,
         seed: 1,
         eps: vec![0.3],
@@ -60,7 +70,7 @@ fn args(out: PathBuf) -> RedTeamArgs {
 fn one_step_of_each_attack_writes_complete_rows() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("security.json");
-    redteam::run(args(out.clone())).unwrap();
+    redteam::run(args(dir.path())).unwrap();
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
@@ -117,6 +127,21 @@ fn one_step_of_each_attack_writes_complete_rows() {
     assert!(report["threat_model"].as_str().unwrap().contains("secret"));
     let dos = &report["dos_smallest_eps"];
     assert!(dos.is_null() || dos == 0.1, "{dos}");
+
+    // The card carries the worst rows, and still loads.
+    let model = Model::load_from(&dir.path().join("m")).unwrap();
+    let security = model.card.security.expect("a security block");
+    assert_eq!(security.worst.len(), 3);
+    assert_eq!(security.images as u64, n);
+    for (w, r) in security
+        .worst
+        .iter()
+        .zip(report["worst"].as_array().unwrap())
+    {
+        assert_eq!(w.bypass, r["bypass"].as_f64().unwrap());
+        assert_eq!(w.norm, r["norm"].as_str().unwrap());
+    }
+    assert_eq!(security.date.len(), 10);
 }
 
 #[test]
@@ -215,4 +240,20 @@ fn replay(a: &lib::Attacked, model: &Model, labels: &[i64], samples: usize, thre
         a.row.attack,
         a.own
     );
+}
+
+#[test]
+fn dates_are_utc_civil_dates() {
+    use std::time::{Duration, UNIX_EPOCH};
+    for (secs, date) in [
+        (0, "1970-01-01"),
+        (951_782_400, "2000-02-29"),
+        (1_764_979_199, "2025-12-05"),
+        (4_107_542_400, "2100-03-01"),
+    ] {
+        assert_eq!(
+            redteam::utc_date(UNIX_EPOCH + Duration::from_secs(secs)),
+            date
+        );
+    }
 }

@@ -1,18 +1,18 @@
 //! `redteam`: the gate attacked by an adversary who knows it, judged as deployed; writes the
 //! security report's JSON (`docs/results/security-NAME.json`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use mcgate::contract::card::ModelCard;
+use mcgate::contract::card::{ModelCard, Security, WorstBypass, SCHEMA};
 use mcgate::model::Model;
 use serde::Serialize;
 use tch::Tensor;
 
 use super::{load_mnist, source_commit, MnistModel, Trained, TrainedModel};
-use crate::export::{create_parent, with_ext};
+use crate::export::{create_parent, with_ext, write_card};
 use crate::nets::deterministic_probs;
 use crate::nets::DropoutNet;
 use crate::redteam::judge::{quantise, Judge};
@@ -94,6 +94,10 @@ pub struct RedTeamArgs {
     /// Secret mask draws each final frame is judged under.
     #[arg(long, default_value_t = 5)]
     pub mask_draws: usize,
+    /// Also write the worst bypass per budget into the judged model's card (its `security`
+    /// block, schema 2; `mcgate info` prints it). Rewrites the card: its SHA-256 changes.
+    #[arg(long)]
+    pub card: bool,
     /// Bootstrap resamples of images behind each interval.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
@@ -362,6 +366,10 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", out.display()))?;
     log::info!("wrote {}", out.display());
+    if args.card {
+        let path = write_security(&judged_stem, &report, &out)?;
+        log::info!("wrote the security block into {}", path.display());
+    }
     Ok(report)
 }
 
@@ -384,4 +392,51 @@ pub fn worst(rows: &[Row]) -> Vec<Worst> {
         }
     }
     out
+}
+
+/// The report's worst rows as the judged model's card `security` block.
+fn write_security(stem: &Path, report: &SecurityReport, out: &Path) -> Result<PathBuf> {
+    let mut card = ModelCard::read(&with_ext(stem, "card.json"))?;
+    card.schema = SCHEMA.into();
+    card.security = Some(Security {
+        date: utc_date(std::time::SystemTime::now()),
+        commit: report.commit.clone(),
+        report: out.display().to_string(),
+        images: report.images,
+        mask_draws: report.mask_draws,
+        clean_fpr: report.clean_fpr,
+        worst: report
+            .worst
+            .iter()
+            .map(|w| WorstBypass {
+                norm: serde_json::to_value(w.norm)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                eps: w.eps,
+                attack: w.attack.clone(),
+                bypass: w.bypass,
+                interval: w.interval,
+            })
+            .collect(),
+    });
+    card.validate().context("the security block")?;
+    write_card(stem, &card)
+}
+
+/// `YYYY-MM-DD` of a time, UTC (days to civil date: Hinnant's algorithm).
+pub fn utc_date(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + (month <= 2) as i64;
+    format!("{year:04}-{month:02}-{day:02}")
 }

@@ -42,5 +42,6 @@ pub fn card_for(
         onnx_sha256: sha256_hex(onnx),
         provenance,
         ensemble: None,
+        security: None,
     }
 }
