@@ -54,6 +54,7 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
         surrogate: Some(root().join("models/mnist-ensemble")),
         surrogate_member: Some(1),
         patch_steps: 2,
+        patch_targets: vec![1, 7],
         steps: 2,
         restarts: 2,
         eot: Some(4),
@@ -168,6 +169,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         hinge_fraction: 0.5,
         kappa: 5.0,
         deterministic: false,
+        targeted: false,
         goal: Goal::Bypass,
     };
     let cfg = RedTeamConfig {
@@ -193,6 +195,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
                     steps: 20,
                     step: 0.05,
                     lambda: 10.0,
+                    targets: vec![],
                     loss,
                 }),
                 surrogate: None,

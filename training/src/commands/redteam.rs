@@ -67,6 +67,10 @@ pub struct RedTeamArgs {
     /// Universal patches, each this share of the frame's area; empty: none.
     #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.15")]
     pub patch: Vec<f64>,
+    /// Target classes tried for each patch (one patch each; the attacker keeps the one its
+    /// own check lets through most); empty: one untargeted patch.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7,8,9")]
+    pub patch_targets: Vec<i64>,
     /// Signed gradient steps training each patch (on other test images than those attacked).
     #[arg(long, default_value_t = 300)]
     pub patch_steps: usize,
@@ -146,6 +150,7 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
         hinge_fraction: args.hinge_fraction,
         kappa: args.kappa,
         deterministic: false,
+        targeted: false,
         goal: Goal::Bypass,
     };
     let base = |norm, eps| Pgd {
@@ -169,8 +174,10 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
             "pgd-deterministic",
             Pgd {
                 lambdas: vec![0.0],
+                // Plain PGD: the margin never stops pushing (a confident wrong class).
                 loss: Loss {
                     deterministic: true,
+                    kappa: 1e9,
                     ..loss.clone()
                 },
                 ..base(Norm::Linf, eps)
@@ -196,6 +203,7 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
                 steps: args.patch_steps,
                 step: 0.05,
                 lambda: args.lambdas.iter().cloned().fold(0.0, f64::max),
+                targets: args.patch_targets.clone(),
                 loss: loss.clone(),
             }),
             surrogate: None,

@@ -40,9 +40,13 @@ pub struct Loss {
     /// no signal term: plain PGD, the attack that ignores the gate.
     pub deterministic: bool,
     pub goal: Goal,
+    /// The labels given are target classes: the margin pushes each frame *towards* its
+    /// label instead of away from it (a universal patch aims at one class).
+    pub targeted: bool,
 }
 
-/// What the attacker minimises, per image `[N]`, for pixels `[N, C, H, W]` in [0, 1].
+/// What the attacker minimises, per image `[N]`, for pixels `[N, C, H, W]` in [0, 1] and
+/// labels `[N]` (true classes; target classes where `a.targeted`).
 pub fn objective(
     net: &dyn DropoutNet,
     pixels: &Tensor,
@@ -72,7 +76,12 @@ pub fn objective(
         .zeros_like()
         .scatter_value(1, &labels.unsqueeze(1), 1.0);
     let best_other = (&log_mean - onehot * 1e9).max_dim(1, false).0;
-    let margin = (true_class - best_other).clamp_min(-a.kappa);
+    let margin = if a.targeted {
+        best_other - true_class
+    } else {
+        true_class - best_other
+    }
+    .clamp_min(-a.kappa);
     if lambda == 0.0 || a.deterministic {
         return margin;
     }

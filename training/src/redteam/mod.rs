@@ -159,6 +159,9 @@ pub struct Row {
     /// masks).
     pub passed_own_check: f64,
     pub settings: Method,
+    /// The class a targeted patch aims at (the best of those tried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_class: Option<i64>,
     pub seconds: f64,
 }
 
@@ -280,6 +283,7 @@ pub fn run(
     let mut rows = vec![];
     for (k, attack) in cfg.attacks.iter().enumerate() {
         let start = std::time::Instant::now();
+        let mut target_class = None;
         let (adv, own, judged) = match &attack.method {
             Method::Pgd(p) => {
                 let (adv, own) = match attack.surrogate {
@@ -306,14 +310,16 @@ pub fn run(
                     "no images to train the patch on"
                 );
                 let seed = mix(cfg.check_seed, 2000 + k as u64);
-                let sticker = patch::train(
+                let (sticker, aim) = patch::craft(
                     net,
                     &targets.patch_train,
                     &targets.patch_labels,
                     cfg.threshold,
                     p,
                     seed,
+                    &mut |x| checker.judge(x),
                 )?;
+                target_class = aim;
                 let side = sticker.size()[1];
                 let mut own_rng = WyRand::new(mix(seed, 1));
                 let corners = patch::positions(&mut own_rng, labels.len(), side, h, w);
@@ -364,6 +370,7 @@ pub fn run(
             clean_fpr,
             passed_own_check: passed as f64 / labels.len().max(1) as f64,
             settings: attack.method.clone(),
+            target_class,
             seconds: start.elapsed().as_secs_f64(),
         };
         log::info!(

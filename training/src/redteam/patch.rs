@@ -8,9 +8,10 @@
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
+use super::judge::Outcome;
 use super::loss::{objective, Loss};
 use crate::nets::DropoutNet;
-use mcgate::run::rng::WyRand;
+use mcgate::run::rng::{mix, WyRand};
 
 /// A patch attack's settings (recorded with its rows).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -22,6 +23,10 @@ pub struct Patch {
     pub step: f64,
     /// Weight of the signal hinge.
     pub lambda: f64,
+    /// Target classes to try, one patch each (Brown et al.'s patches are targeted): the one
+    /// that gets most training frames through in the attacker's own check is kept. Empty: one
+    /// untargeted patch.
+    pub targets: Vec<i64>,
     #[serde(flatten)]
     pub loss: Loss,
 }
@@ -60,8 +65,54 @@ pub fn apply(pixels: &Tensor, patch: &Tensor, corners: &[(i64, i64)]) -> Tensor 
     Tensor::stack(&images, 0)
 }
 
-/// Trains the patch on `pixels` `[N, C, H, W]` (in [0, 1]) with labels `labels`; returns it,
-/// `[C, s, s]` in 8-bit levels.
+/// The patch to judge: trained on `pixels` `[N, C, H, W]` with true labels `labels`, one per
+/// target (or one untargeted), the best kept by `check` (the attacker's own masks) on those
+/// same training frames at random positions. Returns it in 8-bit levels, with its target.
+pub fn craft(
+    net: &dyn DropoutNet,
+    pixels: &Tensor,
+    labels: &[i64],
+    threshold: f64,
+    p: &Patch,
+    seed: u64,
+    check: &mut dyn FnMut(&Tensor) -> Result<Vec<Outcome>>,
+) -> Result<(Tensor, Option<i64>)> {
+    let size = pixels.size();
+    let (h, w) = (size[2], size[3]);
+    let candidates: Vec<Option<i64>> = if p.targets.is_empty() {
+        vec![None]
+    } else {
+        p.targets.iter().map(|&t| Some(t)).collect()
+    };
+    let mut best: Option<(usize, Tensor, Option<i64>)> = None;
+    for (k, target) in candidates.into_iter().enumerate() {
+        let aims: Vec<i64> = match target {
+            Some(t) => vec![t; labels.len()],
+            None => labels.to_vec(),
+        };
+        let loss = Loss {
+            targeted: target.is_some(),
+            ..p.loss.clone()
+        };
+        let trial = Patch { loss, ..p.clone() };
+        let sticker = train(net, pixels, &aims, threshold, &trial, mix(seed, k as u64))?;
+        let mut rng = WyRand::new(mix(seed, 1000 + k as u64));
+        let corners = positions(&mut rng, labels.len(), sticker.size()[1], h, w);
+        let through = check(&apply(pixels, &sticker, &corners))?
+            .iter()
+            .zip(labels)
+            .filter(|(o, &l)| o.bypass(l))
+            .count();
+        if best.as_ref().is_none_or(|(b, _, _)| through > *b) {
+            best = Some((through, sticker, target));
+        }
+    }
+    let (_, sticker, target) = best.expect("at least one candidate");
+    Ok((sticker, target))
+}
+
+/// Trains the patch on `pixels` `[N, C, H, W]` (in [0, 1]) with labels `labels` (targets
+/// where the loss is targeted); returns it, `[C, s, s]` in 8-bit levels.
 pub fn train(
     net: &dyn DropoutNet,
     pixels: &Tensor,
