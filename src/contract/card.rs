@@ -78,8 +78,8 @@ pub struct Security {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorstBypass {
-    /// `linf` or `l2` (ε in [0, 1] pixel units), or `patch` (ε: the patch's area fraction).
-    pub norm: String,
+    /// What `eps` measures.
+    pub norm: Budget,
     /// The budget, in the unit `norm` names.
     pub eps: f64,
     /// The attack's name in the report.
@@ -88,6 +88,18 @@ pub struct WorstBypass {
     pub bypass: f64,
     /// 95 % bootstrap interval over images.
     pub interval: [f64; 2],
+}
+
+/// What an attack's budget `eps` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Budget {
+    /// Largest change of any pixel ([0, 1] units).
+    Linf,
+    /// Euclidean length of the change ([0, 1] units).
+    L2,
+    /// A patch's share of the frame's area.
+    Patch,
 }
 
 /// Budgets a card's security block may list: enough for any red team, few enough to print.
@@ -941,12 +953,12 @@ fn validate_security(s: &Security) -> Result<(), CardError> {
         let [lo, hi] = w.interval;
         if !share(w.bypass) || !share(lo) || !share(hi) || lo > w.bypass || w.bypass > hi {
             return bad(format!(
-                "{} {} at {}: bypass {} with interval [{lo}, {hi}]",
+                "{} {:?} at {}: bypass {} with interval [{lo}, {hi}]",
                 w.attack, w.norm, w.eps, w.bypass
             ));
         }
         if !w.eps.is_finite() || w.eps < 0.0 {
-            return bad(format!("{} {}: budget {}", w.attack, w.norm, w.eps));
+            return bad(format!("{} {:?}: budget {}", w.attack, w.norm, w.eps));
         }
     }
     Ok(())
@@ -1128,7 +1140,7 @@ pub(crate) mod tests {
     #[test]
     fn a_security_block_is_schema_2_and_holds_shares_with_their_intervals() {
         let worst = WorstBypass {
-            norm: "linf".into(),
+            norm: Budget::Linf,
             eps: 0.1,
             attack: "pgd-eot".into(),
             bypass: 0.3,

@@ -1,7 +1,7 @@
 //! What a graph declares (inputs, outputs, operator counts), for `mcgate info`.
 
 use super::Model;
-use crate::contract::card::{ChannelOrder, Provenance, Resize};
+use crate::contract::card::{Budget, ChannelOrder, Provenance, Resize};
 
 impl Model {
     /// What `mcgate info` prints: the card in words, then the graph's interface and ops.
@@ -145,10 +145,10 @@ impl Model {
                 sec.report
             );
             for w in &sec.worst {
-                let budget = match w.norm.as_str() {
-                    "patch" => format!("patch of {:.0} % of the frame", 100.0 * w.eps),
-                    "linf" => format!("L∞ ε = {} ({:.1}/255)", w.eps, 255.0 * w.eps),
-                    other => format!("{other} ε = {}", w.eps),
+                let budget = match w.norm {
+                    Budget::Patch => format!("patch of {:.0} % of the frame", 100.0 * w.eps),
+                    Budget::Linf => format!("L∞ ε = {} ({:.1}/255)", w.eps, 255.0 * w.eps),
+                    Budget::L2 => format!("L2 ε = {}", w.eps),
                 };
                 s += &format!(
                     "  {budget}: {:.1} % get through (95 % interval {:.1}–{:.1} %), worst attack {}\n",

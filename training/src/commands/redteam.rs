@@ -417,10 +417,7 @@ fn write_security(stem: &Path, report: &SecurityReport, out: &Path) -> Result<Pa
             .worst
             .iter()
             .map(|w| WorstBypass {
-                norm: serde_json::to_value(w.norm)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                norm: w.norm,
                 eps: w.eps,
                 attack: w.attack.clone(),
                 bypass: w.bypass,

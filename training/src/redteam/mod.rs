@@ -14,6 +14,7 @@ pub mod patch;
 pub mod pgd;
 
 use anyhow::{ensure, Context, Result};
+pub use mcgate::contract::card::Budget;
 use mcgate::model::Model;
 use mcgate::run::rng::{mix, WyRand};
 use serde::Serialize;
@@ -63,18 +64,6 @@ impl Method {
             Method::Patch(p) => (Budget::Patch, p.area),
         }
     }
-}
-
-/// What a row's `eps` measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Budget {
-    /// Largest change of any pixel ([0, 1] units).
-    Linf,
-    /// Euclidean length of the change ([0, 1] units).
-    L2,
-    /// The patch's share of the frame's area.
-    Patch,
 }
 
 /// One attack in the report: a name, its settings, and the network it is crafted on.

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Markdown tables of a red-team report (`mcgate-training redteam`), for docs/SECURITY.md.
+
+Usage: scripts/security_table.py docs/results/security-mnist.json
+Prints: the run's header line, then one table row per attack and budget (bypass with its
+95 % bootstrap interval over images and its range over the secret mask draws, the share
+the attacker's own check saw pass, seconds), then the worst case per budget.
+"""
+import json
+import sys
+
+
+def pct(x):
+    return f"{100 * x:.1f} %"
+
+
+def budget(row):
+    if row["norm"] == "patch":
+        return f"patch, {100 * row['eps']:.0f} % of the frame"
+    if row["norm"] == "linf":
+        return f"L∞ {row['eps']:g} ({255 * row['eps']:.1f}/255)"
+    return f"L2 {row['eps']:g}"
+
+
+def main():
+    d = json.load(open(sys.argv[1]))
+    print(f"{d['model']}: {d['images']} test images classified right, T = {d['samples']}, "
+          f"threshold {d['threshold']:.4f}, {d['mask_draws']} secret mask draws per frame; "
+          f"clean frames rejected {pct(d['clean_fpr'])}; commit {d['commit']}; "
+          f"{d['seconds'] / 60:.0f} min")
+    print()
+    print("| attack | crafted on | budget | share | 95 % interval (images) | range over draws "
+          "| attacker's own check | s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in d["rows"]:
+        share = r.get("bypass", r.get("rejected"))
+        what = "bypass" if "bypass" in r else "rejected"
+        target = f" → class {r['target_class']}" if "target_class" in r else ""
+        lo, hi = r["interval"]
+        dlo, dhi = r["draw_range"]
+        print(f"| {r['attack']}{target} | {r['crafted_on']} | {budget(r)} | {what} "
+              f"**{pct(share)}** | {pct(lo)}–{pct(hi)} | {pct(dlo)}–{pct(dhi)} "
+              f"| {pct(r['passed_own_check'])} | {r['seconds']:.0f} |")
+    print()
+    print("| budget | worst attack | bypass | 95 % interval |")
+    print("|---|---|---|---|")
+    for w in d["worst"]:
+        print(f"| {budget(w)} | {w['attack']} | **{pct(w['bypass'])}** "
+              f"| {pct(w['interval'][0])}–{pct(w['interval'][1])} |")
+    if d.get("dos_smallest_eps") is not None:
+        e = d["dos_smallest_eps"]
+        print()
+        print(f"Denial of service: the smallest budget tried at which most clean frames are "
+              f"rejected is L∞ {e:g} ({255 * e:.0f}/255).")
+
+
+if __name__ == "__main__":
+    main()
