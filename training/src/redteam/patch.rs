@@ -130,8 +130,7 @@ pub fn train(
     tch::manual_seed(seed as i64);
     let mut patch = Tensor::rand([c, s, s], (Kind::Float, pixels.device()));
     for step in 0..p.steps {
-        let halvings = (step * 4 >= p.steps * 2) as i32 + (step * 4 >= p.steps * 3) as i32;
-        let size = p.step / 2f64.powi(halvings);
+        let size = super::pgd::halved(p.step, step, p.steps);
         let x = patch.detach().set_requires_grad(true);
         let corners = positions(&mut rng, labels.len(), s, h, w);
         let patched = apply(pixels, &x, &corners);

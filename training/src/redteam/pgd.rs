@@ -116,8 +116,13 @@ pub fn run(
 
 /// Step size at `step`: ε/4, halved at 50 % and 75 % of the steps.
 fn step_size(a: &Pgd, step: usize) -> f64 {
-    let halvings = (step * 4 >= a.steps * 2) as i32 + (step * 4 >= a.steps * 3) as i32;
-    a.eps / 4.0 / 2f64.powi(halvings)
+    halved(a.eps / 4.0, step, a.steps)
+}
+
+/// `first` at step `step` of `steps`, halved at 50 % and at 75 % of the steps.
+pub fn halved(first: f64, step: usize, steps: usize) -> f64 {
+    let halvings = (step * 4 >= steps * 2) as i32 + (step * 4 >= steps * 3) as i32;
+    first / 2f64.powi(halvings)
 }
 
 /// Per-image Euclidean length `[N, 1, 1, 1]`.
