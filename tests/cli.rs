@@ -336,6 +336,15 @@ fn bad_models_give_one_line_errors_and_exit_3() {
             Box::new(|c| c["schema"] = "mcgate.card/9".into()),
             "this build reads",
         ),
+        // Was (fourth outside probe): exit 2, a command-line error, with no flag given.
+        (
+            Box::new(|c| {
+                c["default_samples"] = 4.into();
+                c["threshold"]["mutual_information"] = 1.5.into();
+            }),
+            "is not below ln(4) = 1.3863, the most mutual information 4 samples at the card's \
+             default_samples can have",
+        ),
     ];
     for (edit, needle) in cases {
         let dir = model_copy(edit);

@@ -1757,6 +1757,24 @@ fn within_30_s(args: &[&str], hung: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// Was (fourth outside probe, fail-open): the mirror of the test below — a colour model
+/// scored an image file's colour, and `--pixel-format gray` passed its gray downstream: the
+/// luma of an accepted colour frame (a goose whose brightness was the inverted photo) was a
+/// picture the gate rejects when scored. Refused before a frame is read.
+#[test]
+fn a_colour_model_does_not_pass_on_gray_it_did_not_score() {
+    let out = mcgate(&[
+        "gate",
+        "models/lite0-imagenet",
+        "samples/photos/clean_imagenet_00_243.png",
+        "--pass-through",
+        "--pixel-format",
+        "gray",
+    ]);
+    assert_one_line_error(&out, 2, "would pass on its gray, which it never scored");
+    assert!(out.stdout.is_empty(), "a frame went downstream");
+}
+
 /// Was (third outside probe, fail-open): a gray model scores a frame's luma only, but a colour
 /// frame went downstream in colour (raw rgb24 byte for byte, and `--accepted` as RGB), so a
 /// picture drawn in colours of equal luma passed unseen. Now what passes is what was scored:

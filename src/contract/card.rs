@@ -585,17 +585,20 @@ pub enum CardError {
     /// The threshold is negative or not finite.
     #[error("threshold {0} must be finite and non-negative")]
     Threshold(f64),
-    /// The threshold is at or above the largest MI the model can produce: nothing is rejected.
+    /// The threshold is at or above the largest MI the card's run can produce (ln of the
+    /// classes, or of the samples at its default T if fewer): nothing is rejected.
     #[error(
-        "threshold {threshold} is not below ln({classes}) = {max:.4}, the most mutual \
-         information {classes} classes can have: it would accept every frame"
+        "threshold {threshold} is not below ln({count}) = {max:.4}, the most mutual \
+         information {count} {of} can have: it would accept every frame"
     )]
     ThresholdUnreachable {
         /// The threshold.
         threshold: f64,
-        /// Classes.
-        classes: usize,
-        /// ln(classes).
+        /// Classes, or output rows at the default T.
+        count: usize,
+        /// What `count` counts.
+        of: &'static str,
+        /// ln(count).
         max: f64,
     },
     /// `onnx_sha256` is not 64 hex digits.
@@ -768,11 +771,20 @@ impl ModelCard {
             if !t.is_finite() || t < 0.0 {
                 return Err(CardError::Threshold(t));
             }
-            let max = (self.classes.len() as f64).ln();
+            // Was (fourth outside probe): 10 classes, default T = 4 and a threshold of 1.5
+            // passed here and failed later as a command-line error (exit 2).
+            let (classes, rows) = (self.classes.len(), self.output_rows(self.default_samples));
+            let (count, of) = if rows < classes {
+                (rows, "samples at the card's default_samples")
+            } else {
+                (classes, "classes")
+            };
+            let max = (count as f64).ln();
             if t >= max {
                 return Err(CardError::ThresholdUnreachable {
                     threshold: t,
-                    classes: self.classes.len(),
+                    count,
+                    of,
                     max,
                 });
             }

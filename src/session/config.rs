@@ -173,6 +173,21 @@ impl GateConfig {
                     PixelFormat::for_channels(input.channels())
                         .expect("a valid card has 1 or 3 channels")
                 });
+                // Was (fourth outside probe, FAIL-OPEN): a colour model scored an image
+                // file's colour while gray went downstream — a picture never scored (the luma
+                // of an accepted colour frame can be one the gate rejects). Raw gray frames
+                // are scored gray, so they may pass on gray.
+                if format == PixelFormat::Gray
+                    && input.channels() == 3
+                    && matches!(source_kind, Source::Files(_))
+                {
+                    return Err(Error::Setting(format!(
+                        "--pixel-format gray with the colour model {}: the gate scores each \
+                         image's colour and would pass on its gray, which it never scored; \
+                         pass rgb24 (the default) and convert downstream",
+                        crate::text::path_name(&self.model)
+                    )));
+                }
                 let width = p.width.unwrap_or(input.width() as u32);
                 let height = p.height.unwrap_or(input.height() as u32);
                 check_pass_through_size(width, height, format)?;
