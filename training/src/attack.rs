@@ -87,10 +87,7 @@ pub fn loss(net: &dyn DropoutNet, pixels: &Tensor, y: &Tensor, target: Target) -
         Target::Adaptive { samples, lambda } => {
             let probs = net.mc_probs(x, samples); // [M·T, N, C]
             let mean = probs.mean_dim(0, false, Kind::Float); // [N, C]
-            let entropy = |p: &Tensor| {
-                -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float)
-            };
-            let mi = entropy(&mean) - entropy(&probs).mean_dim(0, false, Kind::Float); // [N]
+            let mi = crate::measures::mutual_information(&probs); // [N]
             mean.clamp_min(1e-12).log().nll_loss(y) - mi.mean(Kind::Float) * lambda
         }
     }

@@ -4,6 +4,7 @@
 use anyhow::{anyhow, ensure, Result};
 use mcgate::score::measures::{compute, Measures};
 use serde::Serialize;
+use tch::{Kind, Tensor};
 
 /// `mcgate`'s measures of each image in `probs`, row-major `[N, T, C]`: image after image,
 /// each a `[T, C]` block of T softmax rows (the runtime's layout for one frame). With T = 1 a
@@ -85,6 +86,16 @@ impl Measure {
             Measure::VariationRatio => "variation_ratio",
         }
     }
+}
+
+/// Mutual information per image of MC probabilities `[R, N, C]`, differentiable: the entropy
+/// of the mean over the R rows minus the mean of the rows' entropies, `[N]` — what the
+/// attacks push on (the gate's own, in f64, is `mcgate::score::measures::compute`).
+pub fn mutual_information(probs: &Tensor) -> Tensor {
+    let entropy =
+        |p: &Tensor| -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float);
+    let mean = probs.mean_dim(0, false, Kind::Float);
+    entropy(&mean) - entropy(probs).mean_dim(0, false, Kind::Float)
 }
 
 #[cfg(test)]

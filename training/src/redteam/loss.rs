@@ -14,6 +14,7 @@
 use tch::{Kind, Tensor};
 
 use super::judge::Outcome;
+use crate::measures::mutual_information;
 use crate::nets::DropoutNet;
 
 /// What the attacker wants of the gate.
@@ -62,10 +63,8 @@ pub fn objective(
         net.mc_probs(&x, a.eot) // [M·K, N, C]
     };
     let mean = probs.mean_dim(0, false, Kind::Float); // [N, C]
-    let entropy =
-        |p: &Tensor| -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float);
     if a.goal == Goal::Reject {
-        let mi = entropy(&mean) - entropy(&probs).mean_dim(0, false, Kind::Float);
+        let mi = mutual_information(&probs);
         return (mi.neg() + 2.0 * threshold).clamp_min(0.0);
     }
     let log_mean = mean.clamp_min(1e-12).log();
@@ -85,7 +84,7 @@ pub fn objective(
     if lambda == 0.0 || a.deterministic {
         return margin;
     }
-    let mi = entropy(&mean) - entropy(&probs).mean_dim(0, false, Kind::Float); // [N]
+    let mi = mutual_information(&probs); // [N]
     margin + (mi - a.hinge_fraction * threshold).clamp_min(0.0) * lambda
 }
 
