@@ -194,6 +194,10 @@ fn a_crop_model_passes_on_only_what_it_scored() {
     let saved = image::open(accepted.join("000000_frame.png"))
         .unwrap()
         .to_rgb8();
-    assert_eq!(saved.dimensions(), (w, h));
+    assert_eq!(
+        saved.dimensions(),
+        (224, 224),
+        "the model's input, not the {w}×{h} region"
+    );
     assert!(!saved.pixels().any(|p| magenta(&p.0)));
 }

@@ -1775,6 +1775,92 @@ fn a_colour_model_does_not_pass_on_gray_it_did_not_score() {
     assert!(out.stdout.is_empty(), "a frame went downstream");
 }
 
+/// Row 95. Was (fourth outside probe, FAIL-OPEN): a raw 56×56 frame for the 28×28 model —
+/// mid-gray plus a ±(v − 128) checkerboard hiding a salt-noise picture `v` — scored near gray
+/// and was accepted, then passed on byte for byte, and a nearest-neighbour downscale
+/// downstream gave back the salt picture, which the gate rejects. Now the model's input is
+/// what passes (resized back to 56×56, and saved at 28×28): the picture does not come back.
+/// `--pass-unscored-detail` restores byte for byte, with a warning, and needs an output.
+#[test]
+fn detail_the_model_never_saw_does_not_pass_on() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let hidden: Vec<i32> = (0..28 * 28)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 56) as i32
+        })
+        .collect();
+    let frame: Vec<u8> = (0..56 * 56)
+        .map(|i| {
+            let (x, y) = (i % 56, i / 56);
+            let v = hidden[y / 2 * 28 + x / 2] - 128;
+            let sign = if (x + y) % 2 == 0 { 1 } else { -1 };
+            (128 + sign * v).clamp(0, 255) as u8
+        })
+        .collect();
+    let recovered = |passed: &[u8]| {
+        (0..28 * 28)
+            .filter(|i| {
+                let got = passed[i / 28 * 2 * 56 + i % 28 * 2] as i32;
+                (got - hidden[*i]).abs() <= 8
+            })
+            .count()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let accepted = tempfile::tempdir_in(dir.path()).unwrap().keep();
+        let report = dir.path().join("verdicts.jsonl");
+        let mut args = vec![
+            "gate",
+            "models/mnist",
+            "-",
+            "--width",
+            "56",
+            "--height",
+            "56",
+            // Under ln(10): every frame is accepted, so what passes can be looked at.
+            "--threshold",
+            "2.2",
+            "--seed",
+            "1",
+            "--pass-through",
+            "--accepted",
+            accepted.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = mcgate_stdin(&args, &frame);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let saved = image::open(accepted.join("000000_stdin_0.png")).unwrap();
+        (out, saved)
+    };
+    let (out, saved) = run(&[]);
+    assert_eq!(out.stdout.len(), 56 * 56, "one 56×56 frame downstream");
+    let hits = recovered(&out.stdout);
+    assert!(hits < 28 * 28 / 5, "{hits} of 784 hidden pixels came back");
+    assert_eq!(
+        (saved.width(), saved.height()),
+        (28, 28),
+        "the model's input"
+    );
+
+    let (out, saved) = run(&["--pass-unscored-detail"]);
+    assert_eq!(out.stdout, frame, "byte for byte, as asked");
+    assert_eq!(recovered(&out.stdout), 28 * 28);
+    assert_eq!((saved.width(), saved.height()), (56, 56));
+    assert!(
+        stderr(&out).contains("detail finer than the model's 28x28 input passes unscored"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = mcgate(&["gate", "models/mnist", "samples", "--pass-unscored-detail"]);
+    assert_one_line_error(&out, 2, "--pass-unscored-detail changes what");
+}
+
 /// Was (third outside probe, fail-open): a gray model scores a frame's luma only, but a colour
 /// frame went downstream in colour (raw rgb24 byte for byte, and `--accepted` as RGB), so a
 /// picture drawn in colours of equal luma passed unseen. Now what passes is what was scored:

@@ -1,7 +1,8 @@
 //! Image decoding (PNG, JPEG, PNM, with the size limits) and preprocessing into the shipped
 //! model's input on arbitrary file bytes: never panics; what comes out is the model's input
 //! size and finite; a JPEG is accepted only with its end-of-image marker, and so is every
-//! prefix of it that is (a JPEG cut short is rejected, not filled grey).
+//! prefix of it that is (a JPEG cut short is rejected, not filled grey); what an accepted
+//! frame would pass on comes out at the size asked, either way (`--pass-unscored-detail`).
 //!
 //! The decoder's allocation bound is 1 MiB here instead of the gate's 512 MiB: the same
 //! checks, but a 4 KiB input declaring a 100-megapixel image costs a refusal instead of
@@ -12,7 +13,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use mcgate::input::frame::{decode_bytes_within, DecodeLimits};
-use mcgate::input::preprocess::Preprocessor;
+use mcgate::input::preprocess::{scored_pixels, PassedPixels, Preprocessor};
 use mcgate::contract::card::ModelCard;
 
 const LIMITS: DecodeLimits = DecodeLimits {
@@ -54,5 +55,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(input) = pre.run(&image) {
         assert_eq!(input.len(), spec.len());
         assert!(input.iter().all(|v| v.is_finite()));
+        // A pass-through stream size from the input's last bytes: 1..=64 each way.
+        let side = |b: Option<&u8>| 1 + b.copied().unwrap_or(27) as u32 % 64;
+        let size = (side(data.last()), side(data.iter().rev().nth(1)));
+        for passed in [PassedPixels::ModelInput, PassedPixels::ScoredPart] {
+            let out = scored_pixels(&image, spec, Some(size), passed).expect("resized");
+            assert_eq!((out.width(), out.height()), size);
+            scored_pixels(&image, spec, None, passed).expect("resized");
+        }
     }
 });

@@ -47,8 +47,9 @@ pub(crate) struct GateArgs {
     #[arg(long, value_name = "DIR")]
     annotate: Option<PathBuf>,
     /// Write every accepted frame as PNG into this directory, before its verdict line (under
-    /// a temporary name, then renamed); for a crop model, the centre it scored. A frame that cannot be written (full disk) is reported
-    /// as a reject and the gate stops with exit 5.
+    /// a temporary name, then renamed): the pixels the model was fed, at its input size (see
+    /// --pass-unscored-detail). A frame that cannot be written (full disk) is reported as a
+    /// reject and the gate stops with exit 5.
     #[arg(long, value_name = "DIR")]
     accepted: Option<PathBuf>,
     /// Raise an alarm when K of the last N frames were rejected (K).
@@ -58,15 +59,24 @@ pub(crate) struct GateArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     alarm_window: usize,
     /// Put the gate in the video path: write every accepted frame to stdout as a raw frame
-    /// (raw stdin frames byte for byte; image files at --width x --height in --pixel-format,
-    /// by default the model's size and channels) and the verdict lines to --report or stderr.
-    /// A crop model (the card's resize cuts the centre) passes on only the centre it scored.
+    /// at --width x --height in --pixel-format (by default the model's size and channels) and
+    /// the verdict lines to --report or stderr. What passes is what the model was fed: raw
+    /// frames at the model's size byte for byte; a frame of another size as the model's input
+    /// resized back to the stream's size (so a larger stream carries no detail the model did
+    /// not see; see --pass-unscored-detail); a crop model's centre only.
     ///
     /// Example: ffmpeg -i cam -vf scale=28:28 -f rawvideo -pix_fmt gray - |
     ///   mcgate gate models/mnist - --width 28 --height 28 --pass-through --report verdicts.jsonl |
     ///   ffmpeg -f rawvideo -pix_fmt gray -s 28x28 -i - out.mp4
     #[arg(long)]
     pass_through: bool,
+    /// With --pass-through or --accepted: pass accepted frames on at their own resolution
+    /// (the part the model scored, resized only to the stream's size) instead of the model's
+    /// input. UNSAFE where an attacker controls frames larger than the model's input: detail
+    /// finer than the input is removed by the downscale before scoring, so a picture hidden at
+    /// the finest pixel pitch passes unseen (docs/RELIABILITY.md, row 95). Warns at start.
+    #[arg(long)]
+    pass_unscored_detail: bool,
     /// With --pass-through: what downstream gets in a rejected frame's place (black or
     /// repeat keep the frame rate constant for an encoder).
     #[arg(long, value_enum, default_value_t = OnReject::Black, requires = "pass_through")]
@@ -116,6 +126,7 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
             height: args.frames.height,
             format: args.frames.pixel_format,
         }),
+        pass_unscored_detail: args.pass_unscored_detail,
         report: args.report,
         format: args.format,
         latency: !args.no_latency,

@@ -213,16 +213,33 @@ pub fn scored_part(image: &DynamicImage, resize: Resize) -> Cow<'_, DynamicImage
     }
 }
 
+/// Which pixels of an accepted frame are passed on (`--pass-through`, `--accepted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PassedPixels {
+    /// The model's input: the H×W pixels it was fed, resized to the output's size. Nothing
+    /// passes that the model did not see.
+    #[default]
+    ModelInput,
+    /// The part of the frame the model scored, at the frame's own resolution (resized to the
+    /// output's size). Detail finer than the model's input passes unscored: the antialiased
+    /// downscale removes it before scoring (fourth outside probe: a picture the gate rejects,
+    /// hidden at the finest pixel pitch of a 56×56 frame, was accepted and passed on).
+    ScoredPart,
+}
+
 /// The pixels of an accepted frame that may be passed on: what the model scored and nothing
 /// else. A gray model scores luma only, so its frames pass on gray (colour it never saw does
 /// not pass); a crop model scores the centre, so only the centre passes. At the model's own
-/// size (`size` its W×H) this is exactly the image the model was fed, by the same resize; at
-/// another `size`, the scored part resized by the same resampler; with `size` `None`, the
-/// scored part at its own resolution. `None` if the resizer fails.
+/// size (`size` its W×H) this is exactly the image the model was fed, by the same resize. At
+/// another `size`: by default ([`PassedPixels::ModelInput`]) the image the model was fed,
+/// resized to `size`; with [`PassedPixels::ScoredPart`], the scored part resized by the same
+/// resampler. With `size` `None`, the image the model was fed, or the scored part at its own
+/// resolution. `None` if the resizer fails.
 pub fn scored_pixels<'a>(
     image: &'a DynamicImage,
     spec: &InputSpec,
     size: Option<(u32, u32)>,
+    passed: PassedPixels,
 ) -> Option<Cow<'a, DynamicImage>> {
     let seen: Cow<'a, DynamicImage> = match (spec.channels(), image) {
         (1, DynamicImage::ImageLuma8(_)) | (3, DynamicImage::ImageRgb8(_)) => Cow::Borrowed(image),
@@ -230,21 +247,26 @@ pub fn scored_pixels<'a>(
         (_, other) => Cow::Owned(DynamicImage::ImageRgb8(other.to_rgb8())),
     };
     let model_size = (spec.width() as u32, spec.height() as u32);
-    match size {
-        Some(size) if size == model_size => {
-            if spec.resize == Resize::Stretch && (seen.width(), seen.height()) == size {
-                return Some(seen);
-            }
-            fit(seen.into_owned(), spec.resize, size.0, size.1).map(Cow::Owned)
+    let fed = |seen: Cow<'a, DynamicImage>| {
+        if spec.resize == Resize::Stretch && (seen.width(), seen.height()) == model_size {
+            return Some(seen);
         }
-        Some((w, h)) => {
+        fit(seen.into_owned(), spec.resize, model_size.0, model_size.1).map(Cow::Owned)
+    };
+    match (passed, size) {
+        (_, Some(size)) if size == model_size => fed(seen),
+        (PassedPixels::ModelInput, None) => fed(seen),
+        (PassedPixels::ModelInput, Some((w, h))) => {
+            resize_bilinear(fed(seen)?.into_owned(), w, h).map(Cow::Owned)
+        }
+        (PassedPixels::ScoredPart, Some((w, h))) => {
             let part = scored_part(&seen, spec.resize).into_owned();
             if (part.width(), part.height()) == (w, h) {
                 return Some(Cow::Owned(part));
             }
             resize_bilinear(part, w, h).map(Cow::Owned)
         }
-        None => Some(match seen {
+        (PassedPixels::ScoredPart, None) => Some(match seen {
             Cow::Borrowed(image) => scored_part(image, spec.resize),
             Cow::Owned(image) => Cow::Owned(scored_part(&image, spec.resize).into_owned()),
         }),
@@ -420,7 +442,8 @@ mod tests {
             }
         })
         .into();
-        let passed = scored_pixels(&colour, &gray, Some((28, 28))).unwrap();
+        let passed =
+            scored_pixels(&colour, &gray, Some((28, 28)), PassedPixels::ModelInput).unwrap();
         assert!(matches!(*passed, DynamicImage::ImageLuma8(_)));
         let mut fed = Preprocessor::new(&gray);
         let want = fed.run(&colour).unwrap().to_vec();
@@ -431,14 +454,78 @@ mod tests {
             image::Luma([((x * 7 + y * 13) % 256) as u8])
         })
         .into();
-        let passed = scored_pixels(&big, &gray, Some((28, 28))).unwrap();
+        let passed = scored_pixels(&big, &gray, Some((28, 28)), PassedPixels::ScoredPart).unwrap();
         let want = fed.run(&big).unwrap().to_vec();
         let got = Preprocessor::new(&gray).run(&passed).unwrap().to_vec();
         assert_eq!(got, want);
         // Saved at its own size: the whole frame, gray.
-        let saved = scored_pixels(&colour, &gray, None).unwrap();
+        let saved = scored_pixels(&colour, &gray, None, PassedPixels::ScoredPart).unwrap();
         assert_eq!((saved.width(), saved.height()), (28, 28));
         assert!(matches!(*saved, DynamicImage::ImageLuma8(_)));
+    }
+
+    /// Was (fourth outside probe, FAIL-OPEN): a frame larger than the model's input was passed
+    /// on at its own resolution, and the antialiased downscale removes detail at the finest
+    /// pixel pitch before scoring. The probe's frame: mid-gray plus a ±(v − 128) checkerboard
+    /// at 2× the model's size, which scores as near gray while a nearest-neighbour downscale
+    /// downstream gives back the hidden picture `v` exactly. Now what passes is the model's
+    /// input resized back, so the hidden picture does not come back; only with
+    /// `ScoredPart` (`--pass-unscored-detail`) does the frame pass byte for byte.
+    #[test]
+    fn detail_finer_than_the_model_input_does_not_pass() {
+        let mut gray = spec(1);
+        gray.shape = [1, 1, 28, 28];
+        // The hidden picture: salt noise in 0..=255 (a frame the gate rejects).
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let hidden: Vec<i32> = (0..28 * 28)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                (rng >> 56) as i32
+            })
+            .collect();
+        let frame = image::GrayImage::from_fn(56, 56, |x, y| {
+            let v = hidden[(y / 2 * 28 + x / 2) as usize] - 128;
+            let sign = if (x + y) % 2 == 0 { 1 } else { -1 };
+            image::Luma([(128 + sign * v).clamp(0, 255) as u8])
+        });
+        let frame = DynamicImage::ImageLuma8(frame);
+        // Nearest-neighbour downstream: the top-left pixel of each 2×2 block.
+        let recovered = |passed: &DynamicImage| -> Vec<i32> {
+            let g = passed.to_luma8();
+            (0..28 * 28)
+                .map(|i| g.get_pixel(i % 28 * 2, i / 28 * 2).0[0] as i32)
+                .collect()
+        };
+        let close = |got: &[i32]| {
+            got.iter()
+                .zip(&hidden)
+                .filter(|(a, b)| (*a - *b).abs() <= 8)
+                .count()
+        };
+        let unsafe_pass =
+            scored_pixels(&frame, &gray, Some((56, 56)), PassedPixels::ScoredPart).unwrap();
+        assert_eq!(unsafe_pass.as_bytes(), frame.as_bytes(), "byte for byte");
+        assert_eq!(close(&recovered(&unsafe_pass)), 28 * 28);
+        for size in [Some((56, 56)), Some((112, 112)), None] {
+            let passed = scored_pixels(&frame, &gray, size, PassedPixels::ModelInput).unwrap();
+            let expected = size.unwrap_or((28, 28));
+            assert_eq!((passed.width(), passed.height()), expected);
+            // What went downstream is the model's input, resized: at the model's size the
+            // very pixels it scored, and it holds no checkerboard.
+            let small = passed.resize_exact(28, 28, image::imageops::FilterType::Triangle);
+            let mut fed = Preprocessor::new(&gray);
+            let scored: Vec<f32> = fed.run(&frame).unwrap().to_vec();
+            let again = Preprocessor::new(&gray).run(&small).unwrap().to_vec();
+            let gap = scored.iter().zip(&again).map(|(a, b)| (a - b).abs());
+            assert!(gap.fold(0.0, f32::max) < 0.1, "{size:?}");
+            if expected.0 > 28 {
+                // Nearest-neighbour brings back at most chance agreement (±8 of 256: ~7 %).
+                let hits = close(&recovered(&passed));
+                assert!(hits < 28 * 28 / 5, "{hits} of 784 hidden pixels came back");
+            }
+        }
     }
 
     #[test]

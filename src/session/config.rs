@@ -11,6 +11,7 @@ use crate::contract::card::ModelPaths;
 use crate::gate::{Pool, Seeds};
 use crate::input::budget::FRAME_MEMORY;
 use crate::input::frame::{PixelFormat, MAX_SIDE};
+use crate::input::preprocess::PassedPixels;
 use crate::input::source::{Frames, Source};
 use crate::model::Model;
 use crate::output::annotate::Annotator;
@@ -69,6 +70,9 @@ pub struct GateConfig {
     pub annotate: Option<PathBuf>,
     /// The video path, if the gate is in it.
     pub pass_through: Option<PassThroughConfig>,
+    /// Pass on (and save) accepted frames at their own resolution, detail finer than the
+    /// model's input included, instead of the pixels the model was fed.
+    pub pass_unscored_detail: bool,
     /// Report lines to this file; `None`: stdout (stderr under pass-through).
     pub report: Option<PathBuf>,
     /// Report line format.
@@ -107,6 +111,7 @@ impl GateConfig {
             accepted: None,
             annotate: None,
             pass_through: None,
+            pass_unscored_detail: false,
             report: None,
             format: Format::Jsonl,
             latency: true,
@@ -124,6 +129,13 @@ impl GateConfig {
             )));
         }
         let alarm = AlarmWindow::new(self.alarm_rejects, self.alarm_window)?;
+        if self.pass_unscored_detail && self.pass_through.is_none() && self.accepted.is_none() {
+            return Err(Error::Setting(
+                "--pass-unscored-detail changes what --pass-through and --accepted pass on; \
+                 give one of them, or leave it out"
+                    .into(),
+            ));
+        }
         let model = Model::load_from(&self.model)?;
         if let Some(pinned) = &self.card_sha256 {
             model.check_pin(&self.model, pinned)?;
@@ -195,10 +207,24 @@ impl GateConfig {
                 Some(PassThrough::new(out, format, width, height, p.on_reject))
             }
         };
+        let passed = if self.pass_unscored_detail {
+            let input = &model.card.input;
+            log::warn!(
+                "--pass-unscored-detail: accepted frames pass on at their own resolution; \
+                 detail finer than the model's {}x{} input passes unscored (a picture hidden \
+                 at a larger frame's finest pixel pitch is never seen by the gate)",
+                input.width(),
+                input.height()
+            );
+            PassedPixels::ScoredPart
+        } else {
+            PassedPixels::ModelInput
+        };
         let outputs = FrameOutputs {
             accepted: frame_dir(&self.accepted, "--accepted")?,
             pass_through,
             scored: Some(model.card.input.clone()),
+            passed,
         };
         let annotated = frame_dir(&self.annotate, "--annotate")?;
         let mut pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
@@ -602,6 +628,13 @@ mod tests {
                 ..base()
             },
             "samples (T) must be in 4..=4096",
+        );
+        refused(
+            GateConfig {
+                pass_unscored_detail: true,
+                ..base()
+            },
+            "give one of them",
         );
     }
 

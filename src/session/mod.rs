@@ -16,7 +16,7 @@ use std::io::Write;
 use crate::contract::card::InputSpec;
 use crate::gate::Pool;
 use crate::input::frame::{self, Frame};
-use crate::input::preprocess::scored_pixels;
+use crate::input::preprocess::{scored_pixels, PassedPixels};
 use crate::output::frames::FrameSink;
 use crate::output::passthrough::PassThrough;
 use crate::output::report::ReportWriter;
@@ -39,6 +39,9 @@ pub struct FrameOutputs {
     /// luma, a crop model's centre, at its size the very pixels it was fed). `None` (tests
     /// only): frames pass as they came.
     pub scored: Option<InputSpec>,
+    /// Which of the scored pixels pass on: the model's input (the default), or the scored
+    /// part at the frame's own resolution (`--pass-unscored-detail`).
+    pub passed: PassedPixels,
 }
 
 /// One run of the gate over a stream of frames.
@@ -128,10 +131,11 @@ impl<W: Write> Outputs<W> {
         let mut passed_on = Ok(());
         if let (Some(frame), Decision::Accept) = (frame, report.verdict.decision()) {
             let scored = |size| match &self.frames.scored {
-                Some(spec) => scored_pixels(&frame.image, spec, size).ok_or_else(|| OutputError {
-                    what: "the frame's scored pixels".into(),
-                    cause: "the resizer failed".into(),
-                }),
+                Some(spec) => scored_pixels(&frame.image, spec, size, self.frames.passed)
+                    .ok_or_else(|| OutputError {
+                        what: "the frame's scored pixels".into(),
+                        cause: "the resizer failed".into(),
+                    }),
                 None => Ok(Cow::Borrowed(&frame.image)),
             };
             if let Some(sink) = &self.frames.accepted {
