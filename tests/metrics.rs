@@ -67,6 +67,22 @@ fn a_real_prometheus_scrapes_the_gate() {
     // A query (a Prometheus job's `params`) is the same page (third outside probe: was 404).
     let queried = get(gate_port, "/metrics?x=1").expect("/metrics?x=1 answers 200");
     assert!(queried.contains("mcgate_model_info"), "{queried}");
+    // HEAD: GET's head, its Content-Length included, and no body (was: Content-Length 0).
+    let mut stream = TcpStream::connect(("127.0.0.1", gate_port)).unwrap();
+    write!(stream, "HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut head = String::new();
+    stream.read_to_string(&mut head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "a body came with HEAD: {head:?}"
+    );
+    // The page grows only if frames arrive between the two requests, and none do.
+    assert_eq!(length, get(gate_port, "/metrics").unwrap().len());
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -173,6 +173,7 @@ impl Metrics {
                     &mut stream,
                     "431 Request Header Fields Too Large",
                     "",
+                    true,
                     left()?,
                 );
             }
@@ -202,8 +203,9 @@ impl Metrics {
                 "mcgate serves GET /metrics\n".to_string(),
             ),
         };
-        let body = if method == b"HEAD" { "" } else { body.as_str() };
-        respond(&mut stream, status, body, left()?)
+        // HEAD: the head GET would get, Content-Length included, and no body (RFC 9110 §9.3.2;
+        // was `Content-Length: 0`, third outside probe).
+        respond(&mut stream, status, &body, method != b"HEAD", left()?)
     }
 }
 
@@ -222,6 +224,7 @@ fn respond(
     stream: &mut TcpStream,
     status: &str,
     body: &str,
+    send_body: bool,
     left: Duration,
 ) -> std::io::Result<()> {
     stream.set_write_timeout(Some(left))?;
@@ -231,7 +234,9 @@ fn respond(
         body.len()
     );
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())?;
+    if send_body {
+        stream.write_all(body.as_bytes())?;
+    }
     stream.flush()
 }
 
