@@ -43,6 +43,8 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
             data: Some(root().join("data/mnist")),
         },
         judge: Some(dir.join("m")),
+        photos: None,
+        weights: root().join("data/lite0/efficientnet-lite0.safetensors"),
         card: true,
         out: Some(dir.join("security.json")),
         images: 6,

@@ -9,11 +9,13 @@ use clap::Args;
 use mcgate::contract::card::{ModelCard, Security, WorstBypass, SCHEMA};
 use mcgate::model::Model;
 use serde::Serialize;
-use tch::Tensor;
+use tch::{nn, Device, Tensor};
 
 use super::{load_mnist, source_commit, MnistModel, Trained, TrainedModel};
+use crate::data::photos::Photos;
 use crate::export::{create_parent, with_ext, write_card};
 use crate::nets::deterministic_probs;
+use crate::nets::lite0::{self, EfficientNetLite0};
 use crate::nets::DropoutNet;
 use crate::redteam::judge::{quantise, Judge};
 use crate::redteam::loss::{Goal, Loss};
@@ -32,6 +34,16 @@ pub struct RedTeamArgs {
     /// no gradient of its own.
     #[arg(long, value_name = "STEM")]
     pub judge: Option<PathBuf>,
+    /// Attack the ImageNet EfficientNet-Lite0 (--weights) on these labelled photos (class
+    /// after the last `_` of each name) instead of the dataset's test split, judged by
+    /// `models/lite0-imagenet` unless --judge says otherwise. Each photo is one image, framed
+    /// around the model's crop as a camera frame the runtime cuts back to exactly the
+    /// attacked pixels. No surrogate, and no patch unless --images leaves photos to train it.
+    #[arg(long, value_name = "DIR")]
+    pub photos: Option<PathBuf>,
+    /// The converted Lite0 weights, with --photos (scripts/fetch-lite0.sh).
+    #[arg(long, default_value = "data/lite0/efficientnet-lite0.safetensors")]
+    pub weights: PathBuf,
     /// Output JSON [default: docs/results/security-<judged model's file name>.json].
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -41,17 +53,19 @@ pub struct RedTeamArgs {
     pub images: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// L∞ budgets, pixel units ([0, 1]; 0.1 = 25.5 on the 0–255 scale).
-    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.2,0.3")]
+    /// L∞ budgets, pixel units ([0, 1]; 0.1 = 25.5 on the 0–255 scale); the flag alone
+    /// (`--eps` with no value): none, as for every budget list below.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "0.05,0.1,0.2,0.3")]
     pub eps: Vec<f64>,
-    /// L2 budgets, pixel units (the Euclidean length of the whole perturbation); empty: none.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    /// L2 budgets, pixel units (the Euclidean length of the whole perturbation); the flag alone: none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1,2,3")]
     pub l2: Vec<f64>,
     /// L∞ budgets of the denial-of-service attack (raise MI on clean frames until the gate
-    /// rejects them); empty: none.
+    /// rejects them); the flag alone: none.
     #[arg(
         long,
         value_delimiter = ',',
+        num_args = 0..,
         default_value = "0.0078,0.0157,0.0314,0.0627,0.1255"
     )]
     pub dos_eps: Vec<f64>,
@@ -64,12 +78,17 @@ pub struct RedTeamArgs {
     /// Use this member (from 0) of an ensemble surrogate.
     #[arg(long)]
     pub surrogate_member: Option<usize>,
-    /// Universal patches, each this share of the frame's area; empty: none.
-    #[arg(long, value_delimiter = ',', default_value = "0.05,0.1,0.15")]
+    /// Universal patches, each this share of the frame's area; the flag alone: none.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "0.05,0.1,0.15")]
     pub patch: Vec<f64>,
     /// Target classes tried for each patch (one patch each; the attacker keeps the one its
-    /// own check lets through most); empty: one untargeted patch.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2,3,4,5,6,7,8,9")]
+    /// own check lets through most); the flag alone: one untargeted patch.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        num_args = 0..,
+        default_value = "0,1,2,3,4,5,6,7,8,9"
+    )]
     pub patch_targets: Vec<i64>,
     /// Signed gradient steps training each patch (on other test images than those attacked).
     #[arg(long, default_value_t = 300)]
@@ -236,19 +255,15 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
 /// The report, written to `--out` and returned.
 pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     let start = Instant::now();
-    let Trained {
-        card,
-        net,
-        test,
-        device,
-        ..
-    } = args.source.load()?;
-    let net = net.as_dyn();
-    let judged_stem = args.judge.clone().unwrap_or_else(|| args.source.stem());
+    let subject = Subject::load(&args)?;
+    let net = subject.net();
+    let device = subject.device;
+    let judged_stem = args.judge.clone().unwrap_or_else(|| subject.stem.clone());
     let model = Model::load_from(&judged_stem)
         .with_context(|| format!("loading {}", judged_stem.display()))?;
     ensure!(
-        model.card.classes.len() == net.classes() && model.card.input.shape == card.input.shape,
+        model.card.classes.len() == net.classes()
+            && model.card.input.shape == net.input_spec().shape,
         "{} takes another input or gives other classes than the attacked network",
         judged_stem.display()
     );
@@ -265,10 +280,8 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     });
 
     // Images both the deterministic network and the gate classify right.
-    let pool = test.pick((args.images * 2).max(args.images + 20), args.seed);
-    let (pixels, _) = pool.to_tensors(device);
-    let pixels = quantise(&pixels.to_device(device));
-    let det = deterministic_probs(net, &net.input_from_pixels(&pixels))?;
+    let (pixels, pool_labels) = (&subject.pixels, &subject.labels);
+    let det = deterministic_probs(net, &net.input_from_pixels(pixels))?;
     let classes = net.classes();
     let mut gate = Judge::new(
         &model,
@@ -276,10 +289,10 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         threshold,
         mcgate::run::rng::mix(args.seed, 7),
     )?;
-    let gated = gate.judge(&pixels)?;
-    let right: Vec<i64> = (0..pool.len())
+    let gated = gate.judge(pixels)?;
+    let right: Vec<i64> = (0..pool_labels.len())
         .filter(|&i| {
-            let label = pool.labels[i] as usize;
+            let label = pool_labels[i] as usize;
             let row = &det[i * classes..(i + 1) * classes];
             mcgate::score::measures::argmax(row) == label && gated[i].class == Some(label)
         })
@@ -289,10 +302,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     let (keep, spare) = right.split_at(right.len().min(args.images));
     let subset = |idx: &[i64]| {
         let index = Tensor::from_slice(idx).to_device(device);
-        let labels: Vec<i64> = idx
-            .iter()
-            .map(|&i| pool.labels[i as usize] as i64)
-            .collect();
+        let labels: Vec<i64> = idx.iter().map(|&i| pool_labels[i as usize]).collect();
         (pixels.index_select(0, &index), labels)
     };
     let (clean, labels) = subset(keep);
@@ -301,7 +311,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         "{} of {} drawn test images classified right by the deterministic network and the \
          gate; attacking the first {}",
         right.len(),
-        pool.len(),
+        pool_labels.len(),
         labels.len()
     );
 
@@ -320,6 +330,10 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         patch_train,
         patch_labels,
     };
+    ensure!(
+        args.surrogate.is_none() || args.photos.is_none(),
+        "--surrogate is an MNIST network: there is none for --photos"
+    );
     let loaded = match &args.surrogate {
         Some(stem) => {
             let card = ModelCard::read(&with_ext(stem, "card.json"))?;
@@ -353,7 +367,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     let rows: Vec<Row> = attacked.into_iter().map(|a| a.row).collect();
     let report = SecurityReport {
         model: model.card.name.clone(),
-        crafted_on: args.source.stem().display().to_string(),
+        crafted_on: subject.crafted_on.clone(),
         threat_model: THREAT_MODEL,
         commit: source_commit(),
         images: labels.len(),
@@ -379,6 +393,78 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         log::info!("wrote the security block into {}", path.display());
     }
     Ok(report)
+}
+
+/// The network attacked, and the images to draw targets from: 8-bit pixels in [0, 1]
+/// `[N, C, H, W]` on the device, with their true labels.
+struct Subject {
+    network: Network,
+    /// The exported model that is judged unless --judge says otherwise.
+    stem: PathBuf,
+    /// Where the gradients come from, for the report.
+    crafted_on: String,
+    pixels: Tensor,
+    labels: Vec<i64>,
+    device: Device,
+}
+
+enum Network {
+    Mnist(Trained),
+    /// The variables stay alive as long as the network.
+    Photos {
+        net: EfficientNetLite0,
+        _vs: nn::VarStore,
+    },
+}
+
+impl Subject {
+    /// The dataset's trained model and twice `--images` test images (at least 20 spare for
+    /// a patch), or the Lite0 network and every photo of `--photos`.
+    fn load(args: &RedTeamArgs) -> Result<Subject> {
+        let Some(dir) = &args.photos else {
+            let trained = args.source.load()?;
+            let device = trained.device;
+            let pool = trained
+                .test
+                .pick((args.images * 2).max(args.images + 20), args.seed);
+            let (pixels, _) = pool.to_tensors(device);
+            return Ok(Subject {
+                network: Network::Mnist(trained),
+                stem: args.source.stem(),
+                crafted_on: args.source.stem().display().to_string(),
+                pixels: quantise(&pixels.to_device(device)),
+                labels: pool.labels.iter().map(|&l| l as i64).collect(),
+                device,
+            });
+        };
+        let (net, vs) = lite0::load_pretrained(&args.weights)?;
+        let photos = Photos::load_dir(dir, &net.input_spec())?;
+        let labels = photos
+            .labels
+            .iter()
+            .zip(&photos.paths)
+            .map(|(l, p)| {
+                l.map(|l| l as i64).with_context(|| {
+                    format!("{}: no class after the last `_` of its name", p.display())
+                })
+            })
+            .collect::<Result<Vec<i64>>>()?;
+        Ok(Subject {
+            stem: PathBuf::from("models/lite0-imagenet"),
+            crafted_on: args.weights.display().to_string(),
+            pixels: photos.pixels.shallow_clone(),
+            labels,
+            device: Device::Cpu,
+            network: Network::Photos { net, _vs: vs },
+        })
+    }
+
+    fn net(&self) -> &dyn DropoutNet {
+        match &self.network {
+            Network::Mnist(t) => t.net.as_dyn(),
+            Network::Photos { net, .. } => net,
+        }
+    }
 }
 
 /// The highest bypass at each (norm, budget) of the evasion rows.

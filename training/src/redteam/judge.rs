@@ -10,6 +10,7 @@ use image::{DynamicImage, GrayImage, RgbImage};
 use mcgate::contract::card::Resize;
 use mcgate::gate::{Gate, Seeds};
 use mcgate::input::frame::Frame;
+use mcgate::input::preprocess::centre_crop_offset;
 use mcgate::model::Model;
 use mcgate::score::verdict::Decision;
 use tch::{Device, Kind, Tensor};
@@ -66,35 +67,56 @@ pub fn frame_image(pixels: &Tensor, i: i64) -> Result<DynamicImage> {
     })
 }
 
+/// The frame a camera would hand over for attacked pixels at the model's input size: the
+/// pixels themselves for a stretch model; for a crop model, a `shorter_side` square with the
+/// pixels as its centre crop, so the runtime neither resizes it nor cuts anything else (the
+/// border, never scored nor passed on, is mid-gray).
+pub fn frame_for(resize: Resize, image: DynamicImage) -> Result<DynamicImage> {
+    let Resize::ShorterSideCrop { shorter_side, crop } = resize else {
+        return Ok(image);
+    };
+    ensure!(
+        (image.width(), image.height()) == (crop, crop),
+        "a {}x{} frame for a model that crops {crop}x{crop}",
+        image.width(),
+        image.height()
+    );
+    let side = shorter_side;
+    let mut canvas = match &image {
+        DynamicImage::ImageLuma8(_) => GrayImage::from_pixel(side, side, [128].into()).into(),
+        _ => DynamicImage::ImageRgb8(RgbImage::from_pixel(side, side, [128, 128, 128].into())),
+    };
+    let (x, y) = centre_crop_offset(side, side, crop);
+    image::imageops::replace(&mut canvas, &image, x as i64, y as i64);
+    Ok(canvas)
+}
+
 /// The deployed gate on one model, its masks from one seed the attacker never sees; each
 /// frame judged gets its own masks (frame index `next`, counting up).
 pub struct Judge {
     gate: Gate,
+    resize: Resize,
     next: u64,
 }
 
 impl Judge {
     /// The gate `mcgate gate MODEL --seed seed -T samples --threshold threshold` runs.
-    /// Refuses a model whose preprocessing would resample a frame of its own input size
-    /// (a crop model): its frames must be built around the crop, which this judge does not do.
     pub fn new(model: &Model, samples: usize, threshold: f64, seed: u64) -> Result<Judge> {
-        ensure!(
-            model.card.input.resize == Resize::Stretch,
-            "{}: frames are judged at the model's input size, which a {} model resamples; \
-             only stretch-resize models are supported",
-            model.card.name,
-            model.card.input.resize
-        );
         let gate = Gate::new(model, samples, threshold, Seeds::PerFrame(seed))
             .context("building the judging gate")?;
-        Ok(Judge { gate, next: 0 })
+        Ok(Judge {
+            gate,
+            resize: model.card.input.resize,
+            next: 0,
+        })
     }
 
     /// Judges 8-bit pixels `[N, C, H, W]`, each frame with fresh masks.
     pub fn judge(&mut self, pixels: &Tensor) -> Result<Vec<Outcome>> {
         (0..pixels.size()[0])
             .map(|i| {
-                let frame = Frame::new(self.next, "redteam", frame_image(pixels, i)?);
+                let image = frame_for(self.resize, frame_image(pixels, i)?)?;
+                let frame = Frame::new(self.next, "redteam", image);
                 self.next += 1;
                 let report = self.gate.score(&frame);
                 Ok(Outcome {
@@ -105,5 +127,44 @@ impl Judge {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mcgate::contract::card::{ChannelOrder, InputSpec};
+    use mcgate::input::preprocess::Preprocessor;
+
+    use super::*;
+
+    /// What a crop model scores of the judged frame is exactly the attacked pixels (any other
+    /// frame would be resized or cut, and the judge would score other pixels than the attack
+    /// made).
+    #[test]
+    fn a_crop_model_scores_exactly_the_attacked_pixels() {
+        let spec = InputSpec {
+            name: "x".into(),
+            shape: [1, 3, 6, 6],
+            layout: "NCHW".into(),
+            scale: 1.0 / 255.0,
+            mean: vec![0.0; 3],
+            std: vec![1.0; 3],
+            channel_order: ChannelOrder::Rgb,
+            resize: Resize::ShorterSideCrop {
+                shorter_side: 9,
+                crop: 6,
+            },
+        };
+        let pixels = Tensor::rand([1, 3, 6, 6], (Kind::Float, Device::Cpu));
+        let pixels = quantise(&pixels);
+        let frame = frame_for(spec.resize, frame_image(&pixels, 0).unwrap()).unwrap();
+        assert_eq!((frame.width(), frame.height()), (9, 9));
+        let scored = Preprocessor::new(&spec).run(&frame).unwrap().to_vec();
+        let want = Vec::<f32>::try_from(pixels.flatten(0, -1)).unwrap();
+        for (a, b) in scored.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+        let stretch = frame_for(Resize::Stretch, frame_image(&pixels, 0).unwrap()).unwrap();
+        assert_eq!((stretch.width(), stretch.height()), (6, 6));
     }
 }
