@@ -408,6 +408,7 @@ struct Subject {
     device: Device,
 }
 
+#[allow(clippy::large_enum_variant)] // one per run, never moved in a loop
 enum Network {
     Mnist(Trained),
     /// The variables stay alive as long as the network.
