@@ -72,6 +72,10 @@ fn main() -> ExitCode {
     )
     .init();
     let cli = Cli::parse();
+    if let Err(message) = end_cleanly_on_signals() {
+        eprintln!("error: {message}");
+        return ExitCode::from(exit::USAGE);
+    }
     let result = match cli.command {
         Command::Gate(args) => cli::gate::run(args),
         Command::Info(args) => cli::info::run(args),
@@ -90,6 +94,25 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// On SIGTERM or SIGINT: removes the temporary files being written (their clean-up on drop
+/// would not run), then ends the process as the signal would have (killed by it).
+fn end_cleanly_on_signals() -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot handle SIGTERM and SIGINT: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _no_new_files = mcgate::output::frames::remove_partial_files();
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                std::process::exit(128 + signal);
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the signal thread ({e})"))
 }
 
 #[cfg(test)]

@@ -1775,6 +1775,63 @@ fn a_colour_model_does_not_pass_on_gray_it_did_not_score() {
     assert!(out.stdout.is_empty(), "a frame went downstream");
 }
 
+/// Row 97. Was (third outside probe): a SIGTERM or SIGINT while `--accepted` wrote a frame
+/// left its hidden `.NAME.XXXXXX.partial` file (13 of 30 runs of the probe's loop, measured
+/// on the binary of b0d49ee): the temporary file's clean-up runs on drop, which a signal
+/// skips. Now the signal removes the files being written, and the gate still ends as killed
+/// by the signal.
+#[test]
+fn a_signal_leaves_no_partial_file() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    for (run, signal) in [libc::SIGTERM, libc::SIGINT]
+        .iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let accepted = dir.path().join(format!("accepted{run}"));
+        let mut child = spawn_mcgate(&[
+            "gate",
+            "models/mnist",
+            "-",
+            "--width",
+            "28",
+            "--height",
+            "28",
+            "--threshold",
+            "2.2",
+            "--seed",
+            "1",
+            "--accepted",
+            accepted.to_str().unwrap(),
+        ]);
+        let mut stdin = child.stdin.take().unwrap();
+        // Frames keep coming, as from a camera, until the signal.
+        let feeder = std::thread::spawn(move || {
+            let frame = [0u8; 784];
+            while std::io::Write::write_all(&mut stdin, &frame).is_ok() {}
+        });
+        // A few frames saved first, then the signal at a different moment each run.
+        let saved = || std::fs::read_dir(&accepted).map_or(0, |d| d.count());
+        let start = std::time::Instant::now();
+        while saved() < 3 && start.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_micros(1 + 997 * run as u64));
+        unsafe { libc::kill(child.id() as i32, *signal) };
+        let status = child.wait().unwrap();
+        feeder.join().unwrap();
+        assert_eq!(status.signal(), Some(*signal), "run {run}: {status:?}");
+        let partial: Vec<_> = std::fs::read_dir(&accepted)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(partial.is_empty(), "run {run} left {partial:?}");
+    }
+}
+
 /// Row 95. Was (fourth outside probe, FAIL-OPEN): a raw 56×56 frame for the 28×28 model —
 /// mid-gray plus a ±(v − 128) checkerboard hiding a salt-noise picture `v` — scored near gray
 /// and was accepted, then passed on byte for byte, and a nearest-neighbour downscale

@@ -28,6 +28,8 @@ Exit codes:
   4  at least one frame could not be read or scored (each such frame was rejected)
   5  an output (stdout, --accepted, --annotate) could not be written
   6  validate: detection on this device differs from the workstation beyond --tolerance
+SIGTERM or SIGINT ends mcgate as killed by that signal, after removing the temporary file
+of any output being written (outputs appear whole under their name or not at all).
 
 Logs go to stderr; set RUST_LOG=info (or debug) for more.";
 

@@ -1,6 +1,7 @@
 //! Frames written into a directory as PNG files (`--accepted`, `--annotate`).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use image::DynamicImage;
 
@@ -45,7 +46,14 @@ pub fn write_atomically_with_mode(
     if let Some(permissions) = permissions {
         builder.permissions(permissions);
     }
-    let mut partial = builder.tempfile_in(dir).map_err(fail)?;
+    // Created and registered under the lock: a signal's clean-up sees every temporary file.
+    // (Bound in this order, the file is removed on an early return before it is unlisted.)
+    let (_registered, mut partial) = {
+        let mut in_flight = in_flight();
+        let partial = builder.tempfile_in(dir).map_err(fail)?;
+        in_flight.push(partial.path().to_path_buf());
+        (Registered(partial.path().to_path_buf()), partial)
+    };
     partial
         .write_all(bytes)
         // On the disk before the rename: after a power cut, the file is whole or absent.
@@ -54,6 +62,35 @@ pub fn write_atomically_with_mode(
     // On failure the temporary file is removed when dropped.
     partial.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
+}
+
+/// Temporary files being written now. Their clean-up runs on drop, which a signal that ends
+/// the process skips (third outside probe: a SIGTERM during `--accepted` left a hidden
+/// `.NAME.XXXXXX.partial` file in 13 of 30 runs); [`remove_partial_files`] removes them.
+static IN_FLIGHT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn in_flight() -> MutexGuard<'static, Vec<PathBuf>> {
+    // A writer that panicked leaves the list as it was: still the files to remove.
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Takes its temporary file off the list once written (renamed) or dropped.
+struct Registered(PathBuf);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        in_flight().retain(|p| *p != self.0);
+    }
+}
+
+/// Removes every temporary file being written, and holds the lock until the process ends, so
+/// that none is started after: for a handler about to end the process on a signal.
+pub fn remove_partial_files() -> MutexGuard<'static, Vec<PathBuf>> {
+    let in_flight = in_flight();
+    for path in in_flight.iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    in_flight
 }
 
 /// Somewhere frames are written: a directory of PNGs, or a test's recorder.
