@@ -1775,6 +1775,16 @@ fn a_colour_model_does_not_pass_on_gray_it_did_not_score() {
     assert!(out.stdout.is_empty(), "a frame went downstream");
 }
 
+/// Row 99. Was (fifth outside probe): `- -` was told it mixed stdin with file inputs.
+#[test]
+fn stdin_named_twice_or_beside_files_is_refused_for_what_it_is() {
+    let raw = ["--width", "28", "--height", "28"];
+    let out = mcgate(&[&["gate", "models/mnist", "-", "-"], &raw[..]].concat());
+    assert_one_line_error(&out, 2, "given 2 times: stdin is one stream, name it once");
+    let out = mcgate(&[&["gate", "models/mnist", "-", "samples"], &raw[..]].concat());
+    assert_one_line_error(&out, 2, "cannot be mixed with file inputs");
+}
+
 /// Row 97. Was (third outside probe): a SIGTERM or SIGINT while `--accepted` wrote a frame
 /// left its hidden `.NAME.XXXXXX.partial` file (13 of 30 runs of the probe's loop, measured
 /// on the binary of b0d49ee): the temporary file's clean-up runs on drop, which a signal
@@ -1837,7 +1847,8 @@ fn a_signal_leaves_no_partial_file() {
 /// and was accepted, then passed on byte for byte, and a nearest-neighbour downscale
 /// downstream gave back the salt picture, which the gate rejects. Now the model's input is
 /// what passes (resized back to 56×56, and saved at 28×28): the picture does not come back.
-/// `--pass-unscored-detail` restores byte for byte, with a warning, and needs an output.
+/// `--pass-unscored-detail` restores byte for byte, with a warning, and needs an output. A
+/// stream smaller than the model passes as it came (row 98).
 #[test]
 fn detail_the_model_never_saw_does_not_pass_on() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -1916,6 +1927,31 @@ fn detail_the_model_never_saw_does_not_pass_on() {
 
     let out = mcgate(&["gate", "models/mnist", "samples", "--pass-unscored-detail"]);
     assert_one_line_error(&out, 2, "--pass-unscored-detail changes what");
+
+    // Fifth outside probe: a 14×14 stream, which the model only enlarges, passes byte for
+    // byte (was: the model's input shrunk back, a picture that scored otherwise).
+    let small: Vec<u8> = frame.iter().step_by(4).copied().take(3 * 14 * 14).collect();
+    let out = mcgate_stdin(
+        &[
+            "gate",
+            "models/mnist",
+            "-",
+            "--width",
+            "14",
+            "--height",
+            "14",
+            "--threshold",
+            "2.2",
+            "--seed",
+            "1",
+            "--pass-through",
+            "--report",
+            dir.path().join("small.jsonl").to_str().unwrap(),
+        ],
+        &small,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, small);
 }
 
 /// Was (third outside probe, fail-open): a gray model scores a frame's luma only, but a colour

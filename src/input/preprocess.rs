@@ -234,7 +234,8 @@ pub enum PassedPixels {
 /// another `size`: by default ([`PassedPixels::ModelInput`]) the image the model was fed,
 /// resized to `size`; with [`PassedPixels::ScoredPart`], the scored part resized by the same
 /// resampler. With `size` `None`, the image the model was fed, or the scored part at its own
-/// resolution. `None` if the resizer fails.
+/// resolution. A frame a stretching model only enlarges passes as with `ScoredPart` either
+/// way: byte for byte at its own size. `None` if the resizer fails.
 pub fn scored_pixels<'a>(
     image: &'a DynamicImage,
     spec: &InputSpec,
@@ -252,6 +253,18 @@ pub fn scored_pixels<'a>(
             return Some(seen);
         }
         fit(seen.into_owned(), spec.resize, model_size.0, model_size.1).map(Cow::Owned)
+    };
+    // A frame no larger than a stretching model's input either way is scored whole, only
+    // enlarged: it holds no detail the model did not see, so it passes as it is, and what
+    // passed scores as it did (fifth outside probe: the model's input shrunk back to a
+    // 14×14 stream was a picture rejected when scored, in 27 % of accepted frames).
+    let whole = spec.resize == Resize::Stretch
+        && seen.width() <= model_size.0
+        && seen.height() <= model_size.1;
+    let passed = if whole {
+        PassedPixels::ScoredPart
+    } else {
+        passed
     };
     match (passed, size) {
         (_, Some(size)) if size == model_size => fed(seen),
@@ -462,6 +475,31 @@ mod tests {
         let saved = scored_pixels(&colour, &gray, None, PassedPixels::ScoredPart).unwrap();
         assert_eq!((saved.width(), saved.height()), (28, 28));
         assert!(matches!(*saved, DynamicImage::ImageLuma8(_)));
+    }
+
+    /// Was (fifth outside probe, marginal FAIL-OPEN): a 14×14 stream for a 28×28 model passed
+    /// on the model's input shrunk back to 14×14, a picture other than the one scored (27 %
+    /// of the accepted bundle frames were rejected when it was). A frame the model only
+    /// enlarges passes as it came, and what passed is scored as it was.
+    #[test]
+    fn a_frame_smaller_than_the_model_passes_as_it_came() {
+        let mut gray = spec(1);
+        gray.shape = [1, 1, 28, 28];
+        let frame: DynamicImage = image::GrayImage::from_fn(14, 11, |x, y| {
+            image::Luma([((x * 37 + y * 91) % 256) as u8])
+        })
+        .into();
+        let scored = Preprocessor::new(&gray).run(&frame).unwrap().to_vec();
+        for size in [Some((14, 11)), None] {
+            let passed = scored_pixels(&frame, &gray, size, PassedPixels::ModelInput).unwrap();
+            assert_eq!(passed.as_bytes(), frame.as_bytes());
+            let again = Preprocessor::new(&gray).run(&passed).unwrap().to_vec();
+            assert_eq!(again, scored);
+        }
+        // Larger one way only: shrunk that way, so detail could hide there; the model's input.
+        let wide: DynamicImage = image::GrayImage::new(56, 11).into();
+        let passed = scored_pixels(&wide, &gray, None, PassedPixels::ModelInput).unwrap();
+        assert_eq!((passed.width(), passed.height()), (28, 28));
     }
 
     /// Was (fourth outside probe, FAIL-OPEN): a frame larger than the model's input was passed

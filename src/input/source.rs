@@ -40,9 +40,13 @@ impl Source {
             return Ok(Source::Files(inputs.to_vec()));
         }
         if inputs.len() > 1 {
-            return Err(Error::Setting(
-                "`-` (raw frames on stdin) cannot be mixed with file inputs".into(),
-            ));
+            // Was "cannot be mixed with file inputs" for `- -` too (fifth outside probe).
+            let dashes = inputs.iter().filter(|p| p.as_os_str() == "-").count();
+            return Err(Error::Setting(if dashes == inputs.len() {
+                format!("`-` (raw frames on stdin) given {dashes} times: stdin is one stream, name it once")
+            } else {
+                "`-` (raw frames on stdin) cannot be mixed with file inputs".into()
+            }));
         }
         let (Some(width), Some(height)) = (width, height) else {
             return Err(Error::Setting(
