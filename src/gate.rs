@@ -467,15 +467,11 @@ fn score_guarded(gate: &mut Gate, item: &frame::Item, failed: &mut bool) -> Repo
     if *failed {
         return thread_failed(item, gate.threshold());
     }
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| score_item(gate, item)))
-        .unwrap_or_else(|panic| {
-            *failed = true;
-            log::error!(
-                "scoring panicked ({}); this and every later frame is rejected",
-                crate::run::plan::panic_message(&panic)
-            );
-            thread_failed(item, gate.threshold())
-        })
+    crate::panic::catch(|| score_item(gate, item)).unwrap_or_else(|panic| {
+        *failed = true;
+        log::error!("scoring panicked ({panic}); this and every later frame is rejected");
+        thread_failed(item, gate.threshold())
+    })
 }
 
 /// The report for a frame whose scoring thread failed.

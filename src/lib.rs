@@ -11,7 +11,8 @@
 //! `session::config::GateConfig` (the command line fills one), its outputs `output::Sink`s;
 //! `validate` replays an eval bundle;
 //! `calibrate` sets a model's threshold on the camera's own clean frames; `text` makes names
-//! and labels safe to print (a leaf every layer may use).
+//! and labels safe to print, `panic` turns a caught panic into a value (leaves every layer
+//! may use).
 //!
 //! The card schema, the ONNX builder, the measures and ROC/AUC are shared with the training
 //! crate, which depends on this library, never the reverse.
@@ -27,6 +28,7 @@ pub mod gate;
 pub mod input;
 pub mod model;
 pub mod output;
+pub mod panic;
 pub mod run;
 pub mod score;
 pub mod session;

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         env_logger::Env::default().default_filter_or("warn,tract_onnx::model=error"),
     )
     .init();
+    mcgate::panic::install_hook(exit::INTERNAL.into());
     let cli = Cli::parse();
     if let Err(message) = end_cleanly_on_signals() {
         eprintln!("error: {message}");

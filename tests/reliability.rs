@@ -1775,6 +1775,27 @@ fn a_colour_model_does_not_pass_on_gray_it_did_not_score() {
     assert!(out.stdout.is_empty(), "a frame went downstream");
 }
 
+/// Row 100. Was (fifth outside probe): `TRACT_CPU_ISA` naming another architecture's
+/// extension made tract panic while planning: Rust's panic message and, where
+/// `RUST_BACKTRACE` is set, a 30-line backtrace, before the error, which blamed the model
+/// alone. A caught panic now prints nothing but the one-line error, which names the variable.
+#[test]
+fn a_panic_inside_tract_is_one_line_that_names_the_environment() {
+    let foreign = if cfg!(target_arch = "x86_64") {
+        "+sve2"
+    } else {
+        "+avx2"
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcgate"))
+        .current_dir(root())
+        .args(["gate", "models/mnist", "samples"])
+        .env("TRACT_CPU_ISA", foreign)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, 3, "set in the environment: TRACT_CPU_ISA");
+}
+
 /// Row 99. Was (fifth outside probe): `- -` was told it mixed stdin with file inputs.
 #[test]
 fn stdin_named_twice_or_beside_files_is_refused_for_what_it_is() {

@@ -16,7 +16,6 @@ use crate::contract::card::SAMPLE_DIM;
 use crate::engine::ModelError;
 use crate::engine::{EngineError, Runner, Strategy};
 use crate::run::masks::{self, SiteMasks};
-use crate::run::plan::panic_message;
 use crate::run::rng::WyRand;
 use crate::text::one_line;
 
@@ -121,6 +120,21 @@ fn plan_error(card: &ModelCard) -> impl Fn(anyhow::Error) -> EngineError + Copy 
     }
 }
 
+/// The `TRACT_*` variables set in the environment, named after a panic inside tract: they
+/// steer its kernels (fifth outside probe: `TRACT_CPU_ISA=+sve2` on x86 panicked, and the
+/// error blamed the model alone).
+fn tract_environment() -> String {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("TRACT_"))
+        .collect();
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (set in the environment: {})", names.join(", "))
+    }
+}
+
 impl TractPlan {
     /// Optimises `typed` (symbolic T kept) and allocates the buffers for `samples` masks
     /// (already checked against the card's limits), cut around its sparse layers if
@@ -134,15 +148,14 @@ impl TractPlan {
         let fail = plan_error(card);
         check_tensor_sizes(typed, samples).map_err(fail)?;
         // tract may still panic on a graph it cannot plan: a refused model, not a crash.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Self::build(typed, card, samples, strategy)
-        }))
-        .unwrap_or_else(|panic| {
-            Err(fail(anyhow::anyhow!(
-                "planning failed inside tract: {}",
-                panic_message(&panic)
-            )))
-        })
+        crate::panic::catch(|| Self::build(typed, card, samples, strategy)).unwrap_or_else(
+            |panic| {
+                Err(fail(anyhow::anyhow!(
+                    "planning failed inside tract: {panic}{}",
+                    tract_environment()
+                )))
+            },
+        )
     }
 
     fn build(
