@@ -91,8 +91,8 @@ impl CardReload {
     }
 
     /// Re-reads the card once and takes its threshold if the run can trust it: readable, with
-    /// a threshold, the pinned digest (if pinned), the same ONNX, and a threshold this run
-    /// can reach.
+    /// a threshold, the pinned digest (if pinned), the same ONNX, the same setup otherwise
+    /// ([`changed_setup`]), and a threshold this run can reach.
     pub fn reload(&self) -> Reloaded {
         if let Some(why) = self.ignored {
             return Reloaded::Ignored(why);
@@ -115,6 +115,14 @@ impl CardReload {
             }
             Ok((card, _)) => card,
         };
+        let changed = changed_setup(&self.card, &new_card, self.samples);
+        if !changed.is_empty() {
+            return kept(format!(
+                "{path} changes {}, which only a restart takes (SIGHUP takes the threshold \
+                 alone)",
+                changed.join(", ")
+            ));
+        }
         let Some(new) = new_card.mi_threshold() else {
             return kept(format!("{path} has no threshold"));
         };
@@ -142,6 +150,36 @@ impl CardReload {
             .map(drop)
             .map_err(|e| Error::Setting(format!("cannot start the SIGHUP thread ({e})")))
     }
+}
+
+/// The card fields `new` changes from the running card `old`, other than those a reload may
+/// change: the threshold (with its calibration), what is only reported (`security`,
+/// `metrics`, the schema version), and `default_samples` when it becomes the T the run uses
+/// (`samples`). Every other field was checked against the graph at start, or sets how frames
+/// are fed and scored, which the running plans cannot change (fifth outside probe: cards
+/// with another input shape, class count, site name, input name or permuted labels were
+/// taken and their threshold applied; a new `p` or `scale` was silently not).
+pub fn changed_setup(old: &ModelCard, new: &ModelCard, samples: usize) -> Vec<String> {
+    let setup = |card: &ModelCard| {
+        let mut card = card.clone();
+        card.threshold = None;
+        card.security = None;
+        card.metrics = None;
+        card.schema = String::new();
+        if card.default_samples == samples {
+            card.default_samples = old.default_samples;
+        }
+        serde_json::to_value(card).unwrap_or_default()
+    };
+    let (a, b) = (setup(old), setup(new));
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return vec!["the card".into()];
+    };
+    a.keys()
+        .chain(b.keys().filter(|k| !a.contains_key(*k)))
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| format!("`{k}`"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -198,6 +236,53 @@ mod tests {
         write(&json);
         let at_t4 = CardReload::new(&stem, &card, 4, false, None, threshold.clone());
         kept(&at_t4, "below 1.3863 = ln(min(10 classes, 4 samples))");
+        // Anything but the threshold and what is only reported: a restart's (fifth outside
+        // probe: these were taken, their threshold applied, or ignored without a word).
+        json["threshold"]["mutual_information"] = 0.3.into();
+        for (field, value, named) in [
+            ("/input/shape", serde_json::json!([1, 1, 14, 14]), "`input`"),
+            ("/input/scale", serde_json::json!(0.0004), "`input`"),
+            ("/input/name", serde_json::json!("y"), "`input`"),
+            (
+                "/dropout_sites/0/p",
+                serde_json::json!(0.01),
+                "`dropout_sites`",
+            ),
+            (
+                "/dropout_sites/0/input",
+                serde_json::json!("mask_9"),
+                "`dropout_sites`",
+            ),
+            ("/classes/0", serde_json::json!("nine"), "`classes`"),
+            (
+                "/default_samples",
+                serde_json::json!(8),
+                "`default_samples`",
+            ),
+        ] {
+            let mut other = json.clone();
+            *other.pointer_mut(field).unwrap() = value;
+            write(&other);
+            kept(
+                &reload,
+                &format!("changes {named}, which only a restart takes"),
+            );
+        }
+        // Recalibrated at the T a `-T 8` run uses, schema 2 without metrics: taken by that run.
+        let mut other = json.clone();
+        other["default_samples"] = 8.into();
+        other["metrics"] = serde_json::Value::Null;
+        other["schema"] = "mcgate.card/2".into();
+        write(&other);
+        let at_t8 = CardReload::new(&stem, &card, 8, false, None, threshold.clone());
+        let r = at_t8.reload();
+        assert!(matches!(r, Reloaded::Changed { new: 0.3, .. }), "{r}");
+        json["threshold"]["mutual_information"] = 0.2.into();
+        write(&json);
+        assert!(matches!(
+            reload.reload(),
+            Reloaded::Changed { new: 0.2, .. }
+        ));
         std::fs::write(&path, "{").unwrap();
         kept(&reload, "not valid JSON");
         assert_eq!(threshold.get(), 0.2);
