@@ -1682,7 +1682,8 @@ fn threads_the_system_will_not_start_are_a_one_line_error() {
         ])
         .output()
         .unwrap();
-    assert_one_line_error(&out, 2, "cannot start the SIGHUP thread");
+    // The first thread mcgate starts: the one that cleans up on SIGTERM (row 97).
+    assert_one_line_error(&out, 2, "cannot start the signal thread");
     assert!(out.stdout.is_empty(), "no frame was gated");
 }
 
