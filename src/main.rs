@@ -72,7 +72,14 @@ fn main() -> ExitCode {
     )
     .init();
     mcgate::panic::install_hook(exit::INTERNAL.into());
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version: clap prints them
+        Err(e) => {
+            eprintln!("error: {}", usage_error_line(&e));
+            return ExitCode::from(exit::USAGE);
+        }
+    };
     if let Err(message) = end_cleanly_on_signals() {
         eprintln!("error: {message}");
         return ExitCode::from(exit::USAGE);
@@ -95,6 +102,22 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// Clap's message for a bad command line on one line, as every other error (sixth outside
+/// probe: an unknown flag printed 7 lines, a bad value 3 to 6): what is wrong and clap's tip,
+/// without the usage block that `--help` gives.
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let body = text.split("\nUsage:").next().unwrap_or(&text);
+    let body = body.split("For more information").next().unwrap_or(body);
+    let words: Vec<&str> = body.split_whitespace().collect();
+    let line = words.join(" ");
+    let line = line
+        .strip_prefix("error: ")
+        .unwrap_or(&line)
+        .replace(" tip: ", "; tip: ");
+    format!("{line} (see --help)")
 }
 
 /// On SIGTERM or SIGINT: removes the temporary files being written (their clean-up on drop

@@ -206,13 +206,32 @@ fn rtsp_recipe_runs_against_a_loopback_rtsp_server() {
 #[test]
 fn gstreamer_recipe_runs_with_videotestsrc() {
     let work = Workdir::new();
+    // The shipped clean and adversarial samples as the camera: at the model's 28×28, which
+    // the recipe scales to, a test pattern is all rejected or all accepted, and the test
+    // wants both verdicts.
+    let mut n = 0;
+    for group in ["clean", "adversarial"] {
+        let mut files: Vec<_> = std::fs::read_dir(root().join("samples/mnist").join(group))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for f in files {
+            std::fs::copy(f, work.file(&format!("frame{n:02}.png"))).unwrap();
+            n += 1;
+        }
+    }
     let script = swap(
         &recipe("gstreamer"),
         "v4l2src device=/dev/video0",
-        "videotestsrc pattern=ball num-buffers=20",
+        &format!(
+            "multifilesrc location=frame%02d.png index=0 stop-index={} \
+             caps=image/png,framerate=10/1 ! pngdec",
+            n - 1
+        ),
     );
     work.run(&script, &[]);
-    assert_gated(&work, "verdicts.jsonl", "gated.avi", 20, true);
+    assert_gated(&work, "verdicts.jsonl", "gated.avi", n, true);
 }
 
 /// `packaging/mcgate-camera.service` passes `systemd-analyze verify`, and its `ExecStart`

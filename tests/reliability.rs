@@ -1776,6 +1776,39 @@ fn a_colour_model_does_not_pass_on_gray_it_did_not_score() {
     assert!(out.stdout.is_empty(), "a frame went downstream");
 }
 
+/// Row 102. Was (sixth outside probe): clap's errors for a bad command line took 3 to 7
+/// lines (the message, a tip, the usage block, a pointer to --help).
+#[test]
+fn a_bad_command_line_is_one_line() {
+    for (args, needle) in [
+        (
+            &["gate", "models/mnist", "-", "--on-reject", "repeat"][..],
+            "required arguments were not provided: --pass-through",
+        ),
+        (
+            &["gate", "models/mnist", "samples", "--bogus"],
+            "unexpected argument '--bogus' found",
+        ),
+        (
+            &["gate", "models/mnist", "samples", "--format", "xml"],
+            "[possible values: jsonl, text]",
+        ),
+        (
+            &["gate", "models/mnist", "samples", "-T", "abc"],
+            "invalid value 'abc'",
+        ),
+    ] {
+        let out = mcgate(args);
+        assert_one_line_error(&out, 2, needle);
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
+    let help = mcgate(&["gate", "--help"]);
+    assert!(
+        help.status.success() && help.stdout.len() > 1000,
+        "--help still teaches"
+    );
+}
+
 /// Row 100. Was (fifth outside probe): `TRACT_CPU_ISA` naming another architecture's
 /// extension made tract panic while planning: Rust's panic message and, where
 /// `RUST_BACKTRACE` is set, a 30-line backtrace, before the error, which blamed the model
@@ -1868,9 +1901,9 @@ fn a_signal_leaves_no_partial_file() {
 /// mid-gray plus a ±(v − 128) checkerboard hiding a salt-noise picture `v` — scored near gray
 /// and was accepted, then passed on byte for byte, and a nearest-neighbour downscale
 /// downstream gave back the salt picture, which the gate rejects. Now the model's input is
-/// what passes (resized back to 56×56, and saved at 28×28): the picture does not come back.
+/// what passes (at its 28×28, and saved so): the picture does not come back.
 /// `--pass-unscored-detail` restores byte for byte, with a warning, and needs an output. A
-/// stream smaller than the model passes as it came (row 98).
+/// stream of another size passes at the model's (row 98).
 #[test]
 fn detail_the_model_never_saw_does_not_pass_on() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -1928,9 +1961,23 @@ fn detail_the_model_never_saw_does_not_pass_on() {
         (out, saved)
     };
     let (out, saved) = run(&[]);
-    assert_eq!(out.stdout.len(), 56 * 56, "one 56×56 frame downstream");
-    let hits = recovered(&out.stdout);
+    assert_eq!(
+        out.stdout.len(),
+        28 * 28,
+        "one frame downstream, the model's input"
+    );
+    let hits = out
+        .stdout
+        .iter()
+        .zip(&hidden)
+        .filter(|(&a, &b)| (a as i32 - b).abs() <= 8)
+        .count();
     assert!(hits < 28 * 28 / 5, "{hits} of 784 hidden pixels came back");
+    assert!(
+        stderr(&out).contains("frames pass on as the model scored them, 28x28"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(
         (saved.width(), saved.height()),
         (28, 28),
@@ -1949,31 +1996,70 @@ fn detail_the_model_never_saw_does_not_pass_on() {
 
     let out = mcgate(&["gate", "models/mnist", "samples", "--pass-unscored-detail"]);
     assert_one_line_error(&out, 2, "--pass-unscored-detail changes what");
+    let out = mcgate(&[
+        "gate",
+        "models/mnist",
+        "samples",
+        "--pass-through",
+        "--width",
+        "56",
+        "--height",
+        "56",
+    ]);
+    assert_one_line_error(&out, 2, "frames pass on as the model's input, at its 28x28");
 
-    // Fifth outside probe: a 14×14 stream, which the model only enlarges, passes byte for
-    // byte (was: the model's input shrunk back, a picture that scored otherwise).
-    let small: Vec<u8> = frame.iter().step_by(4).copied().take(3 * 14 * 14).collect();
-    let out = mcgate_stdin(
-        &[
-            "gate",
-            "models/mnist",
-            "-",
-            "--width",
-            "14",
-            "--height",
-            "14",
-            "--threshold",
-            "2.2",
-            "--seed",
-            "1",
-            "--pass-through",
-            "--report",
-            dir.path().join("small.jsonl").to_str().unwrap(),
-        ],
-        &small,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(out.stdout, small);
+    // Rows 98 (fifth and sixth outside probes): a 14×14 stream passed on the model's input
+    // shrunk back, a picture that scored otherwise; passed as it came, a 27×27 frame carries
+    // detail the 27→28 enlargement cancels. Now both pass as the model's input: gated again
+    // with the same masks, each scores exactly as its frame did.
+    for side in [14usize, 27] {
+        let small: Vec<u8> = (0..3 * side * side)
+            .map(|i| {
+                if (i % side + i / side) % 2 == 0 {
+                    28
+                } else {
+                    228
+                }
+            })
+            .collect();
+        let gate = |input: &[u8], side: usize, report: &str| {
+            let side = side.to_string();
+            let report = dir.path().join(report);
+            let out = mcgate_stdin(
+                &[
+                    "gate",
+                    "models/mnist",
+                    "-",
+                    "--width",
+                    &side,
+                    "--height",
+                    &side,
+                    "--threshold",
+                    "2.2",
+                    "--seed",
+                    "1",
+                    "--no-latency",
+                    "--pass-through",
+                    "--report",
+                    report.to_str().unwrap(),
+                ],
+                input,
+            );
+            assert!(out.status.success(), "{}", stderr(&out));
+            let lines: Vec<serde_json::Value> = std::fs::read_to_string(report)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (out.stdout, lines)
+        };
+        let (passed, first) = gate(&small, side, "small.jsonl");
+        assert_eq!(passed.len(), 3 * 28 * 28, "{side}: three 28×28 frames");
+        let (_, again) = gate(&passed, 28, "again.jsonl");
+        for (a, b) in first.iter().zip(&again) {
+            assert_eq!(a["measures"], b["measures"], "{side}x{side}");
+        }
+    }
 }
 
 /// Was (third outside probe, fail-open): a gray model scores a frame's luma only, but a colour

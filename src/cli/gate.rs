@@ -59,11 +59,11 @@ pub(crate) struct GateArgs {
     #[arg(long, default_value_t = 20, value_name = "N")]
     alarm_window: usize,
     /// Put the gate in the video path: write every accepted frame to stdout as a raw frame
-    /// at --width x --height in --pixel-format (by default the model's size and channels) and
-    /// the verdict lines to --report or stderr. What passes is what the model was fed: raw
-    /// frames at the model's size byte for byte; a frame of another size as the model's input
-    /// resized back to the stream's size (so a larger stream carries no detail the model did
-    /// not see; see --pass-unscored-detail); a crop model's centre only.
+    /// and the verdict lines to --report or stderr. What passes is what the model was fed, at
+    /// its input size, in --pixel-format (by default the model's channels): raw frames at the
+    /// model's size byte for byte; a frame of any other size as the model's input (a raw
+    /// stream of another size passes at the model's: a warning says so); a crop model's
+    /// cut centre only. With --pass-unscored-detail, frames pass at --width x --height.
     ///
     /// Example: ffmpeg -i cam -vf scale=28:28 -f rawvideo -pix_fmt gray - |
     ///   mcgate gate models/mnist - --width 28 --height 28 --pass-through --report verdicts.jsonl |
@@ -71,10 +71,10 @@ pub(crate) struct GateArgs {
     #[arg(long)]
     pass_through: bool,
     /// With --pass-through or --accepted: pass accepted frames on at their own resolution
-    /// (the part the model scored, resized only to the stream's size) instead of the model's
-    /// input. UNSAFE where an attacker controls frames larger than the model's input: detail
-    /// finer than the input is removed by the downscale before scoring, so a picture hidden at
-    /// the finest pixel pitch passes unseen (docs/RELIABILITY.md, row 95). Warns at start.
+    /// (the part the model scored, resized only to --width x --height) instead of the
+    /// model's input. UNSAFE where an attacker controls the frames: detail the resize to the
+    /// model's input removes or cancels passes unseen, such as a picture hidden at the finest
+    /// pixel pitch (docs/RELIABILITY.md, rows 95 and 98). Warns at start.
     #[arg(long)]
     pass_unscored_detail: bool,
     /// With --pass-through: what downstream gets in a rejected frame's place (black or

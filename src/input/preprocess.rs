@@ -234,8 +234,10 @@ pub enum PassedPixels {
 /// another `size`: by default ([`PassedPixels::ModelInput`]) the image the model was fed,
 /// resized to `size`; with [`PassedPixels::ScoredPart`], the scored part resized by the same
 /// resampler. With `size` `None`, the image the model was fed, or the scored part at its own
-/// resolution. A frame a stretching model only enlarges passes as with `ScoredPart` either
-/// way: byte for byte at its own size. `None` if the resizer fails.
+/// resolution. `None` if the resizer fails. (Pass-through asks for the model's size unless
+/// `--pass-unscored-detail`: at any other, resampling the model's input makes a picture that
+/// scores otherwise — fifth outside probe — and passing a smaller frame as it came passes
+/// detail an enlargement by a near-1 factor cancels — sixth.)
 pub fn scored_pixels<'a>(
     image: &'a DynamicImage,
     spec: &InputSpec,
@@ -253,18 +255,6 @@ pub fn scored_pixels<'a>(
             return Some(seen);
         }
         fit(seen.into_owned(), spec.resize, model_size.0, model_size.1).map(Cow::Owned)
-    };
-    // A frame no larger than a stretching model's input either way is scored whole, only
-    // enlarged: it holds no detail the model did not see, so it passes as it is, and what
-    // passed scores as it did (fifth outside probe: the model's input shrunk back to a
-    // 14×14 stream was a picture rejected when scored, in 27 % of accepted frames).
-    let whole = spec.resize == Resize::Stretch
-        && seen.width() <= model_size.0
-        && seen.height() <= model_size.1;
-    let passed = if whole {
-        PassedPixels::ScoredPart
-    } else {
-        passed
     };
     match (passed, size) {
         (_, Some(size)) if size == model_size => fed(seen),
@@ -479,27 +469,29 @@ mod tests {
 
     /// Was (fifth outside probe, marginal FAIL-OPEN): a 14×14 stream for a 28×28 model passed
     /// on the model's input shrunk back to 14×14, a picture other than the one scored (27 %
-    /// of the accepted bundle frames were rejected when it was). A frame the model only
-    /// enlarges passes as it came, and what passed is scored as it was.
+    /// of the accepted bundle frames were rejected when it was); passing the frame as it came
+    /// instead (sixth probe) passes a 27×27 frame's finest detail, which the 27→28 enlargement
+    /// cancels near the centre. At the model's size, what passes is what was scored.
     #[test]
-    fn a_frame_smaller_than_the_model_passes_as_it_came() {
+    fn a_frame_smaller_than_the_model_passes_as_its_model_input() {
         let mut gray = spec(1);
         gray.shape = [1, 1, 28, 28];
-        let frame: DynamicImage = image::GrayImage::from_fn(14, 11, |x, y| {
-            image::Luma([((x * 37 + y * 91) % 256) as u8])
-        })
-        .into();
-        let scored = Preprocessor::new(&gray).run(&frame).unwrap().to_vec();
-        for size in [Some((14, 11)), None] {
-            let passed = scored_pixels(&frame, &gray, size, PassedPixels::ModelInput).unwrap();
-            assert_eq!(passed.as_bytes(), frame.as_bytes());
-            let again = Preprocessor::new(&gray).run(&passed).unwrap().to_vec();
-            assert_eq!(again, scored);
+        for (w, h) in [(14, 11), (27, 27)] {
+            let frame: DynamicImage = image::GrayImage::from_fn(w, h, |x, y| {
+                image::Luma([if (x + y) % 2 == 0 { 28 } else { 228 }])
+            })
+            .into();
+            let scored = Preprocessor::new(&gray).run(&frame).unwrap().to_vec();
+            for size in [Some((28, 28)), None] {
+                let passed = scored_pixels(&frame, &gray, size, PassedPixels::ModelInput).unwrap();
+                assert_eq!((passed.width(), passed.height()), (28, 28));
+                let again = Preprocessor::new(&gray).run(&passed).unwrap().to_vec();
+                assert_eq!(
+                    again, scored,
+                    "{w}x{h}: what passed scores as the frame did"
+                );
+            }
         }
-        // Larger one way only: shrunk that way, so detail could hide there; the model's input.
-        let wide: DynamicImage = image::GrayImage::new(56, 11).into();
-        let passed = scored_pixels(&wide, &gray, None, PassedPixels::ModelInput).unwrap();
-        assert_eq!((passed.width(), passed.height()), (28, 28));
     }
 
     /// Was (fourth outside probe, FAIL-OPEN): a frame larger than the model's input was passed

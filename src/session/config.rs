@@ -200,9 +200,40 @@ impl GateConfig {
                         crate::text::path_name(&self.model)
                     )));
                 }
-                let width = p.width.unwrap_or(input.width() as u32);
-                let height = p.height.unwrap_or(input.height() as u32);
-                check_pass_through_size(width, height, format)?;
+                let model_size = (input.width() as u32, input.height() as u32);
+                let asked = (
+                    p.width.unwrap_or(model_size.0),
+                    p.height.unwrap_or(model_size.1),
+                );
+                check_pass_through_size(asked.0, asked.1, format)?;
+                // What passes is what the model was fed, at its size (fifth and sixth outside
+                // probes: at any other size a resampling either hides detail from the model
+                // or makes a picture that scores otherwise than the one scored).
+                let (width, height) = if self.pass_unscored_detail || asked == model_size {
+                    asked
+                } else if let Source::Files(_) = source_kind {
+                    return Err(Error::Setting(format!(
+                        "--width/--height {}x{} under --pass-through: frames pass on as the \
+                         model's input, at its {}x{}; leave them out, or give \
+                         --pass-unscored-detail to pass frames at {}x{}",
+                        asked.0, asked.1, model_size.0, model_size.1, asked.0, asked.1
+                    )));
+                } else {
+                    log::warn!(
+                        "--pass-through: frames pass on as the model scored them, {}x{} \
+                         (not the stream's {}x{}): read them downstream at {}x{}, or give \
+                         --pass-unscored-detail to pass {}x{} frames",
+                        model_size.0,
+                        model_size.1,
+                        asked.0,
+                        asked.1,
+                        model_size.0,
+                        model_size.1,
+                        asked.0,
+                        asked.1
+                    );
+                    model_size
+                };
                 let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
                 Some(PassThrough::new(out, format, width, height, p.on_reject))
             }
