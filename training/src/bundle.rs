@@ -181,3 +181,77 @@ pub fn copy_adversarial_frames(bundle: &Path, dir: &Path, per_attack: usize) -> 
     }
     Ok(())
 }
+
+/// Adversarial frames to add to a bundle as one positive group.
+pub struct ExtraGroup {
+    pub group: Group,
+    /// 8-bit pixels in [0, 1], `[N, C, H, W]`.
+    pub pixels: Tensor,
+    pub labels: Vec<usize>,
+}
+
+/// Adds `extra` to the bundle in `dir` as positive groups, scored by the workstation as the
+/// bundle's own frames were (its T and repeats; `seed` for the masks), each frame written by
+/// `frame` (see [`BundleImages::frame`]); groups of an earlier call whose names start with
+/// `prefix` are replaced, their files removed. Returns the frames added.
+pub fn append(
+    net: &dyn DropoutNet,
+    dir: &Path,
+    prefix: &str,
+    extra: &[ExtraGroup],
+    frame: &dyn Fn(usize, &Tensor) -> Result<image::DynamicImage>,
+    seed: u64,
+) -> Result<usize> {
+    let mut manifest = Manifest::read(dir)?;
+    for old in manifest
+        .groups
+        .iter()
+        .filter(|g| g.name.starts_with(prefix))
+    {
+        let folder = dir.join(&old.name);
+        if folder.exists() {
+            std::fs::remove_dir_all(&folder)
+                .with_context(|| format!("removing {}", folder.display()))?;
+        }
+    }
+    manifest.groups.retain(|g| !g.name.starts_with(prefix));
+    manifest.frames.retain(|f| !f.group.starts_with(prefix));
+    tch::manual_seed(seed as i64);
+    let mut added = 0;
+    for e in extra {
+        let name = &e.group.name;
+        anyhow::ensure!(
+            name.starts_with(prefix),
+            "group {name} lacks the prefix {prefix}"
+        );
+        std::fs::create_dir_all(dir.join(name))
+            .with_context(|| format!("creating {}", dir.join(name).display()))?;
+        let runs = (0..manifest.repeats)
+            .map(|_| tch_scores(net, &e.pixels, manifest.samples as i64))
+            .collect::<Result<Vec<_>>>()?;
+        for (k, &label) in e.labels.iter().enumerate() {
+            let file = format!("{name}/{k:04}.png");
+            frame(k, &e.pixels.get(k as i64))?
+                .save(dir.join(&file))
+                .with_context(|| format!("writing {file}"))?;
+            manifest.frames.push(BundleFrame {
+                file,
+                group: name.clone(),
+                label,
+                workstation_class: runs[0].mc_pred[k] as usize,
+                workstation_mutual_information: runs
+                    .iter()
+                    .map(|s| s.by_measure[&Measure::MutualInformation][k])
+                    .collect(),
+            });
+            added += 1;
+        }
+        manifest.groups.push(e.group.clone());
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )
+    .context("writing manifest.json")?;
+    Ok(added)
+}

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use mcgate::contract::bundle::Manifest;
 use mcgate::contract::card::ModelCard;
 use mcgate::gate::{Gate, Seeds};
 use mcgate::input::frame::Frame;
@@ -45,6 +46,8 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
         judge: Some(dir.join("m")),
         photos: None,
         weights: root().join("data/lite0/efficientnet-lite0.safetensors"),
+        bundle: None,
+        bundle_frames: 20,
         card: true,
         out: Some(dir.join("security.json")),
         images: 6,
@@ -73,7 +76,16 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
 fn one_step_of_each_attack_writes_complete_rows() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("security.json");
-    redteam::run(args(dir.path())).unwrap();
+    // A copy of the shipped bundle (for the same ONNX) takes the worst rows' frames.
+    let bundle = dir.path().join("bundle");
+    copy_dir(&root().join("bundles/mnist"), &bundle);
+    let shipped = Manifest::read(&bundle).unwrap();
+    redteam::run(RedTeamArgs {
+        bundle: Some(bundle.clone()),
+        bundle_frames: 3,
+        ..args(dir.path())
+    })
+    .unwrap();
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
@@ -130,6 +142,36 @@ fn one_step_of_each_attack_writes_complete_rows() {
     assert!(report["threat_model"].as_str().unwrap().contains("secret"));
     let dos = &report["dos_smallest_eps"];
     assert!(dos.is_null() || dos == 0.1, "{dos}");
+
+    // The bundle: the shipped groups untouched, one more per budget's worst attack, each
+    // with up to 3 frames scored `repeats` times, their files there.
+    let grown = Manifest::read(&bundle).unwrap();
+    let added: Vec<_> = grown
+        .groups
+        .iter()
+        .filter(|g| g.name.starts_with("redteam_"))
+        .collect();
+    assert_eq!(added.len(), 3, "{added:?}");
+    assert_eq!(grown.groups.len(), shipped.groups.len() + 3);
+    let new_frames: Vec<_> = grown
+        .frames
+        .iter()
+        .filter(|f| f.group.starts_with("redteam_"))
+        .collect();
+    assert_eq!(new_frames.len(), 3 * (n as usize).min(3));
+    for f in &new_frames {
+        assert_eq!(f.workstation_mutual_information.len(), grown.repeats);
+        assert!(bundle.join(&f.file).is_file(), "{}", f.file);
+    }
+    assert_eq!(grown.frames.len(), shipped.frames.len() + new_frames.len());
+    // Appending again replaces what the red team added before (here: with nothing).
+    let stem = root().join("models/mnist");
+    let card = ModelCard::read(&stem.with_extension("card.json")).unwrap();
+    let (net, _vs) = load_mnist(&stem, &card, Device::Cpu).unwrap();
+    let frame = |_: usize, p: &tch::Tensor| mcgate_training::bundle::plain_frame(p);
+    mcgate_training::bundle::append(net.as_dyn(), &bundle, "redteam_", &[], &frame, 1).unwrap();
+    assert_eq!(Manifest::read(&bundle).unwrap(), shipped);
+    assert!(!bundle.join(&new_frames[0].file).exists());
 
     // The card carries the worst rows, and still loads.
     let model = Model::load_from(&dir.path().join("m")).unwrap();
@@ -260,5 +302,18 @@ fn dates_are_utc_civil_dates() {
             redteam::utc_date(UNIX_EPOCH + Duration::from_secs(secs)),
             date
         );
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }

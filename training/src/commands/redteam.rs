@@ -6,18 +6,20 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
+use mcgate::contract::bundle::{Group, Role};
 use mcgate::contract::card::{ModelCard, Security, WorstBypass, SCHEMA};
 use mcgate::model::Model;
 use serde::Serialize;
 use tch::{nn, Device, Tensor};
 
 use super::{load_mnist, source_commit, MnistModel, Trained, TrainedModel};
+use crate::bundle;
 use crate::data::photos::Photos;
 use crate::export::{create_parent, with_ext, write_card};
 use crate::nets::deterministic_probs;
 use crate::nets::lite0::{self, EfficientNetLite0};
 use crate::nets::DropoutNet;
-use crate::redteam::judge::{quantise, Judge};
+use crate::redteam::judge::{frame_for, quantise, Judge};
 use crate::redteam::loss::{Goal, Loss};
 use crate::redteam::patch::Patch;
 use crate::redteam::pgd::{Norm, Pgd};
@@ -117,6 +119,16 @@ pub struct RedTeamArgs {
     /// Secret mask draws each final frame is judged under.
     #[arg(long, default_value_t = 5)]
     pub mask_draws: usize,
+    /// Add the adversarial frames of the worst attack at each budget (the first
+    /// --bundle-frames attacked images) to the eval bundle in DIR, which must be for the
+    /// judged model's ONNX, as positive groups `redteam_ATTACK_BUDGET` scored by the
+    /// workstation as the bundle's own frames: `mcgate validate` then replays them on the
+    /// board. Groups of an earlier run are replaced.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Frames per group added by --bundle.
+    #[arg(long, default_value_t = 20)]
+    pub bundle_frames: usize,
     /// Also write the worst bypass per budget into the judged model's card (its `security`
     /// block, schema 2; `mcgate info` prints it). Rewrites the card: its SHA-256 changes.
     #[arg(long)]
@@ -364,6 +376,10 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     };
     let (attacked, clean_fpr) = redteam::run(net, &surrogates, &model, &targets, &cfg)?;
     let labels = targets.labels;
+    if let Some(dir) = &args.bundle {
+        let added = add_to_bundle(net, &model, dir, &attacked, &labels, &args)?;
+        log::info!("added {added} frames to the bundle in {}", dir.display());
+    }
     let rows: Vec<Row> = attacked.into_iter().map(|a| a.row).collect();
     let report = SecurityReport {
         model: model.card.name.clone(),
@@ -467,6 +483,59 @@ impl Subject {
         }
     }
 }
+
+/// The adversarial frames of the worst attack at each budget (as [`worst`] picks it) into
+/// the eval bundle in `dir`, framed for the judged model as the judge frames them.
+fn add_to_bundle(
+    net: &dyn DropoutNet,
+    model: &Model,
+    dir: &Path,
+    attacked: &[redteam::Attacked],
+    labels: &[i64],
+    args: &RedTeamArgs,
+) -> Result<usize> {
+    let manifest = mcgate::contract::bundle::Manifest::read(dir)?;
+    ensure!(
+        manifest.onnx_sha256 == model.card.onnx_sha256,
+        "{} is a bundle for another ONNX file than the judged model's",
+        dir.display()
+    );
+    let rows: Vec<Row> = attacked.iter().map(|a| a.row.clone()).collect();
+    let n = labels.len().min(args.bundle_frames) as i64;
+    let mut extra = vec![];
+    for w in worst(&rows) {
+        let Some(a) = attacked
+            .iter()
+            .find(|a| a.row.attack == w.attack && a.row.norm == w.norm && a.row.eps == w.eps)
+        else {
+            continue;
+        };
+        let norm = serde_json::to_value(w.norm)?;
+        let budget = match w.norm {
+            Budget::Linf => format!("eps{}", (w.eps * 2550.0).round() / 10.0),
+            _ => format!("{}{}", norm.as_str().unwrap_or("budget"), w.eps),
+        };
+        extra.push(bundle::ExtraGroup {
+            group: Group {
+                name: format!("{BUNDLE_PREFIX}{}_{budget}", w.attack),
+                role: Role::Positive,
+                paired_with: None,
+                method: Some(format!("{} ({}, red team)", w.attack, norm)),
+                eps_255: (w.norm == Budget::Linf).then_some((w.eps * 2550.0).round() / 10.0),
+            },
+            pixels: a.adversarial.narrow(0, 0, n).shallow_clone(),
+            labels: labels[..n as usize].iter().map(|&l| l as usize).collect(),
+        });
+    }
+    let resize = model.card.input.resize;
+    let frame = |_: usize, pixels: &Tensor| -> Result<image::DynamicImage> {
+        frame_for(resize, bundle::plain_frame(pixels)?)
+    };
+    bundle::append(net, dir, BUNDLE_PREFIX, &extra, &frame, manifest.seed)
+}
+
+/// Bundle groups the red team adds start with this.
+const BUNDLE_PREFIX: &str = "redteam_";
 
 /// The highest bypass at each (norm, budget) of the evasion rows.
 pub fn worst(rows: &[Row]) -> Vec<Worst> {
