@@ -108,6 +108,16 @@ fn main() -> ExitCode {
 /// probe: an unknown flag printed 7 lines, a bad value 3 to 6): what is wrong and clap's tip,
 /// without the usage block that `--help` gives.
 fn usage_error_line(e: &clap::Error) -> String {
+    if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // Was the program's description, printed as if it were the error.
+        use clap::CommandFactory;
+        let commands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect();
+        return format!("a command is needed: {} (see --help)", commands.join(", "));
+    }
     let text = e.render().to_string();
     let body = text.split("\nUsage:").next().unwrap_or(&text);
     let body = body.split("For more information").next().unwrap_or(body);

@@ -1777,7 +1777,8 @@ fn a_colour_model_does_not_pass_on_gray_it_did_not_score() {
 }
 
 /// Row 102. Was (sixth outside probe): clap's errors for a bad command line took 3 to 7
-/// lines (the message, a tip, the usage block, a pointer to --help).
+/// lines (the message, a tip, the usage block, a pointer to --help); (seventh) a start-up
+/// warning came before a refusal, and no command at all printed the program's description.
 #[test]
 fn a_bad_command_line_is_one_line() {
     for (args, needle) in [
@@ -1797,6 +1798,22 @@ fn a_bad_command_line_is_one_line() {
             &["gate", "models/mnist", "samples", "-T", "abc"],
             "invalid value 'abc'",
         ),
+        // Seventh outside probe: a warning about T came before the error.
+        (
+            &[
+                "gate",
+                "models/mnist",
+                "-",
+                "--width",
+                "28",
+                "--height",
+                "28",
+                "-T",
+                "0",
+            ],
+            "samples (T) must be in 4..=4096",
+        ),
+        (&[], "a command is needed: gate, validate"),
     ] {
         let out = mcgate(args);
         assert_one_line_error(&out, 2, needle);
@@ -1901,9 +1918,9 @@ fn a_signal_leaves_no_partial_file() {
 /// mid-gray plus a ±(v − 128) checkerboard hiding a salt-noise picture `v` — scored near gray
 /// and was accepted, then passed on byte for byte, and a nearest-neighbour downscale
 /// downstream gave back the salt picture, which the gate rejects. Now the model's input is
-/// what passes (at its 28×28, and saved so): the picture does not come back.
-/// `--pass-unscored-detail` restores byte for byte, with a warning, and needs an output. A
-/// stream of another size passes at the model's (row 98).
+/// what is saved, and a stream of another size than the model's is refused under
+/// `--pass-through` (row 98): the picture does not come back. `--pass-unscored-detail`
+/// restores byte for byte, with a warning, and needs an output.
 #[test]
 fn detail_the_model_never_saw_does_not_pass_on() {
     let mut rng = 0x2545_f491_4f6c_dd1du64;
@@ -1948,45 +1965,38 @@ fn detail_the_model_never_saw_does_not_pass_on() {
             "2.2",
             "--seed",
             "1",
-            "--pass-through",
             "--accepted",
             accepted.to_str().unwrap(),
             "--report",
             report.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        let out = mcgate_stdin(&args, &frame);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let saved = image::open(accepted.join("000000_stdin_0.png")).unwrap();
-        (out, saved)
+        (mcgate_stdin(&args, &frame), accepted)
     };
-    let (out, saved) = run(&[]);
-    assert_eq!(
-        out.stdout.len(),
-        28 * 28,
-        "one frame downstream, the model's input"
-    );
-    let hits = out
-        .stdout
+    // Saved: the model's input, which holds no trace of the hidden picture.
+    let (out, accepted) = run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = image::open(accepted.join("000000_stdin_0.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(saved.dimensions(), (28, 28), "the model's input");
+    let hits = saved
+        .as_raw()
         .iter()
         .zip(&hidden)
         .filter(|(&a, &b)| (a as i32 - b).abs() <= 8)
         .count();
     assert!(hits < 28 * 28 / 5, "{hits} of 784 hidden pixels came back");
-    assert!(
-        stderr(&out).contains("frames pass on as the model scored them, 28x28"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(
-        (saved.width(), saved.height()),
-        (28, 28),
-        "the model's input"
-    );
-
-    let (out, saved) = run(&["--pass-unscored-detail"]);
+    // Passed on: a 56×56 stream cannot carry 28×28 frames to a reader of 56×56 ones.
+    let (out, _) = run(&["--pass-through"]);
+    assert_one_line_error(&out, 2, "they pass on as the model's 28x28 input");
+    assert!(out.stdout.is_empty());
+    // Unless the operator opts in to passing what the model never saw, warned.
+    let (out, accepted) = run(&["--pass-through", "--pass-unscored-detail"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, frame, "byte for byte, as asked");
     assert_eq!(recovered(&out.stdout), 28 * 28);
+    let saved = image::open(accepted.join("000000_stdin_0.png")).unwrap();
     assert_eq!((saved.width(), saved.height()), (56, 56));
     assert!(
         stderr(&out).contains("detail finer than the model's 28x28 input passes unscored"),
@@ -1996,22 +2006,30 @@ fn detail_the_model_never_saw_does_not_pass_on() {
 
     let out = mcgate(&["gate", "models/mnist", "samples", "--pass-unscored-detail"]);
     assert_one_line_error(&out, 2, "--pass-unscored-detail changes what");
-    let out = mcgate(&[
-        "gate",
-        "models/mnist",
-        "samples",
-        "--pass-through",
-        "--width",
-        "56",
-        "--height",
-        "56",
-    ]);
+    let sized = ["--width", "56", "--height", "56"];
+    let out = mcgate(
+        &[
+            &["gate", "models/mnist", "samples", "--pass-through"],
+            &sized[..],
+        ]
+        .concat(),
+    );
     assert_one_line_error(&out, 2, "frames pass on as the model's input, at its 28x28");
+    let accepted = dir.path().join("unused");
+    let accepted = accepted.to_str().unwrap();
+    let out = mcgate(
+        &[
+            &["gate", "models/mnist", "samples", "--accepted", accepted],
+            &sized[..],
+        ]
+        .concat(),
+    );
+    assert_one_line_error(&out, 2, "image files carry their own size");
 
-    // Rows 98 (fifth and sixth outside probes): a 14×14 stream passed on the model's input
+    // Row 98 (fifth and sixth outside probes): a 14×14 stream passed on the model's input
     // shrunk back, a picture that scored otherwise; passed as it came, a 27×27 frame carries
-    // detail the 27→28 enlargement cancels. Now both pass as the model's input: gated again
-    // with the same masks, each scores exactly as its frame did.
+    // detail the 27→28 enlargement cancels. Now what is saved is the model's input: gated
+    // again with the same masks, each scores exactly as its frame did.
     for side in [14usize, 27] {
         let small: Vec<u8> = (0..3 * side * side)
             .map(|i| {
@@ -2022,40 +2040,58 @@ fn detail_the_model_never_saw_does_not_pass_on() {
                 }
             })
             .collect();
-        let gate = |input: &[u8], side: usize, report: &str| {
-            let side = side.to_string();
-            let report = dir.path().join(report);
-            let out = mcgate_stdin(
+        let lines = |report: &std::path::Path| -> Vec<serde_json::Value> {
+            std::fs::read_to_string(report)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        };
+        let saved = dir.path().join(format!("saved{side}"));
+        let first = dir.path().join(format!("first{side}.jsonl"));
+        let again = dir.path().join(format!("again{side}.jsonl"));
+        let side_text = side.to_string();
+        let common = [
+            "--threshold",
+            "2.2",
+            "--seed",
+            "1",
+            "--no-latency",
+            "--report",
+        ];
+        let out = mcgate_stdin(
+            &[
                 &[
                     "gate",
                     "models/mnist",
                     "-",
                     "--width",
-                    &side,
+                    &side_text,
                     "--height",
-                    &side,
-                    "--threshold",
-                    "2.2",
-                    "--seed",
-                    "1",
-                    "--no-latency",
-                    "--pass-through",
-                    "--report",
-                    report.to_str().unwrap(),
+                    &side_text,
+                ][..],
+                &common,
+                &[
+                    first.to_str().unwrap(),
+                    "--accepted",
+                    saved.to_str().unwrap(),
                 ],
-                input,
-            );
-            assert!(out.status.success(), "{}", stderr(&out));
-            let lines: Vec<serde_json::Value> = std::fs::read_to_string(report)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            (out.stdout, lines)
-        };
-        let (passed, first) = gate(&small, side, "small.jsonl");
-        assert_eq!(passed.len(), 3 * 28 * 28, "{side}: three 28×28 frames");
-        let (_, again) = gate(&passed, 28, "again.jsonl");
+            ]
+            .concat(),
+            &small,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = mcgate(
+            &[
+                &["gate", "models/mnist", saved.to_str().unwrap()][..],
+                &common,
+                &[again.to_str().unwrap()],
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (first, again) = (lines(&first), lines(&again));
+        assert_eq!((first.len(), again.len()), (3, 3));
         for (a, b) in first.iter().zip(&again) {
             assert_eq!(a["measures"], b["measures"], "{side}x{side}");
         }

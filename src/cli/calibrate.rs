@@ -33,7 +33,7 @@ pub(crate) struct CalibrateArgs {
 }
 
 pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
-    let source = args.frames.source()?;
+    let source = args.frames.source(false)?;
     if args.model.as_os_str() == mcgate::model::BUILTIN {
         return Err(Failure::Usage(
             "the built-in model's card cannot be rewritten: calibrate a model on disk".into(),

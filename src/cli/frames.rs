@@ -28,8 +28,20 @@ pub(crate) struct FrameArgs {
 }
 
 impl FrameArgs {
-    /// The command-line checks that need no model.
-    pub(crate) fn source(&self) -> Result<Source, Error> {
-        Source::new(&self.inputs, self.width, self.height, self.pixel_format)
+    /// The command-line checks that need no model. `sized_output`: --width/--height may also
+    /// size an output (gate's --pass-through) when the inputs are image files; otherwise they
+    /// describe raw frames only, and beside image files they are refused, not ignored
+    /// (seventh outside probe: `--accepted` saved 28×28 PNGs under `--width 56`, silently).
+    pub(crate) fn source(&self, sized_output: bool) -> Result<Source, Error> {
+        let source = Source::new(&self.inputs, self.width, self.height, self.pixel_format)?;
+        let sized = self.width.is_some() || self.height.is_some();
+        if sized && !sized_output && !source.is_stdin() {
+            return Err(Error::Setting(
+                "--width/--height describe raw frames on stdin (`-`); image files carry their \
+                 own size"
+                    .into(),
+            ));
+        }
+        Ok(source)
     }
 }

@@ -60,10 +60,11 @@ pub(crate) struct GateArgs {
     alarm_window: usize,
     /// Put the gate in the video path: write every accepted frame to stdout as a raw frame
     /// and the verdict lines to --report or stderr. What passes is what the model was fed, at
-    /// its input size, in --pixel-format (by default the model's channels): raw frames at the
-    /// model's size byte for byte; a frame of any other size as the model's input (a raw
-    /// stream of another size passes at the model's: a warning says so); a crop model's
-    /// cut centre only. With --pass-unscored-detail, frames pass at --width x --height.
+    /// its input size, in --pixel-format (by default the model's channels): raw frames of the
+    /// model's size and channels byte for byte; an image file of any size as the model's
+    /// input; a crop model's cut centre only, whatever the stream's size (a warning names the
+    /// size to read downstream). A stretching model's raw stream must be at its size (scale it
+    /// before the gate). With --pass-unscored-detail, frames pass at --width x --height.
     ///
     /// Example: ffmpeg -i cam -vf scale=28:28 -f rawvideo -pix_fmt gray - |
     ///   mcgate gate models/mnist - --width 28 --height 28 --pass-through --report verdicts.jsonl |
@@ -104,7 +105,7 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
     // the gate. Signals that arrive before the reload thread runs wait for it.
     let sighup = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .map_err(|e| Failure::Usage(format!("cannot handle SIGHUP: {e}")))?;
-    let source = args.frames.source()?;
+    let source = args.frames.source(args.pass_through)?;
     let stdin_mode = source.is_stdin();
     let config = GateConfig {
         model: args.model,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::reload::CardReload;
 use super::{FrameOutputs, Session};
-use crate::contract::card::ModelPaths;
+use crate::contract::card::{ModelPaths, Resize};
 use crate::gate::{Pool, Seeds};
 use crate::input::budget::FRAME_MEMORY;
 use crate::input::frame::{PixelFormat, MAX_SIDE};
@@ -161,8 +161,11 @@ impl GateConfig {
                 ))
             })?),
         };
+        // Said once the run is known to start (seventh outside probe: a warning printed
+        // before a refusal made the one-line error three).
+        let mut warnings = vec![];
         if self.threshold.is_none() {
-            warn_if_other_t(&model, samples);
+            warnings.extend(other_t_warning(&model, samples));
         }
         let frame_dir =
             |dir: &Option<PathBuf>, flag| -> Result<Option<Box<dyn FrameSink>>, Error> {
@@ -218,20 +221,36 @@ impl GateConfig {
                          --pass-unscored-detail to pass frames at {}x{}",
                         asked.0, asked.1, model_size.0, model_size.1, asked.0, asked.1
                     )));
-                } else {
-                    log::warn!(
-                        "--pass-through: frames pass on as the model scored them, {}x{} \
-                         (not the stream's {}x{}): read them downstream at {}x{}, or give \
+                } else if input.resize == Resize::Stretch {
+                    // Seventh outside probe: a reader of the stream's size (the camera unit's
+                    // encoder) misread model-size frames, tiling four into one, exit 0.
+                    return Err(Error::Setting(format!(
+                        "raw frames of {}x{} under --pass-through: they pass on as the model's \
+                         {}x{} input, which a reader of {}x{} frames would misread; scale the \
+                         stream to {}x{} before the gate (ffmpeg -vf scale={}:{}), or give \
                          --pass-unscored-detail to pass {}x{} frames",
+                        asked.0,
+                        asked.1,
                         model_size.0,
                         model_size.1,
                         asked.0,
                         asked.1,
                         model_size.0,
                         model_size.1,
+                        model_size.0,
+                        model_size.1,
                         asked.0,
                         asked.1
-                    );
+                    )));
+                } else {
+                    // A crop model cuts every stream but one of its shorter side: its frames
+                    // pass on at its input size whatever the stream's.
+                    warnings.push(format!(
+                        "--pass-through: frames pass on as the model scored them, its \
+                         {}x{} centre cut (not the stream's {}x{}): read them downstream at \
+                         {}x{}",
+                        model_size.0, model_size.1, asked.0, asked.1, model_size.0, model_size.1
+                    ));
                     model_size
                 };
                 let out: Box<dyn Write> = Box::new(std::io::stdout().lock());
@@ -240,13 +259,13 @@ impl GateConfig {
         };
         let passed = if self.pass_unscored_detail {
             let input = &model.card.input;
-            log::warn!(
+            warnings.push(format!(
                 "--pass-unscored-detail: accepted frames pass on at their own resolution; \
                  detail finer than the model's {}x{} input passes unscored (a picture hidden \
                  at a larger frame's finest pixel pitch is never seen by the gate)",
                 input.width(),
                 input.height()
-            );
+            ));
             PassedPixels::ScoredPart
         } else {
             PassedPixels::ModelInput
@@ -296,6 +315,9 @@ impl GateConfig {
         }
         if let Some(addr) = &self.metrics {
             session = with_metrics(session, &model, addr)?;
+        }
+        for warning in warnings {
+            log::warn!("{warning}");
         }
         Ok(Prepared {
             session,
@@ -432,15 +454,15 @@ fn stderr_is_stdout() -> bool {
 
 /// A card's threshold holds at the T it was set at (its calibration's, or a trained card's
 /// default): say so when the run uses another.
-fn warn_if_other_t(model: &Model, samples: usize) {
+fn other_t_warning(model: &Model, samples: usize) -> Option<String> {
     let threshold_t = model
         .card
         .threshold
         .as_ref()
         .and_then(|t| t.calibration.as_ref())
         .map_or(model.card.default_samples, |c| c.samples);
-    if threshold_t != samples {
-        log::warn!(
+    (threshold_t != samples).then(|| {
+        format!(
             "the threshold was set at T={threshold_t}, this run uses T={samples}: MI estimates \
              shift with T{}",
             if samples < threshold_t {
@@ -448,8 +470,8 @@ fn warn_if_other_t(model: &Model, samples: usize) {
             } else {
                 ""
             }
-        );
-    }
+        )
+    })
 }
 
 #[cfg(feature = "metrics")]
