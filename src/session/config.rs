@@ -212,44 +212,30 @@ impl GateConfig {
                 // What passes is what the model was fed, at its size (fifth and sixth outside
                 // probes: at any other size a resampling either hides detail from the model
                 // or makes a picture that scores otherwise than the one scored).
+                let ((w, h), (mw, mh)) = (asked, model_size);
                 let (width, height) = if self.pass_unscored_detail || asked == model_size {
                     asked
                 } else if let Source::Files(_) = source_kind {
                     return Err(Error::Setting(format!(
-                        "--width/--height {}x{} under --pass-through: frames pass on as the \
-                         model's input, at its {}x{}; leave them out, or give \
-                         --pass-unscored-detail to pass frames at {}x{}",
-                        asked.0, asked.1, model_size.0, model_size.1, asked.0, asked.1
+                        "--width/--height {w}x{h} under --pass-through: frames pass on as the \
+                         model's input, at its {mw}x{mh}; leave them out, or give \
+                         --pass-unscored-detail to pass frames at {w}x{h}"
                     )));
                 } else if input.resize == Resize::Stretch {
                     // Seventh outside probe: a reader of the stream's size (the camera unit's
                     // encoder) misread model-size frames, tiling four into one, exit 0.
                     return Err(Error::Setting(format!(
-                        "raw frames of {}x{} under --pass-through: they pass on as the model's \
-                         {}x{} input, which a reader of {}x{} frames would misread; scale the \
-                         stream to {}x{} before the gate (ffmpeg -vf scale={}:{}), or give \
-                         --pass-unscored-detail to pass {}x{} frames",
-                        asked.0,
-                        asked.1,
-                        model_size.0,
-                        model_size.1,
-                        asked.0,
-                        asked.1,
-                        model_size.0,
-                        model_size.1,
-                        model_size.0,
-                        model_size.1,
-                        asked.0,
-                        asked.1
+                        "raw frames of {w}x{h} under --pass-through: they pass on as the model's \
+                         {mw}x{mh} input, which a reader of {w}x{h} frames would misread; scale \
+                         the stream to {mw}x{mh} before the gate (ffmpeg -vf scale={mw}:{mh}), \
+                         or give --pass-unscored-detail to pass {w}x{h} frames"
                     )));
                 } else {
                     // A crop model cuts every stream but one of its shorter side: its frames
                     // pass on at its input size whatever the stream's.
                     warnings.push(format!(
-                        "--pass-through: frames pass on as the model scored them, its \
-                         {}x{} centre cut (not the stream's {}x{}): read them downstream at \
-                         {}x{}",
-                        model_size.0, model_size.1, asked.0, asked.1, model_size.0, model_size.1
+                        "--pass-through: frames pass on as the model scored them, its {mw}x{mh} \
+                         centre cut (not the stream's {w}x{h}): read them downstream at {mw}x{mh}"
                     ));
                     model_size
                 };
