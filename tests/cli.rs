@@ -459,7 +459,11 @@ fn info_prints_the_card_and_graph() {
     );
     let out = mcgate(&["info", "models/mnist.onnx", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["card"]["schema"], "mcgate.card/1");
+    // Schema 2 since the red team wrote its security block into the shipped card.
+    assert_eq!(v["card"]["schema"], "mcgate.card/2");
+    assert!(v["card"]["security"]["worst"]
+        .as_array()
+        .is_some_and(|w| !w.is_empty()));
     assert_eq!(v["site_paths"][0]["path"], "sparse");
     assert_eq!(v["site_paths"][0]["outputs"], 128);
     assert_eq!(v["site_paths"][1]["path"], "dense");

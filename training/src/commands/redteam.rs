@@ -513,7 +513,7 @@ fn add_to_bundle(
         let norm = serde_json::to_value(w.norm)?;
         let budget = match w.norm {
             Budget::Linf => format!("eps{}", (w.eps * 2550.0).round() / 10.0),
-            _ => format!("{}{}", norm.as_str().unwrap_or("budget"), w.eps),
+            _ => format!("{}_{}", norm.as_str().unwrap_or("budget"), w.eps),
         };
         extra.push(bundle::ExtraGroup {
             group: Group {
