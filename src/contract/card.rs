@@ -12,7 +12,7 @@ pub const SAMPLE_DIM: &str = "T";
 /// The schema version this build writes. Bump it on any incompatible change.
 pub const SCHEMA: &str = "mcgate.card/2";
 
-/// The first schema, still read: the shipped cards use it. A `/1` card has a threshold,
+/// The first schema, still read: the shipped Fashion and int8 cards use it. A `/1` card has a threshold,
 /// metrics and training provenance, and its input is stretched RGB or gray (no `/2` field).
 pub const SCHEMA_V1: &str = "mcgate.card/1";
 
