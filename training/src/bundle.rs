@@ -190,19 +190,25 @@ pub struct ExtraGroup {
     pub labels: Vec<usize>,
 }
 
-/// Adds `extra` to the bundle in `dir` as positive groups, scored by the workstation as the
-/// bundle's own frames were (its T and repeats; `seed` for the masks), each frame written by
-/// `frame` (see [`BundleImages::frame`]); groups of an earlier call whose names start with
-/// `prefix` are replaced, their files removed. Returns the frames added.
+/// Adds `extra` to the bundle in `dir`, which must be for the ONNX file `onnx_sha256`, as
+/// positive groups scored by the workstation as the bundle's own frames were (its T, repeats
+/// and seed), each frame written by `frame` (see [`BundleImages::frame`]); groups of an
+/// earlier call whose names start with `prefix` are replaced, their files removed. Returns
+/// the frames added.
 pub fn append(
     net: &dyn DropoutNet,
     dir: &Path,
+    onnx_sha256: &str,
     prefix: &str,
     extra: &[ExtraGroup],
     frame: &dyn Fn(usize, &Tensor) -> Result<image::DynamicImage>,
-    seed: u64,
 ) -> Result<usize> {
     let mut manifest = Manifest::read(dir)?;
+    anyhow::ensure!(
+        manifest.onnx_sha256 == onnx_sha256,
+        "{} is a bundle for another ONNX file than the judged model's",
+        dir.display()
+    );
     for old in manifest
         .groups
         .iter()
@@ -216,7 +222,7 @@ pub fn append(
     }
     manifest.groups.retain(|g| !g.name.starts_with(prefix));
     manifest.frames.retain(|f| !f.group.starts_with(prefix));
-    tch::manual_seed(seed as i64);
+    tch::manual_seed(manifest.seed as i64);
     let mut added = 0;
     for e in extra {
         let name = &e.group.name;

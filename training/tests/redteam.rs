@@ -169,7 +169,15 @@ fn one_step_of_each_attack_writes_complete_rows() {
     let card = ModelCard::read(&stem.with_extension("card.json")).unwrap();
     let (net, _vs) = load_mnist(&stem, &card, Device::Cpu).unwrap();
     let frame = |_: usize, p: &tch::Tensor| mcgate_training::bundle::plain_frame(p);
-    mcgate_training::bundle::append(net.as_dyn(), &bundle, "redteam_", &[], &frame, 1).unwrap();
+    mcgate_training::bundle::append(
+        net.as_dyn(),
+        &bundle,
+        &shipped.onnx_sha256,
+        "redteam_",
+        &[],
+        &frame,
+    )
+    .unwrap();
     assert_eq!(Manifest::read(&bundle).unwrap(), shipped);
     assert!(!bundle.join(&new_frames[0].file).exists());
 

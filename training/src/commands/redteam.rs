@@ -267,6 +267,10 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
 /// The report, written to `--out` and returned.
 pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     let start = Instant::now();
+    ensure!(
+        args.surrogate.is_none() || args.photos.is_none(),
+        "--surrogate is an MNIST network: there is none for --photos"
+    );
     let subject = Subject::load(&args)?;
     let net = subject.net();
     let device = subject.device;
@@ -342,10 +346,6 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         patch_train,
         patch_labels,
     };
-    ensure!(
-        args.surrogate.is_none() || args.photos.is_none(),
-        "--surrogate is an MNIST network: there is none for --photos"
-    );
     let loaded = match &args.surrogate {
         Some(stem) => {
             let card = ModelCard::read(&with_ext(stem, "card.json"))?;
@@ -485,7 +485,8 @@ impl Subject {
 }
 
 /// The adversarial frames of the worst attack at each budget (as [`worst`] picks it) into
-/// the eval bundle in `dir`, framed for the judged model as the judge frames them.
+/// the eval bundle in `dir` (which must be for the judged model's ONNX), framed for the
+/// judged model as the judge frames them.
 fn add_to_bundle(
     net: &dyn DropoutNet,
     model: &Model,
@@ -494,12 +495,6 @@ fn add_to_bundle(
     labels: &[i64],
     args: &RedTeamArgs,
 ) -> Result<usize> {
-    let manifest = mcgate::contract::bundle::Manifest::read(dir)?;
-    ensure!(
-        manifest.onnx_sha256 == model.card.onnx_sha256,
-        "{} is a bundle for another ONNX file than the judged model's",
-        dir.display()
-    );
     let rows: Vec<Row> = attacked.iter().map(|a| a.row.clone()).collect();
     let n = labels.len().min(args.bundle_frames) as i64;
     let mut extra = vec![];
@@ -511,17 +506,19 @@ fn add_to_bundle(
             continue;
         };
         let norm = serde_json::to_value(w.norm)?;
-        let budget = match w.norm {
-            Budget::Linf => format!("eps{}", (w.eps * 2550.0).round() / 10.0),
-            _ => format!("{}_{}", norm.as_str().unwrap_or("budget"), w.eps),
+        let norm = norm.as_str().unwrap_or("budget");
+        let eps_255 = (w.norm == Budget::Linf).then_some((w.eps * 2550.0).round() / 10.0);
+        let budget = match eps_255 {
+            Some(e) => format!("eps{e}"),
+            None => format!("{norm}_{}", w.eps),
         };
         extra.push(bundle::ExtraGroup {
             group: Group {
                 name: format!("{BUNDLE_PREFIX}{}_{budget}", w.attack),
                 role: Role::Positive,
                 paired_with: None,
-                method: Some(format!("{} ({}, red team)", w.attack, norm)),
-                eps_255: (w.norm == Budget::Linf).then_some((w.eps * 2550.0).round() / 10.0),
+                method: Some(format!("{} ({norm}, red team)", w.attack)),
+                eps_255,
             },
             pixels: a.adversarial.narrow(0, 0, n).shallow_clone(),
             labels: labels[..n as usize].iter().map(|&l| l as usize).collect(),
@@ -531,7 +528,14 @@ fn add_to_bundle(
     let frame = |_: usize, pixels: &Tensor| -> Result<image::DynamicImage> {
         frame_for(resize, bundle::plain_frame(pixels)?)
     };
-    bundle::append(net, dir, BUNDLE_PREFIX, &extra, &frame, manifest.seed)
+    bundle::append(
+        net,
+        dir,
+        &model.card.onnx_sha256,
+        BUNDLE_PREFIX,
+        &extra,
+        &frame,
+    )
 }
 
 /// Bundle groups the red team adds start with this.
