@@ -18,7 +18,7 @@ use mcgate_training::commands::{load_mnist, TrainedModel};
 use mcgate_training::data::{self, Known};
 use mcgate_training::redteam::judge::{frame_image, quantise};
 use mcgate_training::redteam::loss::{Goal, Loss};
-use mcgate_training::redteam::patch::Patch;
+use mcgate_training::redteam::patch::{Patch, Placement};
 use mcgate_training::redteam::pgd::{Norm, Pgd};
 use mcgate_training::redteam::{self as lib, Method, NamedAttack, RedTeamConfig, Targets};
 use tch::Device;
@@ -45,6 +45,7 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
         },
         judge: Some(dir.join("m")),
         photos: None,
+        patch_photos: None,
         weights: root().join("data/lite0/efficientnet-lite0.safetensors"),
         bundle: None,
         bundle_frames: 20,
@@ -60,6 +61,8 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
         surrogate_member: Some(1),
         patch_steps: 2,
         patch_targets: vec![1, 7],
+        patch_scale: None,
+        patch_brightness: None,
         steps: 2,
         restarts: 2,
         eot: Some(4),
@@ -248,6 +251,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
                     step: 0.05,
                     lambda: 10.0,
                     targets: vec![],
+                    placement: Placement::FIXED,
                     loss,
                 }),
                 surrogate: None,
@@ -324,4 +328,63 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), target).unwrap();
         }
     }
+}
+
+/// Photos: with --patch-photos the universal patch trains on unlabelled scenes, so every
+/// labelled photo is judged (none is left over to train on, which alone is refused), and
+/// the patch lands at drawn scales and brightness. Needs data/lite0 (scripts/fetch-lite0.sh).
+#[test]
+fn a_photo_patch_trains_on_other_scenes_and_lands_scaled_and_lit() {
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["onnx", "card.json"] {
+        std::fs::copy(
+            root().join(format!("models/lite0-imagenet.{ext}")),
+            dir.path().join(format!("lite0.{ext}")),
+        )
+        .unwrap();
+    }
+    let photos = || RedTeamArgs {
+        photos: Some(root().join("data/lite0/photos/foolbox")),
+        judge: Some(dir.path().join("lite0")),
+        // More than there are: every photo classified right is attacked.
+        images: 100,
+        eps: vec![],
+        l2: vec![],
+        dos_eps: vec![],
+        surrogate: None,
+        surrogate_member: None,
+        patch_targets: vec![859],
+        patch_steps: 1,
+        card: false,
+        ..args(dir.path())
+    };
+    let err = redteam::run(photos())
+        .err()
+        .expect("no photo is left to train on");
+    assert!(
+        format!("{err:#}").contains("no images to train the patch on"),
+        "{err:#}"
+    );
+    redteam::run(RedTeamArgs {
+        patch_photos: Some(root().join("data/lite0/photos/skimage")),
+        ..photos()
+    })
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("security.json")).unwrap())
+            .unwrap();
+    let row = &report["rows"][0];
+    assert_eq!(row["attack"], "patch-eot");
+    assert_eq!(row["n"], report["images"]);
+    assert!(report["images"].as_u64().unwrap() >= 15, "{report}");
+    assert_eq!(row["target_class"], 859);
+    assert_eq!(row["settings"]["targeted"], true);
+    assert_eq!(
+        row["settings"]["placement"]["scale"],
+        serde_json::json!([0.8, 1.25])
+    );
+    assert_eq!(
+        row["settings"]["placement"]["brightness"],
+        serde_json::json!([0.7, 1.3])
+    );
 }

@@ -21,7 +21,7 @@ use crate::nets::lite0::{self, EfficientNetLite0};
 use crate::nets::DropoutNet;
 use crate::redteam::judge::{frame_for, quantise, Judge};
 use crate::redteam::loss::{Goal, Loss};
-use crate::redteam::patch::Patch;
+use crate::redteam::patch::{Patch, Placement};
 use crate::redteam::pgd::{Norm, Pgd};
 use crate::redteam::{
     self, Budget, Method, NamedAttack, RedTeamConfig, Row, Surrogate, Targets, THREAT_MODEL,
@@ -40,9 +40,16 @@ pub struct RedTeamArgs {
     /// after the last `_` of each name) instead of the dataset's test split, judged by
     /// `models/lite0-imagenet` unless --judge says otherwise. Each photo is one image, framed
     /// around the model's crop as a camera frame the runtime cuts back to exactly the
-    /// attacked pixels. No surrogate, and no patch unless --images leaves photos to train it.
+    /// attacked pixels. No surrogate; a patch trains on --patch-photos, or else on the photos
+    /// --images leaves over.
     #[arg(long, value_name = "DIR")]
     pub photos: Option<PathBuf>,
+    /// With --photos: train the universal patches on these photos instead (no labels needed:
+    /// each counts as fooled when the gate accepts another class than the network gives it
+    /// clean), so that every labelled photo is judged and none was trained on. E.g.
+    /// `data/lite0/photos/skimage`, scenes the labelled photos do not show.
+    #[arg(long, value_name = "DIR", requires = "photos")]
+    pub patch_photos: Option<PathBuf>,
     /// The converted Lite0 weights, with --photos (scripts/fetch-lite0.sh).
     #[arg(long, default_value = "data/lite0/efficientnet-lite0.safetensors")]
     pub weights: PathBuf,
@@ -95,6 +102,15 @@ pub struct RedTeamArgs {
     /// Signed gradient steps training each patch (on other test images than those attacked).
     #[arg(long, default_value_t = 300)]
     pub patch_steps: usize,
+    /// Range of the factor scaling the patch's side each time it lands, in training and when
+    /// judged (expectation over scale) [default: 0.8,1.25 with --photos; 1,1 (none) for
+    /// digits].
+    #[arg(long, value_delimiter = ',', num_args = 2, value_name = "LO,HI")]
+    pub patch_scale: Option<Vec<f64>>,
+    /// Range of the factor multiplying the patch's pixels each time it lands: the light on
+    /// the sticker [default: 0.7,1.3 with --photos; 1,1 (none) for digits].
+    #[arg(long, value_delimiter = ',', num_args = 2, value_name = "LO,HI")]
+    pub patch_brightness: Option<Vec<f64>>,
     /// PGD steps per start.
     #[arg(long, default_value_t = 100)]
     pub steps: usize,
@@ -199,6 +215,15 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
         method: Method::Pgd(p),
         surrogate: None,
     };
+    let range = |given: &Option<Vec<f64>>, photos: [f64; 2]| match given {
+        Some(v) => [v[0], v[1]],
+        None if args.photos.is_some() => photos,
+        None => [1.0, 1.0],
+    };
+    let placement = Placement {
+        scale: range(&args.patch_scale, [0.8, 1.25]),
+        brightness: range(&args.patch_brightness, [0.7, 1.3]),
+    };
     let mut out = vec![];
     for &eps in &args.eps {
         out.push(pgd(
@@ -235,7 +260,12 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
                 step: 0.05,
                 lambda: args.lambdas.iter().cloned().fold(0.0, f64::max),
                 targets: args.patch_targets.clone(),
-                loss: loss.clone(),
+                placement,
+                // As recorded; each trial sets it from its target (`patch::craft`).
+                loss: Loss {
+                    targeted: !args.patch_targets.is_empty(),
+                    ..loss.clone()
+                },
             }),
             surrogate: None,
         });
@@ -271,6 +301,17 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         args.surrogate.is_none() || args.photos.is_none(),
         "--surrogate is an MNIST network: there is none for --photos"
     );
+    for (flag, range) in [
+        ("--patch-scale", &args.patch_scale),
+        ("--patch-brightness", &args.patch_brightness),
+    ] {
+        if let Some(r) = range {
+            ensure!(
+                r.iter().all(|v| v.is_finite() && *v > 0.0) && r[0] <= r[1],
+                "{flag} wants LO,HI with 0 < LO <= HI, got {r:?}"
+            );
+        }
+    }
     let subject = Subject::load(&args)?;
     let net = subject.net();
     let device = subject.device;
@@ -322,7 +363,18 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         (pixels.index_select(0, &index), labels)
     };
     let (clean, labels) = subset(keep);
-    let (patch_train, patch_labels) = subset(spare);
+    let (patch_train, patch_labels) = match &subject.patch_photos {
+        // Unlabelled: what the network calls each clean photo stands for its label.
+        Some(photos) => {
+            let det = deterministic_probs(net, &net.input_from_pixels(photos))?;
+            let labels = det
+                .chunks(classes)
+                .map(|row| mcgate::score::measures::argmax(row) as i64)
+                .collect();
+            (photos.shallow_clone(), labels)
+        }
+        None => subset(spare),
+    };
     log::info!(
         "{} of {} drawn test images classified right by the deterministic network and the \
          gate; attacking the first {}",
@@ -421,6 +473,8 @@ struct Subject {
     crafted_on: String,
     pixels: Tensor,
     labels: Vec<i64>,
+    /// `--patch-photos`: what the patches train on instead of spare test images.
+    patch_photos: Option<Tensor>,
     device: Device,
 }
 
@@ -451,6 +505,7 @@ impl Subject {
                 crafted_on: args.source.stem().display().to_string(),
                 pixels: quantise(&pixels.to_device(device)),
                 labels: pool.labels.iter().map(|&l| l as i64).collect(),
+                patch_photos: None,
                 device,
             });
         };
@@ -466,11 +521,16 @@ impl Subject {
                 })
             })
             .collect::<Result<Vec<i64>>>()?;
+        let patch_photos = match &args.patch_photos {
+            Some(dir) => Some(Photos::load_dir(dir, &net.input_spec())?.pixels),
+            None => None,
+        };
         Ok(Subject {
             stem: PathBuf::from("models/lite0-imagenet"),
             crafted_on: args.weights.display().to_string(),
             pixels: photos.pixels.shallow_clone(),
             labels,
+            patch_photos,
             device: Device::Cpu,
             network: Network::Photos { net, _vs: vs },
         })

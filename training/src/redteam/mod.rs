@@ -236,7 +236,7 @@ pub fn bootstrap_mean(values: &[f64], reps: usize, seed: u64) -> [f64; 2] {
 }
 
 /// One attack's result: its row, its final 8-bit frames (a patch's: at the attacker's own
-/// check positions), and how each fared in the attacker's own last check (the seed there
+/// check placements), and how each fared in the attacker's own last check (the seed there
 /// replays it: `mcgate gate --frame-seed`).
 pub struct Attacked {
     pub row: Row,
@@ -311,17 +311,18 @@ pub fn run(
                 target_class = aim;
                 let side = sticker.size()[1];
                 let mut own_rng = WyRand::new(mix(seed, 1));
-                let corners = patch::positions(&mut own_rng, labels.len(), side, h, w);
-                let adv = patch::apply(clean, &sticker, &corners);
+                let placed =
+                    patch::placements(&mut own_rng, labels.len(), side, h, w, &p.placement);
+                let adv = patch::apply(clean, &sticker, &placed);
                 let own = checker.judge(&adv)?;
-                // The judge's positions: a stream the attacker never draws from.
+                // The judge's placements: a stream the attacker never draws from.
                 let judged = referee.judge_each(|r| {
                     let mut rng =
                         WyRand::new(mix(cfg.judge_seed, 3000 + 100 * k as u64 + r as u64));
                     patch::apply(
                         clean,
                         &sticker,
-                        &patch::positions(&mut rng, labels.len(), side, h, w),
+                        &patch::placements(&mut rng, labels.len(), side, h, w, &p.placement),
                     )
                 })?;
                 (adv, own, judged)

@@ -1,9 +1,10 @@
 //! A universal adversarial patch (Brown et al. 2017): one square of pixels, the same for
 //! every frame, that makes the gate accept a wrong class wherever it lands — the attack a
 //! sticker in front of a camera can carry out. Trained on one set of images by signed
-//! gradient steps on the red team's [`Loss`], with expectation over the masks and over the
-//! patch's position (drawn afresh for every image at every step); judged on other images,
-//! each at positions the attacker did not choose.
+//! gradient steps on the red team's [`Loss`], with expectation over the masks and over how
+//! the patch lands — its position and, for photos, its scale and brightness ([`Placement`]),
+//! drawn afresh for every image at every step; judged on other images, each placed where
+//! the attacker did not choose.
 
 use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
@@ -27,8 +28,36 @@ pub struct Patch {
     /// that gets most training frames through in the attacker's own check is kept. Empty: one
     /// untargeted patch.
     pub targets: Vec<i64>,
+    /// How the patch may land besides its position, in training and when judged.
+    pub placement: Placement,
     #[serde(flatten)]
     pub loss: Loss,
+}
+
+/// How a patch lands beyond its position: its side scaled by a factor drawn uniformly from
+/// `scale`, its pixels multiplied by one drawn from `brightness` — a sticker seen nearer or
+/// farther, in brighter or dimmer light. `[1, 1]` each: as printed (no draw is made).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Placement {
+    pub scale: [f64; 2],
+    pub brightness: [f64; 2],
+}
+
+impl Placement {
+    /// Position only.
+    pub const FIXED: Placement = Placement {
+        scale: [1.0, 1.0],
+        brightness: [1.0, 1.0],
+    };
+}
+
+/// Where and how one patch lands: its top-left corner, side and brightness gain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placed {
+    pub row: i64,
+    pub col: i64,
+    pub side: i64,
+    pub gain: f64,
 }
 
 impl Patch {
@@ -38,28 +67,67 @@ impl Patch {
     }
 }
 
-/// Random top-left corners for `n` patches of side `side` in `h × w` frames.
-pub fn positions(rng: &mut WyRand, n: usize, side: i64, h: i64, w: i64) -> Vec<(i64, i64)> {
+/// Random placements of a patch of side `side` in each of `n` frames of `h × w`: a scale and
+/// a gain from `how` (drawn only where its range is not a single value, so that a fixed
+/// placement draws the corners alone), then a corner where the scaled patch fits.
+pub fn placements(
+    rng: &mut WyRand,
+    n: usize,
+    side: i64,
+    h: i64,
+    w: i64,
+    how: &Placement,
+) -> Vec<Placed> {
+    let uniform = |rng: &mut WyRand, [lo, hi]: [f64; 2]| {
+        if lo == hi {
+            lo
+        } else {
+            lo + (hi - lo) * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    };
     let pick = |rng: &mut WyRand, room: i64| (rng.next_u64() % (room as u64 + 1)) as i64;
     (0..n)
-        .map(|_| (pick(rng, h - side), pick(rng, w - side)))
+        .map(|_| {
+            let side = ((side as f64 * uniform(rng, how.scale)).round() as i64).clamp(1, h.min(w));
+            let gain = uniform(rng, how.brightness);
+            let row = pick(rng, h - side);
+            let col = pick(rng, w - side);
+            Placed {
+                row,
+                col,
+                side,
+                gain,
+            }
+        })
         .collect()
 }
 
-/// Pixels `[N, C, H, W]` with `patch` `[C, s, s]` pasted at each image's corner (row, col);
-/// differentiable in the patch.
-pub fn apply(pixels: &Tensor, patch: &Tensor, corners: &[(i64, i64)]) -> Tensor {
+/// Pixels `[N, C, H, W]` with `patch` `[C, s, s]` pasted as each image's placement says
+/// (resized bilinearly to its side, times its gain, kept in [0, 1]); differentiable in the
+/// patch.
+pub fn apply(pixels: &Tensor, patch: &Tensor, placed: &[Placed]) -> Tensor {
     let (h, w) = (pixels.size()[2], pixels.size()[3]);
     let s = patch.size()[1];
-    let ones = patch.ones_like();
-    let images: Vec<Tensor> = corners
+    let images: Vec<Tensor> = placed
         .iter()
         .enumerate()
-        .map(|(i, &(r, c))| {
-            let pad = [c, w - s - c, r, h - s - r];
-            let placed = patch.constant_pad_nd(pad);
-            let mask = ones.constant_pad_nd(pad);
-            pixels.get(i as i64) * (1.0 - &mask) + placed * mask
+        .map(|(i, p)| {
+            let sized = if p.side == s {
+                patch.shallow_clone()
+            } else {
+                patch
+                    .unsqueeze(0)
+                    .upsample_bilinear2d([p.side, p.side], false, None, None)
+                    .squeeze_dim(0)
+            };
+            let lit = if p.gain == 1.0 {
+                sized
+            } else {
+                (sized * p.gain).clamp(0.0, 1.0)
+            };
+            let pad = [p.col, w - p.side - p.col, p.row, h - p.side - p.row];
+            let mask = lit.ones_like().constant_pad_nd(pad);
+            pixels.get(i as i64) * (1.0 - &mask) + lit.constant_pad_nd(pad) * mask
         })
         .collect();
     Tensor::stack(&images, 0)
@@ -67,7 +135,7 @@ pub fn apply(pixels: &Tensor, patch: &Tensor, corners: &[(i64, i64)]) -> Tensor 
 
 /// The patch to judge: trained on `pixels` `[N, C, H, W]` with true labels `labels`, one per
 /// target (or one untargeted), the best kept by `check` (the attacker's own masks) on those
-/// same training frames at random positions. Returns it in 8-bit levels, with its target.
+/// same training frames at random placements. Returns it in 8-bit levels, with its target.
 pub fn craft(
     net: &dyn DropoutNet,
     pixels: &Tensor,
@@ -97,8 +165,15 @@ pub fn craft(
         let trial = Patch { loss, ..p.clone() };
         let sticker = train(net, pixels, &aims, threshold, &trial, mix(seed, k as u64))?;
         let mut rng = WyRand::new(mix(seed, 1000 + k as u64));
-        let corners = positions(&mut rng, labels.len(), sticker.size()[1], h, w);
-        let through = check(&apply(pixels, &sticker, &corners))?
+        let placed = placements(
+            &mut rng,
+            labels.len(),
+            sticker.size()[1],
+            h,
+            w,
+            &p.placement,
+        );
+        let through = check(&apply(pixels, &sticker, &placed))?
             .iter()
             .zip(labels)
             .filter(|(o, &l)| o.bypass(l))
@@ -132,11 +207,74 @@ pub fn train(
     for step in 0..p.steps {
         let size = super::pgd::halved(p.step, step, p.steps);
         let x = patch.detach().set_requires_grad(true);
-        let corners = positions(&mut rng, labels.len(), s, h, w);
-        let patched = apply(pixels, &x, &corners);
+        let placed = placements(&mut rng, labels.len(), s, h, w, &p.placement);
+        let patched = apply(pixels, &x, &placed);
         let loss = objective(net, &patched, &y, threshold, p.lambda, &p.loss).mean(Kind::Float);
         let g = Tensor::run_backward(&[loss], &[&x], false, false).remove(0);
         patch = (x.detach() - g.sign() * size).clamp(0.0, 1.0);
     }
     Ok(super::judge::quantise(&patch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fixed placement draws only the corners, row then column, as before scale and
+    /// brightness existed: digit runs replay.
+    #[test]
+    fn a_fixed_placement_draws_the_corners_alone() {
+        let placed = placements(&mut WyRand::new(5), 4, 3, 28, 20, &Placement::FIXED);
+        let mut rng = WyRand::new(5);
+        for p in placed {
+            let row = (rng.next_u64() % 26) as i64;
+            let col = (rng.next_u64() % 18) as i64;
+            assert_eq!(
+                p,
+                Placed {
+                    row,
+                    col,
+                    side: 3,
+                    gain: 1.0
+                }
+            );
+        }
+    }
+
+    /// Against a naive reference: every pixel inside the placed square is the constant
+    /// patch times its gain (clamped), every pixel outside is the frame's own.
+    #[test]
+    fn a_scaled_lit_patch_covers_exactly_its_square() {
+        let how = Placement {
+            scale: [0.5, 2.0],
+            brightness: [0.5, 3.0],
+        };
+        let frames = Tensor::rand([6, 3, 17, 13], (Kind::Float, tch::Device::Cpu));
+        let patch = Tensor::full([3, 4, 4], 0.4, (Kind::Float, tch::Device::Cpu));
+        let placed = placements(&mut WyRand::new(9), 6, 4, 17, 13, &how);
+        assert!(placed.iter().any(|p| p.side != 4) && placed.iter().any(|p| p.gain != 1.0));
+        let out = apply(&frames, &patch, &placed);
+        for (i, p) in placed.iter().enumerate() {
+            assert!((2..=8).contains(&p.side) && (0.5..=3.0).contains(&p.gain));
+            assert!(p.row + p.side <= 17 && p.col + p.side <= 13);
+            for c in 0..3 {
+                for y in 0..17 {
+                    for x in 0..13 {
+                        let inside = (p.row..p.row + p.side).contains(&y)
+                            && (p.col..p.col + p.side).contains(&x);
+                        let want = if inside {
+                            (0.4 * p.gain).min(1.0)
+                        } else {
+                            frames.double_value(&[i as i64, c, y, x])
+                        };
+                        let got = out.double_value(&[i as i64, c, y, x]);
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "image {i} ({c},{y},{x}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
