@@ -358,9 +358,7 @@ fn a_photo_patch_trains_on_other_scenes_and_lands_scaled_and_lit() {
         card: false,
         ..args(dir.path())
     };
-    let err = redteam::run(photos())
-        .err()
-        .expect("no photo is left to train on");
+    let err = redteam::run(photos()).expect_err("no photo is left to train on");
     assert!(
         format!("{err:#}").contains("no images to train the patch on"),
         "{err:#}"
