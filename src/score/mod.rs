@@ -1,8 +1,9 @@
 //! From probabilities to a verdict: the uncertainty measures, the accept/reject rule with
 //! its reasons and the alarm window, the report of one frame, and ROC/AUC for calibration
-//! and validation.
+//! and validation; the tamper measures a camera's raw frame gives before any model runs.
 
 pub mod measures;
 pub mod report;
 pub mod roc;
+pub mod tamper;
 pub mod verdict;

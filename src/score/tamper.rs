@@ -1,0 +1,371 @@
+//! Tamper measures: what a camera's raw frame says about the camera before any model runs —
+//! covered or blank (no contrast), blinded (clipped pixels), defocused (no fine detail), snow
+//! (detail like independent noise) and frozen (the same picture frame after frame).
+//!
+//! Each is a number per frame; none decides on its own. Which values are suspicious for a
+//! given camera is calibrated on its clean frames, like every other signal: an MNIST digit is
+//! half clipped black and that is its normal, a street scene's is not.
+//!
+//! Measured on the frame's luma (Rec. 601, 0–255), on a grid of at most [`MAX_GRID`] points
+//! (every `stride`-th pixel each way, so that a 4K frame costs what a 256×256 one does); the
+//! Laplacian takes its neighbours on the same grid.
+
+use image::DynamicImage;
+
+/// The grid the measures visit has at most this many points.
+pub const MAX_GRID: usize = 1 << 16;
+
+/// Luma at or below this, or at or above 255 minus it, counts as clipped.
+pub const CLIP_MARGIN: f32 = 2.0;
+
+/// One frame's tamper measures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TamperMeasures {
+    /// Standard deviation of luma (0–255): near 0 for a covered lens or a blank frame.
+    pub contrast: f64,
+    /// Share of grid points whose luma is clipped (within [`CLIP_MARGIN`] of 0 or 255): near 1
+    /// for a blinded or a blacked-out camera.
+    pub clipped: f64,
+    /// Variance of the 4-neighbour Laplacian of luma: low when defocused or smeared.
+    pub sharpness: f64,
+    /// The Laplacian's variance against what independent pixel noise of the frame's own
+    /// contrast would give (20 × the luma variance): about 1 for snow, far below 1 for a scene
+    /// (neighbouring pixels agree); 0 for a flat frame.
+    pub noise_like: f64,
+}
+
+/// Computes [`TamperMeasures`] with one reusable buffer (no allocation once it has grown to
+/// the camera's grid).
+#[derive(Debug, Default)]
+pub struct TamperMeter {
+    luma: Vec<f32>,
+}
+
+impl TamperMeter {
+    /// A meter with an empty buffer.
+    pub fn new() -> TamperMeter {
+        TamperMeter::default()
+    }
+
+    /// The measures of `image`.
+    pub fn measure(&mut self, image: &DynamicImage) -> TamperMeasures {
+        let (gw, gh) = self.fill(image);
+        measures_of(&self.luma, gw, gh)
+    }
+
+    /// Fills the buffer with the image's luma on the grid; returns the grid's size.
+    fn fill(&mut self, image: &DynamicImage) -> (usize, usize) {
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let stride = stride(w, h);
+        let (gw, gh) = (w.div_ceil(stride), h.div_ceil(stride));
+        self.luma.clear();
+        match image {
+            DynamicImage::ImageLuma8(g) => {
+                for y in (0..h).step_by(stride) {
+                    for x in (0..w).step_by(stride) {
+                        self.luma.push(g.get_pixel(x as u32, y as u32).0[0] as f32);
+                    }
+                }
+            }
+            DynamicImage::ImageRgb8(rgb) => {
+                for y in (0..h).step_by(stride) {
+                    for x in (0..w).step_by(stride) {
+                        self.luma.push(luma601(rgb.get_pixel(x as u32, y as u32).0));
+                    }
+                }
+            }
+            other => {
+                // Other layouts (16-bit, alpha, float) go through the image crate's 8-bit RGB
+                // once: rare on a camera's path, and the measures need only 8 bits.
+                let rgb = other.to_rgb8();
+                for y in (0..h).step_by(stride) {
+                    for x in (0..w).step_by(stride) {
+                        self.luma.push(luma601(rgb.get_pixel(x as u32, y as u32).0));
+                    }
+                }
+            }
+        }
+        (gw, gh)
+    }
+}
+
+/// Every how many pixels the grid takes one, each way, so that it has at most [`MAX_GRID`]
+/// points.
+pub fn stride(w: usize, h: usize) -> usize {
+    let mut s = 1;
+    while w.div_ceil(s) * h.div_ceil(s) > MAX_GRID {
+        s += 1;
+    }
+    s
+}
+
+/// Rec. 601 luma of an 8-bit RGB pixel.
+fn luma601([r, g, b]: [u8; 3]) -> f32 {
+    0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32
+}
+
+/// The measures of luma `values` on a `w × h` grid (row-major).
+pub fn measures_of(values: &[f32], w: usize, h: usize) -> TamperMeasures {
+    debug_assert_eq!(values.len(), w * h);
+    let n = values.len().max(1) as f64;
+    let (mut sum, mut sq, mut clipped) = (0.0f64, 0.0f64, 0usize);
+    for &v in values {
+        sum += v as f64;
+        sq += (v as f64) * (v as f64);
+        if v <= CLIP_MARGIN || v >= 255.0 - CLIP_MARGIN {
+            clipped += 1;
+        }
+    }
+    let mean = sum / n;
+    let variance = (sq / n - mean * mean).max(0.0);
+    // The Laplacian on interior points only: a frame narrower than 3 has no fine detail.
+    let (mut lsum, mut lsq, mut ln) = (0.0f64, 0.0f64, 0usize);
+    for y in 1..h.saturating_sub(1) {
+        for x in 1..w.saturating_sub(1) {
+            let at = |x: usize, y: usize| values[y * w + x] as f64;
+            let lap = at(x - 1, y) + at(x + 1, y) + at(x, y - 1) + at(x, y + 1) - 4.0 * at(x, y);
+            lsum += lap;
+            lsq += lap * lap;
+            ln += 1;
+        }
+    }
+    let sharpness = if ln == 0 {
+        0.0
+    } else {
+        let m = lsum / ln as f64;
+        (lsq / ln as f64 - m * m).max(0.0)
+    };
+    // Below a hundredth of a gray level of spread there is no texture to call noise.
+    let noise_like = if variance < 1e-4 {
+        0.0
+    } else {
+        sharpness / (20.0 * variance)
+    };
+    TamperMeasures {
+        contrast: variance.sqrt(),
+        clipped: clipped as f64 / n,
+        sharpness,
+        noise_like,
+    }
+}
+
+/// Counts how many frames in a row showed (nearly) the same picture: a camera that stopped
+/// delivering new frames, or a photo held in front of it. Compares a small thumbnail of each
+/// frame's luma grid with the previous one's.
+#[derive(Debug)]
+pub struct FrozenCounter {
+    /// Mean absolute thumbnail difference (gray levels) at or below which two frames count as
+    /// the same picture.
+    tolerance: f64,
+    previous: Vec<f32>,
+    current: Vec<f32>,
+    run: u64,
+    meter: TamperMeter,
+}
+
+/// The thumbnail's side.
+const THUMB: usize = 16;
+
+impl FrozenCounter {
+    /// A counter calling frames the same when their thumbnails differ by at most
+    /// `tolerance` gray levels on average.
+    pub fn new(tolerance: f64) -> FrozenCounter {
+        FrozenCounter {
+            tolerance,
+            previous: Vec::new(),
+            current: Vec::new(),
+            run: 0,
+            meter: TamperMeter::new(),
+        }
+    }
+
+    /// Feeds the next frame; returns how many frames before it in a row showed the same
+    /// picture (0: it differs from the last, or it is the first).
+    pub fn push(&mut self, image: &DynamicImage) -> u64 {
+        let (gw, gh) = self.meter.fill(image);
+        thumbnail(&self.meter.luma, gw, gh, &mut self.current);
+        let same = self.previous.len() == self.current.len()
+            && mean_abs_diff(&self.previous, &self.current) <= self.tolerance;
+        self.run = if same { self.run + 1 } else { 0 };
+        std::mem::swap(&mut self.previous, &mut self.current);
+        self.run
+    }
+}
+
+/// Box-averages a `w × h` grid into a [`THUMB`]² thumbnail (fewer cells for a smaller grid).
+fn thumbnail(values: &[f32], w: usize, h: usize, out: &mut Vec<f32>) {
+    let (tw, th) = (w.clamp(1, THUMB), h.clamp(1, THUMB));
+    out.clear();
+    out.resize(tw * th, 0.0);
+    let mut counts = [0u32; THUMB * THUMB];
+    for y in 0..h {
+        for x in 0..w {
+            let cell = (y * th / h) * tw + x * tw / w;
+            out[cell] += values[y * w + x];
+            counts[cell] += 1;
+        }
+    }
+    for (v, &c) in out.iter_mut().zip(&counts) {
+        *v /= c.max(1) as f32;
+    }
+}
+
+fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    let total: f64 = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).sum();
+    total / a.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage};
+
+    /// A reproducible pseudo-random byte stream (xorshift).
+    fn bytes(seed: u64, n: usize) -> Vec<u8> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn gray(w: u32, h: u32, f: impl Fn(u32, u32) -> u8) -> DynamicImage {
+        DynamicImage::ImageLuma8(GrayImage::from_fn(w, h, |x, y| Luma([f(x, y)])))
+    }
+
+    /// A smooth scene: a diagonal ramp with a soft disc.
+    fn scene(x: u32, y: u32) -> u8 {
+        let (dx, dy) = (x as f64 - 40.0, y as f64 - 30.0);
+        let disc = 80.0 * (-(dx * dx + dy * dy) / 400.0).exp();
+        (30.0 + (x + y) as f64 * 0.8 + disc).min(250.0) as u8
+    }
+
+    /// Float64 reference over the full frame, written from the definitions.
+    fn reference(img: &GrayImage) -> (f64, f64, f64) {
+        let (w, h) = img.dimensions();
+        let v = |x: u32, y: u32| img.get_pixel(x, y).0[0] as f64;
+        let all: Vec<f64> = img.pixels().map(|p| p.0[0] as f64).collect();
+        let mean = all.iter().sum::<f64>() / all.len() as f64;
+        let var = all.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / all.len() as f64;
+        let mut laps = vec![];
+        for y in 1..h - 1 {
+            for x in 1..w - 1 {
+                laps.push(v(x - 1, y) + v(x + 1, y) + v(x, y - 1) + v(x, y + 1) - 4.0 * v(x, y));
+            }
+        }
+        let lm = laps.iter().sum::<f64>() / laps.len() as f64;
+        let lv = laps.iter().map(|a| (a - lm).powi(2)).sum::<f64>() / laps.len() as f64;
+        (var.sqrt(), lv, lv / (20.0 * var))
+    }
+
+    #[test]
+    fn small_frames_match_the_float64_reference() {
+        for (w, h, seed) in [(3, 3, 1), (28, 28, 2), (64, 48, 3), (255, 256, 4)] {
+            let noise = bytes(seed, (w * h) as usize);
+            for img in [
+                GrayImage::from_fn(w, h, |x, y| Luma([noise[(y * w + x) as usize]])),
+                GrayImage::from_fn(w, h, |x, y| Luma([scene(x, y)])),
+            ] {
+                let (contrast, sharpness, noise_like) = reference(&img);
+                let m = TamperMeter::new().measure(&DynamicImage::ImageLuma8(img));
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+                assert!(close(m.contrast, contrast), "{m:?} vs {contrast}");
+                assert!(close(m.sharpness, sharpness), "{m:?} vs {sharpness}");
+                assert!(close(m.noise_like, noise_like), "{m:?} vs {noise_like}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_measure_tells_its_tamper_from_a_scene() {
+        let mut meter = TamperMeter::new();
+        let clean = meter.measure(&gray(96, 72, scene));
+        let covered = meter.measure(&gray(96, 72, |_, _| 17));
+        assert_eq!(
+            (covered.contrast, covered.sharpness, covered.noise_like),
+            (0.0, 0.0, 0.0)
+        );
+        let blinded = meter.measure(&gray(96, 72, |x, y| scene(x, y).saturating_add(200)));
+        assert!(
+            blinded.clipped > 0.9 && clean.clipped < 0.1,
+            "{blinded:?} {clean:?}"
+        );
+        let noise = bytes(7, 96 * 72);
+        let snow = meter.measure(&gray(96, 72, |x, y| noise[(y * 96 + x) as usize]));
+        assert!((snow.noise_like - 1.0).abs() < 0.1, "{snow:?}");
+        assert!(clean.noise_like < 0.05, "{clean:?}");
+        // A 3×3 box blur of the noise: far less fine detail than the noise itself.
+        let at = |x: i64, y: i64| noise[(y.clamp(0, 71) * 96 + x.clamp(0, 95)) as usize] as u32;
+        let blurred = meter.measure(&gray(96, 72, |x, y| {
+            let (x, y) = (x as i64, y as i64);
+            let s: u32 = (-1..=1)
+                .flat_map(|dy| (-1..=1).map(move |dx| (dx, dy)))
+                .map(|(dx, dy)| at(x + dx, y + dy))
+                .sum();
+            (s / 9) as u8
+        }));
+        assert!(
+            blurred.sharpness < snow.sharpness / 10.0,
+            "{blurred:?} {snow:?}"
+        );
+    }
+
+    #[test]
+    fn colour_frames_use_rec601_luma() {
+        let rgb = RgbImage::from_fn(20, 10, |x, _| {
+            Rgb([(x * 12) as u8, 100, 255 - (x * 12) as u8])
+        });
+        let luma = GrayImage::from_fn(20, 10, |x, _| {
+            let [r, g, b] = [(x * 12) as f64, 100.0, 255.0 - (x * 12) as f64];
+            Luma([(0.299 * r + 0.587 * g + 0.114 * b).round() as u8])
+        });
+        let a = TamperMeter::new().measure(&DynamicImage::ImageRgb8(rgb));
+        let b = TamperMeter::new().measure(&DynamicImage::ImageLuma8(luma));
+        assert!((a.contrast - b.contrast).abs() < 0.5, "{a:?} {b:?}");
+    }
+
+    #[test]
+    fn the_grid_stays_small_for_large_frames() {
+        for (w, h) in [
+            (1, 1),
+            (256, 256),
+            (257, 256),
+            (1920, 1080),
+            (3840, 2160),
+            (1, 100_000),
+        ] {
+            let s = stride(w, h);
+            assert!(
+                w.div_ceil(s) * h.div_ceil(s) <= MAX_GRID,
+                "{w}×{h} stride {s}"
+            );
+            assert!(s == 1 || w.div_ceil(s - 1) * h.div_ceil(s - 1) > MAX_GRID);
+        }
+        // A large snow frame still reads as noise on its grid.
+        let noise = bytes(11, 1280 * 720);
+        let m = TamperMeter::new().measure(&gray(1280, 720, |x, y| noise[(y * 1280 + x) as usize]));
+        assert!((m.noise_like - 1.0).abs() < 0.1, "{m:?}");
+    }
+
+    #[test]
+    fn a_frozen_camera_counts_up_and_a_live_one_resets() {
+        let mut frozen = FrozenCounter::new(1.0);
+        let still = gray(64, 48, scene);
+        let counts: Vec<u64> = (0..4).map(|_| frozen.push(&still)).collect();
+        assert_eq!(counts, [0, 1, 2, 3]);
+        // Sensor noise of ±1 gray level is still the same picture.
+        let jitter = bytes(3, 64 * 48);
+        let noisy = gray(64, 48, |x, y| {
+            scene(x, y).saturating_add(jitter[(y * 64 + x) as usize] % 2)
+        });
+        assert_eq!(frozen.push(&noisy), 4);
+        let moved = gray(64, 48, |x, y| scene(x + 6, y));
+        assert_eq!(frozen.push(&moved), 0);
+        // A frame of another size is another picture.
+        assert_eq!(frozen.push(&gray(32, 24, scene)), 0);
+    }
+}
