@@ -1199,13 +1199,13 @@ pub(crate) mod tests {
     #[test]
     fn reads_schema_1_and_2_and_keeps_schema_1_to_its_fields() {
         let shipped =
-            ModelCard::from_json(include_bytes!("../../models/fashion.card.json")).unwrap();
+            ModelCard::from_json(include_bytes!("../../models/fashion.int8.card.json")).unwrap();
         assert_eq!(shipped.schema, SCHEMA_V1);
         assert_eq!(shipped.input.resize, Resize::Stretch);
         // A schema-1 card written back is byte for byte what it was.
         assert_eq!(
             shipped.to_json(),
-            include_str!("../../models/fashion.card.json")
+            include_str!("../../models/fashion.int8.card.json")
         );
 
         // Schema 2: a converted, uncalibrated photo model.
