@@ -297,6 +297,8 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
 /// The report, written to `--out` and returned.
 pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     let start = Instant::now();
+    // Before the run writes anything (the bundle, the card): the tree the code came from.
+    let commit = source_commit();
     ensure!(
         args.surrogate.is_none() || args.photos.is_none(),
         "--surrogate is an MNIST network: there is none for --photos"
@@ -437,7 +439,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         model: model.card.name.clone(),
         crafted_on: subject.crafted_on.clone(),
         threat_model: THREAT_MODEL,
-        commit: source_commit(),
+        commit,
         images: labels.len(),
         samples,
         threshold,
