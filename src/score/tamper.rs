@@ -59,30 +59,22 @@ impl TamperMeter {
         let stride = stride(w, h);
         let (gw, gh) = (w.div_ceil(stride), h.div_ceil(stride));
         self.luma.clear();
+        let points = (0..h)
+            .step_by(stride)
+            .flat_map(|y| (0..w).step_by(stride).map(move |x| (x as u32, y as u32)));
         match image {
-            DynamicImage::ImageLuma8(g) => {
-                for y in (0..h).step_by(stride) {
-                    for x in (0..w).step_by(stride) {
-                        self.luma.push(g.get_pixel(x as u32, y as u32).0[0] as f32);
-                    }
-                }
-            }
-            DynamicImage::ImageRgb8(rgb) => {
-                for y in (0..h).step_by(stride) {
-                    for x in (0..w).step_by(stride) {
-                        self.luma.push(luma601(rgb.get_pixel(x as u32, y as u32).0));
-                    }
-                }
-            }
+            DynamicImage::ImageLuma8(g) => self
+                .luma
+                .extend(points.map(|(x, y)| g.get_pixel(x, y).0[0] as f32)),
+            DynamicImage::ImageRgb8(rgb) => self
+                .luma
+                .extend(points.map(|(x, y)| luma601(rgb.get_pixel(x, y).0))),
             other => {
                 // Other layouts (16-bit, alpha, float) go through the image crate's 8-bit RGB
                 // once: rare on a camera's path, and the measures need only 8 bits.
                 let rgb = other.to_rgb8();
-                for y in (0..h).step_by(stride) {
-                    for x in (0..w).step_by(stride) {
-                        self.luma.push(luma601(rgb.get_pixel(x as u32, y as u32).0));
-                    }
-                }
+                self.luma
+                    .extend(points.map(|(x, y)| luma601(rgb.get_pixel(x, y).0)));
             }
         }
         (gw, gh)
