@@ -28,6 +28,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Show an indicatif progress bar (off in tests).
     pub progress: bool,
+    /// Train with the network's dropout on (every shipped model); off only for a plain
+    /// network, e.g. a red-team surrogate without dropout.
+    pub dropout: bool,
 }
 
 /// Per-epoch record, for logs and tests.
@@ -48,7 +51,7 @@ pub fn train(
     cfg: &TrainConfig,
 ) -> Result<Vec<EpochStats>> {
     let (x, y) = data.to_tensors(vs.device());
-    fit(vs, &x, &y, cfg, |bx| net.logits(bx, true))
+    fit(vs, &x, &y, cfg, |bx| net.logits(bx, cfg.dropout))
 }
 
 /// The training loop: `cfg.epochs` passes over `x` `[N, ..]` / labels `y` `[N]` in a fresh

@@ -41,6 +41,7 @@ fn train_tiny(out: &Path, seed: u64) {
         test_limit: Some(200),
         samples: 5,
         target_fpr: 0.05,
+        no_dropout: false,
     })
     .unwrap();
 }

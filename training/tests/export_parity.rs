@@ -35,6 +35,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         lr_decay: 1.0,
         seed: 0,
         progress: false,
+        dropout: true,
     };
     let stats = train::train(&model, &vs, &tiny, &cfg).unwrap();
     let s = stats[0];

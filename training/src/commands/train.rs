@@ -56,6 +56,11 @@ pub struct TrainArgs {
     /// Clean false-positive rate the MI threshold is calibrated for.
     #[arg(long, default_value_t = 0.05)]
     pub target_fpr: f64,
+    /// Train without dropout (the network's dropout off in every step): a plain network,
+    /// e.g. a surrogate for `redteam --surrogate`. The export still has the dropout sites
+    /// and the card says so in its optimiser words; not a model to gate with.
+    #[arg(long)]
+    pub no_dropout: bool,
 }
 
 /// Writes `<out>.onnx`, `<out>.safetensors` and `<out>.card.json`.
@@ -76,6 +81,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         test_limit,
         samples,
         target_fpr,
+        no_dropout,
     } = args;
     // Taken before training: the tree may change while it runs.
     let source_commit = super::source_commit();
@@ -115,6 +121,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         lr_decay,
         seed,
         progress: true,
+        dropout: !no_dropout,
     };
     let start = Instant::now();
     train::train(&net, &vs, &full, &cfg)?;
@@ -144,10 +151,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             train_images: full.len(),
             epochs,
             batch_size,
-            optimizer: match init {
+            optimizer: (match init {
                 WeightInit::Tch => format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch"),
                 _ => format!("{optimizer:?} lr={lr} decay={lr_decay}/epoch init={init:?}"),
-            }
+            } + if no_dropout { ", without dropout" } else { "" })
             .to_lowercase(),
             seed,
             device: format!("{device:?}"),

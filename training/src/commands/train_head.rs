@@ -192,6 +192,7 @@ pub fn train_head(args: TrainHeadArgs) -> Result<HeadOutcome> {
         lr_decay: args.lr_decay,
         seed: args.seed,
         progress: false,
+        dropout: true,
     };
     let start = Instant::now();
     let y = Tensor::from_slice(&train_labels).to_device(device);
