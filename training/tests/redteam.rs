@@ -13,7 +13,7 @@ use mcgate::gate::{Gate, Seeds};
 use mcgate::input::frame::Frame;
 use mcgate::model::Model;
 use mcgate::score::verdict::Decision;
-use mcgate_training::commands::redteam::{self, RedTeamArgs};
+use mcgate_training::commands::redteam::{self, Family, RedTeamArgs};
 use mcgate_training::commands::{load_mnist, TrainedModel};
 use mcgate_training::data::{self, Known};
 use mcgate_training::redteam::judge::{frame_image, quantise};
@@ -57,8 +57,18 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
         l2: vec![3.0],
         dos_eps: vec![0.1],
         patch: vec![0.1],
-        surrogate: Some(root().join("models/mnist-ensemble")),
-        surrogate_member: Some(1),
+        surrogate: vec![format!(
+            "{}@1",
+            root().join("models/mnist-ensemble").display()
+        )],
+        attacks: vec![
+            Family::Linf,
+            Family::L2,
+            Family::Patch,
+            Family::Transfer,
+            Family::Dos,
+        ],
+        update: false,
         patch_steps: 2,
         patch_targets: vec![1, 7],
         patch_scale: None,
@@ -104,6 +114,7 @@ fn one_step_of_each_attack_writes_complete_rows() {
             ("pgd-eot-two-phase", "linf"),
             ("pgd-eot", "l2"),
             ("patch-eot", "patch"),
+            ("transfer-pgd", "linf"),
             ("transfer-pgd-eot", "linf"),
             ("dos-pgd-eot", "linf"),
         ]
@@ -117,7 +128,7 @@ fn one_step_of_each_attack_writes_complete_rows() {
             ("bypass", "bypass")
         };
         assert_eq!(r["goal"], goal);
-        let crafted = if r["attack"] == "transfer-pgd-eot" {
+        let crafted = if r["attack"].as_str().unwrap().starts_with("transfer") {
             "models/mnist-ensemble member 1"
         } else {
             "white box"
@@ -198,6 +209,39 @@ fn one_step_of_each_attack_writes_complete_rows() {
         assert_eq!(serde_json::to_value(w.norm).unwrap(), r["norm"]);
     }
     assert_eq!(security.date.len(), 10);
+
+    // --update: a transfer-only run replaces the transfer rows and keeps every other row,
+    // in the same order.
+    let before = rows.clone();
+    redteam::run(RedTeamArgs {
+        attacks: vec![Family::Transfer],
+        update: true,
+        card: false,
+        ..args(dir.path())
+    })
+    .unwrap();
+    let updated: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let after = updated["rows"].as_array().unwrap();
+    assert_eq!(after.len(), before.len());
+    for (b, a) in before.iter().zip(after) {
+        assert_eq!(b["attack"], a["attack"]);
+        if !b["attack"].as_str().unwrap().starts_with("transfer") {
+            assert_eq!(b, a, "a row this run did not make is kept as it was");
+        }
+        assert!(a["commit"].is_string(), "{a}");
+    }
+    assert!(updated["seconds"].as_f64() > report["seconds"].as_f64());
+    // An earlier report of other images is not updated.
+    let err = redteam::run(RedTeamArgs {
+        attacks: vec![Family::Dos],
+        seed: 2,
+        update: true,
+        card: false,
+        ..args(dir.path())
+    })
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("seed"), "{err:#}");
 }
 
 #[test]
@@ -263,6 +307,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         judge_seed: 11,
         check_seed: 12,
         bootstrap: 0,
+        commit: "test".into(),
     };
     let (attacked, _) = lib::run(net.as_dyn(), &[], &model, &targets, &cfg).unwrap();
     for a in &attacked {
@@ -351,8 +396,7 @@ fn a_photo_patch_trains_on_other_scenes_and_lands_scaled_and_lit() {
         eps: vec![],
         l2: vec![],
         dos_eps: vec![],
-        surrogate: None,
-        surrogate_member: None,
+        surrogate: vec![],
         patch_targets: vec![859],
         patch_steps: 1,
         card: false,

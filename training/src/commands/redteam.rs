@@ -9,7 +9,7 @@ use clap::Args;
 use mcgate::contract::bundle::{Group, Role};
 use mcgate::contract::card::{ModelCard, Security, WorstBypass, SCHEMA};
 use mcgate::model::Model;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
 use super::{load_mnist, source_commit, MnistModel, Trained, TrainedModel};
@@ -78,15 +78,31 @@ pub struct RedTeamArgs {
         default_value = "0.0078,0.0157,0.0314,0.0627,0.1255"
     )]
     pub dos_eps: Vec<f64>,
-    /// A surrogate network (model stem) to craft transfer attacks on: the L∞ PGD with
-    /// expectation over the masks at every --eps, crafted and checked on it alone, judged on
-    /// the attacked model. E.g. `models/mnist-ensemble --surrogate-member 1`: the seed-2
-    /// network, trained independently of `models/mnist`.
-    #[arg(long, value_name = "STEM")]
-    pub surrogate: Option<PathBuf>,
-    /// Use this member (from 0) of an ensemble surrogate.
-    #[arg(long)]
-    pub surrogate_member: Option<usize>,
+    /// A surrogate network to craft transfer attacks on, as `STEM` or `STEM@MEMBER` (a member,
+    /// from 0, of an ensemble); repeat the flag for several. On each, at every --eps: plain
+    /// PGD on its deterministic network (`transfer-pgd`, what an attacker with an ordinary
+    /// network does) and PGD with expectation over its own masks against margin + MI hinge
+    /// (`transfer-pgd-eot`); crafted and checked on the surrogate alone, judged on the
+    /// attacked model. E.g. `models/mnist-ensemble@1` (the seed-2 network, trained
+    /// independently of `models/mnist`) or a network from `train --no-dropout`.
+    #[arg(long, value_name = "STEM[@MEMBER]")]
+    pub surrogate: Vec<String>,
+    /// The attack families run: `linf` (white-box PGD at --eps), `l2` (at --l2), `patch` (at
+    /// --patch), `transfer` (on each --surrogate at --eps), `dos` (at --dos-eps).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "linf,l2,patch,transfer,dos"
+    )]
+    pub attacks: Vec<Family>,
+    /// Add this run's rows to the report already at --out instead of writing a new one: a
+    /// row of the same attack, surrogate, norm and budget is replaced, every other row kept
+    /// (each row names the commit that ran it). The earlier report must be of the same
+    /// model, images, seed, samples, threshold and mask draws, and its clean frames must
+    /// have fared the same; otherwise an error. Not with --bundle.
+    #[arg(long, conflicts_with = "bundle")]
+    pub update: bool,
     /// Universal patches, each this share of the frame's area; the flag alone: none.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "0.05,0.1,0.15")]
     pub patch: Vec<f64>,
@@ -154,6 +170,21 @@ pub struct RedTeamArgs {
     pub bootstrap: usize,
 }
 
+/// A family of attacks, as `--attacks` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    /// White-box L∞ PGD (plain, with expectation over the masks, two-phase).
+    Linf,
+    /// White-box L2 PGD.
+    L2,
+    /// Universal patches.
+    Patch,
+    /// Crafted on surrogates.
+    Transfer,
+    /// Denial of service.
+    Dos,
+}
+
 /// The security report's JSON.
 #[derive(Debug, Serialize)]
 pub struct SecurityReport {
@@ -162,19 +193,24 @@ pub struct SecurityReport {
     /// The network the gradients came from.
     pub crafted_on: String,
     pub threat_model: &'static str,
+    /// The commit of the latest run that wrote to the report (each row names its own).
     pub commit: String,
     pub images: usize,
+    /// Seeds the draw of test images, the attacker's checks and the judge's masks.
+    pub seed: u64,
     pub samples: usize,
     pub threshold: f64,
     pub mask_draws: usize,
     /// Share of the attacked images' clean frames the gate rejects (same draws).
     pub clean_fpr: f64,
-    pub rows: Vec<Row>,
+    /// One per attack and budget (a [`Row`] each; older reports' rows may lack later fields).
+    pub rows: Vec<serde_json::Value>,
     /// Per norm and budget, the attack that got most frames through.
     pub worst: Vec<Worst>,
     /// The smallest denial-of-service budget at which the gate rejects most clean frames
     /// (over half of the image × draw pairs); `None` if none of those tried.
     pub dos_smallest_eps: Option<f64>,
+    /// Run time of every run that wrote to the report, added up.
     pub seconds: f64,
 }
 
@@ -224,21 +260,20 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
         scale: range(&args.patch_scale, [0.8, 1.25]),
         brightness: range(&args.patch_brightness, [0.7, 1.3]),
     };
+    let has = |f: Family| args.attacks.contains(&f);
+    // Plain PGD: the margin never stops pushing (a confident wrong class).
+    let plain = |eps| Pgd {
+        lambdas: vec![0.0],
+        loss: Loss {
+            deterministic: true,
+            kappa: 1e9,
+            ..loss.clone()
+        },
+        ..base(Norm::Linf, eps)
+    };
     let mut out = vec![];
-    for &eps in &args.eps {
-        out.push(pgd(
-            "pgd-deterministic",
-            Pgd {
-                lambdas: vec![0.0],
-                // Plain PGD: the margin never stops pushing (a confident wrong class).
-                loss: Loss {
-                    deterministic: true,
-                    kappa: 1e9,
-                    ..loss.clone()
-                },
-                ..base(Norm::Linf, eps)
-            },
-        ));
+    for &eps in args.eps.iter().filter(|_| has(Family::Linf)) {
+        out.push(pgd("pgd-deterministic", plain(eps)));
         out.push(pgd("pgd-eot", base(Norm::Linf, eps)));
         out.push(pgd(
             "pgd-eot-two-phase",
@@ -248,10 +283,10 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
             },
         ));
     }
-    for &eps in &args.l2 {
+    for &eps in args.l2.iter().filter(|_| has(Family::L2)) {
         out.push(pgd("pgd-eot", base(Norm::L2, eps)));
     }
-    for &area in &args.patch {
+    for &area in args.patch.iter().filter(|_| has(Family::Patch)) {
         out.push(NamedAttack {
             name: "patch-eot".into(),
             method: Method::Patch(Patch {
@@ -270,15 +305,20 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
             surrogate: None,
         });
     }
-    if args.surrogate.is_some() {
+    for i in (0..args.surrogate.len()).filter(|_| has(Family::Transfer)) {
         for &eps in &args.eps {
-            out.push(NamedAttack {
-                surrogate: Some(0),
-                ..pgd("transfer-pgd-eot", base(Norm::Linf, eps))
-            });
+            for (name, p) in [
+                ("transfer-pgd", plain(eps)),
+                ("transfer-pgd-eot", base(Norm::Linf, eps)),
+            ] {
+                out.push(NamedAttack {
+                    surrogate: Some(i),
+                    ..pgd(name, p)
+                });
+            }
         }
     }
-    for &eps in &args.dos_eps {
+    for &eps in args.dos_eps.iter().filter(|_| has(Family::Dos)) {
         out.push(pgd(
             "dos-pgd-eot",
             Pgd {
@@ -300,7 +340,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     // Before the run writes anything (the bundle, the card): the tree the code came from.
     let commit = source_commit();
     ensure!(
-        args.surrogate.is_none() || args.photos.is_none(),
+        args.surrogate.is_empty() || args.photos.is_none(),
         "--surrogate is an MNIST network: there is none for --photos"
     );
     for (flag, range) in [
@@ -393,6 +433,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         judge_seed: mcgate::run::rng::mix(args.seed, 1),
         check_seed: mcgate::run::rng::mix(args.seed, 2),
         bootstrap: args.bootstrap,
+        commit: commit.clone(),
     };
     let targets = Targets {
         clean,
@@ -400,34 +441,25 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         patch_train,
         patch_labels,
     };
-    let loaded = match &args.surrogate {
-        Some(stem) => {
-            let card = ModelCard::read(&with_ext(stem, "card.json"))?;
-            Some((stem, load_mnist(stem, &card, device)?))
-        }
-        None => None,
-    };
-    let surrogates = match &loaded {
-        None => vec![],
-        Some((stem, (model, _vs))) => {
-            let (net, name): (&dyn DropoutNet, String) = match (model, args.surrogate_member) {
-                (MnistModel::Single(n), None) => (n, stem.display().to_string()),
-                (MnistModel::Ensemble(e), Some(k)) => (
-                    e.members()
-                        .get(k)
-                        .with_context(|| format!("{} has no member {k}", stem.display()))?,
-                    format!("{} member {k}", stem.display()),
-                ),
-                (MnistModel::Single(_), Some(_)) => {
-                    anyhow::bail!("{} is not an ensemble", stem.display())
-                }
-                (MnistModel::Ensemble(_), None) => {
-                    anyhow::bail!("{} is an ensemble: give --surrogate-member", stem.display())
-                }
+    let loaded = args
+        .surrogate
+        .iter()
+        .map(|spec| load_surrogate(spec, device))
+        .collect::<Result<Vec<_>>>()?;
+    let surrogates = loaded
+        .iter()
+        .map(|(name, model, member, _vs)| {
+            let net: &dyn DropoutNet = match (model, member) {
+                (MnistModel::Single(n), _) => n,
+                (MnistModel::Ensemble(e), Some(k)) => &e.members()[*k],
+                (MnistModel::Ensemble(_), None) => unreachable!("checked by load_surrogate"),
             };
-            vec![Surrogate { name, net }]
-        }
-    };
+            Surrogate {
+                name: name.clone(),
+                net,
+            }
+        })
+        .collect::<Vec<_>>();
     let (attacked, clean_fpr) = redteam::run(net, &surrogates, &model, &targets, &cfg)?;
     let labels = targets.labels;
     if let Some(dir) = &args.bundle {
@@ -435,25 +467,40 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         log::info!("added {added} frames to the bundle in {}", dir.display());
     }
     let rows: Vec<Row> = attacked.into_iter().map(|a| a.row).collect();
-    let report = SecurityReport {
+    let mut report = SecurityReport {
         model: model.card.name.clone(),
         crafted_on: subject.crafted_on.clone(),
         threat_model: THREAT_MODEL,
         commit,
         images: labels.len(),
+        seed: args.seed,
         samples,
         threshold,
         mask_draws: args.mask_draws,
         clean_fpr,
-        worst: worst(&rows),
-        dos_smallest_eps: rows
+        rows: rows
             .iter()
-            .filter(|r| r.rejected.is_some_and(|s| s > 0.5))
-            .map(|r| r.eps)
-            .reduce(f64::min),
-        rows,
+            .map(serde_json::to_value)
+            .collect::<serde_json::Result<_>>()?,
+        worst: vec![],
+        dos_smallest_eps: None,
         seconds: start.elapsed().as_secs_f64(),
     };
+    if args.update {
+        merge_into_earlier(&mut report, &out)?;
+    }
+    let scores = report
+        .rows
+        .iter()
+        .map(|r| serde_json::from_value::<RowScore>(r.clone()))
+        .collect::<serde_json::Result<Vec<_>>>()
+        .context("a row of the report")?;
+    report.worst = worst(&scores);
+    report.dos_smallest_eps = scores
+        .iter()
+        .filter(|r| r.rejected.is_some_and(|s| s > 0.5))
+        .map(|r| r.eps)
+        .reduce(f64::min);
     create_parent(&out)?;
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
         .with_context(|| format!("writing {}", out.display()))?;
@@ -557,7 +604,7 @@ fn add_to_bundle(
     labels: &[i64],
     args: &RedTeamArgs,
 ) -> Result<usize> {
-    let rows: Vec<Row> = attacked.iter().map(|a| a.row.clone()).collect();
+    let rows: Vec<RowScore> = attacked.iter().map(|a| RowScore::from(&a.row)).collect();
     let n = labels.len().min(args.bundle_frames) as i64;
     let mut extra = vec![];
     for w in worst(&rows) {
@@ -603,8 +650,34 @@ fn add_to_bundle(
 /// Bundle groups the red team adds start with this.
 const BUNDLE_PREFIX: &str = "redteam_";
 
+/// What [`worst`] reads of a row: of this run, or of an earlier report's JSON.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RowScore {
+    pub attack: String,
+    pub norm: Budget,
+    pub eps: f64,
+    #[serde(default)]
+    pub bypass: Option<f64>,
+    #[serde(default)]
+    pub rejected: Option<f64>,
+    pub interval: [f64; 2],
+}
+
+impl From<&Row> for RowScore {
+    fn from(r: &Row) -> RowScore {
+        RowScore {
+            attack: r.attack.clone(),
+            norm: r.norm,
+            eps: r.eps,
+            bypass: r.bypass,
+            rejected: r.rejected,
+            interval: r.interval,
+        }
+    }
+}
+
 /// The highest bypass at each (norm, budget) of the evasion rows.
-pub fn worst(rows: &[Row]) -> Vec<Worst> {
+pub fn worst(rows: &[RowScore]) -> Vec<Worst> {
     let mut out: Vec<Worst> = vec![];
     for r in rows {
         let Some(bypass) = r.bypass else { continue };
@@ -622,6 +695,122 @@ pub fn worst(rows: &[Row]) -> Vec<Worst> {
         }
     }
     out
+}
+
+/// `report` (this run's rows) merged into the earlier report at `path`: the earlier rows
+/// kept unless this run has one of the same attack, surrogate, norm and budget; rows in
+/// family order (white-box L∞, L2, patch, transfer, denial of service), each family in the
+/// order it ran. Refused when the earlier report judged other frames or judged otherwise.
+fn merge_into_earlier(report: &mut SecurityReport, path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--update: reading the earlier report {}", path.display()))?;
+    let earlier: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--update: {} is not JSON", path.display()))?;
+    let ours = serde_json::to_value(&*report)?;
+    // The seed entered the report later: an earlier one without it is taken on its clean
+    // frames' rejection rate, which the same draw of images and masks reproduces exactly.
+    for field in [
+        "model",
+        "crafted_on",
+        "images",
+        "seed",
+        "samples",
+        "threshold",
+        "mask_draws",
+        "clean_fpr",
+    ] {
+        let was = &earlier[field];
+        if field == "seed" && was.is_null() {
+            continue;
+        }
+        ensure!(
+            *was == ours[field],
+            "--update: {} has {field} {was}, this run {}; rerun without --update",
+            path.display(),
+            ours[field]
+        );
+    }
+    let key = |r: &serde_json::Value| {
+        (
+            r["attack"].clone(),
+            r["crafted_on"].clone(),
+            r["norm"].clone(),
+            r["eps"].clone(),
+        )
+    };
+    let old_commit = earlier["commit"].clone();
+    let mut rows: Vec<serde_json::Value> = earlier["rows"]
+        .as_array()
+        .with_context(|| format!("--update: {} has no rows", path.display()))?
+        .iter()
+        .filter(|old| report.rows.iter().all(|new| key(new) != key(old)))
+        .cloned()
+        .map(|mut old| {
+            if old.get("commit").is_none() {
+                old["commit"] = old_commit.clone();
+            }
+            old
+        })
+        .collect();
+    rows.append(&mut report.rows);
+    rows.sort_by_key(family_rank);
+    report.rows = rows;
+    report.seconds += earlier["seconds"].as_f64().unwrap_or(0.0);
+    Ok(())
+}
+
+/// Where a row's family comes in a report.
+fn family_rank(row: &serde_json::Value) -> u8 {
+    let attack = row["attack"].as_str().unwrap_or("");
+    match (attack, row["norm"].as_str()) {
+        (a, _) if a.starts_with("dos") => 4,
+        (a, _) if a.starts_with("transfer") => 3,
+        (_, Some("patch")) => 2,
+        (_, Some("l2")) => 1,
+        _ => 0,
+    }
+}
+
+/// A surrogate by `STEM` or `STEM@MEMBER`: its name in the report, the network, the member.
+fn load_surrogate(
+    spec: &str,
+    device: Device,
+) -> Result<(String, MnistModel, Option<usize>, nn::VarStore)> {
+    let (stem, member) = match spec.rsplit_once('@') {
+        Some((stem, k)) => {
+            let k = k.parse::<usize>().with_context(|| {
+                format!("--surrogate {spec}: the member after `@` is not a number")
+            })?;
+            (PathBuf::from(stem), Some(k))
+        }
+        None => (PathBuf::from(spec), None),
+    };
+    let card = ModelCard::read(&with_ext(&stem, "card.json"))
+        .with_context(|| format!("--surrogate {spec}"))?;
+    let (model, vs) = load_mnist(&stem, &card, device)?;
+    let name = match (&model, member) {
+        (MnistModel::Single(_), None) => stem.display().to_string(),
+        (MnistModel::Ensemble(e), Some(k)) => {
+            ensure!(
+                k < e.members().len(),
+                "--surrogate {spec}: {} has {} members",
+                stem.display(),
+                e.members().len()
+            );
+            format!("{} member {k}", stem.display())
+        }
+        (MnistModel::Single(_), Some(_)) => {
+            anyhow::bail!("--surrogate {spec}: {} is not an ensemble", stem.display())
+        }
+        (MnistModel::Ensemble(_), None) => {
+            anyhow::bail!(
+                "--surrogate {spec}: {} is an ensemble: name a member, e.g. {}@1",
+                stem.display(),
+                stem.display()
+            )
+        }
+    };
+    Ok((name, model, member, vs))
 }
 
 /// The report's worst rows as the judged model's card `security` block.

@@ -84,15 +84,30 @@ pub struct Surrogate<'a> {
     pub net: &'a dyn DropoutNet,
 }
 
-/// The attacker's check of a transfer attack: the surrogate's own MC prediction and MI (its
-/// masks, tch), as if it were the gate.
+/// The attacker's check of a transfer attack, on the surrogate alone as if it were the gate:
+/// its own MC prediction and MI (its masks, tch); or, for an attack on the deterministic
+/// network (a surrogate trained without dropout), its plain prediction, always "accepted".
 fn surrogate_check(
     net: &dyn DropoutNet,
     pixels: &Tensor,
     samples: usize,
     threshold: f64,
+    deterministic: bool,
 ) -> Result<Vec<Outcome>> {
-    let measures = crate::nets::mc_measures(net, &net.input_from_pixels(pixels), samples as i64)?;
+    let input = net.input_from_pixels(pixels);
+    if deterministic {
+        let probs = crate::nets::deterministic_probs(net, &input)?;
+        return Ok(probs
+            .chunks(net.classes())
+            .map(|row| Outcome {
+                accepted: true,
+                class: Some(mcgate::score::measures::argmax(row)),
+                mi: None,
+                seed: 0,
+            })
+            .collect());
+    }
+    let measures = crate::nets::mc_measures(net, &input, samples as i64)?;
     Ok(measures
         .iter()
         .map(|m| Outcome {
@@ -117,6 +132,8 @@ pub struct RedTeamConfig {
     pub check_seed: u64,
     /// Bootstrap resamples of images behind each interval.
     pub bootstrap: usize,
+    /// `git describe` of the tree the attacks ran from, recorded in every row.
+    pub commit: String,
 }
 
 /// One attack at one budget.
@@ -152,6 +169,8 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_class: Option<i64>,
     pub seconds: f64,
+    /// `git describe` of the tree that ran this row (a report updated in parts has several).
+    pub commit: String,
 }
 
 /// Judged outcomes: `[draw][image]`.
@@ -282,7 +301,7 @@ pub fn run(
                     Some(i) => {
                         let s = surrogates.get(i).context("no such surrogate")?.net;
                         pgd::run(s, clean, labels, cfg.threshold, p, &mut |x| {
-                            surrogate_check(s, x, cfg.samples, cfg.threshold)
+                            surrogate_check(s, x, cfg.samples, cfg.threshold, p.loss.deterministic)
                         })?
                     }
                 };
@@ -362,6 +381,7 @@ pub fn run(
             settings: attack.method.clone(),
             target_class,
             seconds: start.elapsed().as_secs_f64(),
+            commit: cfg.commit.clone(),
         };
         log::info!(
             "{} {:?} eps {:.4}: {} {:.1} % [{:.1}, {:.1}] ({:.0} s)",
