@@ -24,14 +24,22 @@ def budget(row):
 
 def main():
     d = json.load(open(sys.argv[1]))
+    # A report updated in parts (`redteam --update`) has rows of several commits.
+    commits = {}
+    for r in d["rows"]:
+        c = r.get("commit", d["commit"])
+        commits[c] = commits.get(c, 0) + 1
+    several = len(commits) > 1
+    made = (", ".join(f"{c} ({n} rows)" for c, n in commits.items()) if several
+            else d["commit"])
     print(f"{d['model']}: {d['images']} test images classified right, T = {d['samples']}, "
           f"threshold {d['threshold']:.4f}, {d['mask_draws']} secret mask draws per frame; "
-          f"clean frames rejected {pct(d['clean_fpr'])}; commit {d['commit']}; "
-          f"{d['seconds'] / 60:.0f} min")
+          f"clean frames rejected {pct(d['clean_fpr'])}; commit{'s' if several else ''} "
+          f"{made}; {d['seconds'] / 60:.0f} min")
     print()
     print("| attack | crafted on | budget | share | 95 % interval (images) | range over draws "
-          "| attacker's own check | s |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| attacker's own check | s |" + (" commit |" if several else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if several else ""))
     for r in d["rows"]:
         share = r.get("bypass", r.get("rejected"))
         what = "bypass" if "bypass" in r else "rejected"
@@ -40,7 +48,8 @@ def main():
         dlo, dhi = r["draw_range"]
         print(f"| {r['attack']}{target} | {r['crafted_on']} | {budget(r)} | {what} "
               f"**{pct(share)}** | {pct(lo)}–{pct(hi)} | {pct(dlo)}–{pct(dhi)} "
-              f"| {pct(r['passed_own_check'])} | {r['seconds']:.0f} |")
+              f"| {pct(r['passed_own_check'])} | {r['seconds']:.0f} |"
+              + (f" {r.get('commit', d['commit'])} |" if several else ""))
     print()
     print("| budget | worst attack | bypass | 95 % interval |")
     print("|---|---|---|---|")
