@@ -564,8 +564,10 @@ fn validate_fails_when_the_device_differs_or_the_bundle_is_for_another_model() {
     let out = mcgate(&["validate", "models/mnist", dir.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(6), "{text}");
+    // One workstation run: no spread, so the tolerance alone decides.
     assert!(
-        text.contains("FAIL: MI AUC differs by more than 0.02 for fgm_eps25.5"),
+        text.contains("FAIL: MI AUC differs by more than 0.02")
+            && text.trim_end().ends_with("for fgm_eps25.5"),
         "{text}"
     );
 
