@@ -819,7 +819,7 @@ fn write_security(stem: &Path, report: &SecurityReport, out: &Path) -> Result<Pa
     card.schema = SCHEMA.into();
     card.security = Some(Security {
         date: utc_date(std::time::SystemTime::now()),
-        commit: report.commit.clone(),
+        commit: row_commits(report),
         report: out.display().to_string(),
         images: report.images,
         mask_draws: report.mask_draws,
@@ -838,6 +838,22 @@ fn write_security(stem: &Path, report: &SecurityReport, out: &Path) -> Result<Pa
     });
     card.validate().context("the security block")?;
     write_card(stem, &card)
+}
+
+/// The commits that ran the report's rows, in the order they first appear, joined by ` + `
+/// (one for a report made in one run).
+fn row_commits(report: &SecurityReport) -> String {
+    let mut commits: Vec<&str> = vec![];
+    for row in &report.rows {
+        let c = row["commit"].as_str().unwrap_or(&report.commit);
+        if !commits.contains(&c) {
+            commits.push(c);
+        }
+    }
+    if commits.is_empty() {
+        commits.push(&report.commit);
+    }
+    commits.join(" + ")
 }
 
 /// `YYYY-MM-DD` of a time, UTC (days to civil date: Hinnant's algorithm).
