@@ -24,7 +24,7 @@ rustup target add "${targets[@]}" >&2
 
 out=target/arm-check
 mkdir -p "$out"
-# Every MNIST frame the project ships: samples (23) and the bundle's frames (350); and the
+# Every MNIST frame the project ships: samples (23) and the bundle's frames (490); and the
 # photo samples (11) through the photo model, whose depthwise convolutions run another kernel
 # on each architecture (tract's NEON channel-last kernel on aarch64).
 frames=(samples/mnist bundles/mnist)

@@ -238,10 +238,21 @@ impl Validation {
             self.seed,
             100.0 * self.class_agreement
         );
-        s += "means over the runs:\nattack                         MI AUC device  workstation  |Δ|     allowed  TPR device  workstation  noise FPR\n";
+        // The attack column as wide as the longest group name (the red team's are long).
+        let width = self
+            .attacks
+            .iter()
+            .map(|c| c.group.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(20);
+        s += &format!(
+            "means over the runs:\n{:<width$} MI AUC device  workstation  |Δ|     allowed  TPR device  workstation  noise FPR\n",
+            "attack"
+        );
         for c in &self.attacks {
             s += &format!(
-                "{:<30} {:>13.3}  {:>11.3}  {:<6.3}{} {:<7.3}  {:>8.1} %  {:>9.1} %  {:>7.1} %\n",
+                "{:<width$} {:>13.3}  {:>11.3}  {:<6.3}{} {:<7.3}  {:>8.1} %  {:>9.1} %  {:>7.1} %\n",
                 c.group,
                 c.device_auc,
                 c.workstation_auc,
