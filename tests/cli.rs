@@ -574,10 +574,11 @@ fn validate_fails_when_the_device_differs_or_the_bundle_is_for_another_model() {
     let out = mcgate(&["validate", "models/mnist", dir.path().to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(6), "{text}");
-    // One workstation run: no spread, so the tolerance alone decides.
+    // One workstation run: no spread, so the tolerance alone decides (one run of BIM's AUC
+    // happens to miss it too at this seed).
     assert!(
         text.contains("FAIL: MI AUC differs by more than 0.02")
-            && text.trim_end().ends_with("for fgm_eps25.5"),
+            && text.contains("where larger) for fgm_eps25.5"),
         "{text}"
     );
 

@@ -872,3 +872,26 @@ pub fn utc_date(t: std::time::SystemTime) -> String {
     let year = yoe + era * 400 + (month <= 2) as i64;
     format!("{year:04}-{month:02}-{day:02}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_surrogate_names_a_network_or_says_why_not() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let ensemble = root.join("models/mnist-ensemble").display().to_string();
+        let single = root.join("models/mnist").display().to_string();
+        let error = |spec: String| match load_surrogate(&spec, Device::Cpu) {
+            Ok(_) => panic!("{spec} loaded"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(error(ensemble.clone()).contains("is an ensemble: name a member"));
+        assert!(error(format!("{ensemble}@9")).contains("has 5 members"));
+        assert!(error(format!("{ensemble}@one")).contains("is not a number"));
+        assert!(error(format!("{single}@1")).contains("is not an ensemble"));
+        let (name, _, member, _) = load_surrogate(&format!("{ensemble}@1"), Device::Cpu).unwrap();
+        assert!(name.ends_with("mnist-ensemble member 1"), "{name}");
+        assert_eq!(member, Some(1));
+    }
+}
