@@ -8,13 +8,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::contract::card::{
-    Calibration, InputSpec, ModelCard, ModelPaths, Resize, Threshold, SCHEMA,
+    Calibration, InputSpec, ModelCard, ModelPaths, Resize, Tamper, Threshold, SCHEMA, SCHEMA_V3,
 };
 use crate::gate::{Pool, Seeds};
 use crate::input::frame;
 use crate::model::{LoadError, Model};
 use crate::output::frames::write_atomically_with_mode;
 use crate::score::roc;
+use crate::score::tamper::{self, TamperMeter};
 use crate::Error;
 
 pub(crate) mod error;
@@ -36,6 +37,8 @@ pub struct Options {
     pub seed: u64,
     /// Frames scored at once, one thread each.
     pub jobs: usize,
+    /// Also set tamper checks on the frames (`score::tamper::calibrate`).
+    pub tamper: bool,
 }
 
 /// The frames a calibration needs for a target rate `fpr`.
@@ -108,6 +111,8 @@ pub struct Calibrated {
     pub clean_fpr: f64,
     /// Its 95 % Wilson score interval.
     pub clean_fpr_interval: (f64, f64),
+    /// The tamper checks set on the frames, when asked for.
+    pub tamper: Option<Tamper>,
 }
 
 impl Calibrated {
@@ -154,6 +159,10 @@ pub fn calibrate(
         Seeds::PerFrame(opts.seed),
         opts.jobs,
     )?;
+    // The card's own checks would reject clean frames the new ones are set on.
+    pool.without_tamper();
+    let mut meter = TamperMeter::new();
+    let mut tamper_measures = vec![];
     let mut mi = vec![];
     let mut unlike = Unlike::default();
     let input = &model.card.input;
@@ -162,6 +171,9 @@ pub fn calibrate(
             mi.push(m.mutual_information);
             if let Some(frame) = frame {
                 unlike.count(frame, input);
+                if opts.tamper {
+                    tamper_measures.push(meter.measure(&frame.image));
+                }
             }
             Ok(())
         }
@@ -199,7 +211,18 @@ pub fn calibrate(
         }));
     }
     let above = mi.iter().filter(|&&v| v > threshold).count();
+    let tamper = match opts.tamper {
+        false => None,
+        true => Some(
+            tamper::calibrate(&tamper_measures).ok_or(Error::Calibration(
+                CalibrationError::NoTamperCheck {
+                    frames: tamper_measures.len(),
+                },
+            ))?,
+        ),
+    };
     Ok(Calibrated {
+        tamper,
         unlike,
         threshold,
         clean_fpr: above as f64 / mi.len() as f64,
@@ -216,7 +239,16 @@ pub fn calibrated_card(
     date: String,
 ) -> ModelCard {
     let mut card = card.clone();
-    card.schema = SCHEMA.into();
+    if let Some(t) = &c.tamper {
+        card.tamper = Some(t.clone());
+    }
+    // The lowest schema that holds the card: an MI-only card stays schema 2.
+    card.schema = if card.tamper.is_some() {
+        SCHEMA_V3
+    } else {
+        SCHEMA
+    }
+    .into();
     // The gate runs at the T the threshold was set for: MI's estimate depends on T.
     card.default_samples = opts.samples;
     card.threshold = Some(Threshold {
@@ -287,6 +319,7 @@ mod tests {
             mutual_information: vec![threshold],
             clean_fpr: 0.0,
             clean_fpr_interval: (0.0, 0.0),
+            tamper: None,
         };
         // models/mnist's 0.113 (4.9 % of ln 10) and the salt-and-pepper 1.098 (48 %).
         assert_eq!(calibrated(0.113).high_threshold_warning(10), None);

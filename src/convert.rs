@@ -143,6 +143,7 @@ fn card_for(
         }),
         ensemble: None,
         security: None,
+        tamper: None,
     };
     card.validate()
         .map_err(|e| ConvertError::Card(e.to_string()))?;

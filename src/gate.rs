@@ -13,6 +13,7 @@ use crate::run::plan::{Plan, Strategy};
 use crate::run::rng;
 use crate::score::measures::{self, Measures};
 use crate::score::report::Report;
+use crate::score::tamper::TamperChecks;
 use crate::score::verdict::{self, RejectReason, SharedThreshold, Verdict};
 use crate::Error;
 
@@ -48,6 +49,8 @@ pub struct Gate {
     scratch: Vec<f64>,
     threshold: Arc<SharedThreshold>,
     seeds: Seeds,
+    /// The card's tamper checks, run before the model; none for a card without them.
+    tamper: Option<TamperChecks>,
 }
 
 impl Gate {
@@ -96,10 +99,17 @@ impl Gate {
             plan,
             preprocessor: Preprocessor::new(&card.input),
             scratch: vec![0.0; card.classes.len()],
+            tamper: card.tamper.as_ref().map(TamperChecks::new),
             card,
             threshold,
             seeds,
         }
+    }
+
+    /// Scores frames without the card's tamper checks: calibration sets them anew on clean
+    /// frames that the old ones might reject.
+    pub fn without_tamper(&mut self) {
+        self.tamper = None;
     }
 
     /// The model's card.
@@ -189,9 +199,15 @@ impl Gate {
         let start = Instant::now();
         let seed = self.seeds.for_frame(frame.index);
         let threshold = self.threshold.get();
-        let (verdict, measures) = match self.measure(frame, seed) {
-            Ok(m) => (verdict::decide(&m, threshold), Some(m)),
-            Err(reason) => (Verdict::Reject(reason), None),
+        // A tampered camera is rejected before the model runs: what the model says of a
+        // covered lens or of snow is no evidence about the scene.
+        let tampered = self.tamper.as_mut().and_then(|t| t.check(&frame.image));
+        let (verdict, measures) = match tampered {
+            Some(reason) => (Verdict::Reject(reason), None),
+            None => match self.measure(frame, seed) {
+                Ok(m) => (verdict::decide(&m, threshold), Some(m)),
+                Err(reason) => (Verdict::Reject(reason), None),
+            },
         };
         Report {
             index: frame.index,
@@ -285,6 +301,11 @@ impl Pool {
     /// The first gate, for what all share (card, samples, threshold).
     pub fn gate(&self) -> &Gate {
         &self.gates[0]
+    }
+
+    /// [`Gate::without_tamper`] on every gate.
+    pub fn without_tamper(&mut self) {
+        self.gates.iter_mut().for_each(Gate::without_tamper);
     }
 
     /// [`Gate::check_samples_disagree`] on the first gate.

@@ -759,3 +759,89 @@ fn jobs_on_a_live_stream_answer_each_frame_and_stop_on_output_errors() {
     drop(stdin);
     assert_one_line_error(&out, 5, "cannot write report to stdout");
 }
+
+/// `calibrate --tamper` sets tamper checks on clean digits (the card becomes schema 3, `info`
+/// lists them), and the gate then rejects a covered camera's frame before the model runs,
+/// naming the check; the clean digits pass every check. Calibrating again without `--tamper`
+/// keeps them.
+#[test]
+fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
+    let dir = model_copy(|_| {});
+    let stem = dir.path().join("m");
+    let stem = stem.to_str().unwrap();
+    let clean = root().join("bundles/mnist/clean");
+    let clean = clean.to_str().unwrap();
+    let calibrate = |extra: &[&str]| {
+        let out = mcgate(
+            &[
+                &["calibrate", stem, clean, "--fpr", "0.1", "--seed", "3"],
+                extra,
+            ]
+            .concat(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(
+            &std::fs::read(dir.path().join("m.card.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let card = calibrate(&["--tamper"]);
+    assert_eq!(card["schema"], "mcgate.card/3");
+    let kinds: Vec<&str> = card["tamper"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["covered", "blinded", "defocused", "snow"]);
+    assert_eq!(card["tamper"]["frames"], 50);
+    let info = String::from_utf8_lossy(&mcgate(&["info", stem]).stdout).to_string();
+    assert!(info.contains("tamper checks on the raw frame"), "{info}");
+    assert!(
+        info.contains("  covered: reject at luma contrast at or under"),
+        "{info}"
+    );
+
+    // A covered camera: a flat dark frame.
+    let covered = dir.path().join("covered.png");
+    image::GrayImage::from_pixel(28, 28, image::Luma([9u8]))
+        .save(&covered)
+        .unwrap();
+    let out = mcgate(&[
+        "gate",
+        stem,
+        covered.to_str().unwrap(),
+        clean,
+        "--seed",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 51);
+    assert_eq!(lines[0]["verdict"], "reject");
+    assert!(
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("tamper:covered (luma contrast 0.0000 at or under"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0]["measures"].is_null(),
+        "the model did not run: {}",
+        lines[0]
+    );
+    for l in &lines[1..] {
+        let reason = l["reason"].as_str().unwrap_or("");
+        assert!(
+            !reason.starts_with("tamper"),
+            "a calibration frame failed a check: {l}"
+        );
+    }
+
+    // MI alone again: the checks stay.
+    let again = calibrate(&[]);
+    assert_eq!(again["schema"], "mcgate.card/3");
+    assert_eq!(again["tamper"], card["tamper"]);
+}

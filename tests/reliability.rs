@@ -259,11 +259,11 @@ fn card_malformed_json() {
 #[test]
 fn card_wrong_schema_version() {
     let m = TinyModel::new(&tiny_onnx(Variant::default()), |c| {
-        c["schema"] = "mcgate.card/3".into()
+        c["schema"] = "mcgate.card/4".into()
     });
     assert_model_refused(
         &m,
-        "schema is \"mcgate.card/3\", this build reads \"mcgate.card/1\" and \"mcgate.card/2\"",
+        "schema is \"mcgate.card/4\", this build reads \"mcgate.card/1\", \"mcgate.card/2\" and \"mcgate.card/3\"",
     );
 }
 

@@ -35,6 +35,15 @@ pub enum CalibrationError {
         /// The quantile the threshold would have been.
         threshold: f64,
     },
+    /// `--tamper`, but no tamper check can be set on these frames.
+    #[error(
+        "no tamper check can be set on these {frames} frames: each check's clean values come \
+         too near what a tampered camera gives (docs/model-format.md, `tamper`)"
+    )]
+    NoTamperCheck {
+        /// Frames measured.
+        frames: usize,
+    },
     /// A frame could not be read or scored.
     #[error("frame {index} ({source_name}) could not be scored: {reason}; calibrate on frames the gate can read")]
     Unscored {

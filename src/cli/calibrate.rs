@@ -30,6 +30,12 @@ pub(crate) struct CalibrateArgs {
     /// Frames scored at once, one thread each; the result does not change.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     jobs: usize,
+    /// Also set tamper checks on these frames — covered, blinded, defocused, snow — each cut
+    /// beyond every one of them (docs/model-format.md, "tamper"): the gate then rejects a
+    /// frame that fails one before the model runs, the check's name as the reason. The card
+    /// becomes schema 3.
+    #[arg(long)]
+    tamper: bool,
 }
 
 pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
@@ -47,6 +53,7 @@ pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
         samples: args.samples.unwrap_or(model.card.default_samples),
         seed: run_seed(args.seed)?,
         jobs: args.jobs,
+        tamper: args.tamper,
     };
     let result = calibrate::calibrate(&model, source.frames(&model.card)?, &opts)?;
     let date = jiff::Timestamp::now()

@@ -12,6 +12,10 @@ pub const SAMPLE_DIM: &str = "T";
 /// The schema version this build writes. Bump it on any incompatible change.
 pub const SCHEMA: &str = "mcgate.card/2";
 
+/// The schema of a card with tamper checks (`mcgate calibrate --tamper`). A card without
+/// them is written as [`SCHEMA`], so that an MI-only card stays byte for byte as it was.
+pub const SCHEMA_V3: &str = "mcgate.card/3";
+
 /// The first schema, still read: the shipped Fashion and int8 cards use it. A `/1` card has a threshold,
 /// metrics and training provenance, and its input is stretched RGB or gray (no `/2` field).
 pub const SCHEMA_V1: &str = "mcgate.card/1";
@@ -51,6 +55,84 @@ pub struct ModelCard {
     /// used to decide a frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security: Option<Security>,
+    /// Checks on the raw frame before the model runs (schema 3): a frame that fails one is
+    /// rejected with its reason (`tamper:covered`, …). Absent: no tamper checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tamper: Option<Tamper>,
+}
+
+/// Tamper checks on the raw frame (`score::tamper`), with the clean frames their cuts were
+/// set on (`mcgate calibrate --tamper`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tamper {
+    /// At most one per kind, run in this order; the first a frame fails names the reason.
+    pub checks: Vec<TamperCheck>,
+    /// The clean frames the cuts were set on.
+    pub frames: usize,
+    /// How each cut was set, in words.
+    pub rule: String,
+}
+
+/// One tamper check: its kind says which measure it reads and which side is suspicious.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TamperCheck {
+    /// What it catches.
+    pub kind: TamperKind,
+    /// The cut: a frame whose measure is at or beyond it, on the suspicious side, is rejected.
+    pub at: f64,
+    /// The most extreme value on that side among the clean calibration frames (all passed).
+    pub clean_extreme: f64,
+}
+
+/// What a tamper check catches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TamperKind {
+    /// A covered lens or a blank frame: luma contrast (standard deviation) at or under the cut.
+    Covered,
+    /// A blinded or blacked-out camera: the share of clipped pixels at or over the cut.
+    Blinded,
+    /// Defocused or smeared: the Laplacian's variance (fine detail) at or under the cut.
+    Defocused,
+    /// Snow: detail like independent pixel noise (`noise_like`) at or over the cut.
+    Snow,
+}
+
+impl TamperKind {
+    /// Every kind, in the order the checks run.
+    pub const ALL: [TamperKind; 4] = [
+        TamperKind::Covered,
+        TamperKind::Blinded,
+        TamperKind::Defocused,
+        TamperKind::Snow,
+    ];
+
+    /// Its name in reasons and metrics: `covered`, `blinded`, `defocused`, `snow`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TamperKind::Covered => "covered",
+            TamperKind::Blinded => "blinded",
+            TamperKind::Defocused => "defocused",
+            TamperKind::Snow => "snow",
+        }
+    }
+
+    /// The measure it reads, in words.
+    pub fn measure(self) -> &'static str {
+        match self {
+            TamperKind::Covered => "luma contrast",
+            TamperKind::Blinded => "clipped share",
+            TamperKind::Defocused => "sharpness",
+            TamperKind::Snow => "noise likeness",
+        }
+    }
+
+    /// Low values are the suspicious ones (else high ones).
+    pub fn rejects_low(self) -> bool {
+        matches!(self, TamperKind::Covered | TamperKind::Defocused)
+    }
 }
 
 /// The red team's summary (`mcgate-training redteam --card`): the worst bypass it found at
@@ -470,7 +552,7 @@ pub enum CardError {
     #[error("no \"schema\" field (expected {SCHEMA:?})")]
     NoSchema,
     /// The card is of another schema version.
-    #[error("schema is {found:?}, this build reads {SCHEMA_V1:?} and {SCHEMA:?}")]
+    #[error("schema is {found:?}, this build reads {SCHEMA_V1:?}, {SCHEMA:?} and {SCHEMA_V3:?}")]
     Schema {
         /// The card's `schema`.
         found: String,
@@ -607,6 +689,12 @@ pub enum CardError {
     /// A schema-1 card uses what only schema 2 has.
     #[error("{0} needs schema {SCHEMA:?} (the card says {SCHEMA_V1:?})")]
     NeedsV2(&'static str),
+    /// A card below schema 3 uses what only schema 3 has.
+    #[error("{0} needs schema {SCHEMA_V3:?}")]
+    NeedsV3(&'static str),
+    /// A tamper check that cannot be run as written.
+    #[error("tamper: {0}")]
+    Tamper(String),
     /// The resize policy does not fit the input shape.
     #[error("input resize: {0}")]
     Resize(String),
@@ -644,7 +732,7 @@ impl ModelCard {
         let version: Version =
             serde_json::from_slice(bytes).map_err(|e| CardError::Json(e.to_string()))?;
         match version.schema {
-            Some(s) if s == SCHEMA || s == SCHEMA_V1 => {}
+            Some(s) if s == SCHEMA || s == SCHEMA_V1 || s == SCHEMA_V3 => {}
             Some(found) => return Err(CardError::Schema { found }),
             None => return Err(CardError::NoSchema),
         }
@@ -818,6 +906,12 @@ impl ModelCard {
         if let Some(security) = &self.security {
             validate_security(security)?;
         }
+        if let Some(tamper) = &self.tamper {
+            if self.schema != SCHEMA_V3 {
+                return Err(CardError::NeedsV3("tamper checks"));
+            }
+            validate_tamper(tamper)?;
+        }
         if self.schema == SCHEMA_V1 {
             self.validate_v1()?;
         }
@@ -827,6 +921,43 @@ impl ModelCard {
         }
         Ok(())
     }
+}
+
+/// Each check can run and passes the clean frames it was set on: finite, non-negative
+/// values, the cut beyond the clean extreme on the suspicious side, one check per kind.
+fn validate_tamper(t: &Tamper) -> Result<(), CardError> {
+    let fail = |m: String| Err(CardError::Tamper(m));
+    if t.checks.is_empty() {
+        return fail("no checks: leave the block out instead".into());
+    }
+    for (i, c) in t.checks.iter().enumerate() {
+        let name = c.kind.name();
+        if t.checks[..i].iter().any(|o| o.kind == c.kind) {
+            return fail(format!("two {name} checks"));
+        }
+        if !(c.at.is_finite()
+            && c.at >= 0.0
+            && c.clean_extreme.is_finite()
+            && c.clean_extreme >= 0.0)
+        {
+            return fail(format!(
+                "{name}: at {} and clean_extreme {} must be finite and non-negative",
+                c.at, c.clean_extreme
+            ));
+        }
+        let beyond = if c.kind.rejects_low() {
+            c.at < c.clean_extreme
+        } else {
+            c.at > c.clean_extreme
+        };
+        if !beyond {
+            return fail(format!(
+                "{name}: the cut {} does not lie beyond the clean frames' extreme {} (it would reject them)",
+                c.at, c.clean_extreme
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl ModelCard {
@@ -1111,6 +1242,7 @@ pub(crate) mod tests {
             }),
             ensemble: None,
             security: None,
+            tamper: None,
         }
     }
 
@@ -1194,6 +1326,61 @@ pub(crate) mod tests {
         v1.schema = SCHEMA_V1.into();
         let err = ModelCard::from_json(v1.to_json().as_bytes()).unwrap_err();
         assert_eq!(err, CardError::NeedsV2("a security block"));
+    }
+
+    #[test]
+    fn tamper_checks_need_schema_3_and_cuts_beyond_the_clean_frames() {
+        let mut card = sample_card();
+        card.schema = SCHEMA_V3.into();
+        let check = |kind, at, clean_extreme| TamperCheck {
+            kind,
+            at,
+            clean_extreme,
+        };
+        card.tamper = Some(Tamper {
+            checks: vec![
+                check(TamperKind::Covered, 10.0, 40.0),
+                check(TamperKind::Snow, 0.6, 0.2),
+            ],
+            frames: 1000,
+            rule: "test".into(),
+        });
+        let back = ModelCard::from_json(card.to_json().as_bytes()).unwrap();
+        assert_eq!(back, card);
+        let refused = |edit: &dyn Fn(&mut ModelCard), needle: &str| {
+            let mut c = card.clone();
+            edit(&mut c);
+            let err = ModelCard::from_json(c.to_json().as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        };
+        refused(
+            &|c| c.schema = SCHEMA.into(),
+            "tamper checks needs schema \"mcgate.card/3\"",
+        );
+        refused(
+            &|c| c.schema = SCHEMA_V1.into(),
+            "needs schema \"mcgate.card/3\"",
+        );
+        refused(&|c| c.tamper.as_mut().unwrap().checks.clear(), "no checks");
+        refused(
+            &|c| c.tamper.as_mut().unwrap().checks[1].kind = TamperKind::Covered,
+            "two covered checks",
+        );
+        refused(
+            &|c| c.tamper.as_mut().unwrap().checks[0].at = 50.0,
+            "covered: the cut 50 does not lie beyond the clean frames' extreme 40",
+        );
+        refused(
+            &|c| c.tamper.as_mut().unwrap().checks[1].at = 0.1,
+            "snow: the cut 0.1 does not lie beyond",
+        );
+        refused(
+            &|c| c.tamper.as_mut().unwrap().checks[0].clean_extreme = -1.0,
+            "must be finite and non-negative",
+        );
+        // A schema-3 card without tamper checks reads too.
+        card.tamper = None;
+        assert!(ModelCard::from_json(card.to_json().as_bytes()).is_ok());
     }
 
     #[test]

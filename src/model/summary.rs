@@ -159,6 +159,31 @@ impl Model {
                 );
             }
         }
+        if let Some(t) = &card.tamper {
+            s += &format!(
+                "tamper checks on the raw frame, before the model (set on {} clean frames: {}):\n",
+                t.frames, t.rule
+            );
+            for c in &t.checks {
+                s += &format!(
+                    "  {}: reject at {} {} {:.4} (clean frames' {} {:.4})\n",
+                    c.kind.name(),
+                    c.kind.measure(),
+                    if c.kind.rejects_low() {
+                        "at or under"
+                    } else {
+                        "at or over"
+                    },
+                    c.at,
+                    if c.kind.rejects_low() {
+                        "lowest"
+                    } else {
+                        "highest"
+                    },
+                    c.clean_extreme
+                );
+            }
+        }
         if let Some(digest) = &self.card_sha256 {
             s += &format!("card SHA-256 {digest} (pin it: gate --card-sha256 {digest})\n");
         }

@@ -125,6 +125,12 @@ pub fn annotate(
     let headline = match (report.verdict.decision(), report.measures, label) {
         (Decision::Accept, Some(m), Some(l)) => format!("ACCEPT {l} p={:.2}", m.max_probability),
         (Decision::Reject, Some(m), Some(l)) => format!("REJECT {l} p={:.2}", m.max_probability),
+        (_, None, _) => match report.verdict.reason() {
+            Some(r) if r.is_tamper() => {
+                format!("REJECT tamper:{}", r.kind().trim_start_matches("tamper_"))
+            }
+            _ => "REJECT unscored".to_string(),
+        },
         _ => "REJECT unscored".to_string(),
     };
     let _ = Text::new(&headline, Point::new(3, h as i32 + 10), text_style).draw(&mut canvas);

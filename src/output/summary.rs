@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::score::report::Report;
-use crate::score::verdict::Decision;
+use crate::score::verdict::{Decision, RejectReason};
 
 /// Latency percentiles from a fixed log-spaced histogram: constant memory on runs of any
 /// length, each bucket 1/40 of a decade wide (about 6 % resolution), from 1 µs to 100 s.
@@ -77,7 +77,8 @@ impl Summary {
             Decision::Accept => self.accepted += 1,
             Decision::Reject => self.rejected += 1,
         }
-        if r.measures.is_none() {
+        let tampered = r.verdict.reason().is_some_and(RejectReason::is_tamper);
+        if r.measures.is_none() && !tampered {
             self.unscored += 1;
         } else {
             self.latency.record(r.latency);

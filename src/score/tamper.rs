@@ -12,6 +12,9 @@
 
 use image::DynamicImage;
 
+use crate::contract::card::{Tamper, TamperCheck, TamperKind};
+use crate::score::verdict::RejectReason;
+
 /// The grid the measures visit has at most this many points.
 pub const MAX_GRID: usize = 1 << 16;
 
@@ -139,6 +142,108 @@ pub fn measures_of(values: &[f32], w: usize, h: usize) -> TamperMeasures {
         sharpness,
         noise_like,
     }
+}
+
+/// The measure a tamper check of `kind` reads.
+pub fn value(m: &TamperMeasures, kind: TamperKind) -> f64 {
+    match kind {
+        TamperKind::Covered => m.contrast,
+        TamperKind::Blinded => m.clipped,
+        TamperKind::Defocused => m.sharpness,
+        TamperKind::Snow => m.noise_like,
+    }
+}
+
+/// A card's tamper checks, run on each raw frame before the model.
+#[derive(Debug)]
+pub struct TamperChecks {
+    checks: Vec<TamperCheck>,
+    meter: TamperMeter,
+}
+
+impl TamperChecks {
+    /// The checks of a card's tamper block.
+    pub fn new(tamper: &Tamper) -> TamperChecks {
+        TamperChecks {
+            checks: tamper.checks.clone(),
+            meter: TamperMeter::new(),
+        }
+    }
+
+    /// The first check `image` fails, as a reject reason; `None` when it passes them all.
+    /// A measure that is not a number fails (fail closed).
+    pub fn check(&mut self, image: &DynamicImage) -> Option<RejectReason> {
+        let m = self.meter.measure(image);
+        self.checks.iter().find_map(|c| {
+            let v = value(&m, c.kind);
+            let fails = v.is_nan()
+                || if c.kind.rejects_low() {
+                    v <= c.at
+                } else {
+                    v >= c.at
+                };
+            fails.then_some(RejectReason::Tamper {
+                kind: c.kind,
+                value: v,
+                at: c.at,
+            })
+        })
+    }
+}
+
+/// A low check's cut is the clean frames' lowest value divided by this.
+pub const LOW_MARGIN: f64 = 4.0;
+
+/// What a tamper makes of a high check's measure: every pixel clipped (1); snow's detail
+/// as independent noise gives it (1). A high cut lies halfway from the clean frames'
+/// highest value to it.
+fn tampered(kind: TamperKind) -> f64 {
+    debug_assert!(!kind.rejects_low());
+    1.0
+}
+
+/// How [`calibrate`] sets each cut, in words (recorded in the card).
+pub const RULE: &str = "low checks (covered, defocused): the clean frames' lowest value / 4; \
+high checks (blinded, snow): halfway from the clean frames' highest value to 1; a check \
+whose clean frames come too near what a tamper gives (a flat clean frame, a clipped share of \
+0.99, a noise likeness of 0.5) is left out";
+
+/// Tamper checks set on clean frames' measures by [`RULE`]: every calibration frame passes
+/// each check with a margin. `None` when no check can be set (no frames, or every check's
+/// clean frames reach its tampered value).
+pub fn calibrate(clean: &[TamperMeasures]) -> Option<Tamper> {
+    let mut checks = vec![];
+    for kind in TamperKind::ALL {
+        let values = clean.iter().map(|m| value(m, kind));
+        let check = if kind.rejects_low() {
+            let lowest = values.fold(f64::INFINITY, f64::min);
+            (lowest.is_finite() && lowest > 0.0).then(|| TamperCheck {
+                kind,
+                at: lowest / LOW_MARGIN,
+                clean_extreme: lowest,
+            })
+        } else {
+            let highest = values.fold(f64::NEG_INFINITY, f64::max);
+            let full = tampered(kind);
+            // Too near the tampered value to leave a margin.
+            let limit = if kind == TamperKind::Blinded {
+                0.99
+            } else {
+                0.5
+            };
+            (highest.is_finite() && highest < limit).then(|| TamperCheck {
+                kind,
+                at: highest + (full - highest) / 2.0,
+                clean_extreme: highest,
+            })
+        };
+        checks.extend(check);
+    }
+    (!checks.is_empty()).then(|| Tamper {
+        checks,
+        frames: clean.len(),
+        rule: RULE.into(),
+    })
 }
 
 /// Counts how many frames in a row showed (nearly) the same picture: a camera that stopped
@@ -359,5 +464,86 @@ mod tests {
         assert_eq!(frozen.push(&moved), 0);
         // A frame of another size is another picture.
         assert_eq!(frozen.push(&gray(32, 24, scene)), 0);
+    }
+
+    /// Clean "camera" frames: the smooth scene shifted, with a little sensor noise.
+    fn clean_frames() -> Vec<DynamicImage> {
+        (0..20u32)
+            .map(|k| {
+                let noise = bytes(k as u64 + 1, 80 * 60);
+                gray(80, 60, |x, y| {
+                    let n = noise[(y * 80 + x) as usize] as i32 % 7 - 3;
+                    (scene((x + k) % 80, y) as i32 + n).clamp(0, 255) as u8
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cuts_lie_beyond_every_clean_frame_and_each_tamper_is_named() {
+        let frames = clean_frames();
+        let mut meter = TamperMeter::new();
+        let clean: Vec<TamperMeasures> = frames.iter().map(|f| meter.measure(f)).collect();
+        let tamper = calibrate(&clean).expect("checks");
+        assert_eq!(tamper.frames, 20);
+        let kinds: Vec<TamperKind> = tamper.checks.iter().map(|c| c.kind).collect();
+        assert_eq!(
+            kinds,
+            TamperKind::ALL,
+            "every check can be set on these frames"
+        );
+        for c in &tamper.checks {
+            let extreme = clean.iter().map(|m| value(m, c.kind));
+            if c.kind.rejects_low() {
+                let lowest = extreme.fold(f64::INFINITY, f64::min);
+                assert_eq!((c.clean_extreme, c.at), (lowest, lowest / LOW_MARGIN));
+            } else {
+                let highest = extreme.fold(f64::NEG_INFINITY, f64::max);
+                assert_eq!((c.clean_extreme, c.at), (highest, (highest + 1.0) / 2.0));
+            }
+        }
+        let mut checks = TamperChecks::new(&tamper);
+        for f in &frames {
+            assert_eq!(checks.check(f), None, "a calibration frame passes");
+        }
+        let mut reason = |img: &DynamicImage| match checks.check(img) {
+            Some(RejectReason::Tamper { kind, .. }) => Some(kind),
+            _ => None,
+        };
+        // A lens cap: flat, with a trace of noise.
+        let cap = bytes(99, 80 * 60);
+        let covered = gray(80, 60, |x, y| 12 + cap[(y * 80 + x) as usize] % 2);
+        assert_eq!(reason(&covered), Some(TamperKind::Covered));
+        // Blinded: most of the frame burnt white, the rest black.
+        let blinded = gray(80, 60, |x, _| if x < 70 { 255 } else { 0 });
+        assert_eq!(reason(&blinded), Some(TamperKind::Blinded));
+        // Defocused: the scene's contrast, no fine detail (a wide smooth ramp).
+        let smooth = gray(80, 60, |x, _| (40 + 2 * x) as u8);
+        assert_eq!(reason(&smooth), Some(TamperKind::Defocused));
+        // Snow: independent noise.
+        let snow_bytes = bytes(7, 80 * 60);
+        let snow = gray(80, 60, |x, y| snow_bytes[(y * 80 + x) as usize]);
+        assert_eq!(reason(&snow), Some(TamperKind::Snow));
+    }
+
+    #[test]
+    fn no_check_is_set_where_clean_frames_reach_the_tampered_value() {
+        let flat = TamperMeasures {
+            contrast: 0.0,
+            clipped: 1.0,
+            sharpness: 0.0,
+            noise_like: 0.0,
+        };
+        // A flat, clipped clean frame leaves no margin for covered, blinded or defocused;
+        // snow alone is set (its highest clean value, 0, is far from 1).
+        let t = calibrate(&[flat]).unwrap();
+        assert_eq!(t.checks.len(), 1);
+        assert_eq!(t.checks[0].kind, TamperKind::Snow);
+        let snowy = TamperMeasures {
+            noise_like: 0.9,
+            ..flat
+        };
+        assert_eq!(calibrate(&[snowy]), None);
+        assert_eq!(calibrate(&[]), None);
     }
 }

@@ -2,6 +2,7 @@
 
 use heapless::Deque;
 
+use crate::contract::card::TamperKind;
 use crate::input::frame::ReadError;
 use crate::input::preprocess::PreprocessError;
 use crate::score::measures::{Measures, Unscorable};
@@ -28,6 +29,15 @@ pub enum RejectReason {
     },
     /// Scored, but the mutual information is NaN.
     NanScore,
+    /// The raw frame failed a tamper check (the model did not run).
+    Tamper {
+        /// Which check.
+        kind: TamperKind,
+        /// The frame's measure (NaN when it could not be measured).
+        value: f64,
+        /// The check's cut.
+        at: f64,
+    },
     /// The frame could not be read.
     Unreadable(ReadError),
     /// The frame could not be turned into model input.
@@ -43,11 +53,23 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// A reject the gate decided without scoring the frame (a tamper check): the frame was
+    /// read and judged, so it is not "could not be scored".
+    pub fn is_tamper(&self) -> bool {
+        matches!(self, RejectReason::Tamper { .. })
+    }
+
     /// A short stable name for counting rejects by reason (metrics labels).
     pub fn kind(&self) -> &'static str {
         match self {
             RejectReason::AboveThreshold { .. } => "above_threshold",
             RejectReason::NanScore => "nan_score",
+            RejectReason::Tamper { kind, .. } => match kind {
+                TamperKind::Covered => "tamper_covered",
+                TamperKind::Blinded => "tamper_blinded",
+                TamperKind::Defocused => "tamper_defocused",
+                TamperKind::Snow => "tamper_snow",
+            },
             RejectReason::Unreadable(_) => "unreadable",
             RejectReason::Preprocess(_) => "preprocess",
             RejectReason::Inference(_) => "inference",
@@ -69,6 +91,17 @@ impl std::fmt::Display for RejectReason {
                 "mutual information {mutual_information:.4} above threshold {threshold:.4}"
             ),
             RejectReason::NanScore => f.write_str("mutual information is NaN"),
+            RejectReason::Tamper { kind, value, at } => write!(
+                f,
+                "tamper:{} ({} {value:.4} {} {at:.4})",
+                kind.name(),
+                kind.measure(),
+                if kind.rejects_low() {
+                    "at or under"
+                } else {
+                    "at or over"
+                }
+            ),
             RejectReason::Unreadable(e) => e.fmt(f),
             RejectReason::Preprocess(e) => e.fmt(f),
             RejectReason::Inference(e) => write!(f, "inference failed: {e}"),

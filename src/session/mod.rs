@@ -110,12 +110,15 @@ impl<W: Write> Outputs<W> {
     /// `None` when the frame could not be read.
     fn deliver(&mut self, mut report: Report, frame: Option<&Frame>) -> Result<(), Error> {
         if let (None, Some(reason)) = (report.measures, report.verdict.reason()) {
-            log::warn!(
-                "frame {} ({}) rejected unscored: {}",
-                report.index,
-                crate::text::printable(&report.source),
-                crate::text::printable(&reason.to_string())
-            );
+            // A tamper reject was judged, not a fault: its line and its alarm say it.
+            if !reason.is_tamper() {
+                log::warn!(
+                    "frame {} ({}) rejected unscored: {}",
+                    report.index,
+                    crate::text::printable(&report.source),
+                    crate::text::printable(&reason.to_string())
+                );
+            }
         }
         report.alarm = self.alarm.push(report.verdict.decision());
         if report.alarm {

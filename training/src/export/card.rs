@@ -43,5 +43,6 @@ pub fn card_for(
         provenance,
         ensemble: None,
         security: None,
+        tamper: None,
     }
 }
