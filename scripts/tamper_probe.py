@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""What `calibrate --tamper` buys: tamper checks set on clean frames, judged on other clean
+frames (the false-positive rate of the checks alone and of the whole gate) and on synthetic
+tampered and garbage frames (the share rejected, and by which reason).
+
+MNIST: a copy of models/mnist calibrated (MI threshold and tamper checks, --fpr 0.05) on test
+digits 0–999; judged on digits 1000–1999 and on 100 frames of each kind made from them.
+Photos (--photos): the photo-variants' scenes in folds; each fold judged by a copy of
+models/lite0-imagenet calibrated (--tamper) on the other folds, on its clean variants and on
+tampered versions of them.
+
+Usage: python3 scripts/tamper_probe.py [--photos data/lite0/variants] [--folds 5]
+       [--exclude hubble_deep_field,retina,ihc] [--mcgate BIN]
+Prints Markdown tables. Needs numpy and Pillow (the system python3 here has both).
+"""
+import argparse
+import json
+import math
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SEED = 1
+VARIANTS = ("original", "flip", "brighter", "darker", "shift_bottom_right",
+            "shift_top_left", "shift_top_right_flip", "zoom")
+
+
+def gate(binary, stem, frames, w, h, channels, extra=()):
+    """Gates raw frames (uint8 arrays) on stdin; one JSON line each."""
+    # The model's own pixel format: gray for digits, rgb24 for photos.
+    fmt = []
+    out = subprocess.run(
+        [binary, "gate", stem, "-", "--width", str(w), "--height", str(h), "--seed", str(SEED),
+         "--no-latency", *fmt, *extra],
+        input=b"".join(f.astype(np.uint8).tobytes() for f in frames), capture_output=True)
+    if out.returncode not in (0,):
+        raise SystemExit(out.stderr.decode())
+    return [json.loads(l) for l in out.stdout.decode().splitlines()]
+
+
+def calibrate(binary, stem, frames, w, h, channels):
+    # The model's own pixel format: gray for digits, rgb24 for photos.
+    fmt = []
+    out = subprocess.run(
+        [binary, "calibrate", stem, "-", "--width", str(w), "--height", str(h), "--fpr", "0.05",
+         "--seed", str(SEED), "--tamper", *fmt],
+        input=b"".join(f.astype(np.uint8).tobytes() for f in frames), capture_output=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr.decode())
+    return out.stdout.decode()
+
+
+def wilson(k, n):
+    if n == 0:
+        return (math.nan, math.nan)
+    z = 1.96
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    r = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - r), min(1.0, c + r))
+
+
+def pct(k, n):
+    lo, hi = wilson(k, n)
+    return f"{100 * k / n:.1f} % ({100 * lo:.1f}–{100 * hi:.1f} %)"
+
+
+def row(name, lines, mi_only):
+    n = len(lines)
+    rejected = sum(l["verdict"] == "reject" for l in lines)
+    tamper = Counter(l["reason"].split(" ")[0] for l in lines
+                     if l["verdict"] == "reject" and l.get("reason", "").startswith("tamper"))
+    mi_rejected = sum(l["verdict"] == "reject" for l in mi_only)
+    reasons = ", ".join(f"{k.split(':')[1]} {v}" for k, v in tamper.most_common()) or "–"
+    print(f"| {name} | {n} | {pct(rejected, n)} | {pct(sum(tamper.values()), n)} | {reasons} "
+          f"| {pct(mi_rejected, n)} |")
+
+
+def blur(img, sigma):
+    """Gaussian blur, separable, edges repeated; img HxW or HxWxC float."""
+    r = int(3 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    k /= k.sum()
+    out = img.astype(float)
+    for axis in (0, 1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        p = np.pad(out, pad, mode="edge")
+        out = sum(k[i] * np.take(p, range(i, i + out.shape[axis]), axis=axis)
+                  for i in range(2 * r + 1))
+    return out
+
+
+def tampered(rng, clean):
+    """Tampered versions of clean frames (uint8, HxW or HxWx3), one per kind and frame."""
+    def covered(f):  # a lens cap: dark, flat, a trace of sensor noise
+        return np.clip(rng.uniform(0, 40) + rng.normal(0, 1.0, f.shape), 0, 255)
+
+    def blank(f):  # a blank frame of any gray level
+        return np.full(f.shape, rng.uniform(0, 255))
+
+    def saturated(f):  # blinded: exposure ×8
+        return np.clip(f.astype(float) * 8 + 60, 0, 255)
+
+    def defocused(f):  # Gaussian blur σ = 3 (pixels of the frame)
+        return blur(f, 3.0)
+
+    def snow(f):  # analogue snow: independent noise
+        return np.clip(rng.normal(128, 64, f.shape), 0, 255)
+
+    kinds = {"covered (dark, σ 1 noise)": covered, "blank (any gray)": blank,
+             "saturated (exposure ×8)": saturated, "defocused (blur σ 3)": defocused,
+             "snow N(128, 64²)": snow}
+    return {name: [make(f) for f in clean] for name, make in kinds.items()}
+
+
+def garbage(rng, n, shape):
+    h, w = shape[:2]
+    xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+
+    def gradient():
+        a = rng.uniform(0, 6.3)
+        g = np.cos(a) * xs + np.sin(a) * ys
+        g = (g - g.min()) / max(g.max() - g.min(), 1e-9) * 255
+        return np.stack([g] * shape[2], -1) if len(shape) == 3 else g
+
+    kinds = {
+        "gaussian N(128, 64²)": lambda: np.clip(128 + 64 * rng.standard_normal(shape), 0, 255),
+        "uniform [0, 255]": lambda: rng.uniform(0, 255, shape),
+        "salt 10 % white": lambda: (rng.random(shape[:2]) < 0.1)[..., None].repeat(
+            shape[2], -1) * 255.0 if len(shape) == 3 else (rng.random(shape) < 0.1) * 255.0,
+        "salt 30 % white": lambda: (rng.random(shape[:2]) < 0.3)[..., None].repeat(
+            shape[2], -1) * 255.0 if len(shape) == 3 else (rng.random(shape) < 0.3) * 255.0,
+        "random gradient": gradient,
+    }
+    return {name: [make() for _ in range(n)] for name, make in kinds.items()}
+
+
+def table(binary, stem, shipped, held_out, frames_by_kind, w, h, c):
+    print("| frames | n | rejected (fused: tamper, then MI) | by a tamper check | which | "
+          "rejected by the shipped MI-only gate |")
+    print("|---|---|---|---|---|---|")
+    row("clean, held out", gate(binary, stem, held_out, w, h, c),
+        gate(binary, shipped, held_out, w, h, c))
+    for name, frames in frames_by_kind.items():
+        row(name, gate(binary, stem, frames, w, h, c), gate(binary, shipped, frames, w, h, c))
+
+
+def mnist(binary, tmp):
+    raw = open("data/mnist/t10k-images-idx3-ubyte", "rb").read()[16:]
+    digits = np.frombuffer(raw, np.uint8).reshape(-1, 28, 28)
+    calib, held = digits[:1000], digits[1000:2000]
+    stem = str(tmp / "mnist")
+    for ext in ("onnx", "card.json"):
+        shutil.copy(f"models/mnist.{ext}", f"{stem}.{ext}")
+    print(calibrate(binary, stem, list(calib), 28, 28, 1))
+    print(subprocess.run([binary, "info", stem], capture_output=True).stdout.decode()
+          .split("card SHA-256")[0].split("tamper checks", 1)[-1].join(["tamper checks", ""]))
+    rng = np.random.default_rng(0)
+    kinds = tampered(rng, list(held[:100]))
+    kinds.update(garbage(rng, 100, (28, 28)))
+    print("MNIST (`models/mnist` calibrated with --tamper on test digits 0–999; judged on "
+          "1000–1999 and 100 frames of each kind; seed 1; 95 % Wilson intervals):\n")
+    table(binary, stem, "models/mnist", list(held), kinds, 28, 28, 1)
+
+
+def save(frames, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, f in enumerate(frames):
+        Image.fromarray(np.asarray(f).astype(np.uint8)).save(folder / f"{k:04d}.png")
+    return str(folder)
+
+
+def gate_dir(binary, stem, folder):
+    out = subprocess.run([binary, "gate", stem, folder, "--seed", str(SEED), "--no-latency"],
+                         capture_output=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr.decode())
+    return [json.loads(l) for l in out.stdout.decode().splitlines()]
+
+
+def photos(binary, tmp, folder, folds, exclude):
+    """Scenes split into folds (a scene's variants stay together); each fold judged by a copy
+    calibrated on the others; frames at their own size, as PNG files (the crop model cuts them
+    as a camera's)."""
+    def scene(f):  # SCENE_VARIANT.png as photo-variants writes them
+        return next(f.stem[:-len(v) - 1] for v in sorted(VARIANTS, key=len, reverse=True)
+                    if f.stem.endswith("_" + v))
+
+    files = [f for f in sorted(Path(folder).glob("*.png")) if scene(f) not in exclude]
+    scenes = sorted({scene(f) for f in files})
+    load = lambda f: np.asarray(Image.open(f).convert("RGB"))
+    rng = np.random.default_rng(0)
+    pooled, shipped = {}, {}
+    for k in range(folds):
+        held = set(scenes[k::folds])
+        stem = str(tmp / f"lite0-{k}")
+        for ext in ("onnx", "card.json"):
+            shutil.copy(f"models/lite0-imagenet.{ext}", f"{stem}.{ext}")
+        calib = save([load(f) for f in files if scene(f) not in held], tmp / f"calib-{k}")
+        out = subprocess.run([binary, "calibrate", stem, calib, "--fpr", "0.05", "--seed",
+                              str(SEED), "--tamper"], capture_output=True)
+        if out.returncode != 0:
+            raise SystemExit(out.stderr.decode())
+        test = [load(f) for f in files if scene(f) in held]
+        kinds = {"clean, held out": test}
+        kinds.update(tampered(rng, test))
+        kinds.update(garbage(rng, 5, (256, 256, 3)))
+        for name, frames in kinds.items():
+            d = save(frames, tmp / f"fold-{k}" / name.split(" ")[0])
+            pooled.setdefault(name, []).extend(gate_dir(binary, stem, d))
+            shipped.setdefault(name, []).extend(gate_dir(binary, "models/lite0-imagenet", d))
+    print(f"Photos (`models/lite0-imagenet`, {folds} folds of the {len(scenes)} scenes' "
+          f"photo-variants the shipped card was calibrated on, {len(files)} frames at their own "
+          f"size: each fold judged by a copy "
+          f"calibrated with --tamper on the other folds' variants; tampered versions of every "
+          f"held-out variant; garbage 256×256, 5 per fold; seed 1; 95 % Wilson intervals):\n")
+    print("| frames | n | rejected (fused: tamper, then MI) | by a tamper check | which | "
+          "rejected by the shipped MI-only gate |")
+    print("|---|---|---|---|---|---|")
+    for name in pooled:
+        row(name, pooled[name], shipped[name])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--photos", help="photo-variants folder, e.g. data/lite0/variants")
+    ap.add_argument("--folds", type=int, default=5)
+    # The scenes the shipped photo card was not calibrated on (README, "Photos").
+    ap.add_argument("--exclude", default="hubble_deep_field,retina,ihc")
+    ap.add_argument("--mcgate", default="target/release/mcgate")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        mnist(args.mcgate, tmp)
+        if args.photos:
+            print()
+            photos(args.mcgate, tmp, args.photos, args.folds,
+                   {s for s in args.exclude.split(",") if s})
+
+
+if __name__ == "__main__":
+    main()
