@@ -844,4 +844,35 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
     let again = calibrate(&[]);
     assert_eq!(again["schema"], "mcgate.card/3");
     assert_eq!(again["tamper"], card["tamper"]);
+
+    // A snow cut just above the cleanest digits': the bundle's noise frames now fail it at
+    // gate time, and validate, which compares MI, still scores every frame.
+    let mut strict = again.clone();
+    let snow = &mut strict["tamper"]["checks"][3];
+    assert_eq!(snow["kind"], "snow");
+    snow["at"] = (snow["clean_extreme"].as_f64().unwrap() * 1.001).into();
+    std::fs::write(dir.path().join("m.card.json"), strict.to_string()).unwrap();
+    let out = mcgate(&[
+        "gate",
+        stem,
+        "bundles/mnist/noise_for_bim_eps25.5",
+        "--seed",
+        "1",
+    ]);
+    let snowed = common::lines(&out)
+        .iter()
+        .filter(|l| {
+            l["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("tamper:snow"))
+        })
+        .count();
+    assert!(snowed > 0, "{}", stderr(&out));
+    let out = mcgate(&["validate", stem, "bundles/mnist", "--runs", "2"]);
+    assert_ne!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("490 frames"),
+        "{}",
+        stderr(&out)
+    );
 }
