@@ -18,6 +18,8 @@
 //!   products on a 2-thread pool
 //! - frames20_jobs{1,2}: 20 frames at T=20 through `gate --jobs N`'s pool: throughput from
 //!   overlapping frames across cores
+//! - gate_tamper_t20: gate_t20 with the card's tamper checks (set on the bundle's 50 clean
+//!   digits) run on the frame first; it passes them, so the model runs too
 //! - gate_ensemble_t{1,20}: the 5-member dropout ensemble (`models/mnist-ensemble`), T per
 //!   member: at T=20, 100 pooled samples, to set beside gate_t100; gate_ensemble_dense_t20
 //!   on the plain plan
@@ -35,6 +37,8 @@ use mcgate::model::Model;
 use mcgate::run::masks::SiteMasks;
 use mcgate::run::plan::{Plan, Strategy};
 use tract_onnx::prelude::*;
+
+mod tamper_card;
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -65,6 +69,19 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+
+    let clean: Vec<_> = std::fs::read_dir(root.join("bundles/mnist/clean"))
+        .unwrap()
+        .map(|e| decode_file(&e.unwrap().path()).unwrap())
+        .chain([frame.image.clone()])
+        .collect();
+    let (_dir, tampered) = tamper_card::with_tamper(&root.join("models/mnist"), &clean);
+    let mut gate = Gate::new(&tampered, 20, 0.1, Seeds::PerFrame(1)).unwrap();
+    assert!(
+        gate.score(&frame).measures.is_some(),
+        "the frame passes the checks"
+    );
+    c.bench_function("gate_tamper_t20", |b| b.iter(|| gate.score(&frame)));
 
     #[cfg(feature = "multithread-mm")]
     {

@@ -3,9 +3,12 @@
 //!
 //! `cargo bench --bench photo` (needs scripts/fetch-lite0.sh) — results and ratios go in
 //! docs/BENCHMARKS.md.
-//! - lite0_gate_t{1,20,100}: one gated 256×256 frame at T (centre crop, masks, one run with
+//! - lite0_gate_t{4,20,100}: one gated 256×256 frame at T (centre crop, masks, one run with
 //!   the trunk once and the classifier as a sparse difference, measures);
 //!   lite0_gate_dense_t{20,100}: the same on the plain plan (T classifier products)
+//! - lite0_gate_tamper_t20: lite0_gate_t20 with the card's tamper checks (set on the shipped
+//!   photo samples and this frame) run on the frame first; it passes them
+//! - tamper_measure_256: the tamper measures alone on that 256×256 frame
 //! - lite0_forward_t1: one T=1 forward of the network alone, plain plan: the
 //!   deterministic-cost floor
 //! - decode_1080p_jpeg: decoding a 1920×1080 JPEG camera frame
@@ -23,6 +26,8 @@ use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::Model;
 use mcgate::run::plan::{Plan, Strategy};
 
+mod tamper_card;
+
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = Model::load_from(&root.join("models/lite0-imagenet")).expect("shipped model");
@@ -36,7 +41,7 @@ fn bench(c: &mut Criterion) {
         photo.resize_exact(256, 256, FilterType::Triangle),
     );
     let runs = [
-        ("", Strategy::Sparse, &[1, 20, 100][..]),
+        ("", Strategy::Sparse, &[4, 20, 100][..]),
         ("dense_", Strategy::Dense, &[20, 100]),
     ];
     for (name, strategy, samples) in runs {
@@ -48,6 +53,22 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+    // The card's tamper checks first (set on the photo samples and this frame): it passes them.
+    let clean: Vec<_> = std::fs::read_dir(root.join("samples/photos"))
+        .unwrap()
+        .filter_map(|e| decode_file(&e.unwrap().path()).ok())
+        .chain([frame.image.clone()])
+        .collect();
+    let (_dir, tampered) = tamper_card::with_tamper(&root.join("models/lite0-imagenet"), &clean);
+    let mut gate = Gate::new(&tampered, 20, 0.1, Seeds::PerFrame(1)).unwrap();
+    assert!(
+        gate.score(&frame).measures.is_some(),
+        "the frame passes the checks"
+    );
+    c.bench_function("lite0_gate_tamper_t20", |b| b.iter(|| gate.score(&frame)));
+    let mut meter = mcgate::score::tamper::TamperMeter::new();
+    c.bench_function("tamper_measure_256", |b| b.iter(|| meter.measure(&frame.image)));
+
     let input = Preprocessor::new(&model.card.input)
         .run(&frame.image)
         .unwrap()
