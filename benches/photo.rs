@@ -67,7 +67,9 @@ fn bench(c: &mut Criterion) {
     );
     c.bench_function("lite0_gate_tamper_t20", |b| b.iter(|| gate.score(&frame)));
     let mut meter = mcgate::score::tamper::TamperMeter::new();
-    c.bench_function("tamper_measure_256", |b| b.iter(|| meter.measure(&frame.image)));
+    c.bench_function("tamper_measure_256", |b| {
+        b.iter(|| meter.measure(&frame.image))
+    });
 
     let input = Preprocessor::new(&model.card.input)
         .run(&frame.image)
