@@ -194,13 +194,10 @@ impl TamperChecks {
 /// A low check's cut is the clean frames' lowest value divided by this.
 pub const LOW_MARGIN: f64 = 4.0;
 
-/// What a tamper makes of a high check's measure: every pixel clipped (1); snow's detail
-/// as independent noise gives it (1). A high cut lies halfway from the clean frames'
-/// highest value to it.
-fn tampered(kind: TamperKind) -> f64 {
-    debug_assert!(!kind.rejects_low());
-    1.0
-}
+/// What a tamper makes of a high check's measure: every pixel clipped (blinded), detail
+/// exactly as independent noise gives it (snow). A high cut lies halfway from the clean
+/// frames' highest value to it.
+const TAMPERED_HIGH: f64 = 1.0;
 
 /// How [`calibrate`] sets each cut, in words (recorded in the card).
 pub const RULE: &str = "low checks (covered, defocused): the clean frames' lowest value / 4; \
@@ -224,7 +221,6 @@ pub fn calibrate(clean: &[TamperMeasures]) -> Option<Tamper> {
             })
         } else {
             let highest = values.fold(f64::NEG_INFINITY, f64::max);
-            let full = tampered(kind);
             // Too near the tampered value to leave a margin.
             let limit = if kind == TamperKind::Blinded {
                 0.99
@@ -233,7 +229,7 @@ pub fn calibrate(clean: &[TamperMeasures]) -> Option<Tamper> {
             };
             (highest.is_finite() && highest < limit).then(|| TamperCheck {
                 kind,
-                at: highest + (full - highest) / 2.0,
+                at: highest + (TAMPERED_HIGH - highest) / 2.0,
                 clean_extreme: highest,
             })
         };
