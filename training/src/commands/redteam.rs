@@ -99,8 +99,9 @@ pub struct RedTeamArgs {
     /// Add this run's rows to the report already at --out instead of writing a new one: a
     /// row of the same attack, surrogate, norm and budget is replaced, every other row kept
     /// (each row names the commit that ran it). The earlier report must be of the same
-    /// model, images, seed, samples, threshold and mask draws, and its clean frames must
-    /// have fared the same; otherwise an error. Not with --bundle.
+    /// model, images, seed, samples, threshold and mask draws (checked before any attack
+    /// runs), and its clean frames must have fared the same (checked after); otherwise an
+    /// error, and nothing written. Not with --bundle.
     #[arg(long, conflicts_with = "bundle")]
     pub update: bool,
     /// Universal patches, each this share of the frame's area; the flag alone: none.
@@ -425,6 +426,19 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         labels.len()
     );
 
+    if args.update {
+        // Before hours of attacks: what is known now must match the report to be updated.
+        let known = serde_json::json!({
+            "model": model.card.name,
+            "crafted_on": subject.crafted_on,
+            "images": labels.len(),
+            "seed": args.seed,
+            "samples": samples,
+            "threshold": threshold,
+            "mask_draws": args.mask_draws,
+        });
+        same_run(&read_earlier(&out)?, &known, &out)?;
+    }
     let cfg = RedTeamConfig {
         attacks: attacks(&args, args.eot.unwrap_or(samples as i64)),
         samples,
@@ -702,34 +716,8 @@ pub fn worst(rows: &[RowScore]) -> Vec<Worst> {
 /// family order (white-box L∞, L2, patch, transfer, denial of service), each family in the
 /// order it ran. Refused when the earlier report judged other frames or judged otherwise.
 fn merge_into_earlier(report: &mut SecurityReport, path: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--update: reading the earlier report {}", path.display()))?;
-    let earlier: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("--update: {} is not JSON", path.display()))?;
-    let ours = serde_json::to_value(&*report)?;
-    // The seed entered the report later: an earlier one without it is taken on its clean
-    // frames' rejection rate, which the same draw of images and masks reproduces exactly.
-    for field in [
-        "model",
-        "crafted_on",
-        "images",
-        "seed",
-        "samples",
-        "threshold",
-        "mask_draws",
-        "clean_fpr",
-    ] {
-        let was = &earlier[field];
-        if field == "seed" && was.is_null() {
-            continue;
-        }
-        ensure!(
-            *was == ours[field],
-            "--update: {} has {field} {was}, this run {}; rerun without --update",
-            path.display(),
-            ours[field]
-        );
-    }
+    let earlier = read_earlier(path)?;
+    same_run(&earlier, &serde_json::to_value(&*report)?, path)?;
     let key = |r: &serde_json::Value| {
         (
             r["attack"].clone(),
@@ -756,6 +744,41 @@ fn merge_into_earlier(report: &mut SecurityReport, path: &Path) -> Result<()> {
     rows.sort_by_key(family_rank);
     report.rows = rows;
     report.seconds += earlier["seconds"].as_f64().unwrap_or(0.0);
+    Ok(())
+}
+
+/// The report an `--update` adds to.
+fn read_earlier(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--update: reading the earlier report {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("--update: {} is not JSON", path.display()))
+}
+
+/// The fields of `ours` that say which frames were attacked and how they are judged agree
+/// with the earlier report's. Checked before the attacks on what is known then, and again
+/// with the clean frames' rejection rate, which the same draw of images and masks reproduces
+/// exactly (an earlier report without `seed` is taken on it).
+fn same_run(earlier: &serde_json::Value, ours: &serde_json::Value, path: &Path) -> Result<()> {
+    for field in [
+        "model",
+        "crafted_on",
+        "images",
+        "seed",
+        "samples",
+        "threshold",
+        "mask_draws",
+        "clean_fpr",
+    ] {
+        let (was, now) = (&earlier[field], &ours[field]);
+        if now.is_null() || (field == "seed" && was.is_null()) {
+            continue;
+        }
+        ensure!(
+            was == now,
+            "--update: {} has {field} {was}, this run {now}; rerun without --update",
+            path.display()
+        );
+    }
     Ok(())
 }
 
