@@ -142,6 +142,23 @@ def garbage(rng, n, shape):
     return {name: [make() for _ in range(n)] for name, make in kinds.items()}
 
 
+def gstreamer(w, h, n=20):
+    """GStreamer's `snow` and `circular` test patterns, n gray frames each (none without
+    gst-launch-1.0)."""
+    if shutil.which("gst-launch-1.0") is None:
+        print("(gst-launch-1.0 not found: no GStreamer patterns)")
+        return {}
+    out = {}
+    for pattern in ("snow", "circular"):
+        raw = subprocess.run(
+            ["gst-launch-1.0", "-q", "videotestsrc", f"pattern={pattern}", f"num-buffers={n}",
+             "!", f"video/x-raw,format=GRAY8,width={w},height={h}", "!", "fdsink"],
+            capture_output=True, check=True).stdout
+        frames = np.frombuffer(raw, np.uint8).reshape(-1, h, w)
+        out[f"GStreamer videotestsrc {pattern}"] = list(frames)
+    return out
+
+
 def table(binary, stem, shipped, held_out, frames_by_kind, w, h, c):
     print("| frames | n | rejected (fused: tamper, then MI) | by a tamper check | which | "
           "rejected by the shipped MI-only gate |")
@@ -165,8 +182,10 @@ def mnist(binary, tmp):
     rng = np.random.default_rng(0)
     kinds = tampered(rng, list(held[:100]))
     kinds.update(garbage(rng, 100, (28, 28)))
+    kinds.update(gstreamer(28, 28))
     print("MNIST (`models/mnist` calibrated with --tamper on test digits 0–999; judged on "
-          "1000–1999 and 100 frames of each kind; seed 1; 95 % Wilson intervals):\n")
+          "1000–1999, 100 frames of each kind and 20 of each GStreamer pattern; seed 1; 95 % "
+          "Wilson intervals):\n")
     table(binary, stem, "models/mnist", list(held), kinds, 28, 28, 1)
 
 
