@@ -13,7 +13,7 @@ use super::OutputError;
 use super::Sink;
 use crate::input::frame::Frame;
 use crate::score::report::Report;
-use crate::score::verdict::Decision;
+use crate::score::verdict::{Decision, RejectReason};
 
 /// An `RgbImage` as an embedded-graphics draw target; pixels outside it are clipped.
 pub struct Canvas<'a>(pub &'a mut RgbImage);
@@ -122,15 +122,17 @@ pub fn annotate(
         .into_styled(PrimitiveStyle::with_stroke(color, 3))
         .draw(&mut canvas);
     let text_style = MonoTextStyle::new(&FONT_6X10, Rgb888::WHITE);
-    let headline = match (report.verdict.decision(), report.measures, label) {
-        (Decision::Accept, Some(m), Some(l)) => format!("ACCEPT {l} p={:.2}", m.max_probability),
-        (Decision::Reject, Some(m), Some(l)) => format!("REJECT {l} p={:.2}", m.max_probability),
-        (_, None, _) => match report.verdict.reason() {
-            Some(r) if r.is_tamper() => {
-                format!("REJECT tamper:{}", r.kind().trim_start_matches("tamper_"))
-            }
-            _ => "REJECT unscored".to_string(),
-        },
+    let reason = report.verdict.reason();
+    let headline = match (report.verdict.decision(), report.measures, label, reason) {
+        (Decision::Accept, Some(m), Some(l), _) => {
+            format!("ACCEPT {l} p={:.2}", m.max_probability)
+        }
+        (Decision::Reject, Some(m), Some(l), _) => {
+            format!("REJECT {l} p={:.2}", m.max_probability)
+        }
+        (_, None, _, Some(RejectReason::Tamper { kind, .. })) => {
+            format!("REJECT tamper:{}", kind.name())
+        }
         _ => "REJECT unscored".to_string(),
     };
     let _ = Text::new(&headline, Point::new(3, h as i32 + 10), text_style).draw(&mut canvas);

@@ -463,10 +463,10 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     let surrogates = loaded
         .iter()
         .map(|(name, model, member, _vs)| {
+            // load_surrogate names a member exactly when the model is an ensemble.
             let net: &dyn DropoutNet = match (model, member) {
-                (MnistModel::Single(n), _) => n,
                 (MnistModel::Ensemble(e), Some(k)) => &e.members()[*k],
-                (MnistModel::Ensemble(_), None) => unreachable!("checked by load_surrogate"),
+                _ => model.as_dyn(),
             };
             Surrogate {
                 name: name.clone(),
