@@ -2,20 +2,30 @@
 //!
 //! The frames are gated as `gate` gates them (same preprocessing, same masks), their mutual
 //! information collected, and the threshold put at the (1 − fpr) quantile: at most a share
-//! `fpr` of these clean frames lie above it. A frame that cannot be read or scored stops the
-//! calibration (a threshold from a silently shortened set would not be the one asked for).
+//! `fpr` of these clean frames lie above it. With `--signals`, every signal named is kept per
+//! frame and the fused decision (`score::fusion`) set at the same rate. A frame that cannot be
+//! read or scored stops the calibration (a threshold from a silently shortened set would not
+//! be the one asked for).
+//!
+//! With a holdout, the last share of the frames, in order, is not used to set anything: the
+//! decision's rate on them is what a camera's later frames will see (an in-sample rate is the
+//! target by construction, whatever the frames).
 
 use std::path::{Path, PathBuf};
 
 use crate::contract::card::{
-    Calibration, InputSpec, ModelCard, ModelPaths, Resize, Tamper, Threshold, SCHEMA, SCHEMA_V3,
+    Calibration, Fused, FusedSignal, Fusion, Holdout, InputSpec, ModelCard, ModelPaths, Resize,
+    Signal, Tamper, Threshold, SCHEMA, SCHEMA_V3,
 };
 use crate::gate::{Pool, Seeds};
 use crate::input::frame;
 use crate::model::{LoadError, Model};
 use crate::output::frames::write_atomically_with_mode;
+use crate::score::fusion::{signal_value, FusedGate};
+use crate::score::measures::Measures;
 use crate::score::roc;
-use crate::score::tamper::{self, TamperMeter};
+use crate::score::tamper::{self, TamperMeasures, TamperMeter};
+use crate::score::verdict::{self, Decision};
 use crate::Error;
 
 pub(crate) mod error;
@@ -27,7 +37,7 @@ pub use error::{CalibrationError, MIN_EXPECTED_ABOVE, MI_SIGNAL_FLOOR};
 pub const HIGH_THRESHOLD_SHARE: f64 = 0.25;
 
 /// How to calibrate.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// Target share of clean frames rejected, in (0, 1).
     pub fpr: f64,
@@ -39,6 +49,13 @@ pub struct Options {
     pub jobs: usize,
     /// Also set tamper checks on the frames (`score::tamper::calibrate`).
     pub tamper: bool,
+    /// Signals to fuse into one decision; empty: the MI threshold alone decides.
+    pub signals: Vec<Signal>,
+    /// How the fused signals combine.
+    pub rule: Fusion,
+    /// Share of the frames, the last ones, held out of the calibration to measure its rate
+    /// on; 0: none.
+    pub holdout: f64,
 }
 
 /// The frames a calibration needs for a target rate `fpr`.
@@ -105,14 +122,18 @@ pub struct Calibrated {
     pub unlike: Unlike,
     /// The new threshold.
     pub threshold: f64,
-    /// MI of every frame, in frame order.
+    /// MI of every calibration frame (the held-out ones not included), in frame order.
     pub mutual_information: Vec<f64>,
-    /// Share of the frames above the threshold.
+    /// Share of the calibration frames above the threshold.
     pub clean_fpr: f64,
     /// Its 95 % Wilson score interval.
     pub clean_fpr_interval: (f64, f64),
     /// The tamper checks set on the frames, when asked for.
     pub tamper: Option<Tamper>,
+    /// The fused decision, when signals were asked for.
+    pub fusion: Option<Fused>,
+    /// The MI threshold's (with the tamper checks) rate on the held-out frames, if any.
+    pub holdout: Option<Holdout>,
 }
 
 impl Calibrated {
@@ -151,6 +172,9 @@ pub fn calibrate(
     if !(opts.fpr > 0.0 && opts.fpr < 1.0) {
         return Err(Error::out_of_range("fpr", "in (0, 1)", opts.fpr));
     }
+    if !(0.0..1.0).contains(&opts.holdout) {
+        return Err(Error::out_of_range("holdout", "in [0, 1)", opts.holdout));
+    }
     // The threshold given to the gates is irrelevant: only the measures are read.
     let mut pool = Pool::new(
         model,
@@ -159,16 +183,16 @@ pub fn calibrate(
         Seeds::PerFrame(opts.seed),
         opts.jobs,
     )?;
-    // The card's own checks would reject clean frames the new ones are set on.
+    // The card's own checks (and fusion) would reject clean frames the new ones are set on.
     pool.without_tamper();
     let mut meter = TamperMeter::new();
     let mut tamper_measures = vec![];
-    let mut mi = vec![];
+    let mut measures = vec![];
     let mut unlike = Unlike::default();
     let input = &model.card.input;
     pool.score_stream(source, |report, frame| match report.measures {
         Some(m) => {
-            mi.push(m.mutual_information);
+            measures.push(m);
             if let Some(frame) = frame {
                 unlike.count(frame, input);
                 if opts.tamper {
@@ -187,14 +211,18 @@ pub fn calibrate(
                 .unwrap_or_default(),
         })),
     })?;
+    let held_out = (opts.holdout * measures.len() as f64).floor() as usize;
+    let (set_on, later) = measures.split_at(measures.len() - held_out);
     let needed = frames_needed(opts.fpr);
-    if mi.len() < needed {
+    if set_on.len() < needed {
         return Err(Error::Calibration(CalibrationError::TooFewFrames {
-            got: mi.len(),
+            got: set_on.len(),
+            held_out,
             needed,
             fpr: opts.fpr,
         }));
     }
+    let mi: Vec<f64> = set_on.iter().map(|m| m.mutual_information).collect();
     let threshold = roc::threshold_at_fpr(&mi, opts.fpr).ok_or_else(|| {
         Error::Calibration(CalibrationError::Unscored {
             index: 0,
@@ -211,15 +239,62 @@ pub fn calibrate(
         }));
     }
     let above = mi.iter().filter(|&&v| v > threshold).count();
+    let (tamper_set_on, tamper_later) =
+        tamper_measures.split_at(tamper_measures.len().min(set_on.len()));
     let tamper = match opts.tamper {
         false => None,
-        true => Some(
-            tamper::calibrate(&tamper_measures).ok_or(Error::Calibration(
-                CalibrationError::NoTamperCheck {
-                    frames: tamper_measures.len(),
-                },
-            ))?,
-        ),
+        true => Some(tamper::calibrate(tamper_set_on).ok_or(Error::Calibration(
+            CalibrationError::NoTamperCheck {
+                frames: tamper_set_on.len(),
+            },
+        ))?),
+    };
+    let tampered = |i: usize| {
+        tamper.as_ref().is_some_and(|t| {
+            tamper_later
+                .get(i)
+                .is_some_and(|m: &TamperMeasures| tamper::first_failed(&t.checks, m).is_some())
+        })
+    };
+    let rate_on = |rejects: &dyn Fn(usize, &Measures) -> bool| {
+        (held_out > 0).then(|| {
+            let n = later
+                .iter()
+                .enumerate()
+                .filter(|(i, m)| rejects(*i, m))
+                .count();
+            let (low, high) = roc::wilson_interval(n, held_out);
+            Holdout {
+                frames: held_out,
+                clean_fpr: [n as f64 / held_out as f64, low, high],
+            }
+        })
+    };
+    // The gate's own rules decide the held-out frames.
+    let holdout = rate_on(&|i, m| {
+        tampered(i) || verdict::decide(m, threshold).decision() == Decision::Reject
+    });
+    let fusion = match opts.signals.is_empty() {
+        true => None,
+        false => {
+            let mut fused = Fused {
+                rule: opts.rule,
+                target_fpr: opts.fpr,
+                signals: opts
+                    .signals
+                    .iter()
+                    .map(|&name| FusedSignal {
+                        name,
+                        clean: set_on.iter().map(|m| signal_value(name, m)).collect(),
+                    })
+                    .collect(),
+                holdout: None,
+            };
+            let gate = FusedGate::new(&fused, None)
+                .map_err(|e| Error::Calibration(CalibrationError::Fusion(e.to_string())))?;
+            fused.holdout = rate_on(&|i, m| tampered(i) || gate.score(m).rejects());
+            Some(fused)
+        }
     };
     Ok(Calibrated {
         tamper,
@@ -228,6 +303,8 @@ pub fn calibrate(
         clean_fpr: above as f64 / mi.len() as f64,
         clean_fpr_interval: roc::wilson_interval(above, mi.len()),
         mutual_information: mi,
+        fusion,
+        holdout,
     })
 }
 
@@ -242,8 +319,10 @@ pub fn calibrated_card(
     if let Some(t) = &c.tamper {
         card.tamper = Some(t.clone());
     }
+    // A new calibration replaces the old decision: MI alone unless signals were asked for.
+    card.fusion = c.fusion.clone();
     // The lowest schema that holds the card: an MI-only card stays schema 2.
-    card.schema = if card.tamper.is_some() {
+    card.schema = if card.tamper.is_some() || card.fusion.is_some() {
         SCHEMA_V3
     } else {
         SCHEMA
@@ -267,6 +346,7 @@ pub fn calibrated_card(
             seed: opts.seed,
             date,
             clean_fpr: Some([c.clean_fpr, c.clean_fpr_interval.0, c.clean_fpr_interval.1]),
+            holdout: c.holdout,
         }),
     });
     card
@@ -320,6 +400,8 @@ mod tests {
             clean_fpr: 0.0,
             clean_fpr_interval: (0.0, 0.0),
             tamper: None,
+            fusion: None,
+            holdout: None,
         };
         // models/mnist's 0.113 (4.9 % of ln 10) and the salt-and-pepper 1.098 (48 %).
         assert_eq!(calibrated(0.113).high_threshold_warning(10), None);

@@ -144,6 +144,7 @@ fn card_for(
         ensemble: None,
         security: None,
         tamper: None,
+        fusion: None,
     };
     card.validate()
         .map_err(|e| ConvertError::Card(e.to_string()))?;

@@ -4,13 +4,14 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use crate::contract::card::{ModelCard, MAX_SAMPLES, MIN_SAMPLES};
+use crate::contract::card::{ModelCard, Signal, MAX_SAMPLES, MIN_SAMPLES};
 use crate::engine::EngineError;
 use crate::input::frame::{self, Frame, Unreadable};
 use crate::input::preprocess::Preprocessor;
 use crate::model::{LoadError, Model};
 use crate::run::plan::{Plan, Strategy};
 use crate::run::rng;
+use crate::score::fusion::{self, FusedGate};
 use crate::score::measures::{self, Measures};
 use crate::score::report::Report;
 use crate::score::tamper::TamperChecks;
@@ -51,6 +52,18 @@ pub struct Gate {
     seeds: Seeds,
     /// The card's tamper checks, run before the model; none for a card without them.
     tamper: Option<TamperChecks>,
+    /// The card's fused decision, which replaces the MI threshold; none: the threshold decides.
+    fused: Option<FusedGate>,
+}
+
+/// Which of a card's signals decide (`gate --signals`); the default is all the card has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// Model signals. MI alone: the card's MI threshold decides; any other set: the card's
+    /// fused decision over them, its level set anew for them.
+    pub signals: Vec<Signal>,
+    /// The card's tamper checks.
+    pub tamper: bool,
 }
 
 impl Gate {
@@ -69,12 +82,12 @@ impl Gate {
         strategy: Strategy,
     ) -> Result<Gate, Error> {
         check_settings(&model.card, samples, threshold)?;
-        Ok(Self::build(
+        Self::build(
             model,
             Plan::with(model, samples, strategy)?,
             Arc::new(SharedThreshold::new(threshold)),
             seeds,
-        ))
+        )
     }
 
     /// A gate whose threshold is `threshold`, shared with others and changeable.
@@ -85,31 +98,79 @@ impl Gate {
         seeds: Seeds,
     ) -> Result<Gate, Error> {
         check_settings(&model.card, samples, threshold.get())?;
-        Ok(Self::build(
-            model,
-            Plan::new(model, samples)?,
-            threshold,
-            seeds,
-        ))
+        Self::build(model, Plan::new(model, samples)?, threshold, seeds)
     }
 
-    fn build(model: &Model, plan: Plan, threshold: Arc<SharedThreshold>, seeds: Seeds) -> Gate {
+    fn build(
+        model: &Model,
+        plan: Plan,
+        threshold: Arc<SharedThreshold>,
+        seeds: Seeds,
+    ) -> Result<Gate, Error> {
         let card = model.card.clone();
-        Gate {
+        let fused = card
+            .fusion
+            .as_ref()
+            .map(|f| FusedGate::new(f, None))
+            .transpose()
+            .map_err(|e| Error::Setting(format!("the card's fused signals: {e}")))?;
+        Ok(Gate {
             plan,
             preprocessor: Preprocessor::new(&card.input),
             scratch: vec![0.0; card.classes.len()],
             tamper: card.tamper.as_ref().map(TamperChecks::new),
+            fused,
             card,
             threshold,
             seeds,
-        }
+        })
     }
 
-    /// Scores frames without the card's tamper checks: calibration sets them anew on clean
-    /// frames that the old ones might reject.
+    /// Scores frames on the card's MI alone, without its tamper checks or fused signals:
+    /// calibration sets them anew on clean frames that the old ones might reject.
     pub fn without_tamper(&mut self) {
         self.tamper = None;
+        self.fused = None;
+    }
+
+    /// Decides on `selection` of the card's signals only (`gate --signals`). A signal or
+    /// check the card does not have is refused, never left out.
+    pub fn select(&mut self, selection: &Selection) -> Result<(), Error> {
+        let card = &self.card;
+        if selection.tamper && card.tamper.is_none() {
+            return Err(Error::Setting(
+                "--signals tamper: the card has no tamper checks (mcgate calibrate --tamper)"
+                    .into(),
+            ));
+        }
+        if !selection.tamper {
+            self.tamper = None;
+        }
+        self.fused = match (&card.fusion, selection.signals.as_slice()) {
+            (_, []) => {
+                return Err(Error::Setting(
+                    "--signals names no model signal: the gate needs at least one (mi)".into(),
+                ))
+            }
+            (_, [Signal::Mi]) => None,
+            (None, _) => {
+                return Err(Error::Setting(format!(
+                    "--signals {}: the card fuses no signals, only its MI threshold decides \
+                     (mcgate calibrate --signals)",
+                    fusion::names(selection.signals.iter().copied())
+                )))
+            }
+            (Some(f), chosen) => Some(
+                FusedGate::new(f, Some(chosen))
+                    .map_err(|e| Error::Setting(format!("--signals: {e}")))?,
+            ),
+        };
+        Ok(())
+    }
+
+    /// The fused decision in force, if any (else the MI threshold decides).
+    pub fn fused(&self) -> Option<&FusedGate> {
+        self.fused.as_ref()
     }
 
     /// The model's card.
@@ -202,10 +263,19 @@ impl Gate {
         // A tampered camera is rejected before the model runs: what the model says of a
         // covered lens or of snow is no evidence about the scene.
         let tampered = self.tamper.as_mut().and_then(|t| t.check(&frame.image));
+        let mut fused = None;
         let (verdict, measures) = match tampered {
             Some(reason) => (Verdict::Reject(reason), None),
             None => match self.measure(frame, seed) {
-                Ok(m) => (verdict::decide(&m, threshold), Some(m)),
+                Ok(m) => match &self.fused {
+                    Some(gate) => {
+                        let score = gate.score(&m);
+                        let verdict = verdict::decide_fused(&score);
+                        fused = Some(score);
+                        (verdict, Some(m))
+                    }
+                    None => (verdict::decide(&m, threshold), Some(m)),
+                },
                 Err(reason) => (Verdict::Reject(reason), None),
             },
         };
@@ -218,6 +288,7 @@ impl Gate {
             latency: start.elapsed(),
             alarm: false,
             threshold,
+            fused,
         }
     }
 
@@ -255,6 +326,7 @@ impl Gate {
             latency: Duration::ZERO,
             alarm: false,
             threshold: self.threshold.get(),
+            fused: None,
         }
     }
 }
@@ -306,6 +378,11 @@ impl Pool {
     /// [`Gate::without_tamper`] on every gate.
     pub fn without_tamper(&mut self) {
         self.gates.iter_mut().for_each(Gate::without_tamper);
+    }
+
+    /// [`Gate::select`] on every gate.
+    pub fn select(&mut self, selection: &Selection) -> Result<(), Error> {
+        self.gates.iter_mut().try_for_each(|g| g.select(selection))
     }
 
     /// [`Gate::check_samples_disagree`] on the first gate.
@@ -510,6 +587,7 @@ fn thread_failed(item: &frame::Item, threshold: f64) -> Report {
         latency: Duration::ZERO,
         alarm: false,
         threshold,
+        fused: None,
     }
 }
 

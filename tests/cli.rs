@@ -321,6 +321,30 @@ fn bad_models_give_one_line_errors_and_exit_3() {
             "SHA-256 is",
         ),
         (
+            Box::new(|c| {
+                c["schema"] = "mcgate.card/3".into();
+                c["fusion"] = serde_json::json!({
+                    "rule": "fisher",
+                    "target_fpr": 0.5,
+                    "signals": [
+                        {"name": "mi", "clean": vec![0.1; 10]},
+                        {"name": "entropy", "clean": [0.1]},
+                    ],
+                });
+            }),
+            "fusion: entropy has 1 calibration values, mi has 10",
+        ),
+        (
+            Box::new(|c| {
+                c["fusion"] = serde_json::json!({
+                    "rule": "fisher",
+                    "target_fpr": 0.5,
+                    "signals": [{"name": "mi", "clean": vec![0.1; 10]}],
+                });
+            }),
+            "fused signals needs schema \"mcgate.card/3\"",
+        ),
+        (
             Box::new(|c| c["dropout_sites"][1]["input"] = "mask_9".into()),
             "graph has no input named mask_9",
         ),
@@ -875,4 +899,199 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `calibrate --signals mi,entropy` fuses both signals (schema 3, every calibration frame's
+/// values in the card, `info` lists them); the gate then reports each signal's value and
+/// tail probability and rejects exactly the frames whose fused statistic is under the level,
+/// naming the rarest signal. `--signals mi` on that card gates byte for byte as the MI-only
+/// card calibrated on the same frames; `--threshold` beside fused signals is refused; a
+/// calibration without `--signals` drops them, with a warning.
+#[test]
+fn calibrate_signals_fuses_mi_and_entropy_and_the_gate_reports_both() {
+    let fused_dir = model_copy(|_| {});
+    let mi_dir = model_copy(|_| {});
+    let stem = |d: &tempfile::TempDir| d.path().join("m").to_str().unwrap().to_string();
+    let (fused, mi_only) = (stem(&fused_dir), stem(&mi_dir));
+    let clean = "bundles/mnist/clean";
+    let calibrate = |stem: &str, extra: &[&str]| {
+        let out = mcgate(
+            &[
+                &["calibrate", stem, clean, "--fpr", "0.1", "--seed", "3"],
+                extra,
+            ]
+            .concat(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    };
+    let out = calibrate(
+        &fused,
+        &["--signals", "mi,entropy", "--fusion", "bonferroni"],
+    );
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        printed.contains("fused mi,entropy (Bonferroni): level"),
+        "{printed}"
+    );
+    calibrate(&mi_only, &[]);
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fused_dir.path().join("m.card.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["schema"], "mcgate.card/3");
+    assert_eq!(card["fusion"]["rule"], "bonferroni");
+    assert_eq!(card["fusion"]["signals"][0]["name"], "mi");
+    assert_eq!(card["fusion"]["signals"][1]["name"], "entropy");
+    assert_eq!(
+        card["fusion"]["signals"][1]["clean"]
+            .as_array()
+            .unwrap()
+            .len(),
+        50
+    );
+    let info = String::from_utf8_lossy(&mcgate(&["info", &fused]).stdout).to_string();
+    assert!(
+        info.contains("signals: mi,entropy fused (Bonferroni)"),
+        "{info}"
+    );
+
+    let attacked = "bundles/mnist/bim_eps25.5";
+    let gate = |stem: &str, extra: &[&str]| {
+        let out = mcgate(
+            &[
+                &["gate", stem, attacked, "--seed", "1", "--no-latency"],
+                extra,
+            ]
+            .concat(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    };
+    let lines = lines(&gate(&fused, &[]));
+    assert_eq!(lines.len(), 50);
+    let mut rejected = 0;
+    for l in &lines {
+        let (statistic, level) = (
+            l["fused"]["statistic"].as_f64().unwrap(),
+            l["fused"]["level"].as_f64().unwrap(),
+        );
+        for signal in ["mi", "entropy"] {
+            let p = l["signals"][signal]["p"].as_f64().unwrap();
+            assert!(p > 0.0 && p <= 1.0, "{l}");
+        }
+        assert_eq!(
+            l["signals"]["mi"]["value"],
+            l["measures"]["mutual_information"]
+        );
+        assert_eq!(
+            l["signals"]["entropy"]["value"],
+            l["measures"]["predictive_entropy"]
+        );
+        assert_eq!(l["verdict"] == "reject", statistic < level, "{l}");
+        if l["verdict"] == "reject" {
+            rejected += 1;
+            let reason = l["reason"].as_str().unwrap();
+            assert!(
+                reason.starts_with("mi ") || reason.starts_with("entropy "),
+                "{reason}"
+            );
+            assert!(reason.contains("under level"), "{reason}");
+        }
+    }
+    assert!(rejected > 0, "no attacked digit rejected");
+
+    // MI alone on the fused card: the MI-only card's lines, byte for byte.
+    let by_mi = gate(&fused, &["--signals", "mi"]);
+    assert_eq!(by_mi.stdout, gate(&mi_only, &[]).stdout);
+    let out = mcgate(&["gate", &fused, attacked, "--threshold", "0.1"]);
+    assert_one_line_error(
+        &out,
+        2,
+        "--threshold 0.1 sets the MI-only gate, but the card fuses mi,entropy",
+    );
+    let out = mcgate(&["gate", &mi_only, attacked, "--signals", "entropy"]);
+    assert_one_line_error(&out, 2, "--signals entropy: the card fuses no signals");
+    let out = mcgate(&["gate", &fused, attacked, "--signals", "mi,tamper"]);
+    assert_one_line_error(&out, 2, "--signals tamper: the card has no tamper checks");
+    let out = mcgate(&["gate", &fused, attacked, "--signals", "density"]);
+    assert_one_line_error(
+        &out,
+        2,
+        "--signals: no signal \"density\" (known: mi, entropy, tamper)",
+    );
+    let out = mcgate(&["calibrate", &fused, clean, "--signals", "mi,mi"]);
+    assert_one_line_error(&out, 2, "--signals names mi twice");
+
+    // Calibrated again without --signals: MI alone, schema 2, and a warning says so.
+    let out = calibrate(&fused, &[]);
+    assert!(
+        stderr(&out).contains(
+            "fused signals (mi,entropy) were set with the old calibration and are dropped"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fused_dir.path().join("m.card.json")).unwrap())
+            .unwrap();
+    assert_eq!(card["schema"], "mcgate.card/2");
+    assert!(card.get("fusion").is_none());
+}
+
+/// `--holdout` sets nothing on the last frames and records the rates there: the MI
+/// threshold's in the calibration, the fused decision's in the fusion block.
+#[test]
+fn calibrate_holdout_measures_the_rate_on_frames_it_did_not_see() {
+    let dir = model_copy(|_| {});
+    let stem = dir.path().join("m");
+    let stem = stem.to_str().unwrap();
+    let out = mcgate(&[
+        "calibrate",
+        stem,
+        "bundles/mnist/clean",
+        "bundles/mnist/noise_for_bim_eps25.5",
+        "--fpr",
+        "0.1",
+        "--seed",
+        "3",
+        "--signals",
+        "mi,entropy",
+        "--holdout",
+        "0.5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(printed.starts_with("50 clean frames"), "{printed}");
+    assert!(printed.contains("of 50 held-out frames"), "{printed}");
+    let card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.card.json")).unwrap()).unwrap();
+    let calibration = &card["threshold"]["calibration"];
+    assert_eq!(calibration["frames"], 50);
+    assert_eq!(calibration["holdout"]["frames"], 50);
+    assert_eq!(card["fusion"]["holdout"]["frames"], 50);
+    let [rate, low, high] =
+        [0, 1, 2].map(|i| card["fusion"]["holdout"]["clean_fpr"][i].as_f64().unwrap());
+    assert!(low <= rate && rate <= high, "{card}");
+    // Too few frames left to calibrate on: refused, the card untouched.
+    let before = std::fs::read(dir.path().join("m.card.json")).unwrap();
+    let out = mcgate(&[
+        "calibrate",
+        stem,
+        "bundles/mnist/clean",
+        "--fpr",
+        "0.1",
+        "--holdout",
+        "0.5",
+    ]);
+    assert_one_line_error(
+        &out,
+        4,
+        "25 frames (another 25 held out by --holdout) are too few",
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("m.card.json")).unwrap(),
+        before
+    );
+    let out = mcgate(&["calibrate", stem, "bundles/mnist/clean", "--holdout", "1"]);
+    assert_one_line_error(&out, 2, "holdout");
 }

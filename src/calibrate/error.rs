@@ -3,7 +3,7 @@
 
 /// Frames above the threshold that a calibration must expect, at least: with fewer, the
 /// quantile is set by a handful of frames and the false-positive rate means little.
-pub const MIN_EXPECTED_ABOVE: f64 = 5.0;
+pub const MIN_EXPECTED_ABOVE: f64 = crate::contract::card::MIN_EXPECTED_REJECTS;
 
 pub use crate::score::measures::MI_SIGNAL_FLOOR;
 
@@ -12,12 +12,15 @@ pub use crate::score::measures::MI_SIGNAL_FLOOR;
 pub enum CalibrationError {
     /// Fewer frames than the target rate needs.
     #[error(
-        "{got} frames are too few for --fpr {fpr}: calibrating needs at least {needed} \
-         (so that about {MIN_EXPECTED_ABOVE} lie above the threshold)"
+        "{got} frames{} are too few for --fpr {fpr}: calibrating needs at least {needed} \
+         (so that about {MIN_EXPECTED_ABOVE} lie above the threshold)",
+        if *held_out > 0 { format!(" (another {held_out} held out by --holdout)") } else { String::new() }
     )]
     TooFewFrames {
-        /// Frames given.
+        /// Frames to calibrate on.
         got: usize,
+        /// Frames held out besides.
+        held_out: usize,
         /// Frames needed.
         needed: usize,
         /// The target rate.
@@ -44,6 +47,10 @@ pub enum CalibrationError {
         /// Frames measured.
         frames: usize,
     },
+    /// The fused signals make no decision on these frames (a signal without finite values,
+    /// or a level no frame can fall under).
+    #[error("the fused signals cannot be calibrated on these frames: {0}")]
+    Fusion(String),
     /// A frame could not be read or scored.
     #[error("frame {index} ({source_name}) could not be scored: {reason}; calibrate on frames the gate can read")]
     Unscored {

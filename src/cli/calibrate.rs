@@ -9,7 +9,8 @@ use mcgate::model::Model;
 
 use super::exit;
 use super::frames::FrameArgs;
-use super::{print, run_seed, Failure};
+use super::{parse_signals, print, run_seed, Failure};
+use mcgate::contract::card::Fusion;
 
 #[derive(Args)]
 pub(crate) struct CalibrateArgs {
@@ -36,6 +37,31 @@ pub(crate) struct CalibrateArgs {
     /// becomes schema 3.
     #[arg(long)]
     tamper: bool,
+    /// Fuse these signals into one decision at --fpr, comma separated: mi (mutual
+    /// information), entropy (predictive entropy). Each signal's value becomes its tail
+    /// probability among these frames, the --fusion of them is cut where it rejects --fpr of
+    /// them, and the gate decides on that instead of MI alone (`gate --signals mi` still uses
+    /// the MI threshold set here). The card becomes schema 3 and holds every frame's values.
+    /// [default: none: the MI threshold alone decides]
+    #[arg(long, value_delimiter = ',', value_name = "SIGNAL,...")]
+    signals: Vec<String>,
+    /// How --signals' tail probabilities combine: fisher (−2 Σ ln p against χ²; signals
+    /// each a little out add up) or bonferroni (k × the smallest; one signal far out
+    /// decides).
+    #[arg(long, value_enum, default_value_t = FusionArg::Fisher, requires = "signals")]
+    fusion: FusionArg,
+    /// Hold out this share of the frames, the last ones in order, and measure the
+    /// decision's rate on them (the frames after those it was set on): the card records it.
+    /// The rate on the calibration frames themselves is the target by construction.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    holdout: f64,
+}
+
+/// `--fusion`'s choices.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FusionArg {
+    Fisher,
+    Bonferroni,
 }
 
 pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
@@ -54,6 +80,12 @@ pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
         seed: run_seed(args.seed)?,
         jobs: args.jobs,
         tamper: args.tamper,
+        signals: parse_signals(&args.signals, false)?.0,
+        rule: match args.fusion {
+            FusionArg::Fisher => Fusion::Fisher,
+            FusionArg::Bonferroni => Fusion::Bonferroni,
+        },
+        holdout: args.holdout,
     };
     let result = calibrate::calibrate(&model, source.frames(&model.card)?, &opts)?;
     let date = jiff::Timestamp::now()
@@ -68,16 +100,51 @@ pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
     if let Some(warning) = result.high_threshold_warning(model.card.classes.len()) {
         log::warn!("{warning}");
     }
+    if let (Some(old), None) = (&model.card.fusion, &result.fusion) {
+        log::warn!(
+            "the card's fused signals ({}) were set with the old calibration and are dropped: \
+             the MI threshold alone decides; pass --signals {0} to fuse them again",
+            mcgate::score::fusion::names(old.signals.iter().map(|s| s.name))
+        );
+    }
     let card = calibrate::calibrated_card(&model.card, &result, &opts, date);
     let path = calibrate::write_card(&args.model, &card)?;
     let n = result.mutual_information.len();
     let (lo, hi) = result.clean_fpr_interval;
     let q = |q| result.mi_quantile(q);
+    let rate = |h: &mcgate::contract::card::Holdout| {
+        let [r, lo, hi] = h.clean_fpr;
+        format!(
+            "{:.1} % (95 % interval {:.1}–{:.1} %) of {} held-out frames",
+            100.0 * r,
+            100.0 * lo,
+            100.0 * hi,
+            h.frames
+        )
+    };
+    let mut more = String::new();
+    if let Some(h) = &result.holdout {
+        more += &format!("MI threshold on the held-out frames: {}\n", rate(h));
+    }
+    if let Some(f) = &result.fusion {
+        let gate = mcgate::score::fusion::FusedGate::new(f, None)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        more += &format!(
+            "fused {} ({:?}): level {:.5}, {:.1} % of the calibration frames under it\n",
+            mcgate::score::fusion::names(gate.signals()),
+            gate.rule(),
+            gate.level(),
+            100.0 * gate.calibration_fpr()
+        );
+        if let Some(h) = &f.holdout {
+            more += &format!("fused decision on the held-out frames: {}\n", rate(h));
+        }
+    }
     print(&format!(
         "{n} clean frames, T={}, seed {}: MI threshold {:.5} nats (the {}th percentile)\n\
          clean frames above it: {:.1} % (95 % interval {:.1}–{:.1} %)\n\
          MI percentiles: p50 {:.5}, p90 {:.5}, p95 {:.5}, p99 {:.5}, max {:.5}\n\
-         wrote {}\n",
+         {more}wrote {}\n",
         opts.samples,
         opts.seed,
         result.threshold,

@@ -10,7 +10,7 @@ use mcgate::session::config::{GateConfig, PassThroughConfig, Prepared, SeedChoic
 
 use super::exit::{self};
 use super::frames::FrameArgs;
-use super::Failure;
+use super::{parse_signals, Failure};
 
 #[derive(Args)]
 pub(crate) struct GateArgs {
@@ -98,6 +98,13 @@ pub(crate) struct GateArgs {
     /// goes out as soon as it and those before it are scored, never waiting for later frames.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     jobs: usize,
+    /// Decide on these of the card's signals only, comma separated: mi, entropy, tamper
+    /// (`mcgate info` lists what the card has). `mi` alone: the card's MI threshold decides;
+    /// any other set of mi and entropy: the card's fused decision over them, its level set
+    /// anew for them at the card's rate; tamper: the card's tamper checks. A signal the card
+    /// lacks is refused. [default: all the card has]
+    #[arg(long, value_delimiter = ',', value_name = "SIGNAL,...")]
+    signals: Option<Vec<String>>,
 }
 
 pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
@@ -133,6 +140,13 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
         latency: !args.no_latency,
         metrics: args.metrics,
         jobs: args.jobs,
+        signals: match &args.signals {
+            None => None,
+            Some(names) => {
+                let (signals, tamper) = parse_signals(names, true)?;
+                Some(mcgate::gate::Selection { signals, tamper })
+            }
+        },
     };
     let Prepared {
         mut session,

@@ -53,3 +53,36 @@ pub(crate) fn run_seed(given: Option<u64>) -> Result<u64, Failure> {
         }),
     }
 }
+
+/// The signals named on the command line (`--signals mi,entropy,tamper`): model signals, and
+/// whether `tamper` was named (refused where `tamper` is not a choice).
+pub(crate) fn parse_signals(
+    names: &[String],
+    tamper_allowed: bool,
+) -> Result<(Vec<mcgate::contract::card::Signal>, bool), Failure> {
+    use mcgate::contract::card::Signal;
+    let mut signals = vec![];
+    let mut tamper = false;
+    for name in names {
+        let twice = || Failure::Usage(format!("--signals names {name} twice"));
+        if name == "tamper" && tamper_allowed {
+            if tamper {
+                return Err(twice());
+            }
+            tamper = true;
+        } else if let Some(signal) = Signal::from_name(name) {
+            if signals.contains(&signal) {
+                return Err(twice());
+            }
+            signals.push(signal);
+        } else {
+            let known = Signal::ALL.map(Signal::name).join(", ");
+            let extra = if tamper_allowed { ", tamper" } else { "" };
+            return Err(Failure::Usage(format!(
+                "--signals: no signal {:?} (known: {known}{extra})",
+                mcgate::text::printable(name)
+            )));
+        }
+    }
+    Ok((signals, tamper))
+}

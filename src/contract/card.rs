@@ -59,7 +59,97 @@ pub struct ModelCard {
     /// rejected with its reason (`tamper:covered`, …). Absent: no tamper checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tamper: Option<Tamper>,
+    /// Signals fused into one decision (schema 3): when present the gate rejects on their
+    /// combined clean-frame tail probability instead of the MI threshold alone. Absent: the
+    /// MI threshold decides, as in schema 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<Fused>,
 }
+
+/// Several signals, one decision (`score::fusion`): each signal's values on the clean
+/// calibration frames, in frame order, from which the gate makes its tail tables and the
+/// level that rejects `target_fpr` of those frames (`mcgate calibrate --signals`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fused {
+    /// How the signals' tail probabilities combine.
+    pub rule: Fusion,
+    /// The share of the calibration frames the fused decision rejects.
+    pub target_fpr: f64,
+    /// Each signal with its calibration frames' values (one per frame, the same frames in
+    /// the same order for every signal).
+    pub signals: Vec<FusedSignal>,
+    /// The fused decision's rate on clean frames it was not set on, if any were held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
+}
+
+/// One fused signal and its clean calibration values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusedSignal {
+    /// Which signal.
+    pub name: Signal,
+    /// Its value on each calibration frame, in frame order.
+    pub clean: Vec<f64>,
+}
+
+/// A rejection rate measured on clean frames held out of a calibration (the frames after
+/// those it was set on).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Holdout {
+    /// Clean frames held out.
+    pub frames: usize,
+    /// Their rejected share and its 95 % Wilson interval `[rate, low, high]`.
+    pub clean_fpr: [f64; 3],
+}
+
+/// A signal the gate can fuse: each is computed from what the gate already has per frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    /// Mutual information between prediction and weights (high is suspicious).
+    Mi,
+    /// Predictive entropy of the mean prediction (high is suspicious).
+    Entropy,
+}
+
+impl Signal {
+    /// Every signal, in the order reports list them.
+    pub const ALL: [Signal; 2] = [Signal::Mi, Signal::Entropy];
+
+    /// Its name in cards, flags, reasons and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Mi => "mi",
+            Signal::Entropy => "entropy",
+        }
+    }
+
+    /// The signal named `name`.
+    pub fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// How tail probabilities combine into one statistic (small is suspicious).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// min(1, k × the smallest p): rejects when any one signal is far out.
+    Bonferroni,
+    /// The χ² (2k degrees of freedom) survival of −2 Σ ln p: rejects when the signals
+    /// together are out, each maybe only a little.
+    Fisher,
+}
+
+/// Clean frames a calibration expects its decision to reject, at least: fewer frames than
+/// this over the target rate set the cut on a handful of frames.
+pub const MIN_EXPECTED_REJECTS: f64 = 5.0;
+
+/// Most calibration frames a fused signal may hold: the card stays small enough to read.
+pub const MAX_FUSED_FRAMES: usize = 100_000;
 
 /// Tamper checks on the raw frame (`score::tamper`), with the clean frames their cuts were
 /// set on (`mcgate calibrate --tamper`).
@@ -375,6 +465,9 @@ pub struct Calibration {
     /// the real interval is wider). Absent in cards calibrated before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clean_fpr: Option<[f64; 3]>,
+    /// The threshold's rate on clean frames it was not set on, if any were held out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
 }
 
 /// Test accuracy measured at export.
@@ -695,6 +788,9 @@ pub enum CardError {
     /// A tamper check that cannot be run as written.
     #[error("tamper: {0}")]
     Tamper(String),
+    /// A fusion block that cannot decide as written.
+    #[error("fusion: {0}")]
+    Fusion(String),
     /// The resize policy does not fit the input shape.
     #[error("input resize: {0}")]
     Resize(String),
@@ -912,6 +1008,12 @@ impl ModelCard {
             }
             validate_tamper(tamper)?;
         }
+        if let Some(fused) = &self.fusion {
+            if self.schema != SCHEMA_V3 {
+                return Err(CardError::NeedsV3("fused signals"));
+            }
+            validate_fusion(fused)?;
+        }
         if self.schema == SCHEMA_V1 {
             self.validate_v1()?;
         }
@@ -954,6 +1056,53 @@ fn validate_tamper(t: &Tamper) -> Result<(), CardError> {
             return fail(format!(
                 "{name}: the cut {} does not lie beyond the clean frames' extreme {} (it would reject them)",
                 c.at, c.clean_extreme
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every signal once, each with the same number of finite calibration values, enough of them
+/// for the target rate, and a target rate in (0, 1). The level itself is made and checked
+/// where the gate builds its tables (`score::fusion::FusedGate::new`).
+fn validate_fusion(f: &Fused) -> Result<(), CardError> {
+    let fail = |m: String| Err(CardError::Fusion(m));
+    if !(f.target_fpr > 0.0 && f.target_fpr < 1.0) {
+        return fail(format!("target_fpr {} is not in (0, 1)", f.target_fpr));
+    }
+    let Some(first) = f.signals.first() else {
+        return fail("no signals: leave the block out instead".into());
+    };
+    let frames = first.clean.len();
+    for (i, s) in f.signals.iter().enumerate() {
+        let name = s.name.name();
+        if f.signals[..i].iter().any(|o| o.name == s.name) {
+            return fail(format!("{name} twice"));
+        }
+        if s.clean.len() != frames {
+            return fail(format!(
+                "{name} has {} calibration values, {} has {frames}: each signal needs one per frame",
+                s.clean.len(),
+                first.name.name()
+            ));
+        }
+        if let Some(v) = s.clean.iter().find(|v| !v.is_finite()) {
+            return fail(format!("{name} has a calibration value {v}"));
+        }
+    }
+    let needed = (MIN_EXPECTED_REJECTS / f.target_fpr).ceil() as usize;
+    if frames < needed || frames > MAX_FUSED_FRAMES {
+        return fail(format!(
+            "{frames} calibration frames: a target rate of {} needs {needed} to {MAX_FUSED_FRAMES}",
+            f.target_fpr
+        ));
+    }
+    if let Some(h) = &f.holdout {
+        let [rate, low, high] = h.clean_fpr;
+        if !(0.0..=1.0).contains(&low) || !(low..=high).contains(&rate) || high > 1.0 {
+            return fail(format!(
+                "holdout clean_fpr {:?} is not a rate in its interval",
+                h.clean_fpr
             ));
         }
     }
@@ -1243,6 +1392,7 @@ pub(crate) mod tests {
             ensemble: None,
             security: None,
             tamper: None,
+            fusion: None,
         }
     }
 
@@ -1381,6 +1531,76 @@ pub(crate) mod tests {
         // A schema-3 card without tamper checks reads too.
         card.tamper = None;
         assert!(ModelCard::from_json(card.to_json().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn fused_signals_need_schema_3_and_one_finite_value_per_frame_each() {
+        let mut card = sample_card();
+        card.schema = SCHEMA_V3.into();
+        let values: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
+        card.fusion = Some(Fused {
+            rule: Fusion::Fisher,
+            target_fpr: 0.05,
+            signals: vec![
+                FusedSignal {
+                    name: Signal::Mi,
+                    clean: values.clone(),
+                },
+                FusedSignal {
+                    name: Signal::Entropy,
+                    clean: values,
+                },
+            ],
+            holdout: Some(Holdout {
+                frames: 20,
+                clean_fpr: [0.05, 0.01, 0.2],
+            }),
+        });
+        let back = ModelCard::from_json(card.to_json().as_bytes()).unwrap();
+        assert_eq!(back, card);
+        let refused = |edit: &dyn Fn(&mut ModelCard), needle: &str| {
+            let mut c = card.clone();
+            edit(&mut c);
+            let err = ModelCard::from_json(c.to_json().as_bytes()).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        };
+        fn fusion(c: &mut ModelCard) -> &mut Fused {
+            c.fusion.as_mut().unwrap()
+        }
+        refused(
+            &|c| c.schema = SCHEMA.into(),
+            "fused signals needs schema \"mcgate.card/3\"",
+        );
+        refused(&|c| fusion(c).signals.clear(), "no signals");
+        refused(
+            &|c| fusion(c).signals[1].name = Signal::Mi,
+            "fusion: mi twice",
+        );
+        refused(
+            &|c| {
+                fusion(c).signals[1].clean.pop();
+            },
+            "entropy has 99 calibration values, mi has 100",
+        );
+        refused(
+            &|c| fusion(c).target_fpr = 0.01,
+            "100 calibration frames: a target rate of 0.01 needs 500",
+        );
+        refused(
+            &|c| fusion(c).target_fpr = 1.0,
+            "target_fpr 1 is not in (0, 1)",
+        );
+        refused(
+            &|c| fusion(c).holdout.as_mut().unwrap().clean_fpr = [0.5, 0.01, 0.2],
+            "is not a rate in its interval",
+        );
+        refused(&|c| fusion(c).signals[0].clean[3] = f64::INFINITY, "");
+        let mut nan = card.clone();
+        fusion(&mut nan).signals[0].clean[3] = f64::NAN;
+        assert_eq!(
+            validate_fusion(nan.fusion.as_ref().unwrap()),
+            Err(CardError::Fusion("mi has a calibration value NaN".into()))
+        );
     }
 
     #[test]

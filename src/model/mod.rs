@@ -97,6 +97,14 @@ impl ModelCard {
             path: path.to_owned(),
             problem,
         })?;
+        // The fused decision's level is made from the calibration values: one that cannot be
+        // made is a card the gate refuses now, not a gate that falls back to MI.
+        if let Some(fused) = &card.fusion {
+            crate::score::fusion::FusedGate::new(fused, None).map_err(|e| LoadError::Card {
+                path: path.to_owned(),
+                problem: CardError::Fusion(e.to_string()),
+            })?;
+        }
         Ok((card, card::sha256_hex(&bytes)))
     }
 }

@@ -184,6 +184,33 @@ impl Model {
                 );
             }
         }
+        if let Some(f) = &card.fusion {
+            // Loading checked that the level can be made.
+            if let Ok(gate) = crate::score::fusion::FusedGate::new(f, None) {
+                s += &format!(
+                    "signals: {} fused ({:?}), decides instead of the MI threshold: level {:.5} \
+                     rejects {:.1} % of {} calibration frames (target {:.1} %)\n",
+                    crate::score::fusion::names(gate.signals()),
+                    gate.rule(),
+                    gate.level(),
+                    100.0 * gate.calibration_fpr(),
+                    f.signals[0].clean.len(),
+                    100.0 * f.target_fpr
+                );
+            }
+            if let Some(h) = &f.holdout {
+                let [r, lo, hi] = h.clean_fpr;
+                s += &format!(
+                    "  on {} held-out clean frames: {:.1} % rejected (95 % interval {:.1}–{:.1} %)\n",
+                    h.frames,
+                    100.0 * r,
+                    100.0 * lo,
+                    100.0 * hi
+                );
+            }
+        } else {
+            s += "signals: mi (the MI threshold decides)\n";
+        }
         if let Some(digest) = &self.card_sha256 {
             s += &format!("card SHA-256 {digest} (pin it: gate --card-sha256 {digest})\n");
         }

@@ -179,6 +179,7 @@ mod tests {
             latency: std::time::Duration::ZERO,
             alarm: false,
             threshold: 0.1,
+            fused: None,
         };
         let big = DynamicImage::ImageLuma8(image::GrayImage::new(3000, 30));
         let out = annotate(&big, &report, None, 0.1, 2.3);

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::OutputError;
 use crate::contract::card::ModelCard;
+use crate::score::fusion::FusedScore;
 use crate::score::measures::Named;
 use crate::score::report::Report;
 use crate::score::verdict::Decision;
@@ -37,6 +38,43 @@ struct Line<'a> {
     alarm: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<f64>,
+    /// Only when fused signals decided: each signal's value and tail probability.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signals: Option<Signals<'a>>,
+    /// Only when fused signals decided: the combined statistic and its level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fused: Option<FusedLine>,
+}
+
+/// `{"mi": {"value": …, "p": …}, …}`, in the card's order.
+struct Signals<'a>(&'a FusedScore);
+
+impl Serialize for Signals<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        #[derive(Serialize)]
+        struct One {
+            value: f64,
+            p: f64,
+        }
+        let mut map = s.serialize_map(Some(self.0.signals.len()))?;
+        for one in &self.0.signals {
+            map.serialize_entry(
+                one.signal.name(),
+                &One {
+                    value: one.value,
+                    p: one.p,
+                },
+            )?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Serialize)]
+struct FusedLine {
+    statistic: f64,
+    level: f64,
 }
 
 /// A report file that never ends in half a line: when a line cannot be written whole (a full
@@ -185,6 +223,11 @@ impl<W: Write> ReportWriter<W> {
                     seed: r.seed,
                     alarm: r.alarm,
                     latency_ms: self.with_latency.then_some(r.latency.as_secs_f64() * 1e3),
+                    signals: r.fused.as_ref().map(Signals),
+                    fused: r.fused.as_ref().map(|f| FusedLine {
+                        statistic: f.statistic,
+                        level: f.level,
+                    }),
                 };
                 serde_json::to_writer(&mut self.line, &line)
                     .map_err(std::io::Error::from)
@@ -204,6 +247,11 @@ impl<W: Write> ReportWriter<W> {
                     }
                     _ => String::new(),
                 };
+                let fused = r
+                    .fused
+                    .as_ref()
+                    .map(|f| format!(" fused {:.4} (level {:.4})", f.statistic, f.level))
+                    .unwrap_or_default();
                 let reason = reason
                     .map(|s| format!(": {}", printable(&s)))
                     .unwrap_or_default();
@@ -212,7 +260,7 @@ impl<W: Write> ReportWriter<W> {
                 // forge a line (JSONL escapes it by itself).
                 writeln!(
                     self.line,
-                    "{:>6} {verdict}{scored} {}{reason}{alarm}",
+                    "{:>6} {verdict}{scored}{fused} {}{reason}{alarm}",
                     r.index,
                     printable(&r.source)
                 )

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::fusion::FusedScore;
 use super::measures::Measures;
 use super::verdict::Verdict;
 
@@ -23,6 +24,8 @@ pub struct Report {
     pub latency: Duration,
     /// Set by the session when this frame raised the alarm.
     pub alarm: bool,
-    /// The MI threshold the frame was decided with.
+    /// The MI threshold the frame was decided with (when no fused decision was).
     pub threshold: f64,
+    /// The fused signals' score, when the fused decision decided the frame.
+    pub fused: Option<FusedScore>,
 }

@@ -174,21 +174,27 @@ impl TamperChecks {
     /// A measure that is not a number fails (fail closed).
     pub fn check(&mut self, image: &DynamicImage) -> Option<RejectReason> {
         let m = self.meter.measure(image);
-        self.checks.iter().find_map(|c| {
-            let v = value(&m, c.kind);
-            let fails = v.is_nan()
-                || if c.kind.rejects_low() {
-                    v <= c.at
-                } else {
-                    v >= c.at
-                };
-            fails.then_some(RejectReason::Tamper {
-                kind: c.kind,
-                value: v,
-                at: c.at,
-            })
-        })
+        first_failed(&self.checks, &m)
     }
+}
+
+/// The first of `checks` that measures `m` fail, as a reject reason. A measure that is not a
+/// number fails (fail closed).
+pub fn first_failed(checks: &[TamperCheck], m: &TamperMeasures) -> Option<RejectReason> {
+    checks.iter().find_map(|c| {
+        let v = value(m, c.kind);
+        let fails = v.is_nan()
+            || if c.kind.rejects_low() {
+                v <= c.at
+            } else {
+                v >= c.at
+            };
+        fails.then_some(RejectReason::Tamper {
+            kind: c.kind,
+            value: v,
+            at: c.at,
+        })
+    })
 }
 
 /// A low check's cut is the clean frames' lowest value divided by this.

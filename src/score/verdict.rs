@@ -5,6 +5,7 @@ use heapless::Deque;
 use crate::contract::card::TamperKind;
 use crate::input::frame::ReadError;
 use crate::input::preprocess::PreprocessError;
+use crate::score::fusion::{FusedScore, SignalScore};
 use crate::score::measures::{Measures, Unscorable};
 
 /// Accept or reject, without the why.
@@ -29,6 +30,16 @@ pub enum RejectReason {
     },
     /// Scored, but the mutual information is NaN.
     NanScore,
+    /// Scored, and the fused signals' statistic is under the level (or a signal is not a
+    /// number): the signal with the smallest tail probability named.
+    Fused {
+        /// The deciding signal.
+        deciding: SignalScore,
+        /// The combined statistic.
+        statistic: f64,
+        /// The level in force.
+        level: f64,
+    },
     /// The raw frame failed a tamper check (the model did not run).
     Tamper {
         /// Which check.
@@ -64,6 +75,7 @@ impl RejectReason {
         match self {
             RejectReason::AboveThreshold { .. } => "above_threshold",
             RejectReason::NanScore => "nan_score",
+            RejectReason::Fused { deciding, .. } => deciding.signal.name(),
             RejectReason::Tamper { kind, .. } => match kind {
                 TamperKind::Covered => "tamper_covered",
                 TamperKind::Blinded => "tamper_blinded",
@@ -91,6 +103,26 @@ impl std::fmt::Display for RejectReason {
                 "mutual information {mutual_information:.4} above threshold {threshold:.4}"
             ),
             RejectReason::NanScore => f.write_str("mutual information is NaN"),
+            RejectReason::Fused {
+                deciding,
+                statistic,
+                level,
+            } if deciding.value.is_nan() => write!(
+                f,
+                "{} is NaN (fused statistic {statistic:.4}, level {level:.4})",
+                deciding.signal.name()
+            ),
+            RejectReason::Fused {
+                deciding,
+                statistic,
+                level,
+            } => write!(
+                f,
+                "{} {:.4} (tail p {:.4}): fused statistic {statistic:.4} under level {level:.4}",
+                deciding.signal.name(),
+                deciding.value,
+                deciding.p
+            ),
             RejectReason::Tamper { kind, value, at } => write!(
                 f,
                 "tamper:{} ({} {value:.4} {} {at:.4})",
@@ -152,6 +184,27 @@ pub fn decide(m: &Measures, threshold: f64) -> Verdict {
     } else {
         Verdict::Accept
     }
+}
+
+/// Accepts a scored frame only if every fused signal is a number and the fused statistic is
+/// at or over the level.
+pub fn decide_fused(score: &FusedScore) -> Verdict {
+    if !score.rejects() {
+        return Verdict::Accept;
+    }
+    let deciding = match score.not_a_number() {
+        Some(signal) => *score
+            .signals
+            .iter()
+            .find(|s| s.signal == signal)
+            .expect("the signal is in the score"),
+        None => score.deciding(),
+    };
+    Verdict::Reject(RejectReason::Fused {
+        deciding,
+        statistic: score.statistic,
+        level: score.level,
+    })
 }
 
 /// The MI threshold in force, shared by a pool's gates and changed while they run (SIGHUP

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::reload::CardReload;
 use super::{FrameOutputs, Session};
 use crate::contract::card::{ModelPaths, Resize};
-use crate::gate::{Pool, Seeds};
+use crate::gate::{Pool, Seeds, Selection};
 use crate::input::budget::FRAME_MEMORY;
 use crate::input::frame::{PixelFormat, MAX_SIDE};
 use crate::input::preprocess::PassedPixels;
@@ -19,6 +19,7 @@ use crate::output::frames::{same_file, same_inode, will_be_same_file, FrameDir, 
 use crate::output::passthrough::{OnReject, PassThrough};
 use crate::output::report::{Format, ReportFile, ReportWriter};
 use crate::run::rng;
+use crate::score::fusion;
 use crate::score::verdict::{AlarmWindow, MAX_WINDOW};
 use crate::Error;
 
@@ -83,6 +84,8 @@ pub struct GateConfig {
     pub metrics: Option<String>,
     /// Frames scored at once.
     pub jobs: usize,
+    /// The card's signals that decide; `None`: all the card has.
+    pub signals: Option<Selection>,
 }
 
 /// A session ready to run, with its frames and its card reload (start it with
@@ -117,6 +120,7 @@ impl GateConfig {
             latency: true,
             metrics: None,
             jobs: 1,
+            signals: None,
         }
     }
 
@@ -264,6 +268,17 @@ impl GateConfig {
         };
         let annotated = frame_dir(&self.annotate, "--annotate")?;
         let mut pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
+        if let Some(selection) = &self.signals {
+            pool.select(selection)?;
+        }
+        // An MI threshold that would decide nothing is refused, not ignored.
+        if let (Some(t), Some(fused)) = (self.threshold, pool.gate().fused()) {
+            return Err(Error::Setting(format!(
+                "--threshold {t} sets the MI-only gate, but the card fuses {}: add --signals mi \
+                 to gate on MI alone",
+                fusion::names(fused.signals())
+            )));
+        }
         pool.check_samples_disagree(&self.model)?;
         let reload = CardReload::new(
             &self.model,
@@ -273,6 +288,12 @@ impl GateConfig {
             self.card_sha256.clone(),
             pool.gate().threshold_handle(),
         );
+        let reload = match pool.gate().fused() {
+            Some(_) => {
+                reload.ignoring("the fused signals decide, with the card the run started with")
+            }
+            None => reload,
+        };
         let under_pass_through = self.pass_through.is_some();
         if let Some(path) = &self.report {
             check_report_target(path, under_pass_through, &self.model)?;

@@ -90,6 +90,12 @@ impl CardReload {
         }
     }
 
+    /// Requests are ignored, for `why`: the threshold decides nothing in this run.
+    pub fn ignoring(mut self, why: &'static str) -> CardReload {
+        self.ignored = Some(why);
+        self
+    }
+
     /// Re-reads the card once and takes its threshold if the run can trust it: readable, with
     /// a threshold, the pinned digest (if pinned), the same ONNX, the same setup otherwise
     /// ([`changed_setup`]), and a threshold this run can reach.
@@ -188,6 +194,28 @@ mod tests {
 
     fn shipped() -> serde_json::Value {
         serde_json::from_slice(include_bytes!("../../models/mnist.card.json")).unwrap()
+    }
+
+    /// A run whose fused signals decide takes nothing from a reload: the threshold it would
+    /// change decides no frame.
+    #[test]
+    fn a_reload_the_run_ignores_says_why() {
+        let card: ModelCard = serde_json::from_value(shipped()).unwrap();
+        let threshold = Arc::new(SharedThreshold::new(0.1));
+        let reload = CardReload::new(
+            Path::new("models/mnist"),
+            &card,
+            20,
+            false,
+            None,
+            threshold.clone(),
+        )
+        .ignoring("the fused signals decide");
+        assert_eq!(
+            reload.reload(),
+            Reloaded::Ignored("the fused signals decide")
+        );
+        assert_eq!(threshold.get(), 0.1);
     }
 
     #[test]

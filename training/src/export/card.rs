@@ -44,5 +44,6 @@ pub fn card_for(
         ensemble: None,
         security: None,
         tamper: None,
+        fusion: None,
     }
 }
