@@ -20,6 +20,8 @@
 //!   overlapping frames across cores
 //! - gate_tamper_t20: gate_t20 with the card's tamper checks (set on the bundle's 50 clean
 //!   digits) run on the frame first; it passes them, so the model runs too
+//! - gate_fused_t20: gate_tamper_t20 with MI and entropy fused (Bonferroni, tables of the
+//!   bundle's 611 frames): the whole fused gate
 //! - gate_ensemble_t{1,20}: the 5-member dropout ensemble (`models/mnist-ensemble`), T per
 //!   member: at T=20, 100 pooled samples, to set beside gate_t100; gate_ensemble_dense_t20
 //!   on the plain plan
@@ -38,7 +40,8 @@ use mcgate::run::masks::SiteMasks;
 use mcgate::run::plan::{Plan, Strategy};
 use tract_onnx::prelude::*;
 
-mod tamper_card;
+mod card_variants;
+use card_variants::Added;
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -70,12 +73,20 @@ fn bench(c: &mut Criterion) {
         }
     }
 
-    let (_dir, mut gate) = tamper_card::gate_with_tamper(
+    let (_dir, mut gate) = card_variants::gate_with(
         &root.join("models/mnist"),
         &root.join("bundles/mnist/clean"),
         &frame,
+        Added::Tamper,
     );
     c.bench_function("gate_tamper_t20", |b| b.iter(|| gate.score(&frame)));
+    let (_dir, mut gate) = card_variants::gate_with(
+        &root.join("models/mnist"),
+        &root.join("bundles/mnist"),
+        &frame,
+        Added::TamperAndFused,
+    );
+    c.bench_function("gate_fused_t20", |b| b.iter(|| gate.score(&frame)));
 
     #[cfg(feature = "multithread-mm")]
     {

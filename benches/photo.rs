@@ -8,6 +8,8 @@
 //!   lite0_gate_dense_t{20,100}: the same on the plain plan (T classifier products)
 //! - lite0_gate_tamper_t20: lite0_gate_t20 with the card's tamper checks (set on the shipped
 //!   photo samples and this frame) run on the frame first; it passes them
+//! - lite0_gate_fused_t20: lite0_gate_tamper_t20 with MI and entropy fused (Bonferroni,
+//!   tables of the 224 photo-variants and this frame): the whole fused gate
 //! - tamper_measure_256: the tamper measures alone on that 256×256 frame
 //! - lite0_forward_t1: one T=1 forward of the network alone, plain plan: the
 //!   deterministic-cost floor
@@ -26,7 +28,8 @@ use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::Model;
 use mcgate::run::plan::{Plan, Strategy};
 
-mod tamper_card;
+mod card_variants;
+use card_variants::Added;
 
 fn bench(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -54,12 +57,20 @@ fn bench(c: &mut Criterion) {
         }
     }
     // The card's tamper checks first (set on the photo samples and this frame): it passes them.
-    let (_dir, mut gate) = tamper_card::gate_with_tamper(
+    let (_dir, mut gate) = card_variants::gate_with(
         &root.join("models/lite0-imagenet"),
         &root.join("samples/photos"),
         &frame,
+        Added::Tamper,
     );
     c.bench_function("lite0_gate_tamper_t20", |b| b.iter(|| gate.score(&frame)));
+    let (_dir, mut gate) = card_variants::gate_with(
+        &root.join("models/lite0-imagenet"),
+        &root.join("data/lite0/variants"),
+        &frame,
+        Added::TamperAndFused,
+    );
+    c.bench_function("lite0_gate_fused_t20", |b| b.iter(|| gate.score(&frame)));
     let mut meter = mcgate::score::tamper::TamperMeter::new();
     c.bench_function("tamper_measure_256", |b| {
         b.iter(|| meter.measure(&frame.image))
