@@ -21,7 +21,7 @@
 //! - gate_tamper_t20: gate_t20 with the card's tamper checks (set on the bundle's 50 clean
 //!   digits) run on the frame first; it passes them, so the model runs too
 //! - gate_fused_t20: gate_tamper_t20 with MI and entropy fused (Bonferroni, tables of the
-//!   bundle's 611 frames): the whole fused gate
+//!   bundle's 490 frames and this one): the whole fused gate
 //! - gate_ensemble_t{1,20}: the 5-member dropout ensemble (`models/mnist-ensemble`), T per
 //!   member: at T=20, 100 pooled samples, to set beside gate_t100; gate_ensemble_dense_t20
 //!   on the plain plan

@@ -864,6 +864,10 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
         );
     }
 
+    // The checks alone decide nothing about the scene: a model signal is needed.
+    let out = mcgate(&["gate", stem, clean, "--signals", "tamper"]);
+    assert_one_line_error(&out, 2, "--signals names no model signal");
+
     // MI alone again: the checks stay.
     let again = calibrate(&[]);
     assert_eq!(again["schema"], "mcgate.card/3");
