@@ -1004,9 +1004,15 @@ fn calibrate_signals_fuses_mi_and_entropy_and_the_gate_reports_both() {
     }
     assert!(rejected > 0, "no attacked digit rejected");
 
-    // MI alone on the fused card: the MI-only card's lines, byte for byte.
+    // MI alone on the fused card: the MI-only card's lines, byte for byte, and a warning
+    // that entropy is left out.
     let by_mi = gate(&fused, &["--signals", "mi"]);
     assert_eq!(by_mi.stdout, gate(&mi_only, &[]).stdout);
+    assert!(
+        stderr(&by_mi).contains("--signals leaves out the card's entropy"),
+        "{}",
+        stderr(&by_mi)
+    );
     let out = mcgate(&["gate", &fused, attacked, "--threshold", "0.1"]);
     assert_one_line_error(
         &out,

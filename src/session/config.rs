@@ -270,6 +270,7 @@ impl GateConfig {
         let mut pool = Pool::new(&model, samples, threshold, seeds, self.jobs)?;
         if let Some(selection) = &self.signals {
             pool.select(selection)?;
+            warnings.extend(left_out(&model.card, selection));
         }
         // An MI threshold that would decide nothing is refused, not ignored.
         if let (Some(t), Some(fused)) = (self.threshold, pool.gate().fused()) {
@@ -457,6 +458,27 @@ fn stderr_is_stdout() -> bool {
         }
         _ => false,
     }
+}
+
+/// The warning for a `--signals` choice that leaves out what the card has: a weaker gate than
+/// the card's, on purpose or by a slip of the flag.
+fn left_out(card: &crate::contract::card::ModelCard, selection: &Selection) -> Option<String> {
+    let mut missing: Vec<&str> = card
+        .fusion
+        .iter()
+        .flat_map(|f| f.signals.iter().map(|s| s.name))
+        .filter(|s| !selection.signals.contains(s))
+        .map(|s| s.name())
+        .collect();
+    if card.tamper.is_some() && !selection.tamper {
+        missing.push("tamper");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "--signals leaves out the card's {}: the gate decides without them",
+            missing.join(", ")
+        )
+    })
 }
 
 /// A card's threshold holds at the T it was set at (its calibration's, or a trained card's
