@@ -45,7 +45,7 @@ pub fn gate_with(
     let measures: Vec<_> = images.iter().map(|image| meter.measure(image)).collect();
     let model = Model::load_from(stem).unwrap();
     let mut card = model.card.clone();
-    card.tamper = Some(tamper::calibrate(&measures).expect("tamper checks"));
+    card.tamper = Some(tamper::calibrate(&measures, 0).expect("tamper checks"));
     card.schema = SCHEMA_V3.into();
     if added == Added::TamperAndFused {
         let mut plain = Gate::new(&model, 20, 0.1, Seeds::PerFrame(7)).unwrap();

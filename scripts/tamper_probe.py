@@ -9,6 +9,9 @@ Photos (--photos): the photo-variants' scenes in folds; each fold judged by a co
 models/lite0-imagenet calibrated (--tamper) on the other folds, on its clean variants and on
 tampered versions of them.
 
+Frozen cameras: each of a few clean pictures 40 times in a row (the card's check rejects from
+the 30th identical frame on), and ffmpeg's moving `testsrc` as a live source that must pass.
+
 Usage: python3 scripts/tamper_probe.py [--photos data/lite0/variants] [--folds 5]
        [--exclude hubble_deep_field,retina,ihc] [--mcgate BIN]
 Prints Markdown tables. Needs numpy and Pillow (the system python3 here has both).
@@ -169,6 +172,37 @@ def table(binary, stem, shipped, held_out, frames_by_kind, w, h, c):
         row(name, gate(binary, stem, frames, w, h, c), gate(binary, shipped, frames, w, h, c))
 
 
+COPIES = 40  # frames of one frozen picture in a row; the card's check rejects from the 30th
+
+
+def frozen_rows(lines_of, pictures, what):
+    """A frozen camera: each picture COPIES times in a row, one sequence after another; the
+    share of copies from the 30th on rejected as frozen, and of the first 29 (which a
+    frozen camera and a still scene both send, so they must pass the frozen check)."""
+    frames = [p for p in pictures for _ in range(COPIES)]
+    lines = lines_of(frames)
+    position = [i % COPIES for i in range(len(lines))]
+    frozen = [(l.get("reason") or "").startswith("tamper:frozen") for l in lines]
+    late = [f for f, k in zip(frozen, position) if k >= 29]
+    early = [f for f, k in zip(frozen, position) if k < 29]
+    print(f"| frozen: {len(pictures)} {what} × {COPIES} identical frames, the 30th on | "
+          f"{len(late)} | – | {pct(sum(late), len(late))} | frozen {sum(late)} | – |")
+    print(f"| … their first 29 copies | {len(early)} | – | {pct(sum(early), len(early))} | "
+          f"frozen {sum(early)} | – |")
+
+
+def live_testsrc(w, h, n=300):
+    """ffmpeg's moving `testsrc`, n gray frames of a live source (none without ffmpeg)."""
+    if shutil.which("ffmpeg") is None:
+        print("(ffmpeg not found: no testsrc frames)")
+        return None
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size={w}x{h}:rate=30",
+         "-frames:v", str(n), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True, check=True).stdout
+    return list(np.frombuffer(raw, np.uint8).reshape(-1, h, w))
+
+
 def mnist(binary, tmp):
     raw = open("data/mnist/t10k-images-idx3-ubyte", "rb").read()[16:]
     digits = np.frombuffer(raw, np.uint8).reshape(-1, 28, 28)
@@ -187,6 +221,14 @@ def mnist(binary, tmp):
           "1000–1999, 100 frames of each kind and 20 of each GStreamer pattern; seed 1; 95 % "
           "Wilson intervals):\n")
     table(binary, stem, "models/mnist", list(held), kinds, 28, 28, 1)
+    frozen_rows(lambda f: gate(binary, stem, f, 28, 28, 1), list(held[:10]), "held-out digits")
+    live = live_testsrc(28, 28)
+    if live is not None:
+        lines = gate(binary, stem, live, 28, 28, 1)
+        n = sum((l.get("reason") or "").startswith("tamper:frozen") for l in lines)
+        print(f"| ffmpeg testsrc, live (moving), {len(live)} frames in a row | {len(live)} | – | "
+              f"{pct(n, len(live))} | frozen {n} | – |")
+        frozen_rows(lambda f: gate(binary, stem, f, 28, 28, 1), live[:5], "testsrc frames")
 
 
 def save(frames, folder):
@@ -217,6 +259,7 @@ def photos(binary, tmp, folder, folds, exclude):
     load = lambda f: np.asarray(Image.open(f).convert("RGB"))
     rng = np.random.default_rng(0)
     pooled, shipped = {}, {}
+    frozen_lines, frozen_pictures = [], 0
     for k in range(folds):
         held = set(scenes[k::folds])
         stem = str(tmp / f"lite0-{k}")
@@ -235,6 +278,11 @@ def photos(binary, tmp, folder, folds, exclude):
             d = save(frames, tmp / f"fold-{k}" / name.split(" ")[0])
             pooled.setdefault(name, []).extend(gate_dir(binary, stem, d))
             shipped.setdefault(name, []).extend(gate_dir(binary, "models/lite0-imagenet", d))
+        # One frozen sequence per held-out scene (its first variant), files in name order.
+        firsts = [load(f) for f in files if scene(f) in held and f.stem.endswith("_original")]
+        frozen_lines.extend(gate_dir(binary, stem, save(
+            [p for p in firsts for _ in range(COPIES)], tmp / f"fold-{k}" / "frozen")))
+        frozen_pictures += len(firsts)
     print(f"Photos (`models/lite0-imagenet`, {folds} folds of the {len(scenes)} scenes' "
           f"photo-variants the shipped card was calibrated on, {len(files)} frames at their own "
           f"size: each fold judged by a copy "
@@ -245,6 +293,8 @@ def photos(binary, tmp, folder, folds, exclude):
     print("|---|---|---|---|---|---|")
     for name in pooled:
         row(name, pooled[name], shipped[name])
+    frozen_rows(lambda _: frozen_lines, [None] * frozen_pictures,
+                "held-out scenes (their original variant)")
 
 
 def main():

@@ -24,7 +24,7 @@ use crate::output::frames::write_atomically_with_mode;
 use crate::score::fusion::{signal_value, FusedGate};
 use crate::score::measures::Measures;
 use crate::score::roc;
-use crate::score::tamper::{self, TamperMeasures, TamperMeter};
+use crate::score::tamper::{self, FrozenCounter, TamperMeasures, TamperMeter};
 use crate::score::verdict::{self, Decision};
 use crate::Error;
 
@@ -186,7 +186,10 @@ pub fn calibrate(
     // The card's own checks (and fusion) would reject clean frames the new ones are set on.
     pool.without_tamper();
     let mut meter = TamperMeter::new();
+    let mut frozen = FrozenCounter::new();
     let mut tamper_measures = vec![];
+    // Identical frames in a row at each frame, in order.
+    let mut runs = vec![];
     let mut measures = vec![];
     let mut unlike = Unlike::default();
     let input = &model.card.input;
@@ -197,6 +200,7 @@ pub fn calibrate(
                 unlike.count(frame, input);
                 if opts.tamper {
                     tamper_measures.push(meter.measure(&frame.image));
+                    runs.push(frozen.push(&frame.image));
                 }
             }
             Ok(())
@@ -243,11 +247,19 @@ pub fn calibrate(
         tamper_measures.split_at(tamper_measures.len().min(set_on.len()));
     let tamper = match opts.tamper {
         false => None,
-        true => Some(tamper::calibrate(tamper_set_on).ok_or(Error::Calibration(
-            CalibrationError::NoTamperCheck {
+        true => Some(
+            tamper::calibrate(
+                tamper_set_on,
+                runs[..tamper_set_on.len()]
+                    .iter()
+                    .copied()
+                    .max()
+                    .unwrap_or(0),
+            )
+            .ok_or(Error::Calibration(CalibrationError::NoTamperCheck {
                 frames: tamper_set_on.len(),
-            },
-        ))?),
+            }))?,
+        ),
     };
     let tampered = |i: usize| {
         tamper.as_ref().is_some_and(|t| {

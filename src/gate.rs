@@ -168,6 +168,12 @@ impl Gate {
         Ok(())
     }
 
+    /// The card's frozen check (identical frames in a row at which frames are rejected), when
+    /// its tamper checks are in force: the session judges it, on frames in order.
+    pub fn frozen_at(&self) -> Option<u64> {
+        self.tamper.as_ref().and_then(TamperChecks::frozen_at)
+    }
+
     /// The fused decision in force, if any (else the MI threshold decides).
     pub fn fused(&self) -> Option<&FusedGate> {
         self.fused.as_ref()

@@ -817,7 +817,10 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
         .iter()
         .map(|c| c["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["covered", "blinded", "defocused", "snow"]);
+    assert_eq!(kinds, ["covered", "blinded", "defocused", "snow", "frozen"]);
+    // Stills, no two alike: the frozen check at its floor of 30 frames.
+    assert_eq!(card["tamper"]["checks"][4]["at"], 30.0);
+    assert_eq!(card["tamper"]["checks"][4]["clean_extreme"], 1.0);
     assert_eq!(card["tamper"]["frames"], 50);
     let info = String::from_utf8_lossy(&mcgate(&["info", stem]).stdout).to_string();
     assert!(info.contains("tamper checks on the raw frame"), "{info}");
@@ -862,6 +865,42 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
             !reason.starts_with("tamper"),
             "a calibration frame failed a check: {l}"
         );
+    }
+
+    // A frozen camera: the same digit 35 times in a row. The first 29 are gated as usual,
+    // the 30th and after are rejected as frozen — with two jobs too, the count is the
+    // session's, on frames in order.
+    let digit = image::open(root().join("samples/mnist/clean/digit_7_0.png"))
+        .unwrap()
+        .to_luma8()
+        .into_raw();
+    let frozen_stream = digit.repeat(35);
+    for jobs in ["1", "2"] {
+        let out = mcgate_stdin(
+            &[
+                "gate", stem, "-", "--width", "28", "--height", "28", "--seed", "1", "-j", jobs,
+            ],
+            &frozen_stream,
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let frozen_lines = common::lines(&out);
+        assert_eq!(frozen_lines.len(), 35);
+        for l in &frozen_lines {
+            let frame = l["frame"].as_u64().unwrap();
+            let reason = l["reason"].as_str().unwrap_or("");
+            if frame >= 29 {
+                assert_eq!(
+                    reason,
+                    format!(
+                        "tamper:frozen ({} identical frames in a row, at or over 30)",
+                        frame + 1
+                    ),
+                    "{l}"
+                );
+            } else {
+                assert!(!reason.starts_with("tamper"), "{l}");
+            }
+        }
     }
 
     // The checks alone decide nothing about the scene: a model signal is needed.

@@ -188,16 +188,27 @@ pub enum TamperKind {
     Defocused,
     /// Snow: detail like independent pixel noise (`noise_like`) at or over the cut.
     Snow,
+    /// Frozen: the same picture (an identical luma grid) this many frames in a row or more —
+    /// a camera that stopped delivering new frames. Judged on frames in order, by the
+    /// session, not frame by frame.
+    Frozen,
 }
 
 impl TamperKind {
     /// Every kind, in the order the checks run.
-    pub const ALL: [TamperKind; 4] = [
+    pub const ALL: [TamperKind; 5] = [
         TamperKind::Covered,
         TamperKind::Blinded,
         TamperKind::Defocused,
         TamperKind::Snow,
+        TamperKind::Frozen,
     ];
+
+    /// Judged on one frame alone (every kind but [`TamperKind::Frozen`], which needs the
+    /// frames before it).
+    pub fn per_frame(self) -> bool {
+        self != TamperKind::Frozen
+    }
 
     /// Its name in reasons and metrics: `covered`, `blinded`, `defocused`, `snow`.
     pub fn name(self) -> &'static str {
@@ -206,6 +217,7 @@ impl TamperKind {
             TamperKind::Blinded => "blinded",
             TamperKind::Defocused => "defocused",
             TamperKind::Snow => "snow",
+            TamperKind::Frozen => "frozen",
         }
     }
 
@@ -216,6 +228,7 @@ impl TamperKind {
             TamperKind::Blinded => "clipped share",
             TamperKind::Defocused => "sharpness",
             TamperKind::Snow => "noise likeness",
+            TamperKind::Frozen => "identical frames in a row",
         }
     }
 
@@ -1047,6 +1060,12 @@ fn validate_tamper(t: &Tamper) -> Result<(), CardError> {
                 c.at, c.clean_extreme
             ));
         }
+        if c.kind == TamperKind::Frozen && !(c.at >= 2.0 && c.at.fract() == 0.0) {
+            return fail(format!(
+                "frozen: the cut {} is not a whole number of frames of at least 2",
+                c.at
+            ));
+        }
         let beyond = if c.kind.rejects_low() {
             c.at < c.clean_extreme
         } else {
@@ -1528,6 +1547,22 @@ pub(crate) mod tests {
             &|c| c.tamper.as_mut().unwrap().checks[0].clean_extreme = -1.0,
             "must be finite and non-negative",
         );
+        let frozen = |at| {
+            move |c: &mut ModelCard| {
+                c.tamper.as_mut().unwrap().checks[1] = check(TamperKind::Frozen, at, 1.0)
+            }
+        };
+        refused(
+            &frozen(1.5),
+            "frozen: the cut 1.5 is not a whole number of frames",
+        );
+        refused(
+            &frozen(1.0),
+            "frozen: the cut 1 is not a whole number of frames of at least 2",
+        );
+        let mut with_frozen = card.clone();
+        frozen(30.0)(&mut with_frozen);
+        assert!(ModelCard::from_json(with_frozen.to_json().as_bytes()).is_ok());
         // A schema-3 card without tamper checks reads too.
         card.tamper = None;
         assert!(ModelCard::from_json(card.to_json().as_bytes()).is_ok());

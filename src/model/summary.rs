@@ -165,6 +165,14 @@ impl Model {
                 t.frames, t.rule
             );
             for c in &t.checks {
+                if c.kind == crate::contract::card::TamperKind::Frozen {
+                    s += &format!(
+                        "  frozen: reject from {} identical frames in a row on (clean frames' \
+                         longest run {}; judged on frames in order)\n",
+                        c.at, c.clean_extreme
+                    );
+                    continue;
+                }
                 s += &format!(
                     "  {}: reject at {} {} {:.4} (clean frames' {} {:.4})\n",
                     c.kind.name(),

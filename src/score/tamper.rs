@@ -144,13 +144,15 @@ pub fn measures_of(values: &[f32], w: usize, h: usize) -> TamperMeasures {
     }
 }
 
-/// The measure a tamper check of `kind` reads.
+/// The measure a tamper check of `kind` reads; NaN for [`TamperKind::Frozen`], which one
+/// frame's measures cannot tell (the session counts it, [`FrozenCounter`]).
 pub fn value(m: &TamperMeasures, kind: TamperKind) -> f64 {
     match kind {
         TamperKind::Covered => m.contrast,
         TamperKind::Blinded => m.clipped,
         TamperKind::Defocused => m.sharpness,
         TamperKind::Snow => m.noise_like,
+        TamperKind::Frozen => f64::NAN,
     }
 }
 
@@ -170,18 +172,27 @@ impl TamperChecks {
         }
     }
 
-    /// The first check `image` fails, as a reject reason; `None` when it passes them all.
-    /// A measure that is not a number fails (fail closed).
+    /// The frozen check's cut (identical frames in a row), if the card has one: the session
+    /// judges it, on frames in order.
+    pub fn frozen_at(&self) -> Option<u64> {
+        self.checks
+            .iter()
+            .find(|c| c.kind == TamperKind::Frozen)
+            .map(|c| c.at as u64)
+    }
+
+    /// The first per-frame check `image` fails, as a reject reason; `None` when it passes
+    /// them all. A measure that is not a number fails (fail closed).
     pub fn check(&mut self, image: &DynamicImage) -> Option<RejectReason> {
         let m = self.meter.measure(image);
         first_failed(&self.checks, &m)
     }
 }
 
-/// The first of `checks` that measures `m` fail, as a reject reason. A measure that is not a
-/// number fails (fail closed).
+/// The first of the per-frame `checks` that measures `m` fail, as a reject reason (the frozen
+/// check is the session's). A measure that is not a number fails (fail closed).
 pub fn first_failed(checks: &[TamperCheck], m: &TamperMeasures) -> Option<RejectReason> {
-    checks.iter().find_map(|c| {
+    checks.iter().filter(|c| c.kind.per_frame()).find_map(|c| {
         let v = value(m, c.kind);
         let fails = v.is_nan()
             || if c.kind.rejects_low() {
@@ -205,18 +216,24 @@ pub const LOW_MARGIN: f64 = 4.0;
 /// frames' highest value to it.
 const TAMPERED_HIGH: f64 = 1.0;
 
+/// Identical frames in a row at which a camera counts as frozen, at least: a second at 30
+/// frames per second.
+pub const FROZEN_FRAMES: u64 = 30;
+
 /// How [`calibrate`] sets each cut, in words (recorded in the card).
 pub const RULE: &str = "low checks (covered, defocused): the clean frames' lowest value / 4; \
 high checks (blinded, snow): halfway from the clean frames' highest value to 1; a check \
 whose clean frames come too near what a tamper gives (a flat clean frame, a clipped share of \
-0.99, a noise likeness of 0.5) is left out";
+0.99, a noise likeness of 0.5) is left out; frozen: 30 identical frames in a row, or twice \
+the clean frames' longest such run and one more if that is longer";
 
 /// Tamper checks set on clean frames' measures by [`RULE`]: every calibration frame passes
-/// each check with a margin. `None` when no check can be set (no frames, or every check's
-/// clean frames reach its tampered value).
-pub fn calibrate(clean: &[TamperMeasures]) -> Option<Tamper> {
+/// each check with a margin. `longest_run`: the most identical frames in a row among them, in
+/// order. `None` when no per-frame check can be set (no frames, or every check's clean frames
+/// reach its tampered value): a frozen check alone is no tamper check worth the name.
+pub fn calibrate(clean: &[TamperMeasures], longest_run: u64) -> Option<Tamper> {
     let mut checks = vec![];
-    for kind in TamperKind::ALL {
+    for kind in TamperKind::ALL.into_iter().filter(|k| k.per_frame()) {
         let values = clean.iter().map(|m| value(m, kind));
         let check = if kind.rejects_low() {
             let lowest = values.fold(f64::INFINITY, f64::min);
@@ -241,77 +258,60 @@ pub fn calibrate(clean: &[TamperMeasures]) -> Option<Tamper> {
         };
         checks.extend(check);
     }
-    (!checks.is_empty()).then(|| Tamper {
+    if checks.is_empty() {
+        return None;
+    }
+    checks.push(TamperCheck {
+        kind: TamperKind::Frozen,
+        at: FROZEN_FRAMES.max(2 * longest_run + 1) as f64,
+        clean_extreme: longest_run as f64,
+    });
+    Some(Tamper {
         checks,
         frames: clean.len(),
         rule: RULE.into(),
     })
 }
 
-/// Counts how many frames in a row showed (nearly) the same picture: a camera that stopped
-/// delivering new frames, or a photo held in front of it. Compares a small thumbnail of each
-/// frame's luma grid with the previous one's.
-#[derive(Debug)]
+/// Counts how many frames in a row showed the same picture: a camera that stopped delivering
+/// new frames repeats its last buffer exactly. "The same" is an identical luma grid (the
+/// measures' grid, [`MAX_GRID`] points at most): a live camera on a still scene differs frame
+/// to frame by sensor noise, and any tolerance that forgave that noise would call every quiet
+/// night scene frozen. A frozen picture re-encoded with codec noise is not caught.
+#[derive(Debug, Default)]
 pub struct FrozenCounter {
-    /// Mean absolute thumbnail difference (gray levels) at or below which two frames count as
-    /// the same picture.
-    tolerance: f64,
     previous: Vec<f32>,
-    current: Vec<f32>,
+    previous_grid: (usize, usize),
     run: u64,
     meter: TamperMeter,
 }
 
-/// The thumbnail's side.
-const THUMB: usize = 16;
-
 impl FrozenCounter {
-    /// A counter calling frames the same when their thumbnails differ by at most
-    /// `tolerance` gray levels on average.
-    pub fn new(tolerance: f64) -> FrozenCounter {
-        FrozenCounter {
-            tolerance,
-            previous: Vec::new(),
-            current: Vec::new(),
-            run: 0,
-            meter: TamperMeter::new(),
-        }
+    /// A counter that has seen no frame.
+    pub fn new() -> FrozenCounter {
+        FrozenCounter::default()
     }
 
-    /// Feeds the next frame; returns how many frames before it in a row showed the same
-    /// picture (0: it differs from the last, or it is the first).
+    /// Feeds the next frame; returns how many frames in a row, itself included, showed its
+    /// picture (1: it differs from the last, or it is the first).
     pub fn push(&mut self, image: &DynamicImage) -> u64 {
-        let (gw, gh) = self.meter.fill(image);
-        thumbnail(&self.meter.luma, gw, gh, &mut self.current);
-        let same = self.previous.len() == self.current.len()
-            && mean_abs_diff(&self.previous, &self.current) <= self.tolerance;
-        self.run = if same { self.run + 1 } else { 0 };
-        std::mem::swap(&mut self.previous, &mut self.current);
+        let grid = self.meter.fill(image);
+        let same = self.run > 0 && grid == self.previous_grid && self.meter.luma == self.previous;
+        self.run = if same { self.run + 1 } else { 1 };
+        std::mem::swap(&mut self.previous, &mut self.meter.luma);
+        self.previous_grid = grid;
         self.run
     }
 }
 
-/// Box-averages a `w × h` grid into a [`THUMB`]² thumbnail (fewer cells for a smaller grid).
-fn thumbnail(values: &[f32], w: usize, h: usize, out: &mut Vec<f32>) {
-    let (tw, th) = (w.clamp(1, THUMB), h.clamp(1, THUMB));
-    out.clear();
-    out.resize(tw * th, 0.0);
-    let mut counts = [0u32; THUMB * THUMB];
-    for y in 0..h {
-        for x in 0..w {
-            let cell = (y * th / h) * tw + x * tw / w;
-            out[cell] += values[y * w + x];
-            counts[cell] += 1;
-        }
-    }
-    for (v, &c) in out.iter_mut().zip(&counts) {
-        *v /= c.max(1) as f32;
-    }
-}
-
-fn mean_abs_diff(a: &[f32], b: &[f32]) -> f64 {
-    let total: f64 = a.iter().zip(b).map(|(x, y)| (x - y).abs() as f64).sum();
-    total / a.len().max(1) as f64
+/// The longest run of identical frames among `images`, in order (0 for none).
+pub fn longest_run<'a>(images: impl IntoIterator<Item = &'a DynamicImage>) -> u64 {
+    let mut counter = FrozenCounter::new();
+    images
+        .into_iter()
+        .map(|i| counter.push(i))
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -452,20 +452,24 @@ mod tests {
 
     #[test]
     fn a_frozen_camera_counts_up_and_a_live_one_resets() {
-        let mut frozen = FrozenCounter::new(1.0);
+        let mut frozen = FrozenCounter::new();
         let still = gray(64, 48, scene);
         let counts: Vec<u64> = (0..4).map(|_| frozen.push(&still)).collect();
-        assert_eq!(counts, [0, 1, 2, 3]);
-        // Sensor noise of ±1 gray level is still the same picture.
+        assert_eq!(counts, [1, 2, 3, 4]);
+        // A live sensor on the same scene: ±1 gray level of noise is a new frame.
         let jitter = bytes(3, 64 * 48);
         let noisy = gray(64, 48, |x, y| {
             scene(x, y).saturating_add(jitter[(y * 64 + x) as usize] % 2)
         });
-        assert_eq!(frozen.push(&noisy), 4);
-        let moved = gray(64, 48, |x, y| scene(x + 6, y));
-        assert_eq!(frozen.push(&moved), 0);
+        assert_eq!(frozen.push(&noisy), 1);
+        assert_eq!(frozen.push(&noisy), 2);
         // A frame of another size is another picture.
-        assert_eq!(frozen.push(&gray(32, 24, scene)), 0);
+        assert_eq!(frozen.push(&gray(32, 24, scene)), 1);
+        assert_eq!(
+            longest_run([&still, &still, &noisy, &still, &still, &still]),
+            3
+        );
+        assert_eq!(longest_run([]), 0);
     }
 
     /// Clean "camera" frames: the smooth scene shifted, with a little sensor noise.
@@ -486,7 +490,7 @@ mod tests {
         let frames = clean_frames();
         let mut meter = TamperMeter::new();
         let clean: Vec<TamperMeasures> = frames.iter().map(|f| meter.measure(f)).collect();
-        let tamper = calibrate(&clean).expect("checks");
+        let tamper = calibrate(&clean, 0).expect("checks");
         assert_eq!(tamper.frames, 20);
         let kinds: Vec<TamperKind> = tamper.checks.iter().map(|c| c.kind).collect();
         assert_eq!(
@@ -496,7 +500,10 @@ mod tests {
         );
         for c in &tamper.checks {
             let extreme = clean.iter().map(|m| value(m, c.kind));
-            if c.kind.rejects_low() {
+            if c.kind == TamperKind::Frozen {
+                // No two frames alike: the floor.
+                assert_eq!((c.clean_extreme, c.at), (0.0, FROZEN_FRAMES as f64));
+            } else if c.kind.rejects_low() {
                 let lowest = extreme.fold(f64::INFINITY, f64::min);
                 assert_eq!((c.clean_extreme, c.at), (lowest, lowest / LOW_MARGIN));
             } else {
@@ -538,14 +545,17 @@ mod tests {
         };
         // A flat, clipped clean frame leaves no margin for covered, blinded or defocused;
         // snow alone is set (its highest clean value, 0, is far from 1).
-        let t = calibrate(&[flat]).unwrap();
-        assert_eq!(t.checks.len(), 1);
-        assert_eq!(t.checks[0].kind, TamperKind::Snow);
+        let t = calibrate(&[flat], 0).unwrap();
+        let kinds: Vec<TamperKind> = t.checks.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [TamperKind::Snow, TamperKind::Frozen]);
+        // A clean sequence with runs of 20 identical frames: frozen from 41 on.
+        let t = calibrate(&[flat], 20).unwrap();
+        assert_eq!((t.checks[1].at, t.checks[1].clean_extreme), (41.0, 20.0));
         let snowy = TamperMeasures {
             noise_like: 0.9,
             ..flat
         };
-        assert_eq!(calibrate(&[snowy]), None);
-        assert_eq!(calibrate(&[]), None);
+        assert_eq!(calibrate(&[snowy], 0), None);
+        assert_eq!(calibrate(&[], 0), None);
     }
 }

@@ -81,6 +81,7 @@ impl RejectReason {
                 TamperKind::Blinded => "tamper_blinded",
                 TamperKind::Defocused => "tamper_defocused",
                 TamperKind::Snow => "tamper_snow",
+                TamperKind::Frozen => "tamper_frozen",
             },
             RejectReason::Unreadable(_) => "unreadable",
             RejectReason::Preprocess(_) => "preprocess",
@@ -122,6 +123,14 @@ impl std::fmt::Display for RejectReason {
                 deciding.signal.name(),
                 deciding.value,
                 deciding.p
+            ),
+            RejectReason::Tamper {
+                kind: TamperKind::Frozen,
+                value,
+                at,
+            } => write!(
+                f,
+                "tamper:frozen ({value} identical frames in a row, at or over {at})"
             ),
             RejectReason::Tamper { kind, value, at } => write!(
                 f,

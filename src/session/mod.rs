@@ -1,6 +1,9 @@
 //! The gate loop: frames from a source → the pool of gates → the per-frame rules → outputs.
 //!
 //! The rules that belong to the gate, not to any one output:
+//! - a frozen camera: from the card's count of identical frames in a row on, each further
+//!   one is rejected (`tamper:frozen`) — judged here, on frames in order, whichever job
+//!   scored them;
 //! - the alarm: K of the last N frames rejected raises it, on the frame that does;
 //! - an accepted frame is passed on (e.g. to `--accepted`) *before* its verdict line, so a
 //!   consumer that trusts the line finds the frame;
@@ -13,7 +16,7 @@ pub mod reload;
 use std::borrow::Cow;
 use std::io::Write;
 
-use crate::contract::card::InputSpec;
+use crate::contract::card::{InputSpec, TamperKind};
 use crate::gate::Pool;
 use crate::input::frame::{self, Frame};
 use crate::input::preprocess::{scored_pixels, PassedPixels};
@@ -24,6 +27,7 @@ use crate::output::summary::Summary;
 use crate::output::OutputError;
 use crate::output::Sink;
 use crate::score::report::Report;
+use crate::score::tamper::FrozenCounter;
 use crate::score::verdict::{AlarmWindow, Decision, RejectReason, Verdict};
 use crate::Error;
 
@@ -52,6 +56,8 @@ pub struct Session<W: Write> {
 
 /// What happens to a scored frame: the rules and the outputs.
 struct Outputs<W: Write> {
+    /// The frozen check: the counter and the run at which frames are rejected.
+    frozen: Option<(FrozenCounter, u64)>,
     alarm: AlarmWindow,
     lines: ReportWriter<W>,
     frames: FrameOutputs,
@@ -69,9 +75,11 @@ impl<W: Write> Session<W> {
         lines: ReportWriter<W>,
         frames: FrameOutputs,
     ) -> Session<W> {
+        let frozen = pool.gate().frozen_at().map(|at| (FrozenCounter::new(), at));
         Session {
             pool,
             outputs: Outputs {
+                frozen,
                 alarm,
                 lines,
                 frames,
@@ -118,6 +126,19 @@ impl<W: Write> Outputs<W> {
                     crate::text::printable(&report.source),
                     crate::text::printable(&reason.to_string())
                 );
+            }
+        }
+        if let (Some((counter, at)), Some(frame)) = (&mut self.frozen, frame) {
+            let run = counter.push(&frame.image);
+            // A frozen picture is rejected whatever the model made of it; a reject the raw
+            // frame already explains (covered, …) keeps its reason.
+            let tampered = report.verdict.reason().is_some_and(RejectReason::is_tamper);
+            if run >= *at && !tampered {
+                report.verdict = Verdict::Reject(RejectReason::Tamper {
+                    kind: TamperKind::Frozen,
+                    value: run as f64,
+                    at: *at as f64,
+                });
             }
         }
         report.alarm = self.alarm.push(report.verdict.decision());
