@@ -293,6 +293,7 @@ impl Gate {
             seed: Some(seed),
             latency: start.elapsed(),
             alarm: false,
+            tamper_event: None,
             threshold,
             fused,
         }
@@ -331,6 +332,7 @@ impl Gate {
             seed: None,
             latency: Duration::ZERO,
             alarm: false,
+            tamper_event: None,
             threshold: self.threshold.get(),
             fused: None,
         }
@@ -592,6 +594,7 @@ fn thread_failed(item: &frame::Item, threshold: f64) -> Report {
         seed: None,
         latency: Duration::ZERO,
         alarm: false,
+        tamper_event: None,
         threshold,
         fused: None,
     }

@@ -859,6 +859,14 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
         "the model did not run: {}",
         lines[0]
     );
+    // One covered frame is one tamper event, marked on its line and counted at the end.
+    assert_eq!(lines[0]["tamper_event"], "covered");
+    assert!(lines[1..].iter().all(|l| l.get("tamper_event").is_none()));
+    assert!(
+        stderr(&out).contains(", 1 tamper events;"),
+        "{}",
+        stderr(&out)
+    );
     for l in &lines[1..] {
         let reason = l["reason"].as_str().unwrap_or("");
         assert!(
@@ -888,6 +896,9 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
         for l in &frozen_lines {
             let frame = l["frame"].as_u64().unwrap();
             let reason = l["reason"].as_str().unwrap_or("");
+            // The frozen run is one event, on its first rejected frame.
+            let event = (frame == 29).then_some("frozen");
+            assert_eq!(l["tamper_event"].as_str(), event, "{l}");
             if frame >= 29 {
                 assert_eq!(
                     reason,

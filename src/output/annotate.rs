@@ -178,6 +178,7 @@ mod tests {
             seed: None,
             latency: std::time::Duration::ZERO,
             alarm: false,
+            tamper_event: None,
             threshold: 0.1,
             fused: None,
         };

@@ -1,5 +1,6 @@
 //! Prometheus metrics for a fleet's monitoring (`gate --metrics ADDR`, cargo feature
-//! `metrics`): frames by verdict, rejects by reason, alarms, MI and latency histograms, the
+//! `metrics`): frames by verdict, rejects by reason, alarms, tamper events by check, MI and
+//! latency histograms, the
 //! threshold in force, and the model's name and ONNX hash. Served over HTTP at `/metrics` in
 //! Prometheus's text format.
 
@@ -24,6 +25,7 @@ pub struct Metrics {
     frames: IntCounterVec,
     rejects: IntCounterVec,
     alarms: IntCounter,
+    tamper_events: IntCounterVec,
     mutual_information: Histogram,
     latency: Histogram,
     threshold: Gauge,
@@ -48,6 +50,13 @@ impl Metrics {
         let alarms = IntCounter::new(
             "mcgate_alarms_total",
             "Alarms raised (K of the last N frames rejected)",
+        )?;
+        let tamper_events = IntCounterVec::new(
+            Opts::new(
+                "mcgate_tamper_events_total",
+                "Tamper events (runs of frames failing one tamper check), by check",
+            ),
+            &["check"],
         )?;
         // 0.001 to ~4 nats: ln(10) = 2.3 is the most MI 10 classes can have.
         let mutual_information = Histogram::with_opts(
@@ -75,6 +84,7 @@ impl Metrics {
         registry.register(Box::new(frames.clone()))?;
         registry.register(Box::new(rejects.clone()))?;
         registry.register(Box::new(alarms.clone()))?;
+        registry.register(Box::new(tamper_events.clone()))?;
         registry.register(Box::new(mutual_information.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(threshold.clone()))?;
@@ -84,6 +94,7 @@ impl Metrics {
             frames,
             rejects,
             alarms,
+            tamper_events,
             mutual_information,
             latency,
             threshold,
@@ -102,6 +113,9 @@ impl Metrics {
         self.frames.with_label_values(&[verdict]).inc();
         if r.alarm {
             self.alarms.inc();
+        }
+        if let Some(kind) = r.tamper_event {
+            self.tamper_events.with_label_values(&[kind.name()]).inc();
         }
         if let Some(m) = r.measures {
             self.mutual_information.observe(m.mutual_information);
@@ -248,5 +262,47 @@ impl super::Sink for Arc<Metrics> {
     ) -> Result<(), OutputError> {
         self.record(report);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::card::TamperKind;
+    use crate::score::verdict::{RejectReason, Verdict};
+
+    /// A camera covered for three frames is one tamper event and three rejects.
+    #[test]
+    fn a_tamper_event_is_counted_once_by_its_check() {
+        let card: ModelCard =
+            serde_json::from_slice(include_bytes!("../../models/mnist.card.json")).unwrap();
+        let metrics = Metrics::new(&card);
+        for index in 0..3 {
+            metrics.record(&Report {
+                index,
+                source: "cam".into(),
+                verdict: Verdict::Reject(RejectReason::Tamper {
+                    kind: TamperKind::Covered,
+                    value: 0.0,
+                    at: 9.0,
+                }),
+                measures: None,
+                seed: None,
+                latency: Duration::ZERO,
+                alarm: false,
+                tamper_event: (index == 0).then_some(TamperKind::Covered),
+                threshold: 0.1,
+                fused: None,
+            });
+        }
+        let text = metrics.text();
+        assert!(
+            text.contains("mcgate_tamper_events_total{check=\"covered\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcgate_rejects_total{reason=\"tamper_covered\"} 3"),
+            "{text}"
+        );
     }
 }

@@ -38,6 +38,9 @@ struct Line<'a> {
     alarm: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<f64>,
+    /// Only on the first frame of a tamper event: its check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tamper_event: Option<&'static str>,
     /// Only when fused signals decided: each signal's value and tail probability.
     #[serde(skip_serializing_if = "Option::is_none")]
     signals: Option<Signals<'a>>,
@@ -223,6 +226,7 @@ impl<W: Write> ReportWriter<W> {
                     seed: r.seed,
                     alarm: r.alarm,
                     latency_ms: self.with_latency.then_some(r.latency.as_secs_f64() * 1e3),
+                    tamper_event: r.tamper_event.map(|k| k.name()),
                     signals: r.fused.as_ref().map(Signals),
                     fused: r.fused.as_ref().map(|f| FusedLine {
                         statistic: f.statistic,
@@ -255,7 +259,12 @@ impl<W: Write> ReportWriter<W> {
                 let reason = reason
                     .map(|s| format!(": {}", printable(&s)))
                     .unwrap_or_default();
-                let alarm = if r.alarm { " [ALARM]" } else { "" };
+                let alarm = match (r.alarm, r.tamper_event) {
+                    (true, Some(k)) => format!(" [ALARM] [TAMPER {}]", k.name()),
+                    (true, None) => " [ALARM]".into(),
+                    (false, Some(k)) => format!(" [TAMPER {}]", k.name()),
+                    (false, None) => String::new(),
+                };
                 // The file name is the one field a frame's sender chooses: escaped, it cannot
                 // forge a line (JSONL escapes it by itself).
                 writeln!(

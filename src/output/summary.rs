@@ -65,6 +65,8 @@ pub struct Summary {
     pub unscored: u64,
     /// Alarms raised.
     pub alarms: u64,
+    /// Tamper events started.
+    pub tamper_events: u64,
     /// Latencies of the scored frames.
     pub latency: LatencyHistogram,
 }
@@ -84,6 +86,7 @@ impl Summary {
             self.latency.record(r.latency);
         }
         self.alarms += r.alarm as u64;
+        self.tamper_events += r.tamper_event.is_some() as u64;
     }
 
     /// The one line printed on stderr at the end of a run.
@@ -93,8 +96,13 @@ impl Summary {
                 .quantile_ms(q)
                 .map_or("-".to_string(), |v| format!("{v:.2} ms"))
         };
+        // Said only when there were any: a run without tamper checks reads as before.
+        let tamper = match self.tamper_events {
+            0 => String::new(),
+            n => format!(", {n} tamper events"),
+        };
         format!(
-            "mcgate: {} frames, {} accepted, {} rejected ({} could not be scored), {} alarms; latency p50 {} p99 {}",
+            "mcgate: {} frames, {} accepted, {} rejected ({} could not be scored), {} alarms{tamper}; latency p50 {} p99 {}",
             self.frames,
             self.accepted,
             self.rejected,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::fusion::FusedScore;
 use super::measures::Measures;
 use super::verdict::Verdict;
+use crate::contract::card::TamperKind;
 
 /// What the gate concluded about one frame.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct Report {
     pub latency: Duration,
     /// Set by the session when this frame raised the alarm.
     pub alarm: bool,
+    /// Set by the session when this frame starts a tamper event: the first of a run of frames
+    /// rejected by the same tamper check (a camera that stays covered is one event).
+    pub tamper_event: Option<TamperKind>,
     /// The MI threshold the frame was decided with (when no fused decision was).
     pub threshold: f64,
     /// The fused signals' score, when the fused decision decided the frame.

@@ -4,6 +4,9 @@
 //! - a frozen camera: from the card's count of identical frames in a row on, each further
 //!   one is rejected (`tamper:frozen`) — judged here, on frames in order, whichever job
 //!   scored them;
+//! - a tamper event: the first frame of a run rejected by the same tamper check starts one
+//!   (logged, marked in its line, counted), the first frame after the run ends it — a camera
+//!   that stays covered is one event, not a reject per frame;
 //! - the alarm: K of the last N frames rejected raises it, on the frame that does;
 //! - an accepted frame is passed on (e.g. to `--accepted`) *before* its verdict line, so a
 //!   consumer that trusts the line finds the frame;
@@ -58,6 +61,8 @@ pub struct Session<W: Write> {
 struct Outputs<W: Write> {
     /// The frozen check: the counter and the run at which frames are rejected.
     frozen: Option<(FrozenCounter, u64)>,
+    /// The tamper event in progress: its check and how many frames it has lasted.
+    tamper: Option<(TamperKind, u64)>,
     alarm: AlarmWindow,
     lines: ReportWriter<W>,
     frames: FrameOutputs,
@@ -80,6 +85,7 @@ impl<W: Write> Session<W> {
             pool,
             outputs: Outputs {
                 frozen,
+                tamper: None,
                 alarm,
                 lines,
                 frames,
@@ -114,6 +120,40 @@ impl<W: Write> Session<W> {
 }
 
 impl<W: Write> Outputs<W> {
+    /// Starts, continues or ends the tamper event with `report`'s verdict.
+    fn track_tamper(&mut self, report: &mut Report) {
+        let kind = match report.verdict.reason() {
+            Some(RejectReason::Tamper { kind, .. }) => Some(*kind),
+            _ => None,
+        };
+        match (self.tamper, kind) {
+            (Some((now, frames)), Some(k)) if now == k => self.tamper = Some((now, frames + 1)),
+            (before, now) => {
+                if let Some((ended, frames)) = before {
+                    log::warn!(
+                        "tamper:{} over at frame {}, after {frames} frames",
+                        ended.name(),
+                        report.index
+                    );
+                }
+                if let Some(k) = now {
+                    log::warn!(
+                        "TAMPER at frame {} ({}): {}",
+                        report.index,
+                        crate::text::printable(&report.source),
+                        report
+                            .verdict
+                            .reason()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    );
+                    report.tamper_event = Some(k);
+                }
+                self.tamper = now.map(|k| (k, 1));
+            }
+        }
+    }
+
     /// Applies the per-frame rules to one scored frame and writes its outputs. `frame` is
     /// `None` when the frame could not be read.
     fn deliver(&mut self, mut report: Report, frame: Option<&Frame>) -> Result<(), Error> {
@@ -141,6 +181,7 @@ impl<W: Write> Outputs<W> {
                 });
             }
         }
+        self.track_tamper(&mut report);
         report.alarm = self.alarm.push(report.verdict.decision());
         if report.alarm {
             log::warn!(
