@@ -42,10 +42,14 @@ import json
 import math
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from noise_probe import noise_frames  # noqa: E402  (the one definition of the noise kinds)
 
 FPR = 0.05
 RNG = np.random.default_rng(0)
@@ -57,30 +61,6 @@ def idx_images(path, start, stop):
     raw = (path.read_bytes() if path.exists()
            else gzip.decompress(Path(str(path) + ".gz").read_bytes()))[16:]
     return raw[start * 784:stop * 784]
-
-
-def noise_frames():
-    """The kinds of scripts/noise_probe.py, 100 each, the same generator."""
-    rng = np.random.default_rng(0)
-    xs, ys = np.meshgrid(np.arange(28), np.arange(28))
-    kinds = {
-        "gaussian N(128, 64²)": lambda: np.clip(128 + 64 * rng.standard_normal(784), 0, 255),
-        "uniform [0, 255]": lambda: rng.uniform(0, 255, 784),
-        "salt 10 % white": lambda: (rng.random(784) < 0.1) * 255.0,
-        "salt 30 % white": lambda: (rng.random(784) < 0.3) * 255.0,
-        "random gradient": lambda: (np.cos(rng.uniform(0, 6.3)) * xs
-                                    + np.sin(rng.uniform(0, 6.3)) * ys).ravel(),
-    }
-    out = {}
-    for name, make in kinds.items():
-        frames = []
-        for _ in range(100):
-            f = make()
-            if "gradient" in name:
-                f = (f - f.min()) / max(f.max() - f.min(), 1e-9) * 255
-            frames.append(f.astype(np.uint8).tobytes())
-        out[name] = b"".join(frames)
-    return out
 
 
 def run(binary, args, stdin=None):
