@@ -60,7 +60,7 @@ pub fn gate_with(
             signals: [Signal::Mi, Signal::Entropy]
                 .map(|name| FusedSignal {
                     name,
-                    clean: scored.iter().map(|m| signal_value(name, m)).collect(),
+                    clean: scored.iter().map(|m| signal_value(name, m, None)).collect(),
                 })
                 .to_vec(),
             holdout: None,

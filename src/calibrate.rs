@@ -58,6 +58,9 @@ pub struct Options {
     pub holdout: f64,
 }
 
+/// A scored calibration frame: its measures and the model's density output, if any.
+type Scored = (Measures, Option<f64>);
+
 /// The frames a calibration needs for a target rate `fpr`.
 pub fn frames_needed(fpr: f64) -> usize {
     (MIN_EXPECTED_ABOVE / fpr).ceil() as usize
@@ -175,6 +178,12 @@ pub fn calibrate(
     if !(0.0..1.0).contains(&opts.holdout) {
         return Err(Error::out_of_range("holdout", "in [0, 1)", opts.holdout));
     }
+    if opts.signals.contains(&Signal::Density) && model.card.output.log_density.is_none() {
+        return Err(Error::Setting(format!(
+            "--signals density: model {} has no density output (output.log_density in its card)",
+            model.card.name
+        )));
+    }
     // The threshold given to the gates is irrelevant: only the measures are read.
     let mut pool = Pool::new(
         model,
@@ -195,7 +204,7 @@ pub fn calibrate(
     let input = &model.card.input;
     pool.score_stream(source, |report, frame| match report.measures {
         Some(m) => {
-            measures.push(m);
+            measures.push((m, report.log_density));
             if let Some(frame) = frame {
                 unlike.count(frame, input);
                 if opts.tamper {
@@ -226,7 +235,7 @@ pub fn calibrate(
             fpr: opts.fpr,
         }));
     }
-    let mi: Vec<f64> = set_on.iter().map(|m| m.mutual_information).collect();
+    let mi: Vec<f64> = set_on.iter().map(|(m, _)| m.mutual_information).collect();
     let threshold = roc::threshold_at_fpr(&mi, opts.fpr).ok_or_else(|| {
         Error::Calibration(CalibrationError::Unscored {
             index: 0,
@@ -268,7 +277,7 @@ pub fn calibrate(
                 .is_some_and(|m: &TamperMeasures| tamper::first_failed(&t.checks, m).is_some())
         })
     };
-    let rate_on = |rejects: &dyn Fn(usize, &Measures) -> bool| {
+    let rate_on = |rejects: &dyn Fn(usize, &Scored) -> bool| {
         (held_out > 0).then(|| {
             let n = later
                 .iter()
@@ -283,7 +292,7 @@ pub fn calibrate(
         })
     };
     // The gate's own rules decide the held-out frames.
-    let holdout = rate_on(&|i, m| {
+    let holdout = rate_on(&|i, (m, _)| {
         tampered(i) || verdict::decide(m, threshold).decision() == Decision::Reject
     });
     let fusion = match opts.signals.is_empty() {
@@ -297,14 +306,18 @@ pub fn calibrate(
                     .iter()
                     .map(|&name| FusedSignal {
                         name,
-                        clean: set_on.iter().map(|m| signal_value(name, m)).collect(),
+                        clean: set_on
+                            .iter()
+                            .map(|(m, density)| signal_value(name, m, *density))
+                            .collect(),
                     })
                     .collect(),
                 holdout: None,
             };
             let gate = FusedGate::new(&fused, None)
                 .map_err(|e| Error::Calibration(CalibrationError::Fusion(e.to_string())))?;
-            fused.holdout = rate_on(&|i, m| tampered(i) || gate.score(m).rejects());
+            fused.holdout =
+                rate_on(&|i, (m, density)| tampered(i) || gate.score(m, *density).rejects());
             Some(fused)
         }
     };

@@ -129,6 +129,7 @@ fn card_for(
         dropout_sites: c.sites.clone(),
         output: OutputSpec {
             name: c.output.clone(),
+            log_density: None,
         },
         default_samples: o.default_samples,
         threshold: None,

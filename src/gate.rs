@@ -269,19 +269,22 @@ impl Gate {
         // A tampered camera is rejected before the model runs: what the model says of a
         // covered lens or of snow is no evidence about the scene.
         let tampered = self.tamper.as_mut().and_then(|t| t.check(&frame.image));
-        let mut fused = None;
+        let (mut fused, mut log_density) = (None, None);
         let (verdict, measures) = match tampered {
             Some(reason) => (Verdict::Reject(reason), None),
             None => match self.measure(frame, seed) {
-                Ok(m) => match &self.fused {
-                    Some(gate) => {
-                        let score = gate.score(&m);
-                        let verdict = verdict::decide_fused(&score);
-                        fused = Some(score);
-                        (verdict, Some(m))
+                Ok(m) => {
+                    log_density = self.plan.log_density().map(f64::from);
+                    match &self.fused {
+                        Some(gate) => {
+                            let score = gate.score(&m, log_density);
+                            let verdict = verdict::decide_fused(&score);
+                            fused = Some(score);
+                            (verdict, Some(m))
+                        }
+                        None => (verdict::decide(&m, threshold), Some(m)),
                     }
-                    None => (verdict::decide(&m, threshold), Some(m)),
-                },
+                }
                 Err(reason) => (Verdict::Reject(reason), None),
             },
         };
@@ -294,6 +297,7 @@ impl Gate {
             latency: start.elapsed(),
             alarm: false,
             tamper_event: None,
+            log_density,
             threshold,
             fused,
         }
@@ -333,6 +337,7 @@ impl Gate {
             latency: Duration::ZERO,
             alarm: false,
             tamper_event: None,
+            log_density: None,
             threshold: self.threshold.get(),
             fused: None,
         }
@@ -595,6 +600,7 @@ fn thread_failed(item: &frame::Item, threshold: f64) -> Report {
         latency: Duration::ZERO,
         alarm: false,
         tamper_event: None,
+        log_density: None,
         threshold,
         fused: None,
     }

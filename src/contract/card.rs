@@ -113,17 +113,21 @@ pub enum Signal {
     Mi,
     /// Predictive entropy of the mean prediction (high is suspicious).
     Entropy,
+    /// Log density of the frame's features under the training set's class-conditional
+    /// Gaussians (low is suspicious: far from every class); needs `output.log_density`.
+    Density,
 }
 
 impl Signal {
     /// Every signal, in the order reports list them.
-    pub const ALL: [Signal; 2] = [Signal::Mi, Signal::Entropy];
+    pub const ALL: [Signal; 3] = [Signal::Mi, Signal::Entropy, Signal::Density];
 
     /// Its name in cards, flags, reasons and metrics.
     pub fn name(self) -> &'static str {
         match self {
             Signal::Mi => "mi",
             Signal::Entropy => "entropy",
+            Signal::Density => "density",
         }
     }
 
@@ -436,12 +440,17 @@ impl DropoutSite {
     }
 }
 
-/// The graph's one output.
+/// The graph's outputs: the probabilities, and (schema 3) a feature density.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
-    /// Graph output name, `probs`: softmax probabilities `[T, classes]`.
+    /// Graph output name, `probs`: softmax probabilities `[T, classes]` (the first output).
     pub name: String,
+    /// Schema 3, optional: the graph output `[1, 1]` that holds the log density of the
+    /// frame's features under the class-conditional Gaussians fitted on the training set,
+    /// computed with every mask 1 (once per frame, whatever T): the `density` signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_density: Option<String>,
 }
 
 /// The gate's MI threshold and how it was chosen.
@@ -1027,6 +1036,29 @@ impl ModelCard {
             }
             validate_fusion(fused)?;
         }
+        if let Some(density) = &self.output.log_density {
+            if self.schema != SCHEMA_V3 {
+                return Err(CardError::NeedsV3("a density output"));
+            }
+            let taken = *density == self.output.name
+                || *density == i.name
+                || self.dropout_sites.iter().any(|s| s.input == *density);
+            if taken {
+                return Err(CardError::Fusion(format!(
+                    "the density output {density:?} is also the card's probabilities, image or mask"
+                )));
+            }
+        }
+        // A fused density needs the output that gives it.
+        let fuses_density = self
+            .fusion
+            .as_ref()
+            .is_some_and(|f| f.signals.iter().any(|s| s.name == Signal::Density));
+        if fuses_density && self.output.log_density.is_none() {
+            return Err(CardError::Fusion(
+                "density is fused but the card names no density output (output.log_density)".into(),
+            ));
+        }
         if self.schema == SCHEMA_V1 {
             self.validate_v1()?;
         }
@@ -1380,6 +1412,7 @@ pub(crate) mod tests {
             }],
             output: OutputSpec {
                 name: "probs".into(),
+                log_density: None,
             },
             default_samples: 20,
             threshold: Some(Threshold {

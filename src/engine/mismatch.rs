@@ -55,9 +55,27 @@ pub enum MismatchError {
         /// The site's shape in the card, comma-separated.
         site: String,
     },
-    /// The graph has more or fewer than one output.
-    #[error("graph has {0} outputs, the contract has one")]
-    OutputCount(usize),
+    /// The graph has another number of outputs than the card names (the probabilities, and
+    /// a density output if the card names one).
+    #[error("graph has {got} outputs, the card names {expected}")]
+    OutputCount {
+        /// Outputs in the graph.
+        got: usize,
+        /// Outputs the card names.
+        expected: usize,
+    },
+    /// The second output is not the card's density output, F32 `[1, 1]`.
+    #[error(
+        "graph output {name} is {graph}, the card needs its density output {card:?} as F32 [1, 1]"
+    )]
+    DensityOutput {
+        /// The graph's second output.
+        name: String,
+        /// Its type and shape in the graph.
+        graph: String,
+        /// The name in the card.
+        card: String,
+    },
     /// The output's name is not the card's.
     #[error("graph output is named {graph:?}, the card says {card:?}")]
     OutputName {

@@ -82,6 +82,10 @@ pub trait Runner: Send {
 
     /// Whether some dropout site runs as a sparse difference.
     fn is_split(&self) -> bool;
+
+    /// The last run's feature log density, for a model whose card names a density output
+    /// (`output.log_density`); `None` otherwise.
+    fn log_density(&self) -> Option<f32>;
 }
 
 /// How the runtime runs one dropout site.

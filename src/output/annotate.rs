@@ -179,6 +179,7 @@ mod tests {
             latency: std::time::Duration::ZERO,
             alarm: false,
             tamper_event: None,
+            log_density: None,
             threshold: 0.1,
             fused: None,
         };

@@ -291,6 +291,7 @@ mod tests {
                 latency: Duration::ZERO,
                 alarm: false,
                 tamper_event: (index == 0).then_some(TamperKind::Covered),
+                log_density: None,
                 threshold: 0.1,
                 fused: None,
             });

@@ -89,6 +89,12 @@ impl Plan {
         self.runner.run(image, seed)
     }
 
+    /// The last run's feature log density (cards with `output.log_density`), computed once
+    /// per frame with every mask 1; `None` for a model without one.
+    pub fn log_density(&self) -> Option<f32> {
+        self.runner.log_density()
+    }
+
     /// Runs with caller-supplied masks (`[T, ..site]` each, card order): for parity tests
     /// against another implementation.
     pub fn run_with_masks(

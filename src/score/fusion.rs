@@ -133,11 +133,13 @@ pub fn level_for_fpr(clean: &[f64], fpr: f64) -> Option<f64> {
     Some(sorted[allowed])
 }
 
-/// A signal's value among a frame's measures.
-pub fn signal_value(signal: Signal, m: &Measures) -> f64 {
+/// A signal's value on a frame: among its measures, or the model's density output (NaN
+/// when the frame has none: a density signal without its value rejects).
+pub fn signal_value(signal: Signal, m: &Measures, log_density: Option<f64>) -> f64 {
     match signal {
         Signal::Mi => m.mutual_information,
         Signal::Entropy => m.predictive_entropy,
+        Signal::Density => log_density.unwrap_or(f64::NAN),
     }
 }
 
@@ -145,6 +147,8 @@ pub fn signal_value(signal: Signal, m: &Measures) -> f64 {
 pub fn signal_tail(signal: Signal) -> Tail {
     match signal {
         Signal::Mi | Signal::Entropy => Tail::High,
+        // Far from every class's features.
+        Signal::Density => Tail::Low,
     }
 }
 
@@ -315,12 +319,12 @@ impl FusedGate {
         self.calibration_fpr
     }
 
-    /// Scores one frame's measures (no allocation).
-    pub fn score(&self, m: &Measures) -> FusedScore {
+    /// Scores one frame's measures and density output (no allocation).
+    pub fn score(&self, m: &Measures, log_density: Option<f64>) -> FusedScore {
         let mut signals = heapless::Vec::new();
         let mut p = [1.0f64; MAX_SIGNALS];
         for (i, (signal, table)) in self.tables.iter().enumerate() {
-            let value = signal_value(*signal, m);
+            let value = signal_value(*signal, m, log_density);
             p[i] = table.p_value(value);
             let score = SignalScore {
                 signal: *signal,
@@ -494,7 +498,7 @@ mod tests {
                 rejected += (0..1000)
                     .filter(|_| {
                         let (mi, entropy) = frame();
-                        gate.score(&measures(mi, entropy)).rejects()
+                        gate.score(&measures(mi, entropy), None).rejects()
                     })
                     .count();
             }
@@ -513,13 +517,13 @@ mod tests {
         .unwrap();
         assert_eq!(names(gate.signals()), "mi,entropy");
         // Entropy beyond every clean frame, MI ordinary: entropy decides.
-        let score = gate.score(&measures(0.5, 2.0));
+        let score = gate.score(&measures(0.5, 2.0), None);
         assert!(score.rejects());
         assert_eq!(score.deciding().signal, Signal::Entropy);
         assert_eq!(score.deciding().p, 1.0 / 101.0);
-        assert!(!gate.score(&measures(0.5, 0.5)).rejects());
+        assert!(!gate.score(&measures(0.5, 0.5), None).rejects());
         // A signal that is not a number rejects whatever the others say.
-        let nan = gate.score(&measures(f64::NAN, 0.1));
+        let nan = gate.score(&measures(f64::NAN, 0.1), None);
         assert!(nan.rejects());
         assert_eq!(nan.not_a_number(), Some(Signal::Mi));
         // One signal chosen: the other plays no part.
@@ -528,8 +532,32 @@ mod tests {
             Some(&[Signal::Mi]),
         )
         .unwrap();
-        assert!(!mi_only.score(&measures(0.5, 2.0)).rejects());
-        assert_eq!(mi_only.score(&measures(0.5, 2.0)).signals.len(), 1);
+        assert!(!mi_only.score(&measures(0.5, 2.0), None).rejects());
+        assert_eq!(mi_only.score(&measures(0.5, 2.0), None).signals.len(), 1);
+    }
+
+    /// Density's suspicious tail is the low one, and a frame without a density value (a
+    /// model that gave none) is rejected, not judged on the other signals.
+    #[test]
+    fn a_low_density_rejects_and_a_missing_one_fails_closed() {
+        use crate::contract::card::FusedSignal;
+        let clean: Vec<f64> = (0..100).map(|i| -50.0 + i as f64 / 10.0).collect();
+        let mut f = fused(Fusion::Bonferroni, clean.clone(), clean.clone(), 0.05);
+        f.signals.push(FusedSignal {
+            name: Signal::Density,
+            clean,
+        });
+        let gate = FusedGate::new(&f, Some(&[Signal::Mi, Signal::Density])).unwrap();
+        let ordinary = measures(-45.0, -45.0);
+        assert!(!gate.score(&ordinary, Some(-45.0)).rejects());
+        let far = gate.score(&ordinary, Some(-80.0));
+        assert!(far.rejects());
+        assert_eq!(far.deciding().signal, Signal::Density);
+        // High density is ordinary, not suspicious.
+        assert!(!gate.score(&ordinary, Some(10.0)).rejects());
+        let none = gate.score(&ordinary, None);
+        assert!(none.rejects());
+        assert_eq!(none.not_a_number(), Some(Signal::Density));
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct Report {
     pub verdict: Verdict,
     /// `None` when the frame could not be scored.
     pub measures: Option<Measures>,
+    /// The model's feature log density (cards with `output.log_density`), when scored.
+    pub log_density: Option<f64>,
     /// Mask seed used; `None` when no masks were drawn.
     pub seed: Option<u64>,
     /// Preprocess + inference + measures; zero for frames that could not be read.

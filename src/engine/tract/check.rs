@@ -84,8 +84,28 @@ pub(crate) fn against_card(model: &TypedModel, card: &ModelCard) -> Result<(), M
         }
     }
     let outputs = model.output_outlets().map_err(tract)?;
-    if outputs.len() != 1 {
-        return Err(MismatchError::OutputCount(outputs.len()));
+    let expected = 1 + card.output.log_density.is_some() as usize;
+    if outputs.len() != expected {
+        return Err(MismatchError::OutputCount {
+            got: outputs.len(),
+            expected,
+        });
+    }
+    if let Some(density) = &card.output.log_density {
+        let label = model.outlet_label(outputs[1]).unwrap_or("");
+        let fact = model.output_fact(1).map_err(tract)?;
+        let dims = fact.shape.to_tvec();
+        let one: TDim = 1.into();
+        if label != density
+            || fact.datum_type != f32::datum_type()
+            || dims[..] != [one.clone(), one]
+        {
+            return Err(MismatchError::DensityOutput {
+                name: label.to_string(),
+                graph: format!("{:?} {}", fact.datum_type, dims_to_string(&dims)),
+                card: density.clone(),
+            });
+        }
     }
     let label = model.outlet_label(outputs[0]).unwrap_or("");
     if label != card.output.name {

@@ -110,6 +110,11 @@ pub struct TractPlan {
     samples: usize,
     /// The last run's output, kept so that its probabilities can be lent out as `&[f32]`.
     output: Option<TValue>,
+    /// Where the density output comes from: output 1 of the whole graph, or trunk output k
+    /// of a split one; `None` for a model without one.
+    density_at: Option<usize>,
+    /// The last run's density.
+    density: Option<f32>,
 }
 
 /// A planning failure of `card`'s model, as the engine reports it.
@@ -169,17 +174,24 @@ impl TractPlan {
             Strategy::Sparse => split::split(typed, card).map_err(fail)?,
             Strategy::Dense => None,
         };
-        let (body, layers) = match cut {
+        let has_density = card.output.log_density.is_some();
+        let (body, layers, density_at) = match cut {
             None => {
                 let runnable = runnable(typed.clone()).map_err(fail)?;
                 let feeds = feeds(&runnable, card, &[]).map_err(fail)?;
                 let state = TypedSimpleState::new(&runnable).map_err(fail)?;
-                (Body::Whole { state, feeds }, vec![])
+                // The contract check put the density second.
+                (
+                    Body::Whole { state, feeds },
+                    vec![],
+                    has_density.then_some(1),
+                )
             }
             Some(Split {
                 trunk,
                 rest,
                 layers,
+                density,
             }) => {
                 let trunk = runnable(trunk).map_err(fail)?;
                 let rest = runnable(rest).map_err(fail)?;
@@ -189,7 +201,7 @@ impl TractPlan {
                     rest: TypedSimpleState::new(&rest).map_err(fail)?,
                     feeds,
                 };
-                (body, layers)
+                (body, layers, density)
             }
         };
         // Trunk output k is layer k's activation; each layer moves into its site's head.
@@ -235,6 +247,8 @@ impl TractPlan {
             sites,
             samples,
             output: None,
+            density_at,
+            density: None,
         })
     }
 }
@@ -244,7 +258,13 @@ impl Runner for TractPlan {
         matches!(self.body, Body::Split { .. })
     }
 
+    fn log_density(&self) -> Option<f32> {
+        self.density
+    }
+
     fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], EngineError> {
+        // A run that fails leaves no density from an earlier frame behind.
+        self.density = None;
         copy_into(&mut self.image, image, "image")?;
         let output = self.run_current(Masks::Drawn(seed))?;
         output_slice(self.output.insert(output))
@@ -255,6 +275,7 @@ impl Runner for TractPlan {
         image: &[f32],
         site_masks: &[&[f32]],
     ) -> Result<&[f32], EngineError> {
+        self.density = None;
         if site_masks.len() != self.sites.len() {
             return Err(EngineError::Inference(format!(
                 "{} masks given, the model has {} dropout sites",
@@ -289,6 +310,10 @@ impl TractPlan {
                 .run(tvec![self.image.clone().into_tvalue()])
                 .map_err(fail)?,
         };
+        let split = matches!(self.body, Body::Split { .. });
+        if let (true, Some(k)) = (split, self.density_at) {
+            self.density = Some(single_value(&activations[k])?);
+        }
         for (index, site) in self.sites.iter_mut().enumerate() {
             match &mut site.path {
                 SitePath::Dense { mask } => {
@@ -339,7 +364,21 @@ impl TractPlan {
             })
             .collect();
         let mut outputs = state.run(inputs).map_err(fail)?;
+        if let (false, Some(k)) = (split, self.density_at) {
+            self.density = Some(single_value(&outputs[k])?);
+        }
         Ok(outputs.remove(0))
+    }
+}
+
+/// The one value of a `[1, 1]` output.
+fn single_value(out: &TValue) -> Result<f32, EngineError> {
+    match output_slice(out)? {
+        [v] => Ok(*v),
+        other => Err(EngineError::Inference(format!(
+            "the density output has {} values, not 1",
+            other.len()
+        ))),
     }
 }
 

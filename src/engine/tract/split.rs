@@ -203,6 +203,9 @@ pub struct Split {
     pub rest: TypedModel,
     /// The sparse sites.
     pub layers: Vec<SparseLayer>,
+    /// The trunk output that holds the density (after the activations), for a card that
+    /// names one: it reads the image alone, so it runs once per frame with the trunk.
+    pub density: Option<usize>,
 }
 
 /// How each of the card's dropout sites would run (for `mcgate info`).
@@ -262,13 +265,21 @@ pub fn split(typed: &TypedModel, card: &ModelCard) -> TractResult<Option<Split>>
         }
     }
     rest.set_input_outlets(&rest_inputs)?;
+    // The rest gives the probabilities only; a density branch left in it reads nothing it
+    // is fed, and optimisation drops it.
+    let probs = rest.outputs[0];
+    rest.select_output_outlets(&[probs])?;
     let mut trunk = typed.clone();
     trunk.set_input_outlets(&[OutletId::new(image, 0)])?;
+    let density = density_outlet(typed, card)?;
+    let density_at = density.map(|_| activations.len());
+    activations.extend(density);
     trunk.select_output_outlets(&activations)?;
     Ok(Some(Split {
         trunk,
         rest,
         layers,
+        density: density_at,
     }))
 }
 
@@ -302,8 +313,9 @@ fn rest_reads_image(
         .map(|f| f.layer_output.node)
         .collect();
     let image = typed.node_by_name(&card.input.name).ok()?.id;
-    // Walk back from the outputs, stopping at the cut layers.
-    let mut stack: Vec<usize> = typed.outputs.iter().map(|o| o.node).collect();
+    // Walk back from the probabilities, stopping at the cut layers (a density output reads
+    // the image by design: it runs with the trunk).
+    let mut stack: Vec<usize> = typed.outputs.iter().take(1).map(|o| o.node).collect();
     let mut seen = std::collections::HashSet::new();
     while let Some(node) = stack.pop() {
         if cut.contains(&node) || !seen.insert(node) {
@@ -647,6 +659,20 @@ fn product(
     })
 }
 
+/// The graph output the card names as its density, if it names one.
+fn density_outlet(typed: &TypedModel, card: &ModelCard) -> TractResult<Option<OutletId>> {
+    let Some(name) = &card.output.log_density else {
+        return Ok(None);
+    };
+    typed
+        .outputs
+        .iter()
+        .find(|o| typed.outlet_label(**o) == Some(name.as_str()))
+        .copied()
+        .map(Some)
+        .ok_or_else(|| anyhow::anyhow!("the graph has no output named {name}"))
+}
+
 /// The source nodes `node` depends on.
 fn upstream_sources(typed: &TypedModel, node: usize) -> Vec<usize> {
     let mut stack = vec![node];
@@ -680,7 +706,23 @@ mod tests {
     /// x [1,1,4,4] → Flatten → Relu → (what `body` wires from "act" to "logits") → Softmax,
     /// with one dropout site `mask_0` of `inputs` = 16 values and `classes` outputs.
     fn model(p: f32, classes: usize, seed: u64, body: impl FnOnce(&mut Graph)) -> Model {
+        model_with(p, classes, seed, body, false)
+    }
+
+    /// [`model`], and with `density` a second output `log_density` [1, 1]: the sum of
+    /// "act", read before the mask (as a feature density reads the unmasked features).
+    fn model_with(
+        p: f32,
+        classes: usize,
+        seed: u64,
+        body: impl FnOnce(&mut Graph),
+        density: bool,
+    ) -> Model {
         let mut card = sample_card();
+        if density {
+            card.schema = crate::contract::card::SCHEMA_V3.into();
+            card.output.log_density = Some("log_density".into());
+        }
         card.classes = (0..classes).map(|c| c.to_string()).collect();
         card.dropout_sites[0].shape = vec![16];
         card.dropout_sites[0].p = p;
@@ -705,6 +747,17 @@ mod tests {
             .node("Relu", &["centred"], "act", vec![]);
         body(&mut g);
         g.node("Softmax", &["logits"], "probs", vec![]);
+        if density {
+            use crate::contract::onnx::Dim;
+            g.output("log_density", &[Dim::Fixed(1), Dim::Fixed(1)])
+                .node(
+                    "ReduceSum",
+                    &["act", "axes"],
+                    "log_density",
+                    vec![int("keepdims", 1)],
+                );
+            g.constant(crate::contract::onnx::i64_tensor("axes", &[1], &[1]));
+        }
         let bytes = g.to_bytes("test", "0");
         card.onnx_sha256 = crate::contract::card::sha256_hex(&bytes);
         Model::from_parts(card, &bytes, "t.onnx".as_ref()).expect("loads")
@@ -759,6 +812,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A density output reads the image by design: the sparse path stays, the density runs
+    /// once with the trunk, and both plans give the reference value (the sum of the
+    /// unmasked activations) beside the same probabilities. A failed run leaves none behind.
+    #[test]
+    fn a_density_output_runs_with_the_trunk_and_keeps_the_sparse_path() {
+        let m = model_with(0.5, 3, 11, dense_after_site, true);
+        assert!(matches!(m.site_paths()[0], SitePath::Sparse { .. }));
+        let mut sparse = Plan::with(&m, 8, Strategy::Sparse).unwrap();
+        let mut dense = Plan::with(&m, 8, Strategy::Dense).unwrap();
+        assert!(sparse.is_split() && !dense.is_split());
+        let image: Vec<f32> = (0..16).map(|k| k as f32 / 15.0).collect();
+        let a = probs(&mut sparse, &image, None, 5);
+        let b = probs(&mut dense, &image, None, 5);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-5);
+        }
+        // The reference: the builder's shift, drawn as `model_with` draws it.
+        let mut rng = WyRand::new(11);
+        let mut uniform = || (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+        let skipped = 3 * 16 + 3;
+        (0..skipped).for_each(|_| {
+            uniform();
+        });
+        let shift: Vec<f32> = (0..16).map(|_| uniform()).collect();
+        let reference: f32 = image
+            .iter()
+            .zip(&shift)
+            .map(|(x, s)| (x - s).max(0.0))
+            .sum();
+        for plan in [&sparse, &dense] {
+            let d = plan.log_density().expect("a density");
+            assert!((d - reference).abs() <= 1e-5, "{d} against {reference}");
+        }
+        assert!(sparse.run(&[0.0; 3], 1).is_err());
+        assert_eq!(sparse.log_density(), None);
+        // Without a density output there is none.
+        let plain = model(0.5, 3, 11, dense_after_site);
+        let mut plan = Plan::new(&plain, 8).unwrap();
+        plan.run(&image, 5).unwrap();
+        assert_eq!(plan.log_density(), None);
     }
 
     /// Graphs where the pattern does not hold take the plain plan, say why, and run.

@@ -35,6 +35,7 @@ pub fn card_for(
         dropout_sites: net.dropout_sites(),
         output: OutputSpec {
             name: OUTPUT.into(),
+            log_density: None,
         },
         default_samples,
         threshold,
