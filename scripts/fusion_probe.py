@@ -116,6 +116,10 @@ def main():
     ap.add_argument("--calibrate-on", choices=["random", "ordered", "validation"],
                     default="random")
     ap.add_argument("--splits", type=int, default=0)
+    ap.add_argument("--density-model",
+                    help="the model with a density output (mcgate-training density): adds "
+                         "the density gates")
+    ap.add_argument("--holes", help="a folder of latent-hole frames (holes --frames) to judge")
     a = ap.parse_args()
     binary = str(Path(a.mcgate).resolve())
     tmp = Path(tempfile.mkdtemp())
@@ -145,6 +149,16 @@ def main():
                                "--fpr", str(FPR), "--seed", "1", "-j", "2", *extra], calib)
         print(f"<!-- calibrate {name}: {printed.strip().splitlines()[0]} -->")
         stems[name] = str(stem)
+    for name, extra in ([("density", ["--signals", "mi,density"]),
+                         ("density-tamper", ["--signals", "mi,density", "--tamper"])]
+                        if a.density_model else []):
+        stem = tmp / name
+        for ext in (".onnx", ".card.json"):
+            shutil.copy(a.density_model + ext, str(stem) + ext)
+        printed = run(binary, ["calibrate", str(stem), "-", "--width", "28", "--height", "28",
+                               "--fpr", str(FPR), "--seed", "1", "-j", "2", *extra], calib)
+        print(f"<!-- calibrate {name}: {printed.strip().splitlines()[0]} -->")
+        stems[name] = str(stem)
     gates = {
         "MI": (stems["mi"], []),
         "MI + tamper": (stems["mi-tamper"], []),
@@ -155,6 +169,12 @@ def main():
     }
     compared = [("entropy", "MI"), ("Fisher", "MI"), ("Bonferroni", "MI"),
                 ("Bonferroni", "Fisher"), ("Bonferroni + tamper", "MI + tamper")]
+    if a.density_model:
+        gates["density"] = (stems["density"], ["--signals", "density"])
+        gates["MI + density"] = (stems["density"], [])
+        gates["MI + density + tamper"] = (stems["density-tamper"], [])
+        compared += [("density", "MI"), ("MI + density", "MI"),
+                     ("MI + density + tamper", "MI + tamper")]
 
     rows = []  # (name, {gate: rejected bool array})
 
@@ -171,6 +191,9 @@ def main():
     judge(judged_name, judged)
     for name, frames in noise_frames().items():
         judge(f"noise: {name}", frames)
+    if a.holes:
+        holes = sorted(Path(a.holes).glob("*.png"))
+        judge(f"latent holes (Fig 5), the {len(holes)} farthest", holes)
 
     bundle = Path(a.bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -31,6 +31,9 @@ struct Variant {
     /// The masked values expanded by 100,000 along a new axis and averaged back: a tensor of
     /// T × 400,000 values, which at T = 4096 is 1.6 G values.
     expand_by_t: bool,
+    /// A second output `log_density` [1, 1]: minus the sum of the unmasked pixels (a stand-in
+    /// for a feature density: bright frames are "far").
+    density: bool,
 }
 
 fn tiny_onnx(v: Variant) -> Vec<u8> {
@@ -104,6 +107,17 @@ fn tiny_onnx(v: Variant) -> Vec<u8> {
         vec![int("transB", 1)],
     )
     .node("Softmax", &["logits"], "probs", vec![]);
+    if v.density {
+        g.output("log_density", &[Dim::Fixed(1), Dim::Fixed(1)])
+            .constant(i64_tensor("axis1", &[1], &[1]))
+            .node(
+                "ReduceSum",
+                &["flat", "axis1"],
+                "sum",
+                vec![int("keepdims", 1)],
+            )
+            .node("Neg", &["sum"], "log_density", vec![]);
+    }
     g.to_bytes("", "")
 }
 
@@ -2349,4 +2363,93 @@ fn sizes_and_reads_without_a_bound_are_refused() {
         "{:?}",
         files_in(accepted.to_str().unwrap())
     );
+}
+
+/// A card and a graph that disagree on the density output are refused at load (exit 3); a
+/// model without one cannot fuse density (exit 2). With one, `calibrate --signals mi,density`
+/// fuses it and the gate reports it: a frame far out on it (bright: low "density") is
+/// rejected with density as its reason.
+#[test]
+fn density_output_the_card_and_graph_must_agree_on() {
+    let density = tiny_onnx(Variant {
+        density: true,
+        ..Default::default()
+    });
+    let v3 = |c: &mut serde_json::Value| {
+        c["schema"] = "mcgate.card/3".into();
+        c["output"]["log_density"] = "log_density".into();
+    };
+    let unnamed = TinyModel::new(&density, |_| {});
+    assert_model_refused(&unnamed, "graph has 2 outputs, the card names 1");
+    let missing = TinyModel::new(&tiny_onnx(Variant::default()), v3);
+    assert_model_refused(&missing, "graph has 1 outputs, the card names 2");
+    let misnamed = TinyModel::new(&density, |c| {
+        v3(c);
+        c["output"]["log_density"] = "density".into();
+    });
+    assert_model_refused(
+        &misnamed,
+        "graph output log_density is F32 [1, 1], the card needs its density output \"density\"",
+    );
+
+    let plain = TinyModel::good();
+    let frames: Vec<u8> = (0..4 * 40).map(|i| (i * 37 % 120) as u8).collect();
+    let raw = [
+        "-", "--width", "2", "--height", "2", "--seed", "7", "--fpr", "0.2",
+    ];
+    let out = mcgate_stdin(
+        &[
+            &["calibrate", &plain.stem()][..],
+            &raw,
+            &["--signals", "mi,density"],
+        ]
+        .concat(),
+        &frames,
+    );
+    assert_one_line_error(
+        &out,
+        2,
+        "--signals density: model tiny has no density output",
+    );
+
+    let m = TinyModel::new(&density, v3);
+    let out = mcgate_stdin(
+        &[
+            &["calibrate", &m.stem()][..],
+            &raw,
+            &["--signals", "mi,density"],
+        ]
+        .concat(),
+        &frames,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The calibration frames' pixels stay under 120; a white frame is far out (density
+    // alone decides here: MI may be far out too).
+    let out = mcgate_stdin(
+        &[
+            "gate",
+            &m.stem(),
+            "-",
+            "--width",
+            "2",
+            "--height",
+            "2",
+            "--seed",
+            "1",
+            "--signals",
+            "density",
+        ],
+        &[255, 255, 255, 255],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = &lines(&out)[0];
+    assert_eq!(line["verdict"], "reject", "{line}");
+    assert!(
+        line["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("density -4.0000"),
+        "{line}"
+    );
+    assert_eq!(line["signals"]["density"]["value"], -4.0);
 }

@@ -3,7 +3,8 @@
 //!
 //! The walk, each module using only those before it:
 //! `plot` (font and PNG writing for every figure), `data` (IDX files, photos, image folders →
-//! images, tensors) → `nets` (the `DropoutNet` trait; the paper's MNIST CNN,
+//! images, tensors) → `density` (class-conditional Gaussians on features, fitted in f64) →
+//! `nets` (the `DropoutNet` trait; the paper's MNIST CNN,
 //! EfficientNet-Lite0) → `features` (a frozen trunk's cached features) → `measures` (MC
 //! probabilities → the runtime's measures) → `latent` (the 2-D VAE and the latent-space maps)
 //! → `train` → `attack` → `eval` (scores by tch and through the runtime, matched noise, the
@@ -18,6 +19,7 @@ pub mod attack;
 pub mod bundle;
 pub mod commands;
 pub mod data;
+pub mod density;
 pub mod eval;
 pub mod export;
 pub mod features;

@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use mcgate_training::commands::{
-    bundle, ensemble, evaluate, evaluate_photos, holes, interpolations, latent_maps, lite0,
-    photo_bundle, photo_samples, photo_variants, quantize, redteam, samples, train, train_head,
-    train_vae,
+    bundle, density, ensemble, evaluate, evaluate_photos, holes, interpolations, latent_maps,
+    lite0, photo_bundle, photo_samples, photo_variants, quantize, redteam, samples, train,
+    train_head, train_vae,
 };
 
 #[derive(Parser)]
@@ -48,6 +48,12 @@ enum Command {
     /// images, MI threshold re-calibrated on the held-out split, accuracy measured through the
     /// runtime beside the float model's.
     Quantize(quantize::QuantizeArgs),
+    /// A trained model with a feature-density output beside its probabilities: class
+    /// Gaussians with one shared covariance, fitted in f64 on the training split's features
+    /// (dropout off), exported as a branch of the graph (`log_density`, once per frame) and
+    /// checked through the runtime against the fit on test images. Writes
+    /// models/<dataset>-density.{onnx,card.json}; calibrate it with `--signals mi,density`.
+    Density(density::DensityArgs),
     /// The paper's Table 1 on real photos with the ImageNet EfficientNet-Lite0: FGM/BIM/MIM
     /// at ε = 5, 10 against the deterministic and the MC model, only photos both classify
     /// right, camera-like variants as extra clean frames, bootstrap intervals over scenes.
@@ -115,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(args) => evaluate::run(args),
         Command::EvaluatePhotos(args) => evaluate_photos::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Density(args) => density::run(args),
         Command::Redteam(args) => redteam::run(args).map(|_| ()),
         Command::Bundle(args) => bundle::run(args),
         Command::Samples(args) => samples::run(args),

@@ -51,7 +51,8 @@ pub struct HolesArgs {
     pub out: PathBuf,
     /// Other exported models (stems, comma-separated) that also gate every hole found, each
     /// at its own card's threshold and T: e.g. whether an ensemble fills the single model's
-    /// holes.
+    /// holes. A card with fused signals or tamper checks is judged by its whole gate, each
+    /// hole as an 8-bit frame.
     #[arg(long, value_delimiter = ',', value_name = "STEM")]
     pub also: Vec<PathBuf>,
 }
@@ -88,11 +89,21 @@ pub fn run(args: HolesArgs) -> Result<()> {
             .mi_threshold()
             .with_context(|| format!("{} has no MI threshold", stem.display()))?;
         let samples = other.card.default_samples;
-        let rejected = rejected_by(&other, &floats, t, args.seed)?;
+        // A card with more than its MI threshold (fused signals, tamper checks) is judged by
+        // the whole gate, on the 8-bit frames a camera would send.
+        let whole_gate = other.card.fusion.is_some() || other.card.tamper.is_some();
+        let rejected = match whole_gate {
+            true => rejected_by_gate(&other, &floats, t, args.seed)?,
+            false => rejected_by(&other, &floats, t, args.seed)?,
+        };
         println!(
-            "{} rejects {rejected} of the {} holes (T = {samples}, threshold {t:.4})",
+            "{} rejects {rejected} of the {} holes (T = {samples}, {})",
             stem.display(),
-            report.holes.len()
+            report.holes.len(),
+            match whole_gate {
+                true => "its whole gate, 8-bit frames".to_string(),
+                false => format!("threshold {t:.4}"),
+            }
         );
         also.push(serde_json::json!({
             "model": stem.display().to_string(),
@@ -163,6 +174,32 @@ pub fn run(args: HolesArgs) -> Result<()> {
         frames.display()
     );
     Ok(())
+}
+
+/// How many of `images` (28×28 model inputs in [0, 1], row-major) the gate of `model`'s card
+/// rejects — tamper checks, fused signals and all — each rounded to an 8-bit frame and
+/// scored at the card's T with its own masks.
+fn rejected_by_gate(model: &Model, images: &[f32], threshold: f64, seed: u64) -> Result<usize> {
+    use mcgate::gate::{Gate, Seeds};
+    use mcgate::input::frame::Frame;
+    use mcgate::score::verdict::Decision;
+    let mut gate = Gate::new(
+        model,
+        model.card.default_samples,
+        threshold,
+        Seeds::PerFrame(seed),
+    )?;
+    let mut rejected = 0;
+    for (k, px) in images.chunks(784).enumerate() {
+        let bytes = px
+            .iter()
+            .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
+            .collect();
+        let image = image::GrayImage::from_raw(28, 28, bytes).context("28×28")?;
+        let frame = Frame::new(k as u64, "hole", image::DynamicImage::ImageLuma8(image));
+        rejected += (gate.score(&frame).verdict.decision() == Decision::Reject) as usize;
+    }
+    Ok(rejected)
 }
 
 /// How many of `images` (28×28 model inputs, row-major) `model` rejects at `threshold`, each

@@ -3,6 +3,7 @@
 //! dispatches.
 
 pub mod bundle;
+pub mod density;
 pub mod ensemble;
 pub mod evaluate;
 pub mod evaluate_photos;

@@ -9,12 +9,17 @@ mod int8;
 
 pub use int8::Int8Scales;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use mcgate::contract::card::{ChannelOrder, InputSpec, Resize};
 use mcgate::contract::onnx::{int, ints, Graph};
 use tch::{nn, nn::Module, Tensor};
 
 use super::{f32_constant, DropoutNet, Site, IMAGE_INPUT, OUTPUT};
+use crate::density::DensityFit;
+
+/// The density branch's graph output (`MnistCnn::add_density`), named in the card's
+/// `output.log_density`.
+pub const DENSITY_OUTPUT: &str = "log_density";
 
 /// Drop probabilities of the two dropout sites, in graph order.
 const DROP_P: [f64; 2] = [0.25, 0.5];
@@ -198,6 +203,126 @@ impl DropoutNet for MnistCnn {
 }
 
 impl MnistCnn {
+    /// The features the density is fitted on: ReLU of the first dense layer with every
+    /// mask 1 (dropout off), `[N, 128]`.
+    pub fn features(&self, x: &Tensor) -> Tensor {
+        self.trunk(x).flatten(1, -1).apply(&self.fc1).relu()
+    }
+
+    /// Adds the density branch to this network's float graph: from `pool` (the trunk's
+    /// end, before any mask) through `fc1` again (its constants shared) and ReLU to the
+    /// features, then `fit`'s log density as the output `log_density` `[1, 1]` — computed
+    /// once per frame, whatever T (the runtime runs it with the trunk).
+    pub fn add_density(g: &mut Graph, fit: &DensityFit) -> Result<()> {
+        use mcgate::contract::onnx::{f32_scalar, f32_tensor, i64_tensor, Dim};
+        let (d, classes) = (fit.dims, fit.means.len());
+        ensure!(
+            d == 128,
+            "the density was fitted on {d} features, the network has 128"
+        );
+        let as_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        // The class means whitened once here: (f − μ) W = f W − μ W.
+        let means_w: Vec<f64> = fit
+            .means
+            .iter()
+            .flat_map(|mean| {
+                (0..d).map(move |j| (0..d).map(|i| mean[i] * fit.whiten[i * d + j]).sum::<f64>())
+            })
+            .collect();
+        g.output(DENSITY_OUTPUT, &[Dim::Fixed(1), Dim::Fixed(1)])
+            .node("Flatten", &["pool"], "density.flat", vec![])
+            .node(
+                "Gemm",
+                &["density.flat", "fc1.weight", "fc1.bias"],
+                "density.fc1",
+                vec![int("transB", 1)],
+            )
+            .node("Relu", &["density.fc1"], "density.features", vec![])
+            .node(
+                "MatMul",
+                &["density.features", "density.whiten"],
+                "density.z",
+                vec![],
+            )
+            .node(
+                "Sub",
+                &["density.z", "density.means"],
+                "density.diff",
+                vec![],
+            )
+            .node(
+                "ReduceSumSquare",
+                &["density.diff"],
+                "density.distance",
+                vec![ints("axes", &[1]), int("keepdims", 1)],
+            )
+            .node(
+                "Mul",
+                &["density.distance", "density.minus_half"],
+                "density.half",
+                vec![],
+            )
+            .node(
+                "Add",
+                &["density.half", "density.log_priors"],
+                "density.terms",
+                vec![],
+            )
+            // logsumexp over the classes, shifted by the largest term: the terms are
+            // −½ × distances in the hundreds, whose exp underflows f32 unshifted.
+            .node(
+                "ReduceMax",
+                &["density.terms"],
+                "density.top",
+                vec![ints("axes", &[0]), int("keepdims", 1)],
+            )
+            .node(
+                "Sub",
+                &["density.terms", "density.top"],
+                "density.shifted",
+                vec![],
+            )
+            .node("Exp", &["density.shifted"], "density.exp", vec![])
+            .node(
+                "ReduceSum",
+                &["density.exp", "density.axis0"],
+                "density.sum",
+                vec![int("keepdims", 1)],
+            )
+            .node("Log", &["density.sum"], "density.log_sum", vec![])
+            .node(
+                "Add",
+                &["density.log_sum", "density.top"],
+                "density.mixture",
+                vec![],
+            )
+            .constant(i64_tensor("density.axis0", &[1], &[0]))
+            .node(
+                "Add",
+                &["density.mixture", "density.constant"],
+                DENSITY_OUTPUT,
+                vec![],
+            )
+            .constant(f32_tensor(
+                "density.whiten",
+                &[d as i64, d as i64],
+                &as_f32(&fit.whiten),
+            ))
+            .constant(f32_tensor(
+                "density.means",
+                &[classes as i64, d as i64],
+                &as_f32(&means_w),
+            ))
+            .constant(f32_scalar("density.minus_half", -0.5))
+            .constant(f32_tensor(
+                "density.log_priors",
+                &[classes as i64, 1],
+                &as_f32(&fit.log_priors),
+            ))
+            .constant(f32_scalar("density.constant", fit.constant as f32));
+        Ok(())
+    }
+
     /// An empty graph with the contract's inputs and output for this network.
     fn contract_graph(&self, name: &str, doc: &str) -> Graph {
         let mut g = Graph::contract(
