@@ -25,12 +25,17 @@ Each rate has its 95 % Wilson interval; each gate's difference from MI on the sa
 a paired 95 % bootstrap interval (2,000 resamples of frames), and a difference whose interval
 holds 0 is marked "~" (not shown to differ).
 
+With --density-model STEM (a model `mcgate-training density` wrote: the same network with a
+feature-density output), three more gates calibrated the same way: density alone, MI fused with
+density (Bonferroni), and that after tamper checks. With --holes DIR, the latent-hole frames
+`holes` wrote are judged too.
+
 Then, with --splits N, the clean rate on held-out digits over N random splits of the test set
 (2,000 to calibrate, 2,000 others judged, other masks): one split's Wilson interval leaves out
 how much the calibration frames themselves vary.
 
 Usage: python3 scripts/fusion_probe.py --bundle DIR [--model models/mnist] [--data data/mnist]
-       [--splits 8] [--mcgate BIN]
+       [--density-model STEM] [--holes DIR] [--splits 8] [--mcgate BIN]
        (make the bundle with: mcgate-training bundle mnist --images 300 --eps 25.5,51,76.5
         --repeats 1 --sample-frames 0 --out DIR; Fashion-MNIST: `bundle fashion`,
         --model models/fashion --data data/fashion-mnist)
