@@ -6,7 +6,8 @@
    `mcgate gate - --seed S` as raw stdin frames; for each reported frame seed, this script
    redraws the same masks with its own wyrand (docs/model-format.md), runs onnxruntime on the
    same ONNX file, computes every measure in float64 with numpy, and compares with mcgate's
-   JSON line: same class and verdict, measures within tolerance.
+   JSON line: same class and verdict, measures within tolerance; for a model with a density
+   output (`output.log_density`), the same log density within 1e-4 relative.
 
 Usage: scripts/check_onnx.py MODEL_STEM MCGATE_BINARY [N_FRAMES]
 """
@@ -104,7 +105,15 @@ def main():
         for site in card["dropout_sites"]:
             n = samples * int(np.prod(site["shape"]))
             feeds[site["input"]] = fill_mask(n, site["p"], stream).reshape([samples] + site["shape"])
-        (probs,) = session.run([card["output"]["name"]], feeds)
+        density_name = card["output"].get("log_density")
+        names = [card["output"]["name"]] + ([density_name] if density_name else [])
+        probs, *density = session.run(names, feeds)
+        if density_name:
+            # The density output: once per frame, every mask 1 (docs/model-format.md).
+            d = float(density[0].reshape(-1)[0])
+            rel = abs(line["log_density"] - d) / (1.0 + abs(d))
+            worst = max(worst, rel)
+            assert rel < 1e-4, f"frame {line['frame']}: log_density mcgate {line['log_density']} onnxruntime {d}"
         want, cls = measures(probs)
         assert line["class"] == cls, f"frame {line['frame']}: class {line['class']} != onnxruntime {cls}"
         for k, v in want.items():

@@ -2452,4 +2452,5 @@ fn density_output_the_card_and_graph_must_agree_on() {
         "{line}"
     );
     assert_eq!(line["signals"]["density"]["value"], -4.0);
+    assert_eq!(line["log_density"], -4.0);
 }

@@ -38,6 +38,9 @@ struct Line<'a> {
     alarm: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     latency_ms: Option<f64>,
+    /// Only for a model with a density output: the frame's feature log density.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_density: Option<f64>,
     /// Only on the first frame of a tamper event: its check.
     #[serde(skip_serializing_if = "Option::is_none")]
     tamper_event: Option<&'static str>,
@@ -226,6 +229,7 @@ impl<W: Write> ReportWriter<W> {
                     seed: r.seed,
                     alarm: r.alarm,
                     latency_ms: self.with_latency.then_some(r.latency.as_secs_f64() * 1e3),
+                    log_density: r.log_density,
                     tamper_event: r.tamper_event.map(|k| k.name()),
                     signals: r.fused.as_ref().map(Signals),
                     fused: r.fused.as_ref().map(|f| FusedLine {
