@@ -1073,12 +1073,14 @@ fn calibrate_signals_fuses_mi_and_entropy_and_the_gate_reports_both() {
     assert_one_line_error(&out, 2, "--signals entropy: the card fuses no signals");
     let out = mcgate(&["gate", &fused, attacked, "--signals", "mi,tamper"]);
     assert_one_line_error(&out, 2, "--signals tamper: the card has no tamper checks");
-    let out = mcgate(&["gate", &fused, attacked, "--signals", "density"]);
+    let out = mcgate(&["gate", &fused, attacked, "--signals", "energy"]);
     assert_one_line_error(
         &out,
         2,
-        "--signals: no signal \"density\" (known: mi, entropy, tamper)",
+        "--signals: no signal \"energy\" (known: mi, entropy, density, tamper)",
     );
+    let out = mcgate(&["gate", &fused, attacked, "--signals", "mi,density"]);
+    assert_one_line_error(&out, 2, "--signals: the card fuses mi,entropy, not density");
     let out = mcgate(&["calibrate", &fused, clean, "--signals", "mi,mi"]);
     assert_one_line_error(&out, 2, "--signals names mi twice");
 
