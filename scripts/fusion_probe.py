@@ -140,26 +140,20 @@ def main():
                  else idx_images(f"{a.data}/train-images-idx3-ubyte", 55000, 57000))
         judged = test[:2000 * 784]
         judged_name = "clean test images 0–1,999"
+    copies = [(a.model, "mi", []),
+              (a.model, "mi-tamper", ["--tamper"]),
+              (a.model, "fisher", ["--signals", "mi,entropy", "--fusion", "fisher"]),
+              (a.model, "bonferroni", ["--signals", "mi,entropy", "--fusion", "bonferroni"]),
+              (a.model, "tamper", ["--signals", "mi,entropy", "--fusion", "bonferroni",
+                                   "--tamper"])]
+    if a.density_model:
+        copies += [(a.density_model, "density", ["--signals", "mi,density"]),
+                   (a.density_model, "density-tamper", ["--signals", "mi,density", "--tamper"])]
     stems = {}
-    for name, extra in [("mi", []),
-                        ("mi-tamper", ["--tamper"]),
-                        ("fisher", ["--signals", "mi,entropy", "--fusion", "fisher"]),
-                        ("bonferroni", ["--signals", "mi,entropy", "--fusion", "bonferroni"]),
-                        ("tamper", ["--signals", "mi,entropy", "--fusion", "bonferroni",
-                                    "--tamper"])]:
+    for source, name, extra in copies:
         stem = tmp / name
         for ext in (".onnx", ".card.json"):
-            shutil.copy(a.model + ext, str(stem) + ext)
-        printed = run(binary, ["calibrate", str(stem), "-", "--width", "28", "--height", "28",
-                               "--fpr", str(FPR), "--seed", "1", "-j", "2", *extra], calib)
-        print(f"<!-- calibrate {name}: {printed.strip().splitlines()[0]} -->")
-        stems[name] = str(stem)
-    for name, extra in ([("density", ["--signals", "mi,density"]),
-                         ("density-tamper", ["--signals", "mi,density", "--tamper"])]
-                        if a.density_model else []):
-        stem = tmp / name
-        for ext in (".onnx", ".card.json"):
-            shutil.copy(a.density_model + ext, str(stem) + ext)
+            shutil.copy(source + ext, str(stem) + ext)
         printed = run(binary, ["calibrate", str(stem), "-", "--width", "28", "--height", "28",
                                "--fpr", str(FPR), "--seed", "1", "-j", "2", *extra], calib)
         print(f"<!-- calibrate {name}: {printed.strip().splitlines()[0]} -->")
