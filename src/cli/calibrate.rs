@@ -38,7 +38,8 @@ pub(crate) struct CalibrateArgs {
     #[arg(long)]
     tamper: bool,
     /// Fuse these signals into one decision at --fpr, comma separated: mi (mutual
-    /// information), entropy (predictive entropy). Each signal's value becomes its tail
+    /// information), entropy (predictive entropy), density (the model's feature density, for
+    /// a model with a density output: `mcgate-training density`). Each signal's value becomes its tail
     /// probability among these frames, the --fusion of them is cut where it rejects --fpr of
     /// them, and the gate decides on that instead of MI alone (`gate --signals mi` still uses
     /// the MI threshold set here). The card becomes schema 3 and holds every frame's values.

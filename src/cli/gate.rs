@@ -98,9 +98,9 @@ pub(crate) struct GateArgs {
     /// goes out as soon as it and those before it are scored, never waiting for later frames.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     jobs: usize,
-    /// Decide on these of the card's signals only, comma separated: mi, entropy, tamper
-    /// (`mcgate info` lists what the card has). `mi` alone: the card's MI threshold decides;
-    /// any other set of mi and entropy: the card's fused decision over them, its level set
+    /// Decide on these of the card's signals only, comma separated: mi, entropy, density,
+    /// tamper (`mcgate info` lists what the card has). `mi` alone: the card's MI threshold
+    /// decides; any other set of model signals: the card's fused decision over them, its level set
     /// anew for them at the card's rate; tamper: the card's tamper checks. A signal the card
     /// lacks is refused. [default: all the card has]
     #[arg(long, value_delimiter = ',', value_name = "SIGNAL,...")]

@@ -216,6 +216,9 @@ impl Model {
                     100.0 * hi
                 );
             }
+        } else if card.output.log_density.is_some() {
+            s += "signals: mi (the MI threshold decides); the model also gives density \
+                  (calibrate --signals mi,density fuses it)\n";
         } else {
             s += "signals: mi (the MI threshold decides)\n";
         }
