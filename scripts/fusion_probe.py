@@ -234,31 +234,39 @@ def main():
         print(f"| {name} | " + " | ".join(cell(decided[g]) for g in names) + " | "
               + " | ".join(paired(decided[x], decided[y]) for x, y in compared) + " |")
     if a.splits:
-        splits(binary, a.model, test, digit, tmp, a.splits)
+        splits(binary, a.model, a.density_model, test, digit, tmp, a.splits)
     shutil.rmtree(tmp)
 
 
-def splits(binary, model, test, digit, tmp, n):
+def splits(binary, model, density_model, test, digit, tmp, n):
     """The held-out clean rate of MI alone and of each fusion over `n` random splits."""
-    rates = {"MI": [], "Fisher": [], "Bonferroni": []}
+    # (gate, source model, calibrate's --signals/--fusion, gate's extra flags)
+    runs = [("MI", model, ["--signals", "mi,entropy", "--fusion", "fisher"], ["--signals", "mi"]),
+            ("Fisher", model, ["--signals", "mi,entropy", "--fusion", "fisher"], []),
+            ("Bonferroni", model, ["--signals", "mi,entropy", "--fusion", "bonferroni"], [])]
+    if density_model:
+        runs.append(("MI + density", density_model, ["--signals", "mi,density"], []))
+    rates = {name: [] for name, *_ in runs}
     for seed in range(1, n + 1):
         order = np.random.default_rng(seed).permutation(len(test) // 784)
         calib = b"".join(digit(i) for i in order[:2000])
         judged = b"".join(digit(i) for i in order[2000:4000])
-        for rule in ("fisher", "bonferroni"):
-            stem = tmp / f"split-{rule}"
-            for ext in (".onnx", ".card.json"):
-                shutil.copy(model + ext, str(stem) + ext)
-            run(binary, ["calibrate", str(stem), "-", "--width", "28", "--height", "28",
-                         "--fpr", str(FPR), "--seed", str(10 + seed), "-j", "2",
-                         "--signals", "mi,entropy", "--fusion", rule], calib)
-            for name, extra in ([("MI", ["--signals", "mi"])] if rule == "fisher" else []) + [
-                    (rule.capitalize(), [])]:
-                lines = [json.loads(l) for l in run(
-                    binary, ["gate", str(stem), "-", "--width", "28", "--height", "28",
-                             "--seed", str(100 + seed), "--no-latency", *extra],
-                    judged).splitlines()]
-                rates[name].append(np.mean([l["verdict"] == "reject" for l in lines]))
+        calibrated = {}
+        for name, source, signals, extra in runs:
+            key = (source, tuple(signals))
+            if key not in calibrated:
+                stem = tmp / f"split-{len(calibrated)}"
+                for ext in (".onnx", ".card.json"):
+                    shutil.copy(source + ext, str(stem) + ext)
+                run(binary, ["calibrate", str(stem), "-", "--width", "28", "--height", "28",
+                             "--fpr", str(FPR), "--seed", str(10 + seed), "-j", "2", *signals],
+                    calib)
+                calibrated[key] = stem
+            lines = [json.loads(l) for l in run(
+                binary, ["gate", str(calibrated[key]), "-", "--width", "28", "--height", "28",
+                         "--seed", str(100 + seed), "--no-latency", *extra],
+                judged).splitlines()]
+            rates[name].append(np.mean([l["verdict"] == "reject" for l in lines]))
     print(f"\nHeld-out clean rate over {n} random splits (2,000 calibration images, 2,000 "
           f"others judged, target {100 * FPR:.0f} %):\n")
     print("| gate | mean | min | max | sd over splits |")
