@@ -263,12 +263,13 @@ impl<W: Write> ReportWriter<W> {
                 let reason = reason
                     .map(|s| format!(": {}", printable(&s)))
                     .unwrap_or_default();
-                let alarm = match (r.alarm, r.tamper_event) {
-                    (true, Some(k)) => format!(" [ALARM] [TAMPER {}]", k.name()),
-                    (true, None) => " [ALARM]".into(),
-                    (false, Some(k)) => format!(" [TAMPER {}]", k.name()),
-                    (false, None) => String::new(),
-                };
+                let alarm = format!(
+                    "{}{}",
+                    if r.alarm { " [ALARM]" } else { "" },
+                    r.tamper_event
+                        .map(|k| format!(" [TAMPER {}]", k.name()))
+                        .unwrap_or_default()
+                );
                 // The file name is the one field a frame's sender chooses: escaped, it cannot
                 // forge a line (JSONL escapes it by itself).
                 writeln!(

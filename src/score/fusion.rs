@@ -12,8 +12,7 @@ use crate::contract::card::{Fused, Signal};
 use crate::score::measures::Measures;
 
 /// Which tail of a signal is suspicious.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tail {
     /// High values (MI, entropy, noise likeness, clipped share).
     High,
@@ -57,10 +56,18 @@ impl TailTable {
     /// The tail probability of `x`, one of the table's own values, against the others
     /// (leave one out): what [`TailTable::p_value`] gives a frame that was not among them.
     fn p_value_of_member(&self, x: f64) -> f64 {
-        let n = self.sorted.len();
-        // As extreme as x among all n, itself included: 1 + those among the n − 1 others.
-        let with_itself = (self.p_value(x) * (n + 1) as f64).round() - 1.0;
-        with_itself / n as f64
+        // The values as extreme as x count x itself: 1 + those among the n − 1 others.
+        self.as_extreme(x) as f64 / self.sorted.len() as f64
+    }
+
+    /// Clean values at least as extreme as (a number) `x`, on the suspicious side.
+    fn as_extreme(&self, x: f64) -> usize {
+        match self.tail {
+            // Values ≥ x: all after the first ≥ x.
+            Tail::High => self.sorted.len() - self.sorted.partition_point(|&v| v < x),
+            // Values ≤ x.
+            Tail::Low => self.sorted.partition_point(|&v| v <= x),
+        }
     }
 
     /// The tail probability of `x`: (1 + clean values at least as extreme) / (n + 1), in
@@ -71,13 +78,7 @@ impl TailTable {
         if x.is_nan() {
             return 1.0 / (n + 1) as f64;
         }
-        let as_extreme = match self.tail {
-            // Values ≥ x: all after the first ≥ x.
-            Tail::High => n - self.sorted.partition_point(|&v| v < x),
-            // Values ≤ x.
-            Tail::Low => self.sorted.partition_point(|&v| v <= x),
-        };
-        (1 + as_extreme) as f64 / (n + 1) as f64
+        (1 + self.as_extreme(x)) as f64 / (n + 1) as f64
     }
 }
 
@@ -178,12 +179,16 @@ pub struct FusedScore {
 }
 
 impl FusedScore {
-    /// The signal that decides: the one with the smallest tail probability (the first such).
+    /// The signal that decides: one whose value is not a number, else the one with the
+    /// smallest tail probability (the first such).
     pub fn deciding(&self) -> SignalScore {
-        *self
-            .signals
-            .iter()
-            .reduce(|a, b| if b.p < a.p { b } else { a })
+        let unscorable = self.signals.iter().find(|s| s.value.is_nan());
+        *unscorable
+            .or_else(|| {
+                self.signals
+                    .iter()
+                    .reduce(|a, b| if b.p < a.p { b } else { a })
+            })
             .expect("a fused score has at least one signal")
     }
 
@@ -284,12 +289,11 @@ impl FusedGate {
         let least = fused
             .rule
             .combine(&vec![1.0 / (frames + 1) as f64; tables.len()]);
-        let level = level_for_fpr(&statistics, fused.target_fpr)
-            .filter(|&level| level > least)
-            .ok_or(FusionError::RejectsNothing {
-                level: level_for_fpr(&statistics, fused.target_fpr).unwrap_or(f64::NAN),
-                least,
-            })?;
+        // None only for a NaN statistic, which finite tables cannot give: refused all the same.
+        let level = level_for_fpr(&statistics, fused.target_fpr).unwrap_or(f64::NAN);
+        if level.is_nan() || level <= least {
+            return Err(FusionError::RejectsNothing { level, least });
+        }
         let rejected = statistics.iter().filter(|&&s| s < level).count();
         Ok(FusedGate {
             tables,

@@ -201,16 +201,8 @@ pub fn decide_fused(score: &FusedScore) -> Verdict {
     if !score.rejects() {
         return Verdict::Accept;
     }
-    let deciding = match score.not_a_number() {
-        Some(signal) => *score
-            .signals
-            .iter()
-            .find(|s| s.signal == signal)
-            .expect("the signal is in the score"),
-        None => score.deciding(),
-    };
     Verdict::Reject(RejectReason::Fused {
-        deciding,
+        deciding: score.deciding(),
         statistic: score.statistic,
         level: score.level,
     })
