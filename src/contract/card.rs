@@ -1034,7 +1034,7 @@ impl ModelCard {
             if self.schema != SCHEMA_V3 {
                 return Err(CardError::NeedsV3("fused signals"));
             }
-            validate_fusion(fused)?;
+            validate_fusion(fused, self.classes.len())?;
         }
         if let Some(density) = &self.output.log_density {
             if self.schema != SCHEMA_V3 {
@@ -1114,9 +1114,10 @@ fn validate_tamper(t: &Tamper) -> Result<(), CardError> {
 }
 
 /// Every signal once, each with the same number of finite calibration values, enough of them
-/// for the target rate, and a target rate in (0, 1). The level itself is made and checked
-/// where the gate builds its tables (`score::fusion::FusedGate::new`).
-fn validate_fusion(f: &Fused) -> Result<(), CardError> {
+/// for the target rate, and a target rate in (0, 1); MI and entropy values within what
+/// `classes` classes allow. The level itself is made and checked where the gate builds its
+/// tables (`score::fusion::FusedGate::new`).
+fn validate_fusion(f: &Fused, classes: usize) -> Result<(), CardError> {
     let fail = |m: String| Err(CardError::Fusion(m));
     if !(f.target_fpr > 0.0 && f.target_fpr < 1.0) {
         return fail(format!("target_fpr {} is not in (0, 1)", f.target_fpr));
@@ -1139,6 +1140,17 @@ fn validate_fusion(f: &Fused) -> Result<(), CardError> {
         }
         if let Some(v) = s.clean.iter().find(|v| !v.is_finite()) {
             return fail(format!("{name} has a calibration value {v}"));
+        }
+        // As with the MI threshold: clean values no frame can reach (MI ≤ entropy ≤ ln C)
+        // put every real frame inside the clean range, and the gate would accept them all.
+        let most = (classes as f64).ln();
+        if matches!(s.name, Signal::Mi | Signal::Entropy) {
+            if let Some(v) = s.clean.iter().find(|v| !(0.0..=most).contains(*v)) {
+                return fail(format!(
+                    "{name} has a calibration value {v} outside [0, ln({classes}) = {most:.4}], \
+                     which no frame can have: the card was not made by calibrate"
+                ));
+            }
         }
     }
     let needed = (MIN_EXPECTED_REJECTS / f.target_fpr).ceil() as usize;
@@ -1605,7 +1617,8 @@ pub(crate) mod tests {
     fn fused_signals_need_schema_3_and_one_finite_value_per_frame_each() {
         let mut card = sample_card();
         card.schema = SCHEMA_V3.into();
-        let values: Vec<f64> = (0..100).map(|i| i as f64 / 100.0).collect();
+        // Within ln 2, the most MI or entropy the sample card's 2 classes allow.
+        let values: Vec<f64> = (0..100).map(|i| i as f64 / 200.0).collect();
         card.fusion = Some(Fused {
             rule: Fusion::Fisher,
             target_fpr: 0.05,
@@ -1663,10 +1676,18 @@ pub(crate) mod tests {
             "is not a rate in its interval",
         );
         refused(&|c| fusion(c).signals[0].clean[3] = f64::INFINITY, "");
+        refused(
+            &|c| fusion(c).signals[0].clean[3] = 10.0,
+            "mi has a calibration value 10 outside [0, ln(",
+        );
+        refused(
+            &|c| fusion(c).signals[1].clean[3] = -0.5,
+            "entropy has a calibration value -0.5 outside",
+        );
         let mut nan = card.clone();
         fusion(&mut nan).signals[0].clean[3] = f64::NAN;
         assert_eq!(
-            validate_fusion(nan.fusion.as_ref().unwrap()),
+            validate_fusion(nan.fusion.as_ref().unwrap(), 2),
             Err(CardError::Fusion("mi has a calibration value NaN".into()))
         );
     }
