@@ -179,10 +179,10 @@ pub struct FusedScore {
 }
 
 impl FusedScore {
-    /// The signal that decides: one whose value is not a number, else the one with the
-    /// smallest tail probability (the first such).
+    /// The signal that decides: one whose value is not a finite number, else the one with
+    /// the smallest tail probability (the first such).
     pub fn deciding(&self) -> SignalScore {
-        let unscorable = self.signals.iter().find(|s| s.value.is_nan());
+        let unscorable = self.signals.iter().find(|s| !s.value.is_finite());
         *unscorable
             .or_else(|| {
                 self.signals
@@ -192,15 +192,17 @@ impl FusedScore {
             .expect("a fused score has at least one signal")
     }
 
-    /// A signal whose value is not a number, if any: the frame cannot be judged on it.
+    /// A signal whose value is not a finite number (NaN, or an infinity no frame of the
+    /// calibration had), if any: the frame cannot be judged on it.
     pub fn not_a_number(&self) -> Option<Signal> {
         self.signals
             .iter()
-            .find(|s| s.value.is_nan())
+            .find(|s| !s.value.is_finite())
             .map(|s| s.signal)
     }
 
-    /// The frame is rejected: a signal is not a number, or the statistic is under the level.
+    /// The frame is rejected: a signal is not a finite number, or the statistic is under the
+    /// level.
     pub fn rejects(&self) -> bool {
         self.not_a_number().is_some() || self.statistic.is_nan() || self.statistic < self.level
     }
@@ -562,6 +564,10 @@ mod tests {
         let none = gate.score(&ordinary, None);
         assert!(none.rejects());
         assert_eq!(none.not_a_number(), Some(Signal::Density));
+        // An infinite density, which no calibration frame had, is no score either.
+        let infinite = gate.score(&ordinary, Some(f64::INFINITY));
+        assert!(infinite.rejects());
+        assert_eq!(infinite.not_a_number(), Some(Signal::Density));
     }
 
     #[test]

@@ -108,10 +108,11 @@ impl std::fmt::Display for RejectReason {
                 deciding,
                 statistic,
                 level,
-            } if deciding.value.is_nan() => write!(
+            } if !deciding.value.is_finite() => write!(
                 f,
-                "{} is NaN (fused statistic {statistic:.4}, level {level:.4})",
-                deciding.signal.name()
+                "{} is {} (fused statistic {statistic:.4}, level {level:.4})",
+                deciding.signal.name(),
+                deciding.value
             ),
             RejectReason::Fused {
                 deciding,
