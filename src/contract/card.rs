@@ -548,6 +548,41 @@ pub struct Training {
     /// trained whole.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backbone: Option<Backbone>,
+    /// The attack the network was trained against (schema 2); none for standard training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversarial: Option<AdversarialTraining>,
+}
+
+/// Adversarial training, as the training crate ran it: every batch attacked within an L∞
+/// ball on pixels in [0, 1], the network in training mode (dropout on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdversarialTraining {
+    /// How each batch was attacked.
+    pub method: TrainingAttack,
+    /// L∞ radius, pixels in [0, 1].
+    pub eps: f64,
+    /// Attack steps per batch.
+    pub steps: usize,
+    /// Size of each signed step, pixels in [0, 1].
+    pub step_size: f64,
+    /// TRADES's β (weight of the KL term); TRADES only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<f64>,
+    /// Epochs over which ε ramped up from 0.
+    pub eps_warmup_epochs: usize,
+}
+
+/// The training attack's method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainingAttack {
+    /// Madry et al. 2018: K-step PGD from a random start; trained on the attacked batch.
+    Pgd,
+    /// Zhang et al. 2019: clean cross-entropy plus β × KL(clean ‖ attacked).
+    Trades,
+    /// Wong et al. 2020: one signed step from a uniform random start.
+    FgsmRs,
 }
 
 /// The published weights a head was trained on top of, frozen.
@@ -807,6 +842,9 @@ pub enum CardError {
     /// A card below schema 3 uses what only schema 3 has.
     #[error("{0} needs schema {SCHEMA_V3:?}")]
     NeedsV3(&'static str),
+    /// The training block's adversarial training is not one the training crate can run.
+    #[error("training.adversarial: {0}")]
+    AdversarialTraining(String),
     /// A tamper check that cannot be run as written.
     #[error("tamper: {0}")]
     Tamper(String),
@@ -1023,6 +1061,27 @@ impl ModelCard {
         }
         if let Some(security) = &self.security {
             validate_security(security)?;
+        }
+        if let Provenance::Trained(Training {
+            adversarial: Some(a),
+            ..
+        }) = &self.provenance
+        {
+            let beta_fits = match a.method {
+                TrainingAttack::Trades => a.beta.is_some_and(|b| b.is_finite() && b > 0.0),
+                _ => a.beta.is_none(),
+            };
+            if !(a.eps > 0.0 && a.eps <= 1.0)
+                || a.steps == 0
+                || !(a.step_size.is_finite() && a.step_size > 0.0)
+                || !beta_fits
+            {
+                return Err(CardError::AdversarialTraining(format!(
+                    "{:?} at eps {}, {} steps of {}, beta {:?}: eps must lie in (0, 1], steps \
+                     and step positive, beta positive for trades and absent otherwise",
+                    a.method, a.eps, a.steps, a.step_size, a.beta
+                )));
+            }
         }
         if let Some(tamper) = &self.tamper {
             if self.schema != SCHEMA_V3 {
@@ -1253,6 +1312,9 @@ impl ModelCard {
             Provenance::Trained(t) if t.backbone.is_some() => {
                 return Err(CardError::NeedsV2("a trained head's backbone"));
             }
+            Provenance::Trained(t) if t.adversarial.is_some() => {
+                return Err(CardError::NeedsV2("adversarial training"));
+            }
             Provenance::Trained(_) => {}
             _ => {
                 return Err(CardError::NeedsV2(
@@ -1452,6 +1514,7 @@ pub(crate) mod tests {
                 train_seconds: 0.0,
                 source_commit: "none".into(),
                 backbone: None,
+                adversarial: None,
             }),
             ensemble: None,
             security: None,
@@ -1753,6 +1816,47 @@ pub(crate) mod tests {
                 "a trained head's backbone needs schema {SCHEMA:?} (the card says {SCHEMA_V1:?})"
             )
         );
+
+        // Adversarial training is recorded in schema 2 only, and only as the crate runs it.
+        let mut card = sample_card();
+        card.schema = SCHEMA.into();
+        let Provenance::Trained(training) = &mut card.provenance else {
+            unreachable!()
+        };
+        training.adversarial = Some(AdversarialTraining {
+            method: TrainingAttack::FgsmRs,
+            eps: 0.3,
+            steps: 1,
+            step_size: 0.375,
+            beta: None,
+            eps_warmup_epochs: 2,
+        });
+        let json = card.to_json();
+        assert!(json.contains("\"method\": \"fgsm-rs\""), "{json}");
+        assert_eq!(ModelCard::from_json(json.as_bytes()).unwrap(), card);
+        let mut v1 = card.clone();
+        v1.schema = SCHEMA_V1.into();
+        let err = ModelCard::from_json(v1.to_json().as_bytes()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("adversarial training needs schema {SCHEMA:?} (the card says {SCHEMA_V1:?})")
+        );
+        let bad: [fn(&mut AdversarialTraining); 5] = [
+            |a| a.eps = 0.0,
+            |a| a.eps = 2.0,
+            |a| a.steps = 0,
+            |a| a.step_size = f64::NAN,
+            |a| a.beta = Some(6.0), // β on a method without one
+        ];
+        for spoil in bad {
+            let mut c = card.clone();
+            let Provenance::Trained(t) = &mut c.provenance else {
+                unreachable!()
+            };
+            spoil(t.adversarial.as_mut().unwrap());
+            let err = ModelCard::from_json(c.to_json().as_bytes()).unwrap_err();
+            assert!(matches!(err, CardError::AdversarialTraining(_)), "{err}");
+        }
 
         // A crop that is not the input size, or a shorter side below it.
         let mut card = sample_card();

@@ -7,7 +7,7 @@
 //! `nets` (the `DropoutNet` trait; the paper's MNIST CNN,
 //! EfficientNet-Lite0) → `features` (a frozen trunk's cached features) → `measures` (MC
 //! probabilities → the runtime's measures) → `latent` (the 2-D VAE and the latent-space maps)
-//! → `train` → `attack` → `eval` (scores by tch and through the runtime, matched noise, the
+//! → `adversarial` (each training batch attacked: PGD, TRADES, fast FGSM) → `train` → `attack` → `eval` (scores by tch and through the runtime, matched noise, the
 //! report, its Markdown and figures) → `redteam` (the gate attacked by an adversary who knows
 //! it, every frame judged 8-bit through the runtime) → `export` (ONNX bytes, the card, files) → `bundle`
 //! (frames for `mcgate validate`), `sample_frames` → `commands` (one function per CLI
@@ -15,6 +15,7 @@
 //! Shared things (card schema, ONNX builder, measures, calibration) come from the `mcgate`
 //! library.
 
+pub mod adversarial;
 pub mod attack;
 pub mod bundle;
 pub mod commands;

@@ -7,6 +7,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 use mcgate::contract::card::{Metrics, Threshold};
 use mcgate::score::roc::{rate_above, threshold_at_fpr};
 
+use crate::adversarial::{Adversarial, RobustCheck};
 use crate::data::Dataset;
 use crate::nets::{mc_measures, DropoutNet};
 
@@ -25,12 +26,21 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     /// Multiplies the learning rate after every epoch (1.0: constant).
     pub lr_decay: f64,
+    /// One cycle instead (Wong et al. 2020's schedule for fast adversarial training): the rate
+    /// rises linearly from 0 to `learning_rate` over the first 2/5 of the batches and falls
+    /// back to 0 by the last; `lr_decay` is unused.
+    pub cyclic_lr: bool,
     pub seed: u64,
     /// Show an indicatif progress bar (off in tests).
     pub progress: bool,
     /// Train with the network's dropout on (every shipped model); off only for a plain
     /// network, e.g. a red-team surrogate without dropout.
     pub dropout: bool,
+    /// Train on attacked batches (`crate::adversarial`); `None`: on the clean ones.
+    pub adversarial: Option<Adversarial>,
+    /// Epochs over which the attack's ε ramps linearly from 0 to its value, batch by batch
+    /// (0: the full ε from the first batch).
+    pub eps_warmup: usize,
 }
 
 /// Per-epoch record, for logs and tests.
@@ -42,27 +52,62 @@ pub struct EpochStats {
     pub first_loss: f64,
     /// Mean loss over the last tenth.
     pub last_loss: f64,
+    /// PGD accuracy on the held-out check images after the epoch (adversarial training).
+    pub robust_accuracy: Option<f64>,
 }
 
+/// Trains `net` on `data`'s pixels; with `cfg.adversarial`, `check` (if any) is the
+/// catastrophic-overfitting guard, run on the network with dropout off after every epoch.
 pub fn train(
     net: &dyn DropoutNet,
     vs: &nn::VarStore,
     data: &Dataset,
     cfg: &TrainConfig,
+    check: Option<&RobustCheck>,
 ) -> Result<Vec<EpochStats>> {
     let (x, y) = data.to_tensors(vs.device());
-    fit(vs, &x, &y, cfg, |bx| net.logits(bx, cfg.dropout))
+    let eval = |px: &Tensor| net.logits(&net.input_from_pixels(px), false);
+    let guard = check.map(|check| Guard {
+        check,
+        logits: &eval,
+    });
+    fit_guarded(
+        vs,
+        &x,
+        &y,
+        cfg,
+        &|px| net.logits(&net.input_from_pixels(px), cfg.dropout),
+        guard,
+    )
+}
+
+/// The robust-accuracy check and the network it runs on (dropout off).
+struct Guard<'a> {
+    check: &'a RobustCheck,
+    logits: &'a dyn Fn(&Tensor) -> Tensor,
 }
 
 /// The training loop: `cfg.epochs` passes over `x` `[N, ..]` / labels `y` `[N]` in a fresh
 /// random order each, minimising the cross-entropy of `logits` (the model with dropout on)
-/// with `vs`'s trainable variables.
+/// with `vs`'s trainable variables. With `cfg.adversarial`, `x` are pixels in [0, 1] and each
+/// batch is attacked first.
 pub fn fit(
     vs: &nn::VarStore,
     x: &Tensor,
     y: &Tensor,
     cfg: &TrainConfig,
     logits: impl Fn(&Tensor) -> Tensor,
+) -> Result<Vec<EpochStats>> {
+    fit_guarded(vs, x, y, cfg, &logits, None)
+}
+
+fn fit_guarded(
+    vs: &nn::VarStore,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &TrainConfig,
+    logits: &dyn Fn(&Tensor) -> Tensor,
+    guard: Option<Guard>,
 ) -> Result<Vec<EpochStats>> {
     let n = y.size()[0];
     if n == 0 || cfg.batch_size == 0 || cfg.epochs == 0 {
@@ -84,8 +129,14 @@ pub fn fit(
         Optimizer::Rmsprop => nn::RmsProp::default().build(vs, cfg.learning_rate),
     }
     .context("building optimizer")?;
+    if let Some(a) = &cfg.adversarial {
+        a.validate()?;
+    }
     let batches = (n + cfg.batch_size as i64 - 1) / cfg.batch_size as i64;
+    let warmup_batches = cfg.eps_warmup as i64 * batches;
     let mut stats = vec![];
+    // The best robust epoch so far: its accuracy, number and weights.
+    let mut best: Option<(f64, usize, Vec<(String, Tensor)>)> = None;
     for epoch in 1..=cfg.epochs {
         let bar = if cfg.progress {
             let bar = ProgressBar::new(batches as u64);
@@ -111,8 +162,32 @@ pub fn fit(
                 (cfg.batch_size as i64).min(n - b * cfg.batch_size as i64),
             );
             let (bx, by) = (x.index_select(0, &idx), y.index_select(0, &idx));
-            let logits = logits(&bx);
-            let loss = logits.cross_entropy_for_logits(&by);
+            if cfg.cyclic_lr {
+                let t = ((epoch - 1) as f64 + (b + 1) as f64 / batches as f64) / cfg.epochs as f64;
+                let rise = 0.4;
+                let share = if t < rise {
+                    t / rise
+                } else {
+                    (1.0 - t) / (1.0 - rise)
+                };
+                opt.set_lr(cfg.learning_rate * share);
+            }
+            let (loss, logits) = match &cfg.adversarial {
+                None => {
+                    let logits = logits(&bx);
+                    (logits.cross_entropy_for_logits(&by), logits)
+                }
+                Some(a) => {
+                    let done = (epoch as i64 - 1) * batches + b + 1;
+                    let a = if done < warmup_batches {
+                        a.at_eps(a.eps * done as f64 / warmup_batches as f64)
+                    } else {
+                        *a
+                    };
+                    let attacked = a.attack(logits, &bx, &by);
+                    a.loss(logits, &bx, &attacked, &by)
+                }
+            };
             opt.backward_step(&loss);
             let l = loss.double_value(&[]);
             losses.push(l);
@@ -135,20 +210,68 @@ pub fn fit(
         opt.set_lr(cfg.learning_rate * cfg.lr_decay.powi(epoch as i32));
         let tenth = (losses.len() / 10).max(1);
         let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+        let robust_accuracy = guard.as_ref().map(|g| g.check.accuracy(g.logits));
         let s = EpochStats {
             mean_loss: loss_sum / n as f64,
             accuracy: correct as f64 / n as f64,
             first_loss: mean(&losses[..tenth]),
             last_loss: mean(&losses[losses.len() - tenth..]),
+            robust_accuracy,
         };
         log::info!(
-            "epoch {epoch}: loss {:.4}, train accuracy {:.2}%",
+            "epoch {epoch}: loss {:.4}, train accuracy {:.2}%{}",
             s.mean_loss,
-            100.0 * s.accuracy
+            100.0 * s.accuracy,
+            match (&guard, robust_accuracy) {
+                (Some(g), Some(r)) => format!(
+                    ", PGD-{} accuracy {:.1}% on {} held-out images (dropout off)",
+                    g.check.steps,
+                    100.0 * r,
+                    g.check.labels.size()[0]
+                ),
+                _ => String::new(),
+            }
         );
         stats.push(s);
+        if let (Some(g), Some(r)) = (&guard, robust_accuracy) {
+            match &best {
+                Some((top, top_epoch, weights)) if r < top - g.check.max_drop => {
+                    log::warn!(
+                        "catastrophic overfitting at epoch {epoch}: PGD accuracy fell to {:.1}% \
+                         from {:.1}% at epoch {top_epoch}; stopping with epoch {top_epoch}'s weights",
+                        100.0 * r,
+                        100.0 * top
+                    );
+                    restore(vs, weights);
+                    stats.truncate(*top_epoch);
+                    break;
+                }
+                Some((top, ..)) if r <= *top => {}
+                _ => best = Some((r, epoch, snapshot(vs))),
+            }
+        }
     }
     Ok(stats)
+}
+
+/// Copies of `vs`'s variables, by name.
+fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let _guard = tch::no_grad_guard();
+    vs.variables()
+        .into_iter()
+        .map(|(name, t)| (name, t.detach().copy()))
+        .collect()
+}
+
+/// Writes `weights` (from [`snapshot`]) back into `vs`.
+fn restore(vs: &nn::VarStore, weights: &[(String, Tensor)]) {
+    let _guard = tch::no_grad_guard();
+    let mut live = vs.variables();
+    for (name, saved) in weights {
+        if let Some(t) = live.get_mut(name) {
+            t.copy_(saved);
+        }
+    }
 }
 
 /// Test accuracy with dropout off.

@@ -34,6 +34,7 @@ fn train_tiny(out: &Path, seed: u64) {
         optimizer: Optimizer::Adam,
         lr: 1e-3,
         lr_decay: 1.0,
+        lr_cyclic: false,
         seed,
         init: Default::default(),
         validation: 1000,
@@ -42,6 +43,12 @@ fn train_tiny(out: &Path, seed: u64) {
         samples: 5,
         target_fpr: 0.05,
         no_dropout: false,
+        adversarial: None,
+        eps: None,
+        attack_steps: None,
+        step_size: None,
+        trades_beta: 6.0,
+        eps_warmup: 0,
     })
     .unwrap();
 }

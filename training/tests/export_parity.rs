@@ -33,11 +33,14 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
         optimizer: train::Optimizer::Adam,
         learning_rate: 1e-3,
         lr_decay: 1.0,
+        cyclic_lr: false,
         seed: 0,
         progress: false,
         dropout: true,
+        adversarial: None,
+        eps_warmup: 0,
     };
-    let stats = train::train(&model, &vs, &tiny, &cfg).unwrap();
+    let stats = train::train(&model, &vs, &tiny, &cfg, None).unwrap();
     let s = stats[0];
     assert!(
         s.last_loss < 0.7 * s.first_loss,
@@ -78,6 +81,7 @@ fn one_epoch_on_a_tiny_subset_learns_and_export_matches_tract() {
             train_seconds: 0.0,
             source_commit: "test".into(),
             backbone: None,
+            adversarial: None,
         }),
     );
     std::fs::write(stem.with_extension("onnx"), &onnx).unwrap();

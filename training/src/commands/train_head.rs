@@ -190,9 +190,12 @@ pub fn train_head(args: TrainHeadArgs) -> Result<HeadOutcome> {
         optimizer: Optimizer::Adam,
         learning_rate: args.lr,
         lr_decay: args.lr_decay,
+        cyclic_lr: false,
         seed: args.seed,
         progress: false,
         dropout: true,
+        adversarial: None,
+        eps_warmup: 0,
     };
     let start = Instant::now();
     let y = Tensor::from_slice(&train_labels).to_device(device);
@@ -275,6 +278,7 @@ pub fn train_head(args: TrainHeadArgs) -> Result<HeadOutcome> {
                 weights: lite0::WEIGHTS.into(),
                 weights_sha256: lite0::WEIGHTS_SHA256.into(),
             }),
+            adversarial: None,
         }),
     );
     let card_path = export::write_card(&args.out, &card)?;
