@@ -1854,7 +1854,7 @@ pub(crate) mod tests {
                 unreachable!()
             };
             spoil(t.adversarial.as_mut().unwrap());
-            let err = ModelCard::from_json(c.to_json().as_bytes()).unwrap_err();
+            let err = c.validate().unwrap_err();
             assert!(matches!(err, CardError::AdversarialTraining(_)), "{err}");
         }
 

@@ -16,6 +16,7 @@ pub mod photo_samples;
 pub mod photo_variants;
 pub mod quantize;
 pub mod redteam;
+pub mod robust_accuracy;
 pub mod samples;
 pub mod train;
 pub mod train_head;

@@ -149,6 +149,13 @@ pub struct Row {
     /// Evasion: share of (image, mask draw) pairs that got through.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bypass: Option<f64>,
+    /// Evasion: share of (image, mask draw) pairs the gate classifies wrong, accepted or not
+    /// (what the attack did to the network; `bypass` is what got past the gate too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub misclassified: Option<f64>,
+    /// 95 % bootstrap interval over images of `misclassified`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub misclassified_interval: Option<[f64; 2]>,
     /// Denial of service: share of (image, mask draw) pairs rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<f64>,
@@ -359,6 +366,13 @@ pub fn run(
             cfg.bootstrap,
             mix(cfg.judge_seed, 1000 + k as u64),
         );
+        let (misclassified, misclassified_interval, _) = rate(
+            &judged,
+            labels,
+            |o, l| o.class.is_some_and(|c| c as i64 != l),
+            cfg.bootstrap,
+            mix(cfg.judge_seed, 5000 + k as u64),
+        );
         let passed = own.iter().zip(labels).filter(|(o, &l)| hit(o, l)).count();
         let (norm, eps) = attack.method.budget();
         let row = Row {
@@ -371,6 +385,8 @@ pub fn run(
             norm,
             eps,
             bypass: (goal == Goal::Bypass).then_some(share),
+            misclassified: (goal == Goal::Bypass).then_some(misclassified),
+            misclassified_interval: (goal == Goal::Bypass).then_some(misclassified_interval),
             rejected: (goal == Goal::Reject).then_some(share),
             interval,
             draw_range,
@@ -384,7 +400,7 @@ pub fn run(
             commit: cfg.commit.clone(),
         };
         log::info!(
-            "{} {:?} eps {:.4}: {} {:.1} % [{:.1}, {:.1}] ({:.0} s)",
+            "{} {:?} eps {:.4}: {} {:.1} % [{:.1}, {:.1}]{} ({:.0} s)",
             row.attack,
             row.norm,
             row.eps,
@@ -396,6 +412,10 @@ pub fn run(
             100.0 * share,
             100.0 * interval[0],
             100.0 * interval[1],
+            match row.misclassified {
+                Some(m) => format!(", misclassified {:.1} %", 100.0 * m),
+                None => String::new(),
+            },
             row.seconds
         );
         rows.push(Attacked {
