@@ -4,7 +4,8 @@
 Usage: scripts/security_table.py docs/results/security-mnist.json
 Prints: the run's header line, then one table row per attack and budget (bypass with its
 95 % bootstrap interval over images and its range over the secret mask draws, the share
-the attacker's own check saw pass, seconds), then the worst case per budget.
+the attacker's own check saw pass, seconds; where the rows carry it, the share the gate
+classifies wrong whether it accepts the frame or not), then the worst case per budget.
 """
 import json
 import sys
@@ -12,6 +13,13 @@ import sys
 
 def pct(x):
     return f"{100 * x:.1f} %"
+
+
+def misclassified(row):
+    if "misclassified" not in row:
+        return "–"
+    lo, hi = row["misclassified_interval"]
+    return f"{pct(row['misclassified'])} ({pct(lo)}–{pct(hi)})"
 
 
 def budget(row):
@@ -30,6 +38,8 @@ def main():
         c = r.get("commit", d["commit"])
         commits[c] = commits.get(c, 0) + 1
     several = len(commits) > 1
+    # Reports from before the misclassified share was recorded have no such column.
+    wrong = any("misclassified" in r for r in d["rows"])
     made = (", ".join(f"{c} ({n} rows)" for c, n in commits.items()) if several
             else d["commit"])
     print(f"{d['model']}: {d['images']} test images classified right, T = {d['samples']}, "
@@ -38,8 +48,10 @@ def main():
           f"{made}; {d['seconds'] / 60:.0f} min")
     print()
     print("| attack | crafted on | budget | share | 95 % interval (images) | range over draws "
-          "| attacker's own check | s |" + (" commit |" if several else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if several else ""))
+          "| attacker's own check |" + (" misclassified (interval) |" if wrong else "")
+          + " s |" + (" commit |" if several else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if wrong else "")
+          + ("---|" if several else ""))
     for r in d["rows"]:
         share = r.get("bypass", r.get("rejected"))
         what = "bypass" if "bypass" in r else "rejected"
@@ -48,7 +60,9 @@ def main():
         dlo, dhi = r["draw_range"]
         print(f"| {r['attack']}{target} | {r['crafted_on']} | {budget(r)} | {what} "
               f"**{pct(share)}** | {pct(lo)}–{pct(hi)} | {pct(dlo)}–{pct(dhi)} "
-              f"| {pct(r['passed_own_check'])} | {r['seconds']:.0f} |"
+              f"| {pct(r['passed_own_check'])} |"
+              + (f" {misclassified(r)} |" if wrong else "")
+              + f" {r['seconds']:.0f} |"
               + (f" {r.get('commit', d['commit'])} |" if several else ""))
     print()
     print("| budget | worst attack | bypass | 95 % interval |")

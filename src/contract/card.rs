@@ -585,6 +585,16 @@ pub enum TrainingAttack {
     FgsmRs,
 }
 
+impl std::fmt::Display for TrainingAttack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TrainingAttack::Pgd => "pgd",
+            TrainingAttack::Trades => "trades",
+            TrainingAttack::FgsmRs => "fgsm-rs",
+        })
+    }
+}
+
 /// The published weights a head was trained on top of, frozen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1077,7 +1087,7 @@ impl ModelCard {
                 || !beta_fits
             {
                 return Err(CardError::AdversarialTraining(format!(
-                    "{:?} at eps {}, {} steps of {}, beta {:?}: eps must lie in (0, 1], steps \
+                    "{} at eps {}, {} steps of {}, beta {:?}: eps must lie in (0, 1], steps \
                      and step positive, beta positive for trades and absent otherwise",
                     a.method, a.eps, a.steps, a.step_size, a.beta
                 )));

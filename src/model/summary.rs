@@ -81,7 +81,8 @@ impl Model {
             None => format!("default T = {}; no test metrics\n", card.default_samples),
         };
         s += &match &card.provenance {
-            Provenance::Trained(p) => format!(
+            Provenance::Trained(p) => {
+                format!(
                 "trained on {} ({} images, {} epochs, batch {}, {}, seed {}, {}, {:.0} s) at {}\n",
                 p.dataset,
                 p.train_images,
@@ -92,7 +93,23 @@ impl Model {
                 p.device,
                 p.train_seconds,
                 p.source_commit
-            ),
+            ) + &match &p.adversarial {
+                    Some(a) => format!(
+                    "adversarially trained: {} at eps {} ({} step{} of {:.4}{}{}), dropout on\n",
+                    a.method,
+                    a.eps,
+                    a.steps,
+                    if a.steps == 1 { "" } else { "s" },
+                    a.step_size,
+                    a.beta.map(|b| format!(", beta {b}")).unwrap_or_default(),
+                    match a.eps_warmup_epochs {
+                        0 => String::new(),
+                        w => format!(", eps ramped over {w} epochs"),
+                    }
+                ),
+                    None => String::new(),
+                }
+            }
             Provenance::Converted(c) => format!(
                 "converted from {} (sha256 {}) by `{}`\n",
                 c.converted_from, c.source_sha256, c.command

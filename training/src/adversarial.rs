@@ -28,17 +28,6 @@ pub enum Method {
     FgsmRs,
 }
 
-impl Method {
-    /// The name the card and the command line use.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Pgd => "pgd",
-            Method::Trades => "trades",
-            Method::FgsmRs => "fgsm-rs",
-        }
-    }
-}
-
 /// One adversarial-training setting (the card's `training.adversarial`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Adversarial {
