@@ -5,7 +5,8 @@ Usage: scripts/security_table.py docs/results/security-mnist.json
 Prints: the run's header line, then one table row per attack and budget (bypass with its
 95 % bootstrap interval over images and its range over the secret mask draws, the share
 the attacker's own check saw pass, seconds; where the rows carry it, the share the gate
-classifies wrong whether it accepts the frame or not), then the worst case per budget.
+classifies wrong whether it accepts the frame or not, and the share it classifies wrong and
+rejects: what the gate adds over the network), then the worst case per budget.
 """
 import json
 import sys
@@ -19,7 +20,11 @@ def misclassified(row):
     if "misclassified" not in row:
         return "–"
     lo, hi = row["misclassified_interval"]
-    return f"{pct(row['misclassified'])} ({pct(lo)}–{pct(hi)})"
+    text = f"{pct(row['misclassified'])} ({pct(lo)}–{pct(hi)})"
+    if "caught" in row:
+        clo, chi = row["caught_interval"]
+        text += f"; rejected {pct(row['caught'])} ({pct(clo)}–{pct(chi)})"
+    return text
 
 
 def budget(row):
@@ -48,7 +53,7 @@ def main():
           f"{made}; {d['seconds'] / 60:.0f} min")
     print()
     print("| attack | crafted on | budget | share | 95 % interval (images) | range over draws "
-          "| attacker's own check |" + (" misclassified (interval) |" if wrong else "")
+          "| attacker's own check |" + (" misclassified (interval); of them rejected |" if wrong else "")
           + " s |" + (" commit |" if several else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|" if wrong else "")
           + ("---|" if several else ""))

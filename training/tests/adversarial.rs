@@ -76,14 +76,12 @@ fn the_training_loss_is_taken_on_attacked_inputs_within_eps_and_goes_down() {
     assert!(on_adv.double_value(&[]) > on_clean.double_value(&[]));
 }
 
-#[test]
-fn train_adversarial_records_the_attack_and_exports_what_tract_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("robust");
-    let args = TrainArgs {
+/// `train --adversarial fgsm-rs --eps 0.3 --eps-warmup 1 --lr-cyclic` on 640 images.
+fn tiny_args(out: PathBuf) -> TrainArgs {
+    TrainArgs {
         dataset: data::Known::Mnist,
         data: Some(mnist_dir()),
-        out: Some(out.clone()),
+        out: Some(out),
         epochs: 1,
         batch_size: 64,
         optimizer: train::Optimizer::Adam,
@@ -104,8 +102,33 @@ fn train_adversarial_records_the_attack_and_exports_what_tract_runs() {
         step_size: None,
         trades_beta: 6.0,
         eps_warmup: 1,
-    };
-    commands::train::run(args).unwrap();
+    }
+}
+
+#[test]
+fn bad_adversarial_settings_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never");
+    let mut args = tiny_args(out.clone());
+    args.attack_steps = Some(3);
+    let err = commands::train::run(args).unwrap_err().to_string();
+    assert!(err.contains("fgsm-rs takes one step"), "{err}");
+    let mut args = tiny_args(out.clone());
+    args.no_dropout = true;
+    let err = commands::train::run(args).unwrap_err().to_string();
+    assert!(err.contains("--no-dropout"), "{err}");
+    let mut args = tiny_args(out.clone());
+    args.eps = Some(1.5);
+    let err = commands::train::run(args).unwrap_err().to_string();
+    assert!(err.contains("outside (0, 1]"), "{err}");
+    assert!(!out.with_extension("card.json").exists());
+}
+
+#[test]
+fn train_adversarial_records_the_attack_and_exports_what_tract_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("robust");
+    commands::train::run(tiny_args(out.clone())).unwrap();
 
     let loaded = Model::load(&ModelPaths::resolve(&out)).expect("tract loads the export");
     let Provenance::Trained(training) = &loaded.card.provenance else {

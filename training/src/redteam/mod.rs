@@ -156,6 +156,13 @@ pub struct Row {
     /// 95 % bootstrap interval over images of `misclassified`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub misclassified_interval: Option<[f64; 2]>,
+    /// Evasion: share of (image, mask draw) pairs classified wrong *and* rejected — what the
+    /// gate adds over the network alone (`misclassified` = this + `bypass`, pair by pair).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught: Option<f64>,
+    /// 95 % bootstrap interval over images of `caught`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub caught_interval: Option<[f64; 2]>,
     /// Denial of service: share of (image, mask draw) pairs rejected.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<f64>,
@@ -373,6 +380,13 @@ pub fn run(
             cfg.bootstrap,
             mix(cfg.judge_seed, 5000 + k as u64),
         );
+        let (caught, caught_interval, _) = rate(
+            &judged,
+            labels,
+            |o, l| !o.accepted && o.class.is_some_and(|c| c as i64 != l),
+            cfg.bootstrap,
+            mix(cfg.judge_seed, 6000 + k as u64),
+        );
         let passed = own.iter().zip(labels).filter(|(o, &l)| hit(o, l)).count();
         let (norm, eps) = attack.method.budget();
         let row = Row {
@@ -387,6 +401,8 @@ pub fn run(
             bypass: (goal == Goal::Bypass).then_some(share),
             misclassified: (goal == Goal::Bypass).then_some(misclassified),
             misclassified_interval: (goal == Goal::Bypass).then_some(misclassified_interval),
+            caught: (goal == Goal::Bypass).then_some(caught),
+            caught_interval: (goal == Goal::Bypass).then_some(caught_interval),
             rejected: (goal == Goal::Reject).then_some(share),
             interval,
             draw_range,
@@ -412,9 +428,13 @@ pub fn run(
             100.0 * share,
             100.0 * interval[0],
             100.0 * interval[1],
-            match row.misclassified {
-                Some(m) => format!(", misclassified {:.1} %", 100.0 * m),
-                None => String::new(),
+            match (row.misclassified, row.caught) {
+                (Some(m), Some(c)) => format!(
+                    ", misclassified {:.1} % (of which rejected {:.1} %)",
+                    100.0 * m,
+                    100.0 * c
+                ),
+                _ => String::new(),
             },
             row.seconds
         );
