@@ -35,7 +35,8 @@ fi
 .venv/bin/python scripts/import_cycles.py
 cargo test --workspace --release
 # The shipped models against onnxruntime + float64 measures, through the binary just tested.
-for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8 models/mnist-ensemble; do
+for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8 models/mnist-ensemble \
+    models/mnist-robust models/fashion-robust; do
   .venv/bin/python scripts/check_onnx.py "$model" target/release/mcgate
 done
 # `mcgate convert` against onnxruntime + numpy: a Dropout graph and a PyTorch-style eval export.

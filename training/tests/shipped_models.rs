@@ -60,7 +60,7 @@ fn assert_shipped(stem: &Path, bytes: &[u8]) {
 #[test]
 fn float_exports_of_the_shipped_checkpoints_are_the_shipped_files() {
     let _rng = torch_rng();
-    for name in ["mnist", "fashion"] {
+    for name in ["mnist", "fashion", "mnist-robust", "fashion-robust"] {
         let stem = repo().join("models").join(name);
         let (net, _vs) = checkpoint(&stem);
         let bytes = export::onnx_bytes(&net, &export::float_doc(&net)).unwrap();
