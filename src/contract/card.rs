@@ -1081,11 +1081,12 @@ impl ModelCard {
                 TrainingAttack::Trades => a.beta.is_some_and(|b| b.is_finite() && b > 0.0),
                 _ => a.beta.is_none(),
             };
-            if !(a.eps > 0.0 && a.eps <= 1.0)
-                || a.steps == 0
-                || !(a.step_size.is_finite() && a.step_size > 0.0)
-                || !beta_fits
-            {
+            let fits = (a.eps > 0.0 && a.eps <= 1.0)
+                && a.steps > 0
+                && a.step_size.is_finite()
+                && a.step_size > 0.0
+                && beta_fits;
+            if !fits {
                 return Err(CardError::AdversarialTraining(format!(
                     "{} at eps {}, {} steps of {}, beta {:?}: eps must lie in (0, 1], steps \
                      and step positive, beta positive for trades and absent otherwise",

@@ -89,8 +89,8 @@ struct Guard<'a> {
 
 /// The training loop: `cfg.epochs` passes over `x` `[N, ..]` / labels `y` `[N]` in a fresh
 /// random order each, minimising the cross-entropy of `logits` (the model with dropout on)
-/// with `vs`'s trainable variables. With `cfg.adversarial`, `x` are pixels in [0, 1] and each
-/// batch is attacked first.
+/// with `vs`'s trainable variables. `x` may be anything the closure takes (a head's cached
+/// features): adversarial training, which attacks pixels, goes through [`train`].
 pub fn fit(
     vs: &nn::VarStore,
     x: &Tensor,
@@ -98,6 +98,9 @@ pub fn fit(
     cfg: &TrainConfig,
     logits: impl Fn(&Tensor) -> Tensor,
 ) -> Result<Vec<EpochStats>> {
+    if cfg.adversarial.is_some() {
+        bail!("adversarial training attacks pixels: train the whole network (train), not features");
+    }
     fit_guarded(vs, x, y, cfg, &logits, None)
 }
 
@@ -136,7 +139,7 @@ fn fit_guarded(
     let warmup_batches = cfg.eps_warmup as i64 * batches;
     let mut stats = vec![];
     // The best robust epoch so far: its accuracy, number and weights.
-    let mut best: Option<(f64, usize, Vec<(String, Tensor)>)> = None;
+    let mut best: Option<(f64, usize, Weights)> = None;
     for epoch in 1..=cfg.epochs {
         let bar = if cfg.progress {
             let bar = ProgressBar::new(batches as u64);
@@ -254,8 +257,11 @@ fn fit_guarded(
     Ok(stats)
 }
 
+/// A network's weights by variable name, copied out of its store.
+type Weights = Vec<(String, Tensor)>;
+
 /// Copies of `vs`'s variables, by name.
-fn snapshot(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+fn snapshot(vs: &nn::VarStore) -> Weights {
     let _guard = tch::no_grad_guard();
     vs.variables()
         .into_iter()

@@ -74,6 +74,10 @@ fn the_training_loss_is_taken_on_attacked_inputs_within_eps_and_goes_down() {
     let on_clean = deterministic(&x).cross_entropy_for_logits(&y);
     assert_eq!(loss.double_value(&[]), on_adv.double_value(&[]));
     assert!(on_adv.double_value(&[]) > on_clean.double_value(&[]));
+
+    // `fit` trains on whatever its closure takes (a head's features): it refuses to attack them.
+    let err = train::fit(&vs, &x, &y, &cfg, |f| net.logits(f, true)).unwrap_err();
+    assert!(err.to_string().contains("attacks pixels"), "{err}");
 }
 
 /// `train --adversarial fgsm-rs --eps 0.3 --eps-warmup 1 --lr-cyclic` on 640 images.

@@ -67,9 +67,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub no_dropout: bool,
     /// Train on attacked batches (dropout on, masks fresh at every attack step): Madry's PGD,
-    /// TRADES, or fast FGSM with a random start (Wong et al. 2020; ~2× a normal epoch, where
-    /// PGD-10 is ~11×). Needs --eps. Every epoch then logs PGD accuracy on 500 held-out
-    /// validation images and stops, keeping the best epoch, if it collapses.
+    /// TRADES, or fast FGSM with a random start (Wong et al. 2020). Needs --eps. Measured on 2
+    /// cores: fgsm-rs about 2× a standard epoch but, on MNIST at eps 0.3, catastrophic
+    /// overfitting from the start; pgd with --attack-steps 5 5.3× and robust (the shipped
+    /// models/mnist-robust; docs/RESULTS.md). Every epoch logs PGD accuracy on 500 held-out
+    /// validation images and stops, keeping the best epoch, if it falls 20 points.
     #[arg(long, value_enum, value_name = "METHOD", requires = "eps")]
     pub adversarial: Option<adversarial::Method>,
     /// The training attack's L∞ radius on pixels in [0, 1] (MNIST: 0.3, Fashion-MNIST: 0.1).
