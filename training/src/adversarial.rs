@@ -60,10 +60,19 @@ impl Adversarial {
     }
 
     /// The default step for `steps` steps at `eps`.
-    pub fn default_step(method: Method, eps: f64, steps: usize) -> f64 {
+    fn default_step(method: Method, eps: f64, steps: usize) -> f64 {
         match method {
             Method::FgsmRs => 1.25 * eps,
             Method::Pgd | Method::Trades => 2.5 * eps / steps as f64,
+        }
+    }
+
+    /// This setting with `steps` steps, each of the default size for that many.
+    pub fn with_steps(self, steps: usize) -> Adversarial {
+        Adversarial {
+            steps,
+            step_size: Adversarial::default_step(self.method, self.eps, steps),
+            ..self
         }
     }
 
@@ -202,13 +211,7 @@ impl RobustCheck {
     /// The share of the held-out images `logits` (dropout off) still classifies right under
     /// PGD at the training ε.
     pub fn accuracy(&self, logits: &dyn Fn(&Tensor) -> Tensor) -> f64 {
-        let pgd = Adversarial {
-            method: Method::Pgd,
-            eps: self.eps,
-            steps: self.steps,
-            step_size: Adversarial::default_step(Method::Pgd, self.eps, self.steps),
-            beta: 0.0,
-        };
+        let pgd = Adversarial::new(Method::Pgd, self.eps).with_steps(self.steps);
         let adv = pgd.attack(logits, &self.pixels, &self.labels);
         let _guard = tch::no_grad_guard();
         logits(&adv)

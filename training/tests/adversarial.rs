@@ -27,9 +27,7 @@ fn the_training_loss_is_taken_on_attacked_inputs_within_eps_and_goes_down() {
     tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = MnistCnn::new(&vs.root());
-    let mut attack = Adversarial::new(Method::Pgd, 0.1);
-    attack.steps = 3;
-    attack.step_size = Adversarial::default_step(Method::Pgd, 0.1, 3);
+    let attack = Adversarial::new(Method::Pgd, 0.1).with_steps(3);
     let (pixels, labels) = full.slice(2000..2064).to_tensors(Device::Cpu);
     let check = RobustCheck {
         pixels,

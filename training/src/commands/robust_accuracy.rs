@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use tch::{Kind, Tensor};
@@ -104,13 +104,7 @@ pub fn run(args: RobustAccuracyArgs) -> Result<RobustAccuracyReport> {
     );
     let mut rows = vec![];
     for &eps in &args.eps {
-        let pgd = Adversarial {
-            method: Method::Pgd,
-            eps,
-            steps: args.steps,
-            step_size: Adversarial::default_step(Method::Pgd, eps, args.steps),
-            beta: 0.0,
-        };
+        let pgd = Adversarial::new(Method::Pgd, eps).with_steps(args.steps);
         let mut robust = clean.shallow_clone();
         for _ in 0..args.restarts {
             // In chunks: 100 steps of a whole test set's gradients at once would not fit.
@@ -162,7 +156,7 @@ pub fn run(args: RobustAccuracyArgs) -> Result<RobustAccuracyReport> {
     });
     crate::export::create_parent(&out)?;
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+        .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
     Ok(report)
 }

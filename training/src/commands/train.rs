@@ -123,8 +123,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         (Some(method), Some(eps)) => {
             let mut a = Adversarial::new(method, eps);
             if let Some(k) = attack_steps {
-                a.steps = k;
-                a.step_size = Adversarial::default_step(method, eps, k);
+                a = a.with_steps(k);
             }
             if let Some(s) = step_size {
                 a.step_size = s;

@@ -148,13 +148,12 @@ fn random_in_ball(clean: &Tensor, a: &Pgd) -> Tensor {
 
 /// `adv` moved back into the ε-ball around `clean` and into [0, 1].
 pub fn project(clean: &Tensor, adv: &Tensor, a: &Pgd) -> Tensor {
-    let delta = adv - clean;
-    let delta = match a.norm {
-        Norm::Linf => delta.clamp(-a.eps, a.eps),
+    match a.norm {
+        Norm::Linf => crate::adversarial::project(clean, adv, a.eps),
         Norm::L2 => {
+            let delta = adv - clean;
             let scale = (l2(&delta) / a.eps).clamp_min(1.0);
-            &delta / scale
+            (clean + &delta / scale).clamp(0.0, 1.0).detach()
         }
-    };
-    (clean + delta).clamp(0.0, 1.0).detach()
+    }
 }
