@@ -36,7 +36,7 @@ fi
 cargo test --workspace --release
 # The shipped models against onnxruntime + float64 measures, through the binary just tested.
 for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8 models/mnist-ensemble \
-    models/mnist-robust models/fashion-robust; do
+    models/mnist-robust models/fashion-robust models/mnist-robust.int8 models/fashion-robust.int8; do
   .venv/bin/python scripts/check_onnx.py "$model" target/release/mcgate
 done
 # `mcgate convert` against onnxruntime + numpy: a Dropout graph and a PyTorch-style eval export.

@@ -120,7 +120,12 @@ fn shipped_models_take_the_sparse_path_where_it_applies() {
     assert_eq!(ensemble, expected);
     // In the int8 models the masked value is quantised, then two quantised products whose
     // outputs a Concat joins (`fc1.q`): the integer form of the same path.
-    for stem in ["mnist.int8", "fashion.int8"] {
+    for stem in [
+        "mnist.int8",
+        "fashion.int8",
+        "mnist-robust.int8",
+        "fashion-robust.int8",
+    ] {
         assert_eq!(paths(&load(stem)), ["sparse fc1.q", "dense"]);
     }
     // The second site multiplies an activation that already has T rows (it depends on the
@@ -141,6 +146,8 @@ fn mnist_models_give_the_dense_plans_verdicts_on_every_shipped_frame() {
         "mnist-ensemble",
         "mnist.int8",
         "fashion.int8",
+        "mnist-robust",
+        "mnist-robust.int8",
     ] {
         let rejected = same_verdicts(&load(stem), &frames, 60);
         // Both verdicts occur, so the comparison is not all-pass against all-pass.

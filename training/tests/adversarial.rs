@@ -102,7 +102,7 @@ fn tiny_args(out: PathBuf) -> TrainArgs {
         eps: Some(0.3),
         attack_steps: None,
         step_size: None,
-        trades_beta: 6.0,
+        trades_beta: None,
         eps_warmup: 1,
     }
 }
@@ -123,6 +123,10 @@ fn bad_adversarial_settings_are_refused_before_training() {
     args.eps = Some(1.5);
     let err = commands::train::run(args).unwrap_err().to_string();
     assert!(err.contains("outside (0, 1]"), "{err}");
+    let mut args = tiny_args(out.clone());
+    args.trades_beta = Some(3.0);
+    let err = commands::train::run(args).unwrap_err().to_string();
+    assert!(err.contains("--trades-beta is TRADES's weight"), "{err}");
     assert!(!out.with_extension("card.json").exists());
 }
 

@@ -47,7 +47,7 @@ fn train_tiny(out: &Path, seed: u64) {
         eps: None,
         attack_steps: None,
         step_size: None,
-        trades_beta: 6.0,
+        trades_beta: None,
         eps_warmup: 0,
     })
     .unwrap();

@@ -102,37 +102,43 @@ fn scalar(path: &Path, name: &str) -> f32 {
 }
 
 #[test]
-fn int8_export_of_the_shipped_mnist_checkpoint_is_the_shipped_file() {
+fn int8_exports_of_the_shipped_checkpoints_are_the_shipped_files() {
     let _rng = torch_rng();
-    let (net, _vs) = checkpoint(&repo().join("models/mnist"));
-    let int8 = repo().join("models/mnist.int8");
-    let onnx = export::with_ext(&int8, "onnx");
-    let shipped = Int8Scales {
-        conv1: scalar(&onnx, "conv1.y_scale"),
-        conv2: scalar(&onnx, "conv2.y_scale"),
-        fc1: scalar(&onnx, "fc1.y_scale"),
-    };
-    let bytes = export::int8_onnx_bytes(&net, &shipped, &export::int8_doc(&net)).unwrap();
-    assert_shipped(&int8, &bytes);
-
     let train = data::load_split(
         &repo().join("data/mnist"),
         "train",
         data::Known::Mnist.fetch_hint(),
     )
     .expect("MNIST data");
-    // As `quantize mnist` with its defaults: --calibration 1000 --samples 20 --seed 1.
-    let (x, _) = train.slice(0..1000).to_tensors(Device::Cpu);
-    tch::manual_seed(1);
-    let again = net.calibrate(&x, 20);
-    for (what, got, want) in [
-        ("conv1", again.conv1, shipped.conv1),
-        ("conv2", again.conv2, shipped.conv2),
-        ("fc1", again.fc1, shipped.fc1),
-    ] {
-        assert!(
-            ((got - want) / want).abs() < 1e-5,
-            "{what}: calibration found {got}, the shipped file has {want}"
-        );
+    // As `quantize` with its defaults: --calibration 1000 --samples 20 --seed 1.
+    let (calibration, _) = train.slice(0..1000).to_tensors(Device::Cpu);
+    for name in ["mnist", "fashion", "mnist-robust", "fashion-robust"] {
+        let (net, _vs) = checkpoint(&repo().join("models").join(name));
+        let int8 = repo().join("models").join(format!("{name}.int8"));
+        let onnx = export::with_ext(&int8, "onnx");
+        let shipped = Int8Scales {
+            conv1: scalar(&onnx, "conv1.y_scale"),
+            conv2: scalar(&onnx, "conv2.y_scale"),
+            fc1: scalar(&onnx, "fc1.y_scale"),
+        };
+        let bytes = export::int8_onnx_bytes(&net, &shipped, &export::int8_doc(&net)).unwrap();
+        assert_shipped(&int8, &bytes);
+
+        // The scales themselves, where the test command fetches the training images.
+        if !name.starts_with("mnist") {
+            continue;
+        }
+        tch::manual_seed(1);
+        let again = net.calibrate(&calibration, 20);
+        for (what, got, want) in [
+            ("conv1", again.conv1, shipped.conv1),
+            ("conv2", again.conv2, shipped.conv2),
+            ("fc1", again.fc1, shipped.fc1),
+        ] {
+            assert!(
+                ((got - want) / want).abs() < 1e-5,
+                "{name} {what}: calibration found {got}, the shipped file has {want}"
+            );
+        }
     }
 }

@@ -84,9 +84,10 @@ pub struct TrainArgs {
     /// 1.25·eps].
     #[arg(long, requires = "adversarial")]
     pub step_size: Option<f64>,
-    /// TRADES's β, the weight of its KL term (trades only).
-    #[arg(long, default_value_t = 6.0)]
-    pub trades_beta: f64,
+    /// TRADES's β, the weight of its KL term [default: 6]; refused with pgd and fgsm-rs,
+    /// which have none.
+    #[arg(long, requires = "adversarial")]
+    pub trades_beta: Option<f64>,
     /// Epochs over which eps ramps up linearly from 0 (adversarial training only).
     #[arg(long, default_value_t = 0, requires = "adversarial")]
     pub eps_warmup: usize,
@@ -128,7 +129,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
             if let Some(s) = step_size {
                 a.step_size = s;
             }
-            a.beta = trades_beta;
+            if let Some(beta) = trades_beta {
+                ensure!(
+                    method == adversarial::Method::Trades,
+                    "--trades-beta is TRADES's weight (--adversarial trades); pgd and fgsm-rs \
+                     have no KL term"
+                );
+                a.beta = beta;
+            }
             a.validate()?;
             ensure!(
                 !no_dropout,
