@@ -34,6 +34,10 @@ fi
 # No file-level import circle in src/ (each layer knows only those below it).
 .venv/bin/python scripts/import_cycles.py
 cargo test --workspace --release
+# The onnxruntime engine (feature ort) against tract on every shipped model, its library from
+# the PyPI wheel (scripts/setup-ort.sh). `--workspace` keeps the dependencies' features those of
+# the run above, so only mcgate itself builds again.
+ORT_DYLIB_PATH="$(scripts/setup-ort.sh)" cargo test --workspace --release --features mcgate/ort --test ort_engine
 # The shipped models against onnxruntime + float64 measures, through the binary just tested.
 for model in models/mnist models/fashion models/mnist.int8 models/fashion.int8 models/mnist-ensemble \
     models/mnist-robust models/fashion-robust models/mnist-robust.int8 models/fashion-robust.int8; do

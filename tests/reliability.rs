@@ -2454,3 +2454,23 @@ fn density_output_the_card_and_graph_must_agree_on() {
     assert_eq!(line["signals"]["density"]["value"], -4.0);
     assert_eq!(line["log_density"], -4.0);
 }
+
+/// Row 115: an engine this build does not have, or onnxruntime's settings without it, is a
+/// one-line usage error before any model is read; never a silent fall back to tract.
+#[test]
+fn engine_flags_that_cannot_be_honoured_are_refused() {
+    let stem = root().join("models/mnist");
+    let stem = stem.to_str().unwrap();
+    let sample = root().join("samples/mnist");
+    let sample = sample.to_str().unwrap();
+    let out = mcgate(&["gate", stem, sample, "--ort-threads", "2"]);
+    assert_one_line_error(&out, 2, "add --engine ort");
+    let out = mcgate(&["info", stem, "--ort-library", "/tmp/libonnxruntime.so"]);
+    assert_one_line_error(&out, 2, "add --engine ort");
+    // The ort build's refusals (a missing library, no threads): tests/ort_engine.rs.
+    #[cfg(not(feature = "ort"))]
+    {
+        let out = mcgate(&["gate", stem, sample, "--engine", "ort"]);
+        assert_one_line_error(&out, 2, "this build has no ort engine");
+    }
+}

@@ -7,6 +7,7 @@ use clap::Args;
 use mcgate::calibrate;
 use mcgate::model::Model;
 
+use super::engine::EngineArgs;
 use super::exit;
 use super::frames::FrameArgs;
 use super::{parse_signals, print, run_seed, Failure};
@@ -16,6 +17,8 @@ use mcgate::contract::card::Fusion;
 pub(crate) struct CalibrateArgs {
     /// Model: `models/mnist`, its `.onnx` or `.card.json` path (its card is rewritten).
     model: PathBuf,
+    #[command(flatten)]
+    engine: EngineArgs,
     #[command(flatten)]
     frames: FrameArgs,
     /// Share of these clean frames the threshold may reject (the target false-positive
@@ -73,7 +76,7 @@ pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
             "the built-in model's card cannot be rewritten: calibrate a model on disk".into(),
         ));
     }
-    let model = Model::load_from(&args.model)?;
+    let model = Model::load_from_with(&args.model, &args.engine.engine()?)?;
     // A card that cannot be rewritten fails now, not after every frame was scored.
     calibrate::card_to_write(&args.model)?;
     let opts = calibrate::Options {

@@ -8,6 +8,7 @@ use mcgate::output::passthrough::OnReject;
 use mcgate::output::report::Format;
 use mcgate::session::config::{GateConfig, PassThroughConfig, Prepared, SeedChoice};
 
+use super::engine::EngineArgs;
 use super::exit::{self};
 use super::frames::FrameArgs;
 use super::{parse_signals, Failure};
@@ -18,6 +19,8 @@ pub(crate) struct GateArgs {
     model: PathBuf,
     #[command(flatten)]
     frames: FrameArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Monte-Carlo samples T per frame [default: the card's default_samples].
     #[arg(short = 'T', long)]
     samples: Option<usize>,
@@ -116,6 +119,7 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
     let stdin_mode = source.is_stdin();
     let config = GateConfig {
         model: args.model,
+        engine: args.engine.engine()?,
         samples: args.samples,
         seeds: match (args.frame_seed, args.seed) {
             (Some(seed), _) => SeedChoice::Frame(seed),

@@ -6,6 +6,7 @@ use clap::Args;
 
 use mcgate::model::Model;
 
+use super::engine::EngineArgs;
 use super::exit;
 use super::{print, Failure};
 
@@ -16,10 +17,18 @@ pub(crate) struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
-pub(crate) fn run(InfoArgs { model, json }: InfoArgs) -> Result<u8, Failure> {
-    let model = Model::load_from(&model)?;
+pub(crate) fn run(
+    InfoArgs {
+        model,
+        json,
+        engine,
+    }: InfoArgs,
+) -> Result<u8, Failure> {
+    let model = Model::load_from_with(&model, &engine.engine()?)?;
     let text = if json {
         serde_json::json!({
             "card": model.card,

@@ -3,6 +3,7 @@
 
 pub mod calibrate;
 pub mod convert;
+pub mod engine;
 pub mod exit;
 pub mod frames;
 pub mod gate;

@@ -7,6 +7,7 @@ use clap::Args;
 use mcgate::model::Model;
 use mcgate::validate;
 
+use super::engine::EngineArgs;
 use super::exit;
 use super::{print, Failure};
 
@@ -16,6 +17,8 @@ pub(crate) struct ValidateArgs {
     model: PathBuf,
     /// Bundle directory (with manifest.json), written by `mcgate-training bundle`.
     bundle: PathBuf,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Largest accepted |device AUC − workstation AUC| per attack.
     #[arg(long, default_value_t = 0.02)]
     tolerance: f64,
@@ -41,6 +44,7 @@ pub(crate) fn run(args: ValidateArgs) -> Result<u8, Failure> {
     let ValidateArgs {
         model,
         bundle,
+        engine,
         tolerance,
         samples,
         seed,
@@ -58,7 +62,7 @@ pub(crate) fn run(args: ValidateArgs) -> Result<u8, Failure> {
     }
     let manifest = mcgate::contract::bundle::Manifest::read(&bundle)?;
     let args_model = model;
-    let model = Model::load_from(&args_model)?;
+    let model = Model::load_from_with(&args_model, &engine.engine()?)?;
     let opts = validate::Options {
         samples,
         seed,

@@ -2,8 +2,9 @@
 //! checks them against the card ([`Graph`]), and prepares plans that take one preprocessed
 //! frame and give the probabilities of its T Monte-Carlo samples as `&[f32]` ([`Runner`]).
 //! The masks are the gate's own (`run::masks`, drawn from the frame's seed), whatever the
-//! engine. Everything that names tract lives in [`tract`], the one engine today; a second
-//! engine (onnxruntime) is a sibling folder implementing the same two traits.
+//! engine. Everything that names tract lives in [`tract`]; everything that names onnxruntime
+//! in `onnxruntime` (feature `ort`), the second engine, a sibling implementing the same two
+//! traits. tract reads and checks every model whichever engine runs it ([`Engine`]).
 //!
 //! Decision — where the sparse split is made: per engine, inside the engine, not once on the
 //! ONNX graph. The split (`tract::split`) recognises a dropout site feeding a dense layer
@@ -14,14 +15,78 @@
 //! the same masks for a seed and the same probabilities within float rounding
 //! (`tests/sparse.rs`), so an engine that cannot cut its graph runs [`Strategy::Dense`] and
 //! the gate's answer does not change. The sparse head's arithmetic (`tract::sparse`) is plain
-//! Rust over slices except its int8 rounding, which follows tract-linalg's to the bit; a
-//! second engine that cuts graphs would lift it out to share it.
+//! Rust over slices except its int8 rounding, which follows tract-linalg's to the bit; the
+//! onnxruntime engine does not cut graphs (it runs [`Strategy::Dense`] whatever is asked); an
+//! engine that did would lift the head out to share it.
 
 mod mismatch;
+#[cfg(feature = "ort")]
+pub mod onnxruntime;
 pub mod tract;
+
+use std::path::PathBuf;
 
 use crate::contract::card::ModelCard;
 pub use mismatch::MismatchError;
+
+/// Which engine runs a model's plans. tract always reads and checks the graph against its
+/// card; the engine chosen runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// tract: pure Rust, the sparse-difference path; the default.
+    #[default]
+    Tract,
+    /// onnxruntime, its C library loaded at run time (feature `ort`).
+    Ort(OrtOptions),
+}
+
+/// How the ort engine loads and runs onnxruntime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrtOptions {
+    /// `libonnxruntime.so`'s path; none: the `ORT_DYLIB_PATH` environment variable.
+    pub library: Option<PathBuf>,
+    /// Intra-op threads per session (one session per `--jobs` worker): 1 keeps comparisons
+    /// per core.
+    pub threads: usize,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions {
+            library: None,
+            threads: 1,
+        }
+    }
+}
+
+impl Engine {
+    /// The engine's name, as `--engine` takes it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Tract => "tract",
+            Engine::Ort(_) => "ort",
+        }
+    }
+
+    /// Checks that this build has the engine and that it can start (for onnxruntime: its
+    /// library loads), before any model is read; the error is one line.
+    pub fn ready(&self) -> Result<(), String> {
+        match self {
+            Engine::Tract => Ok(()),
+            #[cfg(feature = "ort")]
+            Engine::Ort(options) => {
+                if options.threads == 0 {
+                    return Err("--ort-threads must be at least 1".into());
+                }
+                onnxruntime::environment(options).map(|_| ())
+            }
+            #[cfg(not(feature = "ort"))]
+            Engine::Ort(_) => Err("this build has no ort engine: build with `--features ort` \
+                                   (README, \"Engines\")"
+                .into()),
+        }
+    }
+}
 
 /// Which plan to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -143,6 +208,14 @@ pub enum ModelError {
     /// tract cannot optimise the graph into a runnable plan.
     #[error("cannot build plan: {0}")]
     Plan(String),
+    /// The engine chosen cannot run the graph (in its own words).
+    #[error("{engine}: {problem}")]
+    Engine {
+        /// The engine's name.
+        engine: &'static str,
+        /// Why.
+        problem: String,
+    },
     /// `builtin:mnist` was asked of a build without it.
     #[error("this build has no built-in model (feature builtin-model is off)")]
     NoBuiltin,

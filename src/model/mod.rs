@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::contract::card::{self, CardError, ModelCard, ModelPaths};
 use crate::engine::tract::{ReadError, TractGraph};
-use crate::engine::{Graph, SitePath};
+use crate::engine::{Engine, Graph, OrtOptions, SitePath};
 pub use crate::engine::{GraphSummary, MismatchError, ModelError};
 
 /// The name that selects the model compiled into the binary.
@@ -126,10 +126,16 @@ impl Model {
     /// Reads `<stem>.onnx` and `<stem>.card.json`, checks the card's SHA-256 of the ONNX
     /// bytes, and checks that the graph's inputs and output are the ones the card describes.
     pub fn load(paths: &ModelPaths) -> Result<Model, LoadError> {
+        Self::load_with(paths, &Engine::Tract)
+    }
+
+    /// [`Model::load`] with the plans run by `engine` (tract still reads and checks the
+    /// graph).
+    pub fn load_with(paths: &ModelPaths, engine: &Engine) -> Result<Model, LoadError> {
         let (card, card_sha256) = ModelCard::read_with_sha256(&paths.card)?;
         let bytes = crate::files::read_bounded(&paths.onnx, crate::files::MAX_ONNX_BYTES)
             .map_err(|e| LoadError::io("read model", &paths.onnx, e))?;
-        let model = Self::from_parts(card, &bytes, &paths.onnx)?;
+        let model = Self::from_parts_with(card, &bytes, &paths.onnx, engine)?;
         Ok(Model {
             card_sha256: Some(card_sha256),
             ..model
@@ -138,6 +144,16 @@ impl Model {
 
     /// Checks `onnx` (named `path` in errors) against `card` and prepares it.
     pub fn from_parts(card: ModelCard, onnx: &[u8], path: &Path) -> Result<Model, LoadError> {
+        Self::from_parts_with(card, onnx, path, &Engine::Tract)
+    }
+
+    /// [`Model::from_parts`] with the plans run by `engine`.
+    pub fn from_parts_with(
+        card: ModelCard,
+        onnx: &[u8],
+        path: &Path,
+        engine: &Engine,
+    ) -> Result<Model, LoadError> {
         let mismatch = |problem| LoadError::Mismatch {
             path: path.to_owned(),
             problem,
@@ -156,31 +172,49 @@ impl Model {
             },
             ReadError::Mismatch(problem) => mismatch(problem),
         })?;
+        let graph: Box<dyn Graph> = match engine {
+            Engine::Tract => Box::new(graph),
+            Engine::Ort(options) => {
+                ort_graph(onnx, options).map_err(|problem| LoadError::Model {
+                    path: path.to_owned(),
+                    problem: ModelError::Engine {
+                        engine: "onnxruntime",
+                        problem,
+                    },
+                })?
+            }
+        };
         Ok(Model {
             card,
             summary,
             card_sha256: None,
-            graph: Box::new(graph),
+            graph,
         })
     }
 
     /// Loads the model a user named: a stem or file path, or `builtin:mnist`, the shipped
     /// MNIST model compiled into the binary (feature `builtin-model`, on by default).
     pub fn load_from(arg: &Path) -> Result<Model, LoadError> {
+        Self::load_from_with(arg, &Engine::Tract)
+    }
+
+    /// [`Model::load_from`] with the plans run by `engine`.
+    pub fn load_from_with(arg: &Path, engine: &Engine) -> Result<Model, LoadError> {
         if arg.as_os_str() == BUILTIN {
-            return Self::builtin(arg);
+            return Self::builtin(arg, engine);
         }
-        Self::load(&ModelPaths::resolve(arg))
+        Self::load_with(&ModelPaths::resolve(arg), engine)
     }
 
     #[cfg(feature = "builtin-model")]
-    fn builtin(arg: &Path) -> Result<Model, LoadError> {
+    fn builtin(arg: &Path, engine: &Engine) -> Result<Model, LoadError> {
         let card_bytes = include_bytes!("../../models/mnist.card.json");
         let card = ModelCard::from_json(card_bytes).map_err(|problem| LoadError::Card {
             path: arg.to_owned(),
             problem,
         })?;
-        let model = Self::from_parts(card, include_bytes!("../../models/mnist.onnx"), arg)?;
+        let model =
+            Self::from_parts_with(card, include_bytes!("../../models/mnist.onnx"), arg, engine)?;
         Ok(Model {
             card_sha256: Some(card::sha256_hex(card_bytes)),
             ..model
@@ -188,7 +222,7 @@ impl Model {
     }
 
     #[cfg(not(feature = "builtin-model"))]
-    fn builtin(arg: &Path) -> Result<Model, LoadError> {
+    fn builtin(arg: &Path, _engine: &Engine) -> Result<Model, LoadError> {
         Err(LoadError::Model {
             path: arg.to_owned(),
             problem: ModelError::NoBuiltin,
@@ -224,4 +258,18 @@ impl Model {
     pub fn site_paths(&self) -> Vec<SitePath> {
         self.graph.site_paths(&self.card)
     }
+}
+
+/// The ort engine's graph of `onnx`.
+#[cfg(feature = "ort")]
+fn ort_graph(onnx: &[u8], options: &OrtOptions) -> Result<Box<dyn Graph>, String> {
+    Ok(Box::new(crate::engine::onnxruntime::OrtGraph::new(
+        onnx, options,
+    )?))
+}
+
+/// Without the feature: refused ([`Engine::ready`] says so before any model is read).
+#[cfg(not(feature = "ort"))]
+fn ort_graph(_onnx: &[u8], _options: &OrtOptions) -> Result<Box<dyn Graph>, String> {
+    Err("this build has no ort engine (feature ort)".into())
 }

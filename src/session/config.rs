@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use super::reload::CardReload;
 use super::{FrameOutputs, Session};
 use crate::contract::card::{ModelPaths, Resize};
+use crate::engine::Engine;
 use crate::gate::{Pool, Seeds, Selection};
 use crate::input::budget::FRAME_MEMORY;
 use crate::input::frame::{PixelFormat, MAX_SIDE};
@@ -53,6 +54,8 @@ pub struct PassThroughConfig {
 pub struct GateConfig {
     /// The model as named: a stem, a file of it, or `builtin:mnist`.
     pub model: PathBuf,
+    /// The engine that runs the model's plans.
+    pub engine: Engine,
     /// Monte-Carlo samples T; `None`: the card's.
     pub samples: Option<usize>,
     /// Mask seeds.
@@ -105,6 +108,7 @@ impl GateConfig {
     pub fn new(model: impl Into<PathBuf>) -> GateConfig {
         GateConfig {
             model: model.into(),
+            engine: Engine::Tract,
             samples: None,
             seeds: SeedChoice::Secret,
             threshold: None,
@@ -140,7 +144,7 @@ impl GateConfig {
                     .into(),
             ));
         }
-        let model = Model::load_from(&self.model)?;
+        let model = Model::load_from_with(&self.model, &self.engine)?;
         if let Some(pinned) = &self.card_sha256 {
             model.check_pin(&self.model, pinned)?;
         }
