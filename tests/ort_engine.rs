@@ -7,35 +7,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::root;
+use common::{pngs, root};
 use mcgate::engine::{Engine, OrtOptions};
 use mcgate::gate::{Gate, Seeds};
 use mcgate::input::frame::{decode_file, Frame};
 use mcgate::model::Model;
 use mcgate::score::verdict::Decision;
-
-/// Every PNG under `dirs`, sorted.
-fn pngs(dirs: &[&str]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "png") {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = vec![];
-    for dir in dirs {
-        walk(&root().join(dir), &mut out);
-    }
-    out.sort();
-    assert!(!out.is_empty(), "no frames under {dirs:?}");
-    out
-}
 
 fn ort() -> Engine {
     let library = std::env::var_os("ORT_DYLIB_PATH")
@@ -217,6 +196,46 @@ fn the_binary_gates_with_either_engine_alike_and_refuses_what_it_cannot_load() {
             assert_eq!(x[key], y[key], "{key}: {x} / {y}");
         }
     }
+
+    // validate, info and calibrate take the engine too: the bundle passes, the plan is
+    // the whole graph, and the same seed calibrates the same threshold.
+    let bundle = root().join("bundles/mnist");
+    let bundle = bundle.to_str().unwrap();
+    let ort_flags = ["--engine", "ort", "--ort-library", library];
+    let args: Vec<&str> = ["validate", stem, bundle, "--runs", "1"]
+        .into_iter()
+        .chain(ort_flags)
+        .collect();
+    let out = common::mcgate(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let args: Vec<&str> = ["info", stem].into_iter().chain(ort_flags).collect();
+    let out = common::mcgate(&args);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("the ort engine runs the whole graph"));
+    let dir = tempfile::tempdir().unwrap();
+    let clean = root().join("bundles/mnist/clean");
+    let threshold = |engine: &[&str]| {
+        let copy = dir.path().join(format!("m{}", engine.len()));
+        for ext in ["onnx", "card.json"] {
+            std::fs::copy(
+                root().join(format!("models/mnist.{ext}")),
+                copy.with_extension(ext),
+            )
+            .unwrap();
+        }
+        let copy = copy.to_str().unwrap().to_owned();
+        let args: Vec<&str> = ["calibrate", &copy, clean.to_str().unwrap(), "--seed", "1"]
+            .into_iter()
+            .chain(["--fpr", "0.1"])
+            .chain(engine.iter().copied())
+            .collect();
+        let out = common::mcgate(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(format!("{copy}.card.json")).unwrap()).unwrap();
+        card["threshold"]["mutual_information"].as_f64().unwrap()
+    };
+    let (t, o) = (threshold(&[]), threshold(&ort_flags));
+    assert!((t - o).abs() < 1e-6, "tract {t}, ort {o}");
 
     let out = common::mcgate(&[
         "gate",

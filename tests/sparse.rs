@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::root;
+use common::{pngs, root};
 use mcgate::engine::SitePath;
 use mcgate::gate::{Gate, Seeds};
 use mcgate::input::frame::{decode_file, Frame};
@@ -14,27 +14,6 @@ use mcgate::input::preprocess::Preprocessor;
 use mcgate::model::Model;
 use mcgate::run::plan::{Plan, Strategy};
 use mcgate::score::verdict::Decision;
-
-/// Every PNG under `dirs`, sorted.
-fn pngs(dirs: &[&str]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "png") {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = vec![];
-    for dir in dirs {
-        walk(&root().join(dir), &mut out);
-    }
-    out.sort();
-    assert!(!out.is_empty(), "no frames under {dirs:?}");
-    out
-}
 
 fn load(stem: &str) -> Model {
     Model::load_from(&root().join("models").join(stem)).unwrap()

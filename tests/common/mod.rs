@@ -9,6 +9,27 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Every PNG under `dirs` (relative to the repository), sorted; at least one.
+pub fn pngs(dirs: &[&str]) -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "png") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = vec![];
+    for dir in dirs {
+        walk(&root().join(dir), &mut out);
+    }
+    out.sort();
+    assert!(!out.is_empty(), "no frames under {dirs:?}");
+    out
+}
+
 pub fn mcgate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mcgate"))
         .current_dir(root())
