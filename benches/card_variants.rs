@@ -91,3 +91,16 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     files.sort();
     files
 }
+
+/// The ort engine for the benches (feature `ort`): the library `ORT_DYLIB_PATH` names, else
+/// the one `scripts/setup-ort.sh` links into `.venv`; one intra-op thread (per core).
+#[cfg(feature = "ort")]
+pub fn ort_engine(root: &Path) -> mcgate::engine::Engine {
+    let library = std::env::var_os("ORT_DYLIB_PATH")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/libonnxruntime.so"));
+    mcgate::engine::Engine::Ort(mcgate::engine::OrtOptions {
+        library: Some(library),
+        threads: 1,
+    })
+}

@@ -22,6 +22,9 @@
 //!   digits) run on the frame first; it passes them, so the model runs too
 //! - gate_fused_t20: gate_tamper_t20 with MI and entropy fused (Bonferroni, tables of the
 //!   bundle's 490 frames and this one): the whole fused gate
+//! - gate_ort_t{4,20,100}, forward_ort_t1 (only with `--features ort`, the library from
+//!   `ORT_DYLIB_PATH` or scripts/setup-ort.sh): gate_t* and a T=1 forward through the
+//!   onnxruntime engine, one intra-op thread
 //! - gate_ensemble_t{1,20}: the 5-member dropout ensemble (`models/mnist-ensemble`), T per
 //!   member: at T=20, 100 pooled samples, to set beside gate_t100; gate_ensemble_dense_t20
 //!   on the plain plan
@@ -71,6 +74,28 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| gate.score(&frame))
             });
         }
+    }
+
+    // The same frame through onnxruntime (feature ort): the whole graph, every mask in full.
+    #[cfg(feature = "ort")]
+    {
+        let engine = card_variants::ort_engine(root);
+        let ort = Model::load_from_with(&root.join("models/mnist"), &engine)
+            .expect("models/mnist through onnxruntime (scripts/setup-ort.sh)");
+        for samples in [4, 20, 100] {
+            let mut gate = Gate::new(&ort, samples, 0.1, Seeds::PerFrame(1)).unwrap();
+            c.bench_function(&format!("gate_ort_t{samples}"), |b| {
+                b.iter(|| gate.score(&frame))
+            });
+        }
+        let mut plan = Plan::new(&ort, 1).unwrap();
+        let mut seed = 0u64;
+        c.bench_function("forward_ort_t1", |b| {
+            b.iter(|| {
+                seed += 1;
+                plan.run(&input, seed).unwrap()[0]
+            })
+        });
     }
 
     let (_dir, mut gate) = card_variants::gate_with(

@@ -13,6 +13,9 @@
 //! - tamper_measure_256: the tamper measures alone on that 256×256 frame
 //! - lite0_forward_t1: one T=1 forward of the network alone, plain plan: the
 //!   deterministic-cost floor
+//! - lite0_gate_ort_t{20,100}, lite0_forward_ort_t1 (only with `--features ort`, the
+//!   library from `ORT_DYLIB_PATH` or scripts/setup-ort.sh): the gate and onnxruntime's own
+//!   T=1 forward through the onnxruntime engine, one intra-op thread
 //! - decode_1080p_jpeg: decoding a 1920×1080 JPEG camera frame
 //! - preprocess_1080p: a decoded 1920×1080 RGB frame to the network's input (shorter side to
 //!   256, centre crop, normalisation)
@@ -55,6 +58,31 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| gate.score(&frame))
             });
         }
+    }
+    // The same frame through onnxruntime (feature ort): the gate, and its own T = 1 forward.
+    #[cfg(feature = "ort")]
+    {
+        let engine = card_variants::ort_engine(root);
+        let ort = Model::load_from_with(&root.join("models/lite0-imagenet"), &engine)
+            .expect("the photo model through onnxruntime (scripts/setup-ort.sh)");
+        for samples in [20, 100] {
+            let mut gate = Gate::new(&ort, samples, 0.1, Seeds::PerFrame(1)).unwrap();
+            c.bench_function(&format!("lite0_gate_ort_t{samples}"), |b| {
+                b.iter(|| gate.score(&frame))
+            });
+        }
+        let input = Preprocessor::new(&ort.card.input)
+            .run(&frame.image)
+            .unwrap()
+            .to_vec();
+        let mut plan = Plan::new(&ort, 1).unwrap();
+        let mut seed = 0u64;
+        c.bench_function("lite0_forward_ort_t1", |b| {
+            b.iter(|| {
+                seed += 1;
+                plan.run(&input, seed).unwrap()[0]
+            })
+        });
     }
     // The card's tamper checks first (set on the photo samples and this frame): it passes them.
     let (_dir, mut gate) = card_variants::gate_with(
