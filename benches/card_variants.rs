@@ -102,5 +102,6 @@ pub fn ort_engine(root: &Path) -> mcgate::engine::Engine {
     mcgate::engine::Engine::Ort(mcgate::engine::OrtOptions {
         library: Some(library),
         threads: 1,
+        provider: Default::default(),
     })
 }

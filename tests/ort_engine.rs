@@ -28,6 +28,7 @@ fn ort() -> Engine {
     Engine::Ort(OrtOptions {
         library: Some(library),
         threads: 1,
+        provider: Default::default(),
     })
 }
 
@@ -151,6 +152,7 @@ fn a_missing_library_is_one_line_naming_the_path() {
     let engine = Engine::Ort(OrtOptions {
         library: Some(root().join("no/such/libonnxruntime.so")),
         threads: 1,
+        provider: Default::default(),
     });
     let err = engine.ready().unwrap_err();
     assert!(err.contains("no/such/libonnxruntime.so"), "{err}");
@@ -257,4 +259,11 @@ fn the_binary_gates_with_either_engine_alike_and_refuses_what_it_cannot_load() {
         "0",
     ]);
     common::assert_one_line_error(&out, 2, "--ort-threads must be at least 1");
+    // The PyPI wheel's library has no CUDA: refused, not run on the CPU instead.
+    let args: Vec<&str> = ["gate", stem, sample, "--ort-provider", "cuda"]
+        .into_iter()
+        .chain(ort_flags)
+        .collect();
+    let out = common::mcgate(&args);
+    common::assert_one_line_error(&out, 2, "has no CUDAExecutionProvider");
 }

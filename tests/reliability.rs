@@ -2467,6 +2467,8 @@ fn engine_flags_that_cannot_be_honoured_are_refused() {
     assert_one_line_error(&out, 2, "add --engine ort");
     let out = mcgate(&["info", stem, "--ort-library", "/tmp/libonnxruntime.so"]);
     assert_one_line_error(&out, 2, "add --engine ort");
+    let out = mcgate(&["gate", stem, sample, "--ort-provider", "cuda"]);
+    assert_one_line_error(&out, 2, "add --engine ort");
     // The ort build's refusals (a missing library, no threads): tests/ort_engine.rs.
     #[cfg(not(feature = "ort"))]
     {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use mcgate::engine::{Engine, OrtOptions};
+use mcgate::engine::{Engine, OrtOptions, OrtProvider};
 
 use super::Failure;
 
@@ -15,6 +15,17 @@ pub(crate) enum EngineName {
     Tract,
     /// onnxruntime, its C library loaded at run time (a build with `--features ort`).
     Ort,
+}
+
+/// The execution providers `--ort-provider` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ProviderName {
+    /// The CPU (every onnxruntime library).
+    Cpu,
+    /// NVIDIA CUDA (onnxruntime-gpu's library; JetPack's on a Jetson).
+    Cuda,
+    /// NVIDIA TensorRT (a library built with it; JetPack's on a Jetson).
+    Tensorrt,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -32,6 +43,10 @@ pub(crate) struct EngineArgs {
     /// --jobs worker) [default: 1, one core per worker].
     #[arg(long, value_name = "N")]
     ort_threads: Option<usize>,
+    /// With --engine ort: where onnxruntime runs the graph [default: cpu]. One the library
+    /// lacks is refused (exit 2), never replaced by the CPU; the PyPI wheel has only cpu.
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    ort_provider: Option<ProviderName>,
 }
 
 impl EngineArgs {
@@ -39,9 +54,13 @@ impl EngineArgs {
     pub(crate) fn engine(&self) -> Result<Engine, Failure> {
         let engine = match self.engine {
             EngineName::Tract => {
-                if self.ort_library.is_some() || self.ort_threads.is_some() {
+                if self.ort_library.is_some()
+                    || self.ort_threads.is_some()
+                    || self.ort_provider.is_some()
+                {
                     return Err(Failure::Usage(
-                        "--ort-library and --ort-threads set the ort engine; add --engine ort"
+                        "--ort-library, --ort-threads and --ort-provider set the ort engine; \
+                         add --engine ort"
                             .into(),
                     ));
                 }
@@ -50,6 +69,11 @@ impl EngineArgs {
             EngineName::Ort => Engine::Ort(OrtOptions {
                 library: self.ort_library.clone(),
                 threads: self.ort_threads.unwrap_or(1),
+                provider: match self.ort_provider {
+                    None | Some(ProviderName::Cpu) => OrtProvider::Cpu,
+                    Some(ProviderName::Cuda) => OrtProvider::Cuda,
+                    Some(ProviderName::Tensorrt) => OrtProvider::TensorRt,
+                },
             }),
         };
         engine.ready().map_err(Failure::Usage)?;

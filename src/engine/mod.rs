@@ -48,6 +48,32 @@ pub struct OrtOptions {
     /// Intra-op threads per session (one session per `--jobs` worker): 1 keeps comparisons
     /// per core.
     pub threads: usize,
+    /// Where onnxruntime runs the graph.
+    pub provider: OrtProvider,
+}
+
+/// An onnxruntime execution provider. One that the loaded library lacks is refused, never
+/// replaced by the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OrtProvider {
+    /// The CPU (MLAS): every onnxruntime library has it.
+    #[default]
+    Cpu,
+    /// NVIDIA CUDA: onnxruntime-gpu's library (JetPack's on a Jetson).
+    Cuda,
+    /// NVIDIA TensorRT: a library built with it (JetPack's on a Jetson).
+    TensorRt,
+}
+
+impl OrtProvider {
+    /// The provider's name in onnxruntime.
+    pub fn onnxruntime_name(self) -> &'static str {
+        match self {
+            OrtProvider::Cpu => "CPUExecutionProvider",
+            OrtProvider::Cuda => "CUDAExecutionProvider",
+            OrtProvider::TensorRt => "TensorrtExecutionProvider",
+        }
+    }
 }
 
 impl Default for OrtOptions {
@@ -55,6 +81,7 @@ impl Default for OrtOptions {
         OrtOptions {
             library: None,
             threads: 1,
+            provider: OrtProvider::Cpu,
         }
     }
 }
@@ -78,7 +105,8 @@ impl Engine {
                 if options.threads == 0 {
                     return Err("--ort-threads must be at least 1".into());
                 }
-                onnxruntime::environment(options).map(|_| ())
+                onnxruntime::environment(options)?;
+                onnxruntime::check_provider(options)
             }
             #[cfg(not(feature = "ort"))]
             Engine::Ort(_) => Err("this build has no ort engine: build with `--features ort` \

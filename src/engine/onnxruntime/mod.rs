@@ -18,7 +18,7 @@ use ::ort::session::builder::GraphOptimizationLevel;
 use ::ort::session::{Session, SessionInputValue};
 use ::ort::value::TensorRef;
 
-use super::{EngineError, Graph, OrtOptions, Runner, SitePath, Strategy};
+use super::{EngineError, Graph, OrtOptions, OrtProvider, Runner, SitePath, Strategy};
 use crate::contract::card::ModelCard;
 use crate::run::masks;
 use crate::run::rng::WyRand;
@@ -75,6 +75,26 @@ pub fn environment(options: &OrtOptions) -> Result<Environment, String> {
     Ok(env)
 }
 
+/// Refuses a provider the loaded library does not have (the PyPI `onnxruntime` wheel has
+/// only the CPU's): never a silent fall back to the CPU.
+pub fn check_provider(options: &OrtOptions) -> Result<(), String> {
+    use ::ort::ep::ExecutionProvider as _;
+    let available = match options.provider {
+        OrtProvider::Cpu => Ok(true),
+        OrtProvider::Cuda => ep::CUDA::is_available(),
+        OrtProvider::TensorRt => ep::TensorRT::is_available(),
+    }
+    .map_err(|e| format!("onnxruntime: {e}"))?;
+    if available {
+        return Ok(());
+    }
+    Err(format!(
+        "this onnxruntime library has no {}: the PyPI `onnxruntime` wheel runs on the CPU only; \
+         load onnxruntime-gpu's library (JetPack's on a Jetson) with --ort-library",
+        options.provider.onnxruntime_name()
+    ))
+}
+
 /// ort's load error with the loader's own reason (which its message leaves out).
 fn load_error(e: &::ort::LoadDynamicError, path: &Path) -> String {
     use std::error::Error as _;
@@ -115,7 +135,12 @@ impl OrtGraph {
             .with_inter_threads(1)?
             .with_intra_op_spinning(false)?
             .with_optimization_level(GraphOptimizationLevel::All)?
-            .with_execution_providers([ep::CPU::default().build().error_on_failure()])?;
+            .with_execution_providers([match self.options.provider {
+                OrtProvider::Cpu => ep::CPU::default().build(),
+                OrtProvider::Cuda => ep::CUDA::default().build(),
+                OrtProvider::TensorRt => ep::TensorRT::default().build(),
+            }
+            .error_on_failure()])?;
         builder.commit_from_memory(&self.onnx)
     }
 }
