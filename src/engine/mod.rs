@@ -181,6 +181,30 @@ pub trait Runner: Send {
     fn log_density(&self) -> Option<f32>;
 }
 
+/// Copies one run input (`what`: "image", "mask") into the engine's buffer, refusing a
+/// length other than the buffer's.
+pub(crate) fn copy_input(dst: &mut [f32], src: &[f32], what: &str) -> Result<(), EngineError> {
+    if dst.len() != src.len() {
+        return Err(EngineError::Inference(format!(
+            "{what} has {} values, the model takes {}",
+            src.len(),
+            dst.len()
+        )));
+    }
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
+/// Refuses caller-supplied masks ([`Runner::run_with_masks`]) that are not one per site.
+pub(crate) fn check_mask_count(given: usize, sites: usize) -> Result<(), EngineError> {
+    if given == sites {
+        return Ok(());
+    }
+    Err(EngineError::Inference(format!(
+        "{given} masks given, the model has {sites} dropout sites"
+    )))
+}
+
 /// How the runtime runs one dropout site.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "path", rename_all = "snake_case")]

@@ -18,7 +18,10 @@ use ::ort::session::builder::GraphOptimizationLevel;
 use ::ort::session::{Session, SessionInputValue};
 use ::ort::value::TensorRef;
 
-use super::{EngineError, Graph, OrtOptions, OrtProvider, Runner, SitePath, Strategy};
+use super::{
+    check_mask_count, copy_input, EngineError, Graph, OrtOptions, OrtProvider, Runner, SitePath,
+    Strategy,
+};
 use crate::contract::card::ModelCard;
 use crate::run::masks;
 use crate::run::rng::WyRand;
@@ -272,7 +275,7 @@ impl OrtPlan {
 impl Runner for OrtPlan {
     fn run(&mut self, image: &[f32], seed: u64) -> Result<&[f32], EngineError> {
         self.density = None;
-        copy(&mut self.image, image, "image")?;
+        copy_input(&mut self.image, image, "image")?;
         for site in &mut self.sites {
             masks::fill(&mut site.values, site.p, &mut WyRand::at(seed, site.start));
         }
@@ -281,16 +284,10 @@ impl Runner for OrtPlan {
 
     fn run_with_masks(&mut self, image: &[f32], given: &[&[f32]]) -> Result<&[f32], EngineError> {
         self.density = None;
-        if given.len() != self.sites.len() {
-            return Err(EngineError::Inference(format!(
-                "{} masks given, the model has {} dropout sites",
-                given.len(),
-                self.sites.len()
-            )));
-        }
-        copy(&mut self.image, image, "image")?;
+        check_mask_count(given.len(), self.sites.len())?;
+        copy_input(&mut self.image, image, "image")?;
         for (site, src) in self.sites.iter_mut().zip(given) {
-            copy(&mut site.values, src, "mask")?;
+            copy_input(&mut site.values, src, "mask")?;
         }
         self.run_current()
     }
@@ -302,16 +299,4 @@ impl Runner for OrtPlan {
     fn log_density(&self) -> Option<f32> {
         self.density
     }
-}
-
-fn copy(dst: &mut [f32], src: &[f32], what: &str) -> Result<(), EngineError> {
-    if dst.len() != src.len() {
-        return Err(EngineError::Inference(format!(
-            "{what} has {} values, the model takes {}",
-            src.len(),
-            dst.len()
-        )));
-    }
-    dst.copy_from_slice(src);
-    Ok(())
 }

@@ -14,7 +14,7 @@ use super::split::{self, Split};
 use crate::contract::card::ModelCard;
 use crate::contract::card::SAMPLE_DIM;
 use crate::engine::ModelError;
-use crate::engine::{EngineError, Runner, Strategy};
+use crate::engine::{check_mask_count, copy_input, EngineError, Runner, Strategy};
 use crate::run::masks::{self, SiteMasks};
 use crate::run::rng::WyRand;
 use crate::text::one_line;
@@ -276,13 +276,7 @@ impl Runner for TractPlan {
         site_masks: &[&[f32]],
     ) -> Result<&[f32], EngineError> {
         self.density = None;
-        if site_masks.len() != self.sites.len() {
-            return Err(EngineError::Inference(format!(
-                "{} masks given, the model has {} dropout sites",
-                site_masks.len(),
-                self.sites.len()
-            )));
-        }
+        check_mask_count(site_masks.len(), self.sites.len())?;
         for (site, src) in self.sites.iter().zip(site_masks) {
             let want = match &site.path {
                 SitePath::Dense { mask } => mask.len(),
@@ -446,16 +440,7 @@ fn slice_mut<T: Datum>(t: &mut Arc<Tensor>) -> Result<&mut [T], EngineError> {
 }
 
 fn copy_into(t: &mut Arc<Tensor>, src: &[f32], what: &str) -> Result<(), EngineError> {
-    let dst = f32_slice_mut(t)?;
-    if dst.len() != src.len() {
-        return Err(EngineError::Inference(format!(
-            "{what} has {} values, the model takes {}",
-            src.len(),
-            dst.len()
-        )));
-    }
-    dst.copy_from_slice(src);
-    Ok(())
+    copy_input(f32_slice_mut(t)?, src, what)
 }
 
 /// Reads a `[T, classes]` f32 output as a flat slice.
