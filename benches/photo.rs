@@ -10,7 +10,8 @@
 //!   photo samples and this frame) run on the frame first; it passes them
 //! - lite0_gate_fused_t20: lite0_gate_tamper_t20 with MI and entropy fused (Bonferroni,
 //!   tables of the 224 photo-variants and this frame): the whole fused gate
-//! - tamper_measure_256: the tamper measures alone on that 256×256 frame
+//! - tamper_measure_256: the tamper measures alone on that 256×256 frame;
+//!   tamper_measure_1080p: the same on the photo resized to 1920×1080 (RGB)
 //! - lite0_forward_t1: one T=1 forward of the network alone, plain plan: the
 //!   deterministic-cost floor
 //! - lite0_gate_ort_t{20,100}, lite0_forward_ort_t1 (only with `--features ort`, the
@@ -103,6 +104,13 @@ fn bench(c: &mut Criterion) {
     c.bench_function("tamper_measure_256", |b| {
         b.iter(|| meter.measure(&frame.image))
     });
+    // A 1080p frame: a 57,600-point grid (stride 6), each point's Laplacian read
+    // from its four neighbours in the frame.
+    let hd = photo
+        .resize_exact(1920, 1080, FilterType::Triangle)
+        .to_rgb8()
+        .into();
+    c.bench_function("tamper_measure_1080p", |b| b.iter(|| meter.measure(&hd)));
 
     let input = Preprocessor::new(&model.card.input)
         .run(&frame.image)

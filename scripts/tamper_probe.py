@@ -11,10 +11,13 @@ tampered versions of them.
 
 Frozen cameras: each of a few clean pictures 40 times in a row (the card's check rejects from
 the 30th identical frame on), and ffmpeg's moving `testsrc` as a live source that must pass.
+ffmpeg's `testsrc` as a colour camera: the photo model calibrated on its first frames, judged
+on the later ones and on tampered versions of them.
 
-Usage: python3 scripts/tamper_probe.py [--photos data/lite0/variants] [--folds 5]
+Usage: .venv/bin/python scripts/tamper_probe.py [--photos data/lite0/variants] [--folds 5]
        [--exclude hubble_deep_field,retina,ihc] [--mcgate BIN]
-Prints Markdown tables. Needs numpy and Pillow (the system python3 here has both).
+Prints Markdown tables. Needs numpy and Pillow
+(`.venv/bin/pip install pillow`), ffmpeg and gst-launch-1.0 for their rows.
 """
 import argparse
 import json
@@ -231,6 +234,30 @@ def mnist(binary, tmp):
         frozen_rows(lambda f: gate(binary, stem, f, 28, 28, 1), live[:5], "testsrc frames")
 
 
+def testsrc(binary, tmp, w=320, h=240, n=400):
+    """ffmpeg's moving `testsrc` as a colour camera through the photo model: a copy of
+    models/lite0-imagenet calibrated (--tamper) on its first n/2 frames, judged on the others
+    and on tampered versions of every other one of them."""
+    if shutil.which("ffmpeg") is None:
+        print("(ffmpeg not found: no testsrc frames)")
+        return
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size={w}x{h}:rate=30",
+         "-frames:v", str(n), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True).stdout
+    frames = list(np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3))
+    calib, held = frames[:n // 2], frames[n // 2:]
+    stem = str(tmp / "testsrc")
+    for ext in ("onnx", "card.json"):
+        shutil.copy(f"models/lite0-imagenet.{ext}", f"{stem}.{ext}")
+    calibrate(binary, stem, calib, w, h, 3)
+    kinds = tampered(np.random.default_rng(0), held[::2])
+    print(f"ffmpeg `testsrc` ({w}×{h} RGB, moving; `models/lite0-imagenet` calibrated with "
+          f"--tamper on frames 0–{n // 2 - 1}, judged on frames {n // 2}–{n - 1} and on "
+          f"tampered versions of every other one; seed 1; 95 % Wilson intervals):\n")
+    table(binary, stem, "models/lite0-imagenet", held, kinds, w, h, 3)
+
+
 def save(frames, folder):
     folder.mkdir(parents=True, exist_ok=True)
     for k, f in enumerate(frames):
@@ -308,6 +335,8 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         mnist(args.mcgate, tmp)
+        print()
+        testsrc(args.mcgate, tmp)
         if args.photos:
             print()
             photos(args.mcgate, tmp, args.photos, args.folds,

@@ -166,6 +166,20 @@ pub struct Tamper {
     pub frames: usize,
     /// How each cut was set, in words.
     pub rule: String,
+    /// The version of the measures the cuts were set with (`score::tamper`). Cuts set with
+    /// other measures mean something else: such a card is refused, to be calibrated again.
+    /// Absent in cards written before versions were recorded: version 1.
+    #[serde(default = "first_tamper_measures")]
+    pub measures: u32,
+}
+
+/// The version of the tamper measures this runtime computes. 2: the Laplacian at the
+/// frame's own resolution, and a colour pixel clipped at its brightest channel (1: both on
+/// the grid's luma).
+pub const TAMPER_MEASURES: u32 = 2;
+
+fn first_tamper_measures() -> u32 {
+    1
 }
 
 /// One tamper check: its kind says which measure it reads and which side is suspicious.
@@ -1147,6 +1161,13 @@ fn validate_tamper(t: &Tamper) -> Result<(), CardError> {
     if t.checks.is_empty() {
         return fail("no checks: leave the block out instead".into());
     }
+    if t.measures != TAMPER_MEASURES {
+        return fail(format!(
+            "the cuts were set with tamper measures version {}, this mcgate measures version \
+             {TAMPER_MEASURES}: set them again with `mcgate calibrate --tamper`",
+            t.measures
+        ));
+    }
     for (i, c) in t.checks.iter().enumerate() {
         let name = c.kind.name();
         if t.checks[..i].iter().any(|o| o.kind == c.kind) {
@@ -1632,6 +1653,7 @@ pub(crate) mod tests {
             ],
             frames: 1000,
             rule: "test".into(),
+            measures: TAMPER_MEASURES,
         });
         let back = ModelCard::from_json(card.to_json().as_bytes()).unwrap();
         assert_eq!(back, card);
@@ -1650,6 +1672,18 @@ pub(crate) mod tests {
             "needs schema \"mcgate.card/3\"",
         );
         refused(&|c| c.tamper.as_mut().unwrap().checks.clear(), "no checks");
+        // Cuts set with the first measures (a card without the field) mean something else.
+        let json = card.to_json().replace("\"measures\": 2", "\"measures\": 1");
+        let err = ModelCard::from_json(json.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tamper measures version 1"), "{err}");
+        let mut value: serde_json::Value = serde_json::from_str(&card.to_json()).unwrap();
+        value["tamper"].as_object_mut().unwrap().remove("measures");
+        let err = ModelCard::from_json(value.to_string().as_bytes()).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("set them again with `mcgate calibrate --tamper`"));
         refused(
             &|c| c.tamper.as_mut().unwrap().checks[1].kind = TamperKind::Covered,
             "two covered checks",

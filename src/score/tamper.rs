@@ -7,12 +7,17 @@
 //! half clipped black and that is its normal, a street scene's is not.
 //!
 //! Measured on the frame's luma (Rec. 601, 0–255), on a grid of at most [`MAX_GRID`] points
-//! (every `stride`-th pixel each way, so that a 4K frame costs what a 256×256 one does); the
-//! Laplacian takes its neighbours on the same grid.
+//! (every `stride`-th pixel each way, so that a 4K frame costs what a 256×256 one does). The
+//! Laplacian at a grid point takes its neighbours at the frame's own resolution (one pixel
+//! away, not one grid step): blur is a loss of detail at the camera's pixel scale, and on a
+//! coarser grid a 1024-pixel-wide frame blurred by σ = 3 still looks sharp.
+//!
+//! These are the measures of version [`TAMPER_MEASURES`]; a card's cuts name the version
+//! they were set with.
 
-use image::DynamicImage;
+use image::{DynamicImage, GrayImage, RgbImage};
 
-use crate::contract::card::{Tamper, TamperCheck, TamperKind};
+use crate::contract::card::{Tamper, TamperCheck, TamperKind, TAMPER_MEASURES};
 use crate::score::verdict::RejectReason;
 
 /// The grid the measures visit has at most this many points.
@@ -26,10 +31,12 @@ pub const CLIP_MARGIN: f32 = 2.0;
 pub struct TamperMeasures {
     /// Standard deviation of luma (0–255): near 0 for a covered lens or a blank frame.
     pub contrast: f64,
-    /// Share of grid points whose luma is clipped (within [`CLIP_MARGIN`] of 0 or 255): near 1
-    /// for a blinded or a blacked-out camera.
+    /// Share of grid points that are clipped — any colour channel within [`CLIP_MARGIN`] of
+    /// 255, or luma within it of 0: near 1 for a blinded or a blacked-out camera. (A channel,
+    /// not luma, at the top: an overexposed colour pixel clips its brightest channel first.)
     pub clipped: f64,
-    /// Variance of the 4-neighbour Laplacian of luma: low when defocused or smeared.
+    /// Variance of the 4-neighbour Laplacian of luma at the frame's resolution, sampled at
+    /// the grid's interior points: low when defocused or smeared.
     pub sharpness: f64,
     /// The Laplacian's variance against what independent pixel noise of the frame's own
     /// contrast would give (20 × the luma variance): about 1 for snow, far below 1 for a scene
@@ -44,6 +51,37 @@ pub struct TamperMeter {
     luma: Vec<f32>,
 }
 
+/// One pixel's luma and brightest channel (0–255), for the layouts a camera sends.
+trait Pixels {
+    fn at(&self, x: u32, y: u32) -> (f32, f32);
+}
+
+impl Pixels for GrayImage {
+    fn at(&self, x: u32, y: u32) -> (f32, f32) {
+        let v = self.get_pixel(x, y).0[0] as f32;
+        (v, v)
+    }
+}
+
+impl Pixels for RgbImage {
+    fn at(&self, x: u32, y: u32) -> (f32, f32) {
+        let p = self.get_pixel(x, y).0;
+        (luma601(p), p[0].max(p[1]).max(p[2]) as f32)
+    }
+}
+
+/// What one pass over the grid gathers beside the luma buffer.
+#[derive(Debug, Default)]
+struct Scan {
+    /// The grid's size.
+    grid: (usize, usize),
+    /// Grid points clipped (see [`TamperMeasures::clipped`]).
+    clipped: usize,
+    /// Sum, sum of squares and count of the Laplacian at full resolution, where the grid is
+    /// coarser than the frame (on a stride-1 grid it is taken from the luma buffer instead).
+    laplacian: Option<(f64, f64, usize)>,
+}
+
 impl TamperMeter {
     /// A meter with an empty buffer.
     pub fn new() -> TamperMeter {
@@ -52,35 +90,53 @@ impl TamperMeter {
 
     /// The measures of `image`.
     pub fn measure(&mut self, image: &DynamicImage) -> TamperMeasures {
-        let (gw, gh) = self.fill(image);
-        measures_of(&self.luma, gw, gh)
+        let scan = self.scan_image(image, true);
+        finish(&self.luma, &scan)
     }
 
     /// Fills the buffer with the image's luma on the grid; returns the grid's size.
     fn fill(&mut self, image: &DynamicImage) -> (usize, usize) {
-        let (w, h) = (image.width() as usize, image.height() as usize);
-        let stride = stride(w, h);
-        let (gw, gh) = (w.div_ceil(stride), h.div_ceil(stride));
-        self.luma.clear();
-        let points = (0..h)
-            .step_by(stride)
-            .flat_map(|y| (0..w).step_by(stride).map(move |x| (x as u32, y as u32)));
+        self.scan_image(image, false).grid
+    }
+
+    fn scan_image(&mut self, image: &DynamicImage, laplacian: bool) -> Scan {
         match image {
-            DynamicImage::ImageLuma8(g) => self
-                .luma
-                .extend(points.map(|(x, y)| g.get_pixel(x, y).0[0] as f32)),
-            DynamicImage::ImageRgb8(rgb) => self
-                .luma
-                .extend(points.map(|(x, y)| luma601(rgb.get_pixel(x, y).0))),
-            other => {
-                // Other layouts (16-bit, alpha, float) go through the image crate's 8-bit RGB
-                // once: rare on a camera's path, and the measures need only 8 bits.
-                let rgb = other.to_rgb8();
-                self.luma
-                    .extend(points.map(|(x, y)| luma601(rgb.get_pixel(x, y).0)));
+            DynamicImage::ImageLuma8(g) => self.scan(g, laplacian),
+            DynamicImage::ImageRgb8(rgb) => self.scan(rgb, laplacian),
+            // Other layouts (16-bit, alpha, float) go through the image crate's 8-bit RGB
+            // once: rare on a camera's path, and the measures need only 8 bits.
+            other => self.scan(&other.to_rgb8(), laplacian),
+        }
+    }
+
+    fn scan<P: Pixels + image::GenericImageView>(&mut self, pixels: &P, laplacian: bool) -> Scan {
+        let (w, h) = pixels.dimensions();
+        let stride = stride(w as usize, h as usize);
+        let (gw, gh) = ((w as usize).div_ceil(stride), (h as usize).div_ceil(stride));
+        self.luma.clear();
+        let mut clipped = 0;
+        let mut lap = (0.0f64, 0.0f64, 0usize);
+        for y in (0..h).step_by(stride) {
+            for x in (0..w).step_by(stride) {
+                let (luma, brightest) = pixels.at(x, y);
+                self.luma.push(luma);
+                clipped += (luma <= CLIP_MARGIN || brightest >= 255.0 - CLIP_MARGIN) as usize;
+                if laplacian && stride > 1 && x > 0 && y > 0 && x + 1 < w && y + 1 < h {
+                    let l = pixels.at(x - 1, y).0
+                        + pixels.at(x + 1, y).0
+                        + pixels.at(x, y - 1).0
+                        + pixels.at(x, y + 1).0
+                        - 4.0 * luma;
+                    let l = l as f64;
+                    lap = (lap.0 + l, lap.1 + l * l, lap.2 + 1);
+                }
             }
         }
-        (gw, gh)
+        Scan {
+            grid: (gw, gh),
+            clipped,
+            laplacian: (laplacian && stride > 1).then_some(lap),
+        }
     }
 }
 
@@ -99,31 +155,33 @@ fn luma601([r, g, b]: [u8; 3]) -> f32 {
     0.299 * r as f32 + 0.587 * g as f32 + 0.114 * b as f32
 }
 
-/// The measures of luma `values` on a `w × h` grid (row-major).
-pub fn measures_of(values: &[f32], w: usize, h: usize) -> TamperMeasures {
+/// The measures from the grid's luma `values` (row-major) and what the scan gathered.
+fn finish(values: &[f32], scan: &Scan) -> TamperMeasures {
+    let (w, h) = scan.grid;
     debug_assert_eq!(values.len(), w * h);
     let n = values.len().max(1) as f64;
-    let (mut sum, mut sq, mut clipped) = (0.0f64, 0.0f64, 0usize);
+    let (mut sum, mut sq) = (0.0f64, 0.0f64);
     for &v in values {
         sum += v as f64;
         sq += (v as f64) * (v as f64);
-        if v <= CLIP_MARGIN || v >= 255.0 - CLIP_MARGIN {
-            clipped += 1;
-        }
     }
     let mean = sum / n;
     let variance = (sq / n - mean * mean).max(0.0);
     // The Laplacian on interior points only: a frame narrower than 3 has no fine detail.
-    let (mut lsum, mut lsq, mut ln) = (0.0f64, 0.0f64, 0usize);
-    for y in 1..h.saturating_sub(1) {
-        for x in 1..w.saturating_sub(1) {
-            let at = |x: usize, y: usize| values[y * w + x] as f64;
-            let lap = at(x - 1, y) + at(x + 1, y) + at(x, y - 1) + at(x, y + 1) - 4.0 * at(x, y);
-            lsum += lap;
-            lsq += lap * lap;
-            ln += 1;
+    let (lsum, lsq, ln) = scan.laplacian.unwrap_or_else(|| {
+        let (mut lsum, mut lsq, mut ln) = (0.0f64, 0.0f64, 0usize);
+        for y in 1..h.saturating_sub(1) {
+            for x in 1..w.saturating_sub(1) {
+                let at = |x: usize, y: usize| values[y * w + x] as f64;
+                let lap =
+                    at(x - 1, y) + at(x + 1, y) + at(x, y - 1) + at(x, y + 1) - 4.0 * at(x, y);
+                lsum += lap;
+                lsq += lap * lap;
+                ln += 1;
+            }
         }
-    }
+        (lsum, lsq, ln)
+    });
     let sharpness = if ln == 0 {
         0.0
     } else {
@@ -138,7 +196,7 @@ pub fn measures_of(values: &[f32], w: usize, h: usize) -> TamperMeasures {
     };
     TamperMeasures {
         contrast: variance.sqrt(),
-        clipped: clipped as f64 / n,
+        clipped: scan.clipped as f64 / n,
         sharpness,
         noise_like,
     }
@@ -270,6 +328,7 @@ pub fn calibrate(clean: &[TamperMeasures], longest_run: u64) -> Option<Tamper> {
         checks,
         frames: clean.len(),
         rule: RULE.into(),
+        measures: TAMPER_MEASURES,
     })
 }
 
@@ -448,6 +507,53 @@ mod tests {
         let noise = bytes(11, 1280 * 720);
         let m = TamperMeter::new().measure(&gray(1280, 720, |x, y| noise[(y * 1280 + x) as usize]));
         assert!((m.noise_like - 1.0).abs() < 0.1, "{m:?}");
+    }
+
+    #[test]
+    fn large_frames_take_the_laplacian_at_their_own_resolution() {
+        // 600×400: a stride-2 grid. The reference takes every grid point inside the frame's
+        // border and its four neighbours one pixel away.
+        let (w, h) = (600u32, 400u32);
+        assert_eq!(stride(w as usize, h as usize), 2);
+        let noise = bytes(5, (w * h) as usize);
+        let img = GrayImage::from_fn(w, h, |x, y| Luma([noise[(y * w + x) as usize]]));
+        let v = |x: u32, y: u32| img.get_pixel(x, y).0[0] as f64;
+        let laps: Vec<f64> = (0..h)
+            .step_by(2)
+            .flat_map(|y| (0..w).step_by(2).map(move |x| (x, y)))
+            .filter(|&(x, y)| x > 0 && y > 0 && x + 1 < w && y + 1 < h)
+            .map(|(x, y)| v(x - 1, y) + v(x + 1, y) + v(x, y - 1) + v(x, y + 1) - 4.0 * v(x, y))
+            .collect();
+        let mean = laps.iter().sum::<f64>() / laps.len() as f64;
+        let var = laps.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / laps.len() as f64;
+        let m = TamperMeter::new().measure(&DynamicImage::ImageLuma8(img));
+        assert!((m.sharpness - var).abs() <= 1e-6 * var, "{m:?} vs {var}");
+        // A 2×2 box blur leaves the grid's own two-pixel-apart samples nearly independent,
+        // but removes most of the detail between neighbouring pixels.
+        let at = |x: u32, y: u32| noise[(y.min(h - 1) * w + x.min(w - 1)) as usize] as u32;
+        let blurred = gray(w, h, |x, y| {
+            ((at(x, y) + at(x + 1, y) + at(x, y + 1) + at(x + 1, y + 1)) / 4) as u8
+        });
+        let b = TamperMeter::new().measure(&blurred);
+        assert!(b.sharpness < m.sharpness / 5.0, "{b:?} {m:?}");
+    }
+
+    #[test]
+    fn a_colour_pixel_clips_at_its_brightest_channel() {
+        // Pure red at full scale: luma 76, far from clipped, but the sensor's red is burnt.
+        let red = RgbImage::from_fn(40, 30, |x, _| {
+            if x < 30 {
+                Rgb([255, 0, 0])
+            } else {
+                Rgb([120, 90, 60])
+            }
+        });
+        let m = TamperMeter::new().measure(&DynamicImage::ImageRgb8(red));
+        assert!((m.clipped - 0.75).abs() < 1e-9, "{m:?}");
+        // Black stays clipped by luma, as for a gray frame.
+        let dark = RgbImage::from_fn(40, 30, |x, _| Rgb([0, 0, if x < 10 { 1 } else { 200 }]));
+        let m = TamperMeter::new().measure(&DynamicImage::ImageRgb8(dark));
+        assert!((m.clipped - 0.25).abs() < 1e-9, "{m:?}");
     }
 
     #[test]
