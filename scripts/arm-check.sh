@@ -11,16 +11,7 @@ cd "$(dirname "$0")/.."
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 
-debs=()
-command -v aarch64-linux-gnu-gcc >/dev/null || debs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
-command -v arm-linux-gnueabihf-gcc >/dev/null || debs+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
-command -v qemu-aarch64 >/dev/null || debs+=(qemu-user)
-if [ ${#debs[@]} -gt 0 ]; then
-  echo "installing ${debs[*]} (Debian)" >&2
-  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${debs[@]}" >/dev/null
-fi
-rustup target add "${targets[@]}" >&2
+scripts/arm-tools.sh "${targets[@]}"
 
 out=target/arm-check
 mkdir -p "$out"

@@ -30,12 +30,27 @@ pub fn pngs(dirs: &[&str]) -> Vec<PathBuf> {
     out
 }
 
+/// The binary, run from the repository. Under `MCGATE_TEST_RUNNER` (a program and its
+/// arguments, e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`) it runs through that program:
+/// a cross-built test under qemu-user cannot exec the cross-built binary by itself.
+pub fn command() -> Command {
+    let binary = env!("CARGO_BIN_EXE_mcgate");
+    let runner = std::env::var("MCGATE_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    command.current_dir(root());
+    command
+}
+
 pub fn mcgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mcgate"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("runs mcgate")
+    command().args(args).output().expect("runs mcgate")
 }
 
 /// `gate models/mnist - --width 28 --height 28 --seed 1`: raw MNIST-size frames on stdin.
@@ -53,8 +68,7 @@ pub const RAW_MNIST: [&str; 9] = [
 
 /// Starts mcgate with stdin, stdout and stderr piped, for tests that talk to it as it runs.
 pub fn spawn_mcgate(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_mcgate"))
-        .current_dir(root())
+    command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -64,8 +78,7 @@ pub fn spawn_mcgate(args: &[&str]) -> Child {
 }
 
 pub fn mcgate_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcgate"))
-        .current_dir(root())
+    let mut child = command()
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
