@@ -325,6 +325,37 @@ impl FusedGate {
         self.calibration_fpr
     }
 
+    /// Each signal's cut on its own: a frame whose value lies beyond it (above a high-tail
+    /// signal's, below a low-tail one's) is rejected by that signal alone, every other at
+    /// its most ordinary (tail probability 1); `None` for a signal that cannot reject a frame
+    /// alone. With Bonferroni's rule the gate accepts exactly the frames inside every cut;
+    /// with Fisher's, several signals inside their cuts may still add up to a reject. What
+    /// an attacker who knows the card aims under.
+    pub fn cuts(&self) -> Vec<(Signal, Option<f64>)> {
+        let mut p = vec![1.0; self.tables.len()];
+        self.tables
+            .iter()
+            .map(|(signal, table)| {
+                let n = table.len();
+                // The statistic rises with the count of clean values at least as extreme, so
+                // the counts that reject are 0..=most.
+                let most = (0..n)
+                    .take_while(|&j| {
+                        p[0] = (1 + j) as f64 / (n + 1) as f64;
+                        self.rule.combine(&p) < self.level
+                    })
+                    .last();
+                let cut = most.map(|j| match table.tail {
+                    // At most j clean values ≥ x: x above the (j + 1)-th largest.
+                    Tail::High => table.sorted[n - 1 - j],
+                    // At most j clean values ≤ x: x below the (j + 1)-th smallest.
+                    Tail::Low => table.sorted[j],
+                });
+                (*signal, cut)
+            })
+            .collect()
+    }
+
     /// Scores one frame's measures and density output (no allocation).
     pub fn score(&self, m: &Measures, log_density: Option<f64>) -> FusedScore {
         let mut signals = heapless::Vec::new();
@@ -540,6 +571,74 @@ mod tests {
         .unwrap();
         assert!(!mi_only.score(&measures(0.5, 2.0), None).rejects());
         assert_eq!(mi_only.score(&measures(0.5, 2.0), None).signals.len(), 1);
+    }
+
+    /// Each signal's cut is where it starts to reject alone: under Bonferroni's rule the gate
+    /// accepts exactly the frames inside every cut (checked on 20,000 frames spread over and
+    /// beyond the clean range); under Fisher's, one signal just past its cut rejects with the
+    /// other at its most ordinary and passes at the cut; a low-tail signal's cut works the
+    /// other way round.
+    #[test]
+    fn the_cuts_are_where_each_signal_rejects_alone() {
+        use crate::contract::card::FusedSignal;
+        let mut s = 0x9E3779B97F4A7C15u64;
+        let mut uniform = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (mi, entropy): (Vec<f64>, Vec<f64>) = (0..400)
+            .map(|_| {
+                let shared = uniform();
+                (shared + 0.5 * uniform(), 2.0 * shared + uniform())
+            })
+            .unzip();
+        let gate = FusedGate::new(
+            &fused(Fusion::Bonferroni, mi.clone(), entropy.clone(), 0.05),
+            None,
+        )
+        .unwrap();
+        let cuts = gate.cuts();
+        let (Some(c_mi), Some(c_h)) = (cuts[0].1, cuts[1].1) else {
+            panic!("{cuts:?}")
+        };
+        let mut rejected = 0;
+        for _ in 0..20_000 {
+            let (m, h) = (2.0 * uniform() - 0.25, 4.0 * uniform() - 0.5);
+            let rejects = gate.score(&measures(m, h), None).rejects();
+            assert_eq!(
+                rejects,
+                m > c_mi || h > c_h,
+                "MI {m} (cut {c_mi}), H {h} (cut {c_h})"
+            );
+            rejected += rejects as usize;
+        }
+        assert!(rejected > 1000 && rejected < 19_000, "{rejected}");
+
+        let fisher = FusedGate::new(&fused(Fusion::Fisher, mi, entropy, 0.05), None).unwrap();
+        let cuts = fisher.cuts();
+        let (Some(c_mi), Some(c_h)) = (cuts[0].1, cuts[1].1) else {
+            panic!("{cuts:?}")
+        };
+        let rejects = |m, h| fisher.score(&measures(m, h), None).rejects();
+        // Below every clean value: a tail probability of 1.
+        assert!(!rejects(c_mi, -1.0) && rejects(c_mi + 1e-9, -1.0));
+        assert!(!rejects(-1.0, c_h) && rejects(-1.0, c_h + 1e-9));
+
+        let clean: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        let mut f = fused(Fusion::Bonferroni, clean.clone(), clean.clone(), 0.05);
+        f.signals.push(FusedSignal {
+            name: Signal::Density,
+            clean: clean.clone(),
+        });
+        let gate = FusedGate::new(&f, Some(&[Signal::Mi, Signal::Density])).unwrap();
+        let Some(c_d) = gate.cuts()[1].1 else {
+            panic!()
+        };
+        let ordinary = measures(0.0, 0.0);
+        assert!(!gate.score(&ordinary, Some(c_d)).rejects());
+        assert!(gate.score(&ordinary, Some(c_d - 1e-9)).rejects());
     }
 
     /// Density's suspicious tail is the low one, and a frame without a density value (a

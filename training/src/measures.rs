@@ -92,10 +92,18 @@ impl Measure {
 /// of the mean over the R rows minus the mean of the rows' entropies, `[N]` — what the
 /// attacks push on (the gate's own, in f64, is `mcgate::score::measures::compute`).
 pub fn mutual_information(probs: &Tensor) -> Tensor {
-    let entropy =
-        |p: &Tensor| -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float);
-    let mean = probs.mean_dim(0, false, Kind::Float);
-    entropy(&mean) - entropy(probs).mean_dim(0, false, Kind::Float)
+    predictive_entropy(probs) - entropy(probs).mean_dim(0, false, Kind::Float)
+}
+
+/// Predictive entropy per image of MC probabilities `[R, N, C]`: the entropy of the mean over
+/// the R rows, `[N]`, differentiable.
+pub fn predictive_entropy(probs: &Tensor) -> Tensor {
+    entropy(&probs.mean_dim(0, false, Kind::Float))
+}
+
+/// Entropy over the last axis (nats).
+fn entropy(p: &Tensor) -> Tensor {
+    -(p * p.clamp_min(1e-12).log()).sum_dim_intlist(-1, false, Kind::Float)
 }
 
 #[cfg(test)]

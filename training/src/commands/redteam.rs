@@ -7,8 +7,9 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use mcgate::contract::bundle::{Group, Role};
-use mcgate::contract::card::{ModelCard, Security, WorstBypass, SCHEMA};
+use mcgate::contract::card::{ModelCard, Security, Signal, WorstBypass, SCHEMA};
 use mcgate::model::Model;
+use mcgate::score::fusion::FusedGate;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
 
@@ -228,8 +229,9 @@ pub struct Worst {
 /// The attacks at each budget: plain PGD on the deterministic network (ignores the gate);
 /// PGD with expectation over the masks against margin + MI hinge, joint and two-phase (L∞),
 /// joint (L2); a universal patch at each area; the denial-of-service PGD that raises MI.
-pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
+pub fn attacks(args: &RedTeamArgs, eot: i64, entropy_cut: Option<f64>) -> Vec<NamedAttack> {
     let loss = Loss {
+        entropy_cut,
         eot,
         hinge_fraction: args.hinge_fraction,
         kappa: args.kappa,
@@ -335,6 +337,45 @@ pub fn attacks(args: &RedTeamArgs, eot: i64) -> Vec<NamedAttack> {
     out
 }
 
+/// Where the attacks aim: under the MI threshold, or, for a card that fuses signals, under each
+/// fused signal's own cut (`FusedGate::cuts`; with Bonferroni's rule the gate accepts exactly
+/// the frames inside every cut). The attacks differentiate MI and predictive entropy; a card
+/// fusing another signal is refused: an attack blind to a signal would flatter the gate.
+fn aims(card: &ModelCard, threshold: f64) -> Result<(f64, Option<f64>)> {
+    let Some(fused) = &card.fusion else {
+        return Ok((threshold, None));
+    };
+    let gate = FusedGate::new(fused, None).context("the judged card's fused signals")?;
+    let cuts = gate.cuts();
+    let unaimed: Vec<&str> = cuts
+        .iter()
+        .filter(|(s, _)| !matches!(s, Signal::Mi | Signal::Entropy))
+        .map(|(s, _)| s.name())
+        .collect();
+    ensure!(
+        unaimed.is_empty(),
+        "the card fuses {}: the red team's attacks aim at MI and predictive entropy only, and \
+         an attack blind to a signal would overstate the gate",
+        unaimed.join(", ")
+    );
+    let cut = |signal| {
+        cuts.iter()
+            .find(|(s, _)| *s == signal)
+            .and_then(|(_, c)| *c)
+    };
+    let mi = cut(Signal::Mi).context(
+        "the card's fused MI cannot reject a frame alone: the red team's attacks need an MI cut",
+    )?;
+    let entropy = cut(Signal::Entropy);
+    log::info!(
+        "fused card ({:?}, level {:.4}): aiming under MI {mi:.5}{}",
+        gate.rule(),
+        gate.level(),
+        entropy.map_or(String::new(), |c| format!(" and predictive entropy {c:.5}"))
+    );
+    Ok((mi, entropy))
+}
+
 /// The report, written to `--out` and returned.
 pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
     let start = Instant::now();
@@ -371,6 +412,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         .card
         .mi_threshold()
         .context("the judged model's card has no MI threshold")?;
+    let (mi_aim, entropy_cut) = aims(&model.card, threshold)?;
     let samples = model.card.default_samples;
     let out = args.out.clone().unwrap_or_else(|| {
         let name = judged_stem
@@ -440,9 +482,10 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         same_run(&read_earlier(&out)?, &known, &out)?;
     }
     let cfg = RedTeamConfig {
-        attacks: attacks(&args, args.eot.unwrap_or(samples as i64)),
+        attacks: attacks(&args, args.eot.unwrap_or(samples as i64), entropy_cut),
         samples,
         threshold,
+        mi_aim,
         mask_draws: args.mask_draws,
         judge_seed: mcgate::run::rng::mix(args.seed, 1),
         check_seed: mcgate::run::rng::mix(args.seed, 2),
@@ -916,5 +959,43 @@ mod tests {
         let (name, _, member, _) = load_surrogate(&format!("{ensemble}@1"), Device::Cpu).unwrap();
         assert!(name.ends_with("mnist-ensemble member 1"), "{name}");
         assert_eq!(member, Some(1));
+    }
+
+    /// An MI-only card is aimed at under its threshold; a fused card under each signal's own
+    /// cut (Bonferroni: exactly the gate's acceptance region); a card fusing a signal the
+    /// attacks cannot differentiate is refused.
+    #[test]
+    fn the_attacks_aim_under_every_signal_the_card_decides_on() {
+        use mcgate::contract::card::{Fused, FusedSignal, Fusion, SCHEMA_V3};
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut card = Model::load_from(&root.join("models/mnist")).unwrap().card;
+        assert_eq!(aims(&card, 0.2).unwrap(), (0.2, None));
+        let clean: Vec<f64> = (0..200).map(|i| i as f64 / 100.0).collect();
+        let signal = |name| FusedSignal {
+            name,
+            clean: clean.clone(),
+        };
+        card.schema = SCHEMA_V3.into();
+        card.fusion = Some(Fused {
+            rule: Fusion::Bonferroni,
+            target_fpr: 0.05,
+            signals: vec![signal(Signal::Mi), signal(Signal::Entropy)],
+            holdout: None,
+        });
+        let (mi, entropy) = aims(&card, 0.2).unwrap();
+        let cuts = FusedGate::new(card.fusion.as_ref().unwrap(), None)
+            .unwrap()
+            .cuts();
+        assert_eq!((Some(mi), entropy), (cuts[0].1, cuts[1].1));
+        // Both signals have the same 200 values, so the level (10 of 200 frames rejected)
+        // lets each reject alone a frame beyond its 11th-largest clean value.
+        assert_eq!(mi, clean[189]);
+        card.fusion
+            .as_mut()
+            .unwrap()
+            .signals
+            .push(signal(Signal::Density));
+        let err = aims(&card, 0.2).unwrap_err().to_string();
+        assert!(err.contains("the card fuses density"), "{err}");
     }
 }

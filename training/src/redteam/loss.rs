@@ -9,12 +9,15 @@
 //! with p̄ the mean of K softmaxes under K fresh masks drawn at every step (the attacker knows
 //! p and T, not the gate's masks). The margin stops pushing once the frame is misclassified
 //! by κ; the hinge only once MI is well under the threshold (τ < 1), so the attack leaves
-//! room for the masks the gate will draw. Denial of service: `max(2·threshold − MI, 0)`.
+//! room for the masks the gate will draw. A card that fuses predictive entropy adds its hinge,
+//! `λ · max(H − τ·cut_H, 0)`, the threshold and cut being each signal's own cut
+//! (`FusedGate::cuts`): under Bonferroni's rule the gate accepts exactly the frames inside
+//! every cut. Denial of service: `max(2·threshold − MI, 0)`.
 
 use tch::{Kind, Tensor};
 
 use super::judge::Outcome;
-use crate::measures::mutual_information;
+use crate::measures::{mutual_information, predictive_entropy};
 use crate::nets::DropoutNet;
 
 /// What the attacker wants of the gate.
@@ -44,6 +47,9 @@ pub struct Loss {
     /// The labels given are target classes: the margin pushes each frame *towards* its
     /// label instead of away from it (a universal patch aims at one class).
     pub targeted: bool,
+    /// Where the card fuses predictive entropy: its cut, which a second hinge aims under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entropy_cut: Option<f64>,
 }
 
 /// What the attacker minimises, per image `[N]`, for pixels `[N, C, H, W]` in [0, 1] and
@@ -85,7 +91,11 @@ pub fn objective(
         return margin;
     }
     let mi = mutual_information(&probs); // [N]
-    margin + (mi - a.hinge_fraction * threshold).clamp_min(0.0) * lambda
+    let mut hinge = (mi - a.hinge_fraction * threshold).clamp_min(0.0);
+    if let Some(cut) = a.entropy_cut {
+        hinge = hinge + (predictive_entropy(&probs) - a.hinge_fraction * cut).clamp_min(0.0);
+    }
+    margin + hinge * lambda
 }
 
 /// How well an outcome serves the attacker, higher better. Evasion: passing (misclassified

@@ -28,7 +28,8 @@ use pgd::{Norm, Pgd};
 
 /// What the attacker knows and does not, as the report states it.
 pub const THREAT_MODEL: &str = "white box: the attacker knows the architecture and weights, \
-every signal the gate decides on (today: the mutual information) and its threshold, the \
+every signal the gate decides on (the mutual information, and the predictive entropy where \
+the card fuses it) and where each rejects, the \
 number of Monte-Carlo samples T and every dropout probability; the gate's masks are secret, \
 drawn per frame. The attacker perturbs the frame within the stated budget (pixels in [0, 1]); \
 the frame reaching the gate is 8-bit. Bypass: the gate accepts the frame and reports a class \
@@ -124,7 +125,11 @@ pub struct RedTeamConfig {
     pub attacks: Vec<NamedAttack>,
     /// Samples per frame, as the gate runs (the card's default).
     pub samples: usize,
+    /// The card's MI threshold: the judges' (a card that fuses signals decides by them).
     pub threshold: f64,
+    /// The MI value the attacks aim under: the threshold, or MI's own cut on a card that fuses
+    /// signals.
+    pub mi_aim: f64,
     /// Independent secret mask draws each final frame is judged under.
     pub mask_draws: usize,
     /// Seeds the judge's draws; the attacker's own checks use another stream.
@@ -309,13 +314,11 @@ pub fn run(
         let (adv, own, judged) = match &attack.method {
             Method::Pgd(p) => {
                 let (adv, own) = match attack.surrogate {
-                    None => pgd::run(net, clean, labels, cfg.threshold, p, &mut |x| {
-                        checker.judge(x)
-                    })?,
+                    None => pgd::run(net, clean, labels, cfg.mi_aim, p, &mut |x| checker.judge(x))?,
                     Some(i) => {
                         let s = surrogates.get(i).context("no such surrogate")?.net;
-                        pgd::run(s, clean, labels, cfg.threshold, p, &mut |x| {
-                            surrogate_check(s, x, cfg.samples, cfg.threshold, p.loss.deterministic)
+                        pgd::run(s, clean, labels, cfg.mi_aim, p, &mut |x| {
+                            surrogate_check(s, x, cfg.samples, cfg.mi_aim, p.loss.deterministic)
                         })?
                     }
                 };
@@ -336,7 +339,7 @@ pub fn run(
                     net,
                     &targets.patch_train,
                     &targets.patch_labels,
-                    cfg.threshold,
+                    cfg.mi_aim,
                     p,
                     seed,
                     &mut |x| checker.judge(x),
