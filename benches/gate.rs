@@ -22,6 +22,9 @@
 //!   digits) run on the frame first; it passes them, so the model runs too
 //! - gate_fused_t20: gate_tamper_t20 with MI and entropy fused (Bonferroni, tables of the
 //!   bundle's 490 frames and this one): the whole fused gate
+//! - gate_density_model_t20, gate_density_fused_t20 (only where runs/density/mnist-density
+//!   exists: `mcgate-training density mnist --out runs/density/mnist-density`): the model
+//!   with a log_density branch, MI alone; and after the tamper checks, MI fused with density
 //! - gate_ort_t{4,20,100}, forward_ort_t1 (only with `--features ort`, the library from
 //!   `ORT_DYLIB_PATH` or scripts/setup-ort.sh): gate_t* and a T=1 forward through the
 //!   onnxruntime engine, one intra-op thread
@@ -112,6 +115,26 @@ fn bench(c: &mut Criterion) {
         Added::TamperAndFused,
     );
     c.bench_function("gate_fused_t20", |b| b.iter(|| gate.score(&frame)));
+    // The density model (`mcgate-training density mnist --out runs/density/mnist-density`,
+    // not shipped): its MI-only gate, and MI fused with density after the tamper checks.
+    let density = root.join("runs/density/mnist-density");
+    if density.with_extension("onnx").exists() {
+        let model = Model::load_from(&density).expect("the density model");
+        let mut gate = Gate::new(&model, 20, 0.1, Seeds::PerFrame(1)).unwrap();
+        c.bench_function("gate_density_model_t20", |b| b.iter(|| gate.score(&frame)));
+        let (_dir, mut gate) = card_variants::gate_with(
+            &density,
+            &root.join("bundles/mnist"),
+            &frame,
+            Added::TamperAndDensity,
+        );
+        c.bench_function("gate_density_fused_t20", |b| b.iter(|| gate.score(&frame)));
+    } else {
+        eprintln!(
+            "no {}: gate_density_* skipped (mcgate-training density mnist --out runs/density/mnist-density)",
+            density.display()
+        );
+    }
 
     #[cfg(feature = "multithread-mm")]
     {

@@ -275,6 +275,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         deterministic: false,
         targeted: false,
         goal: Goal::Bypass,
+        entropy_cut: None,
     };
     let cfg = RedTeamConfig {
         attacks: vec![
@@ -308,6 +309,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         ],
         samples,
         threshold,
+        mi_aim: threshold,
         mask_draws: 1,
         judge_seed: 11,
         check_seed: 12,

@@ -93,7 +93,7 @@ pub fn objective(
     let mi = mutual_information(&probs); // [N]
     let mut hinge = (mi - a.hinge_fraction * threshold).clamp_min(0.0);
     if let Some(cut) = a.entropy_cut {
-        hinge = hinge + (predictive_entropy(&probs) - a.hinge_fraction * cut).clamp_min(0.0);
+        hinge += (predictive_entropy(&probs) - a.hinge_fraction * cut).clamp_min(0.0);
     }
     margin + hinge * lambda
 }
