@@ -227,7 +227,8 @@ pub struct Worst {
 }
 
 /// The attacks at each budget: plain PGD on the deterministic network (ignores the gate);
-/// PGD with expectation over the masks against margin + MI hinge, joint and two-phase (L∞),
+/// PGD with expectation over the masks against margin + MI hinge (and an entropy hinge where
+/// the card fuses entropy), joint and two-phase (L∞),
 /// joint (L2); a universal patch at each area; the denial-of-service PGD that raises MI.
 pub fn attacks(args: &RedTeamArgs, eot: i64, entropy_cut: Option<f64>) -> Vec<NamedAttack> {
     let loss = Loss {
