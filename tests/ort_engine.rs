@@ -88,11 +88,21 @@ fn same_answers(stem: &str, frames: &[PathBuf], tolerance: f64) -> (usize, [f64;
     (rejected, worst, beyond_rounding)
 }
 
-fn say(stem: &str, frames: usize, (rejected, [mi, entropy], beyond): (usize, [f64; 2], usize)) {
-    eprintln!(
-        "{stem}: {frames} frames, {rejected} rejected; largest difference MI {mi:.1e}, \
-         entropy {entropy:.1e}; {beyond} frames beyond float rounding"
+/// [`same_answers`], checked to hold both verdicts (so the comparison is not all-pass
+/// against all-pass) and printed.
+fn parity(stem: &str, frames: &[PathBuf], tolerance: f64) -> (usize, [f64; 2], usize) {
+    let answers = same_answers(stem, frames, tolerance);
+    let (rejected, [mi, entropy], beyond) = answers;
+    assert!(
+        rejected > 0 && rejected < frames.len(),
+        "{stem}: {answers:?}"
     );
+    eprintln!(
+        "{stem}: {} frames, {rejected} rejected; largest difference MI {mi:.1e}, \
+         entropy {entropy:.1e}; {beyond} frames beyond float rounding",
+        frames.len()
+    );
+    answers
 }
 
 /// Every how many digit frames the float models' test takes: `MCGATE_PARITY_EVERY` (default
@@ -118,21 +128,10 @@ fn float_models_give_tracts_answers_through_onnxruntime() {
         "mnist-robust",
         "fashion-robust",
     ] {
-        let answers = same_answers(stem, &digits, 1e-5);
-        // Both verdicts occur, so the comparison is not all-pass against all-pass.
-        assert!(
-            answers.0 > 0 && answers.0 < digits.len(),
-            "{stem}: {answers:?}"
-        );
-        say(stem, digits.len(), answers);
+        parity(stem, &digits, 1e-5);
     }
     let photos = pngs(&["samples/photos", "bundles/lite0-imagenet"]);
-    let answers = same_answers("lite0-imagenet", &photos, 1e-5);
-    assert!(
-        answers.0 > 0 && answers.0 < photos.len(),
-        "lite0: {answers:?}"
-    );
-    say("lite0-imagenet", photos.len(), answers);
+    parity("lite0-imagenet", &photos, 1e-5);
 }
 
 /// The int8 graphs round activations to u8 levels; where a value falls on a rounding tie
@@ -150,13 +149,8 @@ fn int8_models_give_tracts_answers_through_onnxruntime() {
         "mnist-robust.int8",
         "fashion-robust.int8",
     ] {
-        let answers = same_answers(stem, &digits, 1e-2);
-        assert!(
-            answers.0 > 0 && answers.0 < digits.len(),
-            "{stem}: {answers:?}"
-        );
+        let answers = parity(stem, &digits, 1e-2);
         assert!(answers.2 <= digits.len() / 100, "{stem}: {answers:?}");
-        say(stem, digits.len(), answers);
     }
 }
 

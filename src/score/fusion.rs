@@ -415,13 +415,7 @@ mod tests {
     /// errors at α = 0.2).
     #[test]
     fn held_out_p_values_are_valid() {
-        let mut s = 0x9E3779B97F4A7C15u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniforms(0x9E3779B97F4A7C15u64);
         for alpha in [0.01, 0.05, 0.2] {
             let mut hits = 0usize;
             for _ in 0..50 {
@@ -474,6 +468,16 @@ mod tests {
         assert_eq!(level_for_fpr(&[0.5, f64::NAN], 0.05), None);
     }
 
+    /// A reproducible stream of uniform numbers in [0, 1) (xorshift).
+    fn uniforms(mut s: u64) -> impl FnMut() -> f64 {
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
     fn fused(rule: Fusion, mi: Vec<f64>, entropy: Vec<f64>, fpr: f64) -> Fused {
         use crate::contract::card::FusedSignal;
         Fused {
@@ -511,13 +515,7 @@ mod tests {
     /// 4.6 standard errors of 40,000 frames) for both rules.
     #[test]
     fn the_fused_level_rejects_the_target_share_of_new_frames() {
-        let mut s = 0x2545F4914F6CDD1Du64;
-        let mut uniform = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut uniform = uniforms(0x2545F4914F6CDD1Du64);
         let mut frame = move || {
             let shared = uniform();
             (shared + 0.5 * uniform(), shared * shared + uniform())
@@ -581,13 +579,7 @@ mod tests {
     #[test]
     fn the_cuts_are_where_each_signal_rejects_alone() {
         use crate::contract::card::FusedSignal;
-        let mut s = 0x9E3779B97F4A7C15u64;
-        let mut uniform = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut uniform = uniforms(0x9E3779B97F4A7C15u64);
         let (mi, entropy): (Vec<f64>, Vec<f64>) = (0..400)
             .map(|_| {
                 let shared = uniform();
