@@ -101,6 +101,8 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
         seed: 1,
         out: out.clone(),
         also: vec![root().join("models/mnist.int8")],
+        raw: Some(dir.path().join("holes.raw")),
+        near_raw: Some(dir.path().join("near.raw")),
     })
     .unwrap();
     let h = json(&out.with_extension("json"));
@@ -123,6 +125,14 @@ fn maps_interpolations_and_holes_from_a_small_vae() {
         .unwrap()
         .ends_with("models/mnist.int8"));
     assert!(also["holes_rejected"].as_u64().unwrap() <= total);
+    // Every hole, and every grid point near the data, as one 28×28 frame each.
+    let raw = std::fs::read(dir.path().join("holes.raw")).unwrap();
+    assert_eq!(raw.len() as u64, total * 784);
+    let near = std::fs::read(dir.path().join("near.raw")).unwrap();
+    assert_eq!(
+        near.len() as u64,
+        (144 - h["far_points"].as_u64().unwrap()) * 784
+    );
     let frames = std::fs::read_dir(dir.path().join("holes-frames"))
         .unwrap()
         .count();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 
 use super::sparse::Head;
-use super::split::{self, Split};
+use super::split::{self, DensitySource, Split};
 use crate::contract::card::ModelCard;
 use crate::contract::card::SAMPLE_DIM;
 use crate::engine::ModelError;
@@ -110,11 +110,25 @@ pub struct TractPlan {
     samples: usize,
     /// The last run's output, kept so that its probabilities can be lent out as `&[f32]`.
     output: Option<TValue>,
-    /// Where the density output comes from: output 1 of the whole graph, or trunk output k
-    /// of a split one; `None` for a model without one.
-    density_at: Option<usize>,
+    /// Where the density output comes from; `None` for a model without one.
+    density_at: Option<DensityAt>,
     /// The last run's density.
     density: Option<f32>,
+}
+
+/// Where a plan reads the density.
+enum DensityAt {
+    /// Output k of the whole graph.
+    Output(usize),
+    /// Output k of the trunk.
+    Trunk(usize),
+    /// The branch after the sparse head of site `site`: fed its shared term / s.
+    Head {
+        site: usize,
+        branch: TypedSimpleState,
+        /// `[1, outputs]`: the product the branch starts from.
+        product: Arc<Tensor>,
+    },
 }
 
 /// A planning failure of `card`'s model, as the engine reports it.
@@ -184,7 +198,7 @@ impl TractPlan {
                 (
                     Body::Whole { state, feeds },
                     vec![],
-                    has_density.then_some(1),
+                    has_density.then_some(DensityAt::Output(1)),
                 )
             }
             Some(Split {
@@ -200,6 +214,19 @@ impl TractPlan {
                     trunk: TypedSimpleState::new(&trunk).map_err(fail)?,
                     rest: TypedSimpleState::new(&rest).map_err(fail)?,
                     feeds,
+                };
+                let density = match density {
+                    None => None,
+                    Some(DensitySource::Trunk(k)) => Some(DensityAt::Trunk(k)),
+                    Some(DensitySource::Layer { layer, graph }) => {
+                        let outputs = layers[layer].outputs;
+                        let branch = runnable(graph).map_err(fail)?;
+                        Some(DensityAt::Head {
+                            site: layers[layer].site,
+                            branch: TypedSimpleState::new(&branch).map_err(fail)?,
+                            product: Arc::new(Tensor::zero::<f32>(&[1, outputs]).map_err(fail)?),
+                        })
+                    }
                 };
                 (body, layers, density)
             }
@@ -304,8 +331,7 @@ impl TractPlan {
                 .run(tvec![self.image.clone().into_tvalue()])
                 .map_err(fail)?,
         };
-        let split = matches!(self.body, Body::Split { .. });
-        if let (true, Some(k)) = (split, self.density_at) {
+        if let Some(DensityAt::Trunk(k)) = self.density_at {
             self.density = Some(single_value(&activations[k])?);
         }
         for (index, site) in self.sites.iter_mut().enumerate() {
@@ -358,8 +384,32 @@ impl TractPlan {
             })
             .collect();
         let mut outputs = state.run(inputs).map_err(fail)?;
-        if let (false, Some(k)) = (split, self.density_at) {
-            self.density = Some(single_value(&outputs[k])?);
+        match &mut self.density_at {
+            Some(DensityAt::Output(k)) => self.density = Some(single_value(&outputs[*k])?),
+            Some(DensityAt::Head {
+                site,
+                branch,
+                product,
+            }) => {
+                let SitePath::Sparse { head, .. } = &self.sites[*site].path else {
+                    return Err(EngineError::Inference(
+                        "the density's sparse layer has no head".into(),
+                    ));
+                };
+                let Some((shared, s)) = head.shared_term() else {
+                    return Err(EngineError::Inference(
+                        "the density's sparse layer keeps no shared term".into(),
+                    ));
+                };
+                for (x, &y) in f32_slice_mut(product)?.iter_mut().zip(shared) {
+                    *x = y / s;
+                }
+                let out = branch
+                    .run(tvec![product.clone().into_tvalue()])
+                    .map_err(fail)?;
+                self.density = Some(single_value(&out[0])?);
+            }
+            Some(DensityAt::Trunk(_)) | None => {}
         }
         Ok(outputs.remove(0))
     }

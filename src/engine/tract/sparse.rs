@@ -52,6 +52,15 @@ impl Head {
             Head::Int8(h) => h.inputs,
         }
     }
+
+    /// The last run's shared term `W·(s·a)` and its s, where the head keeps one (a float
+    /// head at p ≤ 1/2): the unmasked product times s, which a density branch reads.
+    pub fn shared_term(&self) -> Option<(&[f32], f32)> {
+        match self {
+            Head::Float(h) if h.reference != 0.0 => Some((&h.base, h.reference)),
+            _ => None,
+        }
+    }
 }
 
 /// One sparse layer's weights and its reusable per-frame buffers.

@@ -203,9 +203,25 @@ pub struct Split {
     pub rest: TypedModel,
     /// The sparse sites.
     pub layers: Vec<SparseLayer>,
-    /// The trunk output that holds the density (after the activations), for a card that
-    /// names one: it reads the image alone, so it runs once per frame with the trunk.
-    pub density: Option<usize>,
+    /// Where the density comes from, for a card that names one.
+    pub density: Option<DensitySource>,
+}
+
+/// Where a split plan's density (`log_density`, one value per frame) comes from.
+#[derive(Debug, Clone)]
+pub enum DensitySource {
+    /// Trunk output k (after the activations): the branch reads the image its own way, once
+    /// per frame with the trunk.
+    Trunk(usize),
+    /// The branch's first product is sparse layer `layer`'s (same activation, same weights),
+    /// unmasked: the head's shared term `W·(s·a)` divided by s feeds `graph`
+    /// (`[1, outputs]` → `[1, 1]`), so the layer's weights are multiplied and held once.
+    Layer {
+        /// The index in [`Split::layers`].
+        layer: usize,
+        /// The branch after the product.
+        graph: TypedModel,
+    },
 }
 
 /// How each of the card's dropout sites would run (for `mcgate info`).
@@ -271,16 +287,124 @@ pub fn split(typed: &TypedModel, card: &ModelCard) -> TractResult<Option<Split>>
     rest.select_output_outlets(&[probs])?;
     let mut trunk = typed.clone();
     trunk.set_input_outlets(&[OutletId::new(image, 0)])?;
-    let density = density_outlet(typed, card)?;
-    let density_at = density.map(|_| activations.len());
-    activations.extend(density);
+    let density = match density_outlet(typed, card)? {
+        None => None,
+        Some(outlet) => Some(match shared_product(typed, card, &found, &layers, outlet) {
+            Some((layer, product)) => DensitySource::Layer {
+                layer,
+                graph: branch_after(typed, product, outlet)?,
+            },
+            None => {
+                activations.push(outlet);
+                DensitySource::Trunk(activations.len() - 1)
+            }
+        }),
+    };
     trunk.select_output_outlets(&activations)?;
     Ok(Some(Split {
         trunk,
         rest,
         layers,
-        density: density_at,
+        density,
     }))
+}
+
+/// The sparse layer (its index in `layers`) whose product the density branch starts with,
+/// and that product's output in `typed`: a float layer whose head keeps a shared term
+/// (p ≤ 1/2), whose activation reaches an F32 product with equal weights through shape-only
+/// ops, where that product is the branch's only way back to the image.
+fn shared_product(
+    typed: &TypedModel,
+    card: &ModelCard,
+    found: &[Result<Found, String>],
+    layers: &[SparseLayer],
+    density: OutletId,
+) -> Option<(usize, OutletId)> {
+    let image = typed.node_by_name(&card.input.name).ok()?.id;
+    for (k, layer) in layers.iter().enumerate() {
+        let Ok(
+            f @ Found {
+                weights: FoundWeights::Float(weights),
+                ..
+            },
+        ) = &found[layer.site]
+        else {
+            continue;
+        };
+        if card.dropout_sites[layer.site].p > 0.5 {
+            continue;
+        }
+        for inlet in typed.outlet_successors(f.activation) {
+            let mut at = f.activation;
+            let mut next = typed.node(inlet.node);
+            while matches!(
+                next.op_as::<AxisOp>(),
+                Some(AxisOp::Reshape(..) | AxisOp::Add(_) | AxisOp::Rm(_))
+            ) {
+                at = OutletId::new(next.id, 0);
+                match typed.outlet_successors(at) {
+                    [one] => next = typed.node(one.node),
+                    _ => break,
+                }
+            }
+            let shape = typed.outlet_fact(at).ok()?.shape.as_concrete()?.to_vec();
+            let same = shape == [1, f.inputs]
+                && product(typed, next, at, false).is_ok_and(|p| {
+                    p.contracted == weights.contracted && *p.weights == *weights.weights
+                });
+            let out = OutletId::new(next.id, 0);
+            if same && reaches_image_only_through(typed, density, out.node, image) == Some(true) {
+                return Some((k, out));
+            }
+        }
+    }
+    None
+}
+
+/// Whether the value at `from` depends on the image through `via` alone (`Some(false)`: it
+/// reads the image some other way too; `None`: not at all).
+fn reaches_image_only_through(
+    typed: &TypedModel,
+    from: OutletId,
+    via: usize,
+    image: usize,
+) -> Option<bool> {
+    let mut stack = vec![from.node];
+    let mut seen = std::collections::HashSet::new();
+    let mut through = false;
+    while let Some(node) = stack.pop() {
+        if !seen.insert(node) {
+            continue;
+        }
+        if node == via {
+            through = true;
+            continue;
+        }
+        if node == image {
+            return Some(false);
+        }
+        stack.extend(typed.node(node).inputs.iter().map(|i| i.node));
+    }
+    through.then_some(true)
+}
+
+/// The graph from `product`'s output (a new input, `[1, outputs]`) to the density.
+fn branch_after(
+    typed: &TypedModel,
+    product: OutletId,
+    density: OutletId,
+) -> TractResult<TypedModel> {
+    let mut branch = typed.clone();
+    let source = branch.add_source(
+        "density.product".to_string(),
+        typed.outlet_fact(product)?.clone(),
+    )?;
+    for inlet in typed.outlet_successors(product).to_vec() {
+        branch.add_edge(source, inlet)?;
+    }
+    branch.set_input_outlets(&[source])?;
+    branch.select_output_outlets(&[density])?;
+    Ok(branch)
 }
 
 /// Every site, card order: its pattern, or why it takes the plain plan (every site does
@@ -706,20 +830,21 @@ mod tests {
     /// x [1,1,4,4] → Flatten → Relu → (what `body` wires from "act" to "logits") → Softmax,
     /// with one dropout site `mask_0` of `inputs` = 16 values and `classes` outputs.
     fn model(p: f32, classes: usize, seed: u64, body: impl FnOnce(&mut Graph)) -> Model {
-        model_with(p, classes, seed, body, false)
+        model_with(p, classes, seed, body, None)
     }
 
-    /// [`model`], and with `density` a second output `log_density` [1, 1]: the sum of
-    /// "act", read before the mask (as a feature density reads the unmasked features).
+    /// [`model`], and with `density` a second output `log_density` [1, 1], read before the
+    /// mask (as a feature density reads the unmasked features): the sum of "act"
+    /// ([`SUM_OF_ACT`]) or of ReLU(the site's own layer on "act") ([`SUM_OF_LAYER`]).
     fn model_with(
         p: f32,
         classes: usize,
         seed: u64,
         body: impl FnOnce(&mut Graph),
-        density: bool,
+        density: Option<fn(&mut Graph)>,
     ) -> Model {
         let mut card = sample_card();
-        if density {
+        if density.is_some() {
             card.schema = crate::contract::card::SCHEMA_V3.into();
             card.output.log_density = Some("log_density".into());
         }
@@ -747,21 +872,44 @@ mod tests {
             .node("Relu", &["centred"], "act", vec![]);
         body(&mut g);
         g.node("Softmax", &["logits"], "probs", vec![]);
-        if density {
+        if let Some(density) = density {
             use crate::contract::onnx::Dim;
-            g.output("log_density", &[Dim::Fixed(1), Dim::Fixed(1)])
-                .node(
-                    "ReduceSum",
-                    &["act", "axes"],
-                    "log_density",
-                    vec![int("keepdims", 1)],
-                );
+            g.output("log_density", &[Dim::Fixed(1), Dim::Fixed(1)]);
             g.constant(crate::contract::onnx::i64_tensor("axes", &[1], &[1]));
+            density(&mut g);
         }
         let bytes = g.to_bytes("test", "0");
         card.onnx_sha256 = crate::contract::card::sha256_hex(&bytes);
         Model::from_parts(card, &bytes, "t.onnx".as_ref()).expect("loads")
     }
+
+    /// The density as the sum of the unmasked activation.
+    const SUM_OF_ACT: fn(&mut Graph) = |g| {
+        g.node(
+            "ReduceSum",
+            &["act", "axes"],
+            "log_density",
+            vec![int("keepdims", 1)],
+        );
+    };
+
+    /// The density as the sum of ReLU(the site's layer, unmasked): a branch that starts
+    /// with the sparse layer's product, as the MNIST density's does.
+    const SUM_OF_LAYER: fn(&mut Graph) = |g| {
+        g.node(
+            "Gemm",
+            &["act", "w", "b"],
+            "density.layer",
+            vec![int("transB", 1)],
+        )
+        .node("Relu", &["density.layer"], "density.features", vec![])
+        .node(
+            "ReduceSum",
+            &["density.features", "axes"],
+            "log_density",
+            vec![int("keepdims", 1)],
+        );
+    };
 
     /// act → Mul mask_0 → Gemm (transB) → logits: the pattern.
     fn dense_after_site(g: &mut Graph) {
@@ -819,7 +967,7 @@ mod tests {
     /// unmasked activations) beside the same probabilities. A failed run leaves none behind.
     #[test]
     fn a_density_output_runs_with_the_trunk_and_keeps_the_sparse_path() {
-        let m = model_with(0.5, 3, 11, dense_after_site, true);
+        let m = model_with(0.5, 3, 11, dense_after_site, Some(SUM_OF_ACT));
         assert!(matches!(m.site_paths()[0], SitePath::Sparse { .. }));
         let mut sparse = Plan::with(&m, 8, Strategy::Sparse).unwrap();
         let mut dense = Plan::with(&m, 8, Strategy::Dense).unwrap();
@@ -854,6 +1002,70 @@ mod tests {
         let mut plan = Plan::new(&plain, 8).unwrap();
         plan.run(&image, 5).unwrap();
         assert_eq!(plan.log_density(), None);
+    }
+
+    /// A density branch that starts with the sparse layer's own product reads the head's
+    /// shared term instead (the trunk no longer holds the product), and gives the plain
+    /// plan's density; at p > 1/2 (no shared term) or with other weights it stays in the
+    /// trunk. The probabilities are the plain plan's either way.
+    #[test]
+    fn a_density_branch_on_the_sparse_layer_reads_its_shared_term() {
+        for (p, weights, shared) in [
+            (0.25, "w", true),
+            (0.5, "w", true),
+            (0.75, "w", false),
+            (0.25, "w2", false),
+        ] {
+            let density: fn(&mut Graph) = match weights {
+                "w" => SUM_OF_LAYER,
+                _ => |g| {
+                    let w2: Vec<f32> = (0..4 * 16).map(|k| (k % 7) as f32 / 7.0 - 0.5).collect();
+                    g.constant(f32_tensor("w2", &[4, 16], &w2))
+                        .node(
+                            "Gemm",
+                            &["act", "w2", "b"],
+                            "density.layer",
+                            vec![int("transB", 1)],
+                        )
+                        .node("Relu", &["density.layer"], "density.features", vec![])
+                        .node(
+                            "ReduceSum",
+                            &["density.features", "axes"],
+                            "log_density",
+                            vec![int("keepdims", 1)],
+                        );
+                },
+            };
+            let m = model_with(p, 4, 13, dense_after_site, Some(density));
+            let typed = crate::engine::tract::TractGraph::of(m.graph())
+                .expect("tract")
+                .typed();
+            let cut = split(typed, &m.card).unwrap().expect("split");
+            let case = format!("p {p}, weights {weights}");
+            match cut.density {
+                Some(DensitySource::Layer { layer: 0, .. }) => assert!(shared, "{case}"),
+                Some(DensitySource::Trunk(1)) => assert!(!shared, "{case}"),
+                other => panic!("{case}: {other:?}"),
+            }
+            let mut sparse = Plan::with(&m, 6, Strategy::Sparse).unwrap();
+            let mut dense = Plan::with(&m, 6, Strategy::Dense).unwrap();
+            let mut rng = WyRand::new(3);
+            for frame in 0..20u64 {
+                let image: Vec<f32> = (0..16)
+                    .map(|_| (rng.next_u64() % 256) as f32 / 255.0)
+                    .collect();
+                let a = probs(&mut sparse, &image, None, frame);
+                let b = probs(&mut dense, &image, None, frame);
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-5, "{case}");
+                }
+                let (x, y) = (sparse.log_density().unwrap(), dense.log_density().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "{case}: {x} against {y}"
+                );
+            }
+        }
     }
 
     /// Graphs where the pattern does not hold take the plain plan, say why, and run.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use mcgate::model::Model;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::{LatentInputs, LatentPair};
 use crate::data::{self, Known};
@@ -15,6 +15,7 @@ use crate::eval::tract_scores::tract_scores;
 use crate::export::{create_parent, with_ext};
 use crate::latent::holes::{search, HoleSearch};
 use crate::latent::interpolation::write_strips;
+use crate::latent::maps::{grid_points, nearest_distances};
 use crate::latent::vae::encode_means;
 
 /// Holes listed in the JSON, farthest from the data first.
@@ -55,6 +56,16 @@ pub struct HolesArgs {
     /// hole as an 8-bit frame.
     #[arg(long, value_delimiter = ',', value_name = "STEM")]
     pub also: Vec<PathBuf>,
+    /// Also write every hole, farthest first, as raw 8-bit 28×28 frames one after another
+    /// (the stdin format of `mcgate gate - --width 28 --height 28`): material for judging
+    /// other signals on all the holes.
+    #[arg(long, value_name = "PATH")]
+    pub raw: Option<PathBuf>,
+    /// Also write the control for `--raw`: every grid point nearer than `--min-distance` to
+    /// an encoded training digit, decoded, as raw 8-bit frames — the VAE's decodes on the
+    /// data, to tell a signal that finds holes from one that finds the decoder's blur.
+    #[arg(long, value_name = "PATH")]
+    pub near_raw: Option<PathBuf>,
 }
 
 pub fn run(args: HolesArgs) -> Result<()> {
@@ -133,15 +144,29 @@ pub fn run(args: HolesArgs) -> Result<()> {
     std::fs::create_dir_all(&frames)?;
     for (k, hole) in report.holes.iter().take(shown as usize).enumerate() {
         let px = Vec::<f32>::try_from(top.get(k as i64).flatten(0, -1))?;
-        let bytes: Vec<u8> = px
-            .iter()
-            .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
-            .collect();
+        let bytes: Vec<u8> = px.iter().map(|&p| to_byte(p)).collect();
         let path = frames.join(format!("hole_{k:02}_class{}.png", hole.class));
         image::GrayImage::from_raw(28, 28, bytes)
             .context("28×28")?
             .save(&path)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.raw {
+        let bytes: Vec<u8> = floats.iter().map(|&p| to_byte(p)).collect();
+        create_parent(path)?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.near_raw {
+        let z = grid_points(args.side, args.extent);
+        let distance = nearest_distances(&z, &codes);
+        let near: Vec<i64> = (0..distance.len() as i64)
+            .filter(|&i| distance[i as usize] < args.min_distance)
+            .collect();
+        let decoded = tch::no_grad(|| vae.decode(&z.index_select(0, &Tensor::from_slice(&near))));
+        let px = Vec::<f32>::try_from(decoded.to_kind(Kind::Float).flatten(0, -1))?;
+        let bytes: Vec<u8> = px.iter().map(|&p| to_byte(p)).collect();
+        create_parent(path)?;
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     let json = with_ext(&args.out, "json");
     let mut value = serde_json::to_value(&report)?;
@@ -191,10 +216,7 @@ fn rejected_by_gate(model: &Model, images: &[f32], threshold: f64, seed: u64) ->
     )?;
     let mut rejected = 0;
     for (k, px) in images.chunks(784).enumerate() {
-        let bytes = px
-            .iter()
-            .map(|&p| (p.clamp(0.0, 1.0) * 255.0).round() as u8)
-            .collect();
+        let bytes = px.iter().map(|&p| to_byte(p)).collect();
         let image = image::GrayImage::from_raw(28, 28, bytes).context("28×28")?;
         let frame = Frame::new(k as u64, "hole", image::DynamicImage::ImageLuma8(image));
         rejected += (gate.score(&frame).verdict.decision() == Decision::Reject) as usize;
@@ -207,4 +229,9 @@ fn rejected_by_gate(model: &Model, images: &[f32], threshold: f64, seed: u64) ->
 fn rejected_by(model: &Model, images: &[f32], threshold: f64, seed: u64) -> Result<usize> {
     let scores = tract_scores(model, images, 784, model.card.default_samples, seed)?;
     Ok(scores.mi.iter().filter(|&&mi| mi > threshold).count())
+}
+
+/// A model input in [0, 1] as the 8-bit pixel a camera would send.
+fn to_byte(p: f32) -> u8 {
+    (p.clamp(0.0, 1.0) * 255.0).round() as u8
 }
