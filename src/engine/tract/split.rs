@@ -404,6 +404,9 @@ fn branch_after(
     }
     branch.set_input_outlets(&[source])?;
     branch.select_output_outlets(&[density])?;
+    // Only the branch's own nodes: the copy of the trunk it was cut from goes now, not
+    // after the optimiser has rewritten it too.
+    branch.compact()?;
     Ok(branch)
 }
 

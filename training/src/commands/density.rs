@@ -14,7 +14,7 @@ use super::{MnistModel, Trained, TrainedModel};
 use crate::data;
 use crate::density::DensityFit;
 use crate::export::{self, with_ext};
-use crate::nets::mnist::{MnistCnn, DENSITY_OUTPUT};
+use crate::nets::mnist::{DensityFeatures, MnistCnn, DENSITY_OUTPUT};
 
 #[derive(Debug, Args)]
 pub struct DensityArgs {
@@ -30,6 +30,10 @@ pub struct DensityArgs {
     /// f64 fit does.
     #[arg(long, default_value_t = 200)]
     pub check: usize,
+    /// The features the density is fitted on: the first dense layer's outputs before its
+    /// ReLU or after it.
+    #[arg(long, value_enum, default_value_t = DensityFeatures::PreRelu)]
+    pub features: DensityFeatures,
 }
 
 /// Fits the density on the training split's features, writes `<out>.onnx` (the model's graph
@@ -41,6 +45,7 @@ pub fn run(args: DensityArgs) -> Result<()> {
         out,
         validation,
         check,
+        features: which,
     } = args;
     let (dataset, stem, dir) = (source.dataset, source.stem(), source.data_dir());
     let out =
@@ -68,7 +73,7 @@ pub fn run(args: DensityArgs) -> Result<()> {
         for start in (0..set.len()).step_by(1000) {
             let part = set.slice(start..(start + 1000).min(set.len()));
             let (x, _) = part.to_tensors(device);
-            let f = tch::no_grad(|| net.features(&x))
+            let f = tch::no_grad(|| net.features(&x, which))
                 .to_kind(Kind::Double)
                 .flatten(0, -1);
             out.extend(Vec::<f64>::try_from(f.to_device(tch::Device::Cpu)).context("features")?);
@@ -81,13 +86,18 @@ pub fn run(args: DensityArgs) -> Result<()> {
         &net,
         &format!(
         "{} With a feature density output `{DENSITY_OUTPUT}`: class-conditional Gaussians, one \
-         shared covariance (+ ridge {:.3e}), fitted on {} training images.",
+         shared covariance (+ ridge {:.3e}) on the first dense layer's outputs {}, fitted on \
+         {} training images.",
         export::float_doc(&net),
         fit.ridge,
+        match which {
+            DensityFeatures::PreRelu => "before their ReLU",
+            DensityFeatures::Relu => "after their ReLU",
+        },
         fit.fitted
     ),
     )?;
-    MnistCnn::add_density(&mut graph, &fit)?;
+    MnistCnn::add_density(&mut graph, &fit, which)?;
     let onnx = graph.to_bytes(export::PRODUCER, env!("CARGO_PKG_VERSION"));
     let mut new_card = card.clone();
     new_card.schema = SCHEMA_V3.into();

@@ -202,18 +202,33 @@ impl DropoutNet for MnistCnn {
     }
 }
 
+/// Which of the network's values a feature density is fitted on: the first dense layer's
+/// 128 outputs with every mask 1 (dropout off), before or after its ReLU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DensityFeatures {
+    /// Before the ReLU: a unit's value below 0 still says how far below (measured on the
+    /// latent holes: 49 % rejected against 29 % after the ReLU, docs/RESULTS.md).
+    PreRelu,
+    /// After the ReLU, as the next layer reads them.
+    Relu,
+}
+
 impl MnistCnn {
-    /// The features the density is fitted on: ReLU of the first dense layer with every
-    /// mask 1 (dropout off), `[N, 128]`.
-    pub fn features(&self, x: &Tensor) -> Tensor {
-        self.trunk(x).flatten(1, -1).apply(&self.fc1).relu()
+    /// The features the density is fitted on, `[N, 128]`.
+    pub fn features(&self, x: &Tensor, which: DensityFeatures) -> Tensor {
+        let fc1 = self.trunk(x).flatten(1, -1).apply(&self.fc1);
+        match which {
+            DensityFeatures::PreRelu => fc1,
+            DensityFeatures::Relu => fc1.relu(),
+        }
     }
 
     /// Adds the density branch to this network's float graph: from `pool` (the trunk's
-    /// end, before any mask) through `fc1` again (its constants shared) and ReLU to the
+    /// end, before any mask) through `fc1` again (its constants shared; the runtime reads
+    /// the sparse head's product instead) and, for [`DensityFeatures::Relu`], a ReLU to the
     /// features, then `fit`'s log density as the output `log_density` `[1, 1]` — computed
-    /// once per frame, whatever T (the runtime runs it with the trunk).
-    pub fn add_density(g: &mut Graph, fit: &DensityFit) -> Result<()> {
+    /// once per frame, whatever T.
+    pub fn add_density(g: &mut Graph, fit: &DensityFit, which: DensityFeatures) -> Result<()> {
         use mcgate::contract::onnx::{f32_scalar, f32_tensor, i64_tensor, Dim};
         let (d, classes) = (fit.dims, fit.means.len());
         ensure!(
@@ -236,14 +251,15 @@ impl MnistCnn {
                 &["density.flat", "fc1.weight", "fc1.bias"],
                 "density.fc1",
                 vec![int("transB", 1)],
-            )
-            .node("Relu", &["density.fc1"], "density.features", vec![])
-            .node(
-                "MatMul",
-                &["density.features", "density.whiten"],
-                "density.z",
-                vec![],
-            )
+            );
+        let features = match which {
+            DensityFeatures::PreRelu => "density.fc1",
+            DensityFeatures::Relu => {
+                g.node("Relu", &["density.fc1"], "density.features", vec![]);
+                "density.features"
+            }
+        };
+        g.node("MatMul", &[features, "density.whiten"], "density.z", vec![])
             .node(
                 "Sub",
                 &["density.z", "density.means"],
