@@ -276,6 +276,7 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
         targeted: false,
         goal: Goal::Bypass,
         entropy_cut: None,
+        density: None,
     };
     let cfg = RedTeamConfig {
         attacks: vec![

@@ -11,7 +11,7 @@ use mcgate::contract::card::{ModelCard, Security, Signal, WorstBypass, SCHEMA};
 use mcgate::model::Model;
 use mcgate::score::fusion::FusedGate;
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
 use super::{load_mnist, source_commit, MnistModel, Trained, TrainedModel};
 use crate::bundle;
@@ -20,6 +20,7 @@ use crate::export::{create_parent, with_ext, write_card};
 use crate::nets::deterministic_probs;
 use crate::nets::lite0::{self, EfficientNetLite0};
 use crate::nets::DropoutNet;
+use crate::redteam::density::DensityAim;
 use crate::redteam::judge::{frame_for, quantise, Judge};
 use crate::redteam::loss::{Goal, Loss};
 use crate::redteam::patch::{Patch, Placement};
@@ -227,12 +228,18 @@ pub struct Worst {
 }
 
 /// The attacks at each budget: plain PGD on the deterministic network (ignores the gate);
-/// PGD with expectation over the masks against margin + MI hinge (and an entropy hinge where
-/// the card fuses entropy), joint and two-phase (L∞),
+/// PGD with expectation over the masks against margin + MI hinge (and an entropy or density
+/// hinge where the card fuses them), joint and two-phase (L∞),
 /// joint (L2); a universal patch at each area; the denial-of-service PGD that raises MI.
-pub fn attacks(args: &RedTeamArgs, eot: i64, entropy_cut: Option<f64>) -> Vec<NamedAttack> {
+pub fn attacks(
+    args: &RedTeamArgs,
+    eot: i64,
+    entropy_cut: Option<f64>,
+    density: Option<DensityAim>,
+) -> Vec<NamedAttack> {
     let loss = Loss {
         entropy_cut,
+        density,
         eot,
         hinge_fraction: args.hinge_fraction,
         kappa: args.kappa,
@@ -338,43 +345,114 @@ pub fn attacks(args: &RedTeamArgs, eot: i64, entropy_cut: Option<f64>) -> Vec<Na
     out
 }
 
-/// Where the attacks aim: under the MI threshold, or, for a card that fuses signals, under each
-/// fused signal's own cut (`FusedGate::cuts`; with Bonferroni's rule the gate accepts exactly
-/// the frames inside every cut). The attacks differentiate MI and predictive entropy; a card
-/// fusing another signal is refused: an attack blind to a signal would flatter the gate.
-fn aims(card: &ModelCard, threshold: f64) -> Result<(f64, Option<f64>)> {
+/// Where the attacks aim: under the MI threshold, or, for a card that fuses signals, under
+/// each fused signal's own cut (`FusedGate::cuts`; with Bonferroni's rule the gate accepts
+/// exactly the frames inside every cut), density above its cut.
+#[derive(Debug, Clone, PartialEq)]
+struct Aims {
+    mi: f64,
+    entropy: Option<f64>,
+    /// The density's cut and its clean calibration values.
+    density: Option<(f64, Vec<f64>)>,
+}
+
+fn aims(card: &ModelCard, threshold: f64) -> Result<Aims> {
     let Some(fused) = &card.fusion else {
-        return Ok((threshold, None));
+        return Ok(Aims {
+            mi: threshold,
+            entropy: None,
+            density: None,
+        });
     };
     let gate = FusedGate::new(fused, None).context("the judged card's fused signals")?;
-    let cuts = gate.cuts();
-    let unaimed: Vec<&str> = cuts
-        .iter()
-        .filter(|(s, _)| !matches!(s, Signal::Mi | Signal::Entropy))
-        .map(|(s, _)| s.name())
-        .collect();
-    ensure!(
-        unaimed.is_empty(),
-        "the card fuses {}: the red team's attacks aim at MI and predictive entropy only, and \
-         an attack blind to a signal would overstate the gate",
-        unaimed.join(", ")
-    );
-    let cut = |signal| {
-        cuts.iter()
-            .find(|(s, _)| *s == signal)
-            .and_then(|(_, c)| *c)
-    };
-    let mi = cut(Signal::Mi).context(
+    let (mut mi, mut entropy, mut density) = (None, None, None);
+    for (signal, cut) in gate.cuts() {
+        // Every signal the gate can fuse has its hinge: an attack blind to one would
+        // flatter the gate.
+        match signal {
+            Signal::Mi => mi = cut,
+            Signal::Entropy => entropy = cut,
+            Signal::Density => {
+                let cut = cut.context(
+                    "the card's fused density cannot reject a frame alone: nothing to aim above",
+                )?;
+                let clean = fused
+                    .signals
+                    .iter()
+                    .find(|s| s.name == Signal::Density)
+                    .map(|s| s.clean.clone())
+                    .unwrap_or_default();
+                density = Some((cut, clean));
+            }
+        }
+    }
+    let mi = mi.context(
         "the card's fused MI cannot reject a frame alone: the red team's attacks need an MI cut",
     )?;
-    let entropy = cut(Signal::Entropy);
     log::info!(
-        "fused card ({:?}, level {:.4}): aiming under MI {mi:.5}{}",
+        "fused card ({:?}, level {:.4}): aiming under MI {mi:.5}{}{}",
         gate.rule(),
         gate.level(),
-        entropy.map_or(String::new(), |c| format!(" and predictive entropy {c:.5}"))
+        entropy.map_or(String::new(), |c| format!(
+            ", under predictive entropy {c:.5}"
+        )),
+        density.as_ref().map_or(String::new(), |(c, _)| format!(
+            ", above log density {c:.3}"
+        ))
     );
-    Ok((mi, entropy))
+    Ok(Aims {
+        mi,
+        entropy,
+        density,
+    })
+}
+
+/// The attacker's copy of the judged model's density, checked against the runtime's on the
+/// first frames: an attack that differentiates another density than the gate's would be
+/// blind to it.
+fn density_aim(
+    stem: &Path,
+    model: &Model,
+    net: &dyn DropoutNet,
+    pixels: &Tensor,
+    (cut, clean): (f64, Vec<f64>),
+    tau: f64,
+) -> Result<DensityAim> {
+    let onnx_path = mcgate::contract::card::ModelPaths::resolve(stem).onnx;
+    let onnx =
+        std::fs::read(&onnx_path).with_context(|| format!("reading {}", onnx_path.display()))?;
+    let aim = DensityAim::from_onnx(&onnx, cut, &clean, tau, pixels.device())
+        .with_context(|| format!("the density of {}", onnx_path.display()))?;
+    let n = pixels.size()[0].min(8);
+    let x = net.input_from_pixels(&pixels.narrow(0, 0, n));
+    let ours = tch::no_grad(|| aim.log_density(net, &x)).context(
+        "the attacked network has no density features (a single MNIST-style network has)",
+    )?;
+    let ours = Vec::<f64>::try_from(ours.to_kind(Kind::Double).to_device(Device::Cpu))?;
+    let inputs =
+        Vec::<f32>::try_from(x.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1))?;
+    let mut plan = mcgate::run::plan::Plan::new(model, model.card.default_samples)?;
+    let per_image = inputs.len() / n as usize;
+    for (i, want) in ours.iter().enumerate() {
+        plan.run(&inputs[i * per_image..(i + 1) * per_image], i as u64)?;
+        let got = plan
+            .log_density()
+            .context("the judged model gave no density")? as f64;
+        ensure!(
+            (got - want).abs() <= 1e-3 * (1.0 + got.abs()),
+            "the attacked network's density ({want:.4}) is not the judged model's ({got:.4}) \
+             on image {i}: attack the network the judged model was made from"
+        );
+    }
+    log::info!(
+        "density ({:?} features): aiming above {:.3} (cut {:.3}, in units of {:.3}); the \
+         attacker's copy matches the runtime's on {n} images",
+        aim.features,
+        aim.aim,
+        aim.cut,
+        aim.scale
+    );
+    Ok(aim)
 }
 
 /// The report, written to `--out` and returned.
@@ -413,7 +491,23 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         .card
         .mi_threshold()
         .context("the judged model's card has no MI threshold")?;
-    let (mi_aim, entropy_cut) = aims(&model.card, threshold)?;
+    let Aims {
+        mi: mi_aim,
+        entropy: entropy_cut,
+        density,
+    } = aims(&model.card, threshold)?;
+    let density = density
+        .map(|d| {
+            density_aim(
+                &judged_stem,
+                &model,
+                net,
+                &subject.pixels,
+                d,
+                args.hinge_fraction,
+            )
+        })
+        .transpose()?;
     let samples = model.card.default_samples;
     let out = args.out.clone().unwrap_or_else(|| {
         let name = judged_stem
@@ -483,7 +577,12 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         same_run(&read_earlier(&out)?, &known, &out)?;
     }
     let cfg = RedTeamConfig {
-        attacks: attacks(&args, args.eot.unwrap_or(samples as i64), entropy_cut),
+        attacks: attacks(
+            &args,
+            args.eot.unwrap_or(samples as i64),
+            entropy_cut,
+            density,
+        ),
         samples,
         threshold,
         mi_aim,
@@ -970,7 +1069,14 @@ mod tests {
         use mcgate::contract::card::{Fused, FusedSignal, Fusion, SCHEMA_V3};
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut card = Model::load_from(&root.join("models/mnist")).unwrap().card;
-        assert_eq!(aims(&card, 0.2).unwrap(), (0.2, None));
+        assert_eq!(
+            aims(&card, 0.2).unwrap(),
+            Aims {
+                mi: 0.2,
+                entropy: None,
+                density: None
+            }
+        );
         let clean: Vec<f64> = (0..200).map(|i| i as f64 / 100.0).collect();
         let signal = |name| FusedSignal {
             name,
@@ -983,7 +1089,7 @@ mod tests {
             signals: vec![signal(Signal::Mi), signal(Signal::Entropy)],
             holdout: None,
         });
-        let (mi, entropy) = aims(&card, 0.2).unwrap();
+        let Aims { mi, entropy, .. } = aims(&card, 0.2).unwrap();
         let cuts = FusedGate::new(card.fusion.as_ref().unwrap(), None)
             .unwrap()
             .cuts();
@@ -991,12 +1097,22 @@ mod tests {
         // Both signals have the same 200 values, so the level (10 of 200 frames rejected)
         // lets each reject alone a frame beyond its 11th-largest clean value.
         assert_eq!(mi, clean[189]);
+        // Density, fused third, is aimed above its own cut (its low tail: beyond the 7th
+        // smallest clean value now that three signals share the level), with its values.
         card.fusion
             .as_mut()
             .unwrap()
             .signals
             .push(signal(Signal::Density));
-        let err = aims(&card, 0.2).unwrap_err().to_string();
-        assert!(err.contains("the card fuses density"), "{err}");
+        let three = aims(&card, 0.2).unwrap();
+        let (cut, values) = three.density.expect("a density aim");
+        assert_eq!(values, clean);
+        let mut sorted = clean.clone();
+        sorted.sort_by(f64::total_cmp);
+        let cuts = FusedGate::new(card.fusion.as_ref().unwrap(), None)
+            .unwrap()
+            .cuts();
+        assert_eq!(Some(cut), cuts[2].1);
+        assert!(cut < sorted[100] && three.mi > sorted[100]);
     }
 }

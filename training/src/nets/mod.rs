@@ -76,6 +76,12 @@ pub trait DropoutNet {
     /// input, sites and classes), its nodes and its weights.
     fn onnx_graph(&self, doc: &str) -> Result<Graph>;
 
+    /// The features a feature density reads (`mcgate-training density`), dropout off:
+    /// `None` for a network no density is fitted on.
+    fn density_features(&self, _x: &Tensor, _which: mnist::DensityFeatures) -> Option<Tensor> {
+        None
+    }
+
     /// The sites as the card lists them, with their mask inputs.
     fn dropout_sites(&self) -> Vec<DropoutSite> {
         self.sites()

@@ -12,10 +12,13 @@
 //! room for the masks the gate will draw. A card that fuses predictive entropy adds its hinge,
 //! `λ · max(H − τ·cut_H, 0)`, the threshold and cut being each signal's own cut
 //! (`FusedGate::cuts`): under Bonferroni's rule the gate accepts exactly the frames inside
-//! every cut. Denial of service: `max(2·threshold − MI, 0)`.
+//! every cut. A card that fuses feature density adds `λ · max(aim − log density, 0) / scale`
+//! on the attacker's copy of the density ([`DensityAim`]), the aim between the density's cut
+//! and the clean frames' median. Denial of service: `max(2·threshold − MI, 0)`.
 
 use tch::{Kind, Tensor};
 
+use super::density::DensityAim;
 use super::judge::Outcome;
 use crate::measures::{mutual_information, predictive_entropy};
 use crate::nets::DropoutNet;
@@ -50,6 +53,10 @@ pub struct Loss {
     /// Where the card fuses predictive entropy: its cut, which a second hinge aims under.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entropy_cut: Option<f64>,
+    /// Where the card fuses feature density: the attacker's copy of it, which a third hinge
+    /// pushes above its aim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub density: Option<DensityAim>,
 }
 
 /// What the attacker minimises, per image `[N]`, for pixels `[N, C, H, W]` in [0, 1] and
@@ -94,6 +101,9 @@ pub fn objective(
     let mut hinge = (mi - a.hinge_fraction * threshold).clamp_min(0.0);
     if let Some(cut) = a.entropy_cut {
         hinge += (predictive_entropy(&probs) - a.hinge_fraction * cut).clamp_min(0.0);
+    }
+    if let Some(density) = &a.density {
+        hinge += density.hinge(net, &x);
     }
     margin + hinge * lambda
 }

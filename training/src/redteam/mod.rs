@@ -8,6 +8,7 @@
 //! another class than its true label. Intervals: a 95 % percentile bootstrap over images
 //! (each image's bypass averaged over the draws), and the range over the draws.
 
+pub mod density;
 pub mod judge;
 pub mod loss;
 pub mod patch;
@@ -28,8 +29,8 @@ use pgd::{Norm, Pgd};
 
 /// What the attacker knows and does not, as the report states it.
 pub const THREAT_MODEL: &str = "white box: the attacker knows the architecture and weights, \
-every signal the gate decides on (the mutual information, and the predictive entropy where \
-the card fuses it) and where each rejects, the \
+every signal the gate decides on (the mutual information, and the predictive entropy and the \
+feature density where the card fuses them) and where each rejects, the \
 number of Monte-Carlo samples T and every dropout probability; the gate's masks are secret, \
 drawn per frame. The attacker perturbs the frame within the stated budget (pixels in [0, 1]); \
 the frame reaching the gate is 8-bit. Bypass: the gate accepts the frame and reports a class \

@@ -114,6 +114,10 @@ impl DropoutNet for MnistCnn {
         "Smith & Gal 2018 MNIST dropout CNN".into()
     }
 
+    fn density_features(&self, x: &Tensor, which: DensityFeatures) -> Option<Tensor> {
+        Some(self.features(x, which))
+    }
+
     fn input_spec(&self) -> InputSpec {
         InputSpec {
             name: IMAGE_INPUT.into(),
@@ -204,7 +208,8 @@ impl DropoutNet for MnistCnn {
 
 /// Which of the network's values a feature density is fitted on: the first dense layer's
 /// 128 outputs with every mask 1 (dropout off), before or after its ReLU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DensityFeatures {
     /// Before the ReLU: a unit's value below 0 still says how far below (measured on the
     /// latent holes: 49 % rejected against 29 % after the ReLU, docs/RESULTS.md).
