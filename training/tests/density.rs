@@ -88,4 +88,17 @@ fn both_feature_choices_export_a_density_the_sparse_plan_reads_from_the_head() {
     }
     // Two different fits: the ReLU drops what the pre-activation keeps.
     assert_ne!(densities[0], densities[1]);
+
+    // The red team refuses what it cannot aim at: a file without the branch, clean values
+    // that leave no room above the cut.
+    let plain = std::fs::read(root().join("models/mnist.onnx")).unwrap();
+    let clean: Vec<f64> = (0..20).map(f64::from).collect();
+    let err = DensityAim::from_onnx(&plain, -5.0, &clean, 0.5, Device::Cpu).unwrap_err();
+    assert!(
+        err.to_string().contains("no constant density.whiten"),
+        "{err}"
+    );
+    let onnx = std::fs::read(dir.path().join("PreRelu.onnx")).unwrap();
+    let err = DensityAim::from_onnx(&onnx, 50.0, &clean, 0.5, Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("no room above the cut"), "{err}");
 }

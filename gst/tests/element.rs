@@ -1,0 +1,267 @@
+//! The `mcgate` element in real pipelines (`videotestsrc` → element → `appsink`): one verdict
+//! meta per buffer, each the library gate's verdict on the same frame with the same seed (what
+//! `mcgate gate --seed` prints); the `on-reject` policies frame by frame; a padded stride; BGR
+//! as RGB; a bad model path failing the state change with one clear error.
+//!
+//! Needs GStreamer 1.22 with the base plugins (`videotestsrc`, `appsink`) and models/mnist.
+
+use std::path::PathBuf;
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+use mcgate::gate::{Gate, Seeds};
+use mcgate::input::frame::Frame;
+use mcgate::model::Model;
+use mcgate::score::verdict::Decision;
+
+fn model_stem() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/mnist")
+        .display()
+        .to_string()
+}
+
+fn init() {
+    gst::init().unwrap();
+    // Registering twice (one test after another in one process) is harmless.
+    let _ = gstmcgate::plugin_register_static();
+}
+
+/// One output buffer: its frame without padding, and its verdict meta's structure.
+struct Out {
+    pixels: Vec<u8>,
+    /// Bytes per row in the buffer (padding included).
+    stride: usize,
+    meta: gst::Structure,
+}
+
+/// Runs `source ! mcgate PROPS ! appsink` to the end; the buffers that came out and the
+/// element messages posted.
+fn run(source: &str, props: &str) -> Result<(Vec<Out>, Vec<gst::Structure>), String> {
+    init();
+    let description = format!("{source} ! mcgate {props} ! appsink name=sink sync=false");
+    let pipeline = gst::parse::launch(&description)
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let bus = pipeline.bus().unwrap();
+    let started = pipeline.set_state(gst::State::Playing);
+    let mut outs = vec![];
+    let mut messages = vec![];
+    let mut error = None;
+    if started.is_ok() {
+        while let Ok(sample) = sink.pull_sample() {
+            let caps = sample.caps().unwrap();
+            let info = gst_video::VideoInfo::from_caps(caps).unwrap();
+            let buffer = sample.buffer().unwrap();
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).unwrap();
+            let row = info.width() as usize * info.format_info().pixel_stride()[0] as usize;
+            let stride = frame.plane_stride()[0] as usize;
+            let data = frame.plane_data(0).unwrap();
+            let pixels = (0..info.height() as usize)
+                .flat_map(|y| data[y * stride..y * stride + row].to_vec())
+                .collect();
+            let meta = buffer
+                .meta::<gst_video::VideoRegionOfInterestMeta>()
+                .expect("a verdict meta on every buffer");
+            assert_eq!(meta.roi_type(), gstmcgate::META_STRUCTURE);
+            assert_eq!(meta.rect(), (0, 0, info.width(), info.height()));
+            let params: Vec<_> = meta.params().collect();
+            assert_eq!(params.len(), 1, "one verdict per buffer");
+            outs.push(Out {
+                pixels,
+                stride,
+                meta: params[0].to_owned(),
+            });
+        }
+    }
+    for message in bus.iter_timed(gst::ClockTime::ZERO) {
+        match message.view() {
+            gst::MessageView::Element(e) => messages.extend(e.structure().map(|s| s.to_owned())),
+            gst::MessageView::Error(e) => {
+                error = Some(format!("{} {}", e.error(), e.debug().unwrap_or_default()))
+            }
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    match error {
+        Some(e) => Err(e),
+        None if started.is_err() => Err("the pipeline did not start".into()),
+        None => Ok((outs, messages)),
+    }
+}
+
+fn mi(s: &gst::StructureRef) -> f64 {
+    s.get::<f64>("mi").unwrap()
+}
+
+fn verdict(s: &gst::StructureRef) -> String {
+    s.get::<String>("verdict").unwrap()
+}
+
+const BALL: &str =
+    "videotestsrc num-buffers=24 pattern=ball ! video/x-raw,format=GRAY8,width=28,height=28";
+
+/// Every buffer's meta is the library gate's report on that frame with the same run seed.
+#[test]
+fn each_buffer_carries_the_library_gates_verdict() {
+    let (outs, messages) = run(
+        BALL,
+        &format!("model={} seed=1 on-reject=mark-only", model_stem()),
+    )
+    .unwrap();
+    assert_eq!(outs.len(), 24);
+    let model = Model::load_from(model_stem().as_ref()).unwrap();
+    let threshold = model.card.mi_threshold().unwrap();
+    let mut gate = Gate::new(
+        &model,
+        model.card.default_samples,
+        threshold,
+        Seeds::PerFrame(1),
+    )
+    .unwrap();
+    let mut rejected = 0;
+    for (i, out) in outs.iter().enumerate() {
+        let image = image::GrayImage::from_raw(28, 28, out.pixels.clone()).unwrap();
+        let report = gate.score(&Frame::new(
+            i as u64,
+            "gst",
+            image::DynamicImage::ImageLuma8(image),
+        ));
+        let m = report.measures.unwrap();
+        assert_eq!(mi(&out.meta), m.mutual_information, "frame {i}");
+        assert_eq!(
+            out.meta.get::<i32>("class").unwrap(),
+            m.predicted_class as i32
+        );
+        assert_eq!(
+            out.meta.get::<String>("seed").unwrap(),
+            report.seed.unwrap().to_string()
+        );
+        let decision = match report.verdict.decision() {
+            Decision::Accept => "accept",
+            Decision::Reject => "reject",
+        };
+        assert_eq!(verdict(&out.meta), decision, "frame {i}");
+        rejected += (decision == "reject") as usize;
+        let line: serde_json::Value =
+            serde_json::from_str(&out.meta.get::<String>("report").unwrap()).unwrap();
+        assert_eq!(line["frame"], i as u64);
+        assert_eq!(line["verdict"], decision);
+    }
+    let rejects = messages
+        .iter()
+        .filter(|s| s.name() == gstmcgate::REJECT_MESSAGE)
+        .count();
+    assert_eq!(rejects, rejected);
+}
+
+/// `on-reject` frame by frame, at a threshold that rejects some of the frames.
+#[test]
+fn on_reject_drops_blacks_out_or_repeats() {
+    let (marked, _) = run(
+        BALL,
+        &format!("model={} seed=1 on-reject=mark-only", model_stem()),
+    )
+    .unwrap();
+    let mut mis: Vec<f64> = marked.iter().map(|o| mi(&o.meta)).collect();
+    mis.sort_by(f64::total_cmp);
+    let threshold = mis[mis.len() / 2];
+    let props = |policy: &str| {
+        format!(
+            "model={} seed=1 threshold={threshold} on-reject={policy}",
+            model_stem()
+        )
+    };
+    let (all, messages) = run(BALL, &props("mark-only")).unwrap();
+    let rejected: Vec<bool> = all.iter().map(|o| verdict(&o.meta) == "reject").collect();
+    let count = rejected.iter().filter(|&&r| r).count();
+    assert!(count > 0 && count < all.len(), "{count} of {}", all.len());
+    if count >= 5 {
+        // 5 of the last 20 frames rejected: the alarm, once the fifth comes.
+        assert!(messages
+            .iter()
+            .any(|s| s.name() == gstmcgate::ALARM_MESSAGE));
+    }
+    // Unchanged frames under mark-only: the input itself.
+    for (a, b) in all.iter().zip(&marked) {
+        assert_eq!(a.pixels, b.pixels);
+    }
+
+    let (dropped, _) = run(BALL, &props("drop")).unwrap();
+    assert_eq!(dropped.len(), all.len() - count);
+    assert!(dropped.iter().all(|o| verdict(&o.meta) == "accept"));
+
+    let (black, _) = run(BALL, &props("black")).unwrap();
+    let (repeat, _) = run(BALL, &props("repeat")).unwrap();
+    let mut last_accepted: Option<&Vec<u8>> = None;
+    for (i, &r) in rejected.iter().enumerate() {
+        assert_eq!(verdict(&black[i].meta) == "reject", r, "frame {i}");
+        if r {
+            assert!(black[i].pixels.iter().all(|&p| p == 0), "frame {i}");
+            match last_accepted {
+                Some(last) => assert_eq!(&repeat[i].pixels, last, "frame {i}"),
+                None => assert!(repeat[i].pixels.iter().all(|&p| p == 0)),
+            }
+        } else {
+            assert_eq!(black[i].pixels, all[i].pixels, "frame {i}");
+            assert_eq!(repeat[i].pixels, all[i].pixels, "frame {i}");
+            last_accepted = Some(&all[i].pixels);
+        }
+    }
+}
+
+/// A width whose rows GStreamer pads (30 → stride 32) and BGR frames give the verdicts of
+/// the same frames unpadded and in RGB.
+#[test]
+fn padded_strides_and_bgr_are_read_as_the_frame() {
+    let source = |format: &str, width: u32| {
+        format!("videotestsrc num-buffers=6 pattern=smpte ! video/x-raw,format={format},width={width},height=28")
+    };
+    let props = format!("model={} seed=3 on-reject=mark-only", model_stem());
+    let (gray, _) = run(&source("GRAY8", 30), &props).unwrap();
+    let model = Model::load_from(model_stem().as_ref()).unwrap();
+    let mut gate = Gate::new(
+        &model,
+        model.card.default_samples,
+        model.card.mi_threshold().unwrap(),
+        Seeds::PerFrame(3),
+    )
+    .unwrap();
+    for (i, out) in gray.iter().enumerate() {
+        assert_eq!(
+            (out.pixels.len(), out.stride),
+            (30 * 28, 32),
+            "rows padded to 32"
+        );
+        let image = image::GrayImage::from_raw(30, 28, out.pixels.clone()).unwrap();
+        let report = gate.score(&Frame::new(
+            i as u64,
+            "gst",
+            image::DynamicImage::ImageLuma8(image),
+        ));
+        assert_eq!(mi(&out.meta), report.measures.unwrap().mutual_information);
+    }
+    let (rgb, _) = run(&source("RGB", 30), &props).unwrap();
+    let (bgr, _) = run(&source("BGR", 30), &props).unwrap();
+    assert_eq!(rgb.len(), 6);
+    for (a, b) in rgb.iter().zip(&bgr) {
+        assert_eq!(mi(&a.meta), mi(&b.meta));
+        assert_eq!(verdict(&a.meta), verdict(&b.meta));
+    }
+}
+
+/// A model that cannot be loaded stops the pipeline at its start with one error naming it.
+#[test]
+fn a_bad_model_path_fails_the_state_change() {
+    let err = run(BALL, "model=/no/such/model").err().unwrap();
+    assert!(err.contains("/no/such/model.card.json"), "{err}");
+    let err = run(BALL, "").err().unwrap();
+    assert!(err.contains("no model set"), "{err}");
+}
