@@ -896,12 +896,11 @@ mod tests {
         );
     };
 
-    /// The density as the sum of ReLU(the site's layer, unmasked): a branch that starts
-    /// with the sparse layer's product, as the MNIST density's does.
-    const SUM_OF_LAYER: fn(&mut Graph) = |g| {
+    /// The density as the sum of ReLU(a dense layer with `weights` on "act", unmasked).
+    fn sum_of_relu_layer(g: &mut Graph, weights: &str) {
         g.node(
             "Gemm",
-            &["act", "w", "b"],
+            &["act", weights, "b"],
             "density.layer",
             vec![int("transB", 1)],
         )
@@ -912,7 +911,10 @@ mod tests {
             "log_density",
             vec![int("keepdims", 1)],
         );
-    };
+    }
+
+    /// A branch that starts with the sparse layer's own product, as the MNIST density's does.
+    const SUM_OF_LAYER: fn(&mut Graph) = |g| sum_of_relu_layer(g, "w");
 
     /// act → Mul mask_0 → Gemm (transB) → logits: the pattern.
     fn dense_after_site(g: &mut Graph) {
@@ -1023,20 +1025,8 @@ mod tests {
                 "w" => SUM_OF_LAYER,
                 _ => |g| {
                     let w2: Vec<f32> = (0..4 * 16).map(|k| (k % 7) as f32 / 7.0 - 0.5).collect();
-                    g.constant(f32_tensor("w2", &[4, 16], &w2))
-                        .node(
-                            "Gemm",
-                            &["act", "w2", "b"],
-                            "density.layer",
-                            vec![int("transB", 1)],
-                        )
-                        .node("Relu", &["density.layer"], "density.features", vec![])
-                        .node(
-                            "ReduceSum",
-                            &["density.features", "axes"],
-                            "log_density",
-                            vec![int("keepdims", 1)],
-                        );
+                    g.constant(f32_tensor("w2", &[4, 16], &w2));
+                    sum_of_relu_layer(g, "w2");
                 },
             };
             let m = model_with(p, 4, 13, dense_after_site, Some(density));
