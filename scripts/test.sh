@@ -22,6 +22,8 @@ gst-inspect-1.0 rtpjpegpay >/dev/null 2>&1 || debs+=(gstreamer1.0-plugins-good)
 /usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0")' 2>/dev/null \
   || debs+=(python3-gi gir1.2-gst-rtsp-server-1.0)
 command -v systemd-analyze >/dev/null || debs+=(systemd)
+# The MQTT events (tests/mqtt.rs) go to a real broker the test starts on loopback.
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || debs+=(mosquitto)
 # The GStreamer element (gst/, a workspace member) builds against the system's GStreamer.
 pkg-config --exists gstreamer-video-1.0 2>/dev/null \
   || debs+=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)

@@ -93,6 +93,15 @@ pub(crate) struct GateArgs {
     /// verdict and reject reason, alarms, MI and latency histograms, threshold, model.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    /// Publish the gate's events to an MQTT broker, shaped like Frigate's: `PREFIX/events`
+    /// (`new` when a run of rejects starts, `update` while it lasts, `end` when frames pass
+    /// again) and `PREFIX/available` (`online`; `offline` as the last will). QoS 1; never
+    /// blocks the gate (a full queue drops and counts). E.g. mqtt://127.0.0.1:1883/mcgate
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// The camera's name in the MQTT events.
+    #[arg(long, default_value = "camera", value_name = "NAME", requires = "mqtt")]
+    camera: String,
     /// Leave latency out of the report lines (for byte-identical replays).
     #[arg(long)]
     no_latency: bool,
@@ -143,6 +152,8 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
         format: args.format,
         latency: !args.no_latency,
         metrics: args.metrics,
+        mqtt: args.mqtt,
+        camera: args.camera,
         jobs: args.jobs,
         signals: match &args.signals {
             None => None,

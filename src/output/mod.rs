@@ -12,6 +12,8 @@ pub mod annotate;
 pub mod frames;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 pub mod passthrough;
 pub mod report;
 pub mod summary;

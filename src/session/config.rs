@@ -85,6 +85,10 @@ pub struct GateConfig {
     pub latency: bool,
     /// Serve Prometheus metrics at this address.
     pub metrics: Option<String>,
+    /// Publish events to this broker (`mqtt://HOST:PORT/PREFIX`).
+    pub mqtt: Option<String>,
+    /// The camera's name in the events.
+    pub camera: String,
     /// Frames scored at once.
     pub jobs: usize,
     /// The card's signals that decide; `None`: all the card has.
@@ -123,6 +127,8 @@ impl GateConfig {
             format: Format::Jsonl,
             latency: true,
             metrics: None,
+            mqtt: None,
+            camera: "camera".into(),
             jobs: 1,
             signals: None,
         }
@@ -328,6 +334,9 @@ impl GateConfig {
         if let Some(addr) = &self.metrics {
             session = with_metrics(session, &model, addr)?;
         }
+        if let Some(url) = &self.mqtt {
+            session = with_mqtt(session, url, &self.camera)?;
+        }
         for warning in warnings {
             log::warn!("{warning}");
         }
@@ -524,6 +533,25 @@ fn with_metrics<W: Write>(
     let metrics = std::sync::Arc::new(crate::output::metrics::Metrics::new(&model.card));
     metrics.serve(addr)?;
     Ok(session.with_sink(Box::new(metrics)))
+}
+
+#[cfg(feature = "mqtt")]
+fn with_mqtt<W: Write>(session: Session<W>, url: &str, camera: &str) -> Result<Session<W>, Error> {
+    use crate::output::mqtt::{MqttSink, MqttTarget};
+    let target = MqttTarget::parse(url).map_err(|e| Error::Setting(format!("--mqtt: {e}")))?;
+    if camera.is_empty() || camera.contains(['/', '+', '#']) {
+        return Err(Error::Setting(format!(
+            "--camera {camera:?}: a name without / + or #"
+        )));
+    }
+    Ok(session.with_sink(Box::new(MqttSink::start(target, camera))))
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn with_mqtt<W: Write>(_: Session<W>, _: &str, _: &str) -> Result<Session<W>, Error> {
+    Err(Error::Setting(
+        "this build has no MQTT (cargo feature mqtt is off)".into(),
+    ))
 }
 
 #[cfg(not(feature = "metrics"))]
