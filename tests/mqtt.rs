@@ -246,4 +246,15 @@ fn a_bad_mqtt_url_is_a_one_line_setting_error() {
         .output()
         .unwrap();
     common::assert_one_line_error(&out, 2, "without + # or NUL");
+    let out = command()
+        .args(["gate", "models/mnist", &frame("clean/digit_0_3.png")])
+        .args([
+            "--mqtt",
+            "mqtt://127.0.0.1:1883/x",
+            "--camera",
+            "front/door",
+        ])
+        .output()
+        .unwrap();
+    common::assert_one_line_error(&out, 2, "a name without / + or #");
 }

@@ -413,7 +413,12 @@ mod imp {
             return;
         };
         match (rejected, state.on_reject) {
-            (false, OnReject::Repeat) => state.last_accepted = Some(data.to_vec()),
+            (false, OnReject::Repeat) => {
+                // One buffer for the whole run: the frame size is fixed by the caps.
+                let last = state.last_accepted.get_or_insert_with(Vec::new);
+                last.clear();
+                last.extend_from_slice(data);
+            }
             (true, OnReject::Black) => data.fill(0),
             (true, OnReject::Repeat) => match &state.last_accepted {
                 Some(last) if last.len() == data.len() => data.copy_from_slice(last),
