@@ -6,12 +6,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{command, free_port, root};
+use common::{assert_one_line_error, command, free_port, mcgate, mcgate_stdin, root, RAW_MNIST};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// A mosquitto on `127.0.0.1:port`, stopped when dropped.
@@ -199,26 +198,8 @@ fn no_broker_neither_blocks_nor_fails_the_gate_and_drops_are_counted() {
         stream.extend_from_slice(&odd);
     }
     let started = Instant::now();
-    let mut gate = command()
-        .args([
-            "gate",
-            "models/mnist",
-            "-",
-            "--width",
-            "28",
-            "--height",
-            "28",
-            "--seed",
-            "1",
-        ])
-        .args(["--mqtt", &format!("mqtt://127.0.0.1:{port}/gone")])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    gate.stdin.take().unwrap().write_all(&stream).unwrap();
-    let out = gate.wait_with_output().unwrap();
+    let url = format!("mqtt://127.0.0.1:{port}/gone");
+    let out = mcgate_stdin(&[&RAW_MNIST[..], &["--mqtt", &url]].concat(), &stream);
     assert!(
         out.status.success(),
         "{}",
@@ -234,27 +215,27 @@ fn no_broker_neither_blocks_nor_fails_the_gate_and_drops_are_counted() {
 
 #[test]
 fn a_bad_mqtt_url_is_a_one_line_setting_error() {
-    let out = command()
-        .args(["gate", "models/mnist", &frame("clean/digit_0_3.png")])
-        .args(["--mqtt", "mqtt://user:secret@127.0.0.1:1883/x"])
-        .output()
-        .unwrap();
-    common::assert_one_line_error(&out, 2, "credentials do not go on the command line");
-    let out = command()
-        .args(["gate", "models/mnist", &frame("clean/digit_0_3.png")])
-        .args(["--mqtt", "mqtt://127.0.0.1:1883/a/#"])
-        .output()
-        .unwrap();
-    common::assert_one_line_error(&out, 2, "without + # or NUL");
-    let out = command()
-        .args(["gate", "models/mnist", &frame("clean/digit_0_3.png")])
-        .args([
-            "--mqtt",
-            "mqtt://127.0.0.1:1883/x",
-            "--camera",
-            "front/door",
-        ])
-        .output()
-        .unwrap();
-    common::assert_one_line_error(&out, 2, "a name without / + or #");
+    let digit = frame("clean/digit_0_3.png");
+    for (extra, why) in [
+        (
+            &["--mqtt", "mqtt://user:secret@127.0.0.1:1883/x"][..],
+            "credentials do not go on the command line",
+        ),
+        (
+            &["--mqtt", "mqtt://127.0.0.1:1883/a/#"],
+            "without + # or NUL",
+        ),
+        (
+            &[
+                "--mqtt",
+                "mqtt://127.0.0.1:1883/x",
+                "--camera",
+                "front/door",
+            ],
+            "a name without / + or #",
+        ),
+    ] {
+        let out = mcgate(&[&["gate", "models/mnist", &digit][..], extra].concat());
+        assert_one_line_error(&out, 2, why);
+    }
 }
