@@ -70,6 +70,8 @@ mod imp {
         samples: u32,
         seed: i64,
         on_reject: OnReject,
+        mqtt: Option<String>,
+        camera: String,
     }
 
     impl Default for Settings {
@@ -80,6 +82,8 @@ mod imp {
                 samples: 0,
                 seed: -1,
                 on_reject: OnReject::Drop,
+                mqtt: None,
+                camera: "camera".into(),
             }
         }
     }
@@ -95,6 +99,8 @@ mod imp {
         /// The last accepted frame's plane (`on-reject=repeat`).
         last_accepted: Option<Vec<u8>>,
         on_reject: OnReject,
+        /// Events to an MQTT broker (`mqtt` property), as `gate --mqtt` publishes them.
+        mqtt: Option<mcgate::output::mqtt::MqttSink>,
     }
 
     /// The element's instance.
@@ -150,6 +156,19 @@ mod imp {
                         .blurb("What happens to a rejected frame")
                         .mutable_ready()
                         .build(),
+                    glib::ParamSpecString::builder("mqtt")
+                        .nick("MQTT")
+                        .blurb(
+                            "Publish events as `mcgate gate --mqtt` does: mqtt://HOST:PORT/PREFIX",
+                        )
+                        .mutable_ready()
+                        .build(),
+                    glib::ParamSpecString::builder("camera")
+                        .nick("Camera")
+                        .blurb("The camera's name in the MQTT events")
+                        .default_value(Some("camera"))
+                        .mutable_ready()
+                        .build(),
                 ]
             });
             PROPERTIES.as_ref()
@@ -163,6 +182,14 @@ mod imp {
                 "samples" => s.samples = value.get().unwrap_or(0),
                 "seed" => s.seed = value.get().unwrap_or(-1),
                 "on-reject" => s.on_reject = value.get().unwrap_or(OnReject::Drop),
+                "mqtt" => s.mqtt = value.get().unwrap_or(None),
+                "camera" => {
+                    s.camera = value
+                        .get::<Option<String>>()
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "camera".into())
+                }
                 _ => {}
             }
         }
@@ -175,6 +202,8 @@ mod imp {
                 "samples" => s.samples.to_value(),
                 "seed" => s.seed.to_value(),
                 "on-reject" => s.on_reject.to_value(),
+                "mqtt" => s.mqtt.to_value(),
+                "camera" => s.camera.to_value(),
                 // Only the names above are registered.
                 _ => glib::Value::from_type(pspec.value_type()),
             }
@@ -290,6 +319,11 @@ mod imp {
                 report
             };
             let alarm = state.alarm.push(report.verdict.decision());
+            let report = Report { alarm, ..report };
+            if let Some(mqtt) = &mut state.mqtt {
+                // Never an error: the sink drops and counts what the broker cannot take.
+                let _ = mcgate::output::Sink::observe(mqtt, &report, None);
+            }
             let line = report_line(&state.model, state.gate.samples(), &report);
             let rejected = report.verdict.decision() == Decision::Reject;
             let on_reject = state.on_reject;
@@ -361,6 +395,17 @@ mod imp {
             seed => Seeds::PerFrame(seed as u64),
         };
         let gate = Gate::new(&model, samples, threshold, seeds).map_err(|e| e.to_string())?;
+        let mqtt = match &s.mqtt {
+            None => None,
+            Some(url) => {
+                let target = mcgate::output::mqtt::MqttTarget::parse(url)
+                    .map_err(|e| format!("mqtt: {e}"))?;
+                if s.camera.is_empty() || s.camera.contains(['/', '+', '#']) {
+                    return Err(format!("camera {:?}: a name without / + or #", s.camera));
+                }
+                Some(mcgate::output::mqtt::MqttSink::start(target, &s.camera))
+            }
+        };
         Ok(State {
             gate,
             model,
@@ -369,6 +414,7 @@ mod imp {
             alarm: AlarmWindow::new(ALARM_REJECTS, ALARM_WINDOW).map_err(|e| e.to_string())?,
             last_accepted: None,
             on_reject: s.on_reject,
+            mqtt,
         })
     }
 

@@ -265,3 +265,89 @@ fn a_bad_model_path_fails_the_state_change() {
     let err = run(BALL, "").err().unwrap();
     assert!(err.contains("no model set"), "{err}");
 }
+
+/// The `mqtt` property publishes the events `gate --mqtt` does (here: a run of rejects
+/// starting at the first frame, and `available` online then offline), on a real mosquitto.
+#[test]
+fn the_mqtt_property_publishes_the_gates_events() {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    use std::time::{Duration, Instant};
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let program = match std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        true => "/usr/sbin/mosquitto",
+        false => "mosquitto",
+    };
+    let mut broker = std::process::Command::new(program)
+        .args(["-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mosquitto (the test command installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (client, mut connection) =
+        Client::new(MqttOptions::new("element-test", "127.0.0.1", port), 64);
+    client.subscribe("gsttest/#", QoS::AtLeastOnce).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _client = client;
+        for event in connection.iter() {
+            match event {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = tx.send(None);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let payload = String::from_utf8_lossy(&p.payload).to_string();
+                    if tx.send(Some((p.topic.clone(), payload))).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), None);
+    let (outs, _) = run(
+        BALL,
+        &format!(
+            "model={} seed=1 threshold=0.000001 on-reject=mark-only mqtt=mqtt://127.0.0.1:{port}/gsttest camera=porch",
+            model_stem()
+        ),
+    )
+    .unwrap();
+    assert!(outs.iter().all(|o| verdict(&o.meta) == "reject"));
+    let mut seen = vec![];
+    while let Ok(Some((topic, payload))) = rx.recv_timeout(Duration::from_secs(5)) {
+        seen.push((topic, payload));
+        if seen.last().map(|(_, p)| p.as_str()) == Some("offline") {
+            break;
+        }
+    }
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+    let events: Vec<serde_json::Value> = seen
+        .iter()
+        .filter(|(t, _)| t == "gsttest/events")
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "new", "{seen:?}");
+    assert_eq!(events[0]["after"]["camera"], "porch");
+    assert_eq!(events[0]["after"]["start_frame"], 0);
+    // 24 rejects: the alarm at the fifth is an update.
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "update" && e["after"]["alarm"] == true));
+    let available: Vec<&str> = seen
+        .iter()
+        .filter(|(t, _)| t == "gsttest/available")
+        .map(|(_, p)| p.as_str())
+        .collect();
+    assert_eq!(available, ["online", "offline"], "{seen:?}");
+}
