@@ -1,6 +1,8 @@
 //! The `mcgate` element: an in-place transform over raw GRAY8, RGB and BGR video.
 //!
-//! Per buffer: the frame (row padding dropped) goes through the library's [`Gate`]; the
+//! Per buffer: the frame (row padding dropped) goes through the library's [`Gate`] and then
+//! its stream rules ([`FrameRules`]: the frozen check, tamper events, the alarm — what
+//! `mcgate gate` applies, so a frozen camera is rejected here too); the
 //! verdict is attached as a `GstVideoRegionOfInterestMeta` over the whole frame, type
 //! `mcgate`, with one [`META_STRUCTURE`] param (the way DL Streamer attaches
 //! classifications; GStreamer 1.24's analytics meta is the place for it once Debian ships
@@ -22,6 +24,7 @@ use mcgate::model::Model;
 use mcgate::output::report::{Format, ReportWriter};
 use mcgate::score::report::Report;
 use mcgate::score::verdict::{AlarmWindow, Decision};
+use mcgate::session::FrameRules;
 
 /// The name of the structure each verdict meta carries.
 pub const META_STRUCTURE: &str = "mcgate";
@@ -91,11 +94,12 @@ mod imp {
     /// What a running element holds.
     struct State {
         gate: Gate,
-        /// Labels and T for the report lines.
-        model: Model,
         info: Option<gst_video::VideoInfo>,
         index: u64,
-        alarm: AlarmWindow,
+        /// The frozen check, tamper events and the alarm (the library's session rules).
+        rules: FrameRules,
+        /// The report line writer, its buffer reused frame after frame.
+        lines: ReportWriter<Vec<u8>>,
         /// The last accepted frame's plane (`on-reject=repeat`).
         last_accepted: Option<Vec<u8>>,
         on_reject: OnReject,
@@ -304,9 +308,9 @@ mod imp {
                 let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info)
                     .map_err(|_| gst::FlowError::Error)?;
                 // A frame that cannot be read is rejected like any unscorable frame.
-                let image = to_image(&frame);
-                let report = match image {
-                    Some(image) => state.gate.score(&Frame::new(index, "gst", image)),
+                let scored = to_image(&frame).map(|image| Frame::new(index, "gst", image));
+                let mut report = match &scored {
+                    Some(scored) => state.gate.score(scored),
                     None => state.gate.unreadable(&mcgate::input::frame::Unreadable {
                         index,
                         source: "gst".into(),
@@ -315,16 +319,18 @@ mod imp {
                         ),
                     }),
                 };
+                // The stream's rules, as `mcgate gate` applies them: the frozen check, tamper
+                // events, the alarm.
+                state.rules.apply(&mut report, scored.as_ref());
                 apply(state, &mut frame, &report);
                 report
             };
-            let alarm = state.alarm.push(report.verdict.decision());
-            let report = Report { alarm, ..report };
+            let alarm = report.alarm;
             if let Some(mqtt) = &mut state.mqtt {
                 // Never an error: the sink drops and counts what the broker cannot take.
                 let _ = mcgate::output::Sink::observe(mqtt, &report, None);
             }
-            let line = report_line(&state.model, state.gate.samples(), &report);
+            let line = report_line(&mut state.lines, &report);
             let rejected = report.verdict.decision() == Decision::Reject;
             let on_reject = state.on_reject;
             drop(guard);
@@ -406,12 +412,23 @@ mod imp {
                 Some(mcgate::output::mqtt::MqttSink::start(target, &s.camera))
             }
         };
+        let rules = FrameRules::new(
+            &gate,
+            AlarmWindow::new(ALARM_REJECTS, ALARM_WINDOW).map_err(|e| e.to_string())?,
+        );
+        let lines = ReportWriter::new(
+            Vec::with_capacity(512),
+            Format::Jsonl,
+            false,
+            &model.card,
+            samples,
+        );
         Ok(State {
             gate,
-            model,
             info: None,
             index: 0,
-            alarm: AlarmWindow::new(ALARM_REJECTS, ALARM_WINDOW).map_err(|e| e.to_string())?,
+            rules,
+            lines,
             last_accepted: None,
             on_reject: s.on_reject,
             mqtt,
@@ -475,10 +492,10 @@ mod imp {
     }
 
     /// The frame's line as `mcgate gate` writes it (JSON).
-    fn report_line(model: &Model, samples: usize, report: &Report) -> String {
-        let mut writer = ReportWriter::new(Vec::new(), Format::Jsonl, false, &model.card, samples);
-        match writer.write(report) {
-            Ok(()) => String::from_utf8_lossy(writer.get_ref())
+    fn report_line(lines: &mut ReportWriter<Vec<u8>>, report: &Report) -> String {
+        lines.get_mut().clear();
+        match lines.write(report) {
+            Ok(()) => String::from_utf8_lossy(lines.get_ref())
                 .trim_end()
                 .to_string(),
             Err(e) => format!("{{\"error\":\"{e}\"}}"),

@@ -257,6 +257,80 @@ fn padded_strides_and_bgr_are_read_as_the_frame() {
     }
 }
 
+/// A copy of models/mnist with tamper checks set on the 50 clean digits of bundles/mnist (as
+/// `mcgate calibrate --tamper` sets them): its frozen check rejects the 30th identical frame.
+fn tamper_copy(dir: &std::path::Path) -> String {
+    use mcgate::calibrate;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for ext in ["onnx", "card.json"] {
+        std::fs::copy(
+            root.join(format!("models/mnist.{ext}")),
+            dir.join(format!("m.{ext}")),
+        )
+        .unwrap();
+    }
+    let stem = dir.join("m");
+    let model = Model::load_from(&stem).unwrap();
+    let opts = calibrate::Options {
+        fpr: 0.1,
+        samples: model.card.default_samples,
+        seed: 3,
+        jobs: 1,
+        tamper: true,
+        signals: vec![],
+        rule: mcgate::contract::card::Fusion::Bonferroni,
+        holdout: 0.0,
+    };
+    let frames = mcgate::input::frame::Files::new(&[root.join("bundles/mnist/clean")]);
+    let calibrated = calibrate::calibrate(&model, frames, &opts).unwrap();
+    let card = calibrate::calibrated_card(&model.card, &calibrated, &opts, "2026-12-06".into());
+    calibrate::write_card(&stem, &card).unwrap();
+    stem.display().to_string()
+}
+
+/// The stream's rules are the library's, as `mcgate gate` applies them: a frozen camera (a
+/// still pattern the MI threshold accepts) is rejected from its 30th identical frame on, with
+/// the tamper event and the alarm the session would raise.
+#[test]
+fn a_frozen_camera_is_rejected_as_the_gate_rejects_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let stem = tamper_copy(dir.path());
+    let (outs, messages) = run(
+        "videotestsrc num-buffers=35 pattern=pinwheel ! video/x-raw,format=GRAY8,width=28,height=28",
+        &format!("model={stem} seed=1 threshold=2.2 on-reject=mark-only"),
+    )
+    .unwrap();
+    assert_eq!(outs.len(), 35);
+    for (i, out) in outs.iter().enumerate() {
+        let (verdict, reason) = (
+            verdict(&out.meta),
+            out.meta.get::<String>("reason").unwrap(),
+        );
+        match i {
+            0..=28 => assert_eq!(
+                (verdict.as_str(), reason.as_str()),
+                ("accept", ""),
+                "frame {i}"
+            ),
+            _ => assert_eq!(
+                (verdict.as_str(), reason.as_str()),
+                ("reject", "tamper_frozen"),
+                "frame {i}"
+            ),
+        }
+    }
+    let line: serde_json::Value =
+        serde_json::from_str(&outs[29].meta.get::<String>("report").unwrap()).unwrap();
+    assert_eq!(line["tamper_event"], "frozen");
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|s| s.name() == gstmcgate::REJECT_MESSAGE)
+            .count(),
+        6
+    );
+}
+
 /// A model that cannot be loaded stops the pipeline at its start with one error naming it.
 #[test]
 fn a_bad_model_path_fails_the_state_change() {

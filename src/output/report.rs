@@ -207,6 +207,11 @@ impl<W: Write> ReportWriter<W> {
         &self.out
     }
 
+    /// The stream written to, mutably (a caller that keeps one line at a time clears it).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
     /// Writes and flushes one frame's line.
     pub fn write(&mut self, r: &Report) -> Result<(), OutputError> {
         let class = r.measures.map(|m| m.predicted_class);

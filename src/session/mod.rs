@@ -57,13 +57,20 @@ pub struct Session<W: Write> {
     outputs: Outputs<W>,
 }
 
-/// What happens to a scored frame: the rules and the outputs.
-struct Outputs<W: Write> {
+/// The rules that belong to the gate on a stream of frames in order (the module's list):
+/// the frozen check, tamper events, the alarm. Every front end that gates a stream — this
+/// session, the GStreamer element — applies them, so none of them lets a frozen camera pass.
+pub struct FrameRules {
     /// The frozen check: the counter and the run at which frames are rejected.
     frozen: Option<(FrozenCounter, u64)>,
     /// The tamper event in progress: its check and how many frames it has lasted.
     tamper: Option<(TamperKind, u64)>,
     alarm: AlarmWindow,
+}
+
+/// What happens to a scored frame: the rules and the outputs.
+struct Outputs<W: Write> {
+    rules: FrameRules,
     lines: ReportWriter<W>,
     frames: FrameOutputs,
     /// Observers after the line, in the order added (annotations, metrics, …).
@@ -80,13 +87,11 @@ impl<W: Write> Session<W> {
         lines: ReportWriter<W>,
         frames: FrameOutputs,
     ) -> Session<W> {
-        let frozen = pool.gate().frozen_at().map(|at| (FrozenCounter::new(), at));
+        let rules = FrameRules::new(pool.gate(), alarm);
         Session {
             pool,
             outputs: Outputs {
-                frozen,
-                tamper: None,
-                alarm,
+                rules,
                 lines,
                 frames,
                 sinks: vec![],
@@ -119,7 +124,17 @@ impl<W: Write> Session<W> {
     }
 }
 
-impl<W: Write> Outputs<W> {
+impl FrameRules {
+    /// The rules for frames scored by `gate` (its card's frozen check, if any), raising
+    /// `alarm`.
+    pub fn new(gate: &crate::gate::Gate, alarm: AlarmWindow) -> FrameRules {
+        FrameRules {
+            frozen: gate.frozen_at().map(|at| (FrozenCounter::new(), at)),
+            tamper: None,
+            alarm,
+        }
+    }
+
     /// Starts, continues or ends the tamper event with `report`'s verdict.
     fn track_tamper(&mut self, report: &mut Report) {
         let kind = match report.verdict.reason() {
@@ -154,9 +169,10 @@ impl<W: Write> Outputs<W> {
         }
     }
 
-    /// Applies the per-frame rules to one scored frame and writes its outputs. `frame` is
-    /// `None` when the frame could not be read.
-    fn deliver(&mut self, mut report: Report, frame: Option<&Frame>) -> Result<(), Error> {
+    /// Applies the rules to the next frame's report, in stream order: a frozen picture
+    /// rejected, the tamper event marked, the alarm set. `frame` is `None` when the frame
+    /// could not be read.
+    pub fn apply(&mut self, report: &mut Report, frame: Option<&Frame>) {
         if let (None, Some(reason)) = (report.measures, report.verdict.reason()) {
             // A tamper reject was judged, not a fault: its line and its alarm say it.
             if !reason.is_tamper() {
@@ -181,7 +197,7 @@ impl<W: Write> Outputs<W> {
                 });
             }
         }
-        self.track_tamper(&mut report);
+        self.track_tamper(report);
         report.alarm = self.alarm.push(report.verdict.decision());
         if report.alarm {
             log::warn!(
@@ -191,6 +207,14 @@ impl<W: Write> Outputs<W> {
                 self.alarm.window()
             );
         }
+    }
+}
+
+impl<W: Write> Outputs<W> {
+    /// Applies the per-frame rules to one scored frame and writes its outputs. `frame` is
+    /// `None` when the frame could not be read.
+    fn deliver(&mut self, mut report: Report, frame: Option<&Frame>) -> Result<(), Error> {
+        self.rules.apply(&mut report, frame);
         // An accepted frame is passed on before its verdict line: if it cannot be written
         // (full disk), its line says reject, and the session stops with that error.
         let mut passed_on = Ok(());
