@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{assert_one_line_error, command, free_port, mcgate, mcgate_stdin, root, RAW_MNIST};
+use common::{
+    assert_one_line_error, command, free_port, mcgate, mcgate_stdin, root, spawn_mcgate, RAW_MNIST,
+};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 
 /// A mosquitto on `127.0.0.1:port`, stopped when dropped.
@@ -155,22 +157,7 @@ fn a_run_of_rejects_is_one_event_and_the_last_will_says_offline() {
     assert_eq!(available.last().map(String::as_str), Some("offline"));
 
     // Killed without a word: the broker publishes the last will.
-    let mut gate = command()
-        .args([
-            "gate",
-            "models/mnist",
-            "-",
-            "--width",
-            "28",
-            "--height",
-            "28",
-        ])
-        .args(["--mqtt", &url, "--camera", "door"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut gate = spawn_mcgate(&[&RAW_MNIST[..], &["--mqtt", &url, "--camera", "door"]].concat());
     let online = messages.recv_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(online, ("gatetest/available".into(), "online".into()));
     gate.kill().unwrap();

@@ -105,6 +105,20 @@ fn verdict(s: &gst::StructureRef) -> String {
     s.get::<String>("verdict").unwrap()
 }
 
+/// The library's gate on models/mnist at its card's settings, masks from run seed `seed`:
+/// what `mcgate gate models/mnist --seed SEED` runs.
+fn library_gate(seed: u64) -> Gate {
+    let model = Model::load_from(model_stem().as_ref()).unwrap();
+    let threshold = model.card.mi_threshold().unwrap();
+    Gate::new(
+        &model,
+        model.card.default_samples,
+        threshold,
+        Seeds::PerFrame(seed),
+    )
+    .unwrap()
+}
+
 const BALL: &str =
     "videotestsrc num-buffers=24 pattern=ball ! video/x-raw,format=GRAY8,width=28,height=28";
 
@@ -117,15 +131,7 @@ fn each_buffer_carries_the_library_gates_verdict() {
     )
     .unwrap();
     assert_eq!(outs.len(), 24);
-    let model = Model::load_from(model_stem().as_ref()).unwrap();
-    let threshold = model.card.mi_threshold().unwrap();
-    let mut gate = Gate::new(
-        &model,
-        model.card.default_samples,
-        threshold,
-        Seeds::PerFrame(1),
-    )
-    .unwrap();
+    let mut gate = library_gate(1);
     let mut rejected = 0;
     for (i, out) in outs.iter().enumerate() {
         let image = image::GrayImage::from_raw(28, 28, out.pixels.clone()).unwrap();
@@ -226,14 +232,7 @@ fn padded_strides_and_bgr_are_read_as_the_frame() {
     };
     let props = format!("model={} seed=3 on-reject=mark-only", model_stem());
     let (gray, _) = run(&source("GRAY8", 30), &props).unwrap();
-    let model = Model::load_from(model_stem().as_ref()).unwrap();
-    let mut gate = Gate::new(
-        &model,
-        model.card.default_samples,
-        model.card.mi_threshold().unwrap(),
-        Seeds::PerFrame(3),
-    )
-    .unwrap();
+    let mut gate = library_gate(3);
     for (i, out) in gray.iter().enumerate() {
         assert_eq!(
             (out.pixels.len(), out.stride),
