@@ -24,6 +24,8 @@ gst-inspect-1.0 rtpjpegpay >/dev/null 2>&1 || debs+=(gstreamer1.0-plugins-good)
 command -v systemd-analyze >/dev/null || debs+=(systemd)
 # The MQTT events (tests/mqtt.rs) go to a real broker the test starts on loopback.
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || debs+=(mosquitto)
+# Its TLS test makes a CA and the broker's certificate with openssl.
+command -v openssl >/dev/null || debs+=(openssl)
 # The GStreamer element (gst/, a workspace member) builds against the system's GStreamer.
 pkg-config --exists gstreamer-video-1.0 2>/dev/null \
   || debs+=(pkg-config libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev)

@@ -2,7 +2,10 @@
 //! Debian): a run of rejected frames is one event (`new`, an `update` when the alarm fires,
 //! `end` when frames pass again); `available` goes `online`, and `offline` by the last will
 //! when the gate is killed; a broker that is not there neither blocks nor fails the gate,
-//! and the messages it could not send are counted.
+//! and the messages it could not send are counted; TLS with a CA file and credentials from
+//! a file reach a broker that demands both, and bad ones are errors in the log, not a
+//! stopped gate; a broker that stalls (SIGSTOP) does not hold the frames, and the messages
+//! dropped show in the metrics.
 
 mod common;
 
@@ -20,13 +23,22 @@ struct Broker(Child);
 
 impl Broker {
     fn start(port: u16) -> Broker {
+        Broker::run(&["-p", &port.to_string()], port)
+    }
+
+    /// With the configuration file `config`, listening (at least) on `port`.
+    fn with_config(config: &std::path::Path, port: u16) -> Broker {
+        Broker::run(&["-c", config.to_str().unwrap()], port)
+    }
+
+    fn run(args: &[&str], port: u16) -> Broker {
         // Debian puts it in /usr/sbin, which a user's PATH may lack.
         let program = match std::path::Path::new("/usr/sbin/mosquitto").exists() {
             true => "/usr/sbin/mosquitto",
             false => "mosquitto",
         };
         let child = Command::new(program)
-            .args(["-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -42,15 +54,34 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
+impl Broker {
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid, which it still is until wait().
+        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+    }
+}
+
 /// Every message on `topics` (topic, payload), as they come.
 fn subscribe(port: u16, topics: &str) -> mpsc::Receiver<(String, String)> {
+    subscribe_as(port, topics, None)
+}
+
+fn subscribe_as(
+    port: u16,
+    topics: &str,
+    credentials: Option<(&str, &str)>,
+) -> mpsc::Receiver<(String, String)> {
     let mut options = MqttOptions::new(format!("test-{port}"), "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(5));
+    if let Some((user, password)) = credentials {
+        options.set_credentials(user, password);
+    }
     let (client, mut connection) = Client::new(options, 64);
     client.subscribe(topics, QoS::AtLeastOnce).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -219,10 +250,306 @@ fn a_bad_mqtt_url_is_a_one_line_setting_error() {
                 "--camera",
                 "front/door",
             ],
-            "a name without / + or #",
+            "without / + # or NUL",
         ),
     ] {
         let out = mcgate(&[&["gate", "models/mnist", &digit][..], extra].concat());
         assert_one_line_error(&out, 2, why);
     }
+}
+
+/// `args` run to completion in `dir`; panics with its stderr when it fails.
+fn run_in(dir: &std::path::Path, program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} (the test command installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`{name}.pem`, `{name}.key`) made with openssl in `dir`.
+fn make_ca(dir: &std::path::Path, name: &str) {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    let subject = format!("/CN=mcgate test {name}");
+    run_in(
+        dir,
+        "openssl",
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", &subject,
+            "-keyout", &key, "-out", &pem,
+        ],
+    );
+}
+
+/// A mosquitto that demands TLS (signed by `ca.pem` in `dir`) and a password on `tls`, and
+/// the password alone on `plain` (for the test's subscriber); user `gate`, password `s3cret`.
+fn secure_broker(dir: &std::path::Path) -> (Broker, u16, u16) {
+    make_ca(dir, "ca");
+    run_in(
+        dir,
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run_in(
+        dir,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    );
+    let passwd = if std::path::Path::new("/usr/bin/mosquitto_passwd").exists() {
+        "/usr/bin/mosquitto_passwd"
+    } else {
+        "mosquitto_passwd"
+    };
+    run_in(dir, passwd, &["-b", "-c", "passwd", "gate", "s3cret"]);
+    let (tls, plain) = (free_port(), free_port());
+    let d = dir.display();
+    // `user root`: as root, mosquitto would drop to user `mosquitto`, who cannot read the
+    // test's private directory (as anyone else the line does nothing).
+    let config = format!(
+        "user root\nper_listener_settings false\nallow_anonymous false\n\
+         password_file {d}/passwd\n\
+         listener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         listener {plain} 127.0.0.1\n"
+    );
+    std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
+    (
+        Broker::with_config(&dir.join("mosquitto.conf"), plain),
+        tls,
+        plain,
+    )
+}
+
+fn secret_file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn tls_and_credentials_from_files_reach_the_broker_and_bad_ones_are_errors_not_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, tls, plain) = secure_broker(dir.path());
+    let messages = subscribe_as(plain, "secure/#", Some(("gate", "s3cret")));
+    let good = secret_file(dir.path(), "good", "gate:s3cret\n", 0o600);
+    let ca = dir.path().join("ca.pem").display().to_string();
+    let url = format!("mqtts://127.0.0.1:{tls}/secure");
+    let frames = [frame("ood/checkerboard.png"), frame("clean/digit_0_3.png")];
+    let gate = |extra: &[&str]| {
+        let mut args = vec![
+            "gate",
+            "models/mnist",
+            &frames[0],
+            &frames[1],
+            "--mqtt",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        let out = mcgate(&args);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+        common::stderr(&out)
+    };
+
+    // The right CA and credentials: online, the event, offline.
+    gate(&["--mqtt-ca", &ca, "--mqtt-credentials", &good]);
+    let mut seen = vec![];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((topic, payload)) = messages.recv_timeout(left) else {
+            break;
+        };
+        let kind = match topic.as_str() {
+            "secure/events" => serde_json::from_str::<serde_json::Value>(&payload).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => payload,
+        };
+        seen.push(kind);
+    }
+    assert_eq!(seen, ["online", "new", "end", "offline"]);
+
+    // A wrong password: every frame gated, exit 0, the refusal an error in the log.
+    let bad = secret_file(dir.path(), "bad", "gate:wrong\n", 0o600);
+    let log = gate(&["--mqtt-ca", &ca, "--mqtt-credentials", &bad]);
+    assert!(log.contains("the broker refused the connection"), "{log}");
+    // A broker certificate that the CA given did not sign: refused by the gate.
+    make_ca(dir.path(), "other");
+    let other = dir.path().join("other.pem").display().to_string();
+    let log = gate(&["--mqtt-ca", &other, "--mqtt-credentials", &good]);
+    assert!(log.contains("invalid peer certificate"), "{log}");
+    // No credentials: the broker refuses (it allows no anonymous clients).
+    let log = gate(&["--mqtt-ca", &ca]);
+    assert!(log.contains("the broker refused the connection"), "{log}");
+    // Credentials others can read: said, not refused.
+    let loose = secret_file(dir.path(), "loose", "gate:s3cret\n", 0o644);
+    let log = gate(&["--mqtt-ca", &ca, "--mqtt-credentials", &loose]);
+    assert!(log.contains("can be read by other users"), "{log}");
+    // Nothing from the failed runs reached the subscriber but the last one's.
+    let rest: Vec<_> = messages.try_iter().map(|(t, _)| t).collect();
+    assert!(rest.iter().all(|t| t.starts_with("secure/")), "{rest:?}");
+}
+
+#[test]
+fn a_bad_credentials_or_ca_file_is_a_one_line_setting_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let digit = frame("clean/digit_0_3.png");
+    let no_colon = secret_file(dir.path(), "c", "just-a-password\n", 0o600);
+    let not_pem = secret_file(dir.path(), "ca", "not a certificate\n", 0o600);
+    for (extra, why) in [
+        (
+            &[
+                "--mqtt",
+                "mqtt://127.0.0.1:1883/x",
+                "--mqtt-credentials",
+                &no_colon,
+            ][..],
+            "expected one line USER:PASSWORD",
+        ),
+        (
+            &[
+                "--mqtt",
+                "mqtt://127.0.0.1:1883/x",
+                "--mqtt-credentials",
+                "/nonexistent",
+            ],
+            "/nonexistent",
+        ),
+        (
+            &["--mqtt", "mqtts://127.0.0.1:8883/x", "--mqtt-ca", &not_pem],
+            "no PEM certificate",
+        ),
+        (
+            &["--mqtt", "mqtt://127.0.0.1:1883/x", "--mqtt-ca", &not_pem],
+            "a CA file is for mqtts://",
+        ),
+    ] {
+        let out = mcgate(&[&["gate", "models/mnist", &digit][..], extra].concat());
+        assert_one_line_error(&out, 2, why);
+    }
+}
+
+/// A broker that stops reading (SIGSTOP: connected, silent) fills the client's in-flight window
+/// and then the queue; the frames go on at their pace, and `/metrics` counts the drops.
+#[test]
+fn a_stalled_broker_does_not_hold_the_frames_and_drops_show_in_metrics() {
+    use std::io::{BufRead, Read, Write};
+    let port = free_port();
+    let broker = Broker::start(port);
+    let metrics = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics}");
+    let url = format!("mqtt://127.0.0.1:{port}/stall");
+    let mut gate = spawn_mcgate(
+        &[
+            &RAW_MNIST[..],
+            &["--mqtt", &url, "--metrics", &metrics_addr],
+        ]
+        .concat(),
+    );
+    let scrape = || -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", metrics)).ok()?;
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    let value = |text: &str, name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let eventually = |name: &str, test: &dyn Fn(f64) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(v) = scrape().and_then(|t| value(&t, name)) {
+                if test(v) {
+                    return v;
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} never as expected");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    eventually("mcgate_mqtt_connected", &|v| v == 1.0);
+
+    broker.signal(libc::SIGSTOP);
+    let clean = image::open(frame("clean/digit_0_3.png"))
+        .unwrap()
+        .to_luma8()
+        .into_raw();
+    let odd = image::open(frame("ood/checkerboard.png"))
+        .unwrap()
+        .to_luma8()
+        .into_raw();
+    // 300 accepted-rejected pairs: 600 event messages, more than the 100 in flight and the
+    // 64 queued together.
+    let mut stdin = gate.stdin.take().unwrap();
+    let stdout = gate.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let started = Instant::now();
+    for _ in 0..300 {
+        stdin.write_all(&clean).unwrap();
+        stdin.write_all(&odd).unwrap();
+    }
+    stdin.flush().unwrap();
+    for n in 0..600 {
+        lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("the gate stopped after {n} frames"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let dropped = eventually("mcgate_mqtt_dropped_total", &|v| v > 0.0);
+    assert!(dropped >= 600.0 - 100.0 - 64.0 - 1.0, "{dropped}");
+    drop(stdin);
+    let mut stderr = String::new();
+    gate.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = gate.wait().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("messages dropped in this run"), "{stderr}");
 }

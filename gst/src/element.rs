@@ -75,6 +75,9 @@ mod imp {
         on_reject: OnReject,
         mqtt: Option<String>,
         camera: String,
+        mqtt_ca: Option<String>,
+        mqtt_credentials: Option<String>,
+        metrics: Option<String>,
     }
 
     impl Default for Settings {
@@ -87,6 +90,9 @@ mod imp {
                 on_reject: OnReject::Drop,
                 mqtt: None,
                 camera: "camera".into(),
+                mqtt_ca: None,
+                mqtt_credentials: None,
+                metrics: None,
             }
         }
     }
@@ -105,6 +111,8 @@ mod imp {
         on_reject: OnReject,
         /// Events to an MQTT broker (`mqtt` property), as `gate --mqtt` publishes them.
         mqtt: Option<mcgate::output::mqtt::MqttSink>,
+        /// Prometheus metrics served at the `metrics` address, as `gate --metrics` serves them.
+        metrics: Option<mcgate::output::metrics::Served>,
     }
 
     /// The element's instance.
@@ -173,6 +181,27 @@ mod imp {
                         .default_value(Some("camera"))
                         .mutable_ready()
                         .build(),
+                    glib::ParamSpecString::builder("mqtt-ca")
+                        .nick("MQTT CA")
+                        .blurb(
+                            "With mqtts://: PEM file of the CA that signed the broker's \
+                             certificate (unset: the system's)",
+                        )
+                        .mutable_ready()
+                        .build(),
+                    glib::ParamSpecString::builder("mqtt-credentials")
+                        .nick("MQTT credentials")
+                        .blurb("File holding one line USER:PASSWORD for the broker")
+                        .mutable_ready()
+                        .build(),
+                    glib::ParamSpecString::builder("metrics")
+                        .nick("Metrics")
+                        .blurb(
+                            "Serve Prometheus metrics at http://ADDR/metrics (e.g. \
+                             127.0.0.1:9898), as `mcgate gate --metrics` does",
+                        )
+                        .mutable_ready()
+                        .build(),
                 ]
             });
             PROPERTIES.as_ref()
@@ -187,6 +216,9 @@ mod imp {
                 "seed" => s.seed = value.get().unwrap_or(-1),
                 "on-reject" => s.on_reject = value.get().unwrap_or(OnReject::Drop),
                 "mqtt" => s.mqtt = value.get().unwrap_or(None),
+                "mqtt-ca" => s.mqtt_ca = value.get().unwrap_or(None),
+                "mqtt-credentials" => s.mqtt_credentials = value.get().unwrap_or(None),
+                "metrics" => s.metrics = value.get().unwrap_or(None),
                 "camera" => {
                     s.camera = value
                         .get::<Option<String>>()
@@ -208,6 +240,9 @@ mod imp {
                 "on-reject" => s.on_reject.to_value(),
                 "mqtt" => s.mqtt.to_value(),
                 "camera" => s.camera.to_value(),
+                "mqtt-ca" => s.mqtt_ca.to_value(),
+                "mqtt-credentials" => s.mqtt_credentials.to_value(),
+                "metrics" => s.metrics.to_value(),
                 // Only the names above are registered.
                 _ => glib::Value::from_type(pspec.value_type()),
             }
@@ -330,6 +365,9 @@ mod imp {
                 // Never an error: the sink drops and counts what the broker cannot take.
                 let _ = mcgate::output::Sink::observe(mqtt, &report, None);
             }
+            if let Some(metrics) = &state.metrics {
+                metrics.metrics().record(&report);
+            }
             let line = report_line(&mut state.lines, &report);
             let rejected = report.verdict.decision() == Decision::Reject;
             let on_reject = state.on_reject;
@@ -401,15 +439,28 @@ mod imp {
             seed => Seeds::PerFrame(seed as u64),
         };
         let gate = Gate::new(&model, samples, threshold, seeds).map_err(|e| e.to_string())?;
+        let metrics = match &s.metrics {
+            None => None,
+            Some(addr) => {
+                let metrics =
+                    std::sync::Arc::new(mcgate::output::metrics::Metrics::new(&model.card));
+                Some(metrics.serve(addr).map_err(|e| e.to_string())?)
+            }
+        };
         let mqtt = match &s.mqtt {
             None => None,
             Some(url) => {
-                let target = mcgate::output::mqtt::MqttTarget::parse(url)
-                    .map_err(|e| format!("mqtt: {e}"))?;
-                if s.camera.is_empty() || s.camera.contains(['/', '+', '#']) {
-                    return Err(format!("camera {:?}: a name without / + or #", s.camera));
+                let sink = mcgate::output::mqtt::MqttSink::open(&mcgate::output::MqttSettings {
+                    url: url.clone(),
+                    camera: s.camera.clone(),
+                    ca: s.mqtt_ca.as_ref().map(Into::into),
+                    credentials: s.mqtt_credentials.as_ref().map(Into::into),
+                })
+                .map_err(|e| format!("mqtt: {e}"))?;
+                if let Some(metrics) = &metrics {
+                    metrics.metrics().watch_mqtt(sink.stats());
                 }
-                Some(mcgate::output::mqtt::MqttSink::start(target, &s.camera))
+                Some(sink)
             }
         };
         let rules = FrameRules::new(
@@ -432,6 +483,7 @@ mod imp {
             last_accepted: None,
             on_reject: s.on_reject,
             mqtt,
+            metrics,
         })
     }
 

@@ -96,12 +96,21 @@ pub(crate) struct GateArgs {
     /// Publish the gate's events to an MQTT broker, shaped like Frigate's: `PREFIX/events`
     /// (`new` when a run of rejects starts, `update` while it lasts, `end` when frames pass
     /// again) and `PREFIX/available` (`online`; `offline` as the last will). QoS 1; never
-    /// blocks the gate (a full queue drops and counts). E.g. mqtt://127.0.0.1:1883/mcgate
+    /// blocks the gate (a full queue drops and counts). E.g. mqtt://127.0.0.1:1883/mcgate;
+    /// mqtts://HOST:8883/PREFIX for TLS.
     #[arg(long, value_name = "URL")]
     mqtt: Option<String>,
     /// The camera's name in the MQTT events.
     #[arg(long, default_value = "camera", value_name = "NAME", requires = "mqtt")]
     camera: String,
+    /// With mqtts://: the PEM file of the CA that signed the broker's certificate [default:
+    /// the system's CA certificates].
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    mqtt_ca: Option<PathBuf>,
+    /// The broker's user name and password: a file holding one line USER:PASSWORD, readable
+    /// by the gate's user alone (never on the command line, where ps shows it).
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    mqtt_credentials: Option<PathBuf>,
     /// Leave latency out of the report lines (for byte-identical replays).
     #[arg(long)]
     no_latency: bool,
@@ -152,8 +161,12 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
         format: args.format,
         latency: !args.no_latency,
         metrics: args.metrics,
-        mqtt: args.mqtt,
-        camera: args.camera,
+        mqtt: args.mqtt.map(|url| mcgate::output::MqttSettings {
+            url,
+            camera: args.camera,
+            ca: args.mqtt_ca,
+            credentials: args.mqtt_credentials,
+        }),
         jobs: args.jobs,
         signals: match &args.signals {
             None => None,

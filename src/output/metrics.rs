@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,18 @@ pub struct Metrics {
     mutual_information: Histogram,
     latency: Histogram,
     threshold: Gauge,
+    /// The MQTT sink's counters, once one publishes beside the metrics.
+    #[cfg(feature = "mqtt")]
+    mqtt: std::sync::OnceLock<MqttMetrics>,
+}
+
+/// `mcgate_mqtt_*`: read from the sink's shared counters when scraped.
+#[cfg(feature = "mqtt")]
+struct MqttMetrics {
+    stats: Arc<crate::output::mqtt::MqttStats>,
+    dropped: IntCounter,
+    refused: IntCounter,
+    connected: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -98,7 +110,40 @@ impl Metrics {
             mutual_information,
             latency,
             threshold,
+            #[cfg(feature = "mqtt")]
+            mqtt: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Adds the MQTT sink's counters: messages dropped, connections refused, connected now.
+    #[cfg(feature = "mqtt")]
+    pub fn watch_mqtt(&self, stats: Arc<crate::output::mqtt::MqttStats>) {
+        let make = || -> prometheus::Result<MqttMetrics> {
+            let m = MqttMetrics {
+                stats,
+                dropped: IntCounter::new(
+                    "mcgate_mqtt_dropped_total",
+                    "MQTT messages dropped: the queue was full (broker gone, slow or refusing)",
+                )?,
+                refused: IntCounter::new(
+                    "mcgate_mqtt_refused_total",
+                    "MQTT connections the broker refused (credentials, authorisation)",
+                )?,
+                connected: prometheus::IntGauge::new(
+                    "mcgate_mqtt_connected",
+                    "1 while the MQTT broker holds the connection",
+                )?,
+            };
+            self.registry.register(Box::new(m.dropped.clone()))?;
+            self.registry.register(Box::new(m.refused.clone()))?;
+            self.registry.register(Box::new(m.connected.clone()))?;
+            Ok(m)
+        };
+        if self.mqtt.get().is_none() {
+            let _ = self
+                .mqtt
+                .set(make().expect("the metric definitions are valid"));
+        }
     }
 
     /// Counts one frame's report.
@@ -126,6 +171,15 @@ impl Metrics {
 
     /// The metrics in Prometheus's text format.
     pub fn text(&self) -> String {
+        #[cfg(feature = "mqtt")]
+        if let Some(m) = self.mqtt.get() {
+            // Counters only go up: add what the sink counted since the last scrape.
+            m.dropped
+                .inc_by(m.stats.dropped().saturating_sub(m.dropped.get()));
+            m.refused
+                .inc_by(m.stats.refused().saturating_sub(m.refused.get()));
+            m.connected.set(m.stats.connected() as i64);
+        }
         let mut text = vec![];
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut text)
@@ -133,19 +187,29 @@ impl Metrics {
         String::from_utf8(text).expect("the text format is UTF-8")
     }
 
-    /// Serves `/metrics` on `addr` from a thread; fails at once if it cannot listen. Each
+    /// Serves `/metrics` on `addr` from a thread until the returned [`Served`] is dropped;
+    /// fails at once if it cannot listen. Each
     /// client gets its own thread (at most [`MAX_CLIENTS`] at once; more are closed unanswered),
     /// one answer, and [`CLIENT_DEADLINE`] in all: a request head over [`MAX_REQUEST_BYTES`],
     /// a client that sends slowly or never reads, cannot hold the server or grow the gate.
-    pub fn serve(self: &Arc<Self>, addr: &str) -> Result<(), OutputError> {
+    pub fn serve(self: &Arc<Self>, addr: &str) -> Result<Served, OutputError> {
         let listener = TcpListener::bind(addr).map_err(|e| OutputError {
             what: format!("--metrics {addr}"),
             cause: e.to_string(),
         })?;
+        let local = listener.local_addr().map_err(|e| OutputError {
+            what: format!("--metrics {addr}"),
+            cause: e.to_string(),
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
         let metrics = self.clone();
         let clients = Arc::new(AtomicUsize::new(0));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    break; // the listener closes with the thread
+                }
                 let Ok(stream) = stream else {
                     // Out of descriptors, say: wait instead of spinning on the error.
                     std::thread::sleep(Duration::from_millis(50));
@@ -163,7 +227,11 @@ impl Metrics {
                 });
             }
         });
-        Ok(())
+        Ok(Served {
+            metrics: self.clone(),
+            local,
+            stop,
+        })
     }
 
     /// Reads one request head and answers it: `GET /metrics` (or `HEAD`), 404 elsewhere, 405
@@ -254,13 +322,36 @@ fn respond(
     stream.flush()
 }
 
-impl super::Sink for Arc<Metrics> {
+/// Metrics being served: the sink that counts each frame. Dropping it closes the listener
+/// (an element stopped and started again listens anew on the same address).
+pub struct Served {
+    metrics: Arc<Metrics>,
+    local: std::net::SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Served {
+    /// The metrics served.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.local, Duration::from_secs(1));
+    }
+}
+
+impl super::Sink for Served {
     fn observe(
         &mut self,
         report: &Report,
         _: Option<&crate::input::frame::Frame>,
     ) -> Result<(), OutputError> {
-        self.record(report);
+        self.metrics.record(report);
         Ok(())
     }
 }

@@ -21,6 +21,21 @@ pub mod summary;
 use crate::input::frame::Frame;
 use crate::score::report::Report;
 
+/// What a gate needs to publish its events: `--mqtt`, `--camera`, `--mqtt-ca` and
+/// `--mqtt-credentials` (the element's `mqtt`, `camera`, `mqtt-ca` and `mqtt-credentials`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MqttSettings {
+    /// `mqtt[s]://HOST:PORT/PREFIX`.
+    pub url: String,
+    /// The camera's name in the events.
+    pub camera: String,
+    /// PEM file of the CA certificates that sign the broker's (`mqtts://` only; the
+    /// system's when absent).
+    pub ca: Option<std::path::PathBuf>,
+    /// File holding `USER:PASSWORD` on one line.
+    pub credentials: Option<std::path::PathBuf>,
+}
+
 /// An output (report stream, frame folder, pass-through, metrics listener) that could not be
 /// written: the output layer's one error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! `gate --mqtt mqtt://HOST:PORT/PREFIX`: the gate's events on MQTT, shaped like Frigate's
+//! `gate --mqtt mqtt[s]://HOST:PORT/PREFIX`: the gate's events on MQTT, shaped like Frigate's
 //! `frigate/events` so that Home Assistant and Node-RED flows read them as they read
 //! Frigate's.
 //!
@@ -13,16 +13,25 @@
 //! QoS 1. The gate never waits for the broker: messages go into a bounded queue
 //! ([`QUEUE`]) that a background thread drains; when it is full (broker gone or slow) the
 //! message is dropped, counted and logged — frames keep flowing. The background thread
-//! reconnects with back-off (0.5 s doubling to 30 s).
+//! reconnects with back-off (0.5 s doubling to 30 s); a broker that refuses the credentials
+//! is an error in the log at every try, never a stopped gate.
+//!
+//! `mqtts://` is MQTT over TLS (rustls), the broker checked against `--mqtt-ca`'s PEM file or,
+//! without it, the system's CA certificates. Credentials come from a file (`--mqtt-credentials`,
+//! one line `USER:PASSWORD`), never from the command line, where `ps` would show them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    Client, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS,
+    TlsConfiguration, Transport,
+};
 use serde::Serialize;
 
-use super::{OutputError, Sink};
+use super::{MqttSettings, OutputError, Sink};
 use crate::input::frame::Frame;
 use crate::score::report::Report;
 use crate::score::verdict::Decision;
@@ -33,30 +42,42 @@ pub const QUEUE: usize = 64;
 pub const UPDATE_EVERY: u64 = 25;
 /// Longest topic prefix accepted (MQTT allows 65,535 bytes; brokers and dashboards do not).
 const MAX_PREFIX: usize = 200;
+/// Longest camera name (it goes into every event and the client id).
+const MAX_CAMERA: usize = 64;
+/// Largest credentials file read (one line).
+const MAX_CREDENTIALS_BYTES: u64 = 4 << 10;
+/// Largest CA file read (a bundle of a few hundred certificates is ~200 KiB).
+const MAX_CA_BYTES: u64 = 4 << 20;
 
-/// Where the events go: `mqtt://HOST:PORT/PREFIX`.
+/// Where the events go: `mqtt://HOST:PORT/PREFIX` or, over TLS, `mqtts://…`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttTarget {
     /// Broker host.
     pub host: String,
-    /// Broker port (1883 when the URL has none).
+    /// Broker port (1883, or 8883 for `mqtts://`, when the URL has none).
     pub port: u16,
     /// Topic prefix: events on `PREFIX/events`, availability on `PREFIX/available`.
     pub prefix: String,
+    /// `mqtts://`: TLS to the broker.
+    pub tls: bool,
 }
 
 impl MqttTarget {
-    /// Parses `mqtt://HOST[:PORT]/PREFIX`; a one-line reason when it is not one.
+    /// Parses `mqtt[s]://HOST[:PORT]/PREFIX`; a one-line reason when it is not one.
     pub fn parse(url: &str) -> Result<MqttTarget, String> {
-        let rest = url
-            .strip_prefix("mqtt://")
-            .ok_or_else(|| format!("{url:?} is not mqtt://HOST:PORT/PREFIX"))?;
+        let (rest, tls) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("{url:?} is not mqtt[s]://HOST:PORT/PREFIX")),
+        };
         let (authority, prefix) = rest
             .split_once('/')
             .ok_or_else(|| format!("{url:?} has no topic prefix (mqtt://HOST:PORT/PREFIX)"))?;
         if authority.contains('@') {
             return Err(
-                "credentials do not go on the command line (they would show in ps): not supported yet"
+                "credentials do not go on the command line (they would show in ps): put \
+                 USER:PASSWORD in a file readable by the gate alone and name it with \
+                 --mqtt-credentials"
                     .into(),
             );
         }
@@ -66,7 +87,7 @@ impl MqttTarget {
                 p.parse::<u16>()
                     .map_err(|_| format!("{url:?}: port {p:?} is not a number 1-65535"))?,
             ),
-            None => (authority, 1883),
+            None => (authority, if tls { 8883 } else { 1883 }),
         };
         let prefix = prefix.trim_end_matches('/');
         if host.is_empty() || port == 0 {
@@ -81,11 +102,131 @@ impl MqttTarget {
             host: host.into(),
             port,
             prefix: prefix.into(),
+            tls,
         })
+    }
+
+    /// Whether the broker is on this machine (credentials in clear stay on it).
+    fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     fn topic(&self, leaf: &str) -> String {
         format!("{}/{leaf}", self.prefix)
+    }
+}
+
+/// Reads `USER:PASSWORD` (one line; a final newline allowed) from `path`.
+pub fn read_credentials(path: &Path) -> Result<(String, String), String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() || meta.len() > MAX_CREDENTIALS_BYTES {
+        return Err(format!(
+            "{shown}: not a file of at most {MAX_CREDENTIALS_BYTES} bytes (one line USER:PASSWORD)"
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            log::warn!("mqtt: {shown} can be read by other users (chmod 600 it)");
+        }
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let line = text
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&text);
+    match line.split_once(':') {
+        Some((user, password)) if !user.is_empty() && !line.contains(['\n', '\r', '\0']) => {
+            Ok((user.into(), password.into()))
+        }
+        _ => Err(format!(
+            "{shown}: expected one line USER:PASSWORD (user not empty)"
+        )),
+    }
+}
+
+/// The TLS client: the CAs in `ca` (PEM) or, without it, the system's.
+fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let shown = path.display();
+            let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+            if !meta.is_file() || meta.len() > MAX_CA_BYTES {
+                return Err(format!(
+                    "{shown}: not a PEM file of at most {} MiB",
+                    MAX_CA_BYTES >> 20
+                ));
+            }
+            let pem = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{shown}: a certificate rustls refuses: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{shown}: no PEM certificate in it"));
+            }
+        }
+        None => {
+            // Unreadable ones among the system's are skipped; none at all is an error below.
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(
+                    "mqtts:// without --mqtt-ca: this system has no CA certificates to check \
+                     the broker with (Debian: ca-certificates); name the broker's CA with \
+                     --mqtt-ca"
+                        .into(),
+                );
+            }
+        }
+    }
+    // ring, not rustls' default aws-lc: it cross-compiles for the boards with plain gcc.
+    // rustls 0.23.48 deprecates it for lacking post-quantum key exchange (X25519 and the
+    // NIST curves remain); a broker link of camera events is not where that is decided.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// What the connection has done, for metrics: shared between the sink, its connection thread
+/// and whoever reports on them.
+#[derive(Debug, Default)]
+pub struct MqttStats {
+    dropped: AtomicU64,
+    refused: AtomicU64,
+    connected: AtomicBool,
+}
+
+impl MqttStats {
+    /// Messages dropped so far (queue full: broker gone, slow or refusing).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Connections the broker refused (bad credentials, not authorised, …).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Whether the broker has accepted the connection and it has not failed since.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 }
 
@@ -230,7 +371,7 @@ pub struct MqttSink {
     client: Client,
     target: MqttTarget,
     events: Events,
-    dropped: Arc<AtomicU64>,
+    stats: Arc<MqttStats>,
     /// Closed when the connection thread ends.
     finished: std::sync::mpsc::Receiver<()>,
 }
@@ -239,14 +380,48 @@ pub struct MqttSink {
 const FLUSH: Duration = Duration::from_secs(2);
 
 impl MqttSink {
-    /// Starts the connection thread; nothing waits for the broker (an absent one is retried
-    /// in the background and counted as dropped messages, never an error here).
-    pub fn start(target: MqttTarget, camera: &str) -> MqttSink {
+    /// Checks the settings and reads their files (a one-line reason when they are wrong: a
+    /// setting, exit 2), then starts the connection thread. Nothing waits for the broker: an
+    /// absent or refusing one is retried in the background, its messages dropped and counted.
+    pub fn open(settings: &MqttSettings) -> Result<MqttSink, String> {
+        let target = MqttTarget::parse(&settings.url)?;
+        let camera = &settings.camera;
+        if camera.is_empty() || camera.len() > MAX_CAMERA || camera.contains(['/', '+', '#', '\0'])
+        {
+            return Err(format!(
+                "camera {camera:?}: a name of 1-{MAX_CAMERA} bytes without / + # or NUL"
+            ));
+        }
         let mut options = MqttOptions::new(
             format!("mcgate-{camera}-{}", std::process::id()),
             target.host.clone(),
             target.port,
         );
+        match (&settings.ca, target.tls) {
+            (Some(_), false) => {
+                return Err("a CA file is for mqtts:// (TLS); this URL is mqtt://".into())
+            }
+            (ca, true) => {
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                    tls_config(ca.as_deref())?,
+                )));
+            }
+            (None, false) => {}
+        }
+        if let Some(path) = &settings.credentials {
+            let (user, password) = read_credentials(path)?;
+            if !target.tls && !target.is_loopback() {
+                log::warn!(
+                    "mqtt: the password crosses the network to {} in clear (use mqtts://)",
+                    target.host
+                );
+            }
+            options.set_credentials(user, password);
+        }
+        Ok(Self::start(target, options, camera))
+    }
+
+    fn start(target: MqttTarget, mut options: MqttOptions, camera: &str) -> MqttSink {
         options.set_keep_alive(Duration::from_secs(10));
         options.set_last_will(LastWill::new(
             target.topic("available"),
@@ -257,26 +432,56 @@ impl MqttSink {
         let (client, mut connection) = Client::new(options, QUEUE);
         let online = client.clone();
         let available = target.topic("available");
-        let dropped = Arc::new(AtomicU64::new(0));
+        // First in the queue, so that it goes before any event however fast the frames come
+        // (published at the first ConnAck it would queue behind a stopping gate's `offline`).
+        let _ = client.try_publish(&available, QoS::AtLeastOnce, true, "online");
+        let stats = Arc::new(MqttStats::default());
+        let seen = stats.clone();
         let (done, finished) = std::sync::mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("mqtt".into())
             .spawn(move || {
                 let _done = done;
                 let mut backoff = Duration::from_millis(500);
+                let mut reconnect = false;
                 for event in connection.iter() {
                     match event {
                         // Everything queued before it has been written: the clean stop.
                         Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             backoff = Duration::from_millis(500);
+                            seen.connected.store(true, Ordering::Relaxed);
                             log::info!("mqtt: connected");
-                            let _ =
-                                online.try_publish(&available, QoS::AtLeastOnce, true, "online");
+                            // Again after a reconnect: the broker may have published the
+                            // last will, or lost the retained message.
+                            if reconnect {
+                                let _ = online.try_publish(
+                                    &available,
+                                    QoS::AtLeastOnce,
+                                    true,
+                                    "online",
+                                );
+                            }
+                            reconnect = true;
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            log::warn!("mqtt: {e}; retrying in {:.1} s", backoff.as_secs_f64());
+                            seen.connected.store(false, Ordering::Relaxed);
+                            let wait = backoff.as_secs_f64();
+                            match &e {
+                                // The operator's to fix: an error, at every try.
+                                ConnectionError::ConnectionRefused(code) => {
+                                    seen.refused.fetch_add(1, Ordering::Relaxed);
+                                    log::error!(
+                                        "mqtt: the broker refused the connection: {}; retrying in {wait:.1} s",
+                                        refusal(*code)
+                                    );
+                                }
+                                ConnectionError::Tls(e) => {
+                                    log::error!("mqtt: TLS: {e}; retrying in {wait:.1} s")
+                                }
+                                e => log::warn!("mqtt: {e}; retrying in {wait:.1} s"),
+                            }
                             std::thread::sleep(backoff);
                             backoff = (backoff * 2).min(Duration::from_secs(30));
                         }
@@ -288,14 +493,19 @@ impl MqttSink {
             client,
             target,
             events: Events::new(camera),
-            dropped,
+            stats,
             finished,
         }
     }
 
     /// Messages dropped so far (queue full: broker gone or slow).
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.stats.dropped()
+    }
+
+    /// The connection's counters, shared (for metrics).
+    pub fn stats(&self) -> Arc<MqttStats> {
+        self.stats.clone()
     }
 
     fn publish(&self, leaf: &str, payload: Vec<u8>, retain: bool) {
@@ -305,12 +515,24 @@ impl MqttSink {
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
             .is_err()
         {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = self.stats.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             // The first, then every hundredth: a gone broker must not flood the log.
             if n == 1 || n.is_multiple_of(100) {
                 log::warn!("mqtt: queue full, {n} messages dropped so far (broker gone or slow)");
             }
         }
+    }
+}
+
+/// Why a broker refused, in words an operator acts on.
+fn refusal(code: ConnectReturnCode) -> &'static str {
+    match code {
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password (--mqtt-credentials)",
+        ConnectReturnCode::NotAuthorized => "not authorised (--mqtt-credentials, the broker's ACL)",
+        ConnectReturnCode::BadClientId => "client id refused",
+        ConnectReturnCode::ServiceUnavailable => "service unavailable",
+        ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported by the broker",
+        ConnectReturnCode::Success => "no reason given",
     }
 }
 
@@ -419,12 +641,15 @@ mod tests {
             MqttTarget {
                 host: "127.0.0.1".into(),
                 port: 1884,
-                prefix: "home/gate".into()
+                prefix: "home/gate".into(),
+                tls: false,
             }
         );
         assert_eq!(MqttTarget::parse("mqtt://broker/cams").unwrap().port, 1883);
+        let tls = MqttTarget::parse("mqtts://broker/cams").unwrap();
+        assert_eq!((tls.port, tls.tls), (8883, true));
         for (bad, why) in [
-            ("http://x/y", "not mqtt://"),
+            ("http://x/y", "not mqtt[s]://"),
             ("mqtt://x:1883", "no topic prefix"),
             ("mqtt://x:99999/p", "port"),
             ("mqtt://user:pw@x/p", "credentials"),
@@ -437,5 +662,55 @@ mod tests {
         assert!(MqttTarget::parse(&long)
             .unwrap_err()
             .contains("1-200 bytes"));
+    }
+
+    #[test]
+    fn credentials_are_one_line_user_colon_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |text: &str| {
+            let path = dir.path().join(format!("c{}", text.len()));
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        assert_eq!(
+            read_credentials(&file("gate:s3:cret\n")).unwrap(),
+            ("gate".into(), "s3:cret".into())
+        );
+        assert_eq!(
+            read_credentials(&file("gate:pw\r\n")).unwrap(),
+            ("gate".into(), "pw".into())
+        );
+        for bad in [":nouser", "no colon", "a:b\nc:d\n", ""] {
+            let err = read_credentials(&file(bad)).unwrap_err();
+            assert!(err.contains("USER:PASSWORD"), "{bad:?}: {err}");
+        }
+        let big = file(&"x".repeat(5000));
+        assert!(read_credentials(&big).unwrap_err().contains("at most"));
+        assert!(read_credentials(&dir.path().join("absent")).is_err());
+    }
+
+    #[test]
+    fn settings_are_checked_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate").unwrap();
+        let settings = |url: &str, camera: &str, ca: Option<&std::path::Path>| MqttSettings {
+            url: url.into(),
+            camera: camera.into(),
+            ca: ca.map(Into::into),
+            credentials: None,
+        };
+        for (s, why) in [
+            (settings("mqtt://h/p", "a/b", None), "without / + # or NUL"),
+            (settings("mqtt://h/p", &"c".repeat(65), None), "1-64 bytes"),
+            (settings("mqtt://h/p", "c", Some(&not_pem)), "for mqtts://"),
+            (
+                settings("mqtts://h/p", "c", Some(&not_pem)),
+                "no PEM certificate",
+            ),
+        ] {
+            let err = MqttSink::open(&s).err().expect("refused");
+            assert!(err.contains(why), "{s:?}: {err}");
+        }
     }
 }

@@ -85,10 +85,8 @@ pub struct GateConfig {
     pub latency: bool,
     /// Serve Prometheus metrics at this address.
     pub metrics: Option<String>,
-    /// Publish events to this broker (`mqtt://HOST:PORT/PREFIX`).
-    pub mqtt: Option<String>,
-    /// The camera's name in the events.
-    pub camera: String,
+    /// Publish events to a broker (`--mqtt` and its companions).
+    pub mqtt: Option<crate::output::MqttSettings>,
     /// Frames scored at once.
     pub jobs: usize,
     /// The card's signals that decide; `None`: all the card has.
@@ -128,7 +126,6 @@ impl GateConfig {
             latency: true,
             metrics: None,
             mqtt: None,
-            camera: "camera".into(),
             jobs: 1,
             signals: None,
         }
@@ -331,11 +328,16 @@ impl GateConfig {
             session =
                 session.with_sink(Box::new(Annotator::new(frames, model.card.classes.clone())));
         }
-        if let Some(addr) = &self.metrics {
-            session = with_metrics(session, &model, addr)?;
+        let metrics = match &self.metrics {
+            Some(addr) => Some(start_metrics(&model, addr)?),
+            None => None,
+        };
+        if let Some(settings) = &self.mqtt {
+            session = with_mqtt(session, settings, metrics.as_ref())?;
         }
-        if let Some(url) = &self.mqtt {
-            session = with_mqtt(session, url, &self.camera)?;
+        #[cfg(feature = "metrics")]
+        if let Some(metrics) = metrics {
+            session = session.with_sink(Box::new(metrics));
         }
         for warning in warnings {
             log::warn!("{warning}");
@@ -517,11 +519,12 @@ fn other_t_warning(model: &Model, samples: usize) -> Option<String> {
 }
 
 #[cfg(feature = "metrics")]
-fn with_metrics<W: Write>(
-    session: Session<W>,
-    model: &Model,
-    addr: &str,
-) -> Result<Session<W>, Error> {
+type MetricsHandle = crate::output::metrics::Served;
+#[cfg(not(feature = "metrics"))]
+type MetricsHandle = std::convert::Infallible;
+
+#[cfg(feature = "metrics")]
+fn start_metrics(model: &Model, addr: &str) -> Result<MetricsHandle, Error> {
     // A malformed address is a setting (exit 2), not a failed output: a supervisor must not
     // restart the gate into the same typo.
     std::net::ToSocketAddrs::to_socket_addrs(addr).map_err(|e| {
@@ -531,33 +534,41 @@ fn with_metrics<W: Write>(
         ))
     })?;
     let metrics = std::sync::Arc::new(crate::output::metrics::Metrics::new(&model.card));
-    metrics.serve(addr)?;
-    Ok(session.with_sink(Box::new(metrics)))
-}
-
-#[cfg(feature = "mqtt")]
-fn with_mqtt<W: Write>(session: Session<W>, url: &str, camera: &str) -> Result<Session<W>, Error> {
-    use crate::output::mqtt::{MqttSink, MqttTarget};
-    let target = MqttTarget::parse(url).map_err(|e| Error::Setting(format!("--mqtt: {e}")))?;
-    if camera.is_empty() || camera.contains(['/', '+', '#']) {
-        return Err(Error::Setting(format!(
-            "--camera {camera:?}: a name without / + or #"
-        )));
-    }
-    Ok(session.with_sink(Box::new(MqttSink::start(target, camera))))
-}
-
-#[cfg(not(feature = "mqtt"))]
-fn with_mqtt<W: Write>(_: Session<W>, _: &str, _: &str) -> Result<Session<W>, Error> {
-    Err(Error::Setting(
-        "this build has no MQTT (cargo feature mqtt is off)".into(),
-    ))
+    Ok(metrics.serve(addr)?)
 }
 
 #[cfg(not(feature = "metrics"))]
-fn with_metrics<W: Write>(_: Session<W>, _: &Model, _: &str) -> Result<Session<W>, Error> {
+fn start_metrics(_: &Model, _: &str) -> Result<MetricsHandle, Error> {
     Err(Error::Setting(
         "this build has no metrics (cargo feature metrics is off)".into(),
+    ))
+}
+
+#[cfg(feature = "mqtt")]
+fn with_mqtt<W: Write>(
+    session: Session<W>,
+    settings: &crate::output::MqttSettings,
+    metrics: Option<&MetricsHandle>,
+) -> Result<Session<W>, Error> {
+    let sink = crate::output::mqtt::MqttSink::open(settings)
+        .map_err(|e| Error::Setting(format!("--mqtt: {e}")))?;
+    #[cfg(feature = "metrics")]
+    if let Some(metrics) = metrics {
+        metrics.metrics().watch_mqtt(sink.stats());
+    }
+    #[cfg(not(feature = "metrics"))]
+    let _ = metrics;
+    Ok(session.with_sink(Box::new(sink)))
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn with_mqtt<W: Write>(
+    _: Session<W>,
+    _: &crate::output::MqttSettings,
+    _: Option<&MetricsHandle>,
+) -> Result<Session<W>, Error> {
+    Err(Error::Setting(
+        "this build has no MQTT (cargo feature mqtt is off)".into(),
     ))
 }
 
