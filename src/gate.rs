@@ -388,6 +388,12 @@ impl Pool {
         &self.gates[0]
     }
 
+    /// The gates, for a caller that runs them on its own threads (the GStreamer element): frame
+    /// i scored by any of them gets the same report.
+    pub fn into_gates(self) -> Vec<Gate> {
+        self.gates
+    }
+
     /// [`Gate::without_tamper`] on every gate.
     pub fn without_tamper(&mut self) {
         self.gates.iter_mut().for_each(Gate::without_tamper);

@@ -2,8 +2,9 @@
 //! V4L2 device cannot exist here, so each test swaps the recipe's source for a synthetic one
 //! (ffmpeg `lavfi testsrc`, GStreamer `videotestsrc`, an RTSP server on loopback) and checks
 //! that the pipeline exits 0, writes one verdict per frame and that the consumer gets one frame
-//! per camera frame (`--on-reject black` by default). Needs ffmpeg, GStreamer and the RTSP
-//! server's Debian packages, which the README's test command installs.
+//! per camera frame (`--on-reject black` by default). The GStreamer element's recipes run with
+//! the plugin this build made. Needs ffmpeg, GStreamer, mosquitto and the RTSP server's Debian
+//! packages, which the README's test command installs.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{free_port, root};
+use common::{free_port, root, Broker};
 
 /// The `sh` block after `<!-- recipe: NAME -->` in the README, continuation lines joined.
 fn recipe(name: &str) -> String {
@@ -233,9 +234,61 @@ fn rtsp_recipe_runs_against_a_loopback_rtsp_server() {
 #[test]
 fn gstreamer_recipe_runs_with_videotestsrc() {
     let work = Workdir::new();
-    // The shipped clean and adversarial samples as the camera: at the model's 28×28, which
-    // the recipe scales to, a test pattern is all rejected or all accepted, and the test
-    // wants both verdicts.
+    // The shipped samples as the camera (the model's 28×28, which the recipe scales to).
+    let n = sample_frames(&work);
+    let script = swap(
+        &recipe("gstreamer"),
+        "v4l2src device=/dev/video0",
+        &format!(
+            "multifilesrc location=frame%02d.png index=0 stop-index={} \
+             caps=image/png,framerate=10/1 ! pngdec",
+            n - 1
+        ),
+    );
+    work.run(&script, &[]);
+    assert_gated(&work, "verdicts.jsonl", "gated.avi", n, true);
+}
+
+/// The element's plugin as this build made it, alone in a folder for `GST_PLUGIN_PATH` (the
+/// build's own folders hold other shared objects GStreamer would try to load), and a registry
+/// of the test's own.
+fn plugin_env(work: &Workdir) -> (String, Vec<(&'static str, String)>) {
+    let release = Path::new(env!("CARGO_BIN_EXE_mcgate")).parent().unwrap();
+    // `cargo test` leaves the cdylib in deps/, `cargo build` in the folder itself: the newer.
+    let built = [
+        release.join("deps/libgstmcgate.so"),
+        release.join("libgstmcgate.so"),
+    ]
+    .into_iter()
+    .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+    .max()
+    .map(|(_, p)| p)
+    .expect("the element's plugin: cargo build --release -p gst-mcgate");
+    let dir = work.file("plugin");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(built, dir.join("libgstmcgate.so")).unwrap();
+    let registry = work.file("registry.bin").display().to_string();
+    (dir.display().to_string(), vec![("GST_REGISTRY", registry)])
+}
+
+/// Decoded frames of `video` that are black (every pixel at most 20: `videoconvert` puts
+/// black at 16 of the limited range before `jpegenc`), and all.
+fn black_frames(work: &Workdir, video: &str) -> (usize, usize) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(work.file(video))
+        .args(["-f", "rawvideo", "-pix_fmt", "gray", "-s", "28x28", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success());
+    let frames: Vec<&[u8]> = out.stdout.chunks(28 * 28).collect();
+    let black = frames.iter().filter(|f| f.iter().all(|&p| p <= 20)).count();
+    (black, frames.len())
+}
+
+/// The shipped clean and adversarial samples as `frame%02d.png` in `work`: at 28×28 a test
+/// pattern is all rejected or all accepted, and the tests want both verdicts. Their count.
+fn sample_frames(work: &Workdir) -> usize {
     let mut n = 0;
     for group in ["clean", "adversarial"] {
         let mut files: Vec<_> = std::fs::read_dir(root().join("samples/mnist").join(group))
@@ -248,8 +301,16 @@ fn gstreamer_recipe_runs_with_videotestsrc() {
             n += 1;
         }
     }
+    n
+}
+
+#[test]
+fn element_v4l2_recipe_runs_on_the_sample_digits() {
+    let work = Workdir::new();
+    let n = sample_frames(&work);
+    let (plugin, env) = plugin_env(&work);
     let script = swap(
-        &recipe("gstreamer"),
+        &recipe("element-v4l2"),
         "v4l2src device=/dev/video0",
         &format!(
             "multifilesrc location=frame%02d.png index=0 stop-index={} \
@@ -257,8 +318,46 @@ fn gstreamer_recipe_runs_with_videotestsrc() {
             n - 1
         ),
     );
-    work.run(&script, &[]);
-    assert_gated(&work, "verdicts.jsonl", "gated.avi", n, true);
+    let script = swap(
+        &script,
+        "GST_PLUGIN_PATH=target/release",
+        &format!("GST_PLUGIN_PATH={plugin}"),
+    );
+    work.run(&script, &env);
+    let (black, frames) = black_frames(&work, "gated.avi");
+    assert_eq!(frames, n, "every camera frame reaches the file");
+    assert!(black > 0 && black < n, "{black} of {n} blacked out");
+}
+
+#[test]
+fn element_rtsp_recipe_runs_against_a_loopback_rtsp_server() {
+    let camera = RtspCamera::start(BALL_FRAMES);
+    let work = Workdir::for_the_ball();
+    let port = free_port();
+    let _broker = Broker::start(port);
+    let (plugin, env) = plugin_env(&work);
+    let script = swap(
+        &recipe("element-rtsp"),
+        "rtsp://camera.local:554/stream",
+        &camera.url,
+    );
+    let script = swap(
+        &script,
+        "GST_PLUGIN_PATH=target/release",
+        &format!("GST_PLUGIN_PATH={plugin}"),
+    );
+    let script = swap(
+        &script,
+        "mqtt://127.0.0.1:1883/mcgate",
+        &format!("mqtt://127.0.0.1:{port}/mcgate"),
+    );
+    work.run(&script, &env);
+    let (black, frames) = black_frames(&work, "gated.avi");
+    assert_eq!(frames, BALL_FRAMES, "every camera frame reaches the file");
+    assert!(
+        black > 0 && black < frames,
+        "{black} of {frames} blacked out"
+    );
 }
 
 /// `packaging/mcgate-camera.service` passes `systemd-analyze verify`, and its `ExecStart`

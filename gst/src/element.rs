@@ -9,7 +9,14 @@
 //! it); a reject posts a [`REJECT_MESSAGE`] element message on the bus, an alarm (K of the last
 //! N frames rejected) an [`ALARM_MESSAGE`]. A model that cannot be loaded fails the state
 //! change to PAUSED with one error naming it.
+//!
+//! With `jobs` above 1 the frames are pipelined over that many threads, each with its own
+//! gate (the library's [`Pool`]): frame i goes to thread i mod N, and the frames leave in
+//! order, each as soon as it and those before it are scored — at most N frames later than
+//! with one job; the verdicts are the same (frame i's masks depend on the run seed and i).
 
+use std::collections::VecDeque;
+use std::sync::mpsc;
 use std::sync::{LazyLock, Mutex};
 
 use gst::glib;
@@ -18,8 +25,8 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 
-use mcgate::gate::{Gate, Seeds};
-use mcgate::input::frame::Frame;
+use mcgate::gate::{Gate, Pool, Seeds};
+use mcgate::input::frame::{Frame, ReadError, Unreadable};
 use mcgate::model::Model;
 use mcgate::output::report::{Format, ReportWriter};
 use mcgate::score::report::Report;
@@ -73,6 +80,7 @@ mod imp {
         samples: u32,
         seed: i64,
         on_reject: OnReject,
+        jobs: u32,
         mqtt: Option<String>,
         camera: String,
         mqtt_ca: Option<String>,
@@ -88,6 +96,7 @@ mod imp {
                 samples: 0,
                 seed: -1,
                 on_reject: OnReject::Drop,
+                jobs: 1,
                 mqtt: None,
                 camera: "camera".into(),
                 mqtt_ca: None,
@@ -97,9 +106,57 @@ mod imp {
         }
     }
 
+    /// Where frames are scored.
+    enum Scorer {
+        /// On the streaming thread, in `transform_ip`.
+        Inline(Gate),
+        /// On `jobs` threads, frame i on thread i mod N; the buffers wait in `pending`.
+        Workers(Workers),
+    }
+
+    /// The threads of `jobs` > 1 and the frames they hold.
+    struct Workers {
+        deal: Vec<mpsc::Sender<(u64, Option<image::DynamicImage>)>>,
+        take: Vec<mpsc::Receiver<(Report, Option<Frame>)>>,
+        /// Submitted frames, oldest first, waiting for their reports.
+        pending: VecDeque<(u64, gst::Buffer)>,
+    }
+
+    impl Workers {
+        fn start(gates: Vec<Gate>) -> Result<Workers, String> {
+            let (mut deal, mut take) = (vec![], vec![]);
+            for mut gate in gates {
+                let (deal_tx, deal_rx) = mpsc::channel::<(u64, Option<image::DynamicImage>)>();
+                let (take_tx, take_rx) = mpsc::channel();
+                std::thread::Builder::new()
+                    .name("mcgate-job".into())
+                    .spawn(move || {
+                        // Ends when the element stops (the senders dropped).
+                        for (index, image) in deal_rx {
+                            if take_tx.send(score(&mut gate, index, image)).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .map_err(|e| format!("cannot start a scoring thread ({e}): fewer jobs"))?;
+                deal.push(deal_tx);
+                take.push(take_rx);
+            }
+            Ok(Workers {
+                deal,
+                take,
+                pending: VecDeque::new(),
+            })
+        }
+
+        fn worker(&self, index: u64) -> usize {
+            (index % self.deal.len() as u64) as usize
+        }
+    }
+
     /// What a running element holds.
     struct State {
-        gate: Gate,
+        scorer: Scorer,
         info: Option<gst_video::VideoInfo>,
         index: u64,
         /// The frozen check, tamper events and the alarm (the library's session rules).
@@ -168,6 +225,18 @@ mod imp {
                         .blurb("What happens to a rejected frame")
                         .mutable_ready()
                         .build(),
+                    glib::ParamSpecUInt::builder("jobs")
+                        .nick("Jobs")
+                        .blurb(
+                            "Frames scored at once, one thread each (e.g. the board's cores): \
+                             more frames per second, the same verdicts, frames held back by \
+                             up to jobs - 1 frames",
+                        )
+                        .minimum(1)
+                        .maximum(Pool::MAX_JOBS as u32)
+                        .default_value(1)
+                        .mutable_ready()
+                        .build(),
                     glib::ParamSpecString::builder("mqtt")
                         .nick("MQTT")
                         .blurb(
@@ -215,6 +284,7 @@ mod imp {
                 "samples" => s.samples = value.get().unwrap_or(0),
                 "seed" => s.seed = value.get().unwrap_or(-1),
                 "on-reject" => s.on_reject = value.get().unwrap_or(OnReject::Drop),
+                "jobs" => s.jobs = value.get().unwrap_or(1),
                 "mqtt" => s.mqtt = value.get().unwrap_or(None),
                 "mqtt-ca" => s.mqtt_ca = value.get().unwrap_or(None),
                 "mqtt-credentials" => s.mqtt_credentials = value.get().unwrap_or(None),
@@ -238,6 +308,7 @@ mod imp {
                 "samples" => s.samples.to_value(),
                 "seed" => s.seed.to_value(),
                 "on-reject" => s.on_reject.to_value(),
+                "jobs" => s.jobs.to_value(),
                 "mqtt" => s.mqtt.to_value(),
                 "camera" => s.camera.to_value(),
                 "mqtt-ca" => s.mqtt_ca.to_value(),
@@ -337,42 +408,155 @@ mod imp {
             let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
             let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
+            let Scorer::Inline(gate) = &mut state.scorer else {
+                // Several jobs go through submit_input_buffer and generate_output.
+                return Err(gst::FlowError::Error);
+            };
             let index = state.index;
             state.index += 1;
-            let report = {
-                let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info)
-                    .map_err(|_| gst::FlowError::Error)?;
-                // A frame that cannot be read is rejected like any unscorable frame.
-                let scored = to_image(&frame).map(|image| Frame::new(index, "gst", image));
-                let mut report = match &scored {
-                    Some(scored) => state.gate.score(scored),
-                    None => state.gate.unreadable(&mcgate::input::frame::Unreadable {
-                        index,
-                        source: "gst".into(),
-                        reason: mcgate::input::frame::ReadError::Decode(
-                            "the buffer does not hold a whole frame".into(),
-                        ),
-                    }),
-                };
-                // The stream's rules, as `mcgate gate` applies them: the frozen check, tamper
-                // events, the alarm.
-                state.rules.apply(&mut report, scored.as_ref());
-                apply(state, &mut frame, &report);
-                report
-            };
-            let alarm = report.alarm;
-            if let Some(mqtt) = &mut state.mqtt {
-                // Never an error: the sink drops and counts what the broker cannot take.
-                let _ = mcgate::output::Sink::observe(mqtt, &report, None);
-            }
-            if let Some(metrics) = &state.metrics {
-                metrics.metrics().record(&report);
-            }
-            let line = report_line(&mut state.lines, &report);
-            let rejected = report.verdict.decision() == Decision::Reject;
-            let on_reject = state.on_reject;
+            let image = read_image(buf, &info);
+            let (report, scored) = score(gate, index, image);
+            let settled = settle(state, buf, &info, index, report, scored.as_ref())?;
             drop(guard);
+            self.announce(buf, &info, settled)
+        }
 
+        fn submit_input_buffer(
+            &self,
+            is_discont: bool,
+            inbuf: gst::Buffer,
+        ) -> Result<gst::FlowSuccess, gst::FlowError> {
+            let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = guard.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
+            let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
+            let Scorer::Workers(workers) = &mut state.scorer else {
+                drop(guard);
+                return self.parent_submit_input_buffer(is_discont, inbuf);
+            };
+            let index = state.index;
+            state.index += 1;
+            let image = read_image(&inbuf, &info);
+            workers.deal[workers.worker(index)]
+                .send((index, image))
+                .map_err(|_| gst::FlowError::Error)?;
+            workers.pending.push_back((index, inbuf));
+            Ok(gst::FlowSuccess::Ok)
+        }
+
+        fn generate_output(
+            &self,
+        ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError>
+        {
+            use gst_base::subclass::base_transform::GenerateOutputSuccess;
+            loop {
+                // Wait for the oldest frame only when all jobs are busy.
+                match self.next_settled(false)? {
+                    Pending::Inline => return self.parent_generate_output(),
+                    Pending::None => return Ok(GenerateOutputSuccess::NoOutput),
+                    Pending::Ready(buffer) => return Ok(GenerateOutputSuccess::Buffer(buffer)),
+                    // Dropped (`on-reject=drop`): the next one may be ready too.
+                    Pending::Dropped => continue,
+                }
+            }
+        }
+
+        fn sink_event(&self, event: gst::Event) -> bool {
+            match event.view() {
+                // The frames still scoring go out before the stream ends or changes.
+                gst::EventView::Eos(_) | gst::EventView::Caps(_) => loop {
+                    match self.next_settled(true) {
+                        Ok(Pending::Ready(buffer)) => {
+                            if self.obj().src_pad().push(buffer).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(Pending::Dropped) => {}
+                        _ => break,
+                    }
+                },
+                // Flushed frames are not passed on; their reports are taken and thrown away
+                // (the threads answer in order).
+                gst::EventView::FlushStop(_) => self.discard_pending(),
+                _ => {}
+            }
+            self.parent_sink_event(event)
+        }
+    }
+
+    /// What [`McGate::next_settled`] found.
+    enum Pending {
+        /// One job: the base class's in-place path.
+        Inline,
+        /// Nothing to pass on now.
+        None,
+        /// The oldest frame, settled, to pass on.
+        Ready(gst::Buffer),
+        /// The oldest frame, settled and dropped.
+        Dropped,
+    }
+
+    impl McGate {
+        /// Takes the oldest pending frame's report (waiting for it when `wait`, or when every
+        /// job holds a frame) and settles it.
+        fn next_settled(&self, wait: bool) -> Result<Pending, gst::FlowError> {
+            let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(state) = guard.as_mut() else {
+                return Ok(Pending::None);
+            };
+            let Scorer::Workers(workers) = &mut state.scorer else {
+                return Ok(Pending::Inline);
+            };
+            let Some(&(index, _)) = workers.pending.front() else {
+                return Ok(Pending::None);
+            };
+            let take = &workers.take[workers.worker(index)];
+            let (report, scored) = match wait || workers.pending.len() >= workers.deal.len() {
+                true => take.recv().map_err(|_| gst::FlowError::Error)?,
+                false => match take.try_recv() {
+                    Ok(result) => result,
+                    Err(mpsc::TryRecvError::Empty) => return Ok(Pending::None),
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(gst::FlowError::Error),
+                },
+            };
+            let (_, mut buffer) = workers.pending.pop_front().ok_or(gst::FlowError::Error)?;
+            let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
+            let buf = buffer.make_mut();
+            let settled = settle(state, buf, &info, index, report, scored.as_ref())?;
+            drop(guard);
+            Ok(match self.announce(buf, &info, settled)? {
+                gst_base::BASE_TRANSFORM_FLOW_DROPPED => Pending::Dropped,
+                _ => Pending::Ready(buffer),
+            })
+        }
+
+        fn discard_pending(&self) {
+            let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(State {
+                scorer: Scorer::Workers(workers),
+                ..
+            }) = guard.as_mut()
+            {
+                while let Some((index, _)) = workers.pending.pop_front() {
+                    let _ = workers.take[workers.worker(index)].recv();
+                }
+            }
+        }
+
+        /// The verdict's meta on the buffer, the bus messages; drops a rejected frame under
+        /// `on-reject=drop`.
+        fn announce(
+            &self,
+            buf: &mut gst::BufferRef,
+            info: &gst_video::VideoInfo,
+            settled: Settled,
+        ) -> Result<gst::FlowSuccess, gst::FlowError> {
+            let Settled {
+                index,
+                report,
+                line,
+                on_reject,
+            } = settled;
+            let rejected = report.verdict.decision() == Decision::Reject;
             let params = meta_structure(&report, &line);
             let mut meta = gst_video::VideoRegionOfInterestMeta::add(
                 buf,
@@ -397,7 +581,7 @@ mod imp {
                 let _ =
                     element.post_message(gst::message::Element::builder(s).src(&*element).build());
             }
-            if alarm {
+            if report.alarm {
                 let s = gst::Structure::builder(ALARM_MESSAGE)
                     .field("frame", index)
                     .field("rejects", ALARM_REJECTS as u32)
@@ -411,6 +595,75 @@ mod imp {
                 _ => Ok(gst::FlowSuccess::Ok),
             }
         }
+    }
+
+    /// A frame's report once the stream's rules have had their say.
+    struct Settled {
+        index: u64,
+        report: Report,
+        line: String,
+        on_reject: OnReject,
+    }
+
+    /// The frame as the library's image, row padding dropped; `None` when the buffer does not
+    /// hold one.
+    fn read_image(
+        buf: &gst::BufferRef,
+        info: &gst_video::VideoInfo,
+    ) -> Option<image::DynamicImage> {
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, info).ok()?;
+        to_image(&frame)
+    }
+
+    /// One frame through the gate; a frame that cannot be read is rejected like any
+    /// unscorable frame.
+    fn score(
+        gate: &mut Gate,
+        index: u64,
+        image: Option<image::DynamicImage>,
+    ) -> (Report, Option<Frame>) {
+        let frame = image.map(|image| Frame::new(index, "gst", image));
+        let report = match &frame {
+            Some(frame) => gate.score(frame),
+            None => gate.unreadable(&Unreadable {
+                index,
+                source: "gst".into(),
+                reason: ReadError::Decode("the buffer does not hold a whole frame".into()),
+            }),
+        };
+        (report, frame)
+    }
+
+    /// In frame order: the stream's rules (the frozen check, tamper events, the alarm — as
+    /// `mcgate gate` applies them), `on-reject` on the bytes, the sinks, the report line.
+    fn settle(
+        state: &mut State,
+        buf: &mut gst::BufferRef,
+        info: &gst_video::VideoInfo,
+        index: u64,
+        mut report: Report,
+        scored: Option<&Frame>,
+    ) -> Result<Settled, gst::FlowError> {
+        state.rules.apply(&mut report, scored);
+        {
+            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info)
+                .map_err(|_| gst::FlowError::Error)?;
+            apply(state, &mut frame, &report);
+        }
+        if let Some(mqtt) = &mut state.mqtt {
+            // Never an error: the sink drops and counts what the broker cannot take.
+            let _ = mcgate::output::Sink::observe(mqtt, &report, None);
+        }
+        if let Some(metrics) = &state.metrics {
+            metrics.metrics().record(&report);
+        }
+        let line = report_line(&mut state.lines, &report);
+        Ok(Settled {
+            index,
+            report,
+            line,
+            on_reject: state.on_reject,
+        })
     }
 
     /// Loads the model and makes the gate the properties describe.
@@ -438,7 +691,10 @@ mod imp {
             ),
             seed => Seeds::PerFrame(seed as u64),
         };
-        let gate = Gate::new(&model, samples, threshold, seeds).map_err(|e| e.to_string())?;
+        let jobs = s.jobs.max(1) as usize;
+        let mut gates = Pool::new(&model, samples, threshold, seeds, jobs)
+            .map_err(|e| e.to_string())?
+            .into_gates();
         let metrics = match &s.metrics {
             None => None,
             Some(addr) => {
@@ -464,7 +720,7 @@ mod imp {
             }
         };
         let rules = FrameRules::new(
-            &gate,
+            &gates[0],
             AlarmWindow::new(ALARM_REJECTS, ALARM_WINDOW).map_err(|e| e.to_string())?,
         );
         let lines = ReportWriter::new(
@@ -474,8 +730,12 @@ mod imp {
             &model.card,
             samples,
         );
+        let scorer = match jobs {
+            1 => Scorer::Inline(gates.remove(0)),
+            _ => Scorer::Workers(Workers::start(gates)?),
+        };
         Ok(State {
-            gate,
+            scorer,
             info: None,
             index: 0,
             rules,
@@ -488,9 +748,7 @@ mod imp {
     }
 
     /// The frame without its row padding, as the library's image.
-    fn to_image(
-        frame: &gst_video::VideoFrameRef<&mut gst::BufferRef>,
-    ) -> Option<image::DynamicImage> {
+    fn to_image<T>(frame: &gst_video::VideoFrameRef<T>) -> Option<image::DynamicImage> {
         let (w, h) = (frame.width() as usize, frame.height() as usize);
         let stride = usize::try_from(*frame.plane_stride().first()?).ok()?;
         let data = frame.plane_data(0).ok()?;

@@ -223,6 +223,54 @@ fn on_reject_drops_blacks_out_or_repeats() {
     }
 }
 
+/// `jobs` pipelines the frames over threads: the same buffers, in the same order, with the
+/// same verdicts and bytes under every policy, and every frame out by the end of the stream.
+#[test]
+fn several_jobs_give_the_same_frames_in_order() {
+    let (marked, _) = run(
+        BALL,
+        &format!("model={} seed=1 on-reject=mark-only", model_stem()),
+    )
+    .unwrap();
+    let mut mis: Vec<f64> = marked.iter().map(|o| mi(&o.meta)).collect();
+    mis.sort_by(f64::total_cmp);
+    let threshold = mis[mis.len() / 2];
+    for policy in ["mark-only", "drop", "repeat"] {
+        let props = |jobs: u32| {
+            format!(
+                "model={} seed=1 threshold={threshold} on-reject={policy} jobs={jobs}",
+                model_stem()
+            )
+        };
+        let (one, one_messages) = run(BALL, &props(1)).unwrap();
+        for jobs in [2, 3] {
+            let (many, many_messages) = run(BALL, &props(jobs)).unwrap();
+            assert_eq!(many.len(), one.len(), "{policy}, jobs={jobs}");
+            for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+                assert_eq!(a.pixels, b.pixels, "{policy}, jobs={jobs}, buffer {i}");
+                assert_eq!(
+                    mi(&a.meta),
+                    mi(&b.meta),
+                    "{policy}, jobs={jobs}, buffer {i}"
+                );
+                assert_eq!(verdict(&a.meta), verdict(&b.meta));
+                let frame = |o: &Out| {
+                    serde_json::from_str::<serde_json::Value>(
+                        &o.meta.get::<String>("report").unwrap(),
+                    )
+                    .unwrap()["frame"]
+                        .clone()
+                };
+                assert_eq!(frame(a), frame(b), "{policy}, jobs={jobs}, buffer {i}");
+            }
+            let names = |m: &[gst::Structure]| -> Vec<String> {
+                m.iter().map(|s| s.name().to_string()).collect()
+            };
+            assert_eq!(names(&one_messages), names(&many_messages));
+        }
+    }
+}
+
 /// A width whose rows GStreamer pads (30 → stride 32) and BGR frames give the verdicts of
 /// the same frames unpadded and in RGB.
 #[test]

@@ -362,6 +362,30 @@ mod tests {
     use crate::contract::card::TamperKind;
     use crate::score::verdict::{RejectReason, Verdict};
 
+    /// The MQTT sink's counters, read at each scrape; counters only go up.
+    #[cfg(feature = "mqtt")]
+    #[test]
+    fn the_mqtt_counters_show_at_each_scrape() {
+        let card: ModelCard =
+            serde_json::from_slice(include_bytes!("../../models/mnist.card.json")).unwrap();
+        let metrics = Metrics::new(&card);
+        let stats = Arc::new(crate::output::mqtt::MqttStats::default());
+        metrics.watch_mqtt(stats.clone());
+        stats.set(3, 2, false);
+        let text = metrics.text();
+        for line in [
+            "mcgate_mqtt_dropped_total 3",
+            "mcgate_mqtt_refused_total 2",
+            "mcgate_mqtt_connected 0",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        stats.set(10, 2, true);
+        let text = metrics.text();
+        assert!(text.contains("mcgate_mqtt_dropped_total 10"), "{text}");
+        assert!(text.contains("mcgate_mqtt_connected 1"), "{text}");
+    }
+
     /// A camera covered for three frames is one tamper event and three rejects.
     #[test]
     fn a_tamper_event_is_counted_once_by_its_check() {

@@ -214,6 +214,14 @@ pub struct MqttStats {
 }
 
 impl MqttStats {
+    /// Counters as given (tests of what reads them).
+    #[cfg(test)]
+    pub(crate) fn set(&self, dropped: u64, refused: u64, connected: bool) {
+        self.dropped.store(dropped, Ordering::Relaxed);
+        self.refused.store(refused, Ordering::Relaxed);
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
     /// Messages dropped so far (queue full: broker gone, slow or refusing).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -131,4 +132,54 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A mosquitto on `127.0.0.1:port` (Debian's; the test command installs it), stopped when
+/// dropped.
+pub struct Broker(Child);
+
+impl Broker {
+    pub fn start(port: u16) -> Broker {
+        Broker::run(&["-p", &port.to_string()], port)
+    }
+
+    /// With the configuration file `config`, listening (at least) on `port`.
+    pub fn with_config(config: &std::path::Path, port: u16) -> Broker {
+        Broker::run(&["-c", config.to_str().unwrap()], port)
+    }
+
+    fn run(args: &[&str], port: u16) -> Broker {
+        // Debian puts it in /usr/sbin, which a user's PATH may lack.
+        let program = match std::path::Path::new("/usr/sbin/mosquitto").exists() {
+            true => "/usr/sbin/mosquitto",
+            false => "mosquitto",
+        };
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto (Debian: mosquitto; the test command installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker(child)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Broker {
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid, which it still is until wait().
+        unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+    }
 }
