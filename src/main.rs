@@ -36,7 +36,8 @@ enum Command {
     ///          ffmpeg -i cam.mp4 -vf scale=28:28 -f rawvideo -pix_fmt gray - |
     ///            mcgate gate models/mnist - --width 28 --height 28
     #[command(after_help = AFTER_HELP)]
-    Gate(cli::gate::GateArgs),
+    // Boxed: the gate's flags outweigh every other command's.
+    Gate(Box<cli::gate::GateArgs>),
     /// Check detection on this device against the workstation: gate an eval bundle and
     /// compare, per attack, the ROC AUC of mutual information with the bundle's.
     ///
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
         return ExitCode::from(exit::USAGE);
     }
     let result = match cli.command {
-        Command::Gate(args) => cli::gate::run(args),
+        Command::Gate(args) => cli::gate::run(*args),
         Command::Info(args) => cli::info::run(args),
         Command::Validate(args) => cli::validate::run(args),
         Command::Calibrate(args) => cli::calibrate::run(args),

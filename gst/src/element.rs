@@ -108,8 +108,9 @@ mod imp {
 
     /// Where frames are scored.
     enum Scorer {
-        /// On the streaming thread, in `transform_ip`.
-        Inline(Gate),
+        /// On the streaming thread, in `transform_ip` (boxed: a gate is large, the other
+        /// variant small).
+        Inline(Box<Gate>),
         /// On `jobs` threads, frame i on thread i mod N; the buffers wait in `pending`.
         Workers(Workers),
     }
@@ -731,7 +732,7 @@ mod imp {
             samples,
         );
         let scorer = match jobs {
-            1 => Scorer::Inline(gates.remove(0)),
+            1 => Scorer::Inline(Box::new(gates.remove(0))),
             _ => Scorer::Workers(Workers::start(gates)?),
         };
         Ok(State {

@@ -472,3 +472,70 @@ fn the_mqtt_property_publishes_the_gates_events() {
         .collect();
     assert_eq!(available, ["online", "offline"], "{seen:?}");
 }
+
+/// The `metrics` property serves `gate --metrics`' metrics while the pipeline runs, and lets
+/// the address go when it stops: the element started again listens there anew.
+#[test]
+fn the_metrics_property_serves_the_frames_and_frees_the_address_at_stop() {
+    use std::io::{Read, Write};
+    init();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let scrape = || -> Option<String> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    for round in 0..2 {
+        let description = format!(
+            "{BALL} ! mcgate model={} seed=1 on-reject=mark-only metrics=127.0.0.1:{port} \
+             ! appsink name=sink sync=false",
+            model_stem()
+        );
+        let pipeline = gst::parse::launch(&description)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut buffers = 0;
+        while sink.pull_sample().is_ok() {
+            buffers += 1;
+        }
+        assert_eq!(buffers, 24);
+        // At end of stream, still playing: every frame counted, by verdict.
+        let text = scrape().expect("metrics served while the pipeline runs");
+        let count = |verdict: &str| -> u64 {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("mcgate_frames_total{{verdict=\"{verdict}\"}} "))
+                })
+                .map_or(0, |v| v.parse().unwrap())
+        };
+        assert_eq!(
+            count("accept") + count("reject"),
+            24,
+            "round {round}: {text}"
+        );
+        pipeline.set_state(gst::State::Null).unwrap();
+        // Stopped: nothing listens (and the next round binds the same address at once).
+        assert!(scrape().is_none(), "still served after stop");
+    }
+    // An address it cannot listen on fails the state change, as a bad model does.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let err = run(
+        BALL,
+        &format!("model={} metrics=127.0.0.1:{port}", model_stem()),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("--metrics 127.0.0.1"), "{err}");
+}

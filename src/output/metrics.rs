@@ -205,7 +205,7 @@ impl Metrics {
         let stopping = stop.clone();
         let metrics = self.clone();
         let clients = Arc::new(AtomicUsize::new(0));
-        std::thread::spawn(move || {
+        let accept = std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     break; // the listener closes with the thread
@@ -231,6 +231,7 @@ impl Metrics {
             metrics: self.clone(),
             local,
             stop,
+            accept: Some(accept),
         })
     }
 
@@ -328,6 +329,7 @@ pub struct Served {
     metrics: Arc<Metrics>,
     local: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Served {
@@ -340,8 +342,13 @@ impl Served {
 impl Drop for Served {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag.
-        let _ = TcpStream::connect_timeout(&self.local, Duration::from_secs(1));
+        // Wake the accept loop so that it sees the flag, and wait until it has closed the
+        // listener: whoever binds the address next finds it free.
+        if TcpStream::connect_timeout(&self.local, Duration::from_secs(1)).is_ok() {
+            if let Some(accept) = self.accept.take() {
+                let _ = accept.join();
+            }
+        }
     }
 }
 
