@@ -135,6 +135,10 @@ fn a_run_of_rejects_is_one_event_and_the_last_will_says_offline() {
     );
     assert_eq!(end["ended"], true);
     assert_eq!(end["reasons"], serde_json::json!(["above_threshold"]));
+    // The worst frame's signals: its MI again, its entropy; no density in this model.
+    assert_eq!(end["worst_signals"]["mi"], end["worst_mi"]);
+    assert!(end["worst_signals"]["entropy"].as_f64().unwrap() > 0.0);
+    assert!(end["worst_signals"]["log_density"].is_null());
     // Online while it ran, offline when it stopped.
     assert_eq!(available.first().map(String::as_str), Some("online"));
     assert_eq!(available.last().map(String::as_str), Some("offline"));

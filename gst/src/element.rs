@@ -164,6 +164,8 @@ mod imp {
         rules: FrameRules,
         /// The report line writer, its buffer reused frame after frame.
         lines: ReportWriter<Vec<u8>>,
+        /// The card's class labels, for the meta.
+        labels: Vec<String>,
         /// The last accepted frame's plane (`on-reject=repeat`).
         last_accepted: Option<Vec<u8>>,
         on_reject: OnReject,
@@ -555,10 +557,11 @@ mod imp {
                 index,
                 report,
                 line,
+                label,
                 on_reject,
             } = settled;
             let rejected = report.verdict.decision() == Decision::Reject;
-            let params = meta_structure(&report, &line);
+            let params = meta_structure(&report, &line, &label);
             let mut meta = gst_video::VideoRegionOfInterestMeta::add(
                 buf,
                 META_STRUCTURE,
@@ -603,6 +606,8 @@ mod imp {
         index: u64,
         report: Report,
         line: String,
+        /// The class's label ("" when not scored).
+        label: String,
         on_reject: OnReject,
     }
 
@@ -659,10 +664,16 @@ mod imp {
             metrics.metrics().record(&report);
         }
         let line = report_line(&mut state.lines, &report);
+        let label = report
+            .measures
+            .and_then(|m| state.labels.get(m.predicted_class))
+            .cloned()
+            .unwrap_or_default();
         Ok(Settled {
             index,
             report,
             line,
+            label,
             on_reject: state.on_reject,
         })
     }
@@ -736,6 +747,7 @@ mod imp {
             _ => Scorer::Workers(Workers::start(gates)?),
         };
         Ok(State {
+            labels: model.card.classes.clone(),
             scorer,
             info: None,
             index: 0,
@@ -814,7 +826,7 @@ mod imp {
     }
 
     /// The verdict's structure: the fields a pipeline reads, and the whole report line.
-    fn meta_structure(report: &Report, line: &str) -> gst::Structure {
+    fn meta_structure(report: &Report, line: &str, label: &str) -> gst::Structure {
         let m = report.measures;
         gst::Structure::builder(META_STRUCTURE)
             .field(
@@ -829,6 +841,7 @@ mod imp {
                 report.verdict.reason().map(|r| r.kind()).unwrap_or(""),
             )
             .field("class", m.map_or(-1, |m| m.predicted_class as i32))
+            .field("label", label)
             .field("mi", m.map_or(f64::NAN, |m| m.mutual_information))
             .field("entropy", m.map_or(f64::NAN, |m| m.predictive_entropy))
             .field("log-density", report.log_density.unwrap_or(f64::NAN))

@@ -147,6 +147,11 @@ fn each_buffer_carries_the_library_gates_verdict() {
             m.predicted_class as i32
         );
         assert_eq!(
+            out.meta.get::<String>("label").unwrap(),
+            m.predicted_class.to_string(),
+            "MNIST's labels are its digits"
+        );
+        assert_eq!(
             out.meta.get::<String>("seed").unwrap(),
             report.seed.unwrap().to_string()
         );

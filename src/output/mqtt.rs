@@ -257,12 +257,35 @@ pub struct EventState {
     pub worst_frame: u64,
     /// Its MI (null when it could not be scored).
     pub worst_mi: Option<f64>,
+    /// Its signals' values (each null where not computed).
+    pub worst_signals: SignalValues,
     /// Whether the alarm (K of the last N rejected) fired during the event.
     pub alarm: bool,
     /// Tamper events that started during it (`covered`, `frozen`, …).
     pub tamper: Vec<String>,
     /// `false` until the event ends.
     pub ended: bool,
+}
+
+/// A frame's signal values, as its report line has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SignalValues {
+    /// Mutual information, nats.
+    pub mi: Option<f64>,
+    /// Predictive entropy, nats.
+    pub entropy: Option<f64>,
+    /// Feature log density (models with a density output).
+    pub log_density: Option<f64>,
+}
+
+impl SignalValues {
+    fn of(report: &Report) -> SignalValues {
+        SignalValues {
+            mi: report.measures.map(|m| m.mutual_information),
+            entropy: report.measures.map(|m| m.predictive_entropy),
+            log_density: report.log_density,
+        }
+    }
 }
 
 /// One message for `PREFIX/events`.
@@ -317,6 +340,7 @@ impl Events {
                     reasons: reason.into_iter().collect(),
                     worst_frame: report.index,
                     worst_mi: report.measures.map(|m| m.mutual_information),
+                    worst_signals: SignalValues::of(report),
                     alarm: report.alarm,
                     tamper: report
                         .tamper_event
@@ -351,6 +375,7 @@ impl Events {
                     if mi > worst {
                         state.worst_mi = Some(mi);
                         state.worst_frame = report.index;
+                        state.worst_signals = SignalValues::of(report);
                     }
                 }
                 let due = state.rejected.is_multiple_of(UPDATE_EVERY);
@@ -452,10 +477,15 @@ impl MqttSink {
                 let _done = done;
                 let mut backoff = Duration::from_millis(500);
                 let mut reconnect = false;
+                let mut stopping = false;
                 for event in connection.iter() {
                     match event {
-                        // Everything queued before it has been written: the clean stop.
-                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                        // Everything queued before it has been written. Read on until the
+                        // broker closes: a socket closed with the broker's acks unread is
+                        // reset, and a reset loses what the broker had not read yet (the
+                        // last events and `offline`, over TLS every other run).
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => stopping = true,
+                        Err(_) if stopping => break,
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             backoff = Duration::from_millis(500);
                             seen.connected.store(true, Ordering::Relaxed);
@@ -626,6 +656,8 @@ mod tests {
             (update.after.worst_frame, update.after.worst_mi),
             (2, Some(0.5))
         );
+        assert_eq!(update.after.worst_signals.mi, Some(0.5));
+        assert_eq!(update.after.worst_signals.entropy, Some(0.5));
         let end = e.observe(&report(4, 0.01, false, false)).unwrap();
         assert_eq!(end.kind, "end");
         assert!(end.after.ended && end.after.end_frame == 4 && end.after.rejected == 3);
