@@ -341,25 +341,30 @@ fn tls_and_credentials_from_files_reach_the_broker_and_bad_ones_are_errors_not_s
         common::stderr(&out)
     };
 
+    // What a run delivered: `available` payloads and event types, in order.
+    let delivered = || {
+        let mut seen = vec![];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while seen.len() < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok((topic, payload)) = messages.recv_timeout(left) else {
+                break;
+            };
+            seen.push(match topic.as_str() {
+                "secure/events" => serde_json::from_str::<serde_json::Value>(&payload).unwrap()
+                    ["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                _ => payload,
+            });
+        }
+        seen
+    };
+
     // The right CA and credentials: online, the event, offline.
     gate(&["--mqtt-ca", &ca, "--mqtt-credentials", &good]);
-    let mut seen = vec![];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.len() < 4 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok((topic, payload)) = messages.recv_timeout(left) else {
-            break;
-        };
-        let kind = match topic.as_str() {
-            "secure/events" => serde_json::from_str::<serde_json::Value>(&payload).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-            _ => payload,
-        };
-        seen.push(kind);
-    }
-    assert_eq!(seen, ["online", "new", "end", "offline"]);
+    assert_eq!(delivered(), ["online", "new", "end", "offline"]);
 
     // A wrong password: every frame gated, exit 0, the refusal an error in the log.
     let bad = secret_file(dir.path(), "bad", "gate:wrong\n", 0o600);
@@ -373,13 +378,14 @@ fn tls_and_credentials_from_files_reach_the_broker_and_bad_ones_are_errors_not_s
     // No credentials: the broker refuses (it allows no anonymous clients).
     let log = gate(&["--mqtt-ca", &ca]);
     assert!(log.contains("the broker refused the connection"), "{log}");
+    // Nothing from the refused runs reached the subscriber (each waited 2 s at its stop).
+    let leaked: Vec<_> = messages.try_iter().collect();
+    assert!(leaked.is_empty(), "{leaked:?}");
     // Credentials others can read: said, not refused.
     let loose = secret_file(dir.path(), "loose", "gate:s3cret\n", 0o644);
     let log = gate(&["--mqtt-ca", &ca, "--mqtt-credentials", &loose]);
     assert!(log.contains("can be read by other users"), "{log}");
-    // Nothing from the failed runs reached the subscriber but the last one's.
-    let rest: Vec<_> = messages.try_iter().map(|(t, _)| t).collect();
-    assert!(rest.iter().all(|t| t.starts_with("secure/")), "{rest:?}");
+    assert_eq!(delivered(), ["online", "new", "end", "offline"]);
 }
 
 #[test]
@@ -497,7 +503,9 @@ fn a_stalled_broker_does_not_hold_the_frames_and_drops_show_in_metrics() {
     }
     assert!(started.elapsed() < Duration::from_secs(60));
     let dropped = eventually("mcgate_mqtt_dropped_total", &|v| v > 0.0);
-    assert!(dropped >= 600.0 - 100.0 - 64.0 - 1.0, "{dropped}");
+    // 600 messages, 100 in flight and 64 queued: 436 dropped while the connection holds; a
+    // keep-alive failure on a slow run empties the queue once more (about 64 fewer).
+    assert!(dropped >= 300.0, "{dropped}");
     drop(stdin);
     let mut stderr = String::new();
     gate.stderr

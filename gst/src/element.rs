@@ -12,8 +12,11 @@
 //!
 //! With `jobs` above 1 the frames are pipelined over that many threads, each with its own
 //! gate (the library's [`Pool`]): frame i goes to thread i mod N, and the frames leave in
-//! order, each as soon as it and those before it are scored — at most N frames later than
-//! with one job; the verdicts are the same (frame i's masks depend on the run seed and i).
+//! order, once scored, when a later frame comes in (the base class asks for output only then)
+//! — one frame interval later than with one job when the scoring keeps up, N − 1 at most;
+//! the latency query says so. Serialized events (end of stream, caps, segments) wait until
+//! the frames before them have left. The verdicts are the same (frame i's masks depend on
+//! the run seed and i).
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -465,11 +468,17 @@ mod imp {
 
         fn sink_event(&self, event: gst::Event) -> bool {
             match event.view() {
-                // The frames still scoring go out before the stream ends or changes.
-                gst::EventView::Eos(_) | gst::EventView::Caps(_) => loop {
+                // Flushed frames are not passed on; their reports are taken and thrown away
+                // (the threads answer in order).
+                gst::EventView::FlushStop(_) => self.discard_pending(),
+                // The frames still scoring go out before any serialized event (end of
+                // stream, caps, a segment) overtakes them.
+                _ if event.is_serialized() => loop {
                     match self.next_settled(true) {
                         Ok(Pending::Ready(buffer)) => {
                             if self.obj().src_pad().push(buffer).is_err() {
+                                // Downstream is gone: the rest cannot go out either.
+                                self.discard_pending();
                                 break;
                             }
                         }
@@ -477,12 +486,24 @@ mod imp {
                         _ => break,
                     }
                 },
-                // Flushed frames are not passed on; their reports are taken and thrown away
-                // (the threads answer in order).
-                gst::EventView::FlushStop(_) => self.discard_pending(),
                 _ => {}
             }
             self.parent_sink_event(event)
+        }
+
+        fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+            if !BaseTransformImplExt::parent_query(self, direction, query) {
+                return false;
+            }
+            if let (gst::PadDirection::Src, gst::QueryViewMut::Latency(q)) =
+                (direction, query.view_mut())
+            {
+                if let Some(extra) = self.held_back() {
+                    let (live, min, max) = q.result();
+                    q.set(live, min + extra, max.map(|m| m + extra));
+                }
+            }
+            true
         }
     }
 
@@ -499,6 +520,23 @@ mod imp {
     }
 
     impl McGate {
+        /// How long `jobs` frames may be held back: jobs − 1 frame intervals (at least one);
+        /// `None` with one job or no fixed frame rate.
+        fn held_back(&self) -> Option<gst::ClockTime> {
+            let guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = guard.as_ref()?;
+            let Scorer::Workers(workers) = &state.scorer else {
+                return None;
+            };
+            let fps = state.info.as_ref()?.fps();
+            let (n, d) = (fps.numer(), fps.denom());
+            if n <= 0 || d <= 0 {
+                return None;
+            }
+            let frames = (workers.deal.len() as u64 - 1).max(1);
+            gst::ClockTime::SECOND.mul_div_floor(frames * d as u64, n as u64)
+        }
+
         /// Takes the oldest pending frame's report (waiting for it when `wait`, or when every
         /// job holds a frame) and settles it.
         fn next_settled(&self, wait: bool) -> Result<Pending, gst::FlowError> {
@@ -716,6 +754,9 @@ mod imp {
             }
         };
         let mqtt = match &s.mqtt {
+            None if s.mqtt_ca.is_some() || s.mqtt_credentials.is_some() => {
+                return Err("mqtt-ca and mqtt-credentials are for the mqtt property: set it".into())
+            }
             None => None,
             Some(url) => {
                 let sink = mcgate::output::mqtt::MqttSink::open(&mcgate::output::MqttSettings {

@@ -14,7 +14,43 @@ mod element;
 
 pub use element::{McGate, OnReject, ALARM_MESSAGE, META_STRUCTURE, REJECT_MESSAGE};
 
+/// The library's log lines (the MQTT client's refusals and drops, file-permission warnings)
+/// into GStreamer's debug log, category `mcgate` (`GST_DEBUG=mcgate:4` shows info and above):
+/// a plugin has no terminal of its own, and without this they would vanish.
+struct GstLog;
+
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "mcgate",
+        gst::DebugColorFlags::empty(),
+        Some("mcgate adversarial-input gate"),
+    )
+});
+
+impl log::Log for GstLog {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record) {
+        let args = record.args();
+        match record.level() {
+            log::Level::Error => gst::error!(CAT, "{args}"),
+            log::Level::Warn => gst::warning!(CAT, "{args}"),
+            log::Level::Info => gst::info!(CAT, "{args}"),
+            log::Level::Debug => gst::debug!(CAT, "{args}"),
+            log::Level::Trace => gst::trace!(CAT, "{args}"),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // Once per process; an application that set its own logger keeps it.
+    if log::set_logger(&GstLog).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     gst::Element::register(
         Some(plugin),
         "mcgate",

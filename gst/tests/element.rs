@@ -544,3 +544,40 @@ fn the_metrics_property_serves_the_frames_and_frees_the_address_at_stop() {
     .expect("refused");
     assert!(err.contains("--metrics 127.0.0.1"), "{err}");
 }
+
+/// With jobs, the latency query counts the frames held back (jobs − 1 intervals, at least
+/// one); with one job it adds nothing. MQTT files without `mqtt` are refused, not ignored.
+#[test]
+fn jobs_report_their_latency_and_stray_mqtt_files_are_refused() {
+    init();
+    let latency = |jobs: u32| {
+        let description = format!(
+            "videotestsrc pattern=ball ! video/x-raw,format=GRAY8,width=28,height=28,framerate=10/1 \
+             ! mcgate name=gate model={} seed=1 jobs={jobs} ! fakesink",
+            model_stem()
+        );
+        let pipeline = gst::parse::launch(&description)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        pipeline.set_state(gst::State::Paused).unwrap();
+        let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+        let gate = pipeline.by_name("gate").unwrap();
+        let mut q = gst::query::Latency::new();
+        assert!(gate.static_pad("src").unwrap().query(&mut q));
+        pipeline.set_state(gst::State::Null).unwrap();
+        q.result().1
+    };
+    // videotestsrc itself reports one frame (100 ms at 10/1); the element adds to it.
+    let source = latency(1);
+    assert_eq!(latency(2) - source, gst::ClockTime::from_mseconds(100));
+    assert_eq!(latency(4) - source, gst::ClockTime::from_mseconds(300));
+
+    let err = run(
+        BALL,
+        &format!("model={} mqtt-credentials=/etc/passwd", model_stem()),
+    )
+    .err()
+    .expect("refused");
+    assert!(err.contains("for the mqtt property"), "{err}");
+}

@@ -41,6 +41,7 @@ struct MqttMetrics {
     dropped: IntCounter,
     refused: IntCounter,
     connected: prometheus::IntGauge,
+    sync: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -133,6 +134,7 @@ impl Metrics {
                     "mcgate_mqtt_connected",
                     "1 while the MQTT broker holds the connection",
                 )?,
+                sync: std::sync::Mutex::new(()),
             };
             self.registry.register(Box::new(m.dropped.clone()))?;
             self.registry.register(Box::new(m.refused.clone()))?;
@@ -173,6 +175,8 @@ impl Metrics {
     pub fn text(&self) -> String {
         #[cfg(feature = "mqtt")]
         if let Some(m) = self.mqtt.get() {
+            // One scrape at a time here: two reading the same difference would both add it.
+            let _one = m.sync.lock().unwrap_or_else(|p| p.into_inner());
             // Counters only go up: add what the sink counted since the last scrape.
             m.dropped
                 .inc_by(m.stats.dropped().saturating_sub(m.dropped.get()));

@@ -211,6 +211,9 @@ pub struct MqttStats {
     dropped: AtomicU64,
     refused: AtomicU64,
     connected: AtomicBool,
+    /// Set by the sink when it goes: the connection thread ends at its next turn, broker or
+    /// not (else a sink dropped during an outage would leave a client retrying for ever).
+    stopped: AtomicBool,
 }
 
 impl MqttStats {
@@ -425,8 +428,15 @@ impl MqttSink {
                 "camera {camera:?}: a name of 1-{MAX_CAMERA} bytes without / + # or NUL"
             ));
         }
+        // Unique per sink, not only per process: an element stopped and started again must not
+        // share its id with the client before it (the broker would throw one off for the other).
+        static SINKS: AtomicU64 = AtomicU64::new(0);
         let mut options = MqttOptions::new(
-            format!("mcgate-{camera}-{}", std::process::id()),
+            format!(
+                "mcgate-{camera}-{}-{}",
+                std::process::id(),
+                SINKS.fetch_add(1, Ordering::Relaxed)
+            ),
             target.host.clone(),
             target.port,
         );
@@ -479,6 +489,9 @@ impl MqttSink {
                 let mut reconnect = false;
                 let mut stopping = false;
                 for event in connection.iter() {
+                    if seen.stopped.load(Ordering::Relaxed) {
+                        break; // the sink is gone and gave up waiting for the broker
+                    }
                     match event {
                         // Everything queued before it has been written. Read on until the
                         // broker closes: a socket closed with the broker's acks unread is
@@ -520,7 +533,14 @@ impl MqttSink {
                                 }
                                 e => log::warn!("mqtt: {e}; retrying in {wait:.1} s"),
                             }
-                            std::thread::sleep(backoff);
+                            // In slices: a sink that goes while the broker is away ends the
+                            // thread within 0.1 s.
+                            let until = std::time::Instant::now() + backoff;
+                            while std::time::Instant::now() < until
+                                && !seen.stopped.load(Ordering::Relaxed)
+                            {
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
                             backoff = (backoff * 2).min(Duration::from_secs(30));
                         }
                     }
@@ -594,6 +614,8 @@ impl Drop for MqttSink {
         // events (the last `end` among them) get FLUSH to reach a broker that is there.
         let _ = self.client.try_disconnect();
         let _ = self.finished.recv_timeout(FLUSH);
+        // Not flushed in time (broker gone or stalled): the thread stops at its next turn.
+        self.stats.stopped.store(true, Ordering::Relaxed);
         if self.dropped() > 0 {
             log::warn!("mqtt: {} messages dropped in this run", self.dropped());
         }
@@ -727,6 +749,31 @@ mod tests {
         let big = file(&"x".repeat(5000));
         assert!(read_credentials(&big).unwrap_err().contains("at most"));
         assert!(read_credentials(&dir.path().join("absent")).is_err());
+    }
+
+    /// A sink dropped while its broker is away ends its connection thread (was: it retried for
+    /// ever, and an element restarted during an outage left one client per restart behind).
+    #[test]
+    fn a_sink_dropped_during_an_outage_ends_its_thread() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sink = MqttSink::open(&MqttSettings {
+            url: format!("mqtt://127.0.0.1:{port}/gone"),
+            camera: "c".into(),
+            ..MqttSettings::default()
+        })
+        .unwrap();
+        let stats = sink.stats();
+        drop(sink);
+        // The thread holds the other reference until it ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&stats) > 1 {
+            assert!(std::time::Instant::now() < deadline, "the thread still runs");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     #[test]
