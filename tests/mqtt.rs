@@ -70,6 +70,11 @@ fn frame(name: &str) -> String {
         .to_string()
 }
 
+/// A sample digit's raw 28×28 bytes, for frames on stdin.
+fn raw(name: &str) -> Vec<u8> {
+    image::open(frame(name)).unwrap().to_luma8().into_raw()
+}
+
 #[test]
 fn a_run_of_rejects_is_one_event_and_the_last_will_says_offline() {
     let port = free_port();
@@ -157,14 +162,7 @@ fn a_run_of_rejects_is_one_event_and_the_last_will_says_offline() {
 fn no_broker_neither_blocks_nor_fails_the_gate_and_drops_are_counted() {
     // Nobody listens on this port: every message waits in the queue, then is dropped.
     let port = free_port();
-    let clean = image::open(frame("clean/digit_0_3.png"))
-        .unwrap()
-        .to_luma8()
-        .into_raw();
-    let odd = image::open(frame("ood/checkerboard.png"))
-        .unwrap()
-        .to_luma8()
-        .into_raw();
+    let (clean, odd) = (raw("clean/digit_0_3.png"), raw("ood/checkerboard.png"));
     // 100 accepted-rejected pairs: 200 event messages, more than the queue holds.
     let mut stream = vec![];
     for _ in 0..100 {
@@ -470,14 +468,7 @@ fn a_stalled_broker_does_not_hold_the_frames_and_drops_show_in_metrics() {
     eventually("mcgate_mqtt_connected", &|v| v == 1.0);
 
     broker.signal(libc::SIGSTOP);
-    let clean = image::open(frame("clean/digit_0_3.png"))
-        .unwrap()
-        .to_luma8()
-        .into_raw();
-    let odd = image::open(frame("ood/checkerboard.png"))
-        .unwrap()
-        .to_luma8()
-        .into_raw();
+    let (clean, odd) = (raw("clean/digit_0_3.png"), raw("ood/checkerboard.png"));
     // 300 accepted-rejected pairs: 600 event messages, more than the 100 in flight and the
     // 64 queued together.
     let mut stdin = gate.stdin.take().unwrap();

@@ -173,9 +173,8 @@ fn each_buffer_carries_the_library_gates_verdict() {
     assert_eq!(rejects, rejected);
 }
 
-/// `on-reject` frame by frame, at a threshold that rejects some of the frames.
-#[test]
-fn on_reject_drops_blacks_out_or_repeats() {
+/// The ball frames under mark-only, and their median MI: a threshold that rejects about half.
+fn median_threshold() -> (Vec<Out>, f64) {
     let (marked, _) = run(
         BALL,
         &format!("model={} seed=1 on-reject=mark-only", model_stem()),
@@ -184,6 +183,13 @@ fn on_reject_drops_blacks_out_or_repeats() {
     let mut mis: Vec<f64> = marked.iter().map(|o| mi(&o.meta)).collect();
     mis.sort_by(f64::total_cmp);
     let threshold = mis[mis.len() / 2];
+    (marked, threshold)
+}
+
+/// `on-reject` frame by frame, at a threshold that rejects some of the frames.
+#[test]
+fn on_reject_drops_blacks_out_or_repeats() {
+    let (marked, threshold) = median_threshold();
     let props = |policy: &str| {
         format!(
             "model={} seed=1 threshold={threshold} on-reject={policy}",
@@ -232,14 +238,7 @@ fn on_reject_drops_blacks_out_or_repeats() {
 /// same verdicts and bytes under every policy, and every frame out by the end of the stream.
 #[test]
 fn several_jobs_give_the_same_frames_in_order() {
-    let (marked, _) = run(
-        BALL,
-        &format!("model={} seed=1 on-reject=mark-only", model_stem()),
-    )
-    .unwrap();
-    let mut mis: Vec<f64> = marked.iter().map(|o| mi(&o.meta)).collect();
-    mis.sort_by(f64::total_cmp);
-    let threshold = mis[mis.len() / 2];
+    let (_, threshold) = median_threshold();
     for policy in ["mark-only", "drop", "repeat"] {
         let props = |jobs: u32| {
             format!(

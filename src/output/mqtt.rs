@@ -771,7 +771,10 @@ mod tests {
         // The thread holds the other reference until it ends.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while Arc::strong_count(&stats) > 1 {
-            assert!(std::time::Instant::now() < deadline, "the thread still runs");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread still runs"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
