@@ -242,22 +242,19 @@ fn make_ca(dir: &std::path::Path, name: &str) {
 
 /// A mosquitto that demands TLS (signed by `ca.pem` in `dir`) and a password on `tls`, and
 /// the password alone on `plain` (for the test's subscriber); user `gate`, password `s3cret`.
-fn secure_broker(dir: &std::path::Path) -> (Broker, u16, u16) {
-    make_ca(dir, "ca");
+/// `{name}.pem` and `{name}.key` in `dir`, for `subject`, signed by `ca.pem` (for the
+/// broker: its address as the subject's alternative name).
+fn signed_by_ca(dir: &std::path::Path, name: &str, subject: &str) {
+    let (key, csr, pem) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+    );
     run_in(
         dir,
         "openssl",
         &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out", &csr,
         ],
     );
     std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
@@ -268,7 +265,7 @@ fn secure_broker(dir: &std::path::Path) -> (Broker, u16, u16) {
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &csr,
             "-CA",
             "ca.pem",
             "-CAkey",
@@ -279,9 +276,15 @@ fn secure_broker(dir: &std::path::Path) -> (Broker, u16, u16) {
             "-extfile",
             "ext.cnf",
             "-out",
-            "server.pem",
+            &pem,
         ],
     );
+}
+
+/// `client_cert`: the TLS listener also demands a client certificate signed by the CA.
+fn secure_broker(dir: &std::path::Path, client_cert: bool) -> (Broker, u16, u16) {
+    make_ca(dir, "ca");
+    signed_by_ca(dir, "server", "/CN=127.0.0.1");
     let passwd = if std::path::Path::new("/usr/bin/mosquitto_passwd").exists() {
         "/usr/bin/mosquitto_passwd"
     } else {
@@ -296,6 +299,7 @@ fn secure_broker(dir: &std::path::Path) -> (Broker, u16, u16) {
         "user root\nper_listener_settings false\nallow_anonymous false\n\
          password_file {d}/passwd\n\
          listener {tls} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+         require_certificate {client_cert}\n\
          listener {plain} 127.0.0.1\n"
     );
     std::fs::write(dir.join("mosquitto.conf"), config).unwrap();
@@ -314,51 +318,56 @@ fn secret_file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> Stri
     path.display().to_string()
 }
 
+/// A rejected frame then an accepted one through `gate … --mqtt url extra`: exit 0, two lines;
+/// its stderr.
+fn gate_two_frames(url: &str, extra: &[&str]) -> String {
+    let frames = [frame("ood/checkerboard.png"), frame("clean/digit_0_3.png")];
+    let mut args = vec![
+        "gate",
+        "models/mnist",
+        &frames[0],
+        &frames[1],
+        "--mqtt",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    let out = mcgate(&args);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    common::stderr(&out)
+}
+
+/// What one run delivered on `secure/#`: `available` payloads and event types, in order (at
+/// most four, within 10 s).
+fn delivered(messages: &mpsc::Receiver<(String, String)>) -> Vec<String> {
+    let mut seen = vec![];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.len() < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok((topic, payload)) = messages.recv_timeout(left) else {
+            break;
+        };
+        seen.push(match topic.as_str() {
+            "secure/events" => serde_json::from_str::<serde_json::Value>(&payload).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            _ => payload,
+        });
+    }
+    seen
+}
+
 #[test]
 fn tls_and_credentials_from_files_reach_the_broker_and_bad_ones_are_errors_not_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let (_broker, tls, plain) = secure_broker(dir.path());
+    let (_broker, tls, plain) = secure_broker(dir.path(), false);
     let messages = subscribe_as(plain, "secure/#", Some(("gate", "s3cret")));
     let good = secret_file(dir.path(), "good", "gate:s3cret\n", 0o600);
     let ca = dir.path().join("ca.pem").display().to_string();
     let url = format!("mqtts://127.0.0.1:{tls}/secure");
-    let frames = [frame("ood/checkerboard.png"), frame("clean/digit_0_3.png")];
-    let gate = |extra: &[&str]| {
-        let mut args = vec![
-            "gate",
-            "models/mnist",
-            &frames[0],
-            &frames[1],
-            "--mqtt",
-            &url,
-        ];
-        args.extend_from_slice(extra);
-        let out = mcgate(&args);
-        assert!(out.status.success(), "{}", common::stderr(&out));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
-        common::stderr(&out)
-    };
-
-    // What a run delivered: `available` payloads and event types, in order.
-    let delivered = || {
-        let mut seen = vec![];
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while seen.len() < 4 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok((topic, payload)) = messages.recv_timeout(left) else {
-                break;
-            };
-            seen.push(match topic.as_str() {
-                "secure/events" => serde_json::from_str::<serde_json::Value>(&payload).unwrap()
-                    ["type"]
-                    .as_str()
-                    .unwrap()
-                    .to_string(),
-                _ => payload,
-            });
-        }
-        seen
-    };
+    let gate = |extra: &[&str]| gate_two_frames(&url, extra);
+    let delivered = || delivered(&messages);
 
     // The right CA and credentials: online, the event, offline.
     gate(&["--mqtt-ca", &ca, "--mqtt-credentials", &good]);
@@ -384,6 +393,30 @@ fn tls_and_credentials_from_files_reach_the_broker_and_bad_ones_are_errors_not_s
     let log = gate(&["--mqtt-ca", &ca, "--mqtt-credentials", &loose]);
     assert!(log.contains("can be read by other users"), "{log}");
     assert_eq!(delivered(), ["online", "new", "end", "offline"]);
+}
+
+/// A broker that demands a client certificate: refused without one (a TLS error in the log,
+/// the frames gated), reached with `--mqtt-cert` and `--mqtt-key`.
+#[test]
+fn a_broker_that_asks_for_a_client_certificate_gets_the_one_in_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, tls, plain) = secure_broker(dir.path(), true);
+    signed_by_ca(dir.path(), "client", "/CN=gate");
+    let messages = subscribe_as(plain, "secure/#", Some(("gate", "s3cret")));
+    let good = secret_file(dir.path(), "good", "gate:s3cret\n", 0o600);
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let url = format!("mqtts://127.0.0.1:{tls}/secure");
+    let with = ["--mqtt-ca", &path("ca.pem"), "--mqtt-credentials", &good];
+    let log = gate_two_frames(&url, &with);
+    assert!(log.contains("mqtt: TLS"), "{log}");
+    assert!(messages.try_iter().next().is_none());
+    let (cert, key) = (path("client.pem"), path("client.key"));
+    let log = gate_two_frames(
+        &url,
+        &[&with[..], &["--mqtt-cert", &cert, "--mqtt-key", &key]].concat(),
+    );
+    assert!(!log.contains("mqtt: TLS"), "{log}");
+    assert_eq!(delivered(&messages), ["online", "new", "end", "offline"]);
 }
 
 #[test]
@@ -417,7 +450,7 @@ fn a_bad_credentials_or_ca_file_is_a_one_line_setting_error() {
         ),
         (
             &["--mqtt", "mqtt://127.0.0.1:1883/x", "--mqtt-ca", &not_pem],
-            "a CA file is for mqtts://",
+            "are for mqtts://",
         ),
     ] {
         let out = mcgate(&[&["gate", "models/mnist", &digit][..], extra].concat());

@@ -88,6 +88,8 @@ mod imp {
         camera: String,
         mqtt_ca: Option<String>,
         mqtt_credentials: Option<String>,
+        mqtt_cert: Option<String>,
+        mqtt_key: Option<String>,
         metrics: Option<String>,
     }
 
@@ -104,6 +106,8 @@ mod imp {
                 camera: "camera".into(),
                 mqtt_ca: None,
                 mqtt_credentials: None,
+                mqtt_cert: None,
+                mqtt_key: None,
                 metrics: None,
             }
         }
@@ -269,6 +273,19 @@ mod imp {
                         .blurb("File holding one line USER:PASSWORD for the broker")
                         .mutable_ready()
                         .build(),
+                    glib::ParamSpecString::builder("mqtt-cert")
+                        .nick("MQTT client certificate")
+                        .blurb(
+                            "With mqtts://: PEM certificate (chain) shown to a broker that asks \
+                             for one; with mqtt-key",
+                        )
+                        .mutable_ready()
+                        .build(),
+                    glib::ParamSpecString::builder("mqtt-key")
+                        .nick("MQTT client key")
+                        .blurb("PEM private key of mqtt-cert")
+                        .mutable_ready()
+                        .build(),
                     glib::ParamSpecString::builder("metrics")
                         .nick("Metrics")
                         .blurb(
@@ -294,6 +311,8 @@ mod imp {
                 "mqtt" => s.mqtt = value.get().unwrap_or(None),
                 "mqtt-ca" => s.mqtt_ca = value.get().unwrap_or(None),
                 "mqtt-credentials" => s.mqtt_credentials = value.get().unwrap_or(None),
+                "mqtt-cert" => s.mqtt_cert = value.get().unwrap_or(None),
+                "mqtt-key" => s.mqtt_key = value.get().unwrap_or(None),
                 "metrics" => s.metrics = value.get().unwrap_or(None),
                 "camera" => {
                     s.camera = value
@@ -319,6 +338,8 @@ mod imp {
                 "camera" => s.camera.to_value(),
                 "mqtt-ca" => s.mqtt_ca.to_value(),
                 "mqtt-credentials" => s.mqtt_credentials.to_value(),
+                "mqtt-cert" => s.mqtt_cert.to_value(),
+                "mqtt-key" => s.mqtt_key.to_value(),
                 "metrics" => s.metrics.to_value(),
                 // Only the names above are registered.
                 _ => glib::Value::from_type(pspec.value_type()),
@@ -754,8 +775,16 @@ mod imp {
             }
         };
         let mqtt = match &s.mqtt {
-            None if s.mqtt_ca.is_some() || s.mqtt_credentials.is_some() => {
-                return Err("mqtt-ca and mqtt-credentials are for the mqtt property: set it".into())
+            None if s.mqtt_ca.is_some()
+                || s.mqtt_credentials.is_some()
+                || s.mqtt_cert.is_some()
+                || s.mqtt_key.is_some() =>
+            {
+                return Err(
+                    "mqtt-ca, mqtt-credentials, mqtt-cert and mqtt-key are for the mqtt \
+                     property: set it"
+                        .into(),
+                )
             }
             None => None,
             Some(url) => {
@@ -764,6 +793,8 @@ mod imp {
                     camera: s.camera.clone(),
                     ca: s.mqtt_ca.as_ref().map(Into::into),
                     credentials: s.mqtt_credentials.as_ref().map(Into::into),
+                    client_cert: s.mqtt_cert.as_ref().map(Into::into),
+                    client_key: s.mqtt_key.as_ref().map(Into::into),
                 })
                 .map_err(|e| format!("mqtt: {e}"))?;
                 if let Some(metrics) = &metrics {

@@ -111,6 +111,13 @@ pub(crate) struct GateArgs {
     /// by the gate's user alone (never on the command line, where ps shows it).
     #[arg(long, value_name = "FILE", requires = "mqtt")]
     mqtt_credentials: Option<PathBuf>,
+    /// With mqtts://: the PEM certificate (chain) the gate shows a broker that asks for a
+    /// client certificate; with --mqtt-key.
+    #[arg(long, value_name = "FILE", requires_all = ["mqtt", "mqtt_key"])]
+    mqtt_cert: Option<PathBuf>,
+    /// The PEM private key of --mqtt-cert, readable by the gate's user alone.
+    #[arg(long, value_name = "FILE", requires_all = ["mqtt", "mqtt_cert"])]
+    mqtt_key: Option<PathBuf>,
     /// Leave latency out of the report lines (for byte-identical replays).
     #[arg(long)]
     no_latency: bool,
@@ -166,6 +173,8 @@ pub(crate) fn run(args: GateArgs) -> Result<u8, Failure> {
             camera: args.camera,
             ca: args.mqtt_ca,
             credentials: args.mqtt_credentials,
+            client_cert: args.mqtt_cert,
+            client_key: args.mqtt_key,
         }),
         jobs: args.jobs,
         signals: match &args.signals {

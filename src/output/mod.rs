@@ -21,8 +21,9 @@ pub mod summary;
 use crate::input::frame::Frame;
 use crate::score::report::Report;
 
-/// What a gate needs to publish its events: `--mqtt`, `--camera`, `--mqtt-ca` and
-/// `--mqtt-credentials` (the element's `mqtt`, `camera`, `mqtt-ca` and `mqtt-credentials`).
+/// What a gate needs to publish its events: `--mqtt`, `--camera`, `--mqtt-ca`,
+/// `--mqtt-credentials`, `--mqtt-cert` and `--mqtt-key` (the element's properties of the same
+/// names without `--`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MqttSettings {
     /// `mqtt[s]://HOST:PORT/PREFIX`.
@@ -34,6 +35,10 @@ pub struct MqttSettings {
     pub ca: Option<std::path::PathBuf>,
     /// File holding `USER:PASSWORD` on one line.
     pub credentials: Option<std::path::PathBuf>,
+    /// PEM certificate chain the gate shows a broker that asks for one (`mqtts://` only).
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// An output (report stream, frame folder, pass-through, metrics listener) that could not be

@@ -125,20 +125,9 @@ impl MqttTarget {
 /// Reads `USER:PASSWORD` (one line; a final newline allowed) from `path`.
 pub fn read_credentials(path: &Path) -> Result<(String, String), String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.is_file() || meta.len() > MAX_CREDENTIALS_BYTES {
-        return Err(format!(
-            "{shown}: not a file of at most {MAX_CREDENTIALS_BYTES} bytes (one line USER:PASSWORD)"
-        ));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            log::warn!("mqtt: {shown} can be read by other users (chmod 600 it)");
-        }
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let bytes = read_small(path, MAX_CREDENTIALS_BYTES, "(one line USER:PASSWORD)")?;
+    warn_if_others_read(path);
+    let text = String::from_utf8(bytes).map_err(|_| format!("{shown}: not UTF-8 text"))?;
     let line = text
         .strip_suffix('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -153,28 +142,57 @@ pub fn read_credentials(path: &Path) -> Result<(String, String), String> {
     }
 }
 
-/// The TLS client: the CAs in `ca` (PEM) or, without it, the system's.
-fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+/// The file's bytes, when it is a regular file of at most `max` bytes.
+fn read_small(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() || meta.len() > max {
+        return Err(format!("{shown}: not a file of at most {max} bytes {what}"));
+    }
+    std::fs::read(path).map_err(|e| format!("{shown}: {e}"))
+}
+
+/// A secret (password, private key) others can read is said, not refused: a container's
+/// secrets are often mounted 0644.
+fn warn_if_others_read(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            log::warn!(
+                "mqtt: {} can be read by other users (chmod 600 it)",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The PEM certificates in `path`, at least one.
+fn read_certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let shown = path.display();
+    let pem = read_small(path, MAX_CA_BYTES, "(PEM certificates)")?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{shown}: {e}"))?;
+    match certs.is_empty() {
+        true => Err(format!("{shown}: no PEM certificate in it")),
+        false => Ok(certs),
+    }
+}
+
+/// The TLS client: the CAs in `ca` (PEM) or, without it, the system's; with `client`
+/// (certificate chain and private key, PEM), the certificate it shows a broker that asks.
+fn tls_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(path) => {
-            let shown = path.display();
-            let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-            if !meta.is_file() || meta.len() > MAX_CA_BYTES {
-                return Err(format!(
-                    "{shown}: not a PEM file of at most {} MiB",
-                    MAX_CA_BYTES >> 20
-                ));
-            }
-            let pem = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{shown}: a certificate rustls refuses: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("{shown}: no PEM certificate in it"));
+            for cert in read_certs(path)? {
+                roots.add(cert).map_err(|e| {
+                    format!("{}: a certificate rustls refuses: {e}", path.display())
+                })?;
             }
         }
         None => {
@@ -196,11 +214,24 @@ fn tls_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
     // NIST curves remain); a broker link of camera events is not where that is decided.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = read_certs(cert)?;
+            let pem = read_small(key, MAX_CREDENTIALS_BYTES * 4, "(a PEM private key)")?;
+            warn_if_others_read(key);
+            let key_der = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| format!("{}: {e}", key.display()))?
+                .ok_or_else(|| format!("{}: no PEM private key in it", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| format!("{} with {}: {e}", cert.display(), key.display()))?
+        }
+    };
     Ok(Arc::new(config))
 }
 
@@ -440,16 +471,27 @@ impl MqttSink {
             target.host.clone(),
             target.port,
         );
-        match (&settings.ca, target.tls) {
-            (Some(_), false) => {
-                return Err("a CA file is for mqtts:// (TLS); this URL is mqtt://".into())
+        let client = match (&settings.client_cert, &settings.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err("a client certificate needs its key, and a key its certificate".into())
             }
-            (ca, true) => {
+        };
+        let tls_files = settings.ca.is_some() || client.is_some();
+        match target.tls {
+            false if tls_files => {
+                return Err(
+                    "CA and client certificate files are for mqtts:// (TLS); this URL is mqtt://"
+                        .into(),
+                )
+            }
+            true => {
                 options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                    tls_config(ca.as_deref())?,
+                    tls_config(settings.ca.as_deref(), client)?,
                 )));
             }
-            (None, false) => {}
+            false => {}
         }
         if let Some(path) = &settings.credentials {
             let (user, password) = read_credentials(path)?;
@@ -529,6 +571,12 @@ impl MqttSink {
                                     );
                                 }
                                 ConnectionError::Tls(e) => {
+                                    log::error!("mqtt: TLS: {e}; retrying in {wait:.1} s")
+                                }
+                                // TLS 1.3 finishes the handshake before the broker checks the
+                                // client's certificate: its refusal comes back as an alert on
+                                // the first read, which rumqttc reports as an I/O error.
+                                e if e.to_string().contains("received fatal alert") => {
                                     log::error!("mqtt: TLS: {e}; retrying in {wait:.1} s")
                                 }
                                 e => log::warn!("mqtt: {e}; retrying in {wait:.1} s"),
@@ -748,6 +796,7 @@ mod tests {
         }
         let big = file(&"x".repeat(5000));
         assert!(read_credentials(&big).unwrap_err().contains("at most"));
+        assert!(read_credentials(&file("gate:\u{0}\u{0}\u{ff}")).is_err());
         assert!(read_credentials(&dir.path().join("absent")).is_err());
     }
 
@@ -788,15 +837,25 @@ mod tests {
             url: url.into(),
             camera: camera.into(),
             ca: ca.map(Into::into),
-            credentials: None,
+            ..MqttSettings::default()
         };
         for (s, why) in [
             (settings("mqtt://h/p", "a/b", None), "without / + # or NUL"),
             (settings("mqtt://h/p", &"c".repeat(65), None), "1-64 bytes"),
-            (settings("mqtt://h/p", "c", Some(&not_pem)), "for mqtts://"),
+            (
+                settings("mqtt://h/p", "c", Some(&not_pem)),
+                "are for mqtts://",
+            ),
             (
                 settings("mqtts://h/p", "c", Some(&not_pem)),
                 "no PEM certificate",
+            ),
+            (
+                MqttSettings {
+                    client_cert: Some(not_pem.clone()),
+                    ..settings("mqtts://h/p", "c", None)
+                },
+                "needs its key",
             ),
         ] {
             let err = MqttSink::open(&s).err().expect("refused");
