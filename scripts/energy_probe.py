@@ -213,7 +213,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1, help="the gate's run seed")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     ap.add_argument("--keep", help="keep the fed frames and verdict lines in this folder")
-    ap.add_argument("--out", help="write the table here too")
+    ap.add_argument("--out", help="write the table here too, under a header saying when, at "
+                    "which commit and with which command")
     a = ap.parse_args()
     t0 = time.time()
     binary = str(Path(a.binary).resolve())
@@ -297,7 +298,9 @@ def main():
     text = "\n".join(out)
     print(text)
     if a.out:
-        Path(a.out).write_text(text + "\n")
+        # The whole file, header and all: rerunning the command rewrites it as it was.
+        from provenance import header
+        Path(a.out).write_text(header("Energy (logsumexp of the logits) on the Lite0 photo bundle", time.time() - t0) + text + "\n")
 
 
 if __name__ == "__main__":

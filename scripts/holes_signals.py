@@ -255,7 +255,8 @@ def main():
     ap.add_argument("--data", default="data/mnist", help="folder of the MNIST IDX files")
     ap.add_argument("--cache", help="folder for the reduced features (default: none written)")
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
-    ap.add_argument("--out", help="write the table here too")
+    ap.add_argument("--out", help="write the table here too, under a header saying when, at "
+                    "which commit and with which command")
     a = ap.parse_args()
     t0 = time.time()
 
@@ -328,7 +329,9 @@ def main():
     text = "\n".join(lines)
     print(text)
     if a.out:
-        Path(a.out).write_text(text + "\n")
+        # The whole file, header and all: rerunning the command rewrites it as it was.
+        from provenance import header
+        Path(a.out).write_text(header("Density signals on the latent holes, against the near-data control", time.time() - t0) + text + "\n")
 
 
 if __name__ == "__main__":

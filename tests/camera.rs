@@ -63,6 +63,11 @@ impl Workdir {
     /// run, so at the shipped threshold one run in about twenty rejected all 20 frames and the
     /// "both verdicts" check failed by chance; at the median both verdicts come every run.
     fn for_the_ball() -> Workdir {
+        Workdir::with_threshold(0.4)
+    }
+
+    /// A work directory whose `models/mnist` has its card's MI threshold at `threshold`.
+    fn with_threshold(threshold: f64) -> Workdir {
         let work = Workdir::new();
         let models = work.file("models");
         std::fs::remove_file(&models).unwrap();
@@ -72,7 +77,7 @@ impl Workdir {
         let mut card: serde_json::Value =
             serde_json::from_slice(&std::fs::read(root().join("models/mnist.card.json")).unwrap())
                 .unwrap();
-        card["threshold"]["mutual_information"] = 0.4.into();
+        card["threshold"]["mutual_information"] = threshold.into();
         std::fs::write(
             models.join("mnist.card.json"),
             serde_json::to_string_pretty(&card).unwrap(),
@@ -326,7 +331,10 @@ fn element_v4l2_recipe_runs_on_the_sample_digits() {
 #[test]
 fn element_rtsp_recipe_runs_against_a_loopback_rtsp_server() {
     let camera = RtspCamera::start(BALL_FRAMES);
-    let work = Workdir::for_the_ball();
+    // GStreamer's scaler gives the ball frames other pixels than ffmpeg's: their median MI is
+    // about 0.21 here (0.20–0.23 over three mask seeds, against 0.37–0.39 through ffmpeg); at
+    // 0.4 a run now and then rejected none of the 20 (once in CI).
+    let work = Workdir::with_threshold(0.21);
     let port = free_port();
     let _broker = Broker::start(port);
     run_element_recipe(
