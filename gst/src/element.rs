@@ -250,7 +250,7 @@ mod imp {
                     glib::ParamSpecString::builder("mqtt")
                         .nick("MQTT")
                         .blurb(
-                            "Publish events as `mcgate gate --mqtt` does: mqtt://HOST:PORT/PREFIX",
+                            "Publish events as `mcgate gate --mqtt` does: mqtt[s]://HOST:PORT/PREFIX",
                         )
                         .mutable_ready()
                         .build(),
