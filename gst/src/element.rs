@@ -441,9 +441,13 @@ mod imp {
             };
             let index = state.index;
             state.index += 1;
-            let image = read_image(buf, &info);
-            let (report, scored) = score(gate, index, image);
-            let settled = settle(state, buf, &info, index, report, scored.as_ref())?;
+            // One mapping for reading the frame and for what `on-reject` writes into it.
+            let settled = {
+                let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info)
+                    .map_err(|_| gst::FlowError::Error)?;
+                let (report, scored) = score(gate, index, to_image(&frame));
+                settle(state, &mut frame, index, report, scored.as_ref())
+            };
             drop(guard);
             self.announce(buf, &info, settled)
         }
@@ -583,7 +587,11 @@ mod imp {
             let (_, mut buffer) = workers.pending.pop_front().ok_or(gst::FlowError::Error)?;
             let info = state.info.clone().ok_or(gst::FlowError::NotNegotiated)?;
             let buf = buffer.make_mut();
-            let settled = settle(state, buf, &info, index, report, scored.as_ref())?;
+            let settled = {
+                let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &info)
+                    .map_err(|_| gst::FlowError::Error)?;
+                settle(state, &mut frame, index, report, scored.as_ref())
+            };
             drop(guard);
             Ok(match self.announce(buf, &info, settled)? {
                 gst_base::BASE_TRANSFORM_FLOW_DROPPED => Pending::Dropped,
@@ -703,18 +711,13 @@ mod imp {
     /// `mcgate gate` applies them), `on-reject` on the bytes, the sinks, the report line.
     fn settle(
         state: &mut State,
-        buf: &mut gst::BufferRef,
-        info: &gst_video::VideoInfo,
+        frame: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
         index: u64,
         mut report: Report,
         scored: Option<&Frame>,
-    ) -> Result<Settled, gst::FlowError> {
+    ) -> Settled {
         state.rules.apply(&mut report, scored);
-        {
-            let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info)
-                .map_err(|_| gst::FlowError::Error)?;
-            apply(state, &mut frame, &report);
-        }
+        apply(state, frame, &report);
         if let Some(mqtt) = &mut state.mqtt {
             // Never an error: the sink drops and counts what the broker cannot take.
             let _ = mcgate::output::Sink::observe(mqtt, &report, None);
@@ -728,13 +731,13 @@ mod imp {
             .and_then(|m| state.labels.get(m.predicted_class))
             .cloned()
             .unwrap_or_default();
-        Ok(Settled {
+        Settled {
             index,
             report,
             line,
             label,
             on_reject: state.on_reject,
-        })
+        }
     }
 
     /// Loads the model and makes the gate the properties describe.

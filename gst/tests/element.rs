@@ -35,20 +35,30 @@ struct Out {
     meta: gst::Structure,
 }
 
+/// The pipeline `description` describes.
+fn launch(description: &str) -> Result<gst::Pipeline, String> {
+    Ok(gst::parse::launch(description)
+        .map_err(|e| e.to_string())?
+        .downcast::<gst::Pipeline>()
+        .unwrap())
+}
+
+/// The pipeline's `appsink` named `sink`.
+fn appsink(pipeline: &gst::Pipeline) -> gst_app::AppSink {
+    pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+}
+
 /// Runs `source ! mcgate PROPS ! appsink` to the end; the buffers that came out and the
 /// element messages posted.
 fn run(source: &str, props: &str) -> Result<(Vec<Out>, Vec<gst::Structure>), String> {
     init();
     let description = format!("{source} ! mcgate {props} ! appsink name=sink sync=false");
-    let pipeline = gst::parse::launch(&description)
-        .map_err(|e| e.to_string())?
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let pipeline = launch(&description)?;
+    let sink = appsink(&pipeline);
     let bus = pipeline.bus().unwrap();
     let started = pipeline.set_state(gst::State::Playing);
     let mut outs = vec![];
@@ -500,15 +510,8 @@ fn the_metrics_property_serves_the_frames_and_frees_the_address_at_stop() {
              ! appsink name=sink sync=false",
             model_stem()
         );
-        let pipeline = gst::parse::launch(&description)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let pipeline = launch(&description).unwrap();
+        let sink = appsink(&pipeline);
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut buffers = 0;
         while sink.pull_sample().is_ok() {
@@ -555,10 +558,7 @@ fn jobs_report_their_latency_and_stray_mqtt_files_are_refused() {
              ! mcgate name=gate model={} seed=1 jobs={jobs} ! fakesink",
             model_stem()
         );
-        let pipeline = gst::parse::launch(&description)
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
+        let pipeline = launch(&description).unwrap();
         pipeline.set_state(gst::State::Paused).unwrap();
         let _ = pipeline.state(gst::ClockTime::from_seconds(10));
         let gate = pipeline.by_name("gate").unwrap();
