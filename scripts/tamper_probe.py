@@ -119,8 +119,11 @@ def tampered(rng, clean):
     def blank(f):  # a blank frame of any gray level
         return np.full(f.shape, rng.uniform(0, 255))
 
-    def saturated(f):  # blinded: exposure ×8
+    def saturated(f):  # blinded: exposure ×8, and glare lifting the blacks by 60
         return np.clip(f.astype(float) * 8 + 60, 0, 255)
+
+    def overexposed(f):  # exposure ×8 alone: the blacks stay black
+        return np.clip(f.astype(float) * 8, 0, 255)
 
     def defocused(f):  # Gaussian blur σ = 3 (pixels of the frame)
         return blur(f, 3.0)
@@ -129,7 +132,9 @@ def tampered(rng, clean):
         return np.clip(rng.normal(128, 64, f.shape), 0, 255)
 
     kinds = {"covered (dark, σ 1 noise)": covered, "blank (any gray)": blank,
-             "saturated (exposure ×8)": saturated, "defocused (blur σ 3)": defocused,
+             "saturated (exposure ×8, glare +60)": saturated,
+             "overexposed (exposure ×8, no glare)": overexposed,
+             "defocused (blur σ 3)": defocused,
              "snow N(128, 64²)": snow}
     return {name: [make(f) for f in clean] for name, make in kinds.items()}
 
@@ -377,11 +382,15 @@ def scenes(binary, tmp, photos):
                 if name.startswith("saturated"):
                     # Which scene's ×8 frames pass, against its card's blinded cut.
                     checks = json.loads(Path(f"{stem}.card.json").read_text())["tamper"]["checks"]
-                    blinded = next((c for c in checks if c["kind"] == "blinded"), None)
+                    cut = {c["kind"]: c for c in checks}
+                    blinded, glare = cut.get("blinded"), cut.get("glare")
                     passed = sum(l["verdict"] == "accept" for l in lines)
                     cuts.append(f"{Path(photo).stem}: " + (
                         f"blinded cut {blinded['at']:.3f} (clean frames' highest clipped share "
                         f"{blinded['clean_extreme']:.3f})" if blinded else "no blinded check")
+                        + ", " + (
+                        f"glare cut {glare['at']:.0f} (clean frames' highest black level "
+                        f"{glare['clean_extreme']:.0f})" if glare else "no glare check")
                         + f", exposure ×8 accepted {passed} of {len(lines)}")
     names = ", ".join(Path(p).stem for p in photos)
     print(f"One camera, one scene ({len(photos)} scenes: {names}; 400 frames each, {w}×{h}, "

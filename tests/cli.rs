@@ -817,10 +817,13 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
         .iter()
         .map(|c| c["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["covered", "blinded", "defocused", "snow", "frozen"]);
+    assert_eq!(
+        kinds,
+        ["covered", "blinded", "glare", "defocused", "snow", "frozen"]
+    );
     // Stills, no two alike: the frozen check at its floor of 30 frames.
-    assert_eq!(card["tamper"]["checks"][4]["at"], 30.0);
-    assert_eq!(card["tamper"]["checks"][4]["clean_extreme"], 1.0);
+    assert_eq!(card["tamper"]["checks"][5]["at"], 30.0);
+    assert_eq!(card["tamper"]["checks"][5]["clean_extreme"], 1.0);
     assert_eq!(card["tamper"]["frames"], 50);
     let info = String::from_utf8_lossy(&mcgate(&["info", stem]).stdout).to_string();
     assert!(info.contains("tamper checks on the raw frame"), "{info}");
@@ -926,7 +929,7 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
     // A snow cut just above the cleanest digits': the bundle's noise frames now fail it at
     // gate time, and validate, which compares MI, still scores every frame.
     let mut strict = again.clone();
-    let snow = &mut strict["tamper"]["checks"][3];
+    let snow = &mut strict["tamper"]["checks"][4];
     assert_eq!(snow["kind"], "snow");
     snow["at"] = (snow["clean_extreme"].as_f64().unwrap() * 1.001).into();
     std::fs::write(dir.path().join("m.card.json"), strict.to_string()).unwrap();

@@ -34,7 +34,7 @@ pub(crate) struct CalibrateArgs {
     /// Frames scored at once, one thread each; the result does not change.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     jobs: usize,
-    /// Also set tamper checks on these frames — covered, blinded, defocused, snow, frozen —
+    /// Also set tamper checks on these frames — covered, blinded, glare, defocused, snow, frozen —
     /// each cut beyond every one of them (docs/model-format.md, "tamper"): the gate then rejects a
     /// frame that fails one before the model runs, the check's name as the reason. The card
     /// becomes schema 3.

@@ -202,6 +202,9 @@ pub enum TamperKind {
     Covered,
     /// A blinded or blacked-out camera: the share of clipped pixels at or over the cut.
     Blinded,
+    /// Glare: the picture's blacks lifted (`black_level` at or over the cut) — light shone
+    /// into the lens, or a fogged, smeared or painted-over window veiling the scene.
+    Glare,
     /// Defocused or smeared: the Laplacian's variance (fine detail) at or under the cut.
     Defocused,
     /// Snow: detail like independent pixel noise (`noise_like`) at or over the cut.
@@ -214,9 +217,10 @@ pub enum TamperKind {
 
 impl TamperKind {
     /// Every kind, in the order the checks run.
-    pub const ALL: [TamperKind; 5] = [
+    pub const ALL: [TamperKind; 6] = [
         TamperKind::Covered,
         TamperKind::Blinded,
+        TamperKind::Glare,
         TamperKind::Defocused,
         TamperKind::Snow,
         TamperKind::Frozen,
@@ -228,11 +232,13 @@ impl TamperKind {
         self != TamperKind::Frozen
     }
 
-    /// Its name in reasons and metrics: `covered`, `blinded`, `defocused`, `snow`.
+    /// Its name in reasons and metrics: `covered`, `blinded`, `glare`, `defocused`, `snow`,
+    /// `frozen`.
     pub fn name(self) -> &'static str {
         match self {
             TamperKind::Covered => "covered",
             TamperKind::Blinded => "blinded",
+            TamperKind::Glare => "glare",
             TamperKind::Defocused => "defocused",
             TamperKind::Snow => "snow",
             TamperKind::Frozen => "frozen",
@@ -244,6 +250,7 @@ impl TamperKind {
         match self {
             TamperKind::Covered => "luma contrast",
             TamperKind::Blinded => "clipped share",
+            TamperKind::Glare => "black level",
             TamperKind::Defocused => "sharpness",
             TamperKind::Snow => "noise likeness",
             TamperKind::Frozen => "identical frames in a row",

@@ -1,6 +1,7 @@
 //! Tamper measures: what a camera's raw frame says about the camera before any model runs —
-//! covered or blank (no contrast), blinded (clipped pixels), defocused (no fine detail), snow
-//! (detail like independent noise) and frozen (the same picture frame after frame).
+//! covered or blank (no contrast), blinded (clipped pixels), glare (no blacks left), defocused
+//! (no fine detail), snow (detail like independent noise) and frozen (the same picture frame
+//! after frame).
 //!
 //! Each is a number per frame; none decides on its own. Which values are suspicious for a
 //! given camera is calibrated on its clean frames, like every other signal: an MNIST digit is
@@ -26,6 +27,10 @@ pub const MAX_GRID: usize = 1 << 16;
 /// Luma at or below this, or at or above 255 minus it, counts as clipped.
 pub const CLIP_MARGIN: f32 = 2.0;
 
+/// The share of the grid's darkest pixels the black level is read at: a few dead, dark or
+/// overlaid pixels do not make a frame's blacks.
+pub const BLACK_SHARE: f64 = 0.01;
+
 /// One frame's tamper measures.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TamperMeasures {
@@ -35,6 +40,11 @@ pub struct TamperMeasures {
     /// 255, or luma within it of 0: near 1 for a blinded or a blacked-out camera. (A channel,
     /// not luma, at the top: an overexposed colour pixel clips its brightest channel first.)
     pub clipped: f64,
+    /// Black level (0–255): the level at or under which [`BLACK_SHARE`] of the grid's points
+    /// lie, each point read at its darkest colour channel. A scene has some near-black
+    /// pixels; light shone into the lens, or a fogged or smeared window, veils the picture
+    /// and lifts them all (every channel: a dark colour pixel has one channel near 0).
+    pub black_level: f64,
     /// Variance of the 4-neighbour Laplacian of luma at the frame's resolution, sampled at
     /// the grid's interior points: low when defocused or smeared.
     pub sharpness: f64,
@@ -51,32 +61,48 @@ pub struct TamperMeter {
     luma: Vec<f32>,
 }
 
-/// One pixel's luma and brightest channel (0–255), for the layouts a camera sends.
+/// One pixel's luma (0–255), for the layouts a camera sends.
 trait Pixels {
-    fn at(&self, x: u32, y: u32) -> (f32, f32);
+    fn luma(&self, x: u32, y: u32) -> f32;
+    /// Its luma, brightest and darkest channel.
+    fn at(&self, x: u32, y: u32) -> (f32, u8, u8);
 }
 
 impl Pixels for GrayImage {
-    fn at(&self, x: u32, y: u32) -> (f32, f32) {
-        let v = self.get_pixel(x, y).0[0] as f32;
-        (v, v)
+    fn luma(&self, x: u32, y: u32) -> f32 {
+        self.get_pixel(x, y).0[0] as f32
+    }
+
+    fn at(&self, x: u32, y: u32) -> (f32, u8, u8) {
+        let v = self.get_pixel(x, y).0[0];
+        (v as f32, v, v)
     }
 }
 
 impl Pixels for RgbImage {
-    fn at(&self, x: u32, y: u32) -> (f32, f32) {
+    fn luma(&self, x: u32, y: u32) -> f32 {
+        luma601(self.get_pixel(x, y).0)
+    }
+
+    fn at(&self, x: u32, y: u32) -> (f32, u8, u8) {
         let p = self.get_pixel(x, y).0;
-        (luma601(p), p[0].max(p[1]).max(p[2]) as f32)
+        (
+            luma601(p),
+            p[0].max(p[1]).max(p[2]),
+            p[0].min(p[1]).min(p[2]),
+        )
     }
 }
 
 /// What one pass over the grid gathers beside the luma buffer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Scan {
     /// The grid's size.
     grid: (usize, usize),
     /// Grid points clipped (see [`TamperMeasures::clipped`]).
     clipped: usize,
+    /// Grid points by their darkest channel's level.
+    darkest: [u32; 256],
     /// Sum, sum of squares and count of the Laplacian at full resolution, where the grid is
     /// coarser than the frame (on a stride-1 grid it is taken from the luma buffer instead).
     laplacian: Option<(f64, f64, usize)>,
@@ -115,17 +141,20 @@ impl TamperMeter {
         let (gw, gh) = ((w as usize).div_ceil(stride), (h as usize).div_ceil(stride));
         self.luma.clear();
         let mut clipped = 0;
+        let mut darkest = [0u32; 256];
         let mut lap = (0.0f64, 0.0f64, 0usize);
         for y in (0..h).step_by(stride) {
             for x in (0..w).step_by(stride) {
-                let (luma, brightest) = pixels.at(x, y);
+                let (luma, brightest, dark) = pixels.at(x, y);
                 self.luma.push(luma);
-                clipped += (luma <= CLIP_MARGIN || brightest >= 255.0 - CLIP_MARGIN) as usize;
+                clipped +=
+                    (luma <= CLIP_MARGIN || brightest as f32 >= 255.0 - CLIP_MARGIN) as usize;
+                darkest[dark as usize] += 1;
                 if laplacian && stride > 1 && x > 0 && y > 0 && x + 1 < w && y + 1 < h {
-                    let l = pixels.at(x - 1, y).0
-                        + pixels.at(x + 1, y).0
-                        + pixels.at(x, y - 1).0
-                        + pixels.at(x, y + 1).0
+                    let l = pixels.luma(x - 1, y)
+                        + pixels.luma(x + 1, y)
+                        + pixels.luma(x, y - 1)
+                        + pixels.luma(x, y + 1)
                         - 4.0 * luma;
                     let l = l as f64;
                     lap = (lap.0 + l, lap.1 + l * l, lap.2 + 1);
@@ -135,6 +164,7 @@ impl TamperMeter {
         Scan {
             grid: (gw, gh),
             clipped,
+            darkest,
             laplacian: (laplacian && stride > 1).then_some(lap),
         }
     }
@@ -197,9 +227,25 @@ fn finish(values: &[f32], scan: &Scan) -> TamperMeasures {
     TamperMeasures {
         contrast: variance.sqrt(),
         clipped: scan.clipped as f64 / n,
+        black_level: black_level(&scan.darkest),
         sharpness,
         noise_like,
     }
+}
+
+/// The lowest level at or under which [`BLACK_SHARE`] of the points counted in `histogram`
+/// lie (0 for none).
+fn black_level(histogram: &[u32; 256]) -> f64 {
+    let n: u64 = histogram.iter().map(|&c| c as u64).sum();
+    let wanted = ((n as f64 * BLACK_SHARE).ceil() as u64).max(1);
+    let mut below = 0u64;
+    for (level, &count) in histogram.iter().enumerate() {
+        below += count as u64;
+        if below >= wanted {
+            return level as f64;
+        }
+    }
+    0.0
 }
 
 /// The measure a tamper check of `kind` reads; NaN for [`TamperKind::Frozen`], which one
@@ -208,6 +254,7 @@ pub fn value(m: &TamperMeasures, kind: TamperKind) -> f64 {
     match kind {
         TamperKind::Covered => m.contrast,
         TamperKind::Blinded => m.clipped,
+        TamperKind::Glare => m.black_level,
         TamperKind::Defocused => m.sharpness,
         TamperKind::Snow => m.noise_like,
         TamperKind::Frozen => f64::NAN,
@@ -274,15 +321,24 @@ pub const LOW_MARGIN: f64 = 4.0;
 /// frames' highest value to it.
 const TAMPERED_HIGH: f64 = 1.0;
 
+/// A glare cut is the clean frames' highest black level doubled (a light twice as bright as
+/// the brightest they saw) plus this many levels (sensor noise and codec ringing).
+pub const GLARE_NOISE: f64 = 16.0;
+
+/// No glare check is set where its cut would reach this (three quarters of the range): a
+/// scene without dark parts has no blacks to lift.
+const GLARE_LIMIT: f64 = 192.0;
+
 /// Identical frames in a row at which a camera counts as frozen, at least: a second at 30
 /// frames per second.
 pub const FROZEN_FRAMES: u64 = 30;
 
 /// How [`calibrate`] sets each cut, in words (recorded in the card).
 pub const RULE: &str = "low checks (covered, defocused): the clean frames' lowest value / 4; \
-high checks (blinded, snow): halfway from the clean frames' highest value to 1; a check \
-whose clean frames come too near what a tamper gives (a flat clean frame, a clipped share of \
-0.99, a noise likeness of 0.5) is left out; frozen: 30 identical frames in a row, or twice \
+high checks (blinded, snow): halfway from the clean frames' highest value to 1; glare: twice \
+the clean frames' highest black level + 16; a check whose clean frames come too near what a \
+tamper gives (a flat clean frame, a clipped share of 0.99, a noise likeness of 0.5, a glare \
+cut of 192) is left out; frozen: 30 identical frames in a row, or twice \
 the clean frames' longest such run and one more if that is longer";
 
 /// Tamper checks set on clean frames' measures by [`RULE`]: every calibration frame passes
@@ -293,7 +349,15 @@ pub fn calibrate(clean: &[TamperMeasures], longest_run: u64) -> Option<Tamper> {
     let mut checks = vec![];
     for kind in TamperKind::ALL.into_iter().filter(|k| k.per_frame()) {
         let values = clean.iter().map(|m| value(m, kind));
-        let check = if kind.rejects_low() {
+        let check = if kind == TamperKind::Glare {
+            let highest = values.fold(f64::NEG_INFINITY, f64::max);
+            let at = 2.0 * highest + GLARE_NOISE;
+            (highest.is_finite() && at < GLARE_LIMIT).then_some(TamperCheck {
+                kind,
+                at,
+                clean_extreme: highest,
+            })
+        } else if kind.rejects_low() {
             let lowest = values.fold(f64::INFINITY, f64::min);
             (lowest.is_finite() && lowest > 0.0).then(|| TamperCheck {
                 kind,
@@ -402,11 +466,19 @@ mod tests {
         (30.0 + (x + y) as f64 * 0.8 + disc).min(250.0) as u8
     }
 
-    /// Float64 reference over the full frame, written from the definitions.
-    fn reference(img: &GrayImage) -> (f64, f64, f64) {
+    /// Float64 reference over the full frame, written from the definitions: contrast,
+    /// sharpness, noise likeness, black level.
+    fn reference(img: &GrayImage) -> (f64, f64, f64, f64) {
         let (w, h) = img.dimensions();
         let v = |x: u32, y: u32| img.get_pixel(x, y).0[0] as f64;
         let all: Vec<f64> = img.pixels().map(|p| p.0[0] as f64).collect();
+        let mut sorted = all.clone();
+        sorted.sort_by(f64::total_cmp);
+        // The k-th darkest, k the smallest count that is at least 1 % of the points.
+        let k = (1..=sorted.len())
+            .find(|&k| k as f64 >= 0.01 * sorted.len() as f64)
+            .unwrap();
+        let black = sorted[k - 1];
         let mean = all.iter().sum::<f64>() / all.len() as f64;
         let var = all.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / all.len() as f64;
         let mut laps = vec![];
@@ -417,7 +489,7 @@ mod tests {
         }
         let lm = laps.iter().sum::<f64>() / laps.len() as f64;
         let lv = laps.iter().map(|a| (a - lm).powi(2)).sum::<f64>() / laps.len() as f64;
-        (var.sqrt(), lv, lv / (20.0 * var))
+        (var.sqrt(), lv, lv / (20.0 * var), black)
     }
 
     #[test]
@@ -428,12 +500,13 @@ mod tests {
                 GrayImage::from_fn(w, h, |x, y| Luma([noise[(y * w + x) as usize]])),
                 GrayImage::from_fn(w, h, |x, y| Luma([scene(x, y)])),
             ] {
-                let (contrast, sharpness, noise_like) = reference(&img);
+                let (contrast, sharpness, noise_like, black) = reference(&img);
                 let m = TamperMeter::new().measure(&DynamicImage::ImageLuma8(img));
                 let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
                 assert!(close(m.contrast, contrast), "{m:?} vs {contrast}");
                 assert!(close(m.sharpness, sharpness), "{m:?} vs {sharpness}");
                 assert!(close(m.noise_like, noise_like), "{m:?} vs {noise_like}");
+                assert_eq!(m.black_level, black, "{m:?}");
             }
         }
     }
@@ -451,6 +524,12 @@ mod tests {
         assert!(
             blinded.clipped > 0.9 && clean.clipped < 0.1,
             "{blinded:?} {clean:?}"
+        );
+        // Glare: the scene veiled, its darkest parts lifted, nothing clipped.
+        let veiled = meter.measure(&gray(96, 72, |x, y| 100 + scene(x, y) * 3 / 5));
+        assert!(
+            veiled.black_level >= 100.0 && clean.black_level < 40.0 && veiled.clipped == 0.0,
+            "{veiled:?} {clean:?}"
         );
         let noise = bytes(7, 96 * 72);
         let snow = meter.measure(&gray(96, 72, |x, y| noise[(y * 96 + x) as usize]));
@@ -554,6 +633,12 @@ mod tests {
         let dark = RgbImage::from_fn(40, 30, |x, _| Rgb([0, 0, if x < 10 { 1 } else { 200 }]));
         let m = TamperMeter::new().measure(&DynamicImage::ImageRgb8(dark));
         assert!((m.clipped - 0.25).abs() < 1e-9, "{m:?}");
+        // A saturated blue's darkest channel is black, though its luma is 23: its blacks
+        // are there to be lifted.
+        assert_eq!(m.black_level, 0.0, "{m:?}");
+        let lifted = RgbImage::from_fn(40, 30, |_, _| Rgb([60, 60, 200]));
+        let m = TamperMeter::new().measure(&DynamicImage::ImageRgb8(lifted));
+        assert_eq!(m.black_level, 60.0, "{m:?}");
     }
 
     #[test]
@@ -612,6 +697,9 @@ mod tests {
             } else if c.kind.rejects_low() {
                 let lowest = extreme.fold(f64::INFINITY, f64::min);
                 assert_eq!((c.clean_extreme, c.at), (lowest, lowest / LOW_MARGIN));
+            } else if c.kind == TamperKind::Glare {
+                let highest = extreme.fold(f64::NEG_INFINITY, f64::max);
+                assert_eq!((c.clean_extreme, c.at), (highest, 2.0 * highest + 16.0));
             } else {
                 let highest = extreme.fold(f64::NEG_INFINITY, f64::max);
                 assert_eq!((c.clean_extreme, c.at), (highest, (highest + 1.0) / 2.0));
@@ -632,6 +720,9 @@ mod tests {
         // Blinded: most of the frame burnt white, the rest black.
         let blinded = gray(80, 60, |x, _| if x < 70 { 255 } else { 0 });
         assert_eq!(reason(&blinded), Some(TamperKind::Blinded));
+        // Glare: the scene veiled — its blacks lifted, its detail kept.
+        let veiled = gray(80, 60, |x, y| 100 + scene(x, y) * 3 / 5);
+        assert_eq!(reason(&veiled), Some(TamperKind::Glare));
         // Defocused: the scene's contrast, no fine detail (a wide smooth ramp).
         let smooth = gray(80, 60, |x, _| (40 + 2 * x) as u8);
         assert_eq!(reason(&smooth), Some(TamperKind::Defocused));
@@ -646,11 +737,12 @@ mod tests {
         let flat = TamperMeasures {
             contrast: 0.0,
             clipped: 1.0,
+            black_level: 255.0,
             sharpness: 0.0,
             noise_like: 0.0,
         };
-        // A flat, clipped clean frame leaves no margin for covered, blinded or defocused;
-        // snow alone is set (its highest clean value, 0, is far from 1).
+        // A flat, clipped (white) clean frame leaves no margin for covered, blinded, glare or
+        // defocused; snow alone is set (its highest clean value, 0, is far from 1).
         let t = calibrate(&[flat], 0).unwrap();
         let kinds: Vec<TamperKind> = t.checks.iter().map(|c| c.kind).collect();
         assert_eq!(kinds, [TamperKind::Snow, TamperKind::Frozen]);
@@ -662,6 +754,20 @@ mod tests {
             ..flat
         };
         assert_eq!(calibrate(&[snowy], 0), None);
+        // A scene without dark parts: a black level of 88 would put the glare cut at 192.
+        let kinds = |black_level| {
+            let m = TamperMeasures {
+                black_level,
+                ..flat
+            };
+            let t = calibrate(&[m], 0).unwrap();
+            t.checks.iter().map(|c| c.kind).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(87.0),
+            [TamperKind::Glare, TamperKind::Snow, TamperKind::Frozen]
+        );
+        assert_eq!(kinds(88.0), [TamperKind::Snow, TamperKind::Frozen]);
         assert_eq!(calibrate(&[], 0), None);
     }
 }

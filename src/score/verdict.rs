@@ -79,6 +79,7 @@ impl RejectReason {
             RejectReason::Tamper { kind, .. } => match kind {
                 TamperKind::Covered => "tamper_covered",
                 TamperKind::Blinded => "tamper_blinded",
+                TamperKind::Glare => "tamper_glare",
                 TamperKind::Defocused => "tamper_defocused",
                 TamperKind::Snow => "tamper_snow",
                 TamperKind::Frozen => "tamper_frozen",
