@@ -346,6 +346,9 @@ pub fn calibrated_card(
     }
     // A new calibration replaces the old decision: MI alone unless signals were asked for.
     card.fusion = c.fusion.clone();
+    // The red team's numbers were measured against the old decision: they say nothing of
+    // the new one.
+    card.security = None;
     // The lowest schema that holds the card: an MI-only card stays schema 2.
     card.schema = if card.tamper.is_some() || card.fusion.is_some() {
         SCHEMA_V3

@@ -819,7 +819,7 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
         .collect();
     assert_eq!(
         kinds,
-        ["covered", "blinded", "glare", "defocused", "snow", "frozen"]
+        ["covered", "blinded", "defocused", "snow", "glare", "frozen"]
     );
     // Stills, no two alike: the frozen check at its floor of 30 frames.
     assert_eq!(card["tamper"]["checks"][5]["at"], 30.0);
@@ -929,7 +929,7 @@ fn calibrate_tamper_sets_checks_the_gate_names_in_its_reasons() {
     // A snow cut just above the cleanest digits': the bundle's noise frames now fail it at
     // gate time, and validate, which compares MI, still scores every frame.
     let mut strict = again.clone();
-    let snow = &mut strict["tamper"]["checks"][4];
+    let snow = &mut strict["tamper"]["checks"][3];
     assert_eq!(snow["kind"], "snow");
     snow["at"] = (snow["clean_extreme"].as_f64().unwrap() * 1.001).into();
     std::fs::write(dir.path().join("m.card.json"), strict.to_string()).unwrap();
@@ -991,7 +991,19 @@ fn calibrate_signals_fuses_mi_and_entropy_and_the_gate_reports_both() {
         printed.contains("fused mi,entropy (Bonferroni): level"),
         "{printed}"
     );
-    calibrate(&mi_only, &[]);
+    // The shipped card's red-team block measured the shipped threshold: dropped, and said.
+    let out = calibrate(&mi_only, &[]);
+    assert!(
+        stderr(&out).contains("security block (red team 2026-")
+            && stderr(&out).contains("measured the old decision and is dropped"),
+        "{}",
+        stderr(&out)
+    );
+    for d in [&fused_dir, &mi_dir] {
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("m.card.json")).unwrap()).unwrap();
+        assert!(card.get("security").is_none(), "{card}");
+    }
     let card: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fused_dir.path().join("m.card.json")).unwrap())
             .unwrap();

@@ -34,7 +34,7 @@ pub(crate) struct CalibrateArgs {
     /// Frames scored at once, one thread each; the result does not change.
     #[arg(short = 'j', long, default_value_t = 1, value_name = "N")]
     jobs: usize,
-    /// Also set tamper checks on these frames — covered, blinded, glare, defocused, snow, frozen —
+    /// Also set tamper checks on these frames — covered, blinded, defocused, snow, glare, frozen —
     /// each cut beyond every one of them (docs/model-format.md, "tamper"): the gate then rejects a
     /// frame that fails one before the model runs, the check's name as the reason. The card
     /// becomes schema 3.
@@ -110,6 +110,14 @@ pub(crate) fn run(args: CalibrateArgs) -> Result<u8, Failure> {
             "the card's fused signals ({}) were set with the old calibration and are dropped: \
              the MI threshold alone decides; pass --signals {0} to fuse them again",
             mcgate::score::fusion::names(old.signals.iter().map(|s| s.name))
+        );
+    }
+    if let Some(sec) = &model.card.security {
+        log::warn!(
+            "the card's security block (red team {}, {}) measured the old decision and is \
+             dropped: run the red team again on the new card (`mcgate-training redteam --card`)",
+            sec.date,
+            sec.commit
         );
     }
     let card = calibrate::calibrated_card(&model.card, &result, &opts, date);

@@ -202,13 +202,13 @@ pub enum TamperKind {
     Covered,
     /// A blinded or blacked-out camera: the share of clipped pixels at or over the cut.
     Blinded,
-    /// Glare: the picture's blacks lifted (`black_level` at or over the cut) — light shone
-    /// into the lens, or a fogged, smeared or painted-over window veiling the scene.
-    Glare,
     /// Defocused or smeared: the Laplacian's variance (fine detail) at or under the cut.
     Defocused,
     /// Snow: detail like independent pixel noise (`noise_like`) at or over the cut.
     Snow,
+    /// Glare: the picture's blacks lifted (`black_level` at or over the cut) — light shone
+    /// into the lens, or a fogged, smeared or painted-over window veiling the scene.
+    Glare,
     /// Frozen: the same picture (an identical luma grid) this many frames in a row or more —
     /// a camera that stopped delivering new frames. Judged on frames in order, by the
     /// session, not frame by frame.
@@ -220,9 +220,10 @@ impl TamperKind {
     pub const ALL: [TamperKind; 6] = [
         TamperKind::Covered,
         TamperKind::Blinded,
-        TamperKind::Glare,
         TamperKind::Defocused,
         TamperKind::Snow,
+        // The least specific: noise and flat frames lift their blacks too.
+        TamperKind::Glare,
         TamperKind::Frozen,
     ];
 
@@ -232,7 +233,7 @@ impl TamperKind {
         self != TamperKind::Frozen
     }
 
-    /// Its name in reasons and metrics: `covered`, `blinded`, `glare`, `defocused`, `snow`,
+    /// Its name in reasons and metrics: `covered`, `blinded`, `defocused`, `snow`, `glare`,
     /// `frozen`.
     pub fn name(self) -> &'static str {
         match self {

@@ -1,6 +1,6 @@
 //! Tamper measures: what a camera's raw frame says about the camera before any model runs —
-//! covered or blank (no contrast), blinded (clipped pixels), glare (no blacks left), defocused
-//! (no fine detail), snow (detail like independent noise) and frozen (the same picture frame
+//! covered or blank (no contrast), blinded (clipped pixels), defocused (no fine detail), snow
+//! (detail like independent noise), glare (no blacks left) and frozen (the same picture frame
 //! after frame).
 //!
 //! Each is a number per frame; none decides on its own. Which values are suspicious for a
@@ -765,7 +765,7 @@ mod tests {
         };
         assert_eq!(
             kinds(87.0),
-            [TamperKind::Glare, TamperKind::Snow, TamperKind::Frozen]
+            [TamperKind::Snow, TamperKind::Glare, TamperKind::Frozen]
         );
         assert_eq!(kinds(88.0), [TamperKind::Snow, TamperKind::Frozen]);
         assert_eq!(calibrate(&[], 0), None);
