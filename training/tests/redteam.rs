@@ -321,6 +321,11 @@ fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
     for a in &attacked {
         replay(a, &model, &targets.labels, samples, threshold);
     }
+    // The attacker's own random draws are seeded: a rerun crafts the same frames.
+    let (again, _) = lib::run(net.as_dyn(), &[], &model, &targets, &cfg).unwrap();
+    for (a, b) in attacked.iter().zip(&again) {
+        assert!(a.adversarial.equal(&b.adversarial), "{}", a.row.attack);
+    }
 }
 
 /// Every frame the attack's own check saw pass passes again with the masks of that check.

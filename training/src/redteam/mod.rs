@@ -314,6 +314,9 @@ pub fn run(
         let mut target_class = None;
         let (adv, own, judged) = match &attack.method {
             Method::Pgd(p) => {
+                // The attacker's random starts and EOT mask draws (libtorch's generator):
+                // seeded per attack, as the patch's are, so a rerun crafts the same frames.
+                tch::manual_seed(mix(cfg.check_seed, 4000 + k as u64) as i64);
                 let (adv, own) = match attack.surrogate {
                     None => pgd::run(net, clean, labels, cfg.mi_aim, p, &mut |x| checker.judge(x))?,
                     Some(i) => {
