@@ -159,6 +159,9 @@ fn one_step_of_each_attack_writes_complete_rows() {
         "one per budget"
     );
     assert!(report["threat_model"].as_str().unwrap().contains("secret"));
+    // An MI-only card: the attacks aim under its threshold.
+    assert_eq!(report["mi_aim"], report["threshold"]);
+    assert!(report["mi_aim"].as_f64().unwrap() > 0.0);
     let dos = &report["dos_smallest_eps"];
     assert!(dos.is_null() || dos == 0.1, "{dos}");
 

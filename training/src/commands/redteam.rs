@@ -203,6 +203,9 @@ pub struct SecurityReport {
     pub seed: u64,
     pub samples: usize,
     pub threshold: f64,
+    /// The MI the attacks aimed under: the threshold, or MI's own cut where the card fuses
+    /// signals (the entropy and density aims are in each row's `settings`).
+    pub mi_aim: f64,
     pub mask_draws: usize,
     /// Share of the attacked images' clean frames the gate rejects (same draws).
     pub clean_fpr: f64,
@@ -633,6 +636,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
         seed: args.seed,
         samples,
         threshold,
+        mi_aim,
         mask_draws: args.mask_draws,
         clean_fpr,
         rows: rows
