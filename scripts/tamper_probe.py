@@ -379,6 +379,9 @@ def scenes(binary, tmp, photos):
                 lines = gate(binary, stem, fr, w, h, 3)
                 pooled[name][0].extend(lines)
                 pooled[name][1].extend(gate(binary, "models/lite0-imagenet", fr, w, h, 3))
+                if name.startswith("overexposed"):
+                    cuts[-1] += (f", without glare "
+                                 f"{sum(l['verdict'] == 'accept' for l in lines)} of {len(lines)}")
                 if name.startswith("saturated"):
                     # Which scene's ×8 frames pass, against its card's blinded cut.
                     checks = json.loads(Path(f"{stem}.card.json").read_text())["tamper"]["checks"]
