@@ -1197,6 +1197,20 @@ fn validate_tamper(t: &Tamper) -> Result<(), CardError> {
                 c.at
             ));
         }
+        // A bounded measure's cut past its bound never fires: the check would be a silent
+        // no-op (a hand-edited card; `calibrate` leaves such a check out).
+        let bound = match c.kind {
+            TamperKind::Blinded => Some(1.0),
+            TamperKind::Glare => Some(255.0),
+            _ => None,
+        };
+        if let Some(bound) = bound.filter(|&b| c.at > b) {
+            return fail(format!(
+                "{name}: the cut {} lies past {bound}, the most the measure can read: it would \
+                 reject nothing (leave the check out instead)",
+                c.at
+            ));
+        }
         let beyond = if c.kind.rejects_low() {
             c.at < c.clean_extreme
         } else {
@@ -1708,6 +1722,18 @@ pub(crate) mod tests {
             &|c| c.tamper.as_mut().unwrap().checks[0].clean_extreme = -1.0,
             "must be finite and non-negative",
         );
+        // Cuts no frame can reach: a check that rejects nothing.
+        refused(
+            &|c| c.tamper.as_mut().unwrap().checks[1] = check(TamperKind::Glare, 256.0, 0.0),
+            "glare: the cut 256 lies past 255, the most the measure can read",
+        );
+        refused(
+            &|c| c.tamper.as_mut().unwrap().checks[1] = check(TamperKind::Blinded, 1.5, 0.2),
+            "blinded: the cut 1.5 lies past 1",
+        );
+        let mut at_the_bound = card.clone();
+        at_the_bound.tamper.as_mut().unwrap().checks[1] = check(TamperKind::Glare, 255.0, 0.0);
+        assert!(ModelCard::from_json(at_the_bound.to_json().as_bytes()).is_ok());
         let frozen = |at| {
             move |c: &mut ModelCard| {
                 c.tamper.as_mut().unwrap().checks[1] = check(TamperKind::Frozen, at, 1.0)

@@ -322,8 +322,9 @@ pub const LOW_MARGIN: f64 = 4.0;
 const TAMPERED_HIGH: f64 = 1.0;
 
 /// A glare cut is the clean frames' highest black level doubled (a light twice as bright as
-/// the brightest they saw) plus this many levels (sensor noise and codec ringing).
-pub const GLARE_NOISE: f64 = 16.0;
+/// the brightest they saw) plus this many levels: video-range black sits at 16, not 0, so a
+/// camera calibrated in full range and switched to video range stays 16 levels under it.
+pub const GLARE_MARGIN: f64 = 32.0;
 
 /// No glare check is set where its cut would reach this (three quarters of the range): a
 /// scene without dark parts has no blacks to lift.
@@ -336,7 +337,7 @@ pub const FROZEN_FRAMES: u64 = 30;
 /// How [`calibrate`] sets each cut, in words (recorded in the card).
 pub const RULE: &str = "low checks (covered, defocused): the clean frames' lowest value / 4; \
 high checks (blinded, snow): halfway from the clean frames' highest value to 1; glare: twice \
-the clean frames' highest black level + 16; a check whose clean frames come too near what a \
+the clean frames' highest black level + 32; a check whose clean frames come too near what a \
 tamper gives (a flat clean frame, a clipped share of 0.99, a noise likeness of 0.5, a glare \
 cut of 192) is left out; frozen: 30 identical frames in a row, or twice \
 the clean frames' longest such run and one more if that is longer";
@@ -351,7 +352,7 @@ pub fn calibrate(clean: &[TamperMeasures], longest_run: u64) -> Option<Tamper> {
         let values = clean.iter().map(|m| value(m, kind));
         let check = if kind == TamperKind::Glare {
             let highest = values.fold(f64::NEG_INFINITY, f64::max);
-            let at = 2.0 * highest + GLARE_NOISE;
+            let at = 2.0 * highest + GLARE_MARGIN;
             (highest.is_finite() && at < GLARE_LIMIT).then_some(TamperCheck {
                 kind,
                 at,
@@ -526,7 +527,9 @@ mod tests {
             "{blinded:?} {clean:?}"
         );
         // Glare: the scene veiled, its darkest parts lifted, nothing clipped.
-        let veiled = meter.measure(&gray(96, 72, |x, y| 100 + scene(x, y) * 3 / 5));
+        let veiled = meter.measure(&gray(96, 72, |x, y| {
+            (100 + scene(x, y) as u32 * 3 / 5) as u8
+        }));
         assert!(
             veiled.black_level >= 100.0 && clean.black_level < 40.0 && veiled.clipped == 0.0,
             "{veiled:?} {clean:?}"
@@ -699,7 +702,7 @@ mod tests {
                 assert_eq!((c.clean_extreme, c.at), (lowest, lowest / LOW_MARGIN));
             } else if c.kind == TamperKind::Glare {
                 let highest = extreme.fold(f64::NEG_INFINITY, f64::max);
-                assert_eq!((c.clean_extreme, c.at), (highest, 2.0 * highest + 16.0));
+                assert_eq!((c.clean_extreme, c.at), (highest, 2.0 * highest + 32.0));
             } else {
                 let highest = extreme.fold(f64::NEG_INFINITY, f64::max);
                 assert_eq!((c.clean_extreme, c.at), (highest, (highest + 1.0) / 2.0));
@@ -720,8 +723,11 @@ mod tests {
         // Blinded: most of the frame burnt white, the rest black.
         let blinded = gray(80, 60, |x, _| if x < 70 { 255 } else { 0 });
         assert_eq!(reason(&blinded), Some(TamperKind::Blinded));
-        // Glare: the scene veiled — its blacks lifted, its detail kept.
-        let veiled = gray(80, 60, |x, y| 100 + scene(x, y) * 3 / 5);
+        // Glare: a clean frame veiled — its blacks lifted, its detail (and noise) kept.
+        let first = frames[0].to_luma8();
+        let veiled = gray(80, 60, |x, y| {
+            (100 + first.get_pixel(x, y).0[0] as u32 * 4 / 5) as u8
+        });
         assert_eq!(reason(&veiled), Some(TamperKind::Glare));
         // Defocused: the scene's contrast, no fine detail (a wide smooth ramp).
         let smooth = gray(80, 60, |x, _| (40 + 2 * x) as u8);
@@ -730,6 +736,44 @@ mod tests {
         let snow_bytes = bytes(7, 80 * 60);
         let snow = gray(80, 60, |x, y| snow_bytes[(y * 80 + x) as usize]);
         assert_eq!(reason(&snow), Some(TamperKind::Snow));
+    }
+
+    #[test]
+    fn video_range_black_passes_and_lifted_black_is_glare() {
+        // A camera whose picture has true black (a dark border), in full range.
+        let framed = |k: u32, map: &dyn Fn(u32) -> u32| {
+            gray(80, 60, move |x, y| {
+                let v = if x < 10 {
+                    0
+                } else {
+                    scene((x + k) % 80, y) as u32
+                };
+                map(v) as u8
+            })
+        };
+        let frames: Vec<DynamicImage> = (0..10).map(|k| framed(k, &|v| v)).collect();
+        let mut meter = TamperMeter::new();
+        let clean: Vec<TamperMeasures> = frames.iter().map(|f| meter.measure(f)).collect();
+        let tamper = calibrate(&clean, 0).expect("checks");
+        let glare = tamper.checks.iter().find(|c| c.kind == TamperKind::Glare);
+        assert_eq!(glare.map(|c| (c.clean_extreme, c.at)), Some((0.0, 32.0)));
+        let mut checks = TamperChecks::new(&tamper);
+        // The same camera switched to video range (black at 16, white at 235): no tamper.
+        let video = framed(0, &|v| 16 + v * 219 / 255);
+        assert_eq!(checks.check(&video), None);
+        // Its picture veiled by light shone into the lens: the blacks at 60.
+        let lifted = framed(0, &|v| 60 + v * 3 / 4);
+        assert!(
+            matches!(
+                checks.check(&lifted),
+                Some(RejectReason::Tamper {
+                    kind: TamperKind::Glare,
+                    ..
+                })
+            ),
+            "{:?}",
+            meter.measure(&lifted)
+        );
     }
 
     #[test]
@@ -754,7 +798,7 @@ mod tests {
             ..flat
         };
         assert_eq!(calibrate(&[snowy], 0), None);
-        // A scene without dark parts: a black level of 88 would put the glare cut at 192.
+        // A scene without dark parts: a black level of 80 would put the glare cut at 192.
         let kinds = |black_level| {
             let m = TamperMeasures {
                 black_level,
@@ -764,10 +808,10 @@ mod tests {
             t.checks.iter().map(|c| c.kind).collect::<Vec<_>>()
         };
         assert_eq!(
-            kinds(87.0),
+            kinds(79.0),
             [TamperKind::Snow, TamperKind::Glare, TamperKind::Frozen]
         );
-        assert_eq!(kinds(88.0), [TamperKind::Snow, TamperKind::Frozen]);
+        assert_eq!(kinds(80.0), [TamperKind::Snow, TamperKind::Frozen]);
         assert_eq!(calibrate(&[], 0), None);
     }
 }

@@ -23,6 +23,14 @@ use mcgate_training::redteam::pgd::{Norm, Pgd};
 use mcgate_training::redteam::{self as lib, Method, NamedAttack, RedTeamConfig, Targets};
 use tch::Device;
 
+/// libtorch's random generator is one per process: a test that checks a seeded rerun holds
+/// it against the other tests' attacks, which draw from it on their own threads.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torch_rng() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -87,6 +95,7 @@ fn args(dir: &std::path::Path) -> RedTeamArgs {
 
 #[test]
 fn one_step_of_each_attack_writes_complete_rows() {
+    let _rng = torch_rng();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("security.json");
     // A copy of the shipped bundle (for the same ONNX) takes the worst rows' frames.
@@ -254,6 +263,7 @@ fn one_step_of_each_attack_writes_complete_rows() {
 
 #[test]
 fn a_frame_the_attack_reports_passing_passes_the_gate_with_the_same_masks() {
+    let _rng = torch_rng();
     let stem = root().join("models/mnist");
     let card = ModelCard::read(&root().join("models/mnist.card.json")).unwrap();
     let (net, _vs) = load_mnist(&stem, &card, Device::Cpu).unwrap();
@@ -396,6 +406,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 /// the patch lands at drawn scales and brightness. Needs data/lite0 (scripts/fetch-lite0.sh).
 #[test]
 fn a_photo_patch_trains_on_other_scenes_and_lands_scaled_and_lit() {
+    let _rng = torch_rng();
     let dir = tempfile::tempdir().unwrap();
     for ext in ["onnx", "card.json"] {
         std::fs::copy(

@@ -575,6 +575,7 @@ pub fn run(args: RedTeamArgs) -> Result<SecurityReport> {
             "seed": args.seed,
             "samples": samples,
             "threshold": threshold,
+            "mi_aim": mi_aim,
             "mask_draws": args.mask_draws,
         });
         same_run(&read_earlier(&out)?, &known, &out)?;
@@ -904,7 +905,8 @@ fn read_earlier(path: &Path) -> Result<serde_json::Value> {
 /// The fields of `ours` that say which frames were attacked and how they are judged agree
 /// with the earlier report's. Checked before the attacks on what is known then, and again
 /// with the clean frames' rejection rate, which the same draw of images and masks reproduces
-/// exactly (an earlier report without `seed` is taken on it).
+/// exactly (an earlier report without `seed` or `mi_aim`, fields added later, is taken on
+/// it).
 fn same_run(earlier: &serde_json::Value, ours: &serde_json::Value, path: &Path) -> Result<()> {
     for field in [
         "model",
@@ -913,11 +915,12 @@ fn same_run(earlier: &serde_json::Value, ours: &serde_json::Value, path: &Path) 
         "seed",
         "samples",
         "threshold",
+        "mi_aim",
         "mask_draws",
         "clean_fpr",
     ] {
         let (was, now) = (&earlier[field], &ours[field]);
-        if now.is_null() || (field == "seed" && was.is_null()) {
+        if now.is_null() || (matches!(field, "seed" | "mi_aim") && was.is_null()) {
             continue;
         }
         ensure!(
