@@ -32,8 +32,9 @@ $B calibrate $D/md $C --signals mi,density < $D/near-cal.raw > /dev/null
 $B calibrate $D/mdt $C --signals mi,density --tamper < $D/near-cal.raw > /dev/null
 echo "| gate (calibrated on $half near-control frames, --fpr 0.05) | near-control held out, rejected | holes rejected |"
 echo "|---|---|---|"
+declare -A name=([mi]="MI alone, with tamper checks" [d]="density alone" [md]="MI + density" [mdt]="MI + density + tamper")
 for s in mi d md mdt; do
-  row="| $s"
+  row="| ${name[$s]}"
   for f in $D/near-judged.raw $H/holes.raw; do
     row="$row | $($B gate $D/$s - --width 28 --height 28 --seed 1 --no-latency -j 2 < $f | .venv/bin/python -c '
 import json, math, sys
