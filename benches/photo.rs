@@ -10,6 +10,8 @@
 //!   photo samples and this frame) run on the frame first; it passes them
 //! - lite0_gate_fused_t20: lite0_gate_tamper_t20 with MI and entropy fused (Bonferroni,
 //!   tables of the 224 photo-variants and this frame): the whole fused gate
+//! - lite0_gate_t20_again: lite0_gate_t20's MI-only gate built as those two are (a copy of
+//!   the model) and measured after them: the control for their ratios
 //! - tamper_measure_256: the tamper measures alone on that 256×256 frame;
 //!   tamper_measure_1080p: the same on the photo resized to 1920×1080 (RGB)
 //! - lite0_forward_t1: one T=1 forward of the network alone, plain plan: the
@@ -100,6 +102,15 @@ fn bench(c: &mut Criterion) {
         Added::TamperAndFused,
     );
     c.bench_function("lite0_gate_fused_t20", |b| b.iter(|| gate.score(&frame)));
+    // The MI-only gate again, built as the two above are (a copy of the model in a temporary
+    // folder) and measured after them: what the ratios owe to the gate and what to drift.
+    let (_dir, mut gate) = card_variants::gate_with(
+        &root.join("models/lite0-imagenet"),
+        &root.join("samples/photos"),
+        &frame,
+        Added::Nothing,
+    );
+    c.bench_function("lite0_gate_t20_again", |b| b.iter(|| gate.score(&frame)));
     let mut meter = mcgate::score::tamper::TamperMeter::new();
     c.bench_function("tamper_measure_256", |b| {
         b.iter(|| meter.measure(&frame.image))
