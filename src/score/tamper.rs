@@ -120,22 +120,25 @@ impl TamperMeter {
         finish(&self.luma, &scan)
     }
 
-    /// Fills the buffer with the image's luma on the grid; returns the grid's size.
+    /// Fills the buffer with the image's luma on the grid, nothing else; returns the grid's
+    /// size.
     fn fill(&mut self, image: &DynamicImage) -> (usize, usize) {
         self.scan_image(image, false).grid
     }
 
-    fn scan_image(&mut self, image: &DynamicImage, laplacian: bool) -> Scan {
+    /// One pass over the grid: its luma into the buffer, and with `measures` what the
+    /// measures need beside it (clipped points, the darkest channels, the Laplacian).
+    fn scan_image(&mut self, image: &DynamicImage, measures: bool) -> Scan {
         match image {
-            DynamicImage::ImageLuma8(g) => self.scan(g, laplacian),
-            DynamicImage::ImageRgb8(rgb) => self.scan(rgb, laplacian),
+            DynamicImage::ImageLuma8(g) => self.scan(g, measures),
+            DynamicImage::ImageRgb8(rgb) => self.scan(rgb, measures),
             // Other layouts (16-bit, alpha, float) go through the image crate's 8-bit RGB
             // once: rare on a camera's path, and the measures need only 8 bits.
-            other => self.scan(&other.to_rgb8(), laplacian),
+            other => self.scan(&other.to_rgb8(), measures),
         }
     }
 
-    fn scan<P: Pixels + image::GenericImageView>(&mut self, pixels: &P, laplacian: bool) -> Scan {
+    fn scan<P: Pixels + image::GenericImageView>(&mut self, pixels: &P, measures: bool) -> Scan {
         let (w, h) = pixels.dimensions();
         let stride = stride(w as usize, h as usize);
         let (gw, gh) = ((w as usize).div_ceil(stride), (h as usize).div_ceil(stride));
@@ -145,12 +148,16 @@ impl TamperMeter {
         let mut lap = (0.0f64, 0.0f64, 0usize);
         for y in (0..h).step_by(stride) {
             for x in (0..w).step_by(stride) {
+                if !measures {
+                    self.luma.push(pixels.luma(x, y));
+                    continue;
+                }
                 let (luma, brightest, dark) = pixels.at(x, y);
                 self.luma.push(luma);
                 clipped +=
                     (luma <= CLIP_MARGIN || brightest as f32 >= 255.0 - CLIP_MARGIN) as usize;
                 darkest[dark as usize] += 1;
-                if laplacian && stride > 1 && x > 0 && y > 0 && x + 1 < w && y + 1 < h {
+                if stride > 1 && x > 0 && y > 0 && x + 1 < w && y + 1 < h {
                     let l = pixels.luma(x - 1, y)
                         + pixels.luma(x + 1, y)
                         + pixels.luma(x, y - 1)
@@ -165,7 +172,7 @@ impl TamperMeter {
             grid: (gw, gh),
             clipped,
             darkest,
-            laplacian: (laplacian && stride > 1).then_some(lap),
+            laplacian: (measures && stride > 1).then_some(lap),
         }
     }
 }
