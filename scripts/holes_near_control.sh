@@ -37,11 +37,11 @@ for s in mi d md mdt; do
   row="| ${name[$s]}"
   for f in $D/near-judged.raw $H/holes.raw; do
     row="$row | $($B gate $D/$s - --width 28 --height 28 --seed 1 --no-latency -j 2 < $f | .venv/bin/python -c '
-import json, math, sys
+import json, sys
+sys.path.insert(0, "scripts")
+from tamper_probe import pct
 v = [json.loads(l)["verdict"] == "reject" for l in sys.stdin]
-k, n = sum(v), len(v); z = 1.96; p = k / n; d = 1 + z * z / n
-c = (p + z * z / (2 * n)) / d; r = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-print(f"{k} of {n}, {100 * p:.1f} % ({100 * (c - r):.1f}–{100 * (c + r):.1f} %)")')"
+print(f"{sum(v)} of {len(v)}, {pct(sum(v), len(v))}")')"
   done
   echo "$row |"
 done
